@@ -1,0 +1,30 @@
+"""The mesh model and its loading: mesh.yaml in, a typed immutable Mesh or located problems out."""
+
+from meshdev.config.load import load_mesh, parse_mesh
+from meshdev.config.model import (
+    Ingress,
+    IngressRoute,
+    Match,
+    Mesh,
+    Policy,
+    Route,
+    Service,
+    Version,
+)
+from meshdev.config.problems import MeshInvalid, Pos, Problem
+
+__all__ = [
+    "Ingress",
+    "IngressRoute",
+    "Match",
+    "Mesh",
+    "MeshInvalid",
+    "Policy",
+    "Pos",
+    "Problem",
+    "Route",
+    "Service",
+    "Version",
+    "load_mesh",
+    "parse_mesh",
+]

@@ -1,0 +1,257 @@
+"""The mesh model: mesh.yaml, typed and immutable.
+
+Field docs name the Envoy/Istio concept each field borrows and its default; `meshdev schema`
+publishes them to editors. Cross-field rules (unknown services, weights, regexes, ports) live
+in `semantics.py`, so this file stays a plain description of the shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WrapSerializer
+
+from meshdev.config.durations import Duration
+
+# Names become DNS names, container names and stat-name segments, so keep them to DNS labels.
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash"]
+RetryOn = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "retriable-4xx",
+    "retriable-status-codes",
+]
+
+V = TypeVar("V")
+
+
+def _freeze(value: Mapping[str, V]) -> Mapping[str, V]:
+    return MappingProxyType(dict(value))
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+def _number_to_text(value: object) -> object:
+    # `VERSION: 2` or `exact: 1` in YAML are numbers; as env values and header values they
+    # can only mean text, so accept them as such (booleans stay an error: yes/on surprise).
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_number_to_text)]
+
+# A mapping validated as a dict and then made read-only.
+FrozenMap = Annotated[
+    Mapping[str, V], AfterValidator(_freeze), WrapSerializer(lambda v, nxt: nxt(dict(v)))
+]
+# The same, keyed by names that become DNS names (services, versions).
+NamedMap = Annotated[
+    Mapping[Name, V], AfterValidator(_freeze), WrapSerializer(lambda v, nxt: nxt(dict(v)))
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HeaderMatch(_Model):
+    """One header condition (Istio's StringMatch); give exactly one kind."""
+
+    exact: Text | None = Field(default=None, description="The value equals this.")
+    prefix: Text | None = Field(default=None, description="The value starts with this.")
+    regex: str | None = Field(default=None, description="The whole value matches (RE2-like).")
+    present: bool | None = Field(default=None, description="The header is (not) sent at all.")
+
+
+class Match(_Model):
+    """Which requests a route takes (Envoy's RouteMatch). Empty matches every request."""
+
+    prefix: str | None = Field(default=None, description="Path starts with this.")
+    path: str | None = Field(default=None, description="Path equals this exactly.")
+    regex: str | None = Field(default=None, description="The whole path matches this regex.")
+    method: str | tuple[str, ...] | None = Field(
+        default=None, description="One HTTP method or a list of them."
+    )
+    headers: FrozenMap[HeaderMatch] = Field(
+        default_factory=_empty, description="Header name -> condition; all must hold."
+    )
+
+
+class Retries(_Model):
+    """Envoy's retry policy. The route's timeout covers every try."""
+
+    attempts: int = Field(
+        default=1, ge=0, description="Retries after the first try (Envoy's num_retries, default 1)."
+    )
+    retry_on: tuple[RetryOn, ...] = Field(
+        default=("5xx", "reset", "connect-failure"),
+        description="Envoy's retry_on conditions. Envoy has no default; meshdev's is "
+        "5xx, reset, connect-failure.",
+    )
+    retriable_status_codes: tuple[Annotated[int, Field(ge=100, le=599)], ...] = Field(
+        default=(), description="Codes retried when retry_on has retriable-status-codes."
+    )
+    per_try_timeout: Duration | None = Field(
+        default=None, description="Timeout of each try (Envoy: none, the route timeout applies)."
+    )
+
+
+class Abort(_Model):
+    percent: float = Field(ge=0, le=100, description="Share of requests aborted, 0-100.")
+    status: int = Field(ge=200, le=599, description="HTTP status answered instead.")
+
+
+class Delay(_Model):
+    percent: float = Field(ge=0, le=100, description="Share of requests delayed, 0-100.")
+    fixed: Duration = Field(description="Delay added before the request is forwarded.")
+
+
+class Fault(_Model):
+    """Envoy's HTTP fault filter: abort and/or delay a share of requests."""
+
+    abort: Abort | None = None
+    delay: Delay | None = None
+
+
+class RateLimit(_Model):
+    """Envoy's local rate limit: a token bucket; over the limit -> 429."""
+
+    requests_per_second: float = Field(gt=0, description="Refill rate of the bucket.")
+    burst: int | None = Field(
+        default=None, ge=1, description="Bucket size (default: requests_per_second, at least 1)."
+    )
+
+
+class Route(_Model):
+    """One route of a destination (an Istio VirtualService http route). First match wins."""
+
+    name: Name | None = Field(
+        default=None, description="Stat name segment (vhost.<svc>.route.<name>); default r<N>."
+    )
+    match: Match = Field(default_factory=Match)
+    to: str | FrozenMap[Annotated[int, Field(ge=0)]] | None = Field(
+        default=None,
+        description="A service, a subset (backend.v1), or weights "
+        "{backend.v1: 90, backend.v2: 10}; default: the destination service itself.",
+    )
+    timeout: Duration = Field(default=15.0, description="Covers all tries; Envoy default 15s.")
+    retries: Retries | None = None
+    fault: Fault | None = None
+    rate_limit: RateLimit | None = None
+
+
+class CircuitBreaker(_Model):
+    """Envoy's circuit-breaker thresholds (defaults are Envoy's)."""
+
+    max_connections: int = Field(default=1024, ge=1)
+    max_pending_requests: int = Field(default=1024, ge=0)
+    max_requests: int = Field(default=1024, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+
+
+class OutlierDetection(_Model):
+    """Envoy's outlier detection on consecutive 5xx (defaults are Envoy's)."""
+
+    consecutive_5xx: int = Field(default=5, ge=1)
+    interval: Duration = Field(default=10.0, gt=0)
+    base_ejection_time: Duration = Field(
+        default=30.0, gt=0, description="Multiplied by how often the host was ejected."
+    )
+    max_ejection_percent: float = Field(
+        default=10, ge=0, le=100, description="At least one host may always be ejected."
+    )
+
+
+class Policy(_Model):
+    """Traffic policy of a destination (an Istio DestinationRule)."""
+
+    lb: LbPolicy = Field(default="round_robin", description="Envoy default: round_robin.")
+    hash_header: str | None = Field(default=None, description="ring_hash hashes this header.")
+    connect_timeout: Duration = Field(default=5.0, gt=0, description="Envoy default 5s.")
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
+    outlier_detection: OutlierDetection | None = None
+
+
+class Version(_Model):
+    """A subset of a service (Istio: a DestinationRule subset), with its own pods."""
+
+    replicas: int = Field(default=1, ge=0)
+    env: FrozenMap[Text] = Field(default_factory=_empty)
+    build: str | None = Field(default=None, description="Overrides the service's build folder.")
+    image: str | None = Field(default=None, description="Overrides the service's image.")
+    command: str | tuple[str, ...] | None = Field(default=None, description="Overrides command.")
+
+
+class Service(_Model):
+    build: str | None = Field(
+        default=None, description="A folder with a Dockerfile, relative to mesh.yaml."
+    )
+    image: str | None = Field(default=None, description="An image to run instead of a build.")
+    command: str | tuple[str, ...] | None = Field(
+        default=None,
+        description="Runs in the build folder with PORT and HOST set to where to listen.",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="The app's port in its pod.")
+    replicas: int | None = Field(
+        default=None, ge=0, description="Pods (default 1; with versions, their sum)."
+    )
+    env: FrozenMap[Text] = Field(default_factory=_empty)
+    health_path: str | None = Field(
+        default=None, description="HTTP path answering 2xx when ready; none = port accepts."
+    )
+    versions: NamedMap[Version] = Field(
+        default_factory=_empty, description="Subsets (e.g. v1, v2) with their own replicas and env."
+    )
+
+    def pod_count(self) -> int:
+        if self.versions:
+            return sum(v.replicas for v in self.versions.values())
+        return 1 if self.replicas is None else self.replicas
+
+
+class IngressRoute(_Model):
+    name: Name | None = None
+    match: Match = Field(default_factory=Match)
+    to: str = Field(description="The service this path goes to; its routes and policies apply.")
+
+
+class Ingress(_Model):
+    port: int = Field(default=8000, ge=1, le=65535, description="Published on 127.0.0.1 only.")
+    routes: tuple[IngressRoute, ...] = Field(min_length=1)
+
+
+class Mesh(_Model):
+    """A whole mesh.yaml."""
+
+    name: Name = Field(description="Labels every container, network and process of the mesh.")
+    base_image: str | None = Field(
+        default=None,
+        description="Base image of every image meshdev builds (default python:3.12-slim; "
+        "env MESHDEV_BASE_IMAGE and --base-image override).",
+    )
+    services: NamedMap[Service] = Field(min_length=1)
+    ingress: Ingress | None = None
+    routes: FrozenMap[tuple[Route, ...]] = Field(
+        default_factory=_empty, description="Per destination service, like an Istio VirtualService."
+    )
+    policies: FrozenMap[Policy] = Field(
+        default_factory=_empty,
+        description="Per destination service, like an Istio DestinationRule.",
+    )
+
+    def pod_count(self) -> int:
+        return sum(s.pod_count() for s in self.services.values()) + (1 if self.ingress else 0)
+
+    def route_count(self) -> int:
+        own = sum(len(rs) for rs in self.routes.values())
+        return own + (len(self.ingress.routes) if self.ingress else 0)

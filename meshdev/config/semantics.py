@@ -1,0 +1,214 @@
+"""Rules across fields that types cannot say: references, weights, regexes, ports.
+
+Every rule adds a located problem and goes on, so the user sees all of them in one run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path as FsPath
+
+from meshdev.config.model import Match, Mesh, Route, Service
+from meshdev.config.problems import Path, Problem
+from meshdev.config.yamlsource import SourceMap
+
+# The sidecar shares each pod's network namespace (admin, outbound, inbound; as Istio).
+SIDECAR_PORTS = {15000: "admin", 15001: "outbound", 15006: "inbound"}
+_METHOD = re.compile(r"^[A-Z]+$")
+
+
+class _Check:
+    def __init__(self, mesh: Mesh, file: str, source: SourceMap, base_dir: FsPath | None) -> None:
+        self.mesh = mesh
+        self.file = file
+        self.source = source
+        self.base_dir = base_dir
+        self.problems: list[Problem] = []
+
+    def add(self, path: Path, message: str, *, at_key: bool = False) -> None:
+        pos = self.source.key_pos(path) if at_key else self.source.value_pos(path)
+        self.problems.append(Problem(self.file, pos, path, message))
+
+    def unknown(
+        self, path: Path, kind: str, name: str, choices: list[str], *, at_key: bool
+    ) -> None:
+        close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+        hint = (
+            f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(choices))}"
+        )
+        self.add(path, f"unknown {kind} {name!r}{hint}", at_key=at_key)
+
+    # -- destinations ---------------------------------------------------------------------
+
+    def destinations(self) -> list[str]:
+        names = list(self.mesh.services)
+        for svc_name, svc in self.mesh.services.items():
+            names += [f"{svc_name}.{v}" for v in svc.versions]
+        return names
+
+    def check_destination(self, path: Path, name: str, *, at_key: bool = False) -> None:
+        service, _, subset = name.partition(".")
+        if service not in self.mesh.services:
+            self.unknown(path, "service", service, list(self.mesh.services), at_key=at_key)
+        elif subset and subset not in self.mesh.services[service].versions:
+            versions = list(self.mesh.services[service].versions)
+            if not versions:
+                self.add(
+                    path,
+                    f"service {service!r} has no versions; give it versions: to split it",
+                    at_key=at_key,
+                )
+            else:
+                close = difflib.get_close_matches(subset, versions, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(versions)}"
+                self.add(path, f"unknown version {subset!r} of {service}; {hint}", at_key=at_key)
+
+    # -- rules ----------------------------------------------------------------------------
+
+    def run(self) -> list[Problem]:
+        for name, svc in self.mesh.services.items():
+            self.service(("services", name), svc)
+        if self.mesh.ingress is not None:
+            ing = self.mesh.ingress
+            if ing.port in SIDECAR_PORTS:
+                self.add(
+                    ("ingress", "port"),
+                    f"port {ing.port} clashes with the gateway's {SIDECAR_PORTS[ing.port]} port",
+                )
+            seen: dict[str, int] = {}
+            for i, ir in enumerate(ing.routes):
+                path: Path = ("ingress", "routes", i)
+                self.match((*path, "match"), ir.match)
+                if ir.to not in self.mesh.services:
+                    self.unknown(
+                        (*path, "to"), "service", ir.to, list(self.mesh.services), at_key=False
+                    )
+                self.unique_name(path, ir.name or f"r{i}", seen, i)
+        for dest, routes in self.mesh.routes.items():
+            if dest not in self.mesh.services:
+                self.unknown(
+                    ("routes", dest), "service", dest, list(self.mesh.services), at_key=True
+                )
+            seen = {}
+            for i, r in enumerate(routes):
+                self.route(("routes", dest, i), r)
+                self.unique_name(("routes", dest, i), r.name or f"r{i}", seen, i)
+        for dest, pol in self.mesh.policies.items():
+            path = ("policies", dest)
+            if dest not in self.mesh.services:
+                self.unknown(path, "service", dest, list(self.mesh.services), at_key=True)
+            if pol.lb == "ring_hash" and not pol.hash_header:
+                self.add((*path, "lb"), "ring_hash needs hash_header: the header to hash on")
+            if pol.hash_header and pol.lb != "ring_hash":
+                self.add((*path, "hash_header"), "hash_header only applies to lb: ring_hash")
+        if self.mesh.base_image is not None and not self.mesh.base_image.strip():
+            self.add(("base_image",), "must not be empty")
+        return self.problems
+
+    def unique_name(self, path: Path, name: str, seen: dict[str, int], index: int) -> None:
+        if name in seen:
+            self.add((*path, "name"), f"duplicate route name {name!r} (also route {seen[name]})")
+        else:
+            seen[name] = index
+
+    def service(self, path: Path, svc: Service) -> None:
+        if svc.build and svc.image:
+            self.add((*path, "image"), "give build or image, not both")
+        own = bool(svc.build or svc.image or svc.command)
+        versions = svc.versions.values()
+        each_version = bool(svc.versions) and all(v.build or v.image or v.command for v in versions)
+        if not own and not each_version:
+            self.add(path, "give build (a folder), image, or command")
+        if svc.port in SIDECAR_PORTS:
+            self.add(
+                (*path, "port"),
+                f"port {svc.port} clashes with the sidecar's {SIDECAR_PORTS[svc.port]} port "
+                "in the same pod",
+            )
+        if svc.versions and svc.replicas is not None:
+            total = sum(v.replicas for v in svc.versions.values())
+            if total != svc.replicas:
+                self.add(
+                    (*path, "replicas"),
+                    f"replicas is {svc.replicas} but the versions add up to {total}; "
+                    "give replicas per version",
+                )
+        self.build_folder((*path, "build"), svc.build)
+        for vname, ver in svc.versions.items():
+            vpath = (*path, "versions", vname)
+            self.build_folder((*vpath, "build"), ver.build)
+            if ver.build and ver.image:
+                self.add((*vpath, "image"), "give build or image, not both")
+        if svc.health_path is not None and not svc.health_path.startswith("/"):
+            self.add((*path, "health_path"), "must start with /")
+
+    def build_folder(self, path: Path, build: str | None) -> None:
+        if build is None or self.base_dir is None:
+            return
+        folder = (self.base_dir / build).resolve()
+        if not folder.is_dir():
+            self.add(path, f"folder not found: {folder}")
+
+    def route(self, path: Path, r: Route) -> None:
+        self.match((*path, "match"), r.match)
+        if isinstance(r.to, str):
+            self.check_destination((*path, "to"), r.to)
+        elif r.to is not None:
+            if not r.to:
+                self.add((*path, "to"), "give at least one destination")
+            for dest in r.to:
+                self.check_destination((*path, "to", dest), dest, at_key=True)
+            if r.to and sum(r.to.values()) == 0:
+                self.add((*path, "to"), "weights sum to 0; at least one must be positive")
+        if r.retries is not None:
+            rt = r.retries
+            if rt.retriable_status_codes and "retriable-status-codes" not in rt.retry_on:
+                self.add(
+                    (*path, "retries", "retriable_status_codes"),
+                    "has no effect unless retry_on includes retriable-status-codes",
+                )
+            if rt.per_try_timeout and r.timeout and rt.per_try_timeout > r.timeout:
+                self.add(
+                    (*path, "retries", "per_try_timeout"),
+                    "is longer than the route's timeout, which covers all tries",
+                )
+        if r.fault is not None and r.fault.abort is None and r.fault.delay is None:
+            self.add((*path, "fault"), "give abort, delay, or both")
+
+    def match(self, path: Path, m: Match) -> None:
+        kinds = [k for k in ("prefix", "path", "regex") if getattr(m, k) is not None]
+        if len(kinds) > 1:
+            self.add(path, f"give one of prefix, path, regex (not {' and '.join(kinds)})")
+        for k in ("prefix", "path"):
+            v = getattr(m, k)
+            if v is not None and not v.startswith("/"):
+                self.add((*path, k), "must start with /")
+        if m.regex is not None:
+            self.regex((*path, "regex"), m.regex)
+        methods = (m.method,) if isinstance(m.method, str) else (m.method or ())
+        for i, meth in enumerate(methods):
+            if not _METHOD.match(meth):
+                where = (*path, "method") if isinstance(m.method, str) else (*path, "method", i)
+                self.add(where, f"{meth!r} is not an HTTP method; methods are upper case, like GET")
+        for name, hm in m.headers.items():
+            hpath = (*path, "headers", name)
+            given = [
+                k for k in ("exact", "prefix", "regex", "present") if getattr(hm, k) is not None
+            ]
+            if len(given) != 1:
+                self.add(hpath, "give exactly one of exact, prefix, regex, present")
+            if hm.regex is not None:
+                self.regex((*hpath, "regex"), hm.regex)
+
+    def regex(self, path: Path, pattern: str) -> None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            self.add(path, f"regex does not compile: {exc}")
+
+
+def semantic_problems(
+    mesh: Mesh, file: str, source: SourceMap, base_dir: FsPath | None
+) -> list[Problem]:
+    return _Check(mesh, file, source, base_dir).run()

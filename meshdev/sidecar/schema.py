@@ -1,0 +1,303 @@
+"""The per-sidecar config: what the control plane renders and a sidecar serves.
+
+This is the contract between `meshdev.plan` (which renders it from mesh.yaml through
+`templates/sidecar.yaml`) and the data plane. It is plain JSON on the wire (POST /config),
+durations are float seconds, and every reference between its parts is checked at once so a
+rejected config answers with every reason, not the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash"]
+ListenerKind = Literal["inbound", "outbound", "ingress"]
+RetryOn = Literal[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "connect-failure",
+    "retriable-4xx",
+    "retriable-status-codes",
+]
+
+# Ports inside each pod, as Istio numbers them, so what users learn here carries over.
+ADMIN_PORT = 15000
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HeaderMatch(_Model):
+    """One header condition; exactly one of exact, prefix, regex or present is set."""
+
+    name: str = Field(min_length=1)
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+    present: bool | None = None
+    invert: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HeaderMatch:
+        kinds = [k for k in ("exact", "prefix", "regex", "present") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                f"header {self.name!r}: give exactly one of exact, prefix, regex, present"
+            )
+        if self.regex is not None:
+            re.compile(self.regex)
+        return self
+
+
+class RouteMatch(_Model):
+    """Path match (at most one of prefix, path, regex; none means every path) and conditions."""
+
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None
+    methods: tuple[str, ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_path_kind(self) -> RouteMatch:
+        given = [k for k in ("prefix", "path", "regex") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError("give at most one of prefix, path, regex")
+        if self.regex is not None:
+            re.compile(self.regex)
+        return self
+
+
+class WeightedCluster(_Model):
+    cluster: str
+    weight: int = Field(ge=0)
+
+
+class RetryPolicy(_Model):
+    """Envoy's retry policy. `attempts` is Envoy's num_retries: retries after the first try."""
+
+    attempts: int = Field(ge=0)
+    retry_on: tuple[RetryOn, ...] = ("5xx",)
+    retriable_status_codes: tuple[int, ...] = ()
+    per_try_timeout: float | None = Field(default=None, gt=0)
+    # Envoy: base 25 ms, max 10x base, "full jitter" over [0, min(max, base * 2^n)).
+    base_interval: float = Field(default=0.025, gt=0)
+    max_interval: float = Field(default=0.25, gt=0)
+
+
+class FaultAbort(_Model):
+    status: int = Field(ge=200, le=599)
+    percent: float = Field(ge=0, le=100)
+
+
+class FaultDelay(_Model):
+    fixed: float = Field(ge=0)
+    percent: float = Field(ge=0, le=100)
+
+
+class Fault(_Model):
+    abort: FaultAbort | None = None
+    delay: FaultDelay | None = None
+
+
+class RateLimit(_Model):
+    """Local token bucket: `burst` tokens, refilled at `requests_per_second`."""
+
+    requests_per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class Route(_Model):
+    name: str = Field(min_length=1)
+    match: RouteMatch = RouteMatch()
+    clusters: tuple[WeightedCluster, ...] = Field(min_length=1)
+    # Envoy's default route timeout is 15 s; 0 disables it. It covers every try.
+    timeout: float = Field(default=15.0, ge=0)
+    retries: RetryPolicy | None = None
+    fault: Fault | None = None
+    rate_limit: RateLimit | None = None
+
+    @model_validator(mode="after")
+    def _weights(self) -> Route:
+        if sum(c.weight for c in self.clusters) <= 0:
+            raise ValueError(f"route {self.name!r}: cluster weights sum to 0")
+        return self
+
+
+class VirtualHost(_Model):
+    """The routes of one destination service, chosen by the request's Host."""
+
+    name: str = Field(min_length=1)
+    domains: tuple[str, ...] = Field(min_length=1)
+    routes: tuple[Route, ...] = ()
+
+
+class CircuitBreaker(_Model):
+    """Envoy's per-cluster thresholds (defaults are Envoy's)."""
+
+    max_connections: int = Field(default=1024, ge=1)
+    max_pending_requests: int = Field(default=1024, ge=0)
+    max_requests: int = Field(default=1024, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+
+
+class OutlierDetection(_Model):
+    """Envoy's consecutive-5xx outlier detection (defaults are Envoy's)."""
+
+    consecutive_5xx: int = Field(default=5, ge=1)
+    interval: float = Field(default=10.0, gt=0)
+    base_ejection_time: float = Field(default=30.0, gt=0)
+    max_ejection_percent: float = Field(default=10, ge=0, le=100)
+
+
+class Endpoint(_Model):
+    address: str
+    port: int = Field(ge=1, le=65535)
+    pod: str = ""
+
+
+class Cluster(_Model):
+    name: str = Field(min_length=1)
+    endpoints: tuple[Endpoint, ...] = ()
+    lb: LbPolicy = "round_robin"
+    # ring_hash hashes this request header (Istio's consistentHash.httpHeaderName).
+    hash_header: str | None = None
+    connect_timeout: float = Field(default=5.0, gt=0)
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+    outlier_detection: OutlierDetection | None = None
+
+
+class IngressRoute(_Model):
+    """The gateway's own path routing: picks the destination service (a virtual host)."""
+
+    name: str = Field(min_length=1)
+    match: RouteMatch = RouteMatch()
+    virtual_host: str
+
+
+class Listener(_Model):
+    name: str = Field(min_length=1)
+    kind: ListenerKind
+    address: str
+    port: int = Field(ge=1, le=65535)
+    # inbound: the cluster holding the local app.
+    cluster: str | None = None
+    # ingress: path routes onto virtual hosts.
+    routes: tuple[IngressRoute, ...] = ()
+
+
+class Admin(_Model):
+    address: str = "127.0.0.1"
+    port: int = Field(default=ADMIN_PORT, ge=1, le=65535)
+
+
+class Limits(_Model):
+    """Connection hardening; defaults follow Envoy's where it has one."""
+
+    header_timeout: float = Field(default=10.0, gt=0)
+    idle_timeout: float = Field(default=60.0, gt=0)
+    max_headers: int = Field(default=100, ge=1)
+    max_header_bytes: int = Field(default=60 * 1024, ge=1024)
+    max_header_line: int = Field(default=8 * 1024, ge=256)
+    max_admin_body: int = Field(default=1024 * 1024, ge=1024)
+
+
+class SidecarConfig(_Model):
+    version: int = Field(ge=0)
+    mesh: str
+    node: str
+    service: str | None = None
+    subset: str | None = None
+    admin: Admin = Admin()
+    listeners: tuple[Listener, ...] = ()
+    virtual_hosts: tuple[VirtualHost, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+    limits: Limits = Limits()
+    # "stdout", "off", or a file path.
+    access_log: str = "stdout"
+
+    @model_validator(mode="after")
+    def _references(self) -> SidecarConfig:
+        problems = reference_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def content_hash(self) -> str:
+        """Hash of everything but the version, so an unchanged config keeps its hash."""
+        body = self.model_dump(mode="json", exclude={"version"})
+        raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(raw).hexdigest()[:16]
+
+    def cluster(self, name: str) -> Cluster | None:
+        for c in self.clusters:
+            if c.name == name:
+                return c
+        return None
+
+
+def reference_problems(cfg: SidecarConfig) -> list[str]:
+    clusters = {c.name for c in cfg.clusters}
+    vhosts = {v.name for v in cfg.virtual_hosts}
+    problems: list[str] = []
+    for name, count in _dupes([c.name for c in cfg.clusters]):
+        problems.append(f"cluster {name!r} defined {count} times")
+    for name, count in _dupes([v.name for v in cfg.virtual_hosts]):
+        problems.append(f"virtual host {name!r} defined {count} times")
+    for name, count in _dupes([(lst.address, lst.port) for lst in cfg.listeners]):
+        problems.append(f"listener address {name[0]}:{name[1]} used {count} times")
+    for v in cfg.virtual_hosts:
+        for r in v.routes:
+            for wc in r.clusters:
+                if wc.cluster not in clusters:
+                    problems.append(
+                        f"virtual_hosts.{v.name}.routes.{r.name}: unknown cluster {wc.cluster!r}"
+                    )
+    for lst in cfg.listeners:
+        if lst.kind == "inbound" and (lst.cluster is None or lst.cluster not in clusters):
+            problems.append(f"listeners.{lst.name}: inbound needs a known cluster")
+        for ir in lst.routes:
+            if ir.virtual_host not in vhosts:
+                problems.append(
+                    f"listeners.{lst.name}.routes.{ir.name}: "
+                    f"unknown virtual host {ir.virtual_host!r}"
+                )
+    for c in cfg.clusters:
+        if c.lb == "ring_hash" and not c.hash_header:
+            problems.append(f"clusters.{c.name}: ring_hash needs hash_header")
+    return problems
+
+
+def _dupes(items: list[Any]) -> list[tuple[Any, int]]:
+    seen: dict[Any, int] = {}
+    for it in items:
+        seen[it] = seen.get(it, 0) + 1
+    return [(k, n) for k, n in seen.items() if n > 1]
+
+
+def parse_config(data: object) -> SidecarConfig:
+    """Validate a decoded JSON document; raises ConfigRejected listing every reason."""
+    try:
+        return SidecarConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigRejected(
+            [
+                f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
+        ) from None
+
+
+class ConfigRejected(ValueError):
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian/Ubuntu machine and runs all of it:
+# lint, types, layer contracts, and every test, with a real Docker engine (installed and started
+# here when none answers; tests marked `docker` then fail rather than skip).
+# Extra arguments go to pytest (e.g. scripts/test.sh -k sidecar).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_venv test
+apt_need tmux tmux            # the dashboard's end-to-end test drives a real terminal
+apt_need promtool prometheus  # checks the sidecar's /stats/prometheus output
+MESHDEV_BASE_IMAGE=$(bash scripts/docker-setup.sh | tail -n1)
+export MESHDEV_BASE_IMAGE
+export MESHDEV_REQUIRE_DOCKER=${MESHDEV_REQUIRE_DOCKER:-1}
+log "base image: $MESHDEV_BASE_IMAGE"
+
+step() { log "== $*"; "$@"; }
+step .venv/bin/ruff check .
+step .venv/bin/ruff format --check .
+step .venv/bin/mypy
+step .venv/bin/lint-imports
+step .venv/bin/pytest "$@"

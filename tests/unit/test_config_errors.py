@@ -1,0 +1,285 @@
+"""Every error class of mesh.yaml: its message and its line:col."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from meshdev.config import MeshInvalid, parse_mesh
+
+BASE = """\
+name: demo
+services:
+  api:
+    command: python app.py
+    versions: {v1: {replicas: 2}, v2: {}}
+  web:
+    image: nginx
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(MeshInvalid) as info:
+        parse_mesh(textwrap.dedent(text).encode(), "mesh.yaml")
+    return [str(p) for p in info.value.problems]
+
+
+# (what is wrong, extra YAML appended to BASE, expected "line:col path: message" fragment)
+CASES = [
+    (
+        "bad duration",
+        "routes:\n  api:\n    - {timeout: 2}\n",
+        "mesh.yaml:10:17 routes.api[0].timeout: expected a duration like 250ms or 2s",
+    ),
+    (
+        "unknown key",
+        "routes:\n  api:\n    - {timout: 2s}\n",
+        "mesh.yaml:10:8 routes.api[0].timout: unknown key 'timout'; did you mean 'timeout'?",
+    ),
+    (
+        "unknown top-level key",
+        "polices: {}\n",
+        "mesh.yaml:8:1 polices: unknown key 'polices'; did you mean 'policies'?",
+    ),
+    (
+        "unknown enum value",
+        "policies:\n  api: {lb: least_requests}\n",
+        "mesh.yaml:9:13 policies.api.lb: unknown value 'least_requests'; "
+        "did you mean 'least_request'?",
+    ),
+    (
+        "percent over 100",
+        "routes:\n  api:\n    - fault: {abort: {percent: 150, status: 503}}\n",
+        "mesh.yaml:10:32 routes.api[0].fault.abort.percent: must be at most 100",
+    ),
+    (
+        "negative percent",
+        "routes:\n  api:\n    - fault: {delay: {percent: -1, fixed: 1s}}\n",
+        "routes.api[0].fault.delay.percent: must be at least 0",
+    ),
+    (
+        "zero limit",
+        "policies:\n  api: {circuit_breaker: {max_requests: 0}}\n",
+        "mesh.yaml:9:41 policies.api.circuit_breaker.max_requests: must be at least 1",
+    ),
+    (
+        "negative retries",
+        "routes:\n  api:\n    - retries: {attempts: -1}\n",
+        "routes.api[0].retries.attempts: must be at least 0",
+    ),
+    (
+        "zero rate",
+        "routes:\n  api:\n    - rate_limit: {requests_per_second: 0}\n",
+        "routes.api[0].rate_limit.requests_per_second: must be greater than 0",
+    ),
+    (
+        "missing required",
+        "ingress: {routes: [{match: {prefix: /}}]}\n",
+        "mesh.yaml:8:20 ingress.routes[0].to: required key is missing",
+    ),
+    ("empty ingress routes", "ingress: {routes: []}\n", "ingress.routes: must not be empty"),
+    ("wrong type list", "routes:\n  api: {name: x}\n", "mesh.yaml:9:8 routes.api: expected a list"),
+    (
+        "wrong type mapping",
+        "policies:\n  api: [1]\n",
+        "policies.api: expected a mapping of keys to values",
+    ),
+    (
+        "duplicate key",
+        "services:\n  x: {command: a}\n",
+        "mesh.yaml:8:1 services: duplicate key 'services' (first at line 2)",
+    ),
+    (
+        "wrong type number",
+        "routes:\n  api:\n    - {retries: {attempts: two}}\n",
+        "routes.api[0].retries.attempts: expected a whole number",
+    ),
+    (
+        "wrong type bool",
+        "routes:\n  api:\n    - match: {headers: {x: {present: maybe}}}\n",
+        "routes.api[0].match.headers.x.present: expected true or false",
+    ),
+    (
+        "unknown service in route",
+        "routes:\n  api:\n    - {to: apii}\n",
+        "mesh.yaml:10:12 routes.api[0].to: unknown service 'apii'; did you mean 'api'?",
+    ),
+    (
+        "unknown subset",
+        "routes:\n  api:\n    - {to: {api.v1: 1, api.v3: 1}}\n",
+        "mesh.yaml:10:24 routes.api[0].to.api.v3: unknown version 'v3' of api; known: v1, v2",
+    ),
+    (
+        "subset of unversioned",
+        "routes:\n  web:\n    - {to: web.v1}\n",
+        "routes.web[0].to: service 'web' has no versions",
+    ),
+    (
+        "unknown destination key",
+        "routes:\n  apx: []\n",
+        "mesh.yaml:9:3 routes.apx: unknown service 'apx'; did you mean 'api'?",
+    ),
+    (
+        "unknown policy key",
+        "policies:\n  wbe: {}\n",
+        "mesh.yaml:9:3 policies.wbe: unknown service 'wbe'; did you mean 'web'?",
+    ),
+    (
+        "weights sum to zero",
+        "routes:\n  api:\n    - {to: {api.v1: 0, api.v2: 0}}\n",
+        "routes.api[0].to: weights sum to 0",
+    ),
+    (
+        "negative weight",
+        "routes:\n  api:\n    - {to: {api.v1: -5}}\n",
+        "routes.api[0].to.api.v1: must be at least 0",
+    ),
+    (
+        "duplicate route names",
+        "routes:\n  api:\n    - {name: a}\n    - {name: a}\n",
+        "mesh.yaml:11:14 routes.api[1].name: duplicate route name 'a' (also route 0)",
+    ),
+    (
+        "bad regex",
+        "routes:\n  api:\n    - match: {regex: '(['}\n",
+        "mesh.yaml:10:22 routes.api[0].match.regex: regex does not compile",
+    ),
+    (
+        "bad header regex",
+        "routes:\n  api:\n    - match: {headers: {x: {regex: '*'}}}\n",
+        "routes.api[0].match.headers.x.regex: regex does not compile",
+    ),
+    (
+        "two path kinds",
+        "routes:\n  api:\n    - match: {prefix: /a, path: /b}\n",
+        "routes.api[0].match: give one of prefix, path, regex (not prefix and path)",
+    ),
+    (
+        "prefix without slash",
+        "routes:\n  api:\n    - match: {prefix: items}\n",
+        "routes.api[0].match.prefix: must start with /",
+    ),
+    (
+        "lower-case method",
+        "routes:\n  api:\n    - match: {method: get}\n",
+        "routes.api[0].match.method: 'get' is not an HTTP method",
+    ),
+    (
+        "header with two kinds",
+        "routes:\n  api:\n    - match: {headers: {x: {exact: a, prefix: b}}}\n",
+        "routes.api[0].match.headers.x: give exactly one of exact, prefix, regex, present",
+    ),
+    (
+        "port clash with sidecar",
+        "ingress: {port: 15000, routes: [{to: api}]}\n",
+        "ingress.port: port 15000 clashes with the gateway's admin port",
+    ),
+    (
+        "ring hash without header",
+        "policies:\n  api: {lb: ring_hash}\n",
+        "policies.api.lb: ring_hash needs hash_header",
+    ),
+    (
+        "per-try longer than route",
+        "routes:\n  api:\n    - {timeout: 1s, retries: {per_try_timeout: 2s}}\n",
+        "routes.api[0].retries.per_try_timeout: is longer than the route's timeout",
+    ),
+    (
+        "codes without retry_on",
+        "routes:\n  api:\n    - retries: {retriable_status_codes: [409]}\n",
+        "routes.api[0].retries.retriable_status_codes: has no effect unless retry_on",
+    ),
+    (
+        "empty fault",
+        "routes:\n  api:\n    - fault: {}\n",
+        "routes.api[0].fault: give abort, delay, or both",
+    ),
+    (
+        "status out of range",
+        "routes:\n  api:\n    - fault: {abort: {percent: 1, status: 700}}\n",
+        "routes.api[0].fault.abort.status: must be at most 599",
+    ),
+    (
+        "ingress to unknown",
+        "ingress: {routes: [{to: ap}]}\n",
+        "ingress.routes[0].to: unknown service 'ap'; did you mean 'api'?",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"), [(c[1], c[2]) for c in CASES if c[2]], ids=[c[0] for c in CASES if c[2]]
+)
+def test_bad_input_is_located(extra: str, expected: str) -> None:
+    found = problems(BASE + extra)
+    assert any(expected in p for p in found), found
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = BASE + "routes:\n  api:\n    - {timeout: 2, to: nope, timout: 1s}\n  apx: []\n"
+    found = problems(text)
+    # The type errors of the route come together (semantics waits for a well-typed file).
+    assert len(found) >= 2
+    assert any("timeout" in p for p in found)
+    assert any("timout" in p for p in found)
+
+
+def test_problems_are_in_file_order() -> None:
+    text = BASE + "policies:\n  api: {lb: x}\nroutes:\n  api:\n    - {timeout: 2}\n"
+    with pytest.raises(MeshInvalid) as info:
+        parse_mesh(text.encode(), "m.yaml")
+    lines = [p.pos.line for p in info.value.problems]
+    assert lines == sorted(lines)
+    assert len(lines) == 2
+
+
+def test_bad_names() -> None:
+    found = problems("name: Demo_1\nservices:\n  API: {command: x, versions: {V1: {}}}\n")
+    assert found == [
+        f"mesh.yaml:{pos} {path}: expected a name of lower-case letters, digits and '-' "
+        "(a DNS label, at most 40)"
+        for pos, path in [
+            ("1:7", "name"),
+            ("3:3", "services.API"),
+            ("3:32", "services.API.versions.V1"),
+        ]
+    ]
+
+
+def test_versions_must_add_up() -> None:
+    text = "name: d\nservices:\n  a:\n    command: x\n    replicas: 4\n    versions: {v1: {}}\n"
+    assert problems(text) == [
+        "mesh.yaml:5:15 services.a.replicas: replicas is 4 but the versions add up to 1; "
+        "give replicas per version"
+    ]
+
+
+def test_service_needs_something_to_run() -> None:
+    found = problems("name: d\nservices:\n  a: {port: 80}\n")
+    assert found == ["mesh.yaml:3:6 services.a: give build (a folder), image, or command"]
+
+
+def test_build_and_image_together() -> None:
+    found = problems("name: d\nservices:\n  a: {build: ., image: x}\n")
+    assert any("services.a.image: give build or image, not both" in p for p in found)
+
+
+def test_build_folder_must_exist(tmp_path: object) -> None:
+    from pathlib import Path
+
+    base = Path(str(tmp_path))
+    (base / "app").mkdir()
+    ok = "name: d\nservices:\n  a: {build: ./app}\n"
+    parse_mesh(ok.encode(), "mesh.yaml", base)
+    with pytest.raises(MeshInvalid) as info:
+        parse_mesh(ok.replace("./app", "./nope").encode(), "mesh.yaml", base)
+    assert "services.a.build: folder not found" in str(info.value)
+
+
+def test_app_port_clashing_with_sidecar() -> None:
+    found = problems("name: d\nservices:\n  a: {command: x, port: 15001}\n")
+    assert found == [
+        "mesh.yaml:3:25 services.a.port: port 15001 clashes with the sidecar's outbound port "
+        "in the same pod"
+    ]
