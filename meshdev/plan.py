@@ -1,0 +1,302 @@
+"""Desired state, computed purely: the pods a mesh wants and each sidecar's rendered config.
+
+Nothing here does I/O: the runtime says where pods are (`Placement`), the caller hands in the
+template's defaults, and `render` returns the exact config each sidecar must serve. Service
+discovery is just this: endpoints are rendered from the placements the control plane passes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshdev.config.model import Match, Mesh, Policy, Route, Service
+from meshdev.sidecar import schema as sc
+
+INGRESS_POD = "ingress"
+
+
+@dataclass(frozen=True, slots=True)
+class PodSpec:
+    """One pod the mesh wants: what to run and how it is known."""
+
+    name: str
+    service: str  # "" for the ingress gateway
+    subset: str | None
+    index: int
+    port: int  # the app's port (0 for the gateway)
+    env: Mapping[str, str] = field(default_factory=dict)
+    build: str | None = None
+    image: str | None = None
+    command: str | tuple[str, ...] | None = None
+    health_path: str | None = None
+
+    @property
+    def is_ingress(self) -> bool:
+        return self.name == INGRESS_POD
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a pod's sidecar is, as the runtime reports it."""
+
+    pod: str
+    address: str  # how other pods reach its inbound listener
+    listen: str  # where its mesh-facing listeners and admin bind (0.0.0.0 in a container)
+    local: str  # the address its app and outbound listener share inside the pod
+    public: str = "127.0.0.1"  # the gateway's listener (published on the host's loopback)
+
+
+def pods(mesh: Mesh) -> list[PodSpec]:
+    out: list[PodSpec] = []
+    if mesh.ingress is not None:
+        out.append(PodSpec(INGRESS_POD, "", None, 0, 0))
+    for name, svc in mesh.services.items():
+        out += _service_pods(name, svc)
+    return out
+
+
+def _service_pods(name: str, svc: Service) -> list[PodSpec]:
+    base = dict(svc.env)
+    if not svc.versions:
+        return [
+            PodSpec(
+                f"{name}-{i}",
+                name,
+                None,
+                i,
+                svc.port,
+                base,
+                svc.build,
+                svc.image,
+                svc.command,
+                svc.health_path,
+            )
+            for i in range(svc.pod_count())
+        ]
+    out = []
+    for vname, ver in svc.versions.items():
+        env = {**base, "VERSION": vname, **dict(ver.env)}
+        for i in range(ver.replicas):
+            out.append(
+                PodSpec(
+                    f"{name}-{vname}-{i}",
+                    name,
+                    vname,
+                    i,
+                    svc.port,
+                    env,
+                    ver.build or (None if ver.image else svc.build),
+                    ver.image or (None if ver.build else svc.image),
+                    ver.command or svc.command,
+                    svc.health_path,
+                )
+            )
+    return out
+
+
+def app_env(pod: PodSpec, placement: Placement) -> dict[str, str]:
+    """The app's environment: where to listen (the contract of `command`), who it is, and its
+    sidecar's outbound listener as HTTP proxy, so `http://backend/...` goes through the mesh."""
+    proxy = f"http://{placement.local}:{sc.OUTBOUND_PORT}"
+    env = {"SERVICE": pod.service, "POD": pod.name}
+    if pod.subset:
+        env["VERSION"] = pod.subset
+    env.update(pod.env)
+    env.update(
+        {
+            "HOST": placement.local,
+            "PORT": str(pod.port),
+            "HTTP_PROXY": proxy,
+            "http_proxy": proxy,
+            "NO_PROXY": f"localhost,127.0.0.1,{placement.local}",
+            "no_proxy": f"localhost,127.0.0.1,{placement.local}",
+        }
+    )
+    return env
+
+
+def render(
+    mesh: Mesh,
+    pod: PodSpec,
+    placement: Placement,
+    endpoints: Sequence[Placement],
+    *,
+    version: int,
+    defaults: Mapping[str, Any],
+) -> sc.SidecarConfig:
+    """The config `pod`'s sidecar serves. `endpoints`: the pods that may receive traffic now."""
+    by_pod = {p.pod: p for p in endpoints}
+    specs = pods(mesh)
+    listeners: list[sc.Listener] = []
+    clusters = _clusters(mesh, specs, by_pod)
+    if pod.is_ingress:
+        assert mesh.ingress is not None
+        listeners.append(
+            sc.Listener(
+                name="ingress",
+                kind="ingress",
+                address=placement.public,
+                port=mesh.ingress.port,
+                routes=tuple(
+                    sc.IngressRoute(
+                        name=r.name or f"r{i}", match=_match(r.match), virtual_host=r.to
+                    )
+                    for i, r in enumerate(mesh.ingress.routes)
+                ),
+            )
+        )
+    else:
+        inbound = f"inbound|{pod.port}"
+        clusters.append(
+            sc.Cluster(
+                name=inbound,
+                endpoints=(sc.Endpoint(address=placement.local, port=pod.port, pod=pod.name),),
+            )
+        )
+        listeners.append(
+            sc.Listener(
+                name="inbound",
+                kind="inbound",
+                address=placement.listen,
+                port=sc.INBOUND_PORT,
+                cluster=inbound,
+            )
+        )
+        listeners.append(
+            sc.Listener(
+                name="outbound", kind="outbound", address=placement.local, port=sc.OUTBOUND_PORT
+            )
+        )
+    return sc.SidecarConfig.model_validate(
+        {
+            **defaults,
+            "version": version,
+            "mesh": mesh.name,
+            "node": pod.name,
+            "service": pod.service or None,
+            "subset": pod.subset,
+            "admin": sc.Admin(address=placement.listen, port=sc.ADMIN_PORT),
+            "listeners": tuple(listeners),
+            "virtual_hosts": tuple(_virtual_host(mesh, s) for s in mesh.services),
+            "clusters": tuple(clusters),
+        }
+    )
+
+
+def _virtual_host(mesh: Mesh, service: str) -> sc.VirtualHost:
+    routes = mesh.routes.get(service)
+    converted: tuple[sc.Route, ...]
+    if routes is None:
+        # No routes given: everything goes to every pod of the service (Istio's default).
+        converted = (
+            sc.Route(name="default", clusters=(sc.WeightedCluster(cluster=service, weight=1),)),
+        )
+    else:
+        converted = tuple(_route(service, i, r) for i, r in enumerate(routes))
+    domains = (service, f"{service}:80", f"{service}.{mesh.name}", f"{service}.{mesh.name}:80")
+    return sc.VirtualHost(name=service, domains=domains, routes=converted)
+
+
+def _route(service: str, index: int, r: Route) -> sc.Route:
+    if r.to is None:
+        targets: Iterable[tuple[str, int]] = [(service, 1)]
+    elif isinstance(r.to, str):
+        targets = [(r.to, 1)]
+    else:
+        targets = r.to.items()
+    retries = None
+    if r.retries is not None:
+        retries = sc.RetryPolicy(
+            attempts=r.retries.attempts,
+            retry_on=r.retries.retry_on,
+            retriable_status_codes=r.retries.retriable_status_codes,
+            per_try_timeout=r.retries.per_try_timeout,
+        )
+    fault = None
+    if r.fault is not None:
+        fault = sc.Fault(
+            abort=sc.FaultAbort(status=r.fault.abort.status, percent=r.fault.abort.percent)
+            if r.fault.abort
+            else None,
+            delay=sc.FaultDelay(fixed=r.fault.delay.fixed, percent=r.fault.delay.percent)
+            if r.fault.delay
+            else None,
+        )
+    rate = None
+    if r.rate_limit is not None:
+        rps = r.rate_limit.requests_per_second
+        burst = r.rate_limit.burst or max(1, math.ceil(rps))
+        rate = sc.RateLimit(requests_per_second=rps, burst=burst)
+    return sc.Route(
+        name=r.name or f"r{index}",
+        match=_match(r.match),
+        clusters=tuple(sc.WeightedCluster(cluster=c, weight=w) for c, w in targets),
+        timeout=r.timeout,
+        retries=retries,
+        fault=fault,
+        rate_limit=rate,
+    )
+
+
+def _match(m: Match) -> sc.RouteMatch:
+    methods = (m.method,) if isinstance(m.method, str) else (m.method or ())
+    return sc.RouteMatch(
+        prefix=m.prefix,
+        path=m.path,
+        regex=m.regex,
+        methods=tuple(methods),
+        headers=tuple(
+            sc.HeaderMatch(
+                name=name, exact=h.exact, prefix=h.prefix, regex=h.regex, present=h.present
+            )
+            for name, h in m.headers.items()
+        ),
+    )
+
+
+def _clusters(
+    mesh: Mesh, specs: Sequence[PodSpec], placed: Mapping[str, Placement]
+) -> list[sc.Cluster]:
+    out: list[sc.Cluster] = []
+    for name, svc in mesh.services.items():
+        policy = mesh.policies.get(name) or Policy()
+        members = [s for s in specs if s.service == name and s.name in placed]
+        out.append(_cluster(name, policy, members, placed))
+        for vname in svc.versions:
+            subset = [s for s in members if s.subset == vname]
+            out.append(_cluster(f"{name}.{vname}", policy, subset, placed))
+    return out
+
+
+def _cluster(
+    name: str, policy: Policy, members: Sequence[PodSpec], placed: Mapping[str, Placement]
+) -> sc.Cluster:
+    od = policy.outlier_detection
+    cb = policy.circuit_breaker
+    return sc.Cluster(
+        name=name,
+        endpoints=tuple(
+            sc.Endpoint(address=placed[m.name].address, port=sc.INBOUND_PORT, pod=m.name)
+            for m in members
+        ),
+        lb=policy.lb,
+        hash_header=policy.hash_header,
+        connect_timeout=policy.connect_timeout,
+        circuit_breaker=sc.CircuitBreaker(
+            max_connections=cb.max_connections,
+            max_pending_requests=cb.max_pending_requests,
+            max_requests=cb.max_requests,
+            max_retries=cb.max_retries,
+        ),
+        outlier_detection=sc.OutlierDetection(
+            consecutive_5xx=od.consecutive_5xx,
+            interval=od.interval,
+            base_ejection_time=od.base_ejection_time,
+            max_ejection_percent=od.max_ejection_percent,
+        )
+        if od
+        else None,
+    )
