@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
 
 from meshdev import __version__
-from meshdev.config import MeshInvalid, load_mesh
+from meshdev.config import Mesh, MeshInvalid, load_mesh
 
 DEFAULT_FILE = "mesh.yaml"
 
@@ -88,6 +89,119 @@ def init(file: str, force: bool) -> None:
         raise click.ClickException(f"folder {target.parent} does not exist")
     target.write_text(template("mesh.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     click.echo(f"wrote {file}; next: meshdev validate {file} && meshdev up {file}")
+
+
+def _load_or_exit(file: str) -> Mesh:
+    try:
+        return load_mesh(file)
+    except MeshInvalid as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+
+
+def _mesh_name(file: str, name: str | None) -> str:
+    """The mesh's name, even from a file that no longer validates (down must still work)."""
+    if name:
+        return name
+    try:
+        return load_mesh(file).name
+    except MeshInvalid as exc:
+        try:
+            data = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = None
+        found = data.get("name") if isinstance(data, dict) else None
+        if isinstance(found, str):
+            return found
+        raise click.ClickException(f"{exc.problems[0]}; pass --name NAME") from None
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--headless", is_flag=True, help="No dashboard: print progress and a ready line.")
+@click.option(
+    "--runtime",
+    "runtime_kind",
+    type=click.Choice(["docker", "process"]),
+    help="Where pods run (default: docker when an engine answers, else local processes).",
+)
+@click.option("--base-image", help="Base of every image meshdev builds (or MESHDEV_BASE_IMAGE).")
+@click.option("--keep", is_flag=True, help="Leave the mesh running when meshdev exits.")
+@click.option("--no-watch", is_flag=True, help="Do not re-apply the file when it changes.")
+def up(
+    file: str,
+    headless: bool,
+    runtime_kind: str | None,
+    base_image: str | None,
+    keep: bool,
+    no_watch: bool,
+) -> None:
+    """Build and start the mesh in FILE, then follow FILE: every save is re-applied.
+
+    Serves until Ctrl-C (or SIGTERM, or q in the dashboard), then removes everything it
+    started, unless --keep.
+    """
+    from meshdev.runtime.base import RuntimeFailure
+    from meshdev.runtime.select import base_image as pick_base_image
+    from meshdev.runtime.select import make_runtime
+    from meshdev.session import Session, run_headless
+    from meshdev.sidecar.loop import run
+
+    mesh = _load_or_exit(file)
+
+    def say(line: str) -> None:
+        click.echo(line)
+
+    try:
+        runtime = make_runtime(
+            runtime_kind, mesh, Path(file), pick_base_image(base_image, mesh), say
+        )
+        session = Session(mesh, Path(file), runtime, say, watch=not no_watch)
+        if headless:
+            code = run(run_headless(session, keep=keep))
+        else:
+            from meshdev.tui.launch import run_dashboard
+
+            code = run_dashboard(session, keep=keep)
+    except RuntimeFailure as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--name", help="The mesh's name, if FILE is gone or broken.")
+@click.option("--json", "as_json", is_flag=True, help="The stable JSON form (docs/status.md).")
+def status(file: str, name: str | None, as_json: bool) -> None:
+    """Every pod and the gateway: state, readiness, address, admin URL, config version."""
+    from meshdev.runtime.detect import running_runtime
+    from meshdev.session import read_state
+    from meshdev.sidecar.loop import run
+    from meshdev.status import gather_status, render_table
+
+    mesh_name = _mesh_name(file, name)
+    state = read_state(mesh_name)
+    runtime = running_runtime(mesh_name, Path(file), state)
+    result = run(gather_status(mesh_name, runtime, state))
+    click.echo(json.dumps(result, indent=2) if as_json else render_table(result))
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--name", help="The mesh's name, if FILE is gone or broken.")
+def down(file: str, name: str | None) -> None:
+    """Remove every container, network and process of the mesh, also of a crashed run."""
+    from meshdev.runtime.detect import remove_everything
+    from meshdev.sidecar.loop import run
+
+    mesh_name = _mesh_name(file, name)
+    removed = run(remove_everything(mesh_name, Path(file), echo=click.echo))
+    click.echo(
+        f"mesh {mesh_name}: removed {len(removed)}"
+        if removed
+        else f"mesh {mesh_name}: nothing to remove"
+    )
 
 
 @main.command()

@@ -26,7 +26,7 @@ class PodSpec:
     service: str  # "" for the ingress gateway
     subset: str | None
     index: int
-    port: int  # the app's port (0 for the gateway)
+    port: int  # the app's port; for the gateway, its published listener port
     env: Mapping[str, str] = field(default_factory=dict)
     build: str | None = None
     image: str | None = None
@@ -52,7 +52,7 @@ class Placement:
 def pods(mesh: Mesh) -> list[PodSpec]:
     out: list[PodSpec] = []
     if mesh.ingress is not None:
-        out.append(PodSpec(INGRESS_POD, "", None, 0, 0))
+        out.append(PodSpec(INGRESS_POD, "", None, 0, mesh.ingress.port))
     for name, svc in mesh.services.items():
         out += _service_pods(name, svc)
     return out
@@ -122,16 +122,15 @@ def render(
     mesh: Mesh,
     pod: PodSpec,
     placement: Placement,
-    endpoints: Sequence[Placement],
+    endpoints: Sequence[tuple[PodSpec, Placement]],
     *,
     version: int,
     defaults: Mapping[str, Any],
 ) -> sc.SidecarConfig:
-    """The config `pod`'s sidecar serves. `endpoints`: the pods that may receive traffic now."""
-    by_pod = {p.pod: p for p in endpoints}
-    specs = pods(mesh)
+    """The config `pod`'s sidecar serves. `endpoints`: the pods that may receive traffic now
+    (the control plane leaves out pods still starting and pods being drained)."""
     listeners: list[sc.Listener] = []
-    clusters = _clusters(mesh, specs, by_pod)
+    clusters = _clusters(mesh, endpoints)
     if pod.is_ingress:
         assert mesh.ingress is not None
         listeners.append(
@@ -257,30 +256,25 @@ def _match(m: Match) -> sc.RouteMatch:
     )
 
 
-def _clusters(
-    mesh: Mesh, specs: Sequence[PodSpec], placed: Mapping[str, Placement]
-) -> list[sc.Cluster]:
+def _clusters(mesh: Mesh, endpoints: Sequence[tuple[PodSpec, Placement]]) -> list[sc.Cluster]:
     out: list[sc.Cluster] = []
     for name, svc in mesh.services.items():
         policy = mesh.policies.get(name) or Policy()
-        members = [s for s in specs if s.service == name and s.name in placed]
-        out.append(_cluster(name, policy, members, placed))
+        members = [(s, p) for s, p in endpoints if s.service == name]
+        out.append(_cluster(name, policy, members))
         for vname in svc.versions:
-            subset = [s for s in members if s.subset == vname]
-            out.append(_cluster(f"{name}.{vname}", policy, subset, placed))
+            subset = [(s, p) for s, p in members if s.subset == vname]
+            out.append(_cluster(f"{name}.{vname}", policy, subset))
     return out
 
 
-def _cluster(
-    name: str, policy: Policy, members: Sequence[PodSpec], placed: Mapping[str, Placement]
-) -> sc.Cluster:
+def _cluster(name: str, policy: Policy, members: Sequence[tuple[PodSpec, Placement]]) -> sc.Cluster:
     od = policy.outlier_detection
     cb = policy.circuit_breaker
     return sc.Cluster(
         name=name,
         endpoints=tuple(
-            sc.Endpoint(address=placed[m.name].address, port=sc.INBOUND_PORT, pod=m.name)
-            for m in members
+            sc.Endpoint(address=p.address, port=sc.INBOUND_PORT, pod=p.pod) for _, p in members
         ),
         lb=policy.lb,
         hash_header=policy.hash_header,

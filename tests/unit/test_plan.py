@@ -23,6 +23,12 @@ def placements(specs: list[plan.PodSpec]) -> list[plan.Placement]:
     ]
 
 
+def pairs(
+    specs: list[plan.PodSpec], placed: list[plan.Placement]
+) -> list[tuple[plan.PodSpec, plan.Placement]]:
+    return list(zip(specs, placed, strict=True))
+
+
 def test_pods_of_the_example() -> None:
     specs = plan.pods(MESH)
     assert [(p.name, p.service, p.subset) for p in specs] == [
@@ -51,7 +57,7 @@ def test_app_env_is_the_command_contract() -> None:
 def test_pod_sidecar_config() -> None:
     specs = plan.pods(MESH)
     placed = placements(specs)
-    cfg = plan.render(MESH, specs[2], placed[2], placed, version=7, defaults=DEFAULTS)
+    cfg = plan.render(MESH, specs[2], placed[2], pairs(specs, placed), version=7, defaults=DEFAULTS)
     assert (cfg.version, cfg.node, cfg.service, cfg.subset) == (7, "backend-v1-0", "backend", "v1")
     kinds = {lst.kind: lst for lst in cfg.listeners}
     assert set(kinds) == {"inbound", "outbound"}
@@ -80,7 +86,7 @@ def test_pod_sidecar_config() -> None:
 def test_routes_render_as_envoy_routes() -> None:
     specs = plan.pods(MESH)
     placed = placements(specs)
-    cfg = plan.render(MESH, specs[1], placed[1], placed, version=1, defaults=DEFAULTS)
+    cfg = plan.render(MESH, specs[1], placed[1], pairs(specs, placed), version=1, defaults=DEFAULTS)
     vhosts = {v.name: v for v in cfg.virtual_hosts}
     assert "backend:80" in vhosts["backend"].domains
     canary, items, default = vhosts["backend"].routes
@@ -105,7 +111,7 @@ def test_ingress_config() -> None:
     specs = plan.pods(MESH)
     placed = placements(specs)
     placed[0] = plan.Placement("ingress", "10.0.0.2", "0.0.0.0", "127.0.0.1", public="0.0.0.0")
-    cfg = plan.render(MESH, specs[0], placed[0], placed, version=1, defaults=DEFAULTS)
+    cfg = plan.render(MESH, specs[0], placed[0], pairs(specs, placed), version=1, defaults=DEFAULTS)
     (listener,) = cfg.listeners
     assert (listener.kind, listener.address, listener.port) == ("ingress", "0.0.0.0", 8000)
     assert [(r.name, r.virtual_host, r.match.prefix) for r in listener.routes] == [
@@ -116,7 +122,7 @@ def test_ingress_config() -> None:
 def test_only_routable_pods_are_endpoints() -> None:
     specs = plan.pods(MESH)
     placed = placements(specs)
-    draining = [p for p in placed if p.pod != "backend-v1-1"]
+    draining = [(s, p) for s, p in pairs(specs, placed) if p.pod != "backend-v1-1"]
     cfg = plan.render(MESH, specs[1], placed[1], draining, version=2, defaults=DEFAULTS)
     v1 = cfg.cluster("backend.v1")
     assert v1 is not None
@@ -126,13 +132,15 @@ def test_only_routable_pods_are_endpoints() -> None:
 def test_hash_ignores_version_but_not_content() -> None:
     specs = plan.pods(MESH)
     placed = placements(specs)
-    a = plan.render(MESH, specs[1], placed[1], placed, version=1, defaults=DEFAULTS)
-    b = plan.render(MESH, specs[1], placed[1], placed, version=2, defaults=DEFAULTS)
+    a = plan.render(MESH, specs[1], placed[1], pairs(specs, placed), version=1, defaults=DEFAULTS)
+    b = plan.render(MESH, specs[1], placed[1], pairs(specs, placed), version=2, defaults=DEFAULTS)
     assert a.content_hash() == b.content_hash()
     text = (ROOT / "examples" / "flask-app" / "mesh.yaml").read_text()
     changed = parse_mesh(
         text.replace("backend.v1: 90, backend.v2: 10", "backend.v1: 50, backend.v2: 50").encode(),
         "m",
     )
-    c = plan.render(changed, specs[1], placed[1], placed, version=3, defaults=DEFAULTS)
+    c = plan.render(
+        changed, specs[1], placed[1], pairs(specs, placed), version=3, defaults=DEFAULTS
+    )
     assert c.content_hash() != a.content_hash()

@@ -1,0 +1,90 @@
+"""The one interface both runtimes satisfy, and the plain facts they report.
+
+The control plane only ever sees this: start a pod (its app and its sidecar) and get back where
+it is, stop one, list what runs with the mesh's label, stream logs, remove everything. Whether
+a pod is two containers sharing a network namespace or two processes sharing a loopback
+address is the runtime's business alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from meshdev.config.model import Mesh
+from meshdev.plan import Placement, PodSpec
+
+RuntimeKind = Literal["docker", "process"]
+Container = Literal["app", "sidecar"]
+# Labels every object carries (containers, networks; processes get them as env vars).
+LABEL_MESH = "meshdev.mesh"
+LABEL_POD = "meshdev.pod"
+LABEL_SERVICE = "meshdev.service"
+LABEL_SUBSET = "meshdev.subset"
+LABEL_ROLE = "meshdev.role"
+LABEL_CONFIG = "meshdev.config-hash"
+
+Progress = Callable[[str], None]
+
+
+class RuntimeFailure(Exception):
+    """A failure the user must see, worded for them (what, which pod, what to do)."""
+
+
+RuntimeError_ = RuntimeFailure  # TODO(lead): the old name, until the docker runtime moves over
+
+
+@dataclass(frozen=True, slots=True)
+class StartedPod:
+    placement: Placement
+    admin_url: str  # reachable from the host's loopback
+    # The pod's inbound listener as reachable from the host (its app, through its sidecar):
+    # what the dashboard uses to poke one replica (e.g. the example's POST /chaos).
+    inbound_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PodState:
+    """What the runtime sees of one pod right now."""
+
+    pod: str
+    service: str
+    subset: str | None
+    state: str  # running, exited, starting, missing
+    address: str
+    admin_url: str
+    restarts: int = 0
+    detail: str = ""  # e.g. the exit code and the app's last line
+
+
+class Runtime(Protocol):
+    kind: RuntimeKind
+
+    async def remove_leftovers(self) -> list[str]:
+        """Remove every object of this mesh from an earlier run; returns what was removed."""
+
+    async def prepare(self, mesh: Mesh, specs: list[PodSpec], progress: Progress) -> None:
+        """Build images, create networks: everything before pods can start."""
+
+    def planned_placement(self, spec: PodSpec) -> Placement:
+        """Where the pod will listen, as far as known before it starts."""
+
+    async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
+        """Start the pod's sidecar and app; returns once both processes/containers run."""
+
+    async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
+        """Until the sidecar's /ready and the app's health answer; on timeout or an early exit
+        raise RuntimeError_ naming the pod, the cause and the last lines of its log."""
+
+    async def stop_pod(self, pod: str) -> None: ...
+
+    async def pod_states(self) -> list[PodState]: ...
+
+    def logs(self, pod: str, container: Container) -> AsyncIterator[str]:
+        """Lines of a pod's app or sidecar output, from the start, then following."""
+
+    async def last_lines(self, pod: str, container: Container, n: int = 20) -> list[str]: ...
+
+    async def teardown(self) -> list[str]:
+        """Remove every container, network and process of the mesh; returns what was removed."""

@@ -1,0 +1,54 @@
+"""Choosing a runtime: Docker when asked for or when an engine answers, else local processes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from meshdev.config.model import Mesh
+from meshdev.runtime.base import Runtime, RuntimeFailure
+from meshdev.runtime.process import ProcessRuntime
+
+DEFAULT_BASE_IMAGE = "python:3.12-slim"
+
+
+def base_image(flag: str | None, mesh: Mesh) -> str:
+    """The flag wins, then MESHDEV_BASE_IMAGE (a machine's mirror), then mesh.yaml."""
+    return flag or os.environ.get("MESHDEV_BASE_IMAGE") or mesh.base_image or DEFAULT_BASE_IMAGE
+
+
+def docker_client(timeout: int = 3) -> Any | None:
+    """A client of an engine that answers a ping, or None."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        return None
+    with warnings.catch_warnings():
+        # docker-py leaves the socket of a failed connect to the garbage collector.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env(timeout=timeout)
+            client.ping()
+        except (DockerException, OSError):
+            return None
+    return client
+
+
+def make_runtime(kind: str | None, mesh: Mesh, mesh_file: Path, base: str, notice: Any) -> Runtime:
+    if kind == "process":
+        return ProcessRuntime(mesh, mesh_file)
+    client = docker_client()
+    if client is None:
+        if kind == "docker":
+            raise RuntimeFailure(
+                "no Docker engine answers (is dockerd running? is DOCKER_HOST right?); "
+                "use --runtime process to run the pods as local processes"
+            )
+        notice("no Docker engine answers: running the pods as local processes instead")
+        return ProcessRuntime(mesh, mesh_file)
+    from meshdev.runtime.docker import DockerRuntime
+
+    return DockerRuntime(mesh, mesh_file, base, client=client)

@@ -1,0 +1,163 @@
+"""One `meshdev up`: start the mesh, follow the mesh file, serve until stopped, tear down.
+
+The headless form prints progress and one `ready:` line; the dashboard drives the same
+`Session` and shows the same events. The session's state file is how `meshdev status` and
+`meshdev down` in other terminals find what this process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meshdev.config.model import Mesh
+from meshdev.control import ControlPlane, ReloadReport
+from meshdev.runtime.base import Runtime
+from meshdev.runtime.paths import mesh_dir
+from meshdev.watch import MeshChanged, MeshRejected, watch_mesh
+
+STATE_FILE = "session.json"
+
+
+@dataclass
+class Session:
+    mesh: Mesh
+    mesh_file: Path
+    runtime: Runtime
+    say: Callable[[str], None]
+    watch: bool = True
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    last_reload: dict[str, Any] | None = None
+    control: ControlPlane = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.control = ControlPlane(self.runtime, self.token, progress=self.say)
+
+    @property
+    def ingress_url(self) -> str | None:
+        if self.mesh.ingress is None:
+            return None
+        return f"http://127.0.0.1:{self.mesh.ingress.port}/"
+
+    async def start(self) -> ReloadReport:
+        report = await self.control.up(self.mesh)
+        self._record(report)
+        return report
+
+    async def follow_file(self, on_report: Callable[[ReloadReport], None] | None = None) -> None:
+        """Apply every good save of the mesh file; report bad ones with their places."""
+        async for event in watch_mesh(self.mesh_file):
+            if isinstance(event, MeshRejected):
+                self.last_reload = {
+                    "ok": False,
+                    "at": time.time(),
+                    "version": self.control.version,
+                    "errors": [str(p) for p in event.problems],
+                }
+                self.say(f"{self.mesh_file}: not applied, still serving v{self.control.version}:")
+                for problem in event.problems:
+                    self.say(f"  {problem}")
+                self._write_state()
+                continue
+            assert isinstance(event, MeshChanged)
+            report = await self.control.apply(event.mesh)
+            if report.ok:
+                self.mesh = event.mesh
+            self._record(report)
+            self.say(report.summary())
+            if on_report is not None:
+                on_report(report)
+
+    async def stop(self) -> list[str]:
+        removed = await self.control.down()
+        with contextlib.suppress(FileNotFoundError):
+            self.state_path().unlink()
+        return removed
+
+    def _record(self, report: ReloadReport) -> None:
+        self.last_reload = {"at": time.time(), **report.to_json()}
+        self._write_state()
+
+    def state_path(self) -> Path:
+        return mesh_dir(self.mesh.name) / STATE_FILE
+
+    def _write_state(self) -> None:
+        state = {
+            "mesh": self.mesh.name,
+            "file": str(self.mesh_file.resolve()),
+            "runtime": self.runtime.kind,
+            "pid": os.getpid(),
+            "ingress_url": self.ingress_url,
+            "token": self.token,
+            "last_reload": self.last_reload,
+            **self.control.snapshot(),
+        }
+        path = self.state_path()
+        tmp = path.with_suffix(".tmp")
+        # The token lets its holder reconfigure the mesh's sidecars: owner-only.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(state, f, indent=2)
+        tmp.replace(path)
+
+
+def read_state(mesh_name: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads((mesh_dir(mesh_name) / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+async def run_headless(session: Session, *, keep: bool) -> int:
+    """Start, print `ready:`, follow the file until SIGINT/SIGTERM, then tear down."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    follower: asyncio.Task[None] | None = None
+    try:
+        starting = asyncio.create_task(session.start())
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            session.say("interrupted while starting")
+            return 130
+        waiter.cancel()
+        report = starting.result()
+        if not report.ok:
+            session.say(report.summary())
+            return 1
+        session.say(report.summary())
+        session.say(f"ready: {session.ingress_url or '(no ingress in mesh.yaml)'}")
+        if session.watch:
+            follower = asyncio.create_task(session.follow_file())
+        await stop.wait()
+        session.say("stopping")
+        return 0
+    finally:
+        if follower is not None:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if keep:
+            session.say(
+                f"--keep: the mesh keeps running; `meshdev down {session.mesh_file}` removes it"
+            )
+        else:
+            removed = await session.stop()
+            session.say(f"removed {len(removed)} processes/containers")

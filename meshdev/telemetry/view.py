@@ -1,0 +1,105 @@
+"""What the dashboard shows, as plain immutable data: the seam between telemetry and the TUI.
+
+Telemetry (stream clients + aggregation) produces a `MeshView` a few times a second; the TUI
+renders whichever one is newest and drops stale ones. Tests of the TUI build these by hand (or
+with a fake source); tests of telemetry assert on them. Rates are per second over the last
+interval; latencies are milliseconds; `history` tuples are oldest-first, newest last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Envoy's response flags meshdev produces, in the order the dashboard lists them.
+FLAGS = ("UO", "UH", "UF", "URX", "UT", "NR", "FI", "DI", "RL")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteStats:
+    """One route of one destination (vhost.<vhost>.route.<route>), summed over sidecars."""
+
+    vhost: str
+    route: str
+    rps: float
+    success_pct: float | None  # None when nothing was served in the interval
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    retries_per_s: float
+    total: int
+    codes: dict[str, int] = field(default_factory=dict)  # interval counts by status code
+    flags: dict[str, int] = field(default_factory=dict)  # interval counts by response flag
+    latency_buckets: tuple[tuple[float, float, int], ...] = ()  # [lower_ms, width_ms, count]
+    history: tuple[float, ...] = ()  # rps, last N intervals
+
+    @property
+    def key(self) -> str:
+        return f"{self.vhost}/{self.route}"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerLimit:
+    name: str  # max_connections, max_pending_requests, max_requests, max_retries
+    active: int
+    limit: int
+    open: bool  # at the limit now: the next request over it gets 503 UO
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStats:
+    """One upstream cluster (a service or a subset), summed over the sidecars calling it."""
+
+    name: str
+    endpoints: int
+    healthy: int
+    ejected: int
+    limits: tuple[BreakerLimit, ...]
+    open_now: bool  # any limit open right now on any sidecar
+    trips_per_s: float  # overflows (503 UO) per second in the last interval
+    trip_history: tuple[float, ...] = ()
+    rps: float = 0.0
+    success_pct: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostStats:
+    cluster: str
+    pod: str
+    address: str
+    rps: float
+    success_pct: float | None
+    ejected: bool
+    ejection_count: int
+    returns_in_s: float  # 0 when not ejected
+    rq_active: int
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarStatus:
+    node: str
+    admin_url: str
+    connected: bool
+    stale: bool  # no snapshot for a while: its numbers are old
+    mode: str  # "stream" or "poll"
+    config_version: int | None
+    config_hash: str | None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something worth a line in the events panel."""
+
+    at: float
+    kind: str  # reload, rejected, breaker, ejection, return, exit, sidecar, load, info
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MeshView:
+    at: float
+    sidecars: tuple[SidecarStatus, ...] = ()
+    routes: tuple[RouteStats, ...] = ()
+    clusters: tuple[ClusterStats, ...] = ()
+    hosts: tuple[HostStats, ...] = ()
+    events: tuple[Event, ...] = ()  # new since the previous view

@@ -1,0 +1,136 @@
+"""File changes -> a new mesh model, or the located problems of a bad save.
+
+Editors save in many ways (in place, truncate-then-write, temp file + rename), so a change
+event may arrive while a file is half written. A file that does not parse therefore waits a
+moment for the next event, and only when none comes is it reported; a file is only read once
+its writes have paused (watchfiles' step), so a valid-looking prefix is not applied either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import watchfiles
+
+from meshdev.config import Mesh, MeshInvalid, Pos, Problem, parse_mesh
+from meshdev.config.yamlsource import MAX_BYTES
+from meshdev.templates import templates_dir
+
+# Writes closer together than this are one save (a three-chunk write 50 ms apart included).
+STEP_MS = 60
+# How long a file that does not parse may stay broken before we call it a bad save.
+SETTLE_S = 0.25
+
+
+@dataclass(frozen=True)
+class MeshChanged:
+    mesh: Mesh
+    templates_changed: bool
+
+
+@dataclass(frozen=True)
+class MeshRejected:
+    problems: list[Problem]
+
+
+WatchEvent = MeshChanged | MeshRejected
+
+
+async def watch_mesh(
+    path: Path,
+    *,
+    watch_templates: bool = True,
+    settle: float = SETTLE_S,
+    step_ms: int = STEP_MS,
+    stop: asyncio.Event | None = None,
+) -> AsyncIterator[WatchEvent]:
+    path = path.resolve()
+    tdir = templates_dir().resolve()
+    roots = [path.parent] + ([tdir] if watch_templates and tdir.is_dir() else [])
+    queue: asyncio.Queue[set[Path]] = asyncio.Queue()
+
+    def relevant(_change: watchfiles.Change, name: str) -> bool:
+        p = Path(name)
+        return p == path or (watch_templates and p.parent == tdir)
+
+    async def pump() -> None:
+        async for changes in watchfiles.awatch(
+            *roots,
+            watch_filter=relevant,
+            debounce=1600,
+            step=step_ms,
+            recursive=False,
+            stop_event=stop,
+        ):
+            await queue.put({Path(name) for _, name in changes})
+
+    pump_task = asyncio.create_task(pump(), name="meshdev-watch")
+    last_digest = _digest(path)
+    try:
+        while True:
+            changed = await _next(queue, pump_task)
+            if changed is None:
+                return
+            templates = any(p.parent == tdir for p in changed)
+            while True:
+                raw = _read(path)
+                result: WatchEvent
+                try:
+                    if raw is None:
+                        raise MeshInvalid([Problem(str(path), Pos(1, 1), (), "file was removed")])
+                    result = MeshChanged(parse_mesh(raw, str(path), path.parent), templates)
+                except MeshInvalid as exc:
+                    result = MeshRejected(exc.problems)
+                if isinstance(result, MeshChanged):
+                    break
+                # Maybe a save in progress: give the writer a moment before blaming the file.
+                try:
+                    more = await asyncio.wait_for(_next(queue, pump_task), settle)
+                except TimeoutError:
+                    break
+                if more is None:
+                    return
+                templates = templates or any(p.parent == tdir for p in more)
+            digest = hashlib.sha256(raw or b"").digest()
+            if isinstance(result, MeshChanged) and digest == last_digest and not templates:
+                continue  # touched, not changed
+            if isinstance(result, MeshChanged):
+                last_digest = digest
+            yield result
+    finally:
+        pump_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump_task
+
+
+async def _next(queue: asyncio.Queue[set[Path]], pump: asyncio.Task[None]) -> set[Path] | None:
+    """The next batch of changed paths; None once the watcher has stopped."""
+    if not queue.empty():
+        return queue.get_nowait()
+    get = asyncio.ensure_future(queue.get())
+    try:
+        done, _ = await asyncio.wait({get, pump}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not get.done():
+            get.cancel()
+    if get in done:
+        return get.result()
+    pump.result()  # re-raise the watcher's error, if it ended with one
+    return None
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        with path.open("rb") as f:
+            return f.read(MAX_BYTES + 1)
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _digest(path: Path) -> bytes:
+    return hashlib.sha256(_read(path) or b"").digest()

@@ -1,0 +1,119 @@
+"""The mesh file watcher: every way editors save, and half-written files never applied."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from meshdev.watch import MeshChanged, MeshRejected, WatchEvent, watch_mesh
+
+GOOD = "name: demo\nservices:\n  api: {command: x, replicas: %d}\n"
+
+
+class Watcher:
+    def __init__(self, path: Path) -> None:
+        self.events: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        self.stop = asyncio.Event()
+        self.path = path
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watcher:
+        async def run() -> None:
+            async for ev in watch_mesh(self.path, watch_templates=False, stop=self.stop):
+                await self.events.put(ev)
+
+        self.task = asyncio.create_task(run())
+        await asyncio.sleep(0.3)  # the watcher is armed
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
+
+    async def next(self, timeout: float = 5.0) -> WatchEvent:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    async def nothing_for(self, seconds: float) -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(self.events.get(), seconds)
+
+
+@pytest.fixture
+def mesh_file(tmp_path: Path) -> Path:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(GOOD % 1)
+    return path
+
+
+def replicas(ev: WatchEvent) -> int:
+    assert isinstance(ev, MeshChanged), ev
+    return ev.mesh.services["api"].pod_count()
+
+
+async def test_in_place_edit(mesh_file: Path) -> None:
+    async with Watcher(mesh_file) as w:
+        mesh_file.write_text(GOOD % 2)
+        assert replicas(await w.next()) == 2
+
+
+async def test_temp_file_and_rename(mesh_file: Path) -> None:
+    async with Watcher(mesh_file) as w:
+        tmp = mesh_file.with_name(".mesh.yaml.swp")
+        tmp.write_text(GOOD % 3)
+        os.replace(tmp, mesh_file)
+        assert replicas(await w.next()) == 3
+
+
+async def test_truncate_then_write_in_chunks_applies_only_the_whole_file(mesh_file: Path) -> None:
+    text = GOOD % 4 + "routes:\n  api:\n    - {timeout: 2s}\n"
+    # The first chunk alone is a valid mesh (replicas 4 without the routes): applying it would
+    # be wrong, and the last chunk alone is not YAML at all.
+    chunks = [text[:52], text[52:70], text[70:]]
+    async with Watcher(mesh_file) as w:
+        with mesh_file.open("w") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                f.flush()
+                await asyncio.sleep(0.05)
+        ev = await w.next()
+        assert isinstance(ev, MeshChanged), ev
+        assert ev.mesh.routes["api"][0].timeout == 2.0
+        await w.nothing_for(0.5)
+
+
+async def test_bad_save_is_reported_with_its_place_then_a_good_one_applies(mesh_file: Path) -> None:
+    async with Watcher(mesh_file) as w:
+        mesh_file.write_text(GOOD % 1 + "routes:\n  api:\n    - {timeout: 2}\n")
+        ev = await w.next()
+        assert isinstance(ev, MeshRejected)
+        assert [str(p) for p in ev.problems] == [
+            f"{mesh_file}:6:17 routes.api[0].timeout: expected a duration like 250ms or 2s"
+        ]
+        mesh_file.write_text(GOOD % 5)
+        assert replicas(await w.next()) == 5
+
+
+async def test_touch_without_change_is_ignored(mesh_file: Path) -> None:
+    async with Watcher(mesh_file) as w:
+        os.utime(mesh_file)
+        await w.nothing_for(0.6)
+
+
+async def test_other_files_in_the_folder_are_ignored(mesh_file: Path) -> None:
+    async with Watcher(mesh_file) as w:
+        (mesh_file.parent / "notes.txt").write_text("hello")
+        await w.nothing_for(0.6)
+
+
+async def test_deleted_file_is_reported_and_recreation_applies(mesh_file: Path) -> None:
+    async with Watcher(mesh_file) as w:
+        mesh_file.unlink()
+        ev = await w.next()
+        assert isinstance(ev, MeshRejected)
+        assert "file was removed" in str(ev.problems[0])
+        mesh_file.write_text(GOOD % 2)
+        assert replicas(await w.next()) == 2
