@@ -41,6 +41,8 @@ class Session:
 
     def __post_init__(self) -> None:
         self.control = ControlPlane(self.runtime, self.token, progress=self.say)
+        # What the model came from: a save while we start is applied once we follow the file.
+        self._loaded = self.mesh_file.read_bytes()
 
     @property
     def ingress_url(self) -> str | None:
@@ -55,7 +57,7 @@ class Session:
 
     async def follow_file(self, on_report: Callable[[ReloadReport], None] | None = None) -> None:
         """Apply every good save of the mesh file; report bad ones with their places."""
-        async for event in watch_mesh(self.mesh_file):
+        async for event in watch_mesh(self.mesh_file, loaded=self._loaded):
             if isinstance(event, MeshRejected):
                 self.last_reload = {
                     "ok": False,
@@ -126,6 +128,9 @@ async def run_headless(session: Session, *, keep: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     follower: asyncio.Task[None] | None = None
     try:
+        # Follow the file from the start: a save during start-up applies right after it.
+        if session.watch:
+            follower = asyncio.create_task(session.follow_file())
         starting = asyncio.create_task(session.start())
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -142,8 +147,6 @@ async def run_headless(session: Session, *, keep: bool) -> int:
             return 1
         session.say(report.summary())
         session.say(f"ready: {session.ingress_url or '(no ingress in mesh.yaml)'}")
-        if session.watch:
-            follower = asyncio.create_task(session.follow_file())
         await stop.wait()
         session.say("stopping")
         return 0

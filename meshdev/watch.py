@@ -3,7 +3,7 @@
 Editors save in many ways (in place, truncate-then-write, temp file + rename), so a change
 event may arrive while a file is half written. A file that does not parse therefore waits a
 moment for the next event, and only when none comes is it reported; a file is only read once
-its writes have paused (watchfiles' step), so a valid-looking prefix is not applied either.
+its writes have paused (QUIET_S), so a valid-looking prefix is not applied either.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from meshdev.config import Mesh, MeshInvalid, Pos, Problem, parse_mesh
 from meshdev.config.yamlsource import MAX_BYTES
 from meshdev.templates import templates_dir
 
-# Writes closer together than this are one save (a three-chunk write 50 ms apart included).
-STEP_MS = 60
+# The notifier reports as soon as writes pause for this long...
+STEP_MS = 10
+# ...and a save is read once its writes have paused for this long: writes closer together
+# are one save (a three-chunk write 50 ms apart included).
+QUIET_S = 0.06
 # How long a file that does not parse may stay broken before we call it a bad save.
 SETTLE_S = 0.25
 
@@ -46,9 +49,13 @@ async def watch_mesh(
     *,
     watch_templates: bool = True,
     settle: float = SETTLE_S,
+    quiet: float = QUIET_S,
     step_ms: int = STEP_MS,
     stop: asyncio.Event | None = None,
+    loaded: bytes | None = None,
 ) -> AsyncIterator[WatchEvent]:
+    """Events for every save of `path` from now on. `loaded`: the content the caller's current
+    model came from; a save made before the watcher was armed is then caught up at once."""
     path = path.resolve()
     tdir = templates_dir().resolve()
     roots = [path.parent] + ([tdir] if watch_templates and tdir.is_dir() else [])
@@ -70,10 +77,13 @@ async def watch_mesh(
             await queue.put({Path(name) for _, name in changes})
 
     pump_task = asyncio.create_task(pump(), name="meshdev-watch")
-    last_digest = _digest(path)
+    last_digest = hashlib.sha256(loaded).digest() if loaded is not None else _digest(path)
+    await asyncio.sleep(0.05)  # the notifier is armed once the pump has started
+    if _digest(path) != last_digest:
+        await queue.put({path})
     try:
         while True:
-            changed = await _next(queue, pump_task)
+            changed = await _quiet_batch(queue, pump_task, quiet)
             if changed is None:
                 return
             templates = any(p.parent == tdir for p in changed)
@@ -90,9 +100,12 @@ async def watch_mesh(
                     break
                 # Maybe a save in progress: give the writer a moment before blaming the file.
                 try:
-                    more = await asyncio.wait_for(_next(queue, pump_task), settle)
+                    first = await asyncio.wait_for(_next(queue, pump_task), settle)
                 except TimeoutError:
                     break
+                if first is None:
+                    return
+                more = await _quiet_batch(queue, pump_task, quiet, first)
                 if more is None:
                     return
                 templates = templates or any(p.parent == tdir for p in more)
@@ -122,6 +135,26 @@ async def _next(queue: asyncio.Queue[set[Path]], pump: asyncio.Task[None]) -> se
         return get.result()
     pump.result()  # re-raise the watcher's error, if it ended with one
     return None
+
+
+async def _quiet_batch(
+    queue: asyncio.Queue[set[Path]],
+    pump: asyncio.Task[None],
+    quiet: float,
+    first: set[Path] | None = None,
+) -> set[Path] | None:
+    """The next changes, gathered until no new change came for `quiet` seconds."""
+    batch = first if first is not None else await _next(queue, pump)
+    if batch is None:
+        return None
+    while True:
+        try:
+            more = await asyncio.wait_for(_next(queue, pump), quiet)
+        except TimeoutError:
+            return batch
+        if more is None:
+            return batch
+        batch |= more
 
 
 def _read(path: Path) -> bytes | None:
