@@ -222,3 +222,72 @@ def sidecar(config_file: str) -> None:
 
     token = os.environ.get("MESHDEV_ADMIN_TOKEN", "")
     sys.exit(run(run_sidecar(config_file, token)))
+
+
+# ---- meshdev load: the built-in load generator (the work is in meshdev/loadgen_cli.py) ----
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from meshdev.config.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command("load")
+@click.argument("url")
+@click.option(
+    "--rps",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Requests per second, sent at a constant rate (open loop).",
+)
+@click.option(
+    "--duration",
+    required=True,
+    callback=_duration_option,
+    help="How long to send, like 10s or 500ms.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most requests in flight (connections); default max(64, rps/2).",
+)
+@click.option("--path-mix", help="Weighted paths to send instead of URL's: '/items=9,/=1'.")
+@click.option(
+    "-H",
+    "--header",
+    "headers",
+    multiple=True,
+    help="A header for every request, 'name: value' (repeatable).",
+)
+@click.option("--method", default="GET", show_default=True, help="The HTTP method.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def load(
+    url: str,
+    rps: float,
+    duration: float,
+    concurrency: int | None,
+    path_mix: str | None,
+    headers: tuple[str, ...],
+    method: str,
+    as_json: bool,
+) -> None:
+    """Send load to URL at a constant rate and report latency percentiles and outcomes.
+
+    Latency is measured from each request's intended send time, so a stall of the target shows
+    in every request it held up. Exit 0 when every request got an HTTP response (any status),
+    1 when some got none (refused, reset, timeout), 2 for bad arguments.
+    """
+    from meshdev.loadgen import LoadSpecError, parse_header, parse_path_mix
+    from meshdev.loadgen_cli import load_command
+
+    try:
+        mix = list(parse_path_mix(path_mix)) if path_mix else None
+        parsed = [parse_header(h) for h in headers]
+    except LoadSpecError as exc:
+        raise click.BadParameter(str(exc)) from None
+    sys.exit(load_command(url, rps, duration, concurrency, mix, parsed, method, as_json, True))
