@@ -217,11 +217,9 @@ def sidecar(config_file: str) -> None:
 
     The admin token for state-changing endpoints comes from env MESHDEV_ADMIN_TOKEN.
     """
-    from meshdev.sidecar.loop import run
-    from meshdev.sidecar.main import run_sidecar
+    from meshdev.sidecar.main import serve
 
-    token = os.environ.get("MESHDEV_ADMIN_TOKEN", "")
-    sys.exit(run(run_sidecar(config_file, token)))
+    serve(config_file, os.environ.get("MESHDEV_ADMIN_TOKEN", ""))
 
 
 # ---- meshdev load: the built-in load generator (the work is in meshdev/loadgen_cli.py) ----
