@@ -68,7 +68,7 @@ class ReloadReport:
 
     def summary(self) -> str:
         if not self.ok:
-            return f"v{self.version} failed: " + "; ".join(self.errors)
+            return f"reload failed, still serving v{self.version}: " + "; ".join(self.errors)
         text = (
             f"applied v{self.version} to {self.serving}/{self.sidecars} sidecars "
             f"in {self.elapsed_ms:.0f} ms ({self.pushed} changed)"
@@ -272,22 +272,22 @@ class ControlPlane:
     ) -> ReloadReport:
         endpoints = self._endpoints()
         targets: list[tuple[Pod, SidecarConfig]] = []
-        serving = 0
         for pod in self.pods.values():
             cfg = self._render(pod.spec, pod.started.placement, endpoints)
-            if cfg.content_hash() == pod.hash:
-                serving += 1  # unchanged: it already serves this version's content
-            else:
+            if cfg.content_hash() != pod.hash:
                 targets.append((pod, cfg))
         results = await asyncio.gather(*(self._post(p, c) for p, c in targets))
-        errors = tuple(e for e in results if e)
-        serving += len(targets) - len(errors)
+        # Pods on their way out get the new endpoints too (their in-flight requests may still
+        # call out), but the mesh's count is of the pods that stay.
+        staying = [p for p in self.pods.values() if p.name not in stopped]
+        errors = tuple(e for (p, _), e in zip(targets, results, strict=True) if e and p in staying)
+        serving = sum(1 for p in staying if p.version == self.version or _unchanged(p, targets))
         return ReloadReport(
             version=self.version,
             ok=not errors,
-            sidecars=len(self.pods),
+            sidecars=len(staying),
             serving=serving,
-            pushed=len(targets),
+            pushed=sum(1 for p, _ in targets if p in staying),
             elapsed_ms=_ms(t0),
             started=started,
             stopped=stopped,
@@ -321,6 +321,11 @@ def _changed(pod: Pod, spec: PodSpec) -> bool:
     """Does the running pod differ from what the plan now wants in anything but its name?
     (For the gateway that is its published port: a container cannot change it in place.)"""
     return replace(pod.spec, name=spec.name) != spec
+
+
+def _unchanged(pod: Pod, targets: list[tuple[Pod, SidecarConfig]]) -> bool:
+    """Not pushed this time: it already served this version's content."""
+    return all(p is not pod for p, _ in targets)
 
 
 def _ms(t0: float) -> float:

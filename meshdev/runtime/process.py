@@ -79,9 +79,10 @@ class ProcessRuntime:
         if problems:
             why = "; ".join(sorted(set(problems)))
             raise RuntimeFailure(f"cannot run as local processes: {why}")
-        if mesh.ingress is not None:
+        # Only pods about to start need their ports (a reload's prepare sees just those).
+        if mesh.ingress is not None and any(s.is_ingress for s in specs):
             _check_free("127.0.0.1", mesh.ingress.port, "ingress.port in mesh.yaml")
-        _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
+            _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
         progress(f"process runtime: pods on {self.subnet}.0/24, logs in {self.dir}")
 
     def _unrunnable(self, spec: PodSpec) -> str | None:

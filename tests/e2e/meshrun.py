@@ -95,8 +95,9 @@ class MeshUp:
             [MESHDEV, *args], capture_output=True, text=True, env=self.env, timeout=120
         )
 
-    def status(self) -> dict[str, Any]:
-        res = self.run("status", "--json", str(self.mesh_file))
+    def status(self, name: str | None = None) -> dict[str, Any]:
+        by_name = ["--name", name] if name else []
+        res = self.run("status", "--json", *by_name, str(self.mesh_file))
         assert res.returncode == 0, res.stderr
         data: dict[str, Any] = json.loads(res.stdout)
         return data

@@ -1,0 +1,171 @@
+"""Live reload under load (issue 5), through `meshdev up --headless` on the process runtime:
+saves apply without a failed request, bad saves keep the last good config, scaling drains."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from meshrun import MeshUp, env_for, example_copy, free_port, get
+
+from meshdev.loadgen import LoadGenerator, LoadResult, LoadSpec
+
+pytestmark = pytest.mark.slow
+
+# Two valid configs whose routes always answer: only weights, timeouts and retries differ.
+MESH = """\
+name: demo
+services:
+  frontend:
+    build: .
+    command: python app.py
+    health_path: /healthz
+    env: {{UPSTREAM: http://backend}}
+  backend:
+    build: .
+    command: python app.py
+    health_path: /healthz
+    versions:
+      v1: {{replicas: {v1}}}
+      v2: {{replicas: 1}}
+ingress:
+  port: 8000
+  routes:
+    - {{match: {{prefix: /}}, to: frontend}}
+routes:
+  backend:
+    - name: items
+      match: {{prefix: /items}}
+      to: {{backend.v1: {w1}, backend.v2: {w2}}}
+      timeout: {timeout}
+      retries: {{attempts: {attempts}, retry_on: [5xx, reset, connect-failure]}}
+policies:
+  backend:
+    lb: {lb}
+"""
+
+A = {"v1": 2, "w1": 90, "w2": 10, "timeout": "2s", "attempts": 2, "lb": "round_robin"}
+B = {"v1": 2, "w1": 10, "w2": 90, "timeout": "3s", "attempts": 1, "lb": "least_request"}
+
+
+def failed(result: LoadResult) -> int:
+    bad = sum(n for code, n in result.status.items() if not 200 <= code < 300)
+    return bad + result.error_count
+
+
+class Reloading:
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.port = free_port()
+        self.path = example_copy(tmp, name, self.port, MESH.format(**A))
+        self.up = MeshUp(self.path, env_for(tmp), "--runtime", "process")
+        self.version = 1
+        self.name = name
+        build = re.search(r"build: (.*)$", self.path.read_text(), re.M)
+        assert build is not None
+        self.build = build.group(1)
+
+    def write(self, fields: dict[str, object]) -> None:
+        text = MESH.format(**fields).replace("  port: 8000", f"  port: {self.port}", 1)
+        self.path.write_text(self.fixups(text))
+
+    def fixups(self, text: str) -> str:
+        """Keep this test's mesh name, port and absolute build folder in a rewritten file."""
+        text = text.replace("  port: 8000", f"  port: {self.port}", 1)
+        text = re.sub(r"^name: .*$", f"name: {self.name}", text, count=1, flags=re.M)
+        return text.replace("build: .", f"build: {self.build}")
+
+    async def applied(self, timeout: float = 30) -> str:
+        self.version += 1
+        return await asyncio.to_thread(self.up.wait_for, f"applied v{self.version} ", timeout)
+
+    def load(self, rps: float) -> LoadGenerator:
+        gen = LoadGenerator(
+            LoadSpec(f"http://127.0.0.1:{self.port}/items", rps=rps, retry_stale=False)
+        )
+        gen.start()
+        return gen
+
+
+async def test_fifty_rewrites_under_load_lose_nothing(tmp_path: Path) -> None:
+    mesh = Reloading(tmp_path, f"lr-{os.getpid()}")
+    try:
+        await asyncio.to_thread(mesh.up.wait_for, "ready:")
+        gen = mesh.load(200)
+        await asyncio.sleep(0.5)
+        for i in range(50):
+            mesh.write(B if i % 2 == 0 else A)
+            line = await mesh.applied()
+            assert "to 5/5 sidecars" in line, line
+            await asyncio.sleep(0.05)
+        result = await gen.stop()
+        assert result.responses > 1000
+        assert failed(result) == 0, json.dumps(result.to_json())
+        assert result.errors.get("reset", 0) == 0
+    finally:
+        mesh.up.run("down", str(mesh.path))
+        mesh.up.stop()
+
+
+async def test_bad_saves_keep_serving_the_last_good_config(tmp_path: Path) -> None:
+    mesh = Reloading(tmp_path, f"lb-{os.getpid()}")
+    try:
+        await asyncio.to_thread(mesh.up.wait_for, "ready:")
+        before = {p["name"]: p["config_hash"] for p in mesh.up.status()["pods"]}
+        gen = mesh.load(100)
+        good = MESH.format(**A)
+        bad_saves = [
+            (good.replace("timeout: 2s", "timeout: 2"), "expected a duration like 250ms or 2s"),
+            (good.replace("lb: round_robin", "lb: fastest"), "policies.backend.lb: "),
+            (good.replace("backend.v2: 10", "backend.v3: 10"), "unknown version 'v3'"),
+            (good + "\tpolicies: {}\n", "a tab character"),
+            (
+                good.replace("  backend:\n    build", "  backend:\n    build: x\n    build"),
+                "duplicate key",
+            ),
+            ("- a list\n", "expected a mapping"),
+        ]
+        for text, message in bad_saves:
+            mesh.path.write_text(mesh.fixups(text))
+            line = await asyncio.to_thread(mesh.up.wait_for, "  ", 10)
+            assert re.match(rf"  {re.escape(str(mesh.path))}:\d+:\d+", line), line
+            assert message in "\n".join(mesh.up.lines[-4:]), mesh.up.lines[-4:]
+            await asyncio.sleep(0.2)
+        status = mesh.up.status(name=mesh.name)
+        assert {p["name"]: p["config_hash"] for p in status["pods"]} == before
+        assert status["last_reload"]["ok"] is False
+        mesh.write(B)
+        assert "to 5/5 sidecars" in await mesh.applied()
+        result = await gen.stop()
+        assert failed(result) == 0, json.dumps(result.to_json())
+    finally:
+        mesh.up.run("down", str(mesh.path))
+        mesh.up.stop()
+
+
+async def test_scaling_under_load_drains_before_stopping(tmp_path: Path) -> None:
+    mesh = Reloading(tmp_path, f"ls-{os.getpid()}")
+    try:
+        await asyncio.to_thread(mesh.up.wait_for, "ready:")
+        gen = mesh.load(150)
+        await asyncio.sleep(0.5)
+        for v1 in (3, 1, 4):
+            mesh.write({**A, "v1": v1})
+            line = await mesh.applied(60)
+            assert f"to {v1 + 3}/{v1 + 3} sidecars" in line, line
+            await asyncio.sleep(1.0)
+        result = await gen.stop()
+        assert failed(result) == 0, json.dumps(result.to_json())
+        names = sorted(p["name"] for p in mesh.up.status()["pods"])
+        assert names == sorted(
+            ["ingress", "frontend-0", "backend-v2-0"] + [f"backend-v1-{i}" for i in range(4)]
+        )
+        status, body = get(f"http://127.0.0.1:{mesh.port}/items")
+        assert status == 200, body
+        assert json.loads(body)["answered_by"]["pod"].startswith("backend-")
+    finally:
+        mesh.up.run("down", str(mesh.path))
+        mesh.up.stop()
