@@ -6,12 +6,16 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import yaml
 
 from meshdev import __version__
-from meshdev.config import Mesh, MeshInvalid, load_mesh
+
+if TYPE_CHECKING:
+    from meshdev.config import Mesh
+
+# Subcommands import what they use: `meshdev sidecar` (one per pod) must start fast and small.
 
 DEFAULT_FILE = "mesh.yaml"
 
@@ -37,6 +41,8 @@ def validate(file: str, as_json: bool) -> None:
 
     Exit 0 with a one-line summary, or exit 1 with every problem as FILE:LINE:COL path: reason.
     """
+    from meshdev.config import MeshInvalid, load_mesh
+
     try:
         mesh = load_mesh(file)
     except MeshInvalid as exc:
@@ -92,6 +98,8 @@ def init(file: str, force: bool) -> None:
 
 
 def _load_or_exit(file: str) -> Mesh:
+    from meshdev.config import MeshInvalid, load_mesh
+
     try:
         return load_mesh(file)
     except MeshInvalid as exc:
@@ -102,6 +110,10 @@ def _load_or_exit(file: str) -> Mesh:
 
 def _mesh_name(file: str, name: str | None) -> str:
     """The mesh's name, even from a file that no longer validates (down must still work)."""
+    import yaml
+
+    from meshdev.config import MeshInvalid, load_mesh
+
     if name:
         return name
     try:

@@ -41,14 +41,17 @@ async def remove_everything(name: str, mesh_file: Path, echo: Callable[[str], No
 
     state = read_state(name)
     pid = (state or {}).get("pid")
+    stopped: list[str] = []
     if isinstance(pid, int) and pid != os.getpid() and procscan.alive(pid):
-        echo(f"asking meshdev up (pid {pid}) to stop")
+        echo(f"asking meshdev up (pid {pid}) to stop and remove its pods")
         os.kill(pid, signal.SIGTERM)
         for _ in range(300):
             if not procscan.alive(pid):
                 break
             await asyncio.sleep(0.1)
-    removed = await ProcessRuntime(_stub_mesh(name), mesh_file).teardown()
+        pods = len((state or {}).get("pods", []))
+        stopped.append(f"meshdev up (pid {pid}) with its {pods} pods")
+    removed = stopped + await ProcessRuntime(_stub_mesh(name), mesh_file).teardown()
     client = docker_client()
     if client is not None:
         from meshdev.runtime.docker import DockerRuntime
