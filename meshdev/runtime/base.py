@@ -32,8 +32,6 @@ class RuntimeFailure(Exception):
     """A failure the user must see, worded for them (what, which pod, what to do)."""
 
 
-RuntimeError_ = RuntimeFailure  # TODO(lead): the old name, until the docker runtime moves over
-
 
 @dataclass(frozen=True, slots=True)
 class StartedPod:

@@ -19,22 +19,29 @@ def base_image(flag: str | None, mesh: Mesh) -> str:
     return flag or os.environ.get("MESHDEV_BASE_IMAGE") or mesh.base_image or DEFAULT_BASE_IMAGE
 
 
-def docker_client(timeout: int = 3) -> Any | None:
-    """A client of an engine that answers a ping, or None."""
+def docker_client(probe_timeout: int = 3) -> Any | None:
+    """A client of an engine that answers a ping within `probe_timeout` seconds, or None."""
     try:
         import docker
         from docker.errors import DockerException
+
+        from meshdev.runtime.docker_engine import connect
     except ImportError:
         return None
     with warnings.catch_warnings():
         # docker-py leaves the socket of a failed connect to the garbage collector.
         warnings.simplefilter("ignore", ResourceWarning)
         try:
-            client = docker.from_env(timeout=timeout)
-            client.ping()
+            # A short probe decides; the working client then allows slow calls under load.
+            probe = docker.from_env(timeout=probe_timeout)
+            probe.ping()
+            probe.close()
         except (DockerException, OSError):
             return None
-    return client
+    try:
+        return connect()
+    except RuntimeFailure:
+        return None
 
 
 def make_runtime(kind: str | None, mesh: Mesh, mesh_file: Path, base: str, notice: Any) -> Runtime:

@@ -1,0 +1,96 @@
+"""Waiting for a pod to serve: its sidecar's /ready on the published admin port, and its app's
+health through the published inbound port, i.e. through the sidecar's inbound listener to the
+app, the way mesh traffic reaches it. Meanwhile a caller-given check watches for exits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from meshdev.runtime.base import Container
+
+PROBE_INTERVAL_S = 0.05
+EXIT_CHECK_INTERVAL_S = 0.25
+_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
+# What the sidecar answers itself while its app does not accept connections (yet).
+_NOT_UP = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    admin_url: str
+    inbound_url: str  # "" for the gateway: it has no app
+    health_path: str | None
+
+
+class NotReady(Exception):
+    """The deadline passed; `waiting` is the container that had not answered."""
+
+    def __init__(self, waiting: Container, why: str) -> None:
+        super().__init__(why)
+        self.waiting = waiting
+        self.why = why
+
+
+async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int | None, str]:
+    """(status, what happened) of one GET; status None when nothing answered."""
+    try:
+        async with session.get(url, allow_redirects=False) as resp:
+            await resp.read()
+            return resp.status, f"answered {resp.status}"
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return None, str(exc) or type(exc).__name__
+
+
+def _app_ok(status: int | None, health_path: str | None) -> bool:
+    if status is None:
+        return False
+    if health_path is None:
+        # No health path: any answer the app gave itself means its port accepts connections.
+        return status not in _NOT_UP
+    return 200 <= status < 300
+
+
+async def wait_ready(
+    probe: Probe, timeout: float, check_exits: Callable[[], Awaitable[None]]
+) -> None:
+    """Returns once both answer; raises NotReady at the deadline, or whatever `check_exits`
+    raises (it runs every EXIT_CHECK_INTERVAL_S and once more at the deadline)."""
+    deadline = time.monotonic() + timeout
+    next_exit_check = 0.0
+    sidecar_ok, app_ok = False, not probe.inbound_url
+    sidecar_why = app_why = "no answer yet"
+    health = probe.health_path or "/"
+    async with aiohttp.ClientSession(timeout=_PROBE_TIMEOUT, trust_env=False) as session:
+        while True:
+            sidecar_probe = _get(session, f"{probe.admin_url}/ready") if not sidecar_ok else None
+            app_probe = _get(session, probe.inbound_url + health) if not app_ok else None
+            if sidecar_probe is not None and app_probe is not None:
+                (s_status, sidecar_why), (a_status, app_why) = await asyncio.gather(
+                    sidecar_probe, app_probe
+                )
+                sidecar_ok = s_status is not None and 200 <= s_status < 300
+                app_ok = _app_ok(a_status, probe.health_path)
+            elif sidecar_probe is not None:
+                s_status, sidecar_why = await sidecar_probe
+                sidecar_ok = s_status is not None and 200 <= s_status < 300
+            elif app_probe is not None:
+                a_status, app_why = await app_probe
+                app_ok = _app_ok(a_status, probe.health_path)
+            if sidecar_ok and app_ok:
+                return
+            now = time.monotonic()
+            if now >= next_exit_check or now >= deadline:
+                next_exit_check = now + EXIT_CHECK_INTERVAL_S
+                await check_exits()
+            if now >= deadline:
+                if not sidecar_ok:
+                    raise NotReady("sidecar", f"the sidecar's /ready: {sidecar_why}")
+                raise NotReady(
+                    "app", f"the app's {health} through the sidecar's inbound listener: {app_why}"
+                )
+            await asyncio.sleep(PROBE_INTERVAL_S)
