@@ -18,9 +18,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def labelled(client: docker.DockerClient, name: str) -> tuple[list[str], list[str]]:
-    flt = {"label": f"meshdev.mesh={name}"}
-    containers = [c.name for c in client.containers.list(all=True, filters=flt)]
-    networks = [n.name for n in client.networks.list(filters=flt)]
+    flt: dict[str, str | list[str] | bool] = {"label": f"meshdev.mesh={name}"}
+    containers = [str(c.name) for c in client.containers.list(all=True, filters=flt)]
+    networks = [str(n.name) for n in client.networks.list(filters=flt)]
     return containers, networks
 
 
