@@ -5,7 +5,8 @@ Interface (the request pipeline builds on exactly this):
 
 - ``start_server(handler, host, port, limits) -> HttpServer`` listens and calls
   ``handler(request, writer)`` once per request, in the connection's task. Requests pipelined
-  on one connection are handled one after another and answered in order.
+  on one connection are handled one after another (the next when the handler returns) and
+  answered in order.
 - ``Request`` (a slots dataclass): ``method``, ``target`` (raw request-target: origin-form
   ``/a?b`` or absolute-form ``http://backend/items``), ``path`` and ``query`` (split at the first
   ``?``, ``query`` is ``''`` when there is none; for absolute-form the URL's path, ``/`` when
@@ -13,7 +14,8 @@ Interface (the request pipeline builds on exactly this):
   none), ``headers`` (arrival order, names lower-cased, values latin-1 decoded with trailing
   whitespace stripped; trailers are dropped), ``keep_alive``, ``body`` (a ``BodyStream``),
   ``client`` (peer address), ``received_at`` (``loop.time()`` at the request's first byte),
-  ``version`` (``"1.1"`` / ``"1.0"``), and the property ``origin_form`` (``path?query``).
+  ``version`` (``"1.1"`` / ``"1.0"``), the property ``origin_form`` (``path?query``, what an
+  upstream wants) and ``header(name)`` (first value or ``None``).
 - ``BodyStream``: the request body, streamed with flow control (reading from the client pauses
   while more than ``HIGH_WATER`` bytes wait unread), never buffered whole. ``length`` is the
   Content-Length or ``None`` (chunked or absent); ``has_body`` tells whether one was declared;
@@ -34,8 +36,9 @@ Interface (the request pipeline builds on exactly this):
   connection (e.g. the upstream died mid-body). Header names and values must be latin-1 and
   free of CR/LF (values taken from parsed messages are). ``started`` / ``ended`` tell the state.
 - A handler that raises before ``start`` gets a 500; after ``start`` the connection is reset.
-  When the client goes away before the response ended, the handler task is cancelled (as
-  Envoy resets the upstream stream); the handler sees ``CancelledError`` and must clean up.
+  When the client goes away (a FIN counts, as in Envoy) before the response ended, the
+  handler is cancelled (as Envoy resets the upstream stream): it sees ``CancelledError`` and
+  must clean up, e.g. close an ``UpstreamResponse`` it was relaying.
   A response that ends while its request body is still unread closes the connection.
 - ``HttpServer``: ``sockets``, ``port``, ``connections`` (open count), ``limits`` (assignable:
   hot swap at config reload; ``set_limits(server, limits)`` does the same), and
@@ -305,7 +308,7 @@ class ResponseWriter:
         self.started = True
         conn = self._conn
         req = self._req
-        parts = [status_line(status)]
+        parts = [_STATUS_LINES.get(status) or status_line(status)]
         length = -1
         for name, value in headers:
             if name == "content-length":
@@ -313,7 +316,7 @@ class ResponseWriter:
                 continue
             if name in {"transfer-encoding", "connection"}:
                 continue
-            parts.append(f"{name}: {value}\r\n")
+            parts += (name, ": ", value, "\r\n")
         close = (
             self._close
             or not req.keep_alive
@@ -599,9 +602,12 @@ class _Conn(asyncio.Protocol):
         self._in_trailers = False
 
     def on_url(self, url: bytes) -> None:
-        self._url = url if not self._url else self._url + url
-        self._hbytes += len(url)
-        if self._hbytes > self._server._limits.max_header_bytes:
+        if self._url:
+            url = self._url + url
+        self._url = url
+        # The request line counts toward the header bytes, as in Envoy.
+        self._hbytes = len(url)
+        if len(url) > self._server._limits.max_header_bytes:
             raise _Reject(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -575,5 +575,10 @@ async def _stream(
         rec.add_flag(UPSTREAM_CONNECTION_TERMINATION)
         w.abort()
         return
+    finally:
+        # Cancelled while a slow client held back a write (route timeout, client gone):
+        # the half-read upstream connection must not go back to the pool. A no-op when the
+        # body arrived whole.
+        resp.close()
     rec.bytes_sent = sent
     await w.end()

@@ -14,7 +14,8 @@ Interface (the request pipeline builds on exactly this):
   (config hot swap keeps the object and its counts). ``cx_open`` / ``rq_pending_open`` are
   Envoy's ``circuit_breakers.default.{cx_open,rq_pending_open}``. Counters are plain ints.
 - ``UpstreamPool(address, port, budget)``: one per endpoint, reusable across config swaps.
-  Readable ints: ``cx_active``, ``cx_total``, ``cx_connect_fail``, ``rq_active``, ``rq_total``.
+  Readable ints: ``cx_active``, ``cx_total``, ``cx_connect_fail``, ``rq_active``, ``rq_total``,
+  ``cx_idle``; ``authority`` is ``address:port``.
   ``await request(method, target, headers, body, *, connect_timeout)`` sends one request and
   returns an ``UpstreamResponse`` once its head has arrived. ``target`` goes on the request line
   as given (origin-form). Hop-by-hop headers are the caller's to strip, but framing is ours: a
@@ -23,10 +24,13 @@ Interface (the request pipeline builds on exactly this):
   else chunked, streamed with back-pressure while the response is awaited; ``None`` sends no
   body. A ``host`` header is added when missing. Idle keep-alive connections are reused (most
   recent first); one found closed (or closing) when taken is replaced before anything is sent,
-  and one idle for over ``STALE_AFTER`` seconds gets one loop turn first so that a close the
-  upstream sent meanwhile (its keep-alive timeout) is seen before the request is written.
-  Cancelling the caller (a route timeout) closes the connection and restores every count.
-  ``close()`` closes idle connections; connections in use close when released.
+  and one idle for over ``STALE_AFTER`` seconds first waits two loop turns so that a close the
+  upstream sent meanwhile (its keep-alive timeout) is seen before the request is written. A
+  close still in flight as the request goes out surfaces as ``UpstreamReset`` (as in Envoy).
+  Cancelling the caller (a route timeout) while it awaits the head or the next body chunk
+  closes the connection and restores every count; a caller cancelled elsewhere while relaying
+  a response (say, writing to a slow client) must ``close()`` it. ``close()`` closes idle
+  connections; connections in use close when released.
 - Errors: ``ConnectFailure`` (refused, unreachable, or ``connect_timeout`` exceeded);
   ``UpstreamReset`` (the connection closed or reset before a complete response head; iterating
   the body raises it too when the connection dies mid-body); ``PendingOverflow``.
@@ -184,6 +188,9 @@ class UpstreamPool:
         *,
         connect_timeout: float,
     ) -> UpstreamResponse:
+        head, payload, stream, chunked = _encode_request(
+            method, target, headers, body, self.authority
+        )
         self.rq_active += 1
         self.rq_total += 1
         try:
@@ -192,14 +199,9 @@ class UpstreamPool:
                 if conn is None:
                     conn = await self._acquire(connect_timeout)
                     break
-                if conn.loop.time() - conn.idle_since < STALE_AFTER:
+                if conn.loop.time() - conn.idle_since < STALE_AFTER or await self._still_open(conn):
                     break
-                # Two turns: I/O events are handled after the callbacks already queued.
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
-                if not conn.closed and not conn.transport.is_closing():
-                    break
-            waiter = conn.send(method, target, headers, body)
+            waiter = conn.send(head, payload, stream, chunked, method == "HEAD")
             try:
                 resp = await waiter
             except asyncio.CancelledError:
@@ -225,6 +227,18 @@ class UpstreamPool:
         else:
             resp._open = True
         return resp
+
+    async def _still_open(self, conn: _UpstreamConn) -> bool:
+        """Give a long-idle connection's pending close a chance to land; False if it did."""
+        try:
+            # Two turns: I/O events are handled after the callbacks already queued.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if not conn.closed:
+                self._idle.append(conn)
+            raise
+        return not conn.closed and not conn.transport.is_closing()
 
     async def close(self) -> None:
         self._closed = True
@@ -391,7 +405,8 @@ class UpstreamResponse:
         self.status = status
         self.headers = headers
         self._conn: _UpstreamConn | None = conn
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: most bodies are one chunk, and a list is cheaper to make.
+        self._chunks: list[bytes] = []
         self._size = 0
         self._done = False
         self._exc: BaseException | None = None
@@ -466,7 +481,7 @@ class UpstreamResponse:
         self._end_rq()
 
     def _pop(self) -> bytes:
-        chunk = self._chunks.popleft()
+        chunk = self._chunks.pop(0)
         self._size -= len(chunk)
         conn = self._conn
         if conn is not None and conn.rpaused and self._size < LOW_WATER:
@@ -565,46 +580,14 @@ class _UpstreamConn(asyncio.Protocol):
 
     def send(
         self,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: bytes | AsyncIterator[bytes] | None,
+        head: bytes,
+        payload: bytes | bytearray | memoryview | None,
+        stream: AsyncIterator[bytes] | None,
+        chunked: bool,
+        head_only: bool,
     ) -> asyncio.Future[UpstreamResponse]:
-        """Write the request; the returned future gets the response head."""
-        parts = [f"{method} {target} HTTP/1.1\r\n"]
-        has_host = False
-        length: str | None = None
-        for name, value in headers:
-            if name == "host":
-                has_host = True
-            elif name == "content-length":
-                length = value
-                continue
-            elif name in {"transfer-encoding", "connection"}:
-                continue
-            parts.append(f"{name}: {value}\r\n")
-        if not has_host:
-            parts.append(f"host: {self.pool.authority}\r\n")
-        stream: AsyncIterator[bytes] | None = None
-        payload: bytes | bytearray | memoryview | None = None
-        chunked = False
-        if body is None:
-            if method in _BODY_METHODS:
-                parts.append("content-length: 0\r\n")
-        elif isinstance(body, bytes | bytearray | memoryview):
-            payload = body
-            parts.append(f"content-length: {len(body)}\r\n")
-        else:
-            stream = body
-            if length is not None:
-                parts.append(f"content-length: {length}\r\n")
-            else:
-                chunked = True
-                parts.append("transfer-encoding: chunked\r\n")
-        parts.append("\r\n")
-        head = "".join(parts).encode("latin-1")
-
-        self._head_only = method == "HEAD"
+        """Write an encoded request; the returned future gets the response head."""
+        self._head_only = head_only
         waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
         self._waiter = waiter
         transport = self.transport
@@ -781,3 +764,46 @@ class _UpstreamConn(asyncio.Protocol):
 
 def _has_framing(headers: list[tuple[str, str]]) -> bool:
     return any(k in {"content-length", "transfer-encoding"} for k, _ in headers)
+
+
+def _encode_request(
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes | AsyncIterator[bytes] | None,
+    authority: str,
+) -> tuple[bytes, bytes | bytearray | memoryview | None, AsyncIterator[bytes] | None, bool]:
+    """The request head with our framing, and how the body goes: (head, payload, stream,
+    chunked). Done before a connection is taken, so a bad header costs no connection."""
+    parts = [f"{method} {target} HTTP/1.1\r\n"]
+    has_host = False
+    length: str | None = None
+    for name, value in headers:
+        if name == "host":
+            has_host = True
+        elif name == "content-length":
+            length = value
+            continue
+        elif name in {"transfer-encoding", "connection"}:
+            continue
+        parts += (name, ": ", value, "\r\n")
+    if not has_host:
+        parts.append(f"host: {authority}\r\n")
+    stream: AsyncIterator[bytes] | None = None
+    payload: bytes | bytearray | memoryview | None = None
+    chunked = False
+    if body is None:
+        if method in _BODY_METHODS:
+            parts.append("content-length: 0\r\n")
+    elif isinstance(body, bytes | bytearray | memoryview):
+        payload = body
+        parts.append(f"content-length: {len(body)}\r\n")
+    else:
+        stream = body
+        if length is not None:
+            parts.append(f"content-length: {length}\r\n")
+        else:
+            chunked = True
+            parts.append("transfer-encoding: chunked\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1"), payload, stream, chunked

@@ -166,6 +166,30 @@ async def test_limits_are_inclusive(server: HttpServer, app: App) -> None:
         assert (status, body) == (200, b"GET /ok 0")
 
 
+async def test_issue_defaults_100_headers_60k_and_8k_lines(app: App) -> None:
+    srv = await start_server(app, "127.0.0.1", 0, Limits())
+    try:
+        line_8k = b"X-L: " + b"v" * (8 * 1024 - 5) + b"\r\n"
+        # 60 KiB of headers in lines under 8 KiB, fewer than 100 of them.
+        bulk = b"".join(b"X-B%d: %s\r\n" % (i, b"v" * 4000) for i in range(16))
+        cases = [
+            (200, get("/ok", many_headers(99))),
+            (431, get("/", many_headers(100))),
+            (200, get("/ok", line_8k)),
+            (431, get("/", b"X-L: " + b"v" * (8 * 1024) + b"\r\n")),
+            (431, get("/", bulk)),
+        ]
+        for status, data in cases:
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(data)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+            writer.close()
+            assert status_of(head) == status
+    finally:
+        await srv.close(grace=1.0)
+    assert app.seen == ["/ok", "/ok"]
+
+
 async def test_header_value_whitespace_is_trimmed(app: App) -> None:
     seen: list[list[tuple[str, str]]] = []
 
