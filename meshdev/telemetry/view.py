@@ -43,6 +43,9 @@ class BreakerLimit:
     active: int
     limit: int
     open: bool  # at the limit now: the next request over it gets 503 UO
+    # Every sidecar has its own breaker (as every Envoy does); this is the one nearest its
+    # limit, and `open` is true when the limit is reached on any sidecar.
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +62,27 @@ class ClusterStats:
     trip_history: tuple[float, ...] = ()
     rps: float = 0.0
     success_pct: float | None = None
+    flags: dict[str, int] = field(default_factory=dict)  # interval counts by response flag
 
 
 @dataclass(frozen=True, slots=True)
 class HostStats:
+    """One endpoint of a cluster; `address` is `ip:port`. Summed over the sidecars calling it."""
+
     cluster: str
     pod: str
     address: str
     rps: float
     success_pct: float | None
-    ejected: bool
+    ejected: bool  # ejected by at least one sidecar (each runs its own outlier detection)
     ejection_count: int
     returns_in_s: float  # 0 when not ejected
     rq_active: int
+    ejected_by: tuple[str, ...] = ()  # the sidecars that eject it now
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.address}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +95,10 @@ class SidecarStatus:
     config_version: int | None
     config_hash: str | None
     error: str = ""
+    age_s: float | None = None  # seconds since its last snapshot; None before the first
+    # What its own app was sent (the inbound listener), over the last interval.
+    rps: float = 0.0
+    success_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +118,6 @@ class MeshView:
     clusters: tuple[ClusterStats, ...] = ()
     hosts: tuple[HostStats, ...] = ()
     events: tuple[Event, ...] = ()  # new since the previous view
+    # Interval counts of response flags that belong to no one route: NR (nothing matched),
+    # and FI/DI/RL/U* counted per listener or cluster where the route table cannot tell whose.
+    unattributed_flags: dict[str, int] = field(default_factory=dict)

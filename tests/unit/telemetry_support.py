@@ -1,0 +1,86 @@
+"""Helpers for the telemetry tests: a steerable clock, polling waits, admin servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+# The admin API's in-memory ControlSurface lives with the sidecar tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
+
+from fakes import FakeSurface, breaker, host
+
+from meshdev.sidecar.admin import build_admin_app
+
+LOCALHOST = "127.0.0.1"
+WAIT = 10.0  # generous: only a hang reaches it
+
+
+@dataclass
+class Clock:
+    """A monotonic clock that moves only when told to."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Server:
+    """An aiohttp app on 127.0.0.1 that can be stopped and started again on the same port."""
+
+    make_app: Callable[[], web.Application]
+    port: int = 0
+    runner: web.AppRunner | None = None
+    started: int = field(default=0)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    async def start(self) -> Server:
+        self.runner = web.AppRunner(self.make_app(), shutdown_timeout=1.0, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, LOCALHOST, self.port).start()
+        self.port = self.runner.addresses[0][1]
+        self.started += 1
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+def admin_server(surface: FakeSurface) -> Server:
+    return Server(lambda: build_admin_app(surface, token="t0ken", server_info={}))
+
+
+__all__ = [
+    "WAIT",
+    "Clock",
+    "FakeSurface",
+    "Server",
+    "admin_server",
+    "breaker",
+    "host",
+    "wait_until",
+]
