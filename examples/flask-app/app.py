@@ -377,6 +377,10 @@ def chaos_request_data() -> Any:
 
 def request_handler(log_requests: bool) -> type[WSGIRequestHandler]:
     class RequestHandler(WSGIRequestHandler):
+        # Keep-alive: the sidecar reuses its connections to the app instead of opening one
+        # per request (Werkzeug's default, HTTP/1.0, closes after every response).
+        protocol_version = "HTTP/1.1"
+
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             # Werkzeug's own line carries ANSI colours, which garble `docker logs` and files.
             if log_requests:
