@@ -185,20 +185,16 @@ def loop_benchmark(views: int) -> None:
 
 
 async def serve(ports_file: Path) -> None:
-    from aiohttp import web
-
-    from meshdev.sidecar.admin import build_admin_app
+    from meshdev.sidecar.admin import start_admin
 
     rng = random.Random(2)
     sidecars = make_sidecars()
-    runners = []
+    servers = []
     ports = {}
     for node, sc in sidecars.items():
-        runner = web.AppRunner(build_admin_app(sc, token="t", server_info={}), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        ports[node] = runner.addresses[0][1]
+        server = await start_admin(sc, host="127.0.0.1", port=0, token="t", server_info={})
+        servers.append(server)
+        ports[node] = server.port
     ports_file.write_text(json.dumps(ports))
     while True:
         record_interval(sidecars, rng)

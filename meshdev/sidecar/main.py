@@ -21,10 +21,8 @@ import socket
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from meshdev import __version__
-from meshdev.sidecar.admin import build_admin_app
+from meshdev.sidecar.admin import AdminServer, start_admin
 from meshdev.sidecar.http1 import HttpServer, start_server
 from meshdev.sidecar.proxy import Proxy
 from meshdev.sidecar.schema import Listener, SidecarConfig, parse_config
@@ -68,7 +66,7 @@ class Sidecar:
         self._token = token
         # Bound listeners by address; each with the Proxy whose listener name may change.
         self._servers: dict[Address, tuple[HttpServer, Proxy]] = {}
-        self._admin: web.AppRunner | None = None
+        self._admin: AdminServer | None = None
         self._rebinds: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
@@ -102,8 +100,7 @@ class Sidecar:
     @property
     def admin_port(self) -> int:
         assert self._admin is not None
-        addresses = self._admin.addresses
-        return int(addresses[0][1])
+        return self._admin.port
 
     def listener_port(self, name: str) -> int:
         lst = next(x for x in self.config.listeners if x.name == name)
@@ -114,15 +111,13 @@ class Sidecar:
         config = self.config
         for lst in config.listeners:
             await self._bind(lst, config)
-        app = build_admin_app(
+        self._admin = await start_admin(
             self,
+            host=config.admin.address,
+            port=config.admin.port,
             token=self._token,
             server_info={"version": __version__, "command_line_options": {}},
         )
-        self._admin = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._admin.setup()
-        site = web.TCPSite(self._admin, config.admin.address, config.admin.port)
-        await site.start()
 
     async def stop(self, grace: float = DRAIN_GRACE) -> None:
         for task in list(self._rebinds):
@@ -132,7 +127,7 @@ class Sidecar:
         self._servers = {}
         await asyncio.gather(*(s.close(grace) for s in servers))
         if self._admin is not None:
-            await self._admin.cleanup()
+            await self._admin.close()
             self._admin = None
         await self.plane.aclose()
 

@@ -14,11 +14,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from fakes import FakeSurface, breaker, config_document, host, make_config
 from promtool import promtool_check
 
-from meshdev.sidecar.admin import TOKEN_HEADER, build_admin_app
+from meshdev.sidecar.admin import TOKEN_HEADER, AdminServer, start_admin
 from meshdev.sidecar.histogram import HistogramSnapshot
 
 TOKEN = "s3cret-mesh-token"
@@ -31,7 +30,7 @@ RQ_TIME = "cluster.backend.v1.upstream_rq_time"
 class Admin:
     surface: FakeSurface
     session: aiohttp.ClientSession
-    runner: web.AppRunner
+    server: AdminServer
 
 
 Serve = Callable[..., Awaitable[Admin]]
@@ -45,25 +44,23 @@ async def serve() -> AsyncIterator[Serve]:
         surface: FakeSurface | None = None, *, token: str = TOKEN, flush_interval: float = 5.0
     ) -> Admin:
         surface = surface if surface is not None else FakeSurface()
-        app = build_admin_app(
+        server = await start_admin(
             surface,
+            host="127.0.0.1",
+            port=0,
             token=token,
             server_info={"version": "meshdev/0.1.0-test", "pid": 4242},
             flush_interval=flush_interval,
         )
-        runner = web.AppRunner(app, shutdown_timeout=WAIT)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
-        session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}")
-        admin = Admin(surface, session, runner)
+        session = aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}")
+        admin = Admin(surface, session, server)
         started.append(admin)
         return admin
 
     yield start
     for admin in started:
         await admin.session.close()
-        await admin.runner.cleanup()
+        await admin.server.close()
 
 
 @pytest.fixture
@@ -457,7 +454,7 @@ async def test_shutdown_ends_open_streams(serve: Serve) -> None:
     admin = await serve()
     async with admin.session.get("/stats/stream", params={"interval": "60s"}) as resp:
         await read_events(resp, 1)
-        await asyncio.wait_for(admin.runner.cleanup(), WAIT)
+        await asyncio.wait_for(admin.server.close(), WAIT)
         rest = await asyncio.wait_for(resp.content.read(), WAIT)
     assert rest == b""
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
 
 from fakes import FakeSurface, breaker, host
 
-from meshdev.sidecar.admin import build_admin_app
+from meshdev.sidecar.admin import AdminServer, start_admin
 
 LOCALHOST = "127.0.0.1"
 WAIT = 10.0  # generous: only a hang reaches it
@@ -70,12 +70,41 @@ class Server:
             self.runner = None
 
 
-def admin_server(surface: FakeSurface) -> Server:
-    return Server(lambda: build_admin_app(surface, token="t0ken", server_info={}))
+@dataclass
+class AdminTestServer:
+    """The real admin API on 127.0.0.1, stoppable and startable again on the same port
+    (a restarted sidecar); the same interface as `Server`."""
+
+    surface: FakeSurface
+    port: int = 0
+    admin: AdminServer | None = None
+    started: int = field(default=0)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    async def start(self) -> AdminTestServer:
+        self.admin = await start_admin(
+            self.surface, host=LOCALHOST, port=self.port, token="t0ken", server_info={}
+        )
+        self.port = self.admin.port
+        self.started += 1
+        return self
+
+    async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.close(grace=1.0)
+            self.admin = None
+
+
+def admin_server(surface: FakeSurface) -> AdminTestServer:
+    return AdminTestServer(surface)
 
 
 __all__ = [
     "WAIT",
+    "AdminTestServer",
     "Clock",
     "FakeSurface",
     "Server",

@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from aiohttp import web
 from telemetry_support import WAIT, FakeSurface, wait_until
 
-from meshdev.sidecar.admin import build_admin_app
+from meshdev.sidecar.admin import AdminServer, start_admin
 from meshdev.telemetry.fake import FakeSource
 from meshdev.telemetry.source import TelemetrySource, ViewSource
 from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
@@ -30,7 +29,7 @@ class ThreadedAdmin:
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
+        self._admin: AdminServer | None = None
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self) -> None:
@@ -42,15 +41,14 @@ class ThreadedAdmin:
         self.loop.close()
 
     async def _start(self) -> None:
-        app = build_admin_app(self.surface, token="t", server_info={})
-        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
+        self._admin = await start_admin(
+            self.surface, host="127.0.0.1", port=0, token="t", server_info={}
+        )
+        self.port = self._admin.port
 
     async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._admin is not None:
+            await self._admin.close(grace=1.0)
 
     def burst(self, n: int) -> None:
         # Counted on the server's own loop, between two of its snapshots.
