@@ -32,7 +32,6 @@ class RuntimeFailure(Exception):
     """A failure the user must see, worded for them (what, which pod, what to do)."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class StartedPod:
     placement: Placement

@@ -262,7 +262,6 @@ class ProcessRuntime:
         return self._session
 
 
-
 def _check_free(host: str, port: int, what: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
