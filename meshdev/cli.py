@@ -221,8 +221,8 @@ def down(file: str, name: str | None) -> None:
     "--config",
     "config_file",
     required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The sidecar's rendered config (JSON or YAML).",
+    help="The sidecar's rendered config: a JSON or YAML file, or env:NAME for JSON in an "
+    "environment variable.",
 )
 def sidecar(config_file: str) -> None:
     """Run one sidecar proxy (the data plane). The control plane starts these for you.

@@ -47,7 +47,6 @@ from meshdev.runtime.docker_pods import (
     LOOPBACK,
     ContainerPlan,
     app_plan,
-    config_archive,
     placement,
     sidecar_plan,
 )
@@ -382,18 +381,7 @@ class DockerRuntime:
         api = client.api
         sidecar_id = await self._create(client, sidecar, created, network=self.network)
 
-        async def put_config() -> None:
-            try:
-                await engine.call(api.put_archive, sidecar_id, "/etc", config_archive(config))
-            except APIError as exc:
-                raise engine.refused(f"copy the config into {sidecar.name}", exc) from exc
-
-        async def create_app() -> str | None:
-            if app is None:
-                return None
-            return await self._create(client, app, created, join=sidecar_id)
-
-        _, app_id = await _all([put_config(), create_app()])
+        app_id = None if app is None else await self._create(client, app, created, join=sidecar_id)
         try:
             await engine.call(api.start, sidecar_id)
         except APIError as exc:

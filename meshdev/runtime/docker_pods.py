@@ -10,9 +10,6 @@ listens on 127.0.0.1 and finds its outbound listener there.
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +20,6 @@ import docker
 from meshdev.plan import Placement, PodSpec, app_env
 from meshdev.runtime.docker_names import (
     APP_MOUNT,
-    CONFIG_DIR,
-    CONFIG_FILE,
-    CONFIG_PATH,
     container_name,
     pod_labels,
 )
@@ -34,6 +28,7 @@ from meshdev.sidecar import schema as sc
 LOOPBACK = "127.0.0.1"
 ANY = "0.0.0.0"
 TOKEN_ENV = "MESHDEV_ADMIN_TOKEN"
+CONFIG_ENV = "MESHDEV_SIDECAR_CONFIG"
 # A port binding: (host ip,) for a random host port, (host ip, port) for a fixed one.
 Binding = tuple[str] | tuple[str, int]
 
@@ -98,24 +93,6 @@ def config_hash(config: bytes) -> str:
         return hashlib.sha256(config).hexdigest()[:16]
 
 
-def config_archive(config: bytes) -> bytes:
-    """meshdev/sidecar.json as a tar to unpack into /etc. The engine writes it as root, so it
-    is world-readable for the sidecar's uid 1337; it holds no secret (the token is in env)."""
-    buf = io.BytesIO()
-    folder = CONFIG_DIR.rsplit("/", 1)[1]
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(folder)
-        info.type = tarfile.DIRTYPE
-        info.mode = 0o755
-        tar.addfile(info)
-        info = tarfile.TarInfo(f"{folder}/{CONFIG_FILE}")
-        info.size = len(config)
-        info.mode = 0o644
-        info.mtime = int(time.time())
-        tar.addfile(info, io.BytesIO(config))
-    return buf.getvalue()
-
-
 def sidecar_plan(
     mesh: str,
     spec: PodSpec,
@@ -137,8 +114,10 @@ def sidecar_plan(
         labels=pod_labels(
             mesh, spec, "ingress" if spec.is_ingress else "sidecar", config_hash(config)
         ),
-        environment={TOKEN_ENV: token},
-        command=["--config", CONFIG_PATH],
+        # The first config travels in the environment: copying a file into the container
+        # would cost an engine round trip per pod (~0.2 s under load).
+        environment={TOKEN_ENV: token, CONFIG_ENV: config.decode()},
+        command=["--config", f"env:{CONFIG_ENV}"],
         hostname=spec.name,
         ports=ports,
         alias=spec.name,

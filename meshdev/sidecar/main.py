@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -25,7 +26,7 @@ from meshdev import __version__
 from meshdev.sidecar.admin import AdminServer, start_admin
 from meshdev.sidecar.http1 import HttpServer, start_server
 from meshdev.sidecar.proxy import Proxy
-from meshdev.sidecar.schema import Listener, SidecarConfig, parse_config
+from meshdev.sidecar.schema import ConfigRejected, Listener, SidecarConfig, parse_config
 from meshdev.sidecar.state import DataPlane
 from meshdev.sidecar.stats import Store
 from meshdev.sidecar.views import BreakerView, HostView
@@ -38,8 +39,18 @@ DRAIN_GRACE = 15.0
 Address = tuple[str, int]
 
 
+ENV_PREFIX = "env:"
+
+
 def load_config(path: str | Path) -> SidecarConfig:
-    """Read a JSON or YAML sidecar config file; raises ConfigRejected with every reason."""
+    """Read a JSON or YAML sidecar config file, or JSON from an environment variable named
+    `env:NAME` (how the Docker runtime hands over the first config without a file copy);
+    raises ConfigRejected with every reason."""
+    if isinstance(path, str) and path.startswith(ENV_PREFIX):
+        name = path[len(ENV_PREFIX) :]
+        if name not in os.environ:
+            raise ConfigRejected([f"environment variable {name} is not set"])
+        return parse_config(json.loads(os.environ[name]))
     text = Path(path).read_text(encoding="utf-8")
     if str(path).endswith(".json"):
         return parse_config(json.loads(text))
