@@ -23,8 +23,9 @@ from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from meshrun import MeshUp, env_for, example_copy, free_port
+# Run from a checkout: the e2e helpers start `meshdev up` the way the tests do.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.e2e.meshrun import MeshUp, env_for, example_copy, free_port
 
 
 def pct(values: list[float], q: float) -> float:

@@ -76,8 +76,9 @@ from meshdev.runtime.docker_ready import PROBE_INTERVAL_S as POLL_S
 from meshdev.runtime.procscan import labelled_processes
 from meshdev.sidecar.schema import ADMIN_PORT, INBOUND_PORT
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
-from meshrun import EXAMPLE_DIR, MESHDEV, MeshUp, env_for, example_copy, free_port, get
+# Run from a checkout: the e2e helpers start `meshdev up` the way the tests do.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.e2e.meshrun import EXAMPLE_DIR, MESHDEV, MeshUp, env_for, example_copy, free_port, get
 
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 COMPOSE = "docker-compose"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from meshrun import MeshUp, admin_stats, env_for, example_copy, free_port, get
+
+from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, free_port, get
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
-from meshrun import MeshUp, env_for, example_copy, free_port, get
 
 from meshdev.loadgen import LoadGenerator, LoadResult, LoadSpec
+from tests.e2e.meshrun import MeshUp, env_for, example_copy, free_port, get
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from meshrun import MeshUp, admin_stats, env_for, example_copy, free_port, get
 
 from meshdev.runtime import procscan
+from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, free_port, get
 
 pytestmark = pytest.mark.slow
 

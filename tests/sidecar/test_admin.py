@@ -14,11 +14,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from fakes import FakeSurface, breaker, config_document, host, make_config
-from promtool import promtool_check
 
 from meshdev.sidecar.admin import TOKEN_HEADER, AdminServer, start_admin
 from meshdev.sidecar.histogram import HistogramSnapshot
+from tests.sidecar.fakes import FakeSurface, breaker, config_document, host, make_config
+from tests.sidecar.promtool import promtool_check
 
 TOKEN = "s3cret-mesh-token"
 AUTH = {TOKEN_HEADER: TOKEN}

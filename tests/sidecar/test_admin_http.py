@@ -9,9 +9,9 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-from fakes import FakeSurface, config_document, make_config
 
 from meshdev.sidecar.admin import TOKEN_HEADER, AdminServer, start_admin
+from tests.sidecar.fakes import FakeSurface, config_document, make_config
 
 TOKEN = "s3cret-mesh-token"
 WAIT = 10.0  # generous: only a hang would reach it

@@ -7,7 +7,6 @@ import math
 import re
 
 import pytest
-from promtool import promtool_check
 
 from meshdev.sidecar.histogram import ENVOY_QUANTILES, HistogramSnapshot
 from meshdev.sidecar.stats import IntervalReader, Store
@@ -21,6 +20,7 @@ from meshdev.sidecar.statsformat import (
     render_text,
 )
 from meshdev.sidecar.stattags import TagExtractor
+from tests.sidecar.promtool import promtool_check
 
 CLUSTERS = ("backend.v1", "inbound|8080", "backend.canary")
 

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 
-# The admin API's in-memory ControlSurface lives with the sidecar tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sidecar"))
-
-from fakes import FakeSurface, breaker, host
-
 from meshdev.sidecar.admin import AdminServer, start_admin
+
+# The admin API's in-memory ControlSurface lives with the sidecar tests.
+from tests.sidecar.fakes import FakeSurface, breaker, host
 
 LOCALHOST = "127.0.0.1"
 WAIT = 10.0  # generous: only a hang reaches it

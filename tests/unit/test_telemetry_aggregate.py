@@ -9,7 +9,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from telemetry_support import Clock
 
 from meshdev.sidecar.histogram import HistogramSnapshot
 from meshdev.sidecar.statsformat import round_significant
@@ -19,6 +18,7 @@ from meshdev.telemetry.snapshot import StreamReader, combine
 from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
 from meshdev.telemetry.topology import Topology, from_config_dump
 from meshdev.telemetry.view import ClusterStats, HostStats, MeshView, RouteStats
+from tests.unit.telemetry_support import Clock
 
 ROUTES = {
     "backend": {

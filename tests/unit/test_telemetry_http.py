@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from telemetry_support import (
+
+from meshdev.sidecar.histogram import HistogramSnapshot
+from meshdev.telemetry.client import SidecarClient
+from meshdev.telemetry.source import TelemetrySource
+from meshdev.telemetry.view import MeshView, RouteStats
+from tests.unit.telemetry_support import (
     WAIT,
     FakeSurface,
     Server,
@@ -19,11 +24,6 @@ from telemetry_support import (
     host,
     wait_until,
 )
-
-from meshdev.sidecar.histogram import HistogramSnapshot
-from meshdev.telemetry.client import SidecarClient
-from meshdev.telemetry.source import TelemetrySource
-from meshdev.telemetry.view import MeshView, RouteStats
 
 INTERVAL = 0.05
 ITEMS = "vhost.backend.route.items."

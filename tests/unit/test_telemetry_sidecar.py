@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
-from telemetry_support import wait_until
 
 from meshdev.sidecar.main import Sidecar
 from meshdev.sidecar.schema import SidecarConfig
 from meshdev.telemetry.aggregate import Aggregator
 from meshdev.telemetry.client import SidecarClient
 from meshdev.telemetry.view import MeshView
+from tests.unit.telemetry_support import wait_until
 
 LOCALHOST = "127.0.0.1"
 INTERVAL = 0.05

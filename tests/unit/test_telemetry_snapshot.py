@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 import pytest
-from telemetry_support import Clock
 
 from meshdev.sidecar.histogram import HistogramSnapshot
 from meshdev.telemetry.snapshot import PollReader, SnapshotError, StreamReader, combine
 from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
 from meshdev.telemetry.topology import from_config_dump
+from tests.unit.telemetry_support import Clock
 
 
 def stream_doc(**overrides: Any) -> dict[str, Any]:

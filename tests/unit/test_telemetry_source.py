@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from telemetry_support import WAIT, FakeSurface, wait_until
 
 from meshdev.sidecar.admin import AdminServer, start_admin
 from meshdev.telemetry.fake import FakeSource
 from meshdev.telemetry.source import TelemetrySource, ViewSource
 from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
 from meshdev.telemetry.view import MeshView
+from tests.unit.telemetry_support import WAIT, FakeSurface, wait_until
 
 INTERVAL = 0.05
 TOTAL = "vhost.backend.route.items.upstream_rq_total"

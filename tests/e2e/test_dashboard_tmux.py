@@ -1,0 +1,154 @@
+"""`meshdev up` with its dashboard in a real terminal (tmux), on the example mesh with the
+process runtime: start load, trip the breaker, read the screen with capture-pane, quit with
+q, and find nothing of the mesh left running."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from meshdev.runtime import procscan
+from tests.e2e.meshrun import MESHDEV, env_for, example_copy, free_port
+
+pytestmark = pytest.mark.slow
+
+WIDTH, HEIGHT = 160, 50
+
+
+class Tmux:
+    """One tmux server of our own (-L), so nothing else the user runs is touched."""
+
+    def __init__(self, name: str) -> None:
+        self.socket = name
+        self.session = name
+
+    def run(self, *args: str) -> str:
+        out = subprocess.run(
+            ["tmux", "-u", "-L", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return out.stdout
+
+    def start(self, command: str) -> None:
+        self.run(
+            "new-session", "-d", "-s", self.session, "-x", str(WIDTH), "-y", str(HEIGHT), command
+        )
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", self.session)
+
+    def keys(self, *keys: str) -> None:
+        self.run("send-keys", "-t", self.session, *keys)
+
+    def wait_for(self, check: Callable[[str], bool], what: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if check(screen):
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)
+
+
+def cluster_rows(screen: str) -> dict[str, str]:
+    """The clusters panel's rows by cluster name (between its title and its bottom border)."""
+    rows: dict[str, str] = {}
+    inside = False
+    for line in screen.splitlines():
+        if "Clusters" in line and "╭" in line:
+            inside = True
+            continue
+        if inside and "╰" in line:
+            break
+        if inside:
+            cells = line.strip("│ ").split()
+            if cells and cells[0] != "CLUSTER":
+                rows[cells[0]] = line
+    return rows
+
+
+def breaker_tripped(screen: str) -> bool:
+    return any(re.search(r"\s(OPEN|tripped)\s", row) for row in cluster_rows(screen).values())
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install -y tmux)")
+    t = Tmux(f"meshdev-e2e-{os.getpid()}")
+    try:
+        yield t
+    finally:
+        t.kill()
+
+
+def test_dashboard_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
+    name = f"tui-{os.getpid()}"
+    port = free_port()
+    mesh_file = example_copy(tmp_path, name, port)
+    env = env_for(tmp_path)
+    env.pop("NO_COLOR", None)
+    env.update(LANG="C.UTF-8", TERM="xterm-256color")
+    exports = " ".join(
+        f"{k}={shlex.quote(v)}"
+        for k, v in env.items()
+        if k in ("MESHDEV_STATE_DIR", "PATH", "HOME", "LANG", "TERM", "VIRTUAL_ENV")
+    )
+    command = (
+        f"env {exports} {shlex.quote(MESHDEV)} up --runtime process {shlex.quote(str(mesh_file))}"
+        "; echo meshdev-exit=$?; sleep 600"
+    )
+    try:
+        tmux.start(command)
+        # Start-up happens in the app; then the dashboard with every sidecar streaming.
+        screen = tmux.wait_for(
+            lambda s: "sidecars 5/5 live" in s and "Clusters" in s, "the dashboard", 120
+        )
+        assert f"http://127.0.0.1:{port}/" in screen
+        assert {"frontend", "backend", "backend.v1", "backend.v2"} <= set(cluster_rows(screen))
+
+        tmux.keys("l")
+        tmux.wait_for(
+            lambda s: "load on" in s and re.search(r"sent [1-9]", s) is not None, "load", 30
+        )
+        screen = tmux.wait_for(
+            lambda s: re.search(r"backend/items\s+[1-9]", s) is not None, "route traffic", 30
+        )
+
+        tmux.keys("b")
+        screen = tmux.wait_for(breaker_tripped, "a breaker tripped on screen", 30)
+        tripped = [c for c, row in cluster_rows(screen).items() if re.search(r"OPEN|tripped", row)]
+        assert tripped, screen
+        tmux.wait_for(lambda s: "503 UO (breaker open)" in s, "the burst's result", 30)
+
+        tmux.keys("q")
+        screen = tmux.wait_for(lambda s: "meshdev-exit=" in s, "meshdev to exit", 90)
+        assert "meshdev-exit=0" in screen, screen
+        assert re.search(r"removed \d+ processes", screen), screen
+        assert procscan.labelled_processes(name) == []
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", port), timeout=2),
+        ):
+            pass  # the gateway's port is closed: nothing listens for this mesh any more
+    finally:
+        if procscan.labelled_processes(name):
+            subprocess.run(
+                [MESHDEV, "down", str(mesh_file)], env=env, capture_output=True, timeout=120
+            )
