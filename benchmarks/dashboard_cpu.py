@@ -1,0 +1,266 @@
+"""Dashboard budgets: <= 10% of one core streaming 20 routes at 4 Hz; key press to frame <= 50 ms.
+
+    .venv/bin/python benchmarks/dashboard_cpu.py [--seconds 20] [--json]
+
+1. CPU: the dashboard runs as its own process in a real pseudo-terminal (160x50), fed by
+   `SampleSource` (20 routes, 4 views a second, every view different), and everything it
+   draws is read and discarded by this process as a terminal would. Its CPU time (user +
+   system, from /proc) over `--seconds` after a warm-up, as a share of one core.
+2. Key to frame, end to end: in the same process and terminal, a key is written to the pty
+   and the clock stops when the frame it causes has been written back (a text only that
+   frame contains: switching between the pods and events tabs).
+3. Key to frame, Pilot: in-process `run_test`, the time `pilot.press()` takes until the app
+   is idle again (key handled, screen refreshed), with the same 4 Hz stream running.
+
+Results go to stdout (and as JSON with --json); record them in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import json
+import os
+import select
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (160, 50)
+HZ = 4.0
+ROUTES = 20
+WARMUP_S = 5.0
+# Text only the frame after the key contains (tab "2" shows pods, tab "3" the events log).
+KEY_MARKERS = (("2", b"Services and pods"), ("3", b"max_pending_requests 5/5 reached"))
+
+
+def child(share: float, stats: str) -> None:
+    """The dashboard alone, as `meshdev up` would show it, fed by synthetic views."""
+    sys.path.insert(0, str(ROOT))
+    from meshdev.tui.app import MeshdevApp
+    from meshdev.tui.pacer import FramePacer
+    from meshdev.tui.sample import SampleSource
+
+    source = SampleSource(hz=float(os.environ.get("BENCH_HZ", HZ)), routes=ROUTES)
+    pacer = FramePacer(share=share)
+    app = MeshdevApp(source, None, title="benchmark", pacer=pacer)
+    app.run()
+    Path(stats).write_text(
+        json.dumps({"views": source.tick, "painted": app.painted, "deferred": pacer.deferred})
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Terminal:
+    """A pty with the dashboard on its other side; `drain` reads like a terminal would."""
+
+    def __init__(self, share: float, stats: Path) -> None:
+        master, slave = os.openpty()
+        cols, rows = SIZE
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(cols), "LINES": str(rows)}
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", "--share", str(share), "--stats", str(stats)],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+        os.close(slave)
+        self.fd = master
+        self.bytes = 0
+
+    def drain(self, seconds: float, until: bytes | None = None) -> bool:
+        """Read output for up to `seconds`; True as soon as `until` was seen (if given)."""
+        deadline = time.perf_counter() + seconds
+        tail = b""
+        while (left := deadline - time.perf_counter()) > 0:
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError:
+                return False
+            self.bytes += len(data)
+            if until is not None:
+                tail = (tail + data)[-(len(until) + 65536) :]
+                if until in tail:
+                    return True
+        return until is None
+
+    def press(self, key: str) -> None:
+        os.write(self.fd, key.encode())
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.press("q")
+        deadline = time.perf_counter() + timeout
+        # Keep reading: a child blocked on a full pty could never get to its exit.
+        while self.proc.poll() is None and time.perf_counter() < deadline:
+            self.drain(0.1)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.fd)
+
+
+def measure_terminal(seconds: float, presses: int, share: float) -> dict[str, Any]:
+    stats = Path(tempfile.mkdtemp()) / "stats.json"
+    term = Terminal(share, stats)
+    try:
+        term.drain(WARMUP_S)
+        cpu0, wall0, bytes0 = _cpu_seconds(term.proc.pid), time.perf_counter(), term.bytes
+        term.drain(seconds)
+        cpu1, wall1 = _cpu_seconds(term.proc.pid), time.perf_counter()
+        written = term.bytes - bytes0
+        latencies: list[float] = []
+        missed = 0
+        for i in range(presses):
+            key, marker = KEY_MARKERS[i % len(KEY_MARKERS)]
+            term.drain(0.1)  # let the previous frame finish
+            t0 = time.perf_counter()
+            term.press(key)
+            if term.drain(2.0, until=marker):
+                latencies.append((time.perf_counter() - t0) * 1000)
+            else:
+                missed += 1
+    finally:
+        term.close()
+    frames = json.loads(stats.read_text()) if stats.exists() else {}
+    return {
+        "frame_budget_share": share,
+        "views_received": frames.get("views"),
+        "views_painted": frames.get("painted"),
+        "cpu_pct_of_one_core": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 2),
+        "cpu_seconds": round(cpu1 - cpu0, 3),
+        "wall_seconds": round(wall1 - wall0, 2),
+        "terminal_kib_per_s": round(written / 1024 / (wall1 - wall0), 1),
+        "key_to_frame_pty_ms": _summary(latencies),
+        "key_presses_missed": missed,
+    }
+
+
+async def measure_pilot(presses: int) -> dict[str, Any]:
+    """Key sent through Pilot -> the first frame the app paints after handling it."""
+    from textual.screen import Screen
+
+    from meshdev.tui.app import MeshdevApp
+    from meshdev.tui.help_screen import HelpScreen
+    from meshdev.tui.sample import SampleSource
+
+    app = MeshdevApp(SampleSource(hz=HZ, routes=ROUTES), None)
+    expect: list[Callable[[], bool]] = []
+    painted = asyncio.Event()
+    display = app._display
+
+    # App._display is where every frame goes to the terminal (a no-op write in headless
+    # mode, but the frame is composed): the first one after the key's effect is the answer.
+    def timed_display(screen: Screen[Any], renderable: Any) -> None:
+        display(screen, renderable)
+        if expect and expect[0]():
+            expect.clear()
+            painted.set()
+
+    app._display = timed_display  # type: ignore[method-assign]
+    steps: list[tuple[str, Callable[[], bool]]] = [
+        ("2", lambda: app.dashboard.tabs.active == "pods"),
+        ("3", lambda: app.dashboard.tabs.active == "events"),
+        ("1", lambda: app.dashboard.tabs.active == "traffic"),
+        ("question_mark", lambda: isinstance(app.screen, HelpScreen)),
+        ("escape", lambda: app.screen is app.dashboard),
+    ]
+    latencies: list[float] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(1.0)
+        for i in range(presses):
+            key, done = steps[i % len(steps)]
+            painted.clear()
+            expect[:] = [done]
+            t0 = time.perf_counter()
+            press = asyncio.create_task(pilot.press(key))
+            await asyncio.wait_for(painted.wait(), timeout=5)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            await press
+            await pilot.pause(0.05)
+    return {"key_to_frame_pilot_ms": _summary(latencies)}
+
+
+def _summary(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "n": len(values),
+        "p50": round(statistics.median(values), 2),
+        "p95": round(p95, 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--presses", type=int, default=40)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--share", type=float, default=0.08, help=argparse.SUPPRESS)
+    parser.add_argument("--stats", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.share, args.stats)
+        return
+    load_before = os.getloadavg()[0]
+    paced = measure_terminal(args.seconds, args.presses, share=0.08)
+    # The same without the frame budget: every view painted, whatever it costs.
+    unpaced = measure_terminal(args.seconds, 0, share=1.0)
+    result = {
+        "routes": ROUTES,
+        "hz": HZ,
+        "terminal": f"{SIZE[0]}x{SIZE[1]}",
+        "cores": os.cpu_count(),
+        "load_avg_1m": round(max(load_before, os.getloadavg()[0]), 2),
+        **paced,
+        "unpaced": {
+            k: unpaced[k] for k in ("cpu_pct_of_one_core", "views_received", "views_painted")
+        },
+        **asyncio.run(measure_pilot(args.presses)),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"dashboard, {ROUTES} routes at {HZ:g} Hz in a {result['terminal']} pty")
+    print(
+        f"  CPU: {result['cpu_pct_of_one_core']}% of one core (budget 10%), painting "
+        f"{result['views_painted']} of {result['views_received']} views"
+    )
+    un = result["unpaced"]
+    print(
+        f"  CPU without the frame budget: {un['cpu_pct_of_one_core']}%, painting "
+        f"{un['views_painted']} of {un['views_received']} views"
+    )
+    pty = result["key_to_frame_pty_ms"]
+    pilot = result["key_to_frame_pilot_ms"]
+    print(f"  key -> frame (pty):   p50 {pty.get('p50')} ms, p95 {pty.get('p95')} ms (budget 50)")
+    print(f"  key -> frame (Pilot): p50 {pilot.get('p50')} ms, p95 {pilot.get('p95')} ms")
+    print(f"  machine: {result['cores']} cores, load average {result['load_avg_1m']}")
+
+
+if __name__ == "__main__":
+    main()

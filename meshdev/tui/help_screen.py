@@ -1,0 +1,61 @@
+"""`?`: every key, and how to read the panels."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS = (
+    ("1-4", "traffic, pods, events, logs"),
+    ("enter", "route detail: latency histogram, failures explained by mesh.yaml"),
+    ("s", "sort the focused table by its next column"),
+    ("tab", "next panel"),
+    ("l", "start / stop the load generator (to the ingress)"),
+    ("+ / -", "load rate up / down"),
+    ("b", "trip the breaker: a burst of concurrent requests"),
+    ("x", "make one replica fail (its chaos knob); again to heal it"),
+    ("f", "switch an abort fault on / off on the selected route, at runtime"),
+    ("w", "shift the canary weight (applied now, not written to mesh.yaml)"),
+    ("/", "filter the log (a regex per source)"),
+    ("?", "this help"),
+    ("q", "quit and tear the mesh down (unless --keep)"),
+)
+
+PANELS = (
+    ("Routes", "per route, summed over sidecars: RPS, success %, latency, retries, flags."),
+    (
+        "Clusters",
+        "BREAKER is the state now: OPEN while a limit is full (the next request over it "
+        "gets 503 UO), tripped when requests overflowed in the last interval.",
+    ),
+    ("Hosts", "each endpoint: EJECTED by outlier detection, and when it returns."),
+    ("Pods", "state, readiness, restarts, and the config version each sidecar serves."),
+    ("Events", "reloads, rejected saves, breaker trips, ejections, exits, your actions."),
+)
+
+
+def help_text() -> Text:
+    out = Text()
+    out.append("Keys\n", style="bold underline")
+    for key, what in KEYS:
+        out.append(f"  {key:>7}  ", style="bold cyan")
+        out.append(f"{what}\n")
+    out.append("\n")
+    out.append("Panels\n", style="bold underline")
+    for name, what in PANELS:
+        out.append(f"  {name:>8}  ", style="bold")
+        out.append(f"{what}\n")
+    out.rstrip()
+    return out
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Static(help_text(), id="help-body")

@@ -1,0 +1,307 @@
+"""A DataTable whose rows are kept by key and changed cell by cell, never rebuilt.
+
+Panels hand `sync` the full set of rows they want; the table adds new keys, removes gone
+ones, and calls `update_cell` only for cells whose text or style changed, so a live table
+neither flickers nor loses its cursor and scroll position (dolphie's way). The caller wraps a
+frame's syncs in `App.batch_update()` so they paint once.
+
+Rendering cost: DataTable keys its cell render cache on one table-wide update counter, so a
+single `update_cell` makes it render every visible cell again; at 4 views a second that was
+most of the dashboard's CPU. `KeyedTable` knows which cells changed, so it renders a cell
+under that cell's own version instead (see `_render_cell`); unchanged cells come from cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
+
+if TYPE_CHECKING:
+    from textual.coordinate import Coordinate
+    from textual.widgets._data_table import RowRenderables
+
+Cell = str | Text
+SortValue = float | str
+SegmentLines = list[list[Segment]]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    width: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    cells: tuple[Cell, ...]
+    sort: Mapping[str, SortValue]  # column key -> the value it sorts by
+
+
+class CellText(Text):
+    """A one-line cell: rendered straight to segments, skipping Text's word wrapping.
+
+    Wrapping a short single-line text is most of what rendering a cell costs, and a table
+    cell never wraps (rows are one line high).
+    """
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterable[Segment]:
+        plain = self.plain
+        if "\n" in plain or "\t" in plain:
+            yield from super().__rich_console__(console, options)
+            return
+        width = options.max_width
+        base = console.get_style(self.style) if self.style else None
+        # Text.render applies the text's own style only through its spans.
+        segments = list(self.render(console)) if self.spans else [Segment(plain, base)]
+        excess = width - cell_len(plain)
+        if excess < 0:
+            yield from Segment.adjust_line_length(segments, width)
+            return
+        justify = self.justify or options.justify
+        pad = Segment(" " * excess, base)
+        if justify == "right" and excess:
+            yield pad
+        yield from segments
+        # Left-justified cells are padded by the table itself.
+
+
+def as_cell(value: Cell) -> CellText:
+    if isinstance(value, CellText):
+        return value
+    if isinstance(value, str):
+        return CellText(value, end="")
+    return CellText(
+        value.plain, style=value.style, justify=value.justify, end="", spans=value.spans
+    )
+
+
+def _same(a: Cell, b: Cell) -> bool:
+    # rich's Text.__eq__ ignores the text's own style: a cell going from green to red must
+    # still be updated.
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and str(a.style) == str(b.style) and a.spans == b.spans
+    return type(a) is type(b) and a == b
+
+
+class KeyedTable(DataTable[Cell]):
+    TITLE: ClassVar[str] = ""
+    COLUMNS: ClassVar[tuple[Column, ...]] = ()
+    # Columns sortable with `s`, in the order the key cycles through them.
+    SORTABLE: ClassVar[tuple[str, ...]] = ()
+    # Sorts that read best largest-first (rates, latencies).
+    DESCENDING: ClassVar[frozenset[str]] = frozenset()
+    # Columns whose texts together tell rows apart (default: the first column).
+    KEY_COLUMNS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(
+            id=id, classes=classes, cursor_type="row", zebra_stripes=True, cell_padding=1
+        )
+        self._rows: dict[str, Row] = {}
+        self.sort_column: str | None = None
+        self.updates = 0  # cells changed, for tests and the benchmark
+        # Per-cell render versions (see the module docstring): a cell renders anew when it
+        # changed, or when anything moved rows or columns (the layout version).
+        self._cell_versions: dict[tuple[object, object], int] = {}
+        self._row_versions: dict[object, int] = {}
+        self._layout_version = 0
+
+    def on_mount(self) -> None:
+        self.border_title = self.TITLE
+        for column in self.COLUMNS:
+            self.add_column(column.label, key=column.key, width=column.width)
+
+    @property
+    def keys(self) -> list[str]:
+        """Row keys in display order."""
+        return [str(row.key.value) for row in self.ordered_rows]
+
+    @property
+    def cursor_key(self) -> str | None:
+        if not self._rows or self.cursor_row < 0:
+            return None
+        try:
+            return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+        except CellDoesNotExist:
+            return None
+
+    def kept_cell(self, key: str, column: str) -> Text | None:
+        """The cell shown now (None for a new row), to show it again unchanged."""
+        row = self._rows.get(key)
+        if row is None:
+            return None
+        at = next(i for i, c in enumerate(self.COLUMNS) if c.key == column)
+        cell = row.cells[at]
+        return cell if isinstance(cell, Text) else Text(cell)
+
+    def cell_text(self, key: str, column: str) -> str:
+        value = self.get_cell(key, column)
+        return value.plain if isinstance(value, Text) else str(value)
+
+    def sync(self, rows: Mapping[str, Row]) -> None:
+        widths = [c.width for c in self.COLUMNS]
+        for key in [k for k in self._rows if k not in rows]:
+            del self._rows[key]
+            try:
+                self.remove_row(key)
+            except RowDoesNotExist:
+                continue
+            self._moved()
+        for key, wanted in rows.items():
+            # Plain strings would be parsed as console markup by DataTable (a name with a
+            # "[" in it would vanish); CellText also renders without Text's wrapping.
+            row = Row(tuple(as_cell(c) for c in wanted.cells), wanted.sort)
+            old = self._rows.get(key)
+            if old is None:
+                self.add_row(*row.cells, key=key)
+                self.updates += len(row.cells)
+                self._moved()
+            else:
+                for column, width, before, after in zip(
+                    self.COLUMNS, widths, old.cells, row.cells, strict=True
+                ):
+                    if not _same(before, after):
+                        grow = width is None and self._wider(column.key, after)
+                        self.update_cell(key, column.key, after, update_width=grow)
+                        self.updates += 1
+                        if grow:
+                            self._moved()  # a wider column shifts every cell right of it
+                        else:
+                            self._changed(key, column.key)
+            self._rows[key] = row
+        self._apply_sort()
+
+    # -- per-cell render versions -------------------------------------------------------------
+
+    def _moved(self) -> None:
+        self._layout_version = self._update_count
+        self._cell_versions.clear()
+        self._row_versions.clear()
+
+    def _changed(self, key: str, column: str) -> None:
+        row = RowKey(key)
+        self._cell_versions[(row, ColumnKey(column))] = self._update_count
+        self._row_versions[row] = self._update_count
+
+    def _render_line_in_row(
+        self,
+        row_key: RowKey,
+        line_no: int,
+        base_style: Style,
+        cursor_location: Coordinate,
+        hover_location: Coordinate,
+    ) -> tuple[SegmentLines, SegmentLines]:
+        # A row that did not change is joined from its cells once, not at every frame.
+        version = max(self._layout_version, self._row_versions.get(row_key, 0))
+        current, self._update_count = self._update_count, version
+        try:
+            return super()._render_line_in_row(
+                row_key, line_no, base_style, cursor_location, hover_location
+            )
+        finally:
+            self._update_count = current
+
+    def _get_row_renderables(self, row_index: int) -> RowRenderables:
+        # The row's cells as renderables: cached per row version, so a frame computes them
+        # once per changed row rather than once per changed cell.
+        if row_index < 0:
+            return super()._get_row_renderables(row_index)
+        row = self._row_locations.get_key(row_index)
+        version = max(self._layout_version, self._row_versions.get(row, 0))
+        current, self._update_count = self._update_count, version
+        try:
+            return super()._get_row_renderables(row_index)
+        finally:
+            self._update_count = current
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        if row_index < 0 or column_index < 0:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cell = (
+            self._row_locations.get_key(row_index),
+            self._column_locations.get_key(column_index),
+        )
+        version = max(self._layout_version, self._cell_versions.get(cell, 0))
+        # DataTable's caches key on `_update_count`; for this one cell, its own version is
+        # what decides whether a cached rendering is still right.
+        current, self._update_count = self._update_count, version
+        try:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        finally:
+            self._update_count = current
+
+    def _wider(self, column: str, cell: Cell) -> bool:
+        # Auto-width columns only ever grow: re-measuring them for every changed cell would
+        # re-lay out the screen at every frame, and a column that shrinks and grows back
+        # makes the table jitter.
+        current = self.columns[ColumnKey(column)].content_width
+        return cell_len(_plain(cell)) > current
+
+    def cycle_sort(self) -> str:
+        """Move to the next sortable column (or back to the natural order); its name."""
+        options: list[str | None] = [None, *self.SORTABLE]
+        at = options.index(self.sort_column) if self.sort_column in options else 0
+        self.sort_column = options[(at + 1) % len(options)]
+        self._apply_sort()
+        if self.sort_column is None:
+            return "natural order"
+        return next(c.label for c in self.COLUMNS if c.key == self.sort_column)
+
+    def _wanted_order(self) -> list[str]:
+        column = self.sort_column
+        if column is None:
+            return list(self._rows)  # the order rows were first seen in
+        descending = column in self.DESCENDING
+
+        def value(key: str) -> tuple[int, SortValue, str]:
+            raw = self._rows[key].sort.get(column)
+            if raw is None:
+                return (1, 0.0, key)  # rows without a value go last either way
+            if descending and isinstance(raw, float | int):
+                return (0, -raw, key)
+            return (0, raw, key)
+
+        return sorted(self._rows, key=value)
+
+    def _apply_sort(self) -> None:
+        wanted = self._wanted_order()
+        if wanted == self.keys:
+            return
+        cursor = self.cursor_key
+        # DataTable.sort sees cell values, not row keys: rank rows by their key columns.
+        columns = list(self.KEY_COLUMNS or (self.COLUMNS[0].key,))
+        at = [next(i for i, c in enumerate(self.COLUMNS) if c.key == k) for k in columns]
+        rank = {
+            tuple(_plain(self._rows[key].cells[i]) for i in at): n for n, key in enumerate(wanted)
+        }
+
+        def position(cells: object) -> int:
+            parts = cells if isinstance(cells, tuple) else (cells,)
+            return rank.get(tuple(_plain(c) for c in parts), len(rank))
+
+        self.sort(*columns, key=position)
+        self._moved()
+        if cursor is not None and cursor in wanted:
+            self.move_cursor(row=wanted.index(cursor), animate=False)
+
+
+def _plain(cell: object) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)

@@ -1,0 +1,114 @@
+"""The dashboard's load button: meshdev's own open-loop generator aimed at the ingress.
+
+One generator runs at a time (a LoadGenerator runs once, so a restart makes a new one); the
+rate steps through a fixed ladder so `+` and `-` are predictable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from meshdev.loadgen import LoadGenerator, LoadResult, LoadSpec
+
+RATES = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+DEFAULT_RATE = 20.0
+DEFAULT_PATH = "/items"
+
+
+class LoadControl:
+    def __init__(self, base_url: str, path: str = DEFAULT_PATH, rate: float = DEFAULT_RATE) -> None:
+        self.url = base_url.rstrip("/") + path
+        self.rate = rate
+        self._gen: LoadGenerator | None = None
+        self._last: LoadResult | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._gen is not None
+
+    def start(self) -> str:
+        """Start sending (inside the running event loop); what it does, in words."""
+        if self._gen is None:
+            self._gen = LoadGenerator(LoadSpec(self.url, rps=self.rate))
+            self._gen.start()
+            self._last = None
+        return f"load: {self.rate:g} req/s to {self.url}"
+
+    async def stop(self) -> str:
+        gen, self._gen = self._gen, None
+        if gen is None:
+            return "load: not running"
+        result = await gen.stop()
+        self._last = result
+        return f"load stopped: {result.requests} requests, {_ok_pct(result):.1f}% ok"
+
+    def step(self, direction: int) -> str:
+        """One rung up (+1) or down (-1) the rate ladder; applies at once when running."""
+        higher = [r for r in RATES if r > self.rate]
+        lower = [r for r in RATES if r < self.rate]
+        if direction > 0 and higher:
+            self.rate = higher[0]
+        elif direction < 0 and lower:
+            self.rate = lower[-1]
+        if self._gen is not None:
+            self._gen.set_rate(self.rate)
+        return f"load rate: {self.rate:g} req/s"
+
+    def snapshot(self) -> LoadResult | None:
+        return self._gen.snapshot() if self._gen is not None else self._last
+
+
+def _ok_pct(result: LoadResult) -> float:
+    if not result.requests:
+        return 100.0
+    ok = sum(n for code, n in result.status.items() if code < 500)
+    return 100.0 * ok / result.requests
+
+
+@dataclass(frozen=True, slots=True)
+class LoadLine:
+    running: bool
+    rate: float
+    url: str
+    result: LoadResult | None
+
+
+def load_line(load: LoadControl | None, ingress: str | None) -> LoadLine:
+    if load is None:
+        target = ingress.rstrip("/") + DEFAULT_PATH if ingress else "(no ingress)"
+        return LoadLine(False, DEFAULT_RATE, target, None)
+    return LoadLine(load.running, load.rate, load.url, load.snapshot())
+
+
+def load_text(line: LoadLine) -> Text:
+    text = Text()
+    if not line.running:
+        text.append(" load off ", style="reverse")
+        text.append(f"  l: send {line.rate:g} req/s to {line.url}   +/-: rate", style="dim")
+        if line.result is not None and line.result.requests:
+            text.append(
+                f"   last run: {line.result.requests} requests, {_ok_pct(line.result):.1f}% ok",
+                style="dim",
+            )
+        return text
+    text.append(" load on ", style="bold reverse green")
+    text.append(f"  {line.rate:g} req/s -> {line.url}")
+    result = line.result
+    if result is None:
+        return text
+    text.append(f"  sent {result.requests}")
+    text.append(f"  ok {_ok_pct(result):.1f}%", style="green" if _ok_pct(result) >= 99 else "red")
+    p99 = result.latency.quantile(0.99) if result.latency.count else math.nan
+    if not math.isnan(p99):
+        text.append(f"  p99 {p99:.1f} ms")
+    bad = sorted((code, n) for code, n in result.status.items() if code >= 400)
+    for code, n in bad[:3]:
+        text.append(f"  {code}x{n}", style="yellow")
+    for flag, n in sorted(result.flags.items())[:3]:
+        text.append(f"  {flag} {n}", style="bold red" if flag == "UO" else "yellow")
+    if result.error_count:
+        text.append(f"  errors {result.error_count}", style="bold red")
+    return text

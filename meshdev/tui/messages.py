@@ -1,0 +1,89 @@
+"""Messages workers post to the app: plain dataclasses, one per thing that happened.
+
+Messages flow up (workers -> app), attributes flow down (app -> panels). Every worker runs
+with `exit_on_error=False`; what goes wrong in one arrives here as `WorkerFailed` and is shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from meshdev.control import ReloadReport
+from meshdev.runtime.base import PodState
+
+
+@dataclass
+class ViewReady(Message):
+    """A new view waits in the mailbox (only ever one such message is pending)."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ViewReady)
+
+
+@dataclass
+class StartupLine(Message):
+    """A progress line of `meshdev up` (image builds, pod starts)."""
+
+    text: str
+
+
+@dataclass
+class RetryStart(Message):
+    """The user asked to try `meshdev up` again after a failure."""
+
+
+@dataclass
+class StartupFinished(Message):
+    report: ReloadReport
+
+
+@dataclass
+class StartupFailed(Message):
+    cause: str
+
+
+@dataclass
+class ReloadApplied(Message):
+    """A save of the mesh file was applied (or its apply failed: see `report.ok`)."""
+
+    report: ReloadReport
+
+
+@dataclass
+class ReloadRejected(Message):
+    """A save of the mesh file did not validate; the last good config keeps serving."""
+
+    version: int
+    errors: tuple[str, ...]
+
+
+@dataclass
+class PodStates(Message):
+    """What the runtime sees of the pods right now."""
+
+    states: tuple[PodState, ...]
+
+
+@dataclass
+class ActionDone(Message):
+    """A one-key action finished: what it did, in words."""
+
+    text: str
+    ok: bool = True
+
+
+@dataclass
+class WorkerFailed(Message):
+    """A worker raised: the app keeps running and says what happened."""
+
+    what: str
+    error: str
+
+
+@dataclass
+class TornDown(Message):
+    """The session was stopped (or left running with --keep): the app may exit."""
+
+    text: str

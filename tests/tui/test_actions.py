@@ -1,0 +1,178 @@
+"""Each demo key against the loopback pods server: the request it makes, and what it says."""
+
+from __future__ import annotations
+
+import json
+
+from textual.message import Message
+
+from meshdev.loadgen import LoadResult
+from meshdev.tui.messages import ActionDone
+from meshdev.tui.sample import sample_view
+from tests.tui.tuifakes import (
+    TOKEN,
+    FakeSession,
+    FakeSource,
+    PodsServer,
+    make_app,
+    started,
+    wait_until,
+)
+
+
+def done(seen: list[Message]) -> list[ActionDone]:
+    # A message is seen once per node it bubbles through (screen, then app).
+    unique = {id(m): m for m in seen if isinstance(m, ActionDone)}
+    return list(unique.values())
+
+
+async def test_l_starts_and_stops_load_and_plus_minus_change_its_rate(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    seen: list[Message] = []
+    app = make_app(source, session)
+    async with app.run_test(size=(140, 40), message_hook=seen.append) as pilot:
+        await started(pilot, app, source)
+        await pilot.press("plus")  # 20 -> 50 req/s, before it even runs
+        await pilot.press("l")
+        commands = app.commands
+        assert commands is not None
+        await wait_until(pilot, lambda: commands.load is not None and commands.load.running, "on")
+        load = commands.load
+        assert load is not None
+        assert load.rate == 50.0
+        await wait_until(pilot, lambda: _responses(load.snapshot()) >= 10, "responses")
+        await pilot.press("minus", "minus")
+        assert load.rate == 10.0
+        bar = str(app.dashboard.query_one("#load-bar").render())
+        assert "load on" in bar
+        assert f"{server.url}/items" in bar
+        await pilot.press("l")
+        await wait_until(pilot, lambda: not load.running, "stopped")
+        assert any(m.text.startswith("load stopped:") for m in done(seen))
+        assert all(m.ok for m in done(seen))
+
+
+def _responses(result: LoadResult | None) -> int:
+    return result.responses if result is not None else 0
+
+
+async def test_b_trips_the_breaker_with_a_burst(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    seen: list[Message] = []
+    app = make_app(source, session)
+    async with app.run_test(message_hook=seen.append) as pilot:
+        await started(pilot, app, source)
+        await pilot.press("b")
+        await wait_until(pilot, lambda: bool(done(seen)), "burst result", timeout=20)
+        text = done(seen)[0].text
+        # The server admits `limit` at a time and overflows the rest, as a breaker does.
+        assert text.startswith("burst of 400")
+        overflow = int(text.split(" x 503 UO")[0].rsplit(", ", 1)[1])
+        assert overflow > 0
+        assert "breaker open" in text
+
+
+async def test_x_fails_one_replica_and_heals_it(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    seen: list[Message] = []
+    app = make_app(source, session)
+    async with app.run_test(message_hook=seen.append) as pilot:
+        await started(pilot, app, source)
+        await pilot.press("x")
+        await wait_until(pilot, lambda: len(done(seen)) == 1, "chaos on")
+        # backend has outlier detection and three pods: its first replica is the one.
+        assert server.chaos == {"backend-v1-0": {"error_rate": 1.0}}
+        assert "backend-v1-0 now fails every request" in done(seen)[0].text
+        await pilot.press("x")
+        await wait_until(pilot, lambda: len(done(seen)) == 2, "chaos off")
+        assert server.chaos == {"backend-v1-0": {}}
+        assert "healed" in done(seen)[1].text
+
+
+async def test_x_on_the_pods_tab_fails_the_selected_pod(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    seen: list[Message] = []
+    app = make_app(source, session)
+    async with app.run_test(size=(160, 40), message_hook=seen.append) as pilot:
+        await started(pilot, app, source)
+        await pilot.press("2")
+        pods = app.dashboard.pods
+        await wait_until(pilot, lambda: len(pods.keys) == 5, "pods")
+        await pilot.press("down", "down")  # ingress, frontend-0, backend-v1-0
+        target = pods.cursor_key
+        assert target == "backend-v1-0"
+        await pilot.press("down")
+        assert pods.cursor_key == "backend-v1-1"
+        await pilot.press("x")
+        await wait_until(pilot, lambda: bool(done(seen)), "chaos")
+        assert list(server.chaos) == ["backend-v1-1"]
+
+
+async def test_f_switches_a_fault_at_runtime_on_every_sidecar(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    seen: list[Message] = []
+    app = make_app(source, session)
+    async with app.run_test(size=(140, 40), message_hook=seen.append) as pilot:
+        await started(pilot, app, source)
+        view = sample_view(0)
+        source.emit(view)
+        await wait_until(pilot, lambda: app.view is view, "view")
+        app.dashboard.routes.focus()
+        await pilot.press("f")
+        await wait_until(pilot, lambda: len(done(seen)) == 1, "fault on")
+        key = "fault.http.backend.items.abort"
+        expected = {f"{key}.abort_percent": "50", f"{key}.http_status": "503"}
+        assert server.runtime == dict.fromkeys(session.control.pods, expected)
+        assert done(seen)[0].text.startswith("fault on: backend/items aborts 50%")
+        await pilot.press("f")
+        await wait_until(pilot, lambda: len(done(seen)) == 2, "fault off")
+        assert server.runtime == {pod: {} for pod in session.control.pods}
+
+
+async def test_f_with_a_wrong_token_says_why(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    session.token = "not-" + TOKEN
+    seen: list[Message] = []
+    app = make_app(source, session)
+    async with app.run_test(message_hook=seen.append) as pilot:
+        await started(pilot, app, source)
+        source.emit(sample_view(0))
+        await wait_until(pilot, lambda: app.view is not None, "view")
+        await pilot.press("f")
+        await wait_until(pilot, lambda: bool(done(seen)), "result")
+        result = done(seen)[0]
+        assert not result.ok
+        assert "403" in result.text
+        assert server.runtime == {}
+
+
+async def test_w_shifts_the_canary_weight_through_the_control_plane(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    seen: list[Message] = []
+    app = make_app(source, session)
+    async with app.run_test(size=(140, 40), message_hook=seen.append) as pilot:
+        await started(pilot, app, source)
+        view = sample_view(0)
+        source.emit(view)
+        await wait_until(pilot, lambda: app.view is view, "view")
+        app.dashboard.routes.focus()  # the cursor is on backend/items, a 90/10 split
+        await pilot.press("w")
+        await wait_until(pilot, lambda: bool(done(seen)), "canary")
+        assert done(seen)[0].ok, done(seen)[0].text
+        assert "backend/items: backend.v1 70 / backend.v2 30" in done(seen)[0].text
+        assert session.control.version == 2
+        # Every sidecar got the new split in its pushed config.
+        assert set(server.configs) == set(session.control.pods)
+        config = server.configs["frontend-0"]
+        vhost = next(v for v in config["virtual_hosts"] if v["name"] == "backend")
+        route = next(r for r in vhost["routes"] if r["name"] == "items")
+        weights = {c["cluster"]: c["weight"] for c in route["clusters"]}
+        assert weights == {"backend.v1": 70, "backend.v2": 30}
+        assert json.dumps(config)  # what was pushed is plain JSON
