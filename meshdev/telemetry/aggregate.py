@@ -706,7 +706,10 @@ def _limits(breakers: list[tuple[str, BreakerView]]) -> tuple[BreakerLimit, ...]
         (
             node,
             (
-                (b.cx_open, b.cx_active, b.max_connections),
+                # Envoy's cx_open also counts idle pooled connections, which still admit new
+                # requests: after a burst it would read "open" until they time out. Open here
+                # means at the limit with every connection busy, i.e. no longer admitting.
+                (b.cx_open and b.rq_active >= b.max_connections, b.cx_active, b.max_connections),
                 (b.rq_pending_open, b.rq_pending_active, b.max_pending_requests),
                 (b.rq_open, b.rq_active, b.max_requests),
                 (b.rq_retry_open, b.rq_retry_active, b.max_retries),

@@ -6,7 +6,7 @@ import json
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -395,6 +395,26 @@ def test_breaker_open_on_any_sidecar_shows_that_sidecars_limit() -> None:
     closed = cluster(mesh.tick(DT), "backend.v1")
     assert not closed.open_now
     assert next(lim for lim in closed.limits if lim.name == "max_requests").node == "frontend-0"
+
+
+def test_idle_pooled_connections_at_the_limit_do_not_read_as_open() -> None:
+    """After a burst the pool holds max_connections idle connections: Envoy's cx_open gauge
+    says 1, yet a new request is admitted on an idle one. Open means every one is busy."""
+    mesh = Mesh(nodes=("a",))
+    idle = replace(breaker_view("frontend", rq_active=0), cx_active=50, cx_open=True)
+    mesh["a"].breaker_views = [idle]
+    limit = next(
+        lim for lim in cluster(mesh.tick(DT), "frontend").limits if lim.name == "max_connections"
+    )
+    assert (limit.active, limit.limit, limit.open) == (50, 50, False)
+    busy = replace(
+        breaker_view("frontend", rq_active=50, max_requests=100), cx_active=50, cx_open=True
+    )
+    mesh["a"].breaker_views = [busy]
+    view = mesh.tick(DT)
+    limit = next(lim for lim in cluster(view, "frontend").limits if lim.name == "max_connections")
+    assert (limit.active, limit.open) == (50, True)
+    assert cluster(view, "frontend").open_now
 
 
 def test_trip_history_keeps_the_last_n_intervals() -> None:
