@@ -9,18 +9,19 @@ Each push is acknowledged by the sidecar with the version and hash it now serves
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlencode
 
-import aiohttp
 import yaml
 
 from meshdev import plan
 from meshdev.config.model import Mesh
 from meshdev.plan import PodSpec
+from meshdev.runtime import loopback
 from meshdev.runtime.base import Progress, Runtime, RuntimeFailure, StartedPod
-from meshdev.runtime.readiness import direct_session
 from meshdev.sidecar.schema import SidecarConfig
 from meshdev.templates import template
 
@@ -102,7 +103,6 @@ class ControlPlane:
     version: int = 0
     pods: dict[str, Pod] = field(default_factory=dict)
     _generation: dict[str, int] = field(default_factory=dict)
-    _session: aiohttp.ClientSession | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # -- public ---------------------------------------------------------------------------
@@ -166,9 +166,6 @@ class ControlPlane:
         async with self._lock:
             removed = await self.runtime.teardown()
             self.pods.clear()
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
             return removed
 
     def snapshot(self) -> dict[str, Any]:
@@ -240,14 +237,13 @@ class ControlPlane:
         await self._stop(pod)
 
     async def _in_flight(self, pod: Pod) -> int:
-        url = f"{pod.started.admin_url}/stats"
-        params = {"format": "json", "filter": _IN_FLIGHT}
+        query = urlencode({"format": "json", "filter": _IN_FLIGHT})
         try:
-            async with self._http().get(
-                url, params=params, timeout=aiohttp.ClientTimeout(total=1)
-            ) as resp:
-                data = await resp.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            answer = await loopback.request(
+                "GET", f"{pod.started.admin_url}/stats?{query}", timeout=1
+            )
+            data = json.loads(answer.body)
+        except (OSError, TimeoutError, ValueError):
             return 0  # nothing answers: nothing left to drain
         return sum(int(s.get("value", 0)) for s in data.get("stats", []) if "value" in s)
 
@@ -299,22 +295,15 @@ class ControlPlane:
         body = cfg.model_dump_json().encode()
         headers = {TOKEN_HEADER: self.token, "content-type": "application/json"}
         try:
-            async with self._http().post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=5)
-            ) as resp:
-                text = await resp.text()
-                if resp.status != 200:
-                    return f"{pod.name}: config rejected ({resp.status}): {text[:300]}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            answer = await loopback.request("POST", url, body=body, headers=headers, timeout=5)
+        except (TimeoutError, OSError) as exc:
             return f"{pod.name}: sidecar unreachable at {url}: {exc!r}"
+        if answer.status != 200:
+            text = answer.body[:300].decode(errors="replace")
+            return f"{pod.name}: config rejected ({answer.status}): {text}"
         pod.hash = cfg.content_hash()
         pod.version = cfg.version
         return None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = direct_session()
-        return self._session
 
 
 def _changed(pod: Pod, spec: PodSpec) -> bool:

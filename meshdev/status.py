@@ -26,7 +26,6 @@ from typing import Any
 import aiohttp
 
 from meshdev.runtime.base import PodState, Runtime
-from meshdev.runtime.readiness import direct_session
 
 
 async def gather_status(
@@ -34,7 +33,8 @@ async def gather_status(
 ) -> dict[str, Any]:
     pods: list[PodState] = await runtime.pod_states() if runtime is not None else []
     wanted = {p["name"]: p for p in (state or {}).get("pods", [])}
-    async with direct_session() as session:
+    # Straight to the loopback addresses: a user's HTTP_PROXY must not catch these.
+    async with aiohttp.ClientSession(trust_env=False) as session:
         probes = await asyncio.gather(*(_probe(session, p.admin_url) for p in pods))
     rows = []
     for pod, (ready, dump) in zip(pods, probes, strict=True):

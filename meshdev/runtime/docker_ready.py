@@ -9,13 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
-
+from meshdev.runtime import loopback
 from meshdev.runtime.base import Container
 
 PROBE_INTERVAL_S = 0.05
 EXIT_CHECK_INTERVAL_S = 0.25
-_PROBE_TIMEOUT = aiohttp.ClientTimeout(total=2)
+_PROBE_TIMEOUT_S = 2.0
 # What the sidecar answers itself while its app does not accept connections (yet).
 _NOT_UP = frozenset({502, 503, 504})
 
@@ -36,14 +35,13 @@ class NotReady(Exception):
         self.why = why
 
 
-async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int | None, str]:
+async def _get(url: str) -> tuple[int | None, str]:
     """(status, what happened) of one GET; status None when nothing answered."""
     try:
-        async with session.get(url, allow_redirects=False) as resp:
-            await resp.read()
-            return resp.status, f"answered {resp.status}"
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        answer = await loopback.request("GET", url, timeout=_PROBE_TIMEOUT_S)
+    except (TimeoutError, OSError) as exc:
         return None, str(exc) or type(exc).__name__
+    return answer.status, f"answered {answer.status}"
 
 
 def _app_ok(status: int | None, health_path: str | None) -> bool:
@@ -65,32 +63,31 @@ async def wait_ready(
     sidecar_ok, app_ok = False, not probe.inbound_url
     sidecar_why = app_why = "no answer yet"
     health = probe.health_path or "/"
-    async with aiohttp.ClientSession(timeout=_PROBE_TIMEOUT, trust_env=False) as session:
-        while True:
-            sidecar_probe = _get(session, f"{probe.admin_url}/ready") if not sidecar_ok else None
-            app_probe = _get(session, probe.inbound_url + health) if not app_ok else None
-            if sidecar_probe is not None and app_probe is not None:
-                (s_status, sidecar_why), (a_status, app_why) = await asyncio.gather(
-                    sidecar_probe, app_probe
-                )
-                sidecar_ok = s_status is not None and 200 <= s_status < 300
-                app_ok = _app_ok(a_status, probe.health_path)
-            elif sidecar_probe is not None:
-                s_status, sidecar_why = await sidecar_probe
-                sidecar_ok = s_status is not None and 200 <= s_status < 300
-            elif app_probe is not None:
-                a_status, app_why = await app_probe
-                app_ok = _app_ok(a_status, probe.health_path)
-            if sidecar_ok and app_ok:
-                return
-            now = time.monotonic()
-            if now >= next_exit_check or now >= deadline:
-                next_exit_check = now + EXIT_CHECK_INTERVAL_S
-                await check_exits()
-            if now >= deadline:
-                if not sidecar_ok:
-                    raise NotReady("sidecar", f"the sidecar's /ready: {sidecar_why}")
-                raise NotReady(
-                    "app", f"the app's {health} through the sidecar's inbound listener: {app_why}"
-                )
-            await asyncio.sleep(PROBE_INTERVAL_S)
+    while True:
+        sidecar_probe = _get(f"{probe.admin_url}/ready") if not sidecar_ok else None
+        app_probe = _get(probe.inbound_url + health) if not app_ok else None
+        if sidecar_probe is not None and app_probe is not None:
+            (s_status, sidecar_why), (a_status, app_why) = await asyncio.gather(
+                sidecar_probe, app_probe
+            )
+            sidecar_ok = s_status is not None and 200 <= s_status < 300
+            app_ok = _app_ok(a_status, probe.health_path)
+        elif sidecar_probe is not None:
+            s_status, sidecar_why = await sidecar_probe
+            sidecar_ok = s_status is not None and 200 <= s_status < 300
+        elif app_probe is not None:
+            a_status, app_why = await app_probe
+            app_ok = _app_ok(a_status, probe.health_path)
+        if sidecar_ok and app_ok:
+            return
+        now = time.monotonic()
+        if now >= next_exit_check or now >= deadline:
+            next_exit_check = now + EXIT_CHECK_INTERVAL_S
+            await check_exits()
+        if now >= deadline:
+            if not sidecar_ok:
+                raise NotReady("sidecar", f"the sidecar's /ready: {sidecar_why}")
+            raise NotReady(
+                "app", f"the app's {health} through the sidecar's inbound listener: {app_why}"
+            )
+        await asyncio.sleep(PROBE_INTERVAL_S)

@@ -16,8 +16,6 @@ import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
-
 from meshdev.config.model import Mesh
 from meshdev.plan import INGRESS_POD, Placement, PodSpec, app_env
 from meshdev.runtime import procscan
@@ -31,7 +29,7 @@ from meshdev.runtime.base import (
 )
 from meshdev.runtime.logtail import follow, tail
 from meshdev.runtime.paths import mesh_dir
-from meshdev.runtime.readiness import direct_session, http_ok, tcp_open
+from meshdev.runtime.readiness import http_ok, tcp_open
 from meshdev.sidecar.schema import ADMIN_PORT, INBOUND_PORT
 
 
@@ -50,7 +48,6 @@ class ProcessRuntime:
         self.dir = mesh_dir(mesh.name)
         self._hosts: dict[str, int] = {}
         self._children: dict[str, list[asyncio.subprocess.Process]] = {}
-        self._session: aiohttp.ClientSession | None = None
 
     # -- placement ------------------------------------------------------------------------
 
@@ -164,7 +161,6 @@ class ProcessRuntime:
         return self.dir / f"{pod}.{container}.log"
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
-        session = self._http()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         addr = started.placement.local
@@ -173,11 +169,11 @@ class ProcessRuntime:
                 if proc.returncode is not None:
                     role: Container = "sidecar" if proc is self._children[spec.name][0] else "app"
                     await self._fail(spec, role, f"exited with code {proc.returncode} at start")
-            sidecar_ok = await http_ok(session, f"{started.admin_url}/ready")
+            sidecar_ok = await http_ok(f"{started.admin_url}/ready")
             if spec.is_ingress:
                 app_ok = True
             elif spec.health_path:
-                app_ok = await http_ok(session, f"http://{addr}:{spec.port}{spec.health_path}")
+                app_ok = await http_ok(f"http://{addr}:{spec.port}{spec.health_path}")
             else:
                 app_ok = await tcp_open(addr, spec.port)
             if sidecar_ok and app_ok:
@@ -251,15 +247,7 @@ class ProcessRuntime:
         await procscan.terminate(sorted(pids))
         await self._reap()
         self._children.clear()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
         return sorted({f"{p.pod} ({p.role}, pid {p.pid})" for p in procs})
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = direct_session()
-        return self._session
 
 
 def _check_free(host: str, port: int, what: str) -> None:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import aiohttp
+from meshdev.runtime import loopback
 
 
-async def http_ok(session: aiohttp.ClientSession, url: str, timeout: float = 1.0) -> bool:
+async def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """A 2xx answer to GET url (straight to the address: no proxy from the environment)."""
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            await resp.read()
-            return 200 <= resp.status < 300
-    except (aiohttp.ClientError, TimeoutError, OSError):
+        answer = await loopback.request("GET", url, timeout=timeout)
+    except (OSError, TimeoutError):
         return False
+    return 200 <= answer.status < 300
 
 
 async def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -26,8 +26,3 @@ async def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
-
-
-def direct_session() -> aiohttp.ClientSession:
-    # Probes go straight to loopback addresses; a user's HTTP_PROXY must not catch them.
-    return aiohttp.ClientSession(trust_env=False)

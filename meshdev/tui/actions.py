@@ -18,13 +18,17 @@ import aiohttp
 from meshdev.config.model import Mesh, Route
 from meshdev.control import TOKEN_HEADER, ControlPlane, Pod
 from meshdev.loadgen import LoadSpec, run_load
-from meshdev.runtime.readiness import direct_session
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 BURST_REQUESTS = 400
 BURST_SECONDS = 0.25
 FAULT_ABORT_PERCENT = "50"
 CANARY_STEP = 20
+
+
+def _direct() -> aiohttp.ClientSession:
+    # Straight to the pods' loopback addresses: a user's HTTP_PROXY must not catch these.
+    return aiohttp.ClientSession(trust_env=False)
 
 
 class ActionFailed(Exception):
@@ -78,7 +82,7 @@ async def set_chaos(inbound_url: str, error_rate: float) -> None:
     """POST the example app's /chaos through the pod's sidecar (`{}` heals it)."""
     body: dict[str, float] = {"error_rate": error_rate} if error_rate else {}
     url = inbound_url.rstrip("/") + "/chaos"
-    async with direct_session() as http:
+    async with _direct() as http:
         try:
             async with http.post(url, json=body, timeout=TIMEOUT) as resp:
                 if resp.status != 200:
@@ -106,7 +110,7 @@ async def runtime_modify(
     body = urlencode(values)
     headers = {TOKEN_HEADER: token, "content-type": "application/x-www-form-urlencoded"}
     errors: list[str] = []
-    async with direct_session() as http:
+    async with _direct() as http:
         for admin in admin_urls:
             url = admin.rstrip("/") + "/runtime_modify"
             try:

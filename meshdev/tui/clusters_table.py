@@ -24,10 +24,15 @@ LIMIT_NAMES = {
 }
 
 
+# Envoy's breakers are momentary: a trip stays on screen this many intervals (~3 s at 4 Hz)
+# so that a person (or a frame skipped by the pacer) does not miss it.
+TRIP_MEMORY = 12
+
+
 def breaker_cell(c: ClusterStats) -> Text:
     if c.open_now:
         return Text(" OPEN ", style="bold white on red")
-    if c.trips_per_s > 0:
+    if c.trips_per_s > 0 or any(t > 0 for t in c.trip_history[-TRIP_MEMORY:]):
         return Text("tripped", style="bold yellow")
     return Text("closed", style="green")
 

@@ -13,6 +13,7 @@ from textual.message import Message
 
 from meshdev.telemetry.view import MeshView
 from meshdev.tui.app import MeshdevApp
+from meshdev.tui.clusters_table import breaker_cell
 from meshdev.tui.format import GLYPHS
 from meshdev.tui.messages import WorkerFailed
 from meshdev.tui.route_detail import RouteDetailScreen
@@ -39,7 +40,8 @@ async def test_resizing_from_40x10_to_300x100_keeps_every_panel_alive(
             # What is drawn is what the data says, at every size.
             assert app.dashboard.routes.keys == [r.key for r in view.routes]
             breaker = app.dashboard.clusters.cell_text("backend", "breaker").strip()
-            assert breaker == ("OPEN" if view.clusters[0].open_now else "closed")
+            assert breaker == breaker_cell(view.clusters[0]).plain.strip()
+            assert (breaker == "OPEN") is view.clusters[0].open_now
             short = height < 22
             assert app.dashboard.has_class("-short") is short
             assert app.dashboard.query_one("#hosts").display is not short
