@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -200,6 +201,10 @@ async def run_sidecar(config_path: str, token: str) -> None:
     listeners = ", ".join(
         f"{lst.name}={lst.address}:{sidecar.listener_port(lst.name)}" for lst in config.listeners
     )
+    # Everything imported and built so far lives as long as the process: moving it out of the
+    # collector's generations keeps full collections (10-22 ms here) out of request latency.
+    gc.collect()
+    gc.freeze()
     print(
         f"meshdev sidecar {config.node} ready: config v{config.version}; {listeners}; "
         f"admin={config.admin.address}:{sidecar.admin_port}",
