@@ -188,7 +188,7 @@ def up(
 def status(file: str, name: str | None, as_json: bool) -> None:
     """Every pod and the gateway: state, readiness, address, admin URL, config version."""
     from meshdev.runtime.detect import running_runtime
-    from meshdev.session import read_state
+    from meshdev.runtime.paths import read_state
     from meshdev.sidecar.loop import run
     from meshdev.status import gather_status, render_table
 

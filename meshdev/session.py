@@ -22,10 +22,8 @@ from typing import Any
 from meshdev.config.model import Mesh
 from meshdev.control import ControlPlane, ReloadReport
 from meshdev.runtime.base import Runtime
-from meshdev.runtime.paths import mesh_dir
+from meshdev.runtime.paths import STATE_FILE, mesh_dir
 from meshdev.watch import MeshChanged, MeshRejected, watch_mesh
-
-STATE_FILE = "session.json"
 
 
 @dataclass
@@ -110,14 +108,6 @@ class Session:
         with os.fdopen(fd, "w") as f:
             json.dump(state, f, indent=2)
         tmp.replace(path)
-
-
-def read_state(mesh_name: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads((mesh_dir(mesh_name) / STATE_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 async def run_headless(session: Session, *, keep: bool) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 from meshdev.config.model import Mesh
 from meshdev.runtime import procscan
 from meshdev.runtime.base import Runtime
-from meshdev.runtime.paths import mesh_dir
+from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
 from meshdev.runtime.process import ProcessRuntime
 from meshdev.runtime.select import DEFAULT_BASE_IMAGE, docker_client
 
@@ -37,8 +37,6 @@ def running_runtime(name: str, mesh_file: Path, state: dict[str, Any] | None) ->
 
 async def remove_everything(name: str, mesh_file: Path, echo: Callable[[str], None]) -> list[str]:
     """Stop a live `meshdev up` of this mesh (it tears down itself), then sweep by label."""
-    from meshdev.session import read_state
-
     state = read_state(name)
     pid = (state or {}).get("pid")
     stopped: list[str] = []
@@ -59,7 +57,7 @@ async def remove_everything(name: str, mesh_file: Path, echo: Callable[[str], No
         runtime = DockerRuntime(_stub_mesh(name), mesh_file, DEFAULT_BASE_IMAGE, client=client)
         removed += await runtime.teardown()
     # A crashed session leaves its state file behind; nothing it describes runs any more.
-    (mesh_dir(name) / "session.json").unlink(missing_ok=True)
+    (mesh_dir(name) / STATE_FILE).unlink(missing_ok=True)
     for line in removed:
         echo(f"  removed {line}")
     return removed
