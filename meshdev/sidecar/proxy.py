@@ -282,6 +282,8 @@ class Proxy:
                 ls.downstream.charge(status)
                 if route is not None:
                     route.stats.downstream.charge(status)
+            if route is not None and rec.flags:
+                route.stats.count_flags(rec.flags)
             elapsed = (_now() - started) * 1000.0
             ls.downstream_rq_time.record(elapsed)
             log = plane.access_log

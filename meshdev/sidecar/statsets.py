@@ -10,6 +10,17 @@ from __future__ import annotations
 from meshdev.sidecar.histogram import Histogram
 from meshdev.sidecar.stats import Counter, Gauge, Store
 
+# Response flag -> the Envoy stat it is counted under on a route (UT has its own already).
+ROUTE_FLAG_STATS = {
+    "UO": "upstream_rq_pending_overflow",
+    "UH": "upstream_cx_none_healthy",
+    "UF": "upstream_cx_connect_fail",
+    "URX": "upstream_rq_retry_limit_exceeded",
+    "RL": "http_local_rate_limit.rate_limited",
+    "FI": "fault.aborts_injected",
+    "DI": "fault.delays_injected",
+}
+
 
 class StatusCounters:
     """`<prefix>_2xx` style class counters plus `<prefix>_<code>` counters, lazily."""
@@ -69,6 +80,7 @@ class RouteStats:
     __slots__ = (
         "downstream",
         "downstream_rq_total",
+        "flag_counters",
         "upstream",
         "upstream_rq_retry",
         "upstream_rq_time",
@@ -85,6 +97,18 @@ class RouteStats:
         self.upstream_rq_retry: Counter = store.counter(p + "upstream_rq_retry")
         self.downstream_rq_total: Counter = store.counter(p + "downstream_rq_total")
         self.downstream = StatusCounters(store, p + "downstream_rq")
+        # Envoy counts these per cluster or listener only; per route (under the same names)
+        # a dashboard can say which route's callers met a breaker, a fault or the rate limit.
+        self.flag_counters: dict[str, Counter] = {
+            flag: store.counter(p + name) for flag, name in ROUTE_FLAG_STATS.items()
+        }
+
+    def count_flags(self, flags: str) -> None:
+        """Charge an access-log record's response flags (`UO,URX`) to this route."""
+        for flag in flags.split(","):
+            counter = self.flag_counters.get(flag)
+            if counter is not None:
+                counter.value += 1
 
 
 class ClusterStats:

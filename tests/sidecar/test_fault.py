@@ -154,6 +154,10 @@ async def test_runtime_overrides_switch_faults_without_a_reload() -> None:
             assert (await get(s, base, "/plain"))[0] == 200
             assert time.monotonic() - started >= 0.15
             assert stat(sc, "http.outbound.fault.delays_injected") == 1
+            # Charged to the route they were switched on for, not its neighbour.
+            assert stat(sc, "vhost.backend.route.plain.fault.delays_injected") == 1
+            assert stat(sc, "vhost.backend.route.plain.fault.aborts_injected") == 3
+            assert stat(sc, "vhost.backend.route.faulty.fault.aborts_injected") == 1
             assert sc.config.version == version
             assert sc.runtime() == {
                 delay: "100",

@@ -34,6 +34,8 @@ async def test_burst_then_429(tmp_path: Path) -> None:
             assert stat(sc, "http_local_rate_limit.rate_limited") == 2
             assert stat(sc, "http_local_rate_limit.ok") == 3
             assert stat(sc, "http.outbound.downstream_rq_429") == 2
+            # And on the route that limited them (meshdev's per-route response flags).
+            assert stat(sc, "vhost.backend.route.main.http_local_rate_limit.rate_limited") == 2
         assert [line[5] for line in log_lines(log)] == ["-", "-", "-", "RL", "RL"]
 
 

@@ -29,6 +29,7 @@ async def server(answer: bytes, seen: list[bytes] | None = None) -> AsyncIterato
         writer.write(answer)
         await writer.drain()
         writer.close()
+        await writer.wait_closed()
 
     srv = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = srv.sockets[0].getsockname()[1]
@@ -84,9 +85,14 @@ async def test_not_http_and_refused_and_timeout() -> None:
     with pytest.raises(ConnectionRefusedError):
         await loopback.request("GET", f"http://127.0.0.1:{port}/")
 
+    release = asyncio.Event()
+    handlers: list[asyncio.Task[None]] = []
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(5)
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await release.wait()
         writer.close()
+        await writer.wait_closed()
 
     srv = await asyncio.start_server(silent, "127.0.0.1", 0)
     try:
@@ -95,5 +101,7 @@ async def test_not_http_and_refused_and_timeout() -> None:
                 "GET", f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/", timeout=0.2
             )
     finally:
+        release.set()
+        await asyncio.gather(*handlers)
         srv.close()
         await srv.wait_closed()
