@@ -56,7 +56,7 @@ CASES = [
     (
         "negative percent",
         "routes:\n  api:\n    - fault: {delay: {percent: -1, fixed: 1s}}\n",
-        "routes.api[0].fault.delay.percent: must be at least 0",
+        "mesh.yaml:10:32 routes.api[0].fault.delay.percent: must be at least 0",
     ),
     (
         "zero limit",
@@ -66,24 +66,28 @@ CASES = [
     (
         "negative retries",
         "routes:\n  api:\n    - retries: {attempts: -1}\n",
-        "routes.api[0].retries.attempts: must be at least 0",
+        "mesh.yaml:10:27 routes.api[0].retries.attempts: must be at least 0",
     ),
     (
         "zero rate",
         "routes:\n  api:\n    - rate_limit: {requests_per_second: 0}\n",
-        "routes.api[0].rate_limit.requests_per_second: must be greater than 0",
+        "mesh.yaml:10:41 routes.api[0].rate_limit.requests_per_second: must be greater than 0",
     ),
     (
         "missing required",
         "ingress: {routes: [{match: {prefix: /}}]}\n",
         "mesh.yaml:8:20 ingress.routes[0].to: required key is missing",
     ),
-    ("empty ingress routes", "ingress: {routes: []}\n", "ingress.routes: must not be empty"),
+    (
+        "empty ingress routes",
+        "ingress: {routes: []}\n",
+        "mesh.yaml:8:19 ingress.routes: must not be empty",
+    ),
     ("wrong type list", "routes:\n  api: {name: x}\n", "mesh.yaml:9:8 routes.api: expected a list"),
     (
         "wrong type mapping",
         "policies:\n  api: [1]\n",
-        "policies.api: expected a mapping of keys to values",
+        "mesh.yaml:9:8 policies.api: expected a mapping of keys to values",
     ),
     (
         "duplicate key",
@@ -93,12 +97,12 @@ CASES = [
     (
         "wrong type number",
         "routes:\n  api:\n    - {retries: {attempts: two}}\n",
-        "routes.api[0].retries.attempts: expected a whole number",
+        "mesh.yaml:10:28 routes.api[0].retries.attempts: expected a whole number",
     ),
     (
         "wrong type bool",
         "routes:\n  api:\n    - match: {headers: {x: {present: maybe}}}\n",
-        "routes.api[0].match.headers.x.present: expected true or false",
+        "mesh.yaml:10:38 routes.api[0].match.headers.x.present: expected true or false",
     ),
     (
         "unknown service in route",
@@ -113,7 +117,7 @@ CASES = [
     (
         "subset of unversioned",
         "routes:\n  web:\n    - {to: web.v1}\n",
-        "routes.web[0].to: service 'web' has no versions",
+        "mesh.yaml:10:12 routes.web[0].to: service 'web' has no versions",
     ),
     (
         "unknown destination key",
@@ -128,12 +132,12 @@ CASES = [
     (
         "weights sum to zero",
         "routes:\n  api:\n    - {to: {api.v1: 0, api.v2: 0}}\n",
-        "routes.api[0].to: weights sum to 0",
+        "mesh.yaml:10:12 routes.api[0].to: weights sum to 0",
     ),
     (
         "negative weight",
         "routes:\n  api:\n    - {to: {api.v1: -5}}\n",
-        "routes.api[0].to.api.v1: must be at least 0",
+        "mesh.yaml:10:21 routes.api[0].to.api.v1: must be at least 0",
     ),
     (
         "duplicate route names",
@@ -148,62 +152,65 @@ CASES = [
     (
         "bad header regex",
         "routes:\n  api:\n    - match: {headers: {x: {regex: '*'}}}\n",
-        "routes.api[0].match.headers.x.regex: regex does not compile",
+        "mesh.yaml:10:36 routes.api[0].match.headers.x.regex: regex does not compile",
     ),
     (
         "two path kinds",
         "routes:\n  api:\n    - match: {prefix: /a, path: /b}\n",
-        "routes.api[0].match: give one of prefix, path, regex (not prefix and path)",
+        "mesh.yaml:10:14 routes.api[0].match: give one of prefix, path, regex (not "
+        "prefix and path)",
     ),
     (
         "prefix without slash",
         "routes:\n  api:\n    - match: {prefix: items}\n",
-        "routes.api[0].match.prefix: must start with /",
+        "mesh.yaml:10:23 routes.api[0].match.prefix: must start with /",
     ),
     (
         "lower-case method",
         "routes:\n  api:\n    - match: {method: get}\n",
-        "routes.api[0].match.method: 'get' is not an HTTP method",
+        "mesh.yaml:10:23 routes.api[0].match.method: 'get' is not an HTTP method",
     ),
     (
         "header with two kinds",
         "routes:\n  api:\n    - match: {headers: {x: {exact: a, prefix: b}}}\n",
-        "routes.api[0].match.headers.x: give exactly one of exact, prefix, regex, present",
+        "mesh.yaml:10:28 routes.api[0].match.headers.x: give exactly one of exact, "
+        "prefix, regex, present",
     ),
     (
         "port clash with sidecar",
         "ingress: {port: 15000, routes: [{to: api}]}\n",
-        "ingress.port: port 15000 clashes with the gateway's admin port",
+        "mesh.yaml:8:17 ingress.port: port 15000 clashes with the gateway's admin port",
     ),
     (
         "ring hash without header",
         "policies:\n  api: {lb: ring_hash}\n",
-        "policies.api.lb: ring_hash needs hash_header",
+        "mesh.yaml:9:13 policies.api.lb: ring_hash needs hash_header",
     ),
     (
         "per-try longer than route",
         "routes:\n  api:\n    - {timeout: 1s, retries: {per_try_timeout: 2s}}\n",
-        "routes.api[0].retries.per_try_timeout: is longer than the route's timeout",
+        "mesh.yaml:10:48 routes.api[0].retries.per_try_timeout: is longer than the route's timeout",
     ),
     (
         "codes without retry_on",
         "routes:\n  api:\n    - retries: {retriable_status_codes: [409]}\n",
-        "routes.api[0].retries.retriable_status_codes: has no effect unless retry_on",
+        "mesh.yaml:10:41 routes.api[0].retries.retriable_status_codes: has no effect "
+        "unless retry_on",
     ),
     (
         "empty fault",
         "routes:\n  api:\n    - fault: {}\n",
-        "routes.api[0].fault: give abort, delay, or both",
+        "mesh.yaml:10:14 routes.api[0].fault: give abort, delay, or both",
     ),
     (
         "status out of range",
         "routes:\n  api:\n    - fault: {abort: {percent: 1, status: 700}}\n",
-        "routes.api[0].fault.abort.status: must be at most 599",
+        "mesh.yaml:10:43 routes.api[0].fault.abort.status: must be at most 599",
     ),
     (
         "ingress to unknown",
         "ingress: {routes: [{to: ap}]}\n",
-        "ingress.routes[0].to: unknown service 'ap'; did you mean 'api'?",
+        "mesh.yaml:8:25 ingress.routes[0].to: unknown service 'ap'; did you mean 'api'?",
     ),
 ]
 
