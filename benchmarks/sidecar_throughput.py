@@ -321,7 +321,7 @@ def tripped(stats: dict[str, float]) -> dict[str, float]:
 
 # Where a sample's innermost Python frame lives says whose time it is. Without --native,
 # py-spy charges a C call (a socket write, say) to the Python line that made it.
-ENGINE_FILES = ("sidecar/http1.py", "sidecar/upstream.py")
+ENGINE_FILES = ("sidecar/http1", "sidecar/upstream", "sidecar/flowbuffer.py")
 PIPELINE_MODULES = (
     "proxy",
     "accesslog",

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meshdev.sidecar import http1
+from meshdev.sidecar import http1_protocol as http1
 from meshdev.sidecar.http1 import HttpServer, Request, ResponseWriter, set_limits, start_server
 from meshdev.sidecar.schema import Limits
 

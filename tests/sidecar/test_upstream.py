@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import uvloop
 
-from meshdev.sidecar import upstream as upstream_mod
+from meshdev.sidecar import upstream_pool as upstream_mod
 from meshdev.sidecar.http1 import HttpServer, Request, ResponseWriter, start_server
 from meshdev.sidecar.schema import Limits
 from meshdev.sidecar.upstream import (
