@@ -28,9 +28,9 @@ from pathlib import Path
 
 from meshdev.sidecar.views import BreakerView, HostView
 from meshdev.telemetry.aggregate import Aggregator, SidecarInput
-from meshdev.telemetry.snapshot import StreamReader
 from meshdev.telemetry.sse import SSEParser
 from meshdev.telemetry.statnames import STREAM_FILTER
+from meshdev.telemetry.stream_reader import StreamReader
 from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
 from meshdev.telemetry.topology import Topology, from_config_dump
 from meshdev.telemetry.view import MeshView

@@ -13,7 +13,7 @@ import functools
 import gc
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
@@ -101,3 +101,12 @@ async def call(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         raise
     except (DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise stopped(exc) from exc
+
+
+async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """Await every one (no thread keeps working behind an error), then raise the first error."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]  # no exception left: all are T

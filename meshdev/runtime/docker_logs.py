@@ -16,10 +16,10 @@ from typing import Any
 
 import docker
 import requests
-from docker.errors import DockerException, NotFound
+from docker.errors import APIError, DockerException, NotFound
 
 from meshdev.runtime.base import RuntimeFailure
-from meshdev.runtime.docker_engine import call, stopped
+from meshdev.runtime.docker_engine import call, refused, stopped
 
 
 class _Pump:
@@ -109,3 +109,13 @@ async def tail(client: docker.DockerClient, name: str, n: int) -> list[str]:
     raw = await call(client.api.logs, name, stdout=True, stderr=True, tail=n)
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     return [line.rstrip("\r") for line in text.splitlines()][-n:]
+
+
+async def last_lines(client: docker.DockerClient, name: str, pod: str, n: int) -> list[str]:
+    """`tail` of pod `pod`'s container `name`; none when the container is gone."""
+    try:
+        return await tail(client, name, n)
+    except NotFound:
+        return []
+    except APIError as exc:
+        raise refused(f"read the log of pod {pod}", exc) from exc

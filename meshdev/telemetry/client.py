@@ -27,15 +27,11 @@ import aiohttp
 
 from meshdev.telemetry.aggregate import SidecarInput
 from meshdev.telemetry.backoff import Backoff
-from meshdev.telemetry.snapshot import (
-    PollReader,
-    Snapshot,
-    SnapshotError,
-    StreamReader,
-    combine,
-)
+from meshdev.telemetry.poll_reader import PollReader
+from meshdev.telemetry.snapshot import Snapshot, SnapshotError, combine
 from meshdev.telemetry.sse import SSEParser
 from meshdev.telemetry.statnames import STREAM_FILTER
+from meshdev.telemetry.stream_reader import StreamReader
 from meshdev.telemetry.topology import Topology, from_config_dump
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from meshdev.telemetry.aggregate import Aggregator, SidecarInput
-from meshdev.telemetry.snapshot import StreamReader
+from meshdev.telemetry.stream_reader import StreamReader
 from meshdev.telemetry.topology import Topology
 from meshdev.telemetry.view import MeshView
 

@@ -30,10 +30,10 @@ def host_row(h: HostStats) -> Row:
         fmt.right(fmt.seconds(h.returns_in_s) if h.ejected else ""),
         fmt.right(str(h.rq_active)),
     )
-    sort: dict[str, float | str] = {"pod": h.pod, "rps": h.rps, "ejections": h.ejection_count}
-    if h.success_pct is not None:
-        sort["success"] = h.success_pct
-    return Row(cells, sort)
+    return Row(
+        cells,
+        {"pod": h.pod, "rps": h.rps, "ejections": h.ejection_count, "success": h.success_pct},
+    )
 
 
 class HostsTable(KeyedTable):

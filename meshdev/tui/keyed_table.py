@@ -44,7 +44,8 @@ class Column:
 @dataclass(frozen=True, slots=True)
 class Row:
     cells: tuple[Cell, ...]
-    sort: Mapping[str, SortValue]  # column key -> the value it sorts by
+    # Column key -> the value it sorts by; a row without one (None) sorts last either way.
+    sort: Mapping[str, SortValue | None]
 
 
 class CellText(Text):

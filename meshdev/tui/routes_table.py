@@ -43,13 +43,18 @@ def route_row(r: RouteStats, trend: Text | None = None) -> Row:
         trend if trend is not None else trend_cell(r.history, 1),
         flags_cell(r.flags),
     )
-    sort: dict[str, float | str] = {"route": r.key, "rps": r.rps, "retries": r.retries_per_s}
-    for name, value in (("success", r.success_pct), ("p50", r.p50), ("p95", r.p95)):
-        if value is not None:
-            sort[name] = value
-    if r.p99 is not None:
-        sort["p99"] = r.p99
-    return Row(cells, sort)
+    return Row(
+        cells,
+        {
+            "route": r.key,
+            "rps": r.rps,
+            "retries": r.retries_per_s,
+            "success": r.success_pct,
+            "p50": r.p50,
+            "p95": r.p95,
+            "p99": r.p99,
+        },
+    )
 
 
 class RoutesTable(KeyedTable):

@@ -14,7 +14,8 @@ from meshdev.sidecar.histogram import HistogramSnapshot
 from meshdev.sidecar.statsformat import round_significant
 from meshdev.sidecar.views import BreakerView, HostView
 from meshdev.telemetry.aggregate import Aggregator, SidecarInput
-from meshdev.telemetry.snapshot import StreamReader, combine
+from meshdev.telemetry.snapshot import combine
+from meshdev.telemetry.stream_reader import StreamReader
 from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
 from meshdev.telemetry.topology import Topology, from_config_dump
 from meshdev.telemetry.view import ClusterStats, HostStats, MeshView, RouteStats

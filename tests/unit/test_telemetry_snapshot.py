@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from meshdev.sidecar.histogram import HistogramSnapshot
-from meshdev.telemetry.snapshot import PollReader, SnapshotError, StreamReader, combine
+from meshdev.telemetry.poll_reader import PollReader
+from meshdev.telemetry.snapshot import SnapshotError, combine
+from meshdev.telemetry.stream_reader import StreamReader
 from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
 from meshdev.telemetry.topology import from_config_dump
 from tests.unit.telemetry_support import Clock
