@@ -337,6 +337,16 @@ PIPELINE_MODULES = (
     "state",
     "stats",
     "statsets",
+    "proxy_forward",
+    "proxy_headers",
+    "proxy_replies",
+    "proxy_relay",
+    "dataplane",
+    "compiler",
+    "compiled",
+    "cluster_state",
+    "cluster_host",
+    "plane_views",
 )
 PIPELINE_FILES = tuple(f"sidecar/{name}.py" for name in PIPELINE_MODULES)
 

@@ -82,8 +82,8 @@ class RoundRobin(Balancer[H]):
         return healthy[i % n]
 
 
-class LeastRequest(Balancer[H]):
-    """Envoy's unweighted least_request: two random draws (with replacement), fewer active wins."""
+class _Drawing(Balancer[H]):
+    """A policy that draws at random; tests pass their own `rand`."""
 
     __slots__ = ("_rand",)
 
@@ -92,6 +92,12 @@ class LeastRequest(Balancer[H]):
     ) -> None:
         super().__init__(hosts, epoch)
         self._rand = rand
+
+
+class LeastRequest(_Drawing[H]):
+    """Envoy's unweighted least_request: two random draws (with replacement), fewer active wins."""
+
+    __slots__ = ()
 
     def pick(self, hash_key: str | None = None) -> H | None:
         healthy = self.healthy()
@@ -107,14 +113,8 @@ class LeastRequest(Balancer[H]):
         return b if b.rq_active < a.rq_active else a
 
 
-class Random(Balancer[H]):
-    __slots__ = ("_rand",)
-
-    def __init__(
-        self, hosts: Sequence[H], epoch: HealthEpoch, rand: Callable[[], float] = random.random
-    ) -> None:
-        super().__init__(hosts, epoch)
-        self._rand = rand
+class Random(_Drawing[H]):
+    __slots__ = ()
 
     def pick(self, hash_key: str | None = None) -> H | None:
         healthy = self.healthy()
@@ -132,7 +132,7 @@ def hash64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
-class RingHash(Balancer[H]):
+class RingHash(_Drawing[H]):
     """A consistent-hash ring over every host (Envoy's ring_hash, ketama-style entries).
 
     The ring holds ejected hosts too: a key whose host is ejected walks on to the next healthy
@@ -140,7 +140,7 @@ class RingHash(Balancer[H]):
     without the hash header gets a random point, as Envoy does when it has no hash.
     """
 
-    __slots__ = ("_owners", "_points", "_rand")
+    __slots__ = ("_owners", "_points")
 
     def __init__(
         self,
@@ -149,8 +149,7 @@ class RingHash(Balancer[H]):
         ring_size: int = RING_SIZE,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        super().__init__(hosts, epoch)
-        self._rand = rand
+        super().__init__(hosts, epoch, rand)
         entries: list[tuple[int, int]] = []
         if self.hosts:
             per_host = max(1, -(-ring_size // len(self.hosts)))

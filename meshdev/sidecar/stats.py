@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from meshdev.sidecar.histogram import Histogram, HistogramSnapshot, IntervalTracker
 
 
-class Counter:
+class _Value:
+    """A named int that the request path bumps directly (`.value += 1`)."""
+
     __slots__ = ("name", "value")
 
     def __init__(self, name: str) -> None:
@@ -26,15 +28,12 @@ class Counter:
         self.value += n
 
 
-class Gauge:
-    __slots__ = ("name", "value")
+class Counter(_Value):
+    __slots__ = ()
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.value = 0
 
-    def inc(self, n: int = 1) -> None:
-        self.value += n
+class Gauge(_Value):
+    __slots__ = ()
 
     def dec(self, n: int = 1) -> None:
         self.value -= n

@@ -1,0 +1,135 @@
+"""The live data plane: the compiled config that requests run on, and what outlives it.
+
+`DataPlane.apply` compiles a config into a `Compiled` (compiler.py) and swaps it in by
+replacing one reference. A request reads `plane.current` once and finishes on what it read,
+so it sees the old config or the new, never a mix. What must survive a swap (cluster states,
+rate-limit buckets) is the compiler's; the Store is never reset, so every counter continues
+across swaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from meshdev.sidecar.accesslog import AccessLog
+from meshdev.sidecar.compiled import Compiled
+from meshdev.sidecar.compiler import Compiler
+from meshdev.sidecar.deadline import Deadlines
+from meshdev.sidecar.fault import check_runtime_entry, effective_fault
+from meshdev.sidecar.plane_views import breaker_views, host_views
+from meshdev.sidecar.schema import SidecarConfig
+from meshdev.sidecar.stats import Store
+from meshdev.sidecar.views import BreakerView, HostView
+
+# How often connection counts kept by the pools are copied into the Store.
+STATS_SYNC_INTERVAL = 0.1
+
+
+class DataPlane:
+    """The proxy's live state; implements `views.ControlSurface` for the admin API."""
+
+    def __init__(self, config: SidecarConfig, store: Store | None = None) -> None:
+        self.stats_store = store or Store()
+        self.running = False
+        self._runtime: dict[str, str] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sync_task: asyncio.Task[None] | None = None
+        self.access_log = AccessLog(config.access_log, self.stats_store)
+        self.deadlines = Deadlines()
+        self._config_version = self.stats_store.gauge("config.version")
+        self.before_swap: Callable[[SidecarConfig, SidecarConfig], None] | None = None
+        self.after_swap: Callable[[SidecarConfig, SidecarConfig], None] | None = None
+        self._compiler = Compiler(self)
+        self.current: Compiled = self._compiler.compile(config, self._runtime)
+        self._config_version.value = config.version
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.running = True
+        for state in self._compiler.clusters.values():
+            if state.active:
+                state.restart_ticker()
+        self._sync_task = asyncio.get_running_loop().create_task(
+            self._sync_loop(), name="meshdev-stats-sync"
+        )
+
+    async def aclose(self) -> None:
+        self.running = False
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        for state in self._compiler.clusters.values():
+            await state.aclose()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.access_log.aclose()
+
+    def spawn(self, coro: object) -> None:
+        """Run a small housekeeping coroutine (pool closes) without awaiting it here."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            coro.close()  # type: ignore[attr-defined]
+            return
+        task: asyncio.Task[None] = loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_SYNC_INTERVAL)
+            self.sync_stats()
+
+    def sync_stats(self) -> None:
+        for state in self._compiler.clusters.values():
+            state.sync_stats()
+
+    # -- ControlSurface ---------------------------------------------------------------------
+
+    @property
+    def config(self) -> SidecarConfig:
+        return self.current.config
+
+    @property
+    def stats(self) -> Store:
+        self.sync_stats()
+        return self.stats_store
+
+    def apply(self, config: SidecarConfig) -> None:
+        old = self.current.config
+        if self.before_swap is not None:
+            # May refuse (a listener port it cannot bind): nothing has changed yet.
+            self.before_swap(old, config)
+        self.current = self._compiler.compile(config, self._runtime)
+        self._config_version.value = config.version
+        self.access_log.set_target(config.access_log)
+        if self.after_swap is not None:
+            self.after_swap(old, config)
+
+    def hosts(self) -> list[HostView]:
+        self.sync_stats()
+        return host_views(self.current)
+
+    def breakers(self) -> list[BreakerView]:
+        return breaker_views(self.current)
+
+    def runtime(self) -> dict[str, str]:
+        return dict(self._runtime)
+
+    def set_runtime(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            check_runtime_entry(key, value)
+        for key, value in values.items():
+            if value == "":
+                self._runtime.pop(key, None)
+            else:
+                self._runtime[key] = value
+        for entry in self.current.routes:
+            entry.fault = effective_fault(
+                entry.fault_config, entry.vhost, entry.name, self._runtime
+            )
