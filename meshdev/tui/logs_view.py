@@ -64,6 +64,7 @@ class LogsView(Vertical):
         self.shown = 0
         self._pending: list[str] = []
         self._pattern: re.Pattern[str] | None = None
+        self._bad_filter: str | None = None
         self._flusher: Timer | None = None
 
     def compose(self) -> ComposeResult:
@@ -144,8 +145,11 @@ class LogsView(Vertical):
         try:
             self._pattern = compile_filter(text)
         except re.error as exc:
-            self._status(Text(f"bad regex: {exc}", style="bold red"))
+            # Kept until the filter compiles: lines flushed meanwhile must not hide it.
+            self._bad_filter = f"bad regex: {exc}"
+            self._update_status()
             return False
+        self._bad_filter = None
         self._update_status()
         return True
 
@@ -174,6 +178,10 @@ class LogsView(Vertical):
     def _update_status(self) -> None:
         if self.current is None:
             self._status("no source")
+            return
+        if self._bad_filter is not None:
+            kept = self.filters.get(self.current, "")
+            self._status(Text(f"{self._bad_filter} (still showing /{kept}/)", style="bold red"))
             return
         what = f"{source_id(self.current)}: {len(self.lines)} lines"
         if self._pattern is not None:

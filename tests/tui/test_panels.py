@@ -226,12 +226,17 @@ async def test_logs_follow_a_source_with_a_regex_filter_per_source(
             ("frontend-0", "sidecar"),
         ]
         await pilot.press("slash")
+        log_filter = logs.query_one("#log-filter")
+        await wait_until(pilot, lambda: log_filter.has_focus, "the filter focused")
         await pilot.press(*"503|uo")
         await wait_until(
             pilot, lambda: logs.filters.get(("ingress", "sidecar")) == "503|uo", "filter"
         )
-        lines = logs.query_one("#log-lines", RichLog).lines
-        assert [strip.text for strip in lines] == ["GET /x 503 UO"]
+        log_view = logs.query_one("#log-lines", RichLog)
+        await wait_until(
+            pilot, lambda: [s.text for s in log_view.lines] == ["GET /x 503 UO"], "filtered"
+        )
+        lines = log_view.lines
         # Matches are highlighted.
         assert any("on yellow" in str(seg.style) for seg in lines[0] if seg.style)
         # Another source has its own (empty) filter; coming back restores this one.
@@ -244,10 +249,12 @@ async def test_logs_follow_a_source_with_a_regex_filter_per_source(
         await wait_until(pilot, lambda: logs.current == ("ingress", "sidecar"), "back")
         assert logs.query_one("#log-filter").value == "503|uo"  # type: ignore[attr-defined]
         # A bad regex is reported and the last good filter stays.
-        await pilot.press("slash", "(")
-        await pilot.pause()
-        status = str(logs.query_one("#log-status", Static).render())
-        assert "bad regex" in status
+        await pilot.press("slash")
+        # Keys go to whatever has focus: type only once the filter has it.
+        await wait_until(pilot, lambda: log_filter.has_focus, "the filter focused")
+        await pilot.press("(")
+        status_line = logs.query_one("#log-status", Static)
+        await wait_until(pilot, lambda: "bad regex" in str(status_line.render()), "bad regex")
         assert logs.filters[("ingress", "sidecar")] == "503|uo"
 
 
