@@ -4,9 +4,11 @@ saves apply without a failed request, bad saves keep the last good config, scali
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,20 @@ class Reloading:
         self.version += 1
         return await asyncio.to_thread(self.up.wait_for, f"applied v{self.version} ", timeout)
 
+    def rejection_after(self, seen: int, timeout: float = 10.0) -> list[str]:
+        """The located problems `meshdev up` printed for the first save rejected after line
+        `seen` of its output."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lines = self.up.lines[seen:]
+            for i, line in enumerate(lines):
+                if "not applied, still serving" in line:
+                    time.sleep(0.2)  # the problems follow in the same breath
+                    rest = self.up.lines[seen + i + 1 :]
+                    return list(itertools.takewhile(lambda ln: ln.startswith("  "), rest))
+            time.sleep(0.02)
+        raise AssertionError("no rejection reported:\n" + "\n".join(self.up.lines[seen:]))
+
     def load(self, rps: float) -> LoadGenerator:
         gen = LoadGenerator(
             LoadSpec(f"http://127.0.0.1:{self.port}/items", rps=rps, retry_stale=False)
@@ -116,24 +132,40 @@ async def test_bad_saves_keep_serving_the_last_good_config(tmp_path: Path) -> No
         await asyncio.to_thread(mesh.up.wait_for, "ready:")
         before = {p["name"]: p["config_hash"] for p in mesh.up.status()["pods"]}
         gen = mesh.load(100)
-        good = MESH.format(**A)
-        bad_saves = [
-            (good.replace("timeout: 2s", "timeout: 2"), "expected a duration like 250ms or 2s"),
-            (good.replace("lb: round_robin", "lb: fastest"), "policies.backend.lb: "),
-            (good.replace("backend.v2: 10", "backend.v3: 10"), "unknown version 'v3'"),
-            (good + "\tpolicies: {}\n", "a tab character"),
+        good = mesh.fixups(MESH.format(**A))
+        bomb = "".join(
+            f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9) if i else 'lol'}]\n" for i in range(10)
+        )
+        # The foundation issue's bad inputs, hostile files included.
+        bad_saves: list[tuple[bytes, str]] = [
+            (b"", "file is empty"),
+            (b"- a list\n", "expected a mapping"),
+            (good.replace("services:\n", "services:\n\t").encode(), "a tab character"),
             (
-                good.replace("  backend:\n    build", "  backend:\n    build: x\n    build"),
+                good.replace(
+                    "  backend:\n    build", "  backend:\n    build: x\n    build"
+                ).encode(),
                 "duplicate key",
             ),
-            ("- a list\n", "expected a mapping"),
+            (good.encode().replace(b"name: ", b"name: caf\xe9", 1), "not UTF-8"),
+            (good.encode() + b"#" * (1024 * 1024), "the limit is 1 MiB"),
+            ((bomb + good).encode(), "expands to too many values"),
+            (good.replace("timeout: 2s", "timeout: 2").encode(), "expected a duration like 250ms"),
+            (good.replace("lb: round_robin", "lb: fastest").encode(), "policies.backend.lb: "),
+            (good.replace("backend.v2: 10", "backend.v3: 10").encode(), "unknown version 'v3'"),
+            (good.replace("backend.v1: 90", "backend.v1: -1").encode(), "must be at least 0"),
+            (good.replace("prefix: /items", "regex: '(['").encode(), "regex does not compile"),
+            (good.replace("  backend:\n    - name", "  backnd:\n    - name").encode(), "'backnd'"),
+            (good.replace("    - name: items\n", "    - name: Items!\n").encode(), "DNS label"),
         ]
-        for text, message in bad_saves:
-            mesh.path.write_text(mesh.fixups(text))
-            line = await asyncio.to_thread(mesh.up.wait_for, "  ", 10)
-            assert re.match(rf"  {re.escape(str(mesh.path))}:\d+:\d+", line), line
-            assert message in "\n".join(mesh.up.lines[-4:]), mesh.up.lines[-4:]
-            await asyncio.sleep(0.2)
+        for raw, message in bad_saves:
+            seen = len(mesh.up.lines)
+            mesh.path.write_bytes(raw)
+            problems = await asyncio.to_thread(mesh.rejection_after, seen)
+            assert all(re.match(rf"  {re.escape(str(mesh.path))}:\d+:\d+", p) for p in problems), (
+                problems
+            )
+            assert any(message in p for p in problems), (message, problems)
         status = mesh.up.status(name=mesh.name)
         assert {p["name"]: p["config_hash"] for p in status["pods"]} == before
         assert status["last_reload"]["ok"] is False
