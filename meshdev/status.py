@@ -59,7 +59,8 @@ async def gather_status(
         )
     return {
         "mesh": mesh_name,
-        "runtime": runtime.kind if runtime is not None else None,
+        # As docs/status.md says: null when nothing of the mesh runs (an idle engine is no mesh).
+        "runtime": runtime.kind if runtime is not None and rows else None,
         "running": bool(rows),
         "file": (state or {}).get("file"),
         "ingress_url": (state or {}).get("ingress_url"),
