@@ -78,6 +78,8 @@ def test_example_end_to_end(tmp_path: Path) -> None:
     again = up.run("down", str(mesh_file))
     assert again.returncode == 0
     assert "nothing to remove" in again.stdout
+    after = up.status()
+    assert (after["running"], after["runtime"], after["pods"]) == (False, None, [])
 
 
 def test_sigterm_tears_everything_down(tmp_path: Path) -> None:
