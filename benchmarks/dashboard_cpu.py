@@ -220,14 +220,18 @@ def main() -> None:
     parser.add_argument("--presses", type=int, default=40)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--share", type=float, default=0.08, help=argparse.SUPPRESS)
+    parser.add_argument("--share", type=float, default=0.1, help=argparse.SUPPRESS)
     parser.add_argument("--stats", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.share, args.stats)
         return
     load_before = os.getloadavg()[0]
-    paced = measure_terminal(args.seconds, args.presses, share=0.08)
+    # The frame budget `meshdev up` uses.
+    sys.path.insert(0, str(ROOT))
+    from meshdev.tui.pacer import FramePacer
+
+    paced = measure_terminal(args.seconds, args.presses, share=FramePacer().share)
     # The same without the frame budget: every view painted, whatever it costs.
     unpaced = measure_terminal(args.seconds, 0, share=1.0)
     result = {

@@ -13,6 +13,7 @@ failures, keys and quitting.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 
@@ -50,6 +51,10 @@ class MeshdevApp(SessionApp):
             )
         self.set_interval(1.0, self._show_load)
         self._show_load()
+        # What exists now (modules, widgets, styles) lives as long as the app: out of the
+        # collector's full passes, which otherwise stall a key press by 30-60 ms every few
+        # seconds (benchmarks/README.md, Dashboard).
+        gc.freeze()
         if self.session is None:
             self._run_telemetry()
             return
@@ -89,23 +94,29 @@ class MeshdevApp(SessionApp):
     # -- keys (the demo keys are the dashboard screen's) -----------------------------------------
 
     def action_tab(self, tab: str) -> None:
-        if tab in TABS and self.screen is self.dashboard:
+        if tab not in TABS or self.screen is not self.dashboard:
+            return
+        first = {"traffic": "#routes", "pods": "#pods-table", "events": "#events-log"}
+        target = self.dashboard.query_one(first.get(tab, "#log-sources"))
+        # One frame for the switch: the tab, its content and the focus change together
+        # (`Widget.focus` would move the focus a callback later, repainting the screen again).
+        with self.batch_update():
             self.dashboard.tabs.active = tab
             if tab == "pods":
                 self._show_pods()
-            first = {"traffic": "#routes", "pods": "#pods-table", "events": "#events-log"}
-            if tab in first:
-                self.dashboard.query_one(first[tab]).focus()
-            else:
-                self.dashboard.query_one("#log-sources").focus()
+            self.dashboard.set_focus(target)
 
     def action_filter_logs(self) -> None:
         self.action_tab("logs")
         self.dashboard.logs.focus_filter()
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+        if isinstance(self.screen, HelpScreen):
+            return
+        # Installed once and kept: composing it anew made every `?` a slower frame.
+        if not self.is_screen_installed("help"):
+            self.install_screen(HelpScreen(), name="help")
+        self.push_screen("help")
 
     @on(DataTable.RowSelected, "#routes")
     def _route_selected(self, event: DataTable.RowSelected) -> None:

@@ -6,6 +6,7 @@ show them on the start-up screen, the reload banner, the header and the events p
 
 from __future__ import annotations
 
+import gc
 import re
 
 from textual import on, work
@@ -98,6 +99,7 @@ class SessionApp(LiveApp):
             self._follow()
         self.set_interval(self.pods_every, self._poll_pods)
         self._poll_pods()
+        gc.freeze()  # as at start (app.py): the session's objects live as long as the app
         self._show_pods()
 
     # -- reloads -----------------------------------------------------------------------------

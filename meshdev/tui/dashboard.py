@@ -10,7 +10,9 @@ from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.reactive import Reactive
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Static, TabbedContent, TabPane
 
 from meshdev.runtime.base import Container, PodState
@@ -49,6 +51,10 @@ TINY = 14
 
 
 class DashboardScreen(Screen[None]):
+    # Moving the focus restyles the two widgets concerned, which repaint themselves; the
+    # whole screen need not be repainted too (it made every tab key one more full frame).
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
     # The demo keys live here, not on the app: they mean nothing while the mesh starts.
     BINDINGS = [
         Binding("1", "app.tab('traffic')", "Traffic", show=False),

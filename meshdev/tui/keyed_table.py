@@ -5,33 +5,24 @@ ones, and calls `update_cell` only for cells whose text or style changed, so a l
 neither flickers nor loses its cursor and scroll position (dolphie's way). The caller wraps a
 frame's syncs in `App.batch_update()` so they paint once.
 
-Rendering cost: DataTable keys its cell render cache on one table-wide update counter, so a
-single `update_cell` makes it render every visible cell again; at 4 views a second that was
-most of the dashboard's CPU. `KeyedTable` knows which cells changed, so it renders a cell
-under that cell's own version instead (see `_render_cell`); unchanged cells come from cache.
+It tells its base (fast_table.py) which cells changed and when the layout moved, so a frame
+renders only the changed cells.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.cells import cell_len
-from rich.console import Console, ConsoleOptions
-from rich.segment import Segment
-from rich.style import Style
 from rich.text import Text
-from textual.widgets import DataTable
-from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist, RowKey
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
-if TYPE_CHECKING:
-    from textual.coordinate import Coordinate
-    from textual.widgets._data_table import RowRenderables
+from meshdev.tui.cell_text import CellText
+from meshdev.tui.fast_table import Cell, FastDataTable
 
-Cell = str | Text
 SortValue = float | str
-SegmentLines = list[list[Segment]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,34 +37,6 @@ class Row:
     cells: tuple[Cell, ...]
     # Column key -> the value it sorts by; a row without one (None) sorts last either way.
     sort: Mapping[str, SortValue | None]
-
-
-class CellText(Text):
-    """A one-line cell: rendered straight to segments, skipping Text's word wrapping.
-
-    Wrapping a short single-line text is most of what rendering a cell costs, and a table
-    cell never wraps (rows are one line high).
-    """
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterable[Segment]:
-        plain = self.plain
-        if "\n" in plain or "\t" in plain:
-            yield from super().__rich_console__(console, options)
-            return
-        width = options.max_width
-        base = console.get_style(self.style) if self.style else None
-        # Text.render applies the text's own style only through its spans.
-        segments = list(self.render(console)) if self.spans else [Segment(plain, base)]
-        excess = width - cell_len(plain)
-        if excess < 0:
-            yield from Segment.adjust_line_length(segments, width)
-            return
-        justify = self.justify or options.justify
-        pad = Segment(" " * excess, base)
-        if justify == "right" and excess:
-            yield pad
-        yield from segments
-        # Left-justified cells are padded by the table itself.
 
 
 def as_cell(value: Cell) -> CellText:
@@ -94,7 +57,7 @@ def _same(a: Cell, b: Cell) -> bool:
     return type(a) is type(b) and a == b
 
 
-class KeyedTable(DataTable[Cell]):
+class KeyedTable(FastDataTable):
     TITLE: ClassVar[str] = ""
     COLUMNS: ClassVar[tuple[Column, ...]] = ()
     # Columns sortable with `s`, in the order the key cycles through them.
@@ -105,17 +68,10 @@ class KeyedTable(DataTable[Cell]):
     KEY_COLUMNS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(
-            id=id, classes=classes, cursor_type="row", zebra_stripes=True, cell_padding=1
-        )
+        super().__init__(id=id, classes=classes)
         self._rows: dict[str, Row] = {}
         self.sort_column: str | None = None
         self.updates = 0  # cells changed, for tests and the benchmark
-        # Per-cell render versions (see the module docstring): a cell renders anew when it
-        # changed, or when anything moved rows or columns (the layout version).
-        self._cell_versions: dict[tuple[object, object], int] = {}
-        self._row_versions: dict[object, int] = {}
-        self._layout_version = 0
 
     def on_mount(self) -> None:
         self.border_title = self.TITLE
@@ -157,7 +113,7 @@ class KeyedTable(DataTable[Cell]):
                 self.remove_row(key)
             except RowDoesNotExist:
                 continue
-            self._moved()
+            self.moved()
         for key, wanted in rows.items():
             # Plain strings would be parsed as console markup by DataTable (a name with a
             # "[" in it would vanish); CellText also renders without Text's wrapping.
@@ -166,7 +122,7 @@ class KeyedTable(DataTable[Cell]):
             if old is None:
                 self.add_row(*row.cells, key=key)
                 self.updates += len(row.cells)
-                self._moved()
+                self.moved()
             else:
                 for column, width, before, after in zip(
                     self.COLUMNS, widths, old.cells, row.cells, strict=True
@@ -176,78 +132,11 @@ class KeyedTable(DataTable[Cell]):
                         self.update_cell(key, column.key, after, update_width=grow)
                         self.updates += 1
                         if grow:
-                            self._moved()  # a wider column shifts every cell right of it
+                            self.moved()  # a wider column shifts every cell right of it
                         else:
-                            self._changed(key, column.key)
+                            self.changed(key, column.key)
             self._rows[key] = row
         self._apply_sort()
-
-    # -- per-cell render versions -------------------------------------------------------------
-
-    def _moved(self) -> None:
-        self._layout_version = self._update_count
-        self._cell_versions.clear()
-        self._row_versions.clear()
-
-    def _changed(self, key: str, column: str) -> None:
-        row = RowKey(key)
-        self._cell_versions[(row, ColumnKey(column))] = self._update_count
-        self._row_versions[row] = self._update_count
-
-    def _render_line_in_row(
-        self,
-        row_key: RowKey,
-        line_no: int,
-        base_style: Style,
-        cursor_location: Coordinate,
-        hover_location: Coordinate,
-    ) -> tuple[SegmentLines, SegmentLines]:
-        # A row that did not change is joined from its cells once, not at every frame.
-        version = max(self._layout_version, self._row_versions.get(row_key, 0))
-        current, self._update_count = self._update_count, version
-        try:
-            return super()._render_line_in_row(
-                row_key, line_no, base_style, cursor_location, hover_location
-            )
-        finally:
-            self._update_count = current
-
-    def _get_row_renderables(self, row_index: int) -> RowRenderables:
-        # The row's cells as renderables: cached per row version, so a frame computes them
-        # once per changed row rather than once per changed cell.
-        if row_index < 0:
-            return super()._get_row_renderables(row_index)
-        row = self._row_locations.get_key(row_index)
-        version = max(self._layout_version, self._row_versions.get(row, 0))
-        current, self._update_count = self._update_count, version
-        try:
-            return super()._get_row_renderables(row_index)
-        finally:
-            self._update_count = current
-
-    def _render_cell(
-        self,
-        row_index: int,
-        column_index: int,
-        base_style: Style,
-        width: int,
-        cursor: bool = False,
-        hover: bool = False,
-    ) -> SegmentLines:
-        if row_index < 0 or column_index < 0:
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        cell = (
-            self._row_locations.get_key(row_index),
-            self._column_locations.get_key(column_index),
-        )
-        version = max(self._layout_version, self._cell_versions.get(cell, 0))
-        # DataTable's caches key on `_update_count`; for this one cell, its own version is
-        # what decides whether a cached rendering is still right.
-        current, self._update_count = self._update_count, version
-        try:
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        finally:
-            self._update_count = current
 
     def _wider(self, column: str, cell: Cell) -> bool:
         # Auto-width columns only ever grow: re-measuring them for every changed cell would
@@ -299,7 +188,7 @@ class KeyedTable(DataTable[Cell]):
             return rank.get(tuple(_plain(c) for c in parts), len(rank))
 
         self.sort(*columns, key=position)
-        self._moved()
+        self.moved()
         if cursor is not None and cursor in wanted:
             self.move_cursor(row=wanted.index(cursor), animate=False)
 

@@ -20,7 +20,7 @@ Clock = Callable[[], float]
 class FramePacer:
     def __init__(
         self,
-        share: float = 0.08,
+        share: float = 0.1,
         max_wait: float = 1.0,
         wall: Clock = time.monotonic,
         cpu: Clock = time.process_time,

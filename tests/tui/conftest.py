@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +25,14 @@ def _utc() -> Iterator[None]:
     else:
         os.environ["TZ"] = old
     time.tzset()
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze() -> Iterator[None]:
+    # The app freezes the collector's view of what it built (one app per process); here
+    # many apps run in one process, and each must be collectable after its test.
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(autouse=True)
