@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 
 Clock = Callable[[], float]
+# Waits shorter than this are not worth a timer, and Textual's one-shot timer never fires
+# at all when its delay has passed before its task first looks at the clock.
+MIN_WAIT = 0.005
 
 
 class FramePacer:
@@ -40,7 +43,7 @@ class FramePacer:
         elapsed = self._wall() - wall0
         allowed = (self._cpu() - cpu0) / self.share
         wait = min(allowed, self.max_wait) - elapsed
-        if wait <= 0:
+        if wait < MIN_WAIT:
             return 0.0
         self.deferred += 1
         return wait

@@ -214,6 +214,10 @@ def test_the_pacer_spaces_frames_by_their_cost() -> None:
     now["wall"] += 0.1
     assert pacer.delay() == pytest.approx(0.9)
     assert pacer.deferred == 2
+    # A wait of a few microseconds is no wait (a timer that short would never fire).
+    now["wall"] += 0.9 - 1e-6
+    assert pacer.delay() == 0.0
+    assert pacer.deferred == 2
 
 
 def test_cell_text_renders_like_text() -> None:
