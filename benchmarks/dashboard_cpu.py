@@ -9,7 +9,10 @@
 2. Key to frame, end to end: in the same process and terminal, a key is written to the pty
    and the clock stops when the frame it causes has been written back (a text only that
    frame contains: switching between the pods and events tabs).
-3. Key to frame, Pilot: in-process `run_test`, the time `pilot.press()` takes until the app
+3. The reference for 1: the same, every view painted, with meshdev's tables switched to
+   DataTable's own row and cell painting (`FastDataTable.fast = False`; cells still cached
+   per version, as meshdev painted before fast_table.py); reported as our CPU / its CPU.
+4. Key to frame, Pilot: in-process `run_test`, the time `pilot.press()` takes until the app
    is idle again (key handled, screen refreshed), with the same 4 Hz stream running.
 
 Results go to stdout (and as JSON with --json); record them in benchmarks/README.md.
@@ -47,8 +50,12 @@ def child(share: float, stats: str) -> None:
     """The dashboard alone, as `meshdev up` would show it, fed by synthetic views."""
     sys.path.insert(0, str(ROOT))
     from meshdev.tui.app import MeshdevApp
+    from meshdev.tui.fast_table import FastDataTable
     from meshdev.tui.pacer import FramePacer
     from meshdev.tui.sample import SampleSource
+
+    if os.environ.get("BENCH_GENERIC_TABLES"):
+        FastDataTable.fast = False  # the reference: Textual's DataTable paints every cell
 
     source = SampleSource(hz=float(os.environ.get("BENCH_HZ", HZ)), routes=ROUTES)
     pacer = FramePacer(share=share)
@@ -68,11 +75,13 @@ def _cpu_seconds(pid: int) -> float:
 class Terminal:
     """A pty with the dashboard on its other side; `drain` reads like a terminal would."""
 
-    def __init__(self, share: float, stats: Path) -> None:
+    def __init__(self, share: float, stats: Path, generic: bool = False) -> None:
         master, slave = os.openpty()
         cols, rows = SIZE
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(cols), "LINES": str(rows)}
+        if generic:
+            env["BENCH_GENERIC_TABLES"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--child", "--share", str(share), "--stats", str(stats)],
             stdin=slave,
@@ -120,9 +129,11 @@ class Terminal:
         os.close(self.fd)
 
 
-def measure_terminal(seconds: float, presses: int, share: float) -> dict[str, Any]:
+def measure_terminal(
+    seconds: float, presses: int, share: float, generic: bool = False
+) -> dict[str, Any]:
     stats = Path(tempfile.mkdtemp()) / "stats.json"
-    term = Terminal(share, stats)
+    term = Terminal(share, stats, generic)
     try:
         term.drain(WARMUP_S)
         cpu0, wall0, bytes0 = _cpu_seconds(term.proc.pid), time.perf_counter(), term.bytes
@@ -201,6 +212,9 @@ async def measure_pilot(presses: int) -> dict[str, Any]:
     return {"key_to_frame_pilot_ms": _summary(latencies)}
 
 
+_FRAMES = ("cpu_pct_of_one_core", "views_received", "views_painted")
+
+
 def _summary(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
@@ -232,8 +246,11 @@ def main() -> None:
     from meshdev.tui.pacer import FramePacer
 
     paced = measure_terminal(args.seconds, args.presses, share=FramePacer().share)
-    # The same without the frame budget: every view painted, whatever it costs.
+    # The same without the frame budget: every view painted, whatever it costs; and the
+    # reference, painting every view with Textual's own DataTable painting.
     unpaced = measure_terminal(args.seconds, 0, share=1.0)
+    generic = measure_terminal(args.seconds, 0, share=1.0, generic=True)
+    ratio = unpaced["cpu_pct_of_one_core"] / generic["cpu_pct_of_one_core"]
     result = {
         "routes": ROUTES,
         "hz": HZ,
@@ -241,9 +258,9 @@ def main() -> None:
         "cores": os.cpu_count(),
         "load_avg_1m": round(max(load_before, os.getloadavg()[0]), 2),
         **paced,
-        "unpaced": {
-            k: unpaced[k] for k in ("cpu_pct_of_one_core", "views_received", "views_painted")
-        },
+        "unpaced": {k: unpaced[k] for k in _FRAMES},
+        "reference_datatable_unpaced": {k: generic[k] for k in _FRAMES},
+        "unpaced_cpu_vs_reference": round(ratio, 2),
         **asyncio.run(measure_pilot(args.presses)),
     }
     if args.json:
@@ -258,6 +275,12 @@ def main() -> None:
     print(
         f"  CPU without the frame budget: {un['cpu_pct_of_one_core']}%, painting "
         f"{un['views_painted']} of {un['views_received']} views"
+    )
+    ref = result["reference_datatable_unpaced"]
+    print(
+        f"  reference, Textual's DataTable painting: {ref['cpu_pct_of_one_core']}%, painting "
+        f"{ref['views_painted']} of {ref['views_received']} views "
+        f"(ours: {result['unpaced_cpu_vs_reference']}x its CPU)"
     )
     pty = result["key_to_frame_pty_ms"]
     pilot = result["key_to_frame_pilot_ms"]

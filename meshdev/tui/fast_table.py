@@ -41,6 +41,9 @@ SegmentLines = list[list[Segment]]
 
 
 class FastDataTable(DataTable[Cell]):
+    # False: DataTable's own path throughout (tests and the benchmark compare the two).
+    fast: bool = True
+
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         # Set before DataTable.__init__, which already clears caches.
         # Render versions: a cell renders anew when its own version or the layout's is newer
@@ -60,7 +63,6 @@ class FastDataTable(DataTable[Cell]):
         self._strips: dict[RowKey, tuple[SegmentLines, tuple[object, ...], Strip]] = {}
         self._metas: dict[tuple[int, int], Style] = {}
         self._frame_styles: dict[str, Style] | None = None
-        self.fast = True  # False: DataTable's own path throughout (to compare the two)
         self.fast_rows = 0  # rows painted by the fast path
         super().__init__(
             id=id, classes=classes, cursor_type="row", zebra_stripes=True, cell_padding=1
