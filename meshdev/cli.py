@@ -182,6 +182,36 @@ def up(
 
 
 @main.command()
+@click.argument("admin_urls", nargs=-1, required=True, metavar="[NAME=]ADMIN_URL...")
+@click.option(
+    "--interval",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Seconds between views (0.05 to 60).",
+)
+def watch(admin_urls: tuple[str, ...], interval: float) -> None:
+    """Open the dashboard on proxies that already run: meshdev sidecars, or Envoys.
+
+    Give each proxy's admin URL (e.g. http://127.0.0.1:9901), optionally named:
+    frontend=http://127.0.0.1:15000. meshdev's sidecars are streamed; a proxy without
+    /stats/stream (an Envoy) is polled at /stats?format=json. Watching starts and stops
+    nothing: q only closes the dashboard.
+    """
+    from meshdev.telemetry.source import check_interval
+    from meshdev.telemetry.targets import TargetError, parse_targets
+
+    try:
+        targets = parse_targets(admin_urls)
+        check_interval(interval)
+    except (TargetError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    from meshdev.tui.launch import run_watch
+
+    sys.exit(run_watch(targets, interval))
+
+
+@main.command()
 @click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
 @click.option("--name", help="The mesh's name, if FILE is gone or broken.")
 @click.option("--json", "as_json", is_flag=True, help="The stable JSON form (docs/status.md).")

@@ -69,7 +69,8 @@ def header_text(facts: HeaderFacts) -> Text:
     line = Text(no_wrap=True, overflow="ellipsis")
     line.append(" meshdev ", style="bold reverse")
     line.append(f" {facts.mesh}", style="bold")
-    line.append(f"  v{facts.version}", style="bold cyan")
+    if facts.file:  # watching proxies (`meshdev watch`): no mesh file, no config version
+        line.append(f"  v{facts.version}", style="bold cyan")
     if facts.sidecars:
         live = facts.sidecars - facts.stale
         style = "green" if not facts.stale else "bold yellow"

@@ -1,5 +1,6 @@
 """`meshdev up` with the dashboard: run the app, which starts the session inside itself, and
-make sure nothing is left running when it ends, however it ends."""
+make sure nothing is left running when it ends, however it ends. `meshdev watch`: the same
+dashboard on proxies something else runs (it starts and stops nothing)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import sys
 
 from meshdev.session import Session
-from meshdev.telemetry.source import TelemetrySource
+from meshdev.telemetry.source import Target, TelemetrySource
 from meshdev.tui.app import MeshdevApp
 
 
@@ -26,6 +27,14 @@ def run_dashboard(session: Session, *, keep: bool) -> int:
             # The app ended without its own tear-down (a crash, or Ctrl-C while stopping):
             # what it started must not outlive it.
             _stop(session)
+    return app.return_code or 0
+
+
+def run_watch(targets: list[Target], interval: float) -> int:
+    source = TelemetrySource(targets, interval=interval)
+    noun = "proxy" if len(targets) == 1 else "proxies"
+    app = MeshdevApp(source, None, title=f"watching {len(targets)} {noun}", handle_signals=True)
+    app.run()
     return app.return_code or 0
 
 

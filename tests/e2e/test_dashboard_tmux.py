@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from meshdev.runtime import procscan
-from tests.e2e.meshrun import MESHDEV, env_for, example_copy, free_port
+from tests.e2e.meshrun import MESHDEV, MeshUp, env_for, example_copy, free_port, get
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +98,11 @@ def tmux() -> Iterator[Tmux]:
         t.kill()
 
 
+def _shell_env(env: dict[str, str]) -> str:
+    keep = ("MESHDEV_STATE_DIR", "PATH", "HOME", "LANG", "TERM", "VIRTUAL_ENV")
+    return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k in keep)
+
+
 def test_dashboard_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
     name = f"tui-{os.getpid()}"
     port = free_port()
@@ -105,15 +110,8 @@ def test_dashboard_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
     env = env_for(tmp_path)
     env.pop("NO_COLOR", None)
     env.update(LANG="C.UTF-8", TERM="xterm-256color")
-    exports = " ".join(
-        f"{k}={shlex.quote(v)}"
-        for k, v in env.items()
-        if k in ("MESHDEV_STATE_DIR", "PATH", "HOME", "LANG", "TERM", "VIRTUAL_ENV")
-    )
-    command = (
-        f"env {exports} {shlex.quote(MESHDEV)} up --runtime process {shlex.quote(str(mesh_file))}"
-        "; echo meshdev-exit=$?; sleep 600"
-    )
+    up = f"{shlex.quote(MESHDEV)} up --runtime process {shlex.quote(str(mesh_file))}"
+    command = f"env {_shell_env(env)} {up}; echo meshdev-exit=$?; sleep 600"
     try:
         tmux.start(command)
         # Start-up happens in the app; then the dashboard with every sidecar streaming.
@@ -152,3 +150,49 @@ def test_dashboard_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
             subprocess.run(
                 [MESHDEV, "down", str(mesh_file)], env=env, capture_output=True, timeout=120
             )
+
+
+def test_watch_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
+    """`meshdev watch` on the sidecars of a mesh started elsewhere: their traffic shows, and
+    q closes the dashboard leaving the mesh running."""
+    name = f"watch-{os.getpid()}"
+    port = free_port()
+    mesh_file = example_copy(tmp_path, name, port)
+    env = env_for(tmp_path)
+    up = MeshUp(mesh_file, env, "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        pods = up.status()["pods"]
+        targets = [f"{p['name']}={p['admin_url']}" for p in pods]
+        env.pop("NO_COLOR", None)
+        env.update(LANG="C.UTF-8", TERM="xterm-256color")
+        args = " ".join(shlex.quote(t) for t in targets)
+        tmux.start(
+            f"env {_shell_env(env)} {shlex.quote(MESHDEV)} watch {args}"
+            "; echo meshdev-exit=$?; sleep 600"
+        )
+        live = f"sidecars {len(pods)}/{len(pods)} live"
+        screen = tmux.wait_for(lambda s: live in s and "Clusters" in s, "the dashboard", 60)
+        assert f"watching {len(pods)} proxies" in screen
+        assert {"frontend", "backend"} <= set(cluster_rows(screen))
+        load = subprocess.Popen(
+            [MESHDEV, "load", f"http://127.0.0.1:{port}/items", "--rps", "40", "--duration", "20s"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        try:
+            tmux.wait_for(
+                lambda s: re.search(r"backend/items\s+[1-9]", s) is not None, "route traffic", 30
+            )
+        finally:
+            load.kill()
+            load.wait(10)
+        tmux.keys("q")
+        screen = tmux.wait_for(lambda s: "meshdev-exit=" in s, "watch to exit", 30)
+        assert "meshdev-exit=0" in screen, screen
+        # Watching stopped nothing: the mesh still answers.
+        assert get(f"http://127.0.0.1:{port}/items")[0] == 200
+        assert all(p["state"] == "running" for p in up.status()["pods"])
+    finally:
+        up.stop()
