@@ -26,7 +26,7 @@ def _paint(table: KeyedTable, fast: bool) -> Painted:
     if not fast:
         table._clear_caches()  # the fast path's lines are kept from the frames before
     before = table.fast_rows
-    lines = table.render_lines(Region(0, 0, table.size.width, table.size.height))
+    lines = table.render_lines(Region(0, 0, table.outer_size.width, table.outer_size.height))
     # The path asked for is the path taken (the fast one may serve lines its last frame kept).
     assert table.fast_rows > 0 if fast else table.fast_rows == before
     # Per character: two ways of splitting the same styled text compare equal.

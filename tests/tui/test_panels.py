@@ -311,7 +311,8 @@ async def test_a_failing_source_is_reported_and_restarted(session: FakeSession) 
 
 def _drawn(table: KeyedTable) -> list[str]:
     """The table's lines as drawn (border and header included)."""
-    lines = table.render_lines(Region(0, 0, table.size.width, table.size.height))
+    # The crop is in the widget's own coordinates, border included.
+    lines = table.render_lines(Region(0, 0, table.outer_size.width, table.outer_size.height))
     return [line.text for line in lines]
 
 
