@@ -63,6 +63,8 @@ class FastDataTable(DataTable[Cell]):
         self._strips: dict[RowKey, tuple[SegmentLines, tuple[object, ...], Strip]] = {}
         self._metas: dict[tuple[int, int], Style] = {}
         self._frame_styles: dict[str, Style] | None = None
+        # The widths the last frame was painted at (the widget's, then each column's).
+        self._painted_layout: tuple[int, ...] = ()
         self.fast_rows = 0  # rows painted by the fast path
         super().__init__(
             id=id, classes=classes, cursor_type="row", zebra_stripes=True, cell_padding=1
@@ -99,6 +101,14 @@ class FastDataTable(DataTable[Cell]):
     # -- styles, once per frame ---------------------------------------------------------------
 
     def render_lines(self, crop: Region) -> list[Strip]:
+        # Widths also change outside `moved`: a resize (which DataTable counts but the row
+        # versions do not), and columns DataTable widens on its idle, which may come after a
+        # frame was painted at the old widths.
+        layout = (self.size.width, *(c.get_render_width(self) for c in self.ordered_columns))
+        if layout != self._painted_layout:
+            self._painted_layout = layout
+            self._update_count += 1  # DataTable's own caches too (the header's line)
+            self.moved()
         self._frame_styles = {}
         try:
             return super().render_lines(crop)

@@ -25,6 +25,8 @@ def _paint(table: KeyedTable, fast: bool) -> Painted:
     table.fast = fast
     if not fast:
         table._clear_caches()  # the fast path's lines are kept from the frames before
+    # Every line through the table's own render_line, not Textual's per-widget line cache.
+    table._styles_cache.clear()
     before = table.fast_rows
     lines = table.render_lines(Region(0, 0, table.outer_size.width, table.outer_size.height))
     # The path asked for is the path taken (the fast one may serve lines its last frame kept).
