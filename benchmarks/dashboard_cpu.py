@@ -1,6 +1,6 @@
 """Dashboard budgets: <= 10% of one core streaming 20 routes at 4 Hz; key press to frame <= 50 ms.
 
-    .venv/bin/python benchmarks/dashboard_cpu.py [--seconds 20] [--json]
+    .venv/bin/python benchmarks/dashboard_cpu.py [--seconds 20] [--live] [--json]
 
 1. CPU: the dashboard runs as its own process in a real pseudo-terminal (160x50), fed by
    `SampleSource` (20 routes, 4 views a second, every view different), and everything it
@@ -9,10 +9,13 @@
 2. Key to frame, end to end: in the same process and terminal, a key is written to the pty
    and the clock stops when the frame it causes has been written back (a text only that
    frame contains: switching between the pods and events tabs).
-3. The reference for 1: the same, every view painted, with meshdev's tables switched to
+3. With --live, 1 again fed by the real TelemetrySource streaming from 7 sidecars' admin
+   servers (benchmarks/telemetry_aggregate.py's mesh: 20 routes, 15 clusters, 40 hosts),
+   with the frame budget and without: the whole dashboard process, telemetry included.
+4. The reference for 1: the same, every view painted, with meshdev's tables switched to
    DataTable's own row and cell painting (`FastDataTable.fast = False`; cells still cached
    per version, as meshdev painted before fast_table.py); reported as our CPU / its CPU.
-4. Key to frame, Pilot: in-process `run_test`, the time `pilot.press()` takes until the app
+5. Key to frame, Pilot: in-process `run_test`, the time `pilot.press()` takes until the app
    is idle again (key handled, screen refreshed), with the same 4 Hz stream running.
 
 Results go to stdout (and as JSON with --json); record them in benchmarks/README.md.
@@ -46,6 +49,32 @@ WARMUP_S = 5.0
 KEY_MARKERS = (("2", b"Services and pods"), ("3", b"max_pending_requests 5/5 reached"))
 
 
+class Counted:
+    """A view source that counts the views it hands on."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.tick = 0
+
+    @property
+    def interval(self) -> float:
+        return float(self.inner.interval)
+
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        self.inner.interval = seconds
+
+    def set_targets(self, targets: Any) -> None:
+        self.inner.set_targets(targets)
+
+    async def run(self, on_view: Callable[[Any], None]) -> None:
+        def counted(view: Any) -> None:
+            self.tick += 1
+            on_view(view)
+
+        await self.inner.run(counted)
+
+
 def child(share: float, stats: str) -> None:
     """The dashboard alone, as `meshdev up` would show it, fed by synthetic views."""
     sys.path.insert(0, str(ROOT))
@@ -57,7 +86,15 @@ def child(share: float, stats: str) -> None:
     if os.environ.get("BENCH_GENERIC_TABLES"):
         FastDataTable.fast = False  # the reference: Textual's DataTable paints every cell
 
-    source = SampleSource(hz=float(os.environ.get("BENCH_HZ", HZ)), routes=ROUTES)
+    source: SampleSource | Counted
+    if ports := os.environ.get("BENCH_LIVE_PORTS"):
+        from meshdev.telemetry.source import TelemetrySource
+
+        nodes = json.loads(Path(ports).read_text())
+        targets = [(node, f"http://127.0.0.1:{port}") for node, port in nodes.items()]
+        source = Counted(TelemetrySource(targets, interval=1 / HZ))
+    else:
+        source = SampleSource(hz=float(os.environ.get("BENCH_HZ", HZ)), routes=ROUTES)
     pacer = FramePacer(share=share)
     app = MeshdevApp(source, None, title="benchmark", pacer=pacer)
     app.run()
@@ -75,13 +112,12 @@ def _cpu_seconds(pid: int) -> float:
 class Terminal:
     """A pty with the dashboard on its other side; `drain` reads like a terminal would."""
 
-    def __init__(self, share: float, stats: Path, generic: bool = False) -> None:
+    def __init__(self, share: float, stats: Path, env_extra: dict[str, str]) -> None:
         master, slave = os.openpty()
         cols, rows = SIZE
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(cols), "LINES": str(rows)}
-        if generic:
-            env["BENCH_GENERIC_TABLES"] = "1"
+        env.update(env_extra)
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--child", "--share", str(share), "--stats", str(stats)],
             stdin=slave,
@@ -130,10 +166,10 @@ class Terminal:
 
 
 def measure_terminal(
-    seconds: float, presses: int, share: float, generic: bool = False
+    seconds: float, presses: int, share: float, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
     stats = Path(tempfile.mkdtemp()) / "stats.json"
-    term = Terminal(share, stats, generic)
+    term = Terminal(share, stats, env or {})
     try:
         term.drain(WARMUP_S)
         cpu0, wall0, bytes0 = _cpu_seconds(term.proc.pid), time.perf_counter(), term.bytes
@@ -215,6 +251,28 @@ async def measure_pilot(presses: int) -> dict[str, Any]:
 _FRAMES = ("cpu_pct_of_one_core", "views_received", "views_painted")
 
 
+def measure_live(seconds: float, share: float) -> dict[str, dict[str, Any]]:
+    """The dashboard fed by TelemetrySource streaming from 7 sidecars' real admin servers
+    (telemetry_aggregate.py serves them from a process of its own, not counted here)."""
+    ports = Path(tempfile.mkdtemp()) / "ports.json"
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "telemetry_aggregate.py"), "--serve", str(ports)]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ports.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        env = {"BENCH_LIVE_PORTS": str(ports)}
+        runs = {"budget": share, "every view": 1.0}
+        return {
+            name: {k: v for k, v in measure_terminal(seconds, 0, s, env).items() if k in _FRAMES}
+            for name, s in runs.items()
+        }
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def _summary(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
@@ -233,6 +291,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--presses", type=int, default=40)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="also: fed by the real TelemetrySource from 7 served sidecars (20 routes)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--share", type=float, default=0.1, help=argparse.SUPPRESS)
     parser.add_argument("--stats", default="", help=argparse.SUPPRESS)
@@ -249,7 +312,7 @@ def main() -> None:
     # The same without the frame budget: every view painted, whatever it costs; and the
     # reference, painting every view with Textual's own DataTable painting.
     unpaced = measure_terminal(args.seconds, 0, share=1.0)
-    generic = measure_terminal(args.seconds, 0, share=1.0, generic=True)
+    generic = measure_terminal(args.seconds, 0, share=1.0, env={"BENCH_GENERIC_TABLES": "1"})
     ratio = unpaced["cpu_pct_of_one_core"] / generic["cpu_pct_of_one_core"]
     result = {
         "routes": ROUTES,
@@ -263,6 +326,8 @@ def main() -> None:
         "unpaced_cpu_vs_reference": round(ratio, 2),
         **asyncio.run(measure_pilot(args.presses)),
     }
+    if args.live:
+        result["live"] = measure_live(args.seconds, FramePacer().share)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -286,6 +351,12 @@ def main() -> None:
     pilot = result["key_to_frame_pilot_ms"]
     print(f"  key -> frame (pty):   p50 {pty.get('p50')} ms, p95 {pty.get('p95')} ms (budget 50)")
     print(f"  key -> frame (Pilot): p50 {pilot.get('p50')} ms, p95 {pilot.get('p95')} ms")
+    if "live" in result:
+        for name, run in result["live"].items():
+            print(
+                f"  live telemetry ({name}): {run['cpu_pct_of_one_core']}% of one core, "
+                f"painting {run['views_painted']} of {run['views_received']} views"
+            )
     print(f"  machine: {result['cores']} cores, load average {result['load_avg_1m']}")
 
 

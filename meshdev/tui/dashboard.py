@@ -81,6 +81,7 @@ class DashboardScreen(Screen[None]):
         # Set by the app while the mesh runs (None: starting, stopping, or only watching).
         self.commands: Commands | None = None
         self._load_text = Text()
+        self._load_bar = Static("", id="load-bar")
         # True between mount and unmount: workers' messages may arrive outside that window
         # (while the app starts or shuts down) and then have nothing to render onto.
         self.live = False
@@ -100,7 +101,7 @@ class DashboardScreen(Screen[None]):
                 yield EventsLog(id="events-log")
             with TabPane("4 Logs", id="logs"):
                 yield LogsView(self.log_reader, id="logs-view")
-        yield Static("", id="load-bar")
+        yield self._load_bar
         yield KeysBar(KEYS, id="keys")
 
     def on_mount(self) -> None:
@@ -189,9 +190,10 @@ class DashboardScreen(Screen[None]):
             self.events.add(events)
 
     def show_load(self, line: LoadLine) -> None:
-        if self.live:
+        bar = self._load_bar
+        # The 1 s timer may fire while the app shuts down, after the bar is gone.
+        if self.live and bar.is_attached:
             text = load_text(line)
-            bar = self.query_one("#load-bar", Static)
             if text != self._load_text or str(text.style) != str(self._load_text.style):
                 self._load_text = text
                 # One line, fixed by the stylesheet: no layout pass for a new text.

@@ -63,6 +63,7 @@ class FastDataTable(DataTable[Cell]):
         self._strips: dict[RowKey, tuple[SegmentLines, tuple[object, ...], Strip]] = {}
         self._metas: dict[tuple[int, int], Style] = {}
         self._frame_styles: dict[str, Style] | None = None
+        self._frame_width: int | None = None  # the widget's width during a frame
         # The widths the last frame was painted at (the widget's, then each column's).
         self._painted_layout: tuple[int, ...] = ()
         self.fast_rows = 0  # rows painted by the fast path
@@ -95,6 +96,14 @@ class FastDataTable(DataTable[Cell]):
         self._lines.clear()
         self._strips.clear()
 
+    def set_cell(self, row: str, column: str, value: Cell) -> None:
+        """`update_cell` for a cell whose column keeps its width, without a repaint request
+        per cell: the caller calls `refresh()` once it has set all of a frame's cells."""
+        row_key, column_key = RowKey(row), ColumnKey(column)
+        self._data[row_key][column_key] = value
+        self._update_count += 1
+        self.changed(row, column)
+
     def _row_version(self, row: RowKey) -> int:
         return max(self._layout_version, self._row_versions.get(row, 0))
 
@@ -104,7 +113,8 @@ class FastDataTable(DataTable[Cell]):
         # Widths also change outside `moved`: a resize (which DataTable counts but the row
         # versions do not), and columns DataTable widens on its idle, which may come after a
         # frame was painted at the old widths.
-        layout = (self.size.width, *(c.get_render_width(self) for c in self.ordered_columns))
+        self._frame_width = self.size.width
+        layout = (self._frame_width, *(c.get_render_width(self) for c in self.ordered_columns))
         if layout != self._painted_layout:
             self._painted_layout = layout
             self._update_count += 1  # DataTable's own caches too (the header's line)
@@ -114,6 +124,7 @@ class FastDataTable(DataTable[Cell]):
             return super().render_lines(crop)
         finally:
             self._frame_styles = None
+            self._frame_width = None
 
     @property
     def rich_style(self) -> Style:
@@ -124,6 +135,10 @@ class FastDataTable(DataTable[Cell]):
         if (style := memo.get("")) is None:
             style = memo[""] = super().rich_style
         return style
+
+    def _width(self) -> int:
+        width = self._frame_width
+        return self.size.width if width is None else width
 
     def _component(self, name: str) -> Style:
         memo = self._frame_styles
@@ -174,7 +189,7 @@ class FastDataTable(DataTable[Cell]):
         _, scrollable = self._render_line_in_row(
             row_key, 0, base_style, self.cursor_coordinate, self.hover_coordinate
         )
-        width = self.size.width
+        width = self._width()
         crop = (x1, x2, width, base_style)
         kept = self._strips.get(row_key)
         if kept is not None and kept[0] is scrollable and kept[1] == crop:
@@ -199,7 +214,7 @@ class FastDataTable(DataTable[Cell]):
         row_index = self._row_locations.get(row_key)
         assert row_index is not None
         styles = self._row_styles(row_index, base_style, cursor_location, hover_location)
-        signature = (row_index, self.size.width, self._row_version(row_key), *styles)
+        signature = (row_index, self._width(), self._row_version(row_key), *styles)
         kept = self._lines.get(row_key)
         if kept is not None and kept[0] == signature:
             return kept[1]
@@ -272,7 +287,7 @@ class FastDataTable(DataTable[Cell]):
                 kept = (content, pre, post, list(Segment.apply_style(content, pre, post)))
                 self._styled[(row_key, column.key)] = kept
             cells.append(kept[3])
-        cells.append([Segment(" " * max(0, self.size.width - table_width), extend)])
+        cells.append([Segment(" " * max(0, self._width() - table_width), extend)])
         return cells
 
     def _content(

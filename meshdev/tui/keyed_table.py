@@ -114,28 +114,32 @@ class KeyedTable(FastDataTable):
             except RowDoesNotExist:
                 continue
             self.moved()
+        dirty = False
         for key, wanted in rows.items():
-            # Plain strings would be parsed as console markup by DataTable (a name with a
-            # "[" in it would vanish); CellText also renders without Text's wrapping.
-            row = Row(tuple(as_cell(c) for c in wanted.cells), wanted.sort)
             old = self._rows.get(key)
             if old is None:
-                self.add_row(*row.cells, key=key)
-                self.updates += len(row.cells)
+                # Plain strings would be parsed as console markup by DataTable (a name with a
+                # "[" in it would vanish); CellText also renders without Text's wrapping.
+                self.add_row(*(as_cell(c) for c in wanted.cells), key=key)
+                self.updates += len(wanted.cells)
                 self.moved()
             else:
+                # Compared as given: most cells of a row are unchanged from the last view.
                 for column, width, before, after in zip(
-                    self.COLUMNS, widths, old.cells, row.cells, strict=True
+                    self.COLUMNS, widths, old.cells, wanted.cells, strict=True
                 ):
-                    if not _same(before, after):
-                        grow = width is None and self._wider(column.key, after)
-                        self.update_cell(key, column.key, after, update_width=grow)
-                        self.updates += 1
-                        if grow:
-                            self.moved()  # a wider column shifts every cell right of it
-                        else:
-                            self.changed(key, column.key)
-            self._rows[key] = row
+                    if _same(before, after):
+                        continue
+                    self.updates += 1
+                    if width is None and self._wider(column.key, after):
+                        self.update_cell(key, column.key, as_cell(after), update_width=True)
+                        self.moved()  # a wider column shifts every cell right of it
+                    else:
+                        self.set_cell(key, column.key, as_cell(after))
+                        dirty = True
+            self._rows[key] = wanted
+        if dirty:
+            self.refresh()  # once for all the cells set
         self._apply_sort()
 
     def _wider(self, column: str, cell: Cell) -> bool:
