@@ -90,7 +90,9 @@ def breaker_tripped(screen: str) -> bool:
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
     if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (apt-get install -y tmux)")
+        if os.environ.get("CI") == "true":
+            pytest.fail("tmux is required in CI (scripts/test.sh installs it)")
+        pytest.skip("tmux is not installed (apt-get install -y tmux); required when CI=true")
     t = Tmux(f"meshdev-e2e-{os.getpid()}")
     try:
         yield t
