@@ -1,9 +1,9 @@
 """A DataTable whose rows are kept by key and changed cell by cell, never rebuilt.
 
 Panels hand `sync` the full set of rows they want; the table adds new keys, removes gone
-ones, and calls `update_cell` only for cells whose text or style changed, so a live table
-neither flickers nor loses its cursor and scroll position (dolphie's way). The caller wraps a
-frame's syncs in `App.batch_update()` so they paint once.
+ones, and sets only the cells whose text or style changed (with one repaint request per sync),
+so a live table neither flickers nor loses its cursor and scroll position (dolphie's way).
+The caller wraps a frame's syncs in `App.batch_update()` so they paint once.
 
 It tells its base (fast_table.py) which cells changed and when the layout moved, so a frame
 renders only the changed cells.
