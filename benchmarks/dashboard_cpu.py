@@ -78,17 +78,17 @@ class Counted:
 def child(share: float, stats: str) -> None:
     """The dashboard alone, as `meshdev up` would show it, fed by synthetic views."""
     sys.path.insert(0, str(ROOT))
+    from meshdev.testing.sample_views import SampleSource
     from meshdev.tui.app import MeshdevApp
-    from meshdev.tui.fast_table import FastDataTable
-    from meshdev.tui.pacer import FramePacer
-    from meshdev.tui.sample import SampleSource
+    from meshdev.tui.logic.pacer import FramePacer
+    from meshdev.tui.tables.fast import FastDataTable
 
     if os.environ.get("BENCH_GENERIC_TABLES"):
         FastDataTable.fast = False  # the reference: Textual's DataTable paints every cell
 
     source: SampleSource | Counted
     if ports := os.environ.get("BENCH_LIVE_PORTS"):
-        from meshdev.telemetry.source import TelemetrySource
+        from meshdev.telemetry.io.source import TelemetrySource
 
         nodes = json.loads(Path(ports).read_text())
         targets = [(node, f"http://127.0.0.1:{port}") for node, port in nodes.items()]
@@ -207,9 +207,9 @@ async def measure_pilot(presses: int) -> dict[str, Any]:
     """Key sent through Pilot -> the first frame the app paints after handling it."""
     from textual.screen import Screen
 
+    from meshdev.testing.sample_views import SampleSource
     from meshdev.tui.app import MeshdevApp
-    from meshdev.tui.help_screen import HelpScreen
-    from meshdev.tui.sample import SampleSource
+    from meshdev.tui.screens.help import HelpScreen
 
     app = MeshdevApp(SampleSource(hz=HZ, routes=ROUTES), None)
     expect: list[Callable[[], bool]] = []
@@ -306,7 +306,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     # The frame budget `meshdev up` uses.
     sys.path.insert(0, str(ROOT))
-    from meshdev.tui.pacer import FramePacer
+    from meshdev.tui.logic.pacer import FramePacer
 
     paced = measure_terminal(args.seconds, args.presses, share=FramePacer().share)
     # The same without the frame budget: every view painted, whatever it costs; and the

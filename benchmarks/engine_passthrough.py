@@ -1,6 +1,6 @@
 """Bare HTTP/1.1 engine throughput against HAProxy (temporary micro-benchmark).
 
-The engine (meshdev.sidecar.http1 + upstream, under uvloop) runs as a trivial pass-through
+The engine (meshdev.sidecar.http + upstream, under uvloop) runs as a trivial pass-through
 proxy: strip hop-by-hop headers, forward over a pooled keep-alive connection, copy the answer
 back. HAProxy proxies the same nginx `return 200` upstream. Both proxies are pinned to one
 core, wrk and nginx to the other, and wrk measures keep-alive throughput of each in turn.
@@ -95,8 +95,8 @@ def serve_engine(port: int, upstream: int) -> None:
     """The engine as a pass-through proxy (runs in the child process)."""
     import uvloop
 
-    from meshdev.sidecar.http1 import Request, ResponseWriter, start_server
-    from meshdev.sidecar.schema import Limits
+    from meshdev.common.sidecar_config import Limits
+    from meshdev.sidecar.http import Request, ResponseWriter, start_server
     from meshdev.sidecar.upstream import ConnectionBudget, UpstreamPool
 
     pool = UpstreamPool("127.0.0.1", upstream, ConnectionBudget())

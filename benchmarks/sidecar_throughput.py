@@ -57,9 +57,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from meshdev.common import sidecar_config as sc
+from meshdev.common.loop import run
 from meshdev.loadgen import LoadSpec, run_load
-from meshdev.sidecar import schema as sc
-from meshdev.sidecar.loop import run
 
 ROOT = Path(__file__).resolve().parents[1]
 PROXY_CORE = "0"
@@ -321,34 +321,27 @@ def tripped(stats: dict[str, float]) -> dict[str, float]:
 
 # Where a sample's innermost Python frame lives says whose time it is. Without --native,
 # py-spy charges a C call (a socket write, say) to the Python line that made it.
-ENGINE_FILES = ("sidecar/http1", "sidecar/upstream", "sidecar/flowbuffer.py")
-PIPELINE_MODULES = (
-    "proxy",
-    "accesslog",
-    "balancer",
-    "breaker",
-    "deadline",
-    "fault",
-    "histogram",
-    "outlier",
-    "ratelimit",
-    "retry",
-    "router",
-    "state",
-    "stats",
-    "statsets",
-    "proxy_forward",
-    "proxy_headers",
-    "proxy_replies",
-    "proxy_relay",
-    "dataplane",
-    "compiler",
-    "compiled",
-    "cluster_state",
-    "cluster_host",
-    "plane_views",
+# The upstream room also holds the cluster policies (balancer, breaker, outlier): only its
+# client modules are the engine.
+ENGINE_FILES = (
+    "sidecar/http/",
+    *(f"sidecar/upstream/{name}.py" for name in ("__init__", "budget", "connection", "errors")),
+    *(f"sidecar/upstream/{name}.py" for name in ("pool", "request", "response")),
 )
-PIPELINE_FILES = tuple(f"sidecar/{name}.py" for name in PIPELINE_MODULES)
+PIPELINE_FILES = (
+    "sidecar/proxy/",
+    "sidecar/router/",
+    "sidecar/filters/",
+    "sidecar/stats/",
+    "sidecar/dataplane.py",
+    "common/histogram.py",
+    "sidecar/upstream/balancer.py",
+    "sidecar/upstream/breaker.py",
+    "sidecar/upstream/outlier.py",
+    "sidecar/upstream/cluster.py",
+    "sidecar/upstream/host.py",
+    "sidecar/admin/live_views.py",
+)
 
 
 def sample(pid: int, port: int, seconds: int, connections: int, tmp: Path) -> dict[str, Any]:

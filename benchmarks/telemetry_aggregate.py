@@ -26,14 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-from meshdev.sidecar.views import BreakerView, HostView
-from meshdev.telemetry.aggregate import Aggregator, SidecarInput
-from meshdev.telemetry.sse import SSEParser
-from meshdev.telemetry.statnames import STREAM_FILTER
-from meshdev.telemetry.stream_reader import StreamReader
-from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
-from meshdev.telemetry.topology import Topology, from_config_dump
-from meshdev.telemetry.view import MeshView
+from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
+from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
+from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
+from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.telemetry.io.sse import SSEParser
+from meshdev.telemetry.io.stream_reader import StreamReader
+from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
 
 INTERVAL = 0.25
 SERVICES = [f"svc{i}" for i in range(5)]
@@ -185,7 +185,7 @@ def loop_benchmark(views: int) -> None:
 
 
 async def serve(ports_file: Path) -> None:
-    from meshdev.sidecar.admin import start_admin
+    from meshdev.sidecar.admin.server import start_admin
 
     rng = random.Random(2)
     sidecars = make_sidecars()
@@ -202,7 +202,7 @@ async def serve(ports_file: Path) -> None:
 
 
 async def live(seconds: float) -> None:
-    from meshdev.telemetry.source import TelemetrySource
+    from meshdev.telemetry.io.source import TelemetrySource
 
     ports_file = Path(f"/tmp/meshdev-telemetry-bench-{time.time_ns()}.json")
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(ports_file)])

@@ -53,6 +53,7 @@ import yaml
 from docker.errors import APIError, NotFound
 
 from meshdev import plan
+from meshdev.common.sidecar_config import ADMIN_PORT, INBOUND_PORT
 from meshdev.config import load_mesh
 from meshdev.config.model import Mesh
 from meshdev.control import ControlPlane, load_defaults
@@ -67,14 +68,13 @@ from meshdev.runtime.base import (
     RuntimeKind,
     StartedPod,
 )
-from meshdev.runtime.docker import DockerRuntime
-from meshdev.runtime.docker_engine import connect
-from meshdev.runtime.docker_images import proxy_context
-from meshdev.runtime.docker_names import CONFIG_PATH
-from meshdev.runtime.docker_pods import app_plan, placement, sidecar_plan
-from meshdev.runtime.docker_ready import PROBE_INTERVAL_S as POLL_S
-from meshdev.runtime.procscan import labelled_processes
-from meshdev.sidecar.schema import ADMIN_PORT, INBOUND_PORT
+from meshdev.runtime.docker.engine import connect
+from meshdev.runtime.docker.images import proxy_context
+from meshdev.runtime.docker.names import CONFIG_PATH
+from meshdev.runtime.docker.pods import app_plan, placement, sidecar_plan
+from meshdev.runtime.docker.ready import PROBE_INTERVAL_S as POLL_S
+from meshdev.runtime.docker.runtime import DockerRuntime
+from meshdev.runtime.process.procscan import labelled_processes
 
 # Run from a checkout: the e2e helpers start `meshdev up` the way the tests do.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -870,7 +870,8 @@ def micro_costs(images: Mapping[str, str], base_image: str, reps: int) -> dict[s
                 sys.executable,
                 "-c",
                 importing.format(
-                    "meshdev.cli, meshdev.session, meshdev.control, meshdev.runtime.docker"
+                    "meshdev.cli.main, meshdev.session, meshdev.control, "
+                    "meshdev.runtime.docker.runtime"
                 ),
             ],
             capture_output=True,

@@ -1,5 +1,5 @@
 """`python -m meshdev`: the same as the `meshdev` command (the process runtime uses it)."""
 
-from meshdev.cli import main
+from meshdev.cli.main import main
 
 main()

@@ -18,11 +18,11 @@ from urllib.parse import urlencode
 import yaml
 
 from meshdev import plan
+from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.config.model import Mesh
 from meshdev.plan import PodSpec
 from meshdev.runtime import loopback
 from meshdev.runtime.base import Progress, Runtime, RuntimeFailure, StartedPod
-from meshdev.sidecar.schema import SidecarConfig
 from meshdev.templates import template
 
 TOKEN_HEADER = "x-meshdev-token"

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshdev.common import sidecar_config as sc
 from meshdev.config.model import Match, Mesh, Policy, Route, Service
-from meshdev.sidecar import schema as sc
 
 INGRESS_POD = "ingress"
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from meshdev.config.model import Mesh
 from meshdev.control import ControlPlane, ReloadReport
+from meshdev.meshfile import MeshChanged, MeshRejected, watch_mesh
 from meshdev.runtime.base import Runtime
 from meshdev.runtime.paths import STATE_FILE, mesh_dir
-from meshdev.watch import MeshChanged, MeshRejected, watch_mesh
 
 
 @dataclass

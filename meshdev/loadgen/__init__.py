@@ -12,7 +12,7 @@ Python API::
 
 Request i is due at its intended time (t0 + i/rps at a constant rate) and its latency is
 measured from then, so whatever delays it (a stalled target, the concurrency cap, a busy
-generator) is in its latency. Latencies go into meshdev.sidecar.histogram's log-linear
+generator) is in its latency. Latencies go into meshdev.common.histogram's log-linear
 histogram (<= 1 % error); only requests that got an HTTP response are in them.
 
 `LoadResult.to_json()`, printed by `meshdev load --json`, has this stable shape (version 1;

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meshdev.sidecar.histogram import Histogram, HistogramSnapshot
+from meshdev.common.histogram import Histogram, HistogramSnapshot
 
 
 def _bump(counts: dict[str, int], key: str) -> None:

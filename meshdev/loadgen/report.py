@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+from meshdev.common.histogram import HistogramSnapshot
 from meshdev.loadgen.result import QUANTILES, LoadResult
-from meshdev.sidecar.histogram import HistogramSnapshot
 
 
 def _num(value: float) -> str:

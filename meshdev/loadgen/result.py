@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from meshdev.common.histogram import HistogramSnapshot
 from meshdev.loadgen.recorder import TallySnapshot
-from meshdev.sidecar.histogram import HistogramSnapshot
 
 JSON_VERSION = 1
 # (JSON key, quantile) of every latency summary.

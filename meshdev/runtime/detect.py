@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from meshdev.config.model import Mesh
-from meshdev.runtime import procscan
 from meshdev.runtime.base import Runtime
 from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
-from meshdev.runtime.process import ProcessRuntime
+from meshdev.runtime.process import procscan
+from meshdev.runtime.process.runtime import ProcessRuntime
 from meshdev.runtime.select import DEFAULT_BASE_IMAGE, docker_client
 
 
@@ -30,7 +30,7 @@ def running_runtime(name: str, mesh_file: Path, state: dict[str, Any] | None) ->
     client = docker_client()
     if client is None:
         return None
-    from meshdev.runtime.docker import DockerRuntime
+    from meshdev.runtime.docker.runtime import DockerRuntime
 
     return DockerRuntime(_stub_mesh(name), mesh_file, DEFAULT_BASE_IMAGE, client=client)
 
@@ -52,7 +52,7 @@ async def remove_everything(name: str, mesh_file: Path, echo: Callable[[str], No
     removed = stopped + await ProcessRuntime(_stub_mesh(name), mesh_file).teardown()
     client = docker_client()
     if client is not None:
-        from meshdev.runtime.docker import DockerRuntime
+        from meshdev.runtime.docker.runtime import DockerRuntime
 
         runtime = DockerRuntime(_stub_mesh(name), mesh_file, DEFAULT_BASE_IMAGE, client=client)
         removed += await runtime.teardown()

@@ -9,7 +9,7 @@ from typing import Any
 
 from meshdev.config.model import Mesh
 from meshdev.runtime.base import Runtime, RuntimeFailure
-from meshdev.runtime.process import ProcessRuntime
+from meshdev.runtime.process.runtime import ProcessRuntime
 
 DEFAULT_BASE_IMAGE = "python:3.12-slim"
 
@@ -25,7 +25,7 @@ def docker_client(probe_timeout: int = 3) -> Any | None:
         import docker
         from docker.errors import DockerException
 
-        from meshdev.runtime.docker_engine import connect
+        from meshdev.runtime.docker.engine import connect
     except ImportError:
         return None
     with warnings.catch_warnings():
@@ -56,6 +56,6 @@ def make_runtime(kind: str | None, mesh: Mesh, mesh_file: Path, base: str, notic
             )
         notice("no Docker engine answers: running the pods as local processes instead")
         return ProcessRuntime(mesh, mesh_file)
-    from meshdev.runtime.docker import DockerRuntime
+    from meshdev.runtime.docker.runtime import DockerRuntime
 
     return DockerRuntime(mesh, mesh_file, base, client=client)

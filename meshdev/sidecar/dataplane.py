@@ -13,15 +13,15 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from meshdev.sidecar.accesslog import AccessLog
-from meshdev.sidecar.compiled import Compiled
-from meshdev.sidecar.compiler import Compiler
-from meshdev.sidecar.deadline import Deadlines
-from meshdev.sidecar.fault import check_runtime_entry, effective_fault
-from meshdev.sidecar.plane_views import breaker_views, host_views
-from meshdev.sidecar.schema import SidecarConfig
-from meshdev.sidecar.stats import Store
-from meshdev.sidecar.views import BreakerView, HostView
+from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.sidecar.admin.live_views import breaker_views, host_views
+from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.filters.fault import check_runtime_entry, effective_fault
+from meshdev.sidecar.proxy.accesslog import AccessLog
+from meshdev.sidecar.router.compiled import Compiled
+from meshdev.sidecar.router.compiler import Compiler
+from meshdev.sidecar.router.deadline import Deadlines
+from meshdev.sidecar.stats.store import Store
 
 # How often connection counts kept by the pools are copied into the Store.
 STATS_SYNC_INTERVAL = 0.1

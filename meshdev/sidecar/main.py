@@ -24,13 +24,13 @@ import sys
 from pathlib import Path
 
 from meshdev import __version__
-from meshdev.sidecar.admin import AdminServer, start_admin
-from meshdev.sidecar.http1 import HttpServer, start_server
-from meshdev.sidecar.proxy import Proxy
-from meshdev.sidecar.schema import ConfigRejected, Listener, SidecarConfig, parse_config
+from meshdev.common.sidecar_config import ConfigRejected, Listener, SidecarConfig, parse_config
+from meshdev.sidecar.admin.server import AdminServer, start_admin
+from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.http import HttpServer, start_server
+from meshdev.sidecar.proxy.pipeline import Proxy
 from meshdev.sidecar.state import DataPlane
-from meshdev.sidecar.stats import Store
-from meshdev.sidecar.views import BreakerView, HostView
+from meshdev.sidecar.stats.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Sidecar:
 async def run_sidecar(config_path: str, token: str) -> None:
     """Serve the sidecar config at `config_path` until SIGTERM/SIGINT, then stop gracefully.
 
-    Run it with `serve()` (or `meshdev.sidecar.loop.run`) to get uvloop: an event loop cannot
+    Run it with `serve()` (or `meshdev.common.loop.run`) to get uvloop: an event loop cannot
     be swapped from inside a coroutine that already runs on one."""
     config = load_config(config_path)
     sidecar = Sidecar(config, token=token)
@@ -220,8 +220,8 @@ async def run_sidecar(config_path: str, token: str) -> None:
 
 
 def serve(config_path: str, token: str) -> None:
-    """Blocking entry point: uvloop when available (meshdev.sidecar.loop.run)."""
-    from meshdev.sidecar.loop import run
+    """Blocking entry point: uvloop when available (meshdev.common.loop.run)."""
+    from meshdev.common.loop import run
 
     try:
         run(run_sidecar(config_path, token))

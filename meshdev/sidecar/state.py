@@ -2,16 +2,16 @@
 (dataplane.py), the compiled config's entries (compiled.py), what outlives config swaps
 (cluster_state.py, cluster_host.py) and the compiler that joins them (compiler.py)."""
 
-from meshdev.sidecar.cluster_host import Host
-from meshdev.sidecar.cluster_state import ClusterState
-from meshdev.sidecar.compiled import (
+from meshdev.sidecar.dataplane import STATS_SYNC_INTERVAL, DataPlane
+from meshdev.sidecar.router.compiled import (
     ClusterSnapshot,
     Compiled,
     ListenerEntry,
     RouteEntry,
     VHostEntry,
 )
-from meshdev.sidecar.dataplane import STATS_SYNC_INTERVAL, DataPlane
+from meshdev.sidecar.upstream.cluster import ClusterState
+from meshdev.sidecar.upstream.host import Host
 
 __all__ = [
     "STATS_SYNC_INTERVAL",

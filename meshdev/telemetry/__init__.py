@@ -11,19 +11,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from meshdev.telemetry.fake import FakeSource
-    from meshdev.telemetry.source import TelemetrySource
+    from meshdev.telemetry.io.source import TelemetrySource
+    from meshdev.testing.fake_source import FakeSource
 
 __all__ = ["FakeSource", "TelemetrySource"]
 
 
 def __getattr__(name: str) -> object:
     if name == "TelemetrySource":
-        from meshdev.telemetry.source import TelemetrySource
+        from meshdev.telemetry.io.source import TelemetrySource
 
         return TelemetrySource
     if name == "FakeSource":
-        from meshdev.telemetry.fake import FakeSource
+        from meshdev.testing.fake_source import FakeSource
 
         return FakeSource
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

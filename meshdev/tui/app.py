@@ -23,11 +23,11 @@ from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
 from meshdev.tui.app_session import SessionApp
-from meshdev.tui.dashboard import TABS
-from meshdev.tui.help_screen import HelpScreen
 from meshdev.tui.messages import ActionDone, WorkerFailed
-from meshdev.tui.route_detail import RouteDetailScreen
-from meshdev.tui.startup import StartupScreen
+from meshdev.tui.screens.dashboard import TABS
+from meshdev.tui.screens.help import HelpScreen
+from meshdev.tui.screens.route_detail import RouteDetailScreen
+from meshdev.tui.widgets.startup import StartupScreen
 
 TELEMETRY_RETRY_S = 2.0
 

@@ -19,18 +19,18 @@ from textual.worker import Worker
 
 from meshdev.config.model import Mesh
 from meshdev.runtime.base import PodState
-from meshdev.telemetry.view import Event, MeshView
-from meshdev.tui.commands import Commands
-from meshdev.tui.dashboard import DashboardScreen
-from meshdev.tui.header import HeaderFacts, header_facts
-from meshdev.tui.load_control import load_line
-from meshdev.tui.logs_view import LogReader
-from meshdev.tui.mailbox import ViewMailbox
+from meshdev.telemetry.aggregation.view import Event, MeshView
+from meshdev.tui.logic.commands import Commands
+from meshdev.tui.logic.load_control import load_line
+from meshdev.tui.logic.mailbox import ViewMailbox
+from meshdev.tui.logic.pacer import FramePacer
+from meshdev.tui.logic.ports import SessionPort, ViewSource
 from meshdev.tui.messages import PodStates, ViewReady
-from meshdev.tui.pacer import FramePacer
-from meshdev.tui.pods_table import pod_facts
-from meshdev.tui.ports import SessionPort, ViewSource
-from meshdev.tui.route_detail import RouteDetailScreen
+from meshdev.tui.screens.dashboard import DashboardScreen
+from meshdev.tui.screens.route_detail import RouteDetailScreen
+from meshdev.tui.tables.pods import pod_facts
+from meshdev.tui.widgets.header import HeaderFacts, header_facts
+from meshdev.tui.widgets.logs_view import LogReader
 
 
 class LiveApp(App[int]):

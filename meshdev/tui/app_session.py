@@ -23,7 +23,7 @@ from meshdev.tui.messages import (
     StartupLine,
     TornDown,
 )
-from meshdev.tui.startup import StartupScreen
+from meshdev.tui.widgets.startup import StartupScreen
 
 # Say-lines the typed reload messages already report; the events panel shows them once.
 _REPORTED = re.compile(r"^(applied v\d+ |v\d+ failed: |.*: not applied, still serving |  )")

@@ -8,7 +8,7 @@ import asyncio
 import sys
 
 from meshdev.session import Session
-from meshdev.telemetry.source import Target, TelemetrySource
+from meshdev.telemetry.io.source import Target, TelemetrySource
 from meshdev.tui.app import MeshdevApp
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from meshdev.runtime import procscan
+from meshdev.runtime.process import procscan
 from tests.e2e.meshrun import MESHDEV, MeshUp, env_for, example_copy, free_port, get
 
 pytestmark = pytest.mark.slow

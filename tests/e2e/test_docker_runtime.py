@@ -29,10 +29,10 @@ from docker.errors import NotFound
 from meshdev import plan
 from meshdev.config import load_mesh
 from meshdev.config.model import Mesh
-from meshdev.runtime import docker_images
 from meshdev.runtime.base import RuntimeFailure, StartedPod
-from meshdev.runtime.docker import DockerRuntime
-from meshdev.runtime.docker_engine import connect
+from meshdev.runtime.docker import images as docker_images
+from meshdev.runtime.docker.engine import connect
+from meshdev.runtime.docker.runtime import DockerRuntime
 from meshdev.templates import template
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meshdev.runtime import procscan
+from meshdev.runtime.process import procscan
 from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, free_port, get
 
 pytestmark = pytest.mark.slow

@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
+from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.main import Sidecar
-from meshdev.sidecar.schema import SidecarConfig
 
 LOCALHOST = "127.0.0.1"
 

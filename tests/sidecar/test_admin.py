@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from meshdev.sidecar.admin import TOKEN_HEADER, AdminServer, start_admin
-from meshdev.sidecar.histogram import HistogramSnapshot
+from meshdev.common.histogram import HistogramSnapshot
+from meshdev.sidecar.admin.server import TOKEN_HEADER, AdminServer, start_admin
 from tests.sidecar.fakes import FakeSurface, breaker, config_document, host, make_config
 from tests.sidecar.promtool import promtool_check
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meshdev.sidecar.admin import TOKEN_HEADER, AdminServer, start_admin
+from meshdev.sidecar.admin.server import TOKEN_HEADER, AdminServer, start_admin
 from tests.sidecar.fakes import FakeSurface, config_document, make_config
 
 TOKEN = "s3cret-mesh-token"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshdev.sidecar.histogram import (
+from meshdev.common.histogram import (
     BUCKET_COUNT,
     ENVOY_QUANTILES,
     HIGHEST,

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession
 
+from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.main import Sidecar
-from meshdev.sidecar.schema import SidecarConfig
 from tests.sidecar.helpers import (
     LOCALHOST,
     Upstream,

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from meshdev.sidecar import http1_protocol as http1
-from meshdev.sidecar.http1 import HttpServer, Request, ResponseWriter, set_limits, start_server
-from meshdev.sidecar.schema import Limits
+from meshdev.common.sidecar_config import Limits
+from meshdev.sidecar.http import HttpServer, Request, ResponseWriter, set_limits, start_server
+from meshdev.sidecar.http import protocol as http1
 
 LIMITS = Limits(
     header_timeout=0.5,

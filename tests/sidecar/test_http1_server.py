@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import uvloop
 
-from meshdev.sidecar.http1 import (
+from meshdev.common.sidecar_config import Limits
+from meshdev.sidecar.http import (
     HIGH_WATER,
     BodyError,
     HttpServer,
@@ -19,7 +20,6 @@ from meshdev.sidecar.http1 import (
     ResponseWriter,
     start_server,
 )
-from meshdev.sidecar.schema import Limits
 
 WAIT = 5.0
 MiB = 1024 * 1024

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from meshdev.sidecar.schema import SidecarConfig
+from meshdev.common.sidecar_config import SidecarConfig
 from tests.sidecar.helpers import (
     LOCALHOST,
     client,

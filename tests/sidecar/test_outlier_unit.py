@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from meshdev.sidecar.outlier import HostHealth, OutlierDetector
-from meshdev.sidecar.schema import OutlierDetection
-from meshdev.sidecar.stats import Store
+from meshdev.common.sidecar_config import OutlierDetection
+from meshdev.sidecar.stats.store import Store
+from meshdev.sidecar.upstream.outlier import HostHealth, OutlierDetector
 
 
 class Clock:

@@ -9,17 +9,7 @@ from collections import Counter
 
 import pytest
 
-from meshdev.sidecar.balancer import HealthEpoch, LeastRequest, Random, RingHash, RoundRobin
-from meshdev.sidecar.fault import (
-    check_runtime_entry,
-    decide_abort,
-    decide_delay,
-    effective_fault,
-)
-from meshdev.sidecar.ratelimit import TokenBucket
-from meshdev.sidecar.retry import Backoff, Failure, RetryRules
-from meshdev.sidecar.router import HostIndex, Matcher, RouteTable, WeightedPick
-from meshdev.sidecar.schema import (
+from meshdev.common.sidecar_config import (
     Fault,
     FaultAbort,
     FaultDelay,
@@ -27,6 +17,22 @@ from meshdev.sidecar.schema import (
     RateLimit,
     RetryPolicy,
     RouteMatch,
+)
+from meshdev.sidecar.filters.fault import (
+    check_runtime_entry,
+    decide_abort,
+    decide_delay,
+    effective_fault,
+)
+from meshdev.sidecar.filters.ratelimit import TokenBucket
+from meshdev.sidecar.router.retry import Backoff, Failure, RetryRules
+from meshdev.sidecar.router.table import HostIndex, Matcher, RouteTable, WeightedPick
+from meshdev.sidecar.upstream.balancer import (
+    HealthEpoch,
+    LeastRequest,
+    Random,
+    RingHash,
+    RoundRobin,
 )
 
 

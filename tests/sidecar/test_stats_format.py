@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from meshdev.sidecar.histogram import ENVOY_QUANTILES, HistogramSnapshot
-from meshdev.sidecar.stats import IntervalReader, Store
-from meshdev.sidecar.statsformat import (
+from meshdev.common.histogram import ENVOY_QUANTILES, HistogramSnapshot
+from meshdev.common.stattags import TagExtractor
+from meshdev.sidecar.stats.formats import (
     PROMETHEUS_BOUNDS,
     BadFilter,
     compile_filter,
@@ -19,7 +19,7 @@ from meshdev.sidecar.statsformat import (
     render_prometheus,
     render_text,
 )
-from meshdev.sidecar.stattags import TagExtractor
+from meshdev.sidecar.stats.store import IntervalReader, Store
 from tests.sidecar.promtool import promtool_check
 
 CLUSTERS = ("backend.v1", "inbound|8080", "backend.canary")

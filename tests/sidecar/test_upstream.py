@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import uvloop
 
-from meshdev.sidecar import upstream_pool as upstream_mod
-from meshdev.sidecar.http1 import HttpServer, Request, ResponseWriter, start_server
-from meshdev.sidecar.schema import Limits
+from meshdev.common.sidecar_config import Limits
+from meshdev.sidecar.http import HttpServer, Request, ResponseWriter, start_server
 from meshdev.sidecar.upstream import (
     HIGH_WATER,
     ConnectFailure,
@@ -26,6 +25,7 @@ from meshdev.sidecar.upstream import (
     UpstreamReset,
     UpstreamResponse,
 )
+from meshdev.sidecar.upstream import pool as upstream_mod
 
 WAIT = 5.0
 MiB = 1024 * 1024

@@ -7,8 +7,8 @@ import json
 from textual.message import Message
 
 from meshdev.loadgen import LoadResult
+from meshdev.testing.sample_views import sample_view
 from meshdev.tui.messages import ActionDone
-from meshdev.tui.sample import sample_view
 from tests.tui.tuifakes import (
     TOKEN,
     FakeSession,

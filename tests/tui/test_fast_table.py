@@ -8,10 +8,10 @@ from functools import partial
 from rich.segment import Segment
 from textual.geometry import Region
 
-from meshdev.telemetry.view import MeshView
+from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.testing.sample_views import sample_view
 from meshdev.tui.app import MeshdevApp
-from meshdev.tui.keyed_table import KeyedTable
-from meshdev.tui.sample import sample_view
+from meshdev.tui.tables.keyed import KeyedTable
 from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, wait_until
 
 Painted = list[list[tuple[str, str, object]]]

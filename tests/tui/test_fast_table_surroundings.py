@@ -16,7 +16,7 @@ from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from meshdev.tui.keyed_table import Column, KeyedTable, Row
+from meshdev.tui.tables.keyed import Column, KeyedTable, Row
 
 Painted = list[list[tuple[str, str, object]]]
 

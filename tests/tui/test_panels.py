@@ -11,15 +11,15 @@ from textual.widgets import RichLog, Static
 
 from meshdev.control import ReloadReport
 from meshdev.runtime.base import PodState
-from meshdev.telemetry.view import Event
-from meshdev.tui import format as fmt
-from meshdev.tui.header import ReloadBanner
-from meshdev.tui.help_screen import HelpScreen
-from meshdev.tui.keyed_table import KeyedTable
+from meshdev.telemetry.aggregation.view import Event
+from meshdev.testing.sample_views import sample_view
+from meshdev.tui.logic import format as fmt
+from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.messages import ViewReady, WorkerFailed
-from meshdev.tui.pacer import FramePacer
-from meshdev.tui.route_detail import RouteDetailScreen
-from meshdev.tui.sample import sample_view
+from meshdev.tui.screens.help import HelpScreen
+from meshdev.tui.screens.route_detail import RouteDetailScreen
+from meshdev.tui.tables.keyed import KeyedTable
+from meshdev.tui.widgets.header import ReloadBanner
 from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, wait_until
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from textual.message import Message
 
-from meshdev.telemetry.view import MeshView
+from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.testing.sample_views import sample_view
 from meshdev.tui.app import MeshdevApp
-from meshdev.tui.clusters_table import breaker_cell
-from meshdev.tui.format import GLYPHS
+from meshdev.tui.logic.format import GLYPHS
 from meshdev.tui.messages import WorkerFailed
-from meshdev.tui.route_detail import RouteDetailScreen
-from meshdev.tui.sample import sample_view
+from meshdev.tui.screens.route_detail import RouteDetailScreen
+from meshdev.tui.tables.clusters import breaker_cell
 from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_runs_under_lang_c() -> None:
         """
         import asyncio
         from meshdev.tui.app import MeshdevApp
-        from meshdev.tui.sample import SampleSource
+        from meshdev.testing.sample_views import SampleSource
 
         async def main() -> None:
             app = MeshdevApp(SampleSource(hz=20, routes=20), None)

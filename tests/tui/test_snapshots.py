@@ -13,9 +13,9 @@ from typing import Any, Protocol
 from textual.pilot import Pilot
 
 from meshdev.runtime.base import PodState
+from meshdev.testing.sample_views import EPOCH, sample_view
 from meshdev.tui.app import MeshdevApp
-from meshdev.tui.sample import EPOCH, sample_view
-from meshdev.tui.startup import StartupScreen
+from meshdev.tui.widgets.startup import StartupScreen
 from tests.tui.tuifakes import FakeSession, FakeSource, PodsServer, make_app, wait_until
 
 

@@ -8,9 +8,9 @@ from typing import Any
 from textual.message import Message
 from textual.widgets import ProgressBar, RichLog, Static
 
-from meshdev.tui.dashboard import DashboardScreen
 from meshdev.tui.messages import StartupFailed, StartupFinished, StartupLine, TornDown
-from meshdev.tui.startup import StartupScreen
+from meshdev.tui.screens.dashboard import DashboardScreen
+from meshdev.tui.widgets.startup import StartupScreen
 from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, wait_until
 
 

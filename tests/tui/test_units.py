@@ -13,17 +13,17 @@ from rich.text import Text
 
 from meshdev.config import load_mesh
 from meshdev.config.model import Mesh
-from meshdev.telemetry.view import FLAGS, Event, MeshView
-from meshdev.tui import format as fmt
-from meshdev.tui.actions import fault_values, shift_canary, shifted_weights
-from meshdev.tui.explain import destinations, explain
-from meshdev.tui.header import HeaderFacts, header_text
-from meshdev.tui.keyed_table import as_cell
-from meshdev.tui.logs_view import compile_filter, render_line
-from meshdev.tui.mailbox import ViewMailbox
-from meshdev.tui.pacer import FramePacer
-from meshdev.tui.route_detail import detail_text, histogram_lines
-from meshdev.tui.sample import sample_view
+from meshdev.telemetry.aggregation.view import FLAGS, Event, MeshView
+from meshdev.testing.sample_views import sample_view
+from meshdev.tui.logic import format as fmt
+from meshdev.tui.logic.actions import fault_values, shift_canary, shifted_weights
+from meshdev.tui.logic.explain import destinations, explain
+from meshdev.tui.logic.mailbox import ViewMailbox
+from meshdev.tui.logic.pacer import FramePacer
+from meshdev.tui.screens.route_detail import detail_text, histogram_lines
+from meshdev.tui.tables.keyed import as_cell
+from meshdev.tui.widgets.header import HeaderFacts, header_text
+from meshdev.tui.widgets.logs_view import compile_filter, render_line
 from tests.tui.tuifakes import EXAMPLE
 
 

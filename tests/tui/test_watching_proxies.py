@@ -3,7 +3,7 @@ Envoy-style admin API over loopback HTTP (Envoy's /stats?format=json, /clusters,
 
 from __future__ import annotations
 
-from meshdev.telemetry.source import TelemetrySource
+from meshdev.telemetry.io.source import TelemetrySource
 from meshdev.tui.app import MeshdevApp
 from tests.tui.tuifakes import wait_until
 from tests.unit.telemetry_support import Server

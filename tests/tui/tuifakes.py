@@ -20,10 +20,10 @@ from meshdev.config.model import Mesh
 from meshdev.control import TOKEN_HEADER, ControlPlane, Pod, ReloadReport
 from meshdev.plan import Placement, PodSpec
 from meshdev.runtime.base import Container, PodState, RuntimeFailure, RuntimeKind, StartedPod
-from meshdev.telemetry.view import MeshView
+from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.tui.app import MeshdevApp
-from meshdev.tui.pacer import FramePacer
-from meshdev.tui.ports import OnView
+from meshdev.tui.logic.pacer import FramePacer
+from meshdev.tui.logic.ports import OnView
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"

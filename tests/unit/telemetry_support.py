@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from meshdev.sidecar.admin import AdminServer, start_admin
+from meshdev.sidecar.admin.server import AdminServer, start_admin
 
 # The admin API's in-memory ControlSurface lives with the sidecar tests.
 from tests.sidecar.fakes import FakeSurface, breaker, host

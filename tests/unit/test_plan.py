@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from meshdev import plan
+from meshdev.common import sidecar_config as sc
 from meshdev.config import load_mesh, parse_mesh
-from meshdev.sidecar import schema as sc
 
 ROOT = Path(__file__).resolve().parents[2]
 MESH = load_mesh(ROOT / "examples" / "flask-app" / "mesh.yaml")

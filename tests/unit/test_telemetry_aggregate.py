@@ -10,15 +10,15 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from meshdev.sidecar.histogram import HistogramSnapshot
-from meshdev.sidecar.statsformat import round_significant
-from meshdev.sidecar.views import BreakerView, HostView
-from meshdev.telemetry.aggregate import Aggregator, SidecarInput
-from meshdev.telemetry.snapshot import combine
-from meshdev.telemetry.stream_reader import StreamReader
-from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
-from meshdev.telemetry.topology import Topology, from_config_dump
-from meshdev.telemetry.view import ClusterStats, HostStats, MeshView, RouteStats
+from meshdev.common.histogram import HistogramSnapshot
+from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.stats.formats import round_significant
+from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
+from meshdev.telemetry.aggregation.snapshot import combine
+from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
+from meshdev.telemetry.aggregation.view import ClusterStats, HostStats, MeshView, RouteStats
+from meshdev.telemetry.io.stream_reader import StreamReader
+from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
 from tests.unit.telemetry_support import Clock
 
 ROUTES = {

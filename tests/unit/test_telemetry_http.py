@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from meshdev.sidecar.histogram import HistogramSnapshot
-from meshdev.telemetry.client import SidecarClient
-from meshdev.telemetry.source import TelemetrySource
-from meshdev.telemetry.view import MeshView, RouteStats
+from meshdev.common.histogram import HistogramSnapshot
+from meshdev.telemetry.aggregation.view import MeshView, RouteStats
+from meshdev.telemetry.io.client import SidecarClient
+from meshdev.telemetry.io.source import TelemetrySource
 from tests.unit.telemetry_support import (
     WAIT,
     FakeSurface,

@@ -18,11 +18,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.main import Sidecar
-from meshdev.sidecar.schema import SidecarConfig
-from meshdev.telemetry.aggregate import Aggregator
-from meshdev.telemetry.client import SidecarClient
-from meshdev.telemetry.view import MeshView
+from meshdev.telemetry.aggregation.mesh import Aggregator
+from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.telemetry.io.client import SidecarClient
 from tests.unit.telemetry_support import wait_until
 
 LOCALHOST = "127.0.0.1"

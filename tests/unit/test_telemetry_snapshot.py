@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from meshdev.sidecar.histogram import HistogramSnapshot
-from meshdev.telemetry.poll_reader import PollReader
-from meshdev.telemetry.snapshot import SnapshotError, combine
-from meshdev.telemetry.stream_reader import StreamReader
-from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
-from meshdev.telemetry.topology import from_config_dump
+from meshdev.common.histogram import HistogramSnapshot
+from meshdev.telemetry.aggregation.snapshot import SnapshotError, combine
+from meshdev.telemetry.aggregation.topology import from_config_dump
+from meshdev.telemetry.io.poll_reader import PollReader
+from meshdev.telemetry.io.stream_reader import StreamReader
+from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
 from tests.unit.telemetry_support import Clock
 
 

@@ -10,11 +10,11 @@ from contextlib import contextmanager
 
 import pytest
 
-from meshdev.sidecar.admin import AdminServer, start_admin
-from meshdev.telemetry.fake import FakeSource
-from meshdev.telemetry.source import TelemetrySource, ViewSource
-from meshdev.telemetry.synthetic import SyntheticSidecar, sidecar_config
-from meshdev.telemetry.view import MeshView
+from meshdev.sidecar.admin.server import AdminServer, start_admin
+from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.telemetry.io.source import TelemetrySource, ViewSource
+from meshdev.testing.fake_source import FakeSource
+from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
 from tests.unit.telemetry_support import WAIT, FakeSurface, wait_until
 
 INTERVAL = 0.05

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshdev.telemetry.sse import SSEEvent, SSEParser
+from meshdev.telemetry.io.sse import SSEEvent, SSEParser
 
 
 def feed_all(chunks: list[bytes]) -> list[SSEEvent]:

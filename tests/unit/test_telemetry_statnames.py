@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from meshdev.telemetry.statnames import (
+from meshdev.telemetry.aggregation.statnames import (
     CLASS,
     CLUSTER,
     CODE,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meshdev.watch import MeshChanged, MeshRejected, WatchEvent, watch_mesh
+from meshdev.meshfile import MeshChanged, MeshRejected, WatchEvent, watch_mesh
 
 GOOD = "name: demo\nservices:\n  api: {command: x, replicas: %d}\n"
 

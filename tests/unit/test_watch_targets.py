@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from meshdev.telemetry.targets import TargetError, parse_targets
+from meshdev.telemetry.io.targets import TargetError, parse_targets
 from tests.e2e.meshrun import MESHDEV
 
 

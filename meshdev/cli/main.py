@@ -1,0 +1,333 @@
+"""The `meshdev` command: parse arguments, build objects, hand over. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from meshdev import __version__
+
+if TYPE_CHECKING:
+    from meshdev.config import Mesh
+
+# Subcommands import what they use: `meshdev sidecar` (one per pod) must start fast and small.
+
+DEFAULT_FILE = "mesh.yaml"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="meshdev")
+def main() -> None:
+    """meshdev: a local service mesh with Envoy's semantics, live reload and a dashboard.
+
+    \b
+    Start here:
+      meshdev init              write a starter mesh.yaml
+      meshdev validate          check it (every error with its line:col)
+      meshdev up                run it and open the dashboard
+    """
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def validate(file: str, as_json: bool) -> None:
+    """Check FILE (default ./mesh.yaml) without starting anything.
+
+    Exit 0 with a one-line summary, or exit 1 with every problem as FILE:LINE:COL path: reason.
+    """
+    from meshdev.config import MeshInvalid, load_mesh
+
+    try:
+        mesh = load_mesh(file)
+    except MeshInvalid as exc:
+        if as_json:
+            out = {"ok": False, "file": file, "errors": [p.to_json() for p in exc.problems]}
+            click.echo(json.dumps(out, indent=2))
+        else:
+            for problem in exc.problems:
+                click.echo(str(problem), err=True)
+            n = len(exc.problems)
+            click.echo(f"{n} problem{'s' if n != 1 else ''} in {file}", err=True)
+        sys.exit(1)
+    summary = {
+        "services": len(mesh.services),
+        "pods": mesh.pod_count(),
+        "routes": mesh.route_count(),
+    }
+    if as_json:
+        click.echo(json.dumps({"ok": True, "file": file, "name": mesh.name, **summary}, indent=2))
+    else:
+        click.echo(
+            f"OK: {_n(summary['services'], 'service')}, {_n(summary['pods'], 'pod')}, "
+            f"{_n(summary['routes'], 'route')}"
+        )
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of mesh.yaml (for editors: yaml-language-server)."""
+    from meshdev.config.schema import mesh_json_schema
+
+    click.echo(json.dumps(mesh_json_schema(), indent=2))
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def init(file: str, force: bool) -> None:
+    """Write a commented starter mesh.yaml to FILE (default ./mesh.yaml)."""
+    from meshdev.templates import template
+
+    target = Path(file)
+    if target.exists() and not force:
+        raise click.ClickException(f"{file} exists; pass --force to overwrite it")
+    if not target.parent.is_dir():
+        raise click.ClickException(f"folder {target.parent} does not exist")
+    target.write_text(template("mesh.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    click.echo(f"wrote {file}; next: meshdev validate {file} && meshdev up {file}")
+
+
+def _load_or_exit(file: str) -> Mesh:
+    from meshdev.config import MeshInvalid, load_mesh
+
+    try:
+        return load_mesh(file)
+    except MeshInvalid as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(1)
+
+
+def _mesh_name(file: str, name: str | None) -> str:
+    """The mesh's name, even from a file that no longer validates (down must still work)."""
+    import yaml
+
+    from meshdev.config import MeshInvalid, load_mesh
+
+    if name:
+        return name
+    try:
+        return load_mesh(file).name
+    except MeshInvalid as exc:
+        try:
+            data = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            data = None
+        found = data.get("name") if isinstance(data, dict) else None
+        if isinstance(found, str):
+            return found
+        raise click.ClickException(f"{exc.problems[0]}; pass --name NAME") from None
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--headless", is_flag=True, help="No dashboard: print progress and a ready line.")
+@click.option(
+    "--runtime",
+    "runtime_kind",
+    type=click.Choice(["docker", "process"]),
+    help="Where pods run (default: docker when an engine answers, else local processes).",
+)
+@click.option("--base-image", help="Base of every image meshdev builds (or MESHDEV_BASE_IMAGE).")
+@click.option("--keep", is_flag=True, help="Leave the mesh running when meshdev exits.")
+@click.option("--no-watch", is_flag=True, help="Do not re-apply the file when it changes.")
+def up(
+    file: str,
+    headless: bool,
+    runtime_kind: str | None,
+    base_image: str | None,
+    keep: bool,
+    no_watch: bool,
+) -> None:
+    """Build and start the mesh in FILE, then follow FILE: every save is re-applied.
+
+    Serves until Ctrl-C (or SIGTERM, or q in the dashboard), then removes everything it
+    started, unless --keep.
+    """
+    from meshdev.common.loop import run
+    from meshdev.runtime.base import RuntimeFailure
+    from meshdev.runtime.select import base_image as pick_base_image
+    from meshdev.runtime.select import make_runtime
+    from meshdev.session import Session, run_headless
+
+    mesh = _load_or_exit(file)
+
+    def say(line: str) -> None:
+        click.echo(line)
+
+    try:
+        runtime = make_runtime(
+            runtime_kind, mesh, Path(file), pick_base_image(base_image, mesh), say
+        )
+        session = Session(mesh, Path(file), runtime, say, watch=not no_watch)
+        if headless:
+            code = run(run_headless(session, keep=keep))
+        else:
+            from meshdev.tui.launch import run_dashboard
+
+            code = run_dashboard(session, keep=keep)
+    except RuntimeFailure as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("admin_urls", nargs=-1, required=True, metavar="[NAME=]ADMIN_URL...")
+@click.option(
+    "--interval",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Seconds between views (0.05 to 60).",
+)
+def watch(admin_urls: tuple[str, ...], interval: float) -> None:
+    """Open the dashboard on proxies that already run: meshdev sidecars, or Envoys.
+
+    Give each proxy's admin URL (e.g. http://127.0.0.1:9901), optionally named:
+    frontend=http://127.0.0.1:15000. meshdev's sidecars are streamed; a proxy without
+    /stats/stream (an Envoy) is polled at /stats?format=json. Watching starts and stops
+    nothing: q only closes the dashboard.
+    """
+    from meshdev.telemetry.io.source import check_interval
+    from meshdev.telemetry.io.targets import TargetError, parse_targets
+
+    try:
+        targets = parse_targets(admin_urls)
+        check_interval(interval)
+    except (TargetError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    from meshdev.tui.launch import run_watch
+
+    sys.exit(run_watch(targets, interval))
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--name", help="The mesh's name, if FILE is gone or broken.")
+@click.option("--json", "as_json", is_flag=True, help="The stable JSON form (docs/status.md).")
+def status(file: str, name: str | None, as_json: bool) -> None:
+    """Every pod and the gateway: state, readiness, address, admin URL, config version."""
+    from meshdev.common.loop import run
+    from meshdev.runtime.detect import running_runtime
+    from meshdev.runtime.paths import read_state
+    from meshdev.status import gather_status, render_table
+
+    mesh_name = _mesh_name(file, name)
+    state = read_state(mesh_name)
+    runtime = running_runtime(mesh_name, Path(file), state)
+    result = run(gather_status(mesh_name, runtime, state))
+    click.echo(json.dumps(result, indent=2) if as_json else render_table(result))
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--name", help="The mesh's name, if FILE is gone or broken.")
+def down(file: str, name: str | None) -> None:
+    """Remove every container, network and process of the mesh, also of a crashed run."""
+    from meshdev.common.loop import run
+    from meshdev.runtime.detect import remove_everything
+
+    mesh_name = _mesh_name(file, name)
+    removed = run(remove_everything(mesh_name, Path(file), echo=click.echo))
+    click.echo(
+        f"mesh {mesh_name}: removed {len(removed)}"
+        if removed
+        else f"mesh {mesh_name}: nothing to remove"
+    )
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    help="The sidecar's rendered config: a JSON or YAML file, or env:NAME for JSON in an "
+    "environment variable.",
+)
+def sidecar(config_file: str) -> None:
+    """Run one sidecar proxy (the data plane). The control plane starts these for you.
+
+    The admin token for state-changing endpoints comes from env MESHDEV_ADMIN_TOKEN.
+    """
+    from meshdev.sidecar.main import serve
+
+    serve(config_file, os.environ.get("MESHDEV_ADMIN_TOKEN", ""))
+
+
+# ---- meshdev load: the built-in load generator (the work is in meshdev/cli/load.py) ----
+
+
+def _duration_option(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    from meshdev.config.durations import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command("load")
+@click.argument("url")
+@click.option(
+    "--rps",
+    type=click.FloatRange(min=0, min_open=True),
+    required=True,
+    help="Requests per second, sent at a constant rate (open loop).",
+)
+@click.option(
+    "--duration",
+    required=True,
+    callback=_duration_option,
+    help="How long to send, like 10s or 500ms.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most requests in flight (connections); default max(64, rps/2).",
+)
+@click.option("--path-mix", help="Weighted paths to send instead of URL's: '/items=9,/=1'.")
+@click.option(
+    "-H",
+    "--header",
+    "headers",
+    multiple=True,
+    help="A header for every request, 'name: value' (repeatable).",
+)
+@click.option("--method", default="GET", show_default=True, help="The HTTP method.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def load(
+    url: str,
+    rps: float,
+    duration: float,
+    concurrency: int | None,
+    path_mix: str | None,
+    headers: tuple[str, ...],
+    method: str,
+    as_json: bool,
+) -> None:
+    """Send load to URL at a constant rate and report latency percentiles and outcomes.
+
+    Latency is measured from each request's intended send time, so a stall of the target shows
+    in every request it held up. Exit 0 when every request got an HTTP response (any status),
+    1 when some got none (refused, reset, timeout), 2 for bad arguments.
+    """
+    from meshdev.cli.load import load_command
+    from meshdev.loadgen import LoadSpecError, parse_header, parse_path_mix
+
+    try:
+        mix = list(parse_path_mix(path_mix)) if path_mix else None
+        parsed = [parse_header(h) for h in headers]
+    except LoadSpecError as exc:
+        raise click.BadParameter(str(exc)) from None
+    sys.exit(load_command(url, rps, duration, concurrency, mix, parsed, method, as_json, True))

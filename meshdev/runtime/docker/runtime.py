@@ -1,0 +1,191 @@
+"""The docker runtime: each pod is a sidecar container that owns the pod's network namespace,
+plus the app's container joined to it, on one bridge network per mesh (docker_pods.py).
+
+Everything carries the mesh's label; finding, listing and removing go by that label only
+(docker_teardown.py), so a second process (`meshdev status`, `meshdev down`) and a run after a
+crash see the same objects, and another mesh's objects are never touched. Every SDK call runs
+in a worker thread (docker_engine.call), so pods start in parallel while the event loop stays
+free. Before pods: docker_ports.py, docker_prepare.py; a pod's start: docker_start.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import docker
+from docker.errors import APIError
+
+from meshdev.config.model import Mesh
+from meshdev.plan import INGRESS_POD, Placement, PodSpec
+from meshdev.runtime.base import (
+    Container,
+    PodState,
+    Progress,
+    RuntimeFailure,
+    RuntimeKind,
+    StartedPod,
+)
+from meshdev.runtime.docker import engine
+from meshdev.runtime.docker.images import ensure_proxy
+from meshdev.runtime.docker.logs import follow, last_lines
+from meshdev.runtime.docker.names import container_name, network_name
+from meshdev.runtime.docker.pods import ContainerPlan, app_plan, placement, sidecar_plan
+from meshdev.runtime.docker.ports import check_ingress_port
+from meshdev.runtime.docker.prepare import ensure_images, ensure_network, image_tag
+from meshdev.runtime.docker.ready import NotReady, Probe, wait_ready
+from meshdev.runtime.docker.start import ERROR_LOG_LINES, check_exits, shown, start
+from meshdev.runtime.docker.states import pod_states
+from meshdev.runtime.docker.teardown import containers, remove, stop, teardown
+
+
+class DockerRuntime:
+    """`Runtime` on a Docker engine. `client`: the engine client to use; without one, the first
+    call connects as the environment says (DOCKER_HOST and friends)."""
+
+    kind: RuntimeKind = "docker"
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        mesh_file: Path,
+        base_image: str,
+        client: docker.DockerClient | None = None,
+    ) -> None:
+        self._mesh = mesh
+        self._root = Path(mesh_file).resolve().parent
+        self._base_image = base_image
+        self._client = client
+        self._owns_client = client is None
+        self._connect_lock = threading.Lock()
+        self._proxy_image: str | None = None
+
+    @property
+    def network(self) -> str:
+        return network_name(self._mesh.name)
+
+    def close(self) -> None:
+        """Close the engine connection if this runtime opened it (a passed client stays open)."""
+        with self._connect_lock:
+            if self._owns_client and self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _connect(self) -> docker.DockerClient:
+        with self._connect_lock:
+            if self._client is None:
+                self._client = engine.connect()
+            return self._client
+
+    async def _engine(self) -> docker.DockerClient:
+        if self._client is not None:
+            return self._client
+        return await asyncio.to_thread(self._connect)
+
+    def _name(self, pod: str, container: Container) -> str:
+        return container_name(self._mesh.name, pod, container)
+
+    # -- removing ------------------------------------------------------------------------
+
+    async def teardown(self) -> list[str]:
+        return await teardown(await self._engine(), self._mesh.name)
+
+    async def remove_leftovers(self) -> list[str]:
+        return await self.teardown()
+
+    # -- prepare -------------------------------------------------------------------------
+
+    async def prepare(self, mesh: Mesh, specs: list[PodSpec], progress: Progress) -> None:
+        if mesh.name != self._mesh.name:
+            raise ValueError(f"this runtime serves mesh {self._mesh.name!r}, not {mesh.name!r}")
+        self._mesh = mesh
+        client = await self._engine()
+        if mesh.ingress is not None and any(s.is_ingress for s in specs):
+            await check_ingress_port(client, mesh.name, mesh.ingress.port)
+        network, images = await asyncio.gather(
+            ensure_network(client, mesh.name, progress),
+            ensure_images(client, mesh, self._root, self._base_image, specs, progress),
+            return_exceptions=True,
+        )
+        if not isinstance(images, BaseException):
+            self._proxy_image = images
+        failure = images if isinstance(images, BaseException) else network
+        if isinstance(failure, BaseException):
+            if network is True:
+                # Best effort: the next up's leftover sweep finds it by label otherwise.
+                with contextlib.suppress(APIError, RuntimeFailure):
+                    await engine.call(client.api.remove_network, self.network)
+            raise failure
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def planned_placement(self, spec: PodSpec) -> Placement:
+        # The address is the sidecar's IP on the mesh network, known once it runs.
+        return placement(spec.name)
+
+    def _app_plan(self, spec: PodSpec) -> ContainerPlan:
+        image = image_tag(self._mesh, spec) if spec.build is not None else spec.image
+        return app_plan(self._mesh.name, spec, image, self._base_image, self._root)
+
+    async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
+        client = await self._engine()
+        if self._proxy_image is None:
+            self._proxy_image = await ensure_proxy(client, self._base_image, lambda _line: None)
+        ingress_port = self._mesh.ingress.port if self._mesh.ingress is not None else None
+        if spec.is_ingress and ingress_port is None:
+            raise RuntimeFailure("this mesh has no ingress to start")
+        sidecar = sidecar_plan(
+            self._mesh.name, spec, self._proxy_image, token, sidecar_config, ingress_port
+        )
+        app = None if spec.is_ingress else self._app_plan(spec)
+        created: list[str] = []
+        try:
+            return await start(
+                client, self._mesh.name, self.network, spec, sidecar, app, ingress_port, created
+            )
+        except BaseException:
+            # Nothing of a failed start stays; shielded so that a cancelled start cleans too.
+            await asyncio.shield(
+                asyncio.gather(*(remove(client, c) for c in created), return_exceptions=True)
+            )
+            raise
+
+    async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
+        client = await self._engine()
+        probe = Probe(started.admin_url, started.inbound_url, spec.health_path)
+        try:
+            await wait_ready(probe, timeout, lambda: check_exits(client, self._mesh.name, spec))
+        except NotReady as exc:
+            lines = await self.last_lines(spec.name, exc.waiting, ERROR_LOG_LINES)
+            raise RuntimeFailure(
+                f"pod {spec.name} was not ready after {timeout:g}s ({exc.why}); last lines of "
+                f"{self._name(spec.name, exc.waiting)}:\n{shown(lines)}"
+            ) from None
+
+    async def stop_pod(self, pod: str) -> None:
+        client = await self._engine()
+        await engine.gather_all(
+            [stop(client, self._name(pod, "app")), stop(client, self._name(pod, "sidecar"))]
+        )
+
+    # -- observing -------------------------------------------------------------------------
+
+    async def pod_states(self) -> list[PodState]:
+        client = await self._engine()
+        return pod_states(await containers(client, self._mesh.name), self.network)
+
+    async def logs(self, pod: str, container: Container) -> AsyncGenerator[str, None]:
+        client = await self._engine()
+        if container == "app" and pod == INGRESS_POD:
+            return  # the gateway is a sidecar alone
+        # aclosing: when our caller stops reading, the follower thread stops at once too.
+        async with contextlib.aclosing(follow(client, self._name(pod, container))) as lines:
+            async for line in lines:
+                yield line
+
+    async def last_lines(self, pod: str, container: Container, n: int = 20) -> list[str]:
+        client = await self._engine()
+        return await last_lines(client, self._name(pod, container), pod, n)

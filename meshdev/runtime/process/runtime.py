@@ -1,0 +1,262 @@
+"""The process runtime: the same pods as local processes, each on its own loopback address.
+
+A pod is a sidecar process and an app process sharing one address (127.0.K.N), with the same
+ports as in Docker, so rendered configs differ only in addresses. It needs nothing but Python,
+which makes it the default wherever no Docker engine answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import socket
+import sys
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from meshdev.common.sidecar_config import ADMIN_PORT, INBOUND_PORT
+from meshdev.config.model import Mesh
+from meshdev.plan import INGRESS_POD, Placement, PodSpec, app_env
+from meshdev.runtime.base import (
+    Container,
+    PodState,
+    Progress,
+    RuntimeFailure,
+    RuntimeKind,
+    StartedPod,
+)
+from meshdev.runtime.paths import mesh_dir
+from meshdev.runtime.process import procscan
+from meshdev.runtime.process.logtail import follow, tail
+from meshdev.runtime.readiness import http_ok, tcp_open
+
+
+def subnet_of(mesh_name: str) -> str:
+    """127.0.K: one /24 of loopback per mesh, so meshes with different names coexist."""
+    return f"127.0.{1 + zlib.crc32(mesh_name.encode()) % 250}"
+
+
+class ProcessRuntime:
+    kind: RuntimeKind = "process"
+
+    def __init__(self, mesh: Mesh, mesh_file: Path) -> None:
+        self.mesh = mesh
+        self.mesh_dir = mesh_file.resolve().parent
+        self.subnet = subnet_of(mesh.name)
+        self.dir = mesh_dir(mesh.name)
+        self._hosts: dict[str, int] = {}
+        self._children: dict[str, list[asyncio.subprocess.Process]] = {}
+
+    # -- placement ------------------------------------------------------------------------
+
+    def planned_placement(self, spec: PodSpec) -> Placement:
+        host = self._host_of(spec.name)
+        address = f"{self.subnet}.{host}"
+        return Placement(spec.name, address, listen=address, local=address, public="127.0.0.1")
+
+    def _host_of(self, pod: str) -> int:
+        if pod not in self._hosts:
+            if pod == INGRESS_POD:
+                self._hosts[pod] = 1
+            else:
+                used = set(self._hosts.values()) | {1}
+                self._hosts[pod] = next(n for n in range(2, 255) if n not in used)
+        return self._hosts[pod]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def remove_leftovers(self) -> list[str]:
+        return await self.teardown()
+
+    async def prepare(self, mesh: Mesh, specs: list[PodSpec], progress: Progress) -> None:
+        self.mesh = mesh
+        problems = [f"service {s.service!r}: {why}" for s in specs if (why := self._unrunnable(s))]
+        if problems:
+            why = "; ".join(sorted(set(problems)))
+            raise RuntimeFailure(f"cannot run as local processes: {why}")
+        # Only pods about to start need their ports (a reload's prepare sees just those).
+        if mesh.ingress is not None and any(s.is_ingress for s in specs):
+            _check_free("127.0.0.1", mesh.ingress.port, "ingress.port in mesh.yaml")
+            _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
+        progress(f"process runtime: pods on {self.subnet}.0/24, logs in {self.dir}")
+
+    def _unrunnable(self, spec: PodSpec) -> str | None:
+        if spec.is_ingress or spec.command:
+            return None
+        if spec.image:
+            return f"has only an image ({spec.image}); give it a command: or use --runtime docker"
+        return "has no command:; the process runtime runs a service's command in its folder"
+
+    async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
+        placement = self.planned_placement(spec)
+        labels = {
+            procscan.ENV_MESH: self.mesh.name,
+            procscan.ENV_POD: spec.name,
+            procscan.ENV_ADDRESS: placement.address,
+            procscan.ENV_SERVICE: spec.service,
+            procscan.ENV_SUBSET: spec.subset or "",
+        }
+        config_path = self.dir / f"{spec.name}.sidecar.json"
+        config_path.write_bytes(sidecar_config)
+        sidecar_env = {
+            **os.environ,
+            **labels,
+            procscan.ENV_ROLE: "sidecar",
+            "MESHDEV_ADMIN_TOKEN": token,
+            # pydantic scans every installed package for plugins at import: ~90 ms per sidecar.
+            "PYDANTIC_DISABLE_PLUGINS": "__all__",
+        }
+        procs = [
+            await self._spawn(
+                spec.name,
+                "sidecar",
+                [sys.executable, "-m", "meshdev", "sidecar", "--config", str(config_path)],
+                env=sidecar_env,
+                cwd=self.dir,
+            )
+        ]
+        if not spec.is_ingress:
+            assert spec.command is not None
+            folder = (self.mesh_dir / spec.build) if spec.build else self.mesh_dir
+            # `python` in a command means the Python meshdev runs on (a venv has the app's deps).
+            path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+            env = {**os.environ, **app_env(spec, placement), **labels, "PATH": path}
+            env[procscan.ENV_ROLE] = "app"
+            argv = (
+                ["/bin/sh", "-c", spec.command]
+                if isinstance(spec.command, str)
+                else list(spec.command)
+            )
+            procs.append(await self._spawn(spec.name, "app", argv, env=env, cwd=folder))
+        self._children[spec.name] = procs
+        return StartedPod(
+            placement,
+            f"http://{placement.address}:{ADMIN_PORT}",
+            inbound_url=f"http://{placement.address}:{INBOUND_PORT}",
+        )
+
+    async def _spawn(
+        self, pod: str, container: Container, argv: list[str], *, env: dict[str, str], cwd: Path
+    ) -> asyncio.subprocess.Process:
+        log = self.log_path(pod, container)
+        with log.open("ab") as out:
+            try:
+                return await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # its own group: stopping it stops its children
+                )
+            except OSError as exc:
+                raise RuntimeFailure(
+                    f"pod {pod}: cannot start {container} ({shlex.join(argv)}) in {cwd}: {exc}"
+                ) from None
+
+    def log_path(self, pod: str, container: Container) -> Path:
+        return self.dir / f"{pod}.{container}.log"
+
+    async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        addr = started.placement.local
+        while True:
+            for proc in self._children.get(spec.name, []):
+                if proc.returncode is not None:
+                    role: Container = "sidecar" if proc is self._children[spec.name][0] else "app"
+                    await self._fail(spec, role, f"exited with code {proc.returncode} at start")
+            sidecar_ok = await http_ok(f"{started.admin_url}/ready")
+            if spec.is_ingress:
+                app_ok = True
+            elif spec.health_path:
+                app_ok = await http_ok(f"http://{addr}:{spec.port}{spec.health_path}")
+            else:
+                app_ok = await tcp_open(addr, spec.port)
+            if sidecar_ok and app_ok:
+                return
+            if loop.time() > deadline:
+                which: Container = "sidecar" if not sidecar_ok else "app"
+                what = (
+                    f"did not answer {started.admin_url}/ready"
+                    if which == "sidecar"
+                    else f"did not answer on {addr}:{spec.port}{spec.health_path or ''}"
+                )
+                await self._fail(spec, which, f"{what} within {timeout:g}s")
+            await asyncio.sleep(0.05)
+
+    async def _fail(self, spec: PodSpec, container: Container, why: str) -> None:
+        lines = await self.last_lines(spec.name, container, 12)
+        shown = "\n".join(f"    {ln}" for ln in lines) or "    (no output)"
+        raise RuntimeFailure(
+            f"pod {spec.name}: {container} {why}; last lines of its log "
+            f"({self.log_path(spec.name, container)}):\n{shown}"
+        )
+
+    async def stop_pod(self, pod: str) -> None:
+        pids = [p.pid for p in self._children.pop(pod, [])]
+        pids += [p.pid for p in procscan.labelled_processes(self.mesh.name) if p.pod == pod]
+        await procscan.terminate(sorted(set(pids)))
+        await self._reap(pod)
+
+    async def _reap(self, pod: str | None = None) -> None:
+        # Our own children must be waited for, or they linger as zombies until we exit.
+        for name, procs in list(self._children.items()):
+            if pod is None or name == pod:
+                for proc in procs:
+                    if proc.returncode is None:
+                        await proc.wait()
+
+    async def pod_states(self) -> list[PodState]:
+        by_pod: dict[str, list[procscan.LabelledProcess]] = {}
+        for proc in procscan.labelled_processes(self.mesh.name):
+            by_pod.setdefault(proc.pod, []).append(proc)
+        states = []
+        for pod, procs in sorted(by_pod.items()):
+            roles = {p.role for p in procs}
+            first = procs[0]
+            want = {"sidecar"} if pod == INGRESS_POD else {"sidecar", "app"}
+            missing = want - roles
+            states.append(
+                PodState(
+                    pod=pod,
+                    service=first.service,
+                    subset=first.subset or None,
+                    state="running" if not missing else "degraded",
+                    address=first.address,
+                    admin_url=f"http://{first.address}:{ADMIN_PORT}",
+                    detail=f"{', '.join(sorted(missing))} not running" if missing else "",
+                )
+            )
+        return states
+
+    def logs(self, pod: str, container: Container) -> AsyncIterator[str]:
+        return follow(self.log_path(pod, container))
+
+    async def last_lines(self, pod: str, container: Container, n: int = 20) -> list[str]:
+        return tail(self.log_path(pod, container), n)
+
+    async def teardown(self) -> list[str]:
+        procs = procscan.labelled_processes(self.mesh.name)
+        pids = {p.pid for p in procs} | {
+            proc.pid for ps in self._children.values() for proc in ps if proc.returncode is None
+        }
+        await procscan.terminate(sorted(pids))
+        await self._reap()
+        self._children.clear()
+        return sorted({f"{p.pod} ({p.role}, pid {p.pid})" for p in procs})
+
+
+def _check_free(host: str, port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise RuntimeFailure(
+                f"{host}:{port} is already in use ({what}): {exc.strerror}; "
+                "free it or change the port"
+            ) from None

@@ -1,0 +1,300 @@
+"""The admin API's endpoints, in Envoy's dialect plus meshdev's /stats/stream and POST /config.
+
+Reads go through a `ControlSurface` (views.py), never the proxy's internals. Successes answer
+what Envoy answers (text or JSON); every error is `{"error": ...}` (admin_http.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from urllib.parse import parse_qsl
+
+from meshdev.common.histogram import HistogramSnapshot
+from meshdev.common.sidecar_config import ConfigRejected, SidecarConfig, parse_config
+from meshdev.common.stattags import TagExtractor
+from meshdev.sidecar.admin.clusters import render_clusters_json, render_clusters_text
+from meshdev.sidecar.admin.transport import (
+    AdminError,
+    Answer,
+    Call,
+    Route,
+    get,
+    json_answer,
+    post,
+    read_body,
+    text_answer,
+)
+from meshdev.sidecar.admin.views import ControlSurface
+from meshdev.sidecar.stats.formats import (
+    PROMETHEUS_CONTENT_TYPE,
+    BadFilter,
+    compile_filter,
+    render_json,
+    render_prometheus,
+    render_text,
+)
+from meshdev.sidecar.stats.store import IntervalReader
+from meshdev.sidecar.stats.stream import ConfigIdentity, StreamCursor, node_info
+
+log = logging.getLogger(__name__)
+
+STREAM_INTERVAL_DEFAULT = 1.0
+STREAM_INTERVAL_MIN = 0.05
+STREAM_INTERVAL_MAX = 60.0
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+_STREAM_HEADERS = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+]
+
+_compact_dumps = partial(json.dumps, allow_nan=False, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class Flush:
+    """The Envoy-style stats flush: /stats shows the histogram intervals of the last one."""
+
+    reader: IntervalReader
+    intervals: dict[str, HistogramSnapshot] = field(default_factory=dict)
+
+    def run(self) -> None:
+        self.intervals = {h.name: h.interval for h in self.reader.read().histograms}
+
+
+def parse_interval(raw: str | None) -> float:
+    """Seconds from `250ms` / `1s` / `1m`, within the stream's bounds."""
+    if raw is None:
+        return STREAM_INTERVAL_DEFAULT
+    m = _DURATION.match(raw)
+    if not m:
+        raise AdminError(400, f"interval {raw!r}: expected a duration like 250ms or 2s")
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not STREAM_INTERVAL_MIN <= seconds <= STREAM_INTERVAL_MAX:
+        raise AdminError(
+            400,
+            f"interval {raw!r}: must be between {int(STREAM_INTERVAL_MIN * 1000)}ms "
+            f"and {int(STREAM_INTERVAL_MAX)}s",
+        )
+    return seconds
+
+
+def _name_filter(call: Call) -> re.Pattern[str] | None:
+    try:
+        return compile_filter(call.query.get("filter"))
+    except BadFilter as exc:
+        raise AdminError(400, str(exc)) from None
+
+
+_HELP = (
+    ("/ready", "LIVE when serving"),
+    ("/server_info", "version, state, uptime, node, config version"),
+    ("/config_dump", "the serving config with its version and hash"),
+    ("/clusters", "upstream clusters and hosts (?format=json)"),
+    ("/stats", "stats (?format=json|prometheus, ?filter=REGEX, ?histogram_buckets=detailed)"),
+    ("/stats/prometheus", "stats in Prometheus text format"),
+    ("/stats/stream", "server-sent JSON snapshots (?interval=250ms, ?filter=REGEX)"),
+    ("/runtime", "runtime overrides"),
+    ("POST /runtime_modify", "set runtime overrides: ?key=value (token)"),
+    ("POST /config", "hot swap the whole config (token)"),
+)
+
+
+@dataclass(slots=True)
+class Endpoints:
+    """The admin endpoints over one data plane; `routes()` is the path table."""
+
+    surface: ControlSurface
+    # What /server_info says about the process (version, command line options...).
+    base_info: dict[str, object]
+    flush: Flush
+    # Set at shutdown: open streams end instead of running until their client leaves.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    started: float = field(default_factory=time.monotonic)
+    identity: ConfigIdentity = field(default_factory=ConfigIdentity)
+    _tags: tuple[SidecarConfig, TagExtractor] | None = None
+
+    def routes(self) -> dict[str, Route]:
+        return {
+            "/": get(self.help),
+            "/help": get(self.help),
+            "/ready": get(self.ready),
+            "/server_info": get(self.server_info),
+            "/config_dump": get(self.config_dump),
+            "/clusters": get(self.clusters),
+            "/stats": get(self.stats),
+            "/stats/prometheus": get(self.stats_prometheus),
+            "/stats/stream": get(self.stats_stream),
+            "/runtime": get(self.runtime),
+            "/runtime_modify": post(self.runtime_modify),
+            "/config": post(self.post_config),
+        }
+
+    def _tag_extractor(self) -> TagExtractor:
+        config = self.surface.config
+        if self._tags is None or self._tags[0] is not config:
+            self._tags = (config, TagExtractor.for_config(config))
+        return self._tags[1]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def help(self, call: Call) -> Answer:
+        lines = [f"  {path}: {text}" for path, text in _HELP]
+        return text_answer("admin commands are:\n" + "\n".join(lines) + "\n")
+
+    async def ready(self, call: Call) -> Answer:
+        return text_answer("LIVE\n")
+
+    async def server_info(self, call: Call) -> Answer:
+        config = self.surface.config
+        uptime = time.monotonic() - self.started
+        info: dict[str, object] = {"version": "unknown", **self.base_info}
+        info.update(
+            {
+                "state": "LIVE",
+                "hot_restart_version": "disabled",
+                "uptime_current_epoch": f"{int(uptime)}s",
+                "uptime_all_epochs": f"{int(uptime)}s",
+                "uptime_seconds": round(uptime, 3),
+                "node": {
+                    "id": config.node,
+                    "cluster": config.service or config.node,
+                    "metadata": node_info(config),
+                },
+                "mesh": config.mesh,
+                "config": self.identity.describe(config),
+            }
+        )
+        return json_answer(info)
+
+    async def config_dump(self, call: Call) -> Answer:
+        config = self.surface.config
+        return json_answer(
+            {
+                "version": config.version,
+                "hash": self.identity.hash(config),
+                "config": config.model_dump(mode="json"),
+            }
+        )
+
+    async def clusters(self, call: Call) -> Answer:
+        surface = self.surface
+        config, hosts, breakers = surface.config, surface.hosts(), surface.breakers()
+        fmt = call.query.get("format", "text")
+        if fmt == "json":
+            return json_answer(render_clusters_json(config, hosts, breakers))
+        if fmt != "text":
+            raise AdminError(400, f"unknown format {fmt!r}: use text or json")
+        return text_answer(render_clusters_text(config, hosts, breakers))
+
+    async def stats(self, call: Call) -> Answer:
+        name_filter = _name_filter(call)
+        fmt = call.query.get("format", "text")
+        buckets = call.query.get("histogram_buckets", "summary")
+        if buckets not in ("summary", "detailed"):
+            raise AdminError(400, f"unknown histogram_buckets {buckets!r}: use summary or detailed")
+        store, intervals = self.surface.stats, self.flush.intervals
+        if fmt == "json":
+            detailed = buckets == "detailed"
+            return json_answer(
+                render_json(store, intervals, name_filter, detailed_buckets=detailed)
+            )
+        if fmt == "prometheus":
+            return self._prometheus(name_filter)
+        if fmt != "text":
+            raise AdminError(400, f"unknown format {fmt!r}: use text, json or prometheus")
+        return text_answer(render_text(store, intervals, name_filter))
+
+    async def stats_prometheus(self, call: Call) -> Answer:
+        return self._prometheus(_name_filter(call))
+
+    def _prometheus(self, name_filter: re.Pattern[str] | None) -> Answer:
+        body = render_prometheus(self.surface.stats, self._tag_extractor(), name_filter)
+        return text_answer(body, PROMETHEUS_CONTENT_TYPE)
+
+    async def stats_stream(self, call: Call) -> None:
+        interval = parse_interval(call.query.get("interval"))
+        cursor = StreamCursor(self.surface, self.identity, _name_filter(call))
+        writer = call.writer
+        await writer.start(200, _STREAM_HEADERS)
+        if call.request.method == "HEAD":
+            return
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        # A client that leaves cancels this task (http1); shutdown ends it through `stopping`.
+        while not self.stopping.is_set():
+            payload = _compact_dumps(cursor.next_snapshot())
+            await writer.write(f"data: {payload}\n\n".encode())
+            # Keep a steady cadence; after a stall (slow client) start afresh, don't burst.
+            next_at = max(next_at + interval, loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), next_at - loop.time())
+
+    async def runtime(self, call: Call) -> Answer:
+        values = self.surface.runtime()
+        entries = {k: {"layer_values": [v], "final_value": v} for k, v in sorted(values.items())}
+        return json_answer({"layers": ["admin"], "entries": entries})
+
+    # -- state changes (POST, token: admin_http.Router) -------------------------------------
+
+    def _body_limit(self) -> int:
+        return self.surface.config.limits.max_admin_body
+
+    async def post_config(self, call: Call) -> Answer:
+        body = await read_body(call.request, self._body_limit())
+        current = self.surface.config
+        try:
+            config = parse_config(json.loads(body))
+        except ConfigRejected as exc:
+            return self._rejected(current, exc.reasons)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return self._rejected(current, [f"body is not JSON: {exc}"])
+        try:
+            self.surface.apply(config)
+        except (ValueError, OSError) as exc:
+            # The data plane refused it (a port it cannot bind...): it keeps the old config.
+            return self._rejected(current, [f"apply failed: {exc}"])
+        self.surface.stats.counter("config.update_success").inc()
+        log.info("config version %s applied (was %s)", config.version, current.version)
+        identity = self.identity
+        return json_answer(
+            {
+                **identity.describe(config),
+                "previous": identity.describe(current),
+                "changed": identity.hash(config) != identity.hash(current),
+            }
+        )
+
+    def _rejected(self, current: SidecarConfig, reasons: list[str]) -> Answer:
+        self.surface.stats.counter("config.update_rejected").inc()
+        log.warning(
+            "config rejected (%d reasons), keeping version %s", len(reasons), current.version
+        )
+        serving = self.identity.describe(current)
+        return json_answer(
+            {"error": "config rejected", "reasons": reasons, "serving": serving}, status=400
+        )
+
+    async def runtime_modify(self, call: Call) -> Answer:
+        body = await read_body(call.request, self._body_limit())
+        values = dict(call.query)
+        if body:
+            try:
+                values.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise AdminError(400, f"body is not a form (key=value&...): {exc}") from None
+        if not values:
+            raise AdminError(400, "usage: POST /runtime_modify?key1=value1&key2=value2")
+        try:
+            self.surface.set_runtime(values)
+        except ValueError as exc:
+            raise AdminError(400, str(exc)) from None
+        return text_answer("OK\n")

@@ -1,0 +1,76 @@
+"""Read-only views of the data plane's live state, and the seam the admin API talks through.
+
+The admin API (admin.py) never touches the proxy's internals: it asks a `ControlSurface` for
+these plain snapshots and hands it new configs and runtime overrides. Tests drive the admin
+API with an in-memory fake of this protocol; the real one is the proxy's live state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.sidecar.stats.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """One endpoint of a cluster as the balancer and outlier detector see it now."""
+
+    cluster: str
+    address: str
+    port: int
+    pod: str
+    ejected: bool
+    # Seconds until an ejected host returns (0 when not ejected).
+    ejected_for: float
+    ejection_count: int
+    consecutive_5xx: int
+    rq_active: int
+    cx_active: int
+    rq_total: int
+    rq_error: int
+    rq_success: int
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """A cluster's circuit breaker: limits, what is in use now, and which limits are open."""
+
+    cluster: str
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int
+    cx_active: int
+    rq_pending_active: int
+    rq_active: int
+    rq_retry_active: int
+    cx_open: bool
+    rq_pending_open: bool
+    rq_open: bool
+    rq_retry_open: bool
+
+
+class ControlSurface(Protocol):
+    """What the admin API may read from and do to the running data plane."""
+
+    @property
+    def config(self) -> SidecarConfig: ...
+
+    @property
+    def stats(self) -> Store: ...
+
+    def apply(self, config: SidecarConfig) -> None:
+        """Swap to `config` atomically; requests in flight finish on the old one."""
+
+    def hosts(self) -> list[HostView]: ...
+
+    def breakers(self) -> list[BreakerView]: ...
+
+    def runtime(self) -> dict[str, str]:
+        """Current runtime overrides (Envoy's runtime layer: POST /runtime_modify)."""
+
+    def set_runtime(self, values: dict[str, str]) -> None:
+        """Merge overrides; an empty string removes a key. Raises ValueError for a bad key/value."""

@@ -1,0 +1,118 @@
+"""A listening HTTP/1.1 server: accepts connections, sweeps their timers, drains on close
+(see the http1 module doc)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from meshdev.common.sidecar_config import Limits
+from meshdev.sidecar.http.connection import LINGER
+from meshdev.sidecar.http.protocol import _Conn
+from meshdev.sidecar.http.request import Request
+from meshdev.sidecar.http.writer import ResponseWriter
+
+Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
+
+
+class HttpServer:
+    """A listening HTTP/1.1 server (see the http1 module doc)."""
+
+    def __init__(self, handler: Handler, limits: Limits, loop: asyncio.AbstractEventLoop) -> None:
+        self._handler = handler
+        self._limits = limits
+        self._loop = loop
+        self._conns: set[_Conn] = set()
+        self._server: asyncio.Server | None = None
+        self._draining = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._all_closed: asyncio.Event | None = None
+        self._port = 0
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @limits.setter
+    def limits(self, limits: Limits) -> None:
+        # Connections read the limits at each check, so the swap applies at once.
+        self._limits = limits
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def port(self) -> int:
+        """The bound port (kept after close)."""
+        return self._port
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    def _protocol(self) -> _Conn:
+        return _Conn(self)
+
+    def _conn_lost(self, conn: _Conn) -> None:
+        self._conns.discard(conn)
+        if not self._conns and self._all_closed is not None:
+            self._all_closed.set()
+
+    def _sweep(self) -> None:
+        limits = self._limits
+        now = self._loop.time()
+        for conn in list(self._conns):
+            conn._check_timers(now, limits)
+        self._schedule_sweep()
+
+    def _schedule_sweep(self) -> None:
+        lim = self._limits
+        every = min(lim.header_timeout, lim.idle_timeout, LINGER) / 4
+        self._sweeper = self._loop.call_later(min(max(every, 0.01), 1.0), self._sweep)
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop accepting, close idle connections, let in-flight requests finish (up to grace)."""
+        self._draining = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            conn._close_idle()
+        stragglers: list[asyncio.Task[None]] = []
+        if self._conns:
+            self._all_closed = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), grace)
+            except TimeoutError:
+                for conn in list(self._conns):
+                    if conn._task is not None:
+                        stragglers.append(conn._task)
+                    conn._abort()
+        # Let connection_lost callbacks of the last aborts run, and their handlers unwind.
+        while self._conns:
+            await asyncio.sleep(0.01)
+        if stragglers:
+            await asyncio.wait(stragglers, timeout=grace)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._server is not None:
+            await self._server.wait_closed()
+
+
+async def start_server(handler: Handler, host: str, port: int, limits: Limits) -> HttpServer:
+    """Listen on host:port (0 picks a free port) and serve `handler`."""
+    loop = asyncio.get_running_loop()
+    server = HttpServer(handler, limits, loop)
+    server._server = await loop.create_server(
+        server._protocol, host, port, backlog=2048, reuse_address=True
+    )
+    server._port = int(server._server.sockets[0].getsockname()[1])
+    server._schedule_sweep()
+    return server
+
+
+def set_limits(server: HttpServer, limits: Limits) -> None:
+    """Hot-swap the hardening limits of a running server (same as `server.limits = ...`)."""
+    server.limits = limits

@@ -1,0 +1,262 @@
+"""Forwarding a routed request: the tries under the route timeout.
+
+    route timeout { circuit breaker (max_requests), pick a host (balancer), send with the
+                    per-try timeout, outlier accounting, retry decision + jittered backoff }
+
+The per-try timeout runs until the answer's head arrives; the route timeout covers every try,
+the backoffs and the streaming of the answer's body (a timeout after the head has gone out
+resets the downstream connection, as Envoy does). A retry refused by `max_retries` is flagged
+`UO` and the last upstream answer goes back; retries exhausted is `URX`.
+
+No task is created per request (timeouts are timer handles that cancel the handler's own
+task), and the request body goes to the pool as a stream (or, when the route retries, as bytes
+read up to RETRY_BUFFER_LIMIT; a longer body is streamed and not retried, as Envoy does past
+its buffer limit, counting `retry_or_shadow_abandoned`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from asyncio import CancelledError, current_task
+from typing import Final
+
+from meshdev.sidecar.http import BodyStream, Request, ResponseWriter
+from meshdev.sidecar.proxy.accesslog import (
+    NO_HEALTHY_UPSTREAM,
+    UPSTREAM_OVERFLOW,
+    UPSTREAM_REQUEST_TIMEOUT,
+    UPSTREAM_RETRY_LIMIT_EXCEEDED,
+    Record,
+)
+from meshdev.sidecar.proxy.headers import HeaderView, response_headers, upstream_headers, vetoed
+from meshdev.sidecar.proxy.relay import BODILESS, stream
+from meshdev.sidecar.proxy.replies import (
+    TIMEOUT_BODY,
+    Reply,
+    failure_reply,
+    overflow_reply,
+    send_local,
+)
+from meshdev.sidecar.router.compiled import ClusterSnapshot, RouteEntry
+from meshdev.sidecar.router.deadline import Deadline, Deadlines
+from meshdev.sidecar.router.retry import Backoff, Failure, RetryRules
+from meshdev.sidecar.stats.sets import ClusterStats, RouteStats
+from meshdev.sidecar.upstream import ConnectFailure, PendingOverflow, UpstreamReset
+from meshdev.sidecar.upstream.breaker import Breaker
+
+RETRY_BUFFER_LIMIT: Final = 1024 * 1024  # Envoy's per_connection_buffer_limit_bytes default
+# Latencies are timed on this clock, not loop.time(): uvloop's counts whole milliseconds, which
+# would put every sub-millisecond request into the 0 or 1 ms bucket of the histograms.
+# Deadlines stay on loop.time(), the clock their sweep reads.
+now: Final = time.monotonic
+
+
+async def forward(
+    req: Request,
+    w: ResponseWriter,
+    rec: Record,
+    route: RouteEntry,
+    loop: asyncio.AbstractEventLoop,
+    deadlines: Deadlines,
+) -> None:
+    snap = route.clusters.pick()
+    cs = snap.stats
+    retry = route.retry
+    body: bytes | BodyStream | None = None
+    if req.body.has_body:
+        body = req.body
+        if retry is not None and retry.num_retries > 0:
+            data = await req.body.read_all(RETRY_BUFFER_LIMIT)
+            if data is None:
+                cs.retry_or_shadow_abandoned.value += 1
+                retry = None
+            else:
+                body = data
+    up_headers, rec.request_id = upstream_headers(req)
+    # With its loop given, current_task skips get_running_loop, which on Python 3.11
+    # costs a getpid() system call: one of the five a proxied request made.
+    task = current_task(loop)
+    assert task is not None
+    timer = deadlines.arm(task, loop.time() + route.timeout) if route.timeout > 0 else None
+    try:
+        reply = await _tries(
+            req, w, rec, route, retry, snap, up_headers, body, task, timer, loop, deadlines
+        )
+    except CancelledError:
+        if timer is None or not timer.fired:
+            raise
+        timer.absorb()
+        # The route timeout: Envoy answers 504 unless the answer has already started.
+        cs.upstream_rq_timeout.value += 1
+        route.stats.upstream_rq_timeout.value += 1
+        cs.upstream.charge(504)
+        rec.add_flag(UPSTREAM_REQUEST_TIMEOUT)
+        if w.started:
+            w.abort()
+            return
+        reply = Reply(504, TIMEOUT_BODY)
+    finally:
+        if timer is not None:
+            deadlines.disarm(timer)
+    if reply is not None:
+        if rec.attempts:
+            reply.headers.append(("x-envoy-attempt-count", str(rec.attempts)))
+        await send_local(w, rec, reply)
+
+
+async def _tries(
+    req: Request,
+    w: ResponseWriter,
+    rec: Record,
+    route: RouteEntry,
+    retry: RetryRules | None,
+    snap: ClusterSnapshot,
+    up_headers: list[tuple[str, str]],
+    body: bytes | BodyStream | None,
+    task: asyncio.Task[object],
+    route_timer: Deadline | None,
+    loop: asyncio.AbstractEventLoop,
+    deadlines: Deadlines,
+) -> Reply | None:
+    """Run the tries; relay the final upstream answer, or return a local one."""
+    cs = snap.stats
+    rs = route.stats
+    breaker = snap.breaker
+    detector = snap.detector
+    balancer = snap.balancer
+    retries_left = retry.num_retries if retry is not None else 0
+    per_try = retry.per_try_timeout if retry is not None else None
+    backoff: Backoff | None = None
+    hash_key = HeaderView(req.headers).get(snap.hash_header) if snap.hash_header else None
+    method = req.method
+    target = req.origin_form
+    connect_timeout = snap.connect_timeout
+    while True:
+        host = balancer.pick(hash_key)
+        if host is None:
+            cs.upstream_cx_none_healthy.value += 1
+            rec.add_flag(NO_HEALTHY_UPSTREAM)
+            return Reply(503, b"no healthy upstream")
+        if not breaker.try_request():
+            return overflow_reply(rec, cs)
+        rec.attempts += 1
+        rec.upstream = host.key
+        cs.upstream_rq_total.value += 1
+        rs.upstream_rq_total.value += 1
+        host.rq_total += 1
+        host.rq_active += 1
+        held = True
+        t0 = now()
+        try:
+            failure: Failure | None = None
+            try_timer = deadlines.arm(task, loop.time() + per_try) if per_try is not None else None
+            try:
+                resp = await host.pool.request(
+                    method, target, up_headers, body, connect_timeout=connect_timeout
+                )
+            except ConnectFailure:
+                failure = Failure.CONNECT_FAILURE
+            except UpstreamReset:
+                failure = Failure.RESET
+            except PendingOverflow:
+                # A local overflow: never retried, never held against the host.
+                cs.upstream_rq_pending_overflow.value += 1
+                return overflow_reply(rec, cs)
+            except CancelledError:
+                if (
+                    try_timer is None
+                    or not try_timer.fired
+                    or (route_timer is not None and route_timer.fired)
+                ):
+                    # The route timeout (or the client leaving) struck during this try.
+                    # Envoy holds a route timeout against the host (LocalOriginTimeout);
+                    # a client that leaves says nothing about it, and counting it would
+                    # eject a healthy host whenever clients hang up on slow answers.
+                    if route_timer is not None and route_timer.fired:
+                        host.rq_error += 1
+                        if detector is not None:
+                            detector.report(host, 504)
+                    raise
+                try_timer.absorb()
+                failure = Failure.PER_TRY_TIMEOUT
+                cs.upstream_rq_per_try_timeout.value += 1
+            finally:
+                if try_timer is not None:
+                    deadlines.disarm(try_timer)
+
+            if failure is None:
+                status = resp.status
+                if detector is not None:
+                    detector.report(host, status)
+                retriable = (
+                    retry is not None and retry.retry_status(status) and not vetoed(resp.headers)
+                )
+            else:
+                host.rq_error += 1
+                if detector is not None:
+                    detector.report(host, 504 if failure is Failure.PER_TRY_TIMEOUT else 503)
+                retriable = retry is not None and retry.retry_failure(failure)
+            if retriable:
+                assert retry is not None
+                if retries_left > 0:
+                    retries_left -= 1
+                    if breaker.try_retry():
+                        if failure is None:
+                            # The answer is dropped for the retry: an error of its host, and
+                            # charged to the cluster's `retry.` scope instead of `upstream_rq_`.
+                            host.rq_error += 1
+                            cs.retry.charge(status)
+                            resp.close()
+                        held = False
+                        host.rq_active -= 1
+                        breaker.end_request()
+                        backoff = backoff or Backoff(retry.base_interval, retry.max_interval)
+                        await _backoff(breaker, backoff, cs, rs)
+                        continue
+                    rec.add_flag(UPSTREAM_OVERFLOW)
+                else:
+                    cs.upstream_rq_retry_limit_exceeded.value += 1
+                    rec.add_flag(UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            elif failure is None and rec.attempts > 1:
+                cs.upstream_rq_retry_success.value += 1
+            if failure is not None:
+                return failure_reply(failure, rec, cs)
+
+            if status >= 500:
+                host.rq_error += 1
+            else:
+                host.rq_success += 1
+            cs.upstream.charge(status)
+            rs.upstream.charge(status)
+            rec.status = status
+            out = response_headers(resp, rec.attempts, (now() - t0) * 1000.0)
+            data = None if method == "HEAD" else resp.buffered()
+            if data is not None and status >= 200 and status not in BODILESS:
+                # The whole answer is here already: one write downstream.
+                out.append(("content-length", str(len(data))))
+                rec.bytes_sent = len(data)
+                await w.start(status, out)
+                if data:
+                    await w.write(data)
+                await w.end()
+            else:
+                await stream(w, rec, resp, out, data)
+            elapsed = (now() - t0) * 1000.0
+            cs.upstream_rq_time.record(elapsed)
+            rs.upstream_rq_time.record(elapsed)
+            return None
+        finally:
+            if held:
+                host.rq_active -= 1
+                breaker.end_request()
+
+
+async def _backoff(breaker: Breaker, backoff: Backoff, cs: ClusterStats, rs: RouteStats) -> None:
+    """Wait before a retry, holding a `max_retries` slot meanwhile (as Envoy does)."""
+    cs.upstream_rq_retry.value += 1
+    rs.upstream_rq_retry.value += 1
+    try:
+        await asyncio.sleep(backoff.next_delay())
+    finally:
+        breaker.end_retry()

@@ -1,0 +1,113 @@
+"""What the proxy does to headers, both ways (Envoy's rules).
+
+Hop-by-hop headers (and those named in `Connection`) are dropped both ways; `x-request-id` is
+kept or created; `traceparent`/`tracestate` pass through; the client's address is appended to
+`x-forwarded-for`; answers carry `x-envoy-upstream-service-time` and `x-envoy-attempt-count`.
+"""
+
+from __future__ import annotations
+
+from random import getrandbits
+from typing import Final
+
+from meshdev.sidecar.http import Request
+from meshdev.sidecar.upstream import UpstreamResponse
+
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# The writer frames the answer itself, from the body it is given.
+_RESPONSE_DROP: Final = HOP_BY_HOP | {"content-length"}
+
+
+class HeaderView:
+    """Header look-ups for the matchers; several values of one name are joined with ","."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self.items = items
+
+    def get(self, name: str, /) -> str | None:
+        found: str | None = None
+        for k, v in self.items:
+            if k == name:
+                found = v if found is None else f"{found},{v}"
+        return found
+
+
+def new_request_id() -> str:
+    """A random (version 4, variant 10) UUID, as Envoy generates for x-request-id."""
+    h = "%032x" % getrandbits(128)  # noqa: UP031 (the fastest formatting of the three)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
+
+
+def upstream_headers(req: Request) -> tuple[list[tuple[str, str]], str]:
+    """The headers to send upstream, and the request id."""
+    out: list[tuple[str, str]] = []
+    rid: str | None = None
+    xff: str | None = None
+    named: str | None = None
+    proto = False
+    hop = HOP_BY_HOP
+    for k, v in req.headers:
+        if k in hop:
+            if k == "connection":
+                named = v if named is None else f"{named},{v}"
+            continue
+        if k == "host":
+            continue
+        if k[0] == "x":
+            if k == "x-request-id":
+                if rid is None:
+                    rid = v
+            elif k == "x-forwarded-for":
+                xff = v if xff is None else f"{xff}, {v}"
+                continue
+            elif k == "x-forwarded-proto":
+                proto = True
+        out.append((k, v))
+    if named is not None:
+        drop = {t.strip().lower() for t in named.split(",")} - {
+            "close",
+            "keep-alive",
+            "host",
+            "x-request-id",
+        }
+        if drop:
+            out = [(k, v) for k, v in out if k not in drop]
+    if rid is None:
+        rid = new_request_id()
+        out.append(("x-request-id", rid))
+    # An absolute-form target's authority wins over a Host header (RFC 9112 section 3.2.2).
+    if req.authority:
+        out.append(("host", req.authority))
+    client = req.client[0]
+    out.append(("x-forwarded-for", f"{xff}, {client}" if xff else client))
+    if not proto:
+        out.append(("x-forwarded-proto", "http"))
+    return out, rid
+
+
+def response_headers(
+    resp: UpstreamResponse, attempts: int, service_ms: float
+) -> list[tuple[str, str]]:
+    """The upstream answer's headers as they go downstream (without content-length)."""
+    drop = _RESPONSE_DROP
+    out = [(k, v) for k, v in resp.headers if k not in drop]
+    out.append(("x-envoy-upstream-service-time", str(int(service_ms))))
+    out.append(("x-envoy-attempt-count", str(attempts)))
+    return out
+
+
+def vetoed(headers: list[tuple[str, str]]) -> bool:
+    """Envoy never retries an answer that says the upstream is overloaded or rate limited."""
+    return any(k in ("x-envoy-overloaded", "x-envoy-ratelimited") for k, _ in headers)

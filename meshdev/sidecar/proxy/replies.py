@@ -1,0 +1,69 @@
+"""Local replies: the answers the proxy makes itself, with Envoy's bodies, headers and flags."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from meshdev.sidecar.http import ResponseWriter
+from meshdev.sidecar.proxy.accesslog import (
+    UPSTREAM_CONNECTION_FAILURE,
+    UPSTREAM_CONNECTION_TERMINATION,
+    UPSTREAM_OVERFLOW,
+    UPSTREAM_REQUEST_TIMEOUT,
+    Record,
+)
+from meshdev.sidecar.router.retry import Failure
+from meshdev.sidecar.stats.sets import ClusterStats
+
+_TEXT: Final = ("content-type", "text/plain")
+_OVERLOADED: Final = ("x-envoy-overloaded", "true")
+_RESET_BEFORE_HEADERS: Final = b"upstream connect error or disconnect/reset before headers. "
+_OVERFLOW_BODY: Final = _RESET_BEFORE_HEADERS + b"reset reason: overflow"
+TIMEOUT_BODY: Final = b"upstream request timeout"
+
+
+class Reply:
+    """A local answer (no upstream response to relay)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers if headers is not None else []
+
+
+async def send_local(w: ResponseWriter, rec: Record, reply: Reply) -> None:
+    rec.status = reply.status
+    body = reply.body
+    rec.bytes_sent = len(body)
+    await w.start(reply.status, [_TEXT, ("content-length", str(len(body))), *reply.headers])
+    if body:
+        await w.write(body)
+    await w.end()
+
+
+def overflow_reply(rec: Record, cs: ClusterStats) -> Reply:
+    """A circuit breaker's overflow: 503 at once, `UO`, `x-envoy-overloaded: true`."""
+    cs.upstream.charge(503)
+    rec.add_flag(UPSTREAM_OVERFLOW)
+    return Reply(503, _OVERFLOW_BODY, [_OVERLOADED])
+
+
+def failure_reply(failure: Failure, rec: Record, cs: ClusterStats) -> Reply:
+    """The answer to a last try that ended without an upstream answer."""
+    if failure is Failure.PER_TRY_TIMEOUT:
+        cs.upstream.charge(504)
+        rec.add_flag(UPSTREAM_REQUEST_TIMEOUT)
+        return Reply(504, TIMEOUT_BODY)
+    cs.upstream.charge(503)
+    if failure is Failure.CONNECT_FAILURE:
+        rec.add_flag(UPSTREAM_CONNECTION_FAILURE)
+        reason = b"connection failure"
+    else:
+        rec.add_flag(UPSTREAM_CONNECTION_TERMINATION)
+        reason = b"connection termination"
+    retried = b"retried and the latest " if rec.attempts > 1 else b""
+    return Reply(503, _RESET_BEFORE_HEADERS + retried + b"reset reason: " + reason)

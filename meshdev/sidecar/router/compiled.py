@@ -1,0 +1,114 @@
+"""A compiled config: what a request reads, built once per apply and never changed after
+(except a route's `fault`, which runtime overrides replace in place)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meshdev.common.sidecar_config import Listener, Route, SidecarConfig
+from meshdev.sidecar.filters.fault import FaultSpec
+from meshdev.sidecar.filters.ratelimit import TokenBucket
+from meshdev.sidecar.router.retry import RetryRules
+from meshdev.sidecar.router.table import HostIndex, RouteTable, WeightedPick
+from meshdev.sidecar.stats.sets import ListenerStats, RouteStats
+from meshdev.sidecar.upstream.balancer import Balancer, make_balancer
+from meshdev.sidecar.upstream.cluster import ClusterState
+from meshdev.sidecar.upstream.host import Host
+
+
+class ClusterSnapshot:
+    """One config's view of a cluster: its hosts and balancer, over the shared state."""
+
+    __slots__ = (
+        "balancer",
+        "breaker",
+        "connect_timeout",
+        "detector",
+        "hash_header",
+        "hosts",
+        "name",
+        "state",
+        "stats",
+    )
+
+    def __init__(self, state: ClusterState, hosts: list[Host]) -> None:
+        cfg = state.config
+        self.name = state.name
+        self.state = state
+        self.stats = state.stats
+        self.breaker = state.breaker
+        self.detector = state.detector
+        self.hosts = tuple(hosts)
+        self.balancer: Balancer[Host] = make_balancer(cfg.lb, hosts, state.epoch)
+        self.hash_header = cfg.hash_header.lower() if cfg.hash_header else None
+        self.connect_timeout = cfg.connect_timeout
+
+
+class RouteEntry:
+    """A compiled route: where it goes and the policies on the way."""
+
+    __slots__ = (
+        "bucket",
+        "clusters",
+        "fault",
+        "fault_config",
+        "name",
+        "retry",
+        "stats",
+        "timeout",
+        "vhost",
+    )
+
+    def __init__(
+        self,
+        vhost: str,
+        route: Route,
+        clusters: WeightedPick[ClusterSnapshot],
+        stats: RouteStats,
+        bucket: TokenBucket | None,
+        fault: FaultSpec | None,
+    ) -> None:
+        self.vhost = vhost
+        self.name = route.name
+        self.clusters = clusters
+        self.timeout = route.timeout
+        self.retry = RetryRules(route.retries) if route.retries is not None else None
+        self.bucket = bucket
+        self.fault_config = route.fault
+        # Replaced in place when runtime overrides change (no reload needed).
+        self.fault = fault
+        self.stats = stats
+
+
+class VHostEntry:
+    __slots__ = ("name", "routes")
+
+    def __init__(self, name: str, routes: RouteTable[RouteEntry]) -> None:
+        self.name = name
+        self.routes = routes
+
+
+class ListenerEntry:
+    __slots__ = ("inbound", "ingress", "kind", "name", "stats")
+
+    def __init__(
+        self,
+        listener: Listener,
+        stats: ListenerStats,
+        inbound: RouteEntry | None,
+        ingress: RouteTable[VHostEntry] | None,
+    ) -> None:
+        self.name = listener.name
+        self.kind = listener.kind
+        self.stats = stats
+        self.inbound = inbound
+        self.ingress = ingress
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    config: SidecarConfig
+    listeners: dict[str, ListenerEntry]
+    vhosts: HostIndex[VHostEntry]
+    routes: tuple[RouteEntry, ...]
+    clusters: dict[str, ClusterSnapshot]

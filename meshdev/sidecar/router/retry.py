@@ -1,0 +1,101 @@
+"""Envoy's retry policy: which outcomes are retried, and the jittered backoff between tries.
+
+`retry_on` as Envoy reads it (source/common/router/retry_state_impl.cc):
+- `5xx`: any 5xx answer, and any failure without an answer (connect failure, reset,
+  per-try timeout);
+- `gateway-error`: a 502, 503 or 504 answer, and likewise any failure without an answer;
+- `reset`: a failure without an answer (disconnect, reset, per-try timeout, connect failure);
+- `connect-failure`: a failed or timed-out connect only;
+- `retriable-4xx`: a 409 answer;
+- `retriable-status-codes`: an answer whose status is in `retriable_status_codes`.
+An answer carrying `x-envoy-overloaded` or `x-envoy-ratelimited` is never retried, and neither
+is a local circuit-breaker overflow.
+
+Backoff is Envoy's "full jitter": before retry n (from 1) wait a uniform draw in
+[0, min(base * 2^(n-1), max)), with base 25 ms and max 10x base by default.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+
+from meshdev.common.sidecar_config import RetryPolicy
+
+
+class Failure(enum.Enum):
+    """A try that ended without an upstream answer."""
+
+    CONNECT_FAILURE = "connect-failure"
+    RESET = "reset"
+    PER_TRY_TIMEOUT = "per-try-timeout"
+
+
+GATEWAY_ERRORS = frozenset({502, 503, 504})
+
+
+class RetryRules:
+    """A compiled RetryPolicy."""
+
+    __slots__ = (
+        "base_interval",
+        "max_interval",
+        "num_retries",
+        "on_5xx",
+        "on_connect_failure",
+        "on_gateway_error",
+        "on_reset",
+        "per_try_timeout",
+        "status_codes",
+    )
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        kinds = set(policy.retry_on)
+        self.num_retries = policy.attempts
+        self.on_5xx = "5xx" in kinds
+        self.on_gateway_error = "gateway-error" in kinds
+        self.on_reset = "reset" in kinds
+        self.on_connect_failure = "connect-failure" in kinds
+        codes: set[int] = set()
+        if "retriable-4xx" in kinds:
+            codes.add(409)
+        if "retriable-status-codes" in kinds:
+            codes.update(policy.retriable_status_codes)
+        self.status_codes = frozenset(codes)
+        self.per_try_timeout = policy.per_try_timeout
+        self.base_interval = policy.base_interval
+        self.max_interval = max(policy.max_interval, policy.base_interval)
+
+    def retry_status(self, status: int) -> bool:
+        """Whether an answer with `status` is retried (the caller vetoes x-envoy-overloaded
+        and x-envoy-ratelimited answers first)."""
+        if status >= 500:
+            if self.on_5xx:
+                return True
+            if self.on_gateway_error and status in GATEWAY_ERRORS:
+                return True
+        return status in self.status_codes
+
+    def retry_failure(self, failure: Failure) -> bool:
+        if self.on_5xx or self.on_gateway_error or self.on_reset:
+            return True
+        return self.on_connect_failure and failure is Failure.CONNECT_FAILURE
+
+
+class Backoff:
+    """Full-jitter exponential backoff, one per request."""
+
+    __slots__ = ("_max", "_next", "_rand")
+
+    def __init__(
+        self, base: float, maximum: float, rand: Callable[[], float] = random.random
+    ) -> None:
+        self._next = base
+        self._max = maximum
+        self._rand = rand
+
+    def next_delay(self) -> float:
+        ceiling = self._next
+        self._next = ceiling * 2 if ceiling < self._max / 2 else self._max
+        return min(self._rand() * ceiling, self._max)

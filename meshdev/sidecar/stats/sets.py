@@ -1,0 +1,171 @@
+"""The stat objects of one listener, route or cluster, fetched from the Store once.
+
+The request path bumps `.value` on these; names are Envoy's. A status code's own counter
+(`upstream_rq_503`) is created on its first use and then cached here, so stats survive config
+swaps (the Store keeps them) while each set costs one dict look-up per status.
+"""
+
+from __future__ import annotations
+
+from meshdev.common.histogram import Histogram
+from meshdev.sidecar.stats.store import Counter, Gauge, Store
+
+# Response flag -> the Envoy stat it is counted under on a route (UT has its own already).
+ROUTE_FLAG_STATS = {
+    "UO": "upstream_rq_pending_overflow",
+    "UH": "upstream_cx_none_healthy",
+    "UF": "upstream_cx_connect_fail",
+    "URX": "upstream_rq_retry_limit_exceeded",
+    "RL": "http_local_rate_limit.rate_limited",
+    "FI": "fault.aborts_injected",
+    "DI": "fault.delays_injected",
+}
+
+
+class StatusCounters:
+    """`<prefix>_2xx` style class counters plus `<prefix>_<code>` counters, lazily."""
+
+    __slots__ = ("_classes", "_codes", "_prefix", "_store")
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._classes = [store.counter(f"{prefix}_{i}xx") for i in range(1, 6)]
+        # status -> (its class counter or None, its own counter)
+        self._codes: dict[int, tuple[Counter | None, Counter]] = {}
+
+    def charge(self, status: int) -> None:
+        pair = self._codes.get(status)
+        if pair is None:
+            pair = self._codes[status] = self._pair(status)
+        klass, code = pair
+        if klass is not None:
+            klass.value += 1
+        code.value += 1
+
+    def _pair(self, status: int) -> tuple[Counter | None, Counter]:
+        i = status // 100
+        klass = self._classes[i - 1] if 1 <= i <= 5 else None
+        return klass, self._store.counter(f"{self._prefix}_{status}")
+
+
+class ListenerStats:
+    __slots__ = (
+        "aborts_injected",
+        "delays_injected",
+        "downstream",
+        "downstream_rq_active",
+        "downstream_rq_time",
+        "downstream_rq_total",
+        "no_route",
+        "rq_total",
+    )
+
+    def __init__(self, store: Store, listener: str) -> None:
+        p = f"http.{listener}."
+        self.downstream_rq_total: Counter = store.counter(p + "downstream_rq_total")
+        self.downstream_rq_active: Gauge = store.gauge(p + "downstream_rq_active")
+        self.downstream_rq_time: Histogram = store.histogram(p + "downstream_rq_time")
+        self.downstream = StatusCounters(store, p + "downstream_rq")
+        self.rq_total: Counter = store.counter(p + "rq_total")
+        self.no_route: Counter = store.counter(p + "no_route")
+        self.aborts_injected: Counter = store.counter(p + "fault.aborts_injected")
+        self.delays_injected: Counter = store.counter(p + "fault.delays_injected")
+
+
+class RouteStats:
+    """Envoy's per-route stats (`vhost.<v>.route.<r>.upstream_rq_*`), plus meshdev's
+    `downstream_rq_*` per route so a dashboard also sees local answers (faults, 429s)."""
+
+    __slots__ = (
+        "downstream",
+        "downstream_rq_total",
+        "flag_counters",
+        "upstream",
+        "upstream_rq_retry",
+        "upstream_rq_time",
+        "upstream_rq_timeout",
+        "upstream_rq_total",
+    )
+
+    def __init__(self, store: Store, vhost: str, route: str) -> None:
+        p = f"vhost.{vhost}.route.{route}."
+        self.upstream_rq_total: Counter = store.counter(p + "upstream_rq_total")
+        self.upstream = StatusCounters(store, p + "upstream_rq")
+        self.upstream_rq_time: Histogram = store.histogram(p + "upstream_rq_time")
+        self.upstream_rq_timeout: Counter = store.counter(p + "upstream_rq_timeout")
+        self.upstream_rq_retry: Counter = store.counter(p + "upstream_rq_retry")
+        self.downstream_rq_total: Counter = store.counter(p + "downstream_rq_total")
+        self.downstream = StatusCounters(store, p + "downstream_rq")
+        # Envoy counts these per cluster or listener only; per route (under the same names)
+        # a dashboard can say which route's callers met a breaker, a fault or the rate limit.
+        self.flag_counters: dict[str, Counter] = {
+            flag: store.counter(p + name) for flag, name in ROUTE_FLAG_STATS.items()
+        }
+
+    def count_flags(self, flags: str) -> None:
+        """Charge an access-log record's response flags (`UO,URX`) to this route."""
+        for flag in flags.split(","):
+            counter = self.flag_counters.get(flag)
+            if counter is not None:
+                counter.value += 1
+
+
+class ClusterStats:
+    """A cluster's request stats. Connection and pending counts live as plain ints in the
+    connection budget and pools (upstream.py); `sync_budget` copies them in."""
+
+    __slots__ = (
+        "cx_open",
+        "membership_healthy",
+        "membership_total",
+        "retry",
+        "retry_or_shadow_abandoned",
+        "rq_pending_open",
+        "upstream",
+        "upstream_cx_active",
+        "upstream_cx_connect_fail",
+        "upstream_cx_none_healthy",
+        "upstream_cx_overflow",
+        "upstream_cx_total",
+        "upstream_rq_pending_active",
+        "upstream_rq_pending_overflow",
+        "upstream_rq_pending_total",
+        "upstream_rq_per_try_timeout",
+        "upstream_rq_retry",
+        "upstream_rq_retry_limit_exceeded",
+        "upstream_rq_retry_success",
+        "upstream_rq_time",
+        "upstream_rq_timeout",
+        "upstream_rq_total",
+    )
+
+    def __init__(self, store: Store, cluster: str) -> None:
+        p = f"cluster.{cluster}."
+        self.upstream_rq_total: Counter = store.counter(p + "upstream_rq_total")
+        self.upstream = StatusCounters(store, p + "upstream_rq")
+        # Answers that were retried are charged here instead (Envoy's `retry.` scope).
+        self.retry = StatusCounters(store, p + "retry.upstream_rq")
+        self.upstream_rq_time: Histogram = store.histogram(p + "upstream_rq_time")
+        self.upstream_rq_timeout: Counter = store.counter(p + "upstream_rq_timeout")
+        self.upstream_rq_per_try_timeout: Counter = store.counter(p + "upstream_rq_per_try_timeout")
+        self.upstream_rq_retry: Counter = store.counter(p + "upstream_rq_retry")
+        self.upstream_rq_retry_success: Counter = store.counter(p + "upstream_rq_retry_success")
+        self.upstream_rq_retry_limit_exceeded: Counter = store.counter(
+            p + "upstream_rq_retry_limit_exceeded"
+        )
+        self.retry_or_shadow_abandoned: Counter = store.counter(p + "retry_or_shadow_abandoned")
+        self.upstream_cx_none_healthy: Counter = store.counter(p + "upstream_cx_none_healthy")
+        self.membership_healthy: Gauge = store.gauge(p + "membership_healthy")
+        self.membership_total: Gauge = store.gauge(p + "membership_total")
+        self.upstream_cx_total: Counter = store.counter(p + "upstream_cx_total")
+        self.upstream_cx_active: Gauge = store.gauge(p + "upstream_cx_active")
+        self.upstream_cx_overflow: Counter = store.counter(p + "upstream_cx_overflow")
+        self.upstream_cx_connect_fail: Counter = store.counter(p + "upstream_cx_connect_fail")
+        self.upstream_rq_pending_active: Gauge = store.gauge(p + "upstream_rq_pending_active")
+        self.upstream_rq_pending_total: Counter = store.counter(p + "upstream_rq_pending_total")
+        self.upstream_rq_pending_overflow: Counter = store.counter(
+            p + "upstream_rq_pending_overflow"
+        )
+        self.cx_open: Gauge = store.gauge(p + "circuit_breakers.default.cx_open")
+        self.rq_pending_open: Gauge = store.gauge(p + "circuit_breakers.default.rq_pending_open")

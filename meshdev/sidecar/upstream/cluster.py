@@ -1,0 +1,173 @@
+"""Everything about one cluster that outlives config swaps.
+
+Per cluster a `ClusterState` keeps the connection budget, circuit breaker, outlier detector and
+stats, and per endpoint (address, port) a `Host` with its connection pool and outlier state.
+Pools of unchanged endpoints therefore keep their connections; a removed endpoint's pool stops
+taking requests and closes its connections once they are idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from meshdev.common.sidecar_config import Cluster
+from meshdev.sidecar.stats.sets import ClusterStats
+from meshdev.sidecar.upstream import ConnectionBudget, UpstreamPool
+from meshdev.sidecar.upstream.balancer import HealthEpoch
+from meshdev.sidecar.upstream.breaker import Breaker
+from meshdev.sidecar.upstream.host import Host
+from meshdev.sidecar.upstream.outlier import OutlierDetector
+
+if TYPE_CHECKING:
+    from meshdev.sidecar.dataplane import DataPlane
+
+
+class ClusterState:
+    """Everything about one cluster that outlives config swaps."""
+
+    def __init__(self, plane: DataPlane, config: Cluster) -> None:
+        self.name = config.name
+        self.config = config
+        self._plane = plane
+        store = plane.stats_store
+        self.stats = ClusterStats(store, self.name)
+        cb = config.circuit_breaker
+        self.breaker = Breaker(store, self.name, cb)
+        self.budget = ConnectionBudget(cb.max_connections, cb.max_pending_requests)
+        self.epoch = HealthEpoch()
+        self.detector: OutlierDetector | None = None
+        self.hosts: dict[tuple[str, int], Host] = {}
+        self.retired: list[Host] = []
+        self.active = True
+        self._ticker: asyncio.Task[None] | None = None
+        self._seen_cx_overflow = 0
+        self._seen_pending_total = 0
+
+    def update(self, config: Cluster) -> list[Host]:
+        """Adopt a new config of this cluster; answers its hosts in config order."""
+        self.config = config
+        self.active = True
+        cb = config.circuit_breaker
+        self.breaker.update(cb)
+        self.budget.update(cb.max_connections, cb.max_pending_requests)
+        wanted: list[Host] = []
+        keep: dict[tuple[str, int], Host] = {}
+        for ep in config.endpoints:
+            key = (ep.address, ep.port)
+            if key in keep:
+                continue
+            host = self.hosts.get(key)
+            if host is None:
+                host = Host(
+                    self.name,
+                    ep.address,
+                    ep.port,
+                    ep.pod,
+                    UpstreamPool(ep.address, ep.port, self.budget),
+                )
+            host.pod = ep.pod
+            keep[key] = host
+            wanted.append(host)
+        for key, host in self.hosts.items():
+            if key not in keep:
+                self._retire(host)
+        self.hosts = keep
+        od = config.outlier_detection
+        if od is None:
+            if self.detector is not None:
+                for h in wanted:
+                    h.ejected = False
+                self.detector.set_hosts([])
+                self.detector = None
+        elif self.detector is None:
+            self.detector = OutlierDetector(od, self._plane.stats_store, self.name, self._changed)
+        else:
+            self.detector.update(od)
+        if self.detector is not None:
+            self.detector.set_hosts(wanted)
+        self.epoch.bump()
+        self._membership()
+        self.restart_ticker()
+        return wanted
+
+    def deactivate(self) -> None:
+        """The cluster left the config: its hosts retire, its stats stay."""
+        self.active = False
+        for host in self.hosts.values():
+            self._retire(host)
+        self.hosts = {}
+        if self.detector is not None:
+            self.detector.set_hosts([])
+        self.stats.membership_total.value = 0
+        self.stats.membership_healthy.value = 0
+        self._stop_ticker()
+
+    def _retire(self, host: Host) -> None:
+        host.removed = True
+        if host.ejected:
+            host.ejected = False
+        self.retired.append(host)
+        self._plane.spawn(host.pool.close())
+
+    def _changed(self) -> None:
+        self.epoch.bump()
+        self._membership()
+
+    def _membership(self) -> None:
+        hosts = self.hosts.values()
+        self.stats.membership_total.value = len(hosts)
+        self.stats.membership_healthy.value = sum(1 for h in hosts if not h.ejected)
+
+    def restart_ticker(self) -> None:
+        """Keep one ticker while the cluster has a detector; a swap does not reset its phase
+        (configs may be swapped more often than the interval)."""
+        if self.detector is None or not self._plane.running:
+            self._stop_ticker()
+        elif self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(
+                self._tick_loop(), name=f"meshdev-outlier-{self.name}"
+            )
+
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    async def _tick_loop(self) -> None:
+        while self.detector is not None:
+            await asyncio.sleep(self.detector.config.interval)
+            if self.detector is not None:
+                self.detector.tick()
+
+    def sync_stats(self) -> None:
+        """Copy the pools' and budget's plain counts into the Store (counters by delta, so
+        they never go back when a pool goes away)."""
+        s = self.stats
+        budget = self.budget
+        s.upstream_cx_active.value = budget.cx_active
+        s.upstream_rq_pending_active.value = budget.rq_pending_active
+        s.cx_open.value = 1 if budget.cx_open else 0
+        s.rq_pending_open.value = 1 if budget.rq_pending_open else 0
+        s.upstream_cx_overflow.value += budget.cx_overflow - self._seen_cx_overflow
+        self._seen_cx_overflow = budget.cx_overflow
+        s.upstream_rq_pending_total.value += budget.rq_pending_total - self._seen_pending_total
+        self._seen_pending_total = budget.rq_pending_total
+        for host in self._all_hosts():
+            pool = host.pool
+            s.upstream_cx_total.value += pool.cx_total - host._seen_cx_total
+            host._seen_cx_total = pool.cx_total
+            s.upstream_cx_connect_fail.value += pool.cx_connect_fail - host._seen_connect_fail
+            host._seen_connect_fail = pool.cx_connect_fail
+        # Retired hosts are dropped once their pool has nothing left open.
+        self.retired = [h for h in self.retired if h.pool.cx_active or h.rq_active]
+
+    def _all_hosts(self) -> Iterable[Host]:
+        yield from self.hosts.values()
+        yield from self.retired
+
+    async def aclose(self) -> None:
+        self._stop_ticker()
+        for host in list(self._all_hosts()):
+            await host.pool.close()

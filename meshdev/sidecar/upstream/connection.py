@@ -1,0 +1,248 @@
+"""One keep-alive connection to an upstream endpoint: sends an encoded request (streaming
+its body with back-pressure), parses the response into an UpstreamResponse, and goes back to
+its pool or closes (see the upstream module doc)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+
+from meshdev.sidecar.http.wire import JOIN_MAX, LAST_CHUNK, header_name
+from meshdev.sidecar.upstream.errors import UpstreamReset
+from meshdev.sidecar.upstream.response import UpstreamResponse
+
+if TYPE_CHECKING:
+    from meshdev.sidecar.upstream.pool import UpstreamPool
+
+
+class _UpstreamConn(asyncio.Protocol):
+    """One keep-alive connection to an upstream; one exchange at a time."""
+
+    __slots__ = (
+        "_drain",
+        "_head_only",
+        "_headers",
+        "_pump",
+        "_sent_all",
+        "_skip",
+        "_waiter",
+        "closed",
+        "idle_since",
+        "loop",
+        "parser",
+        "pool",
+        "resp",
+        "rpaused",
+        "transport",
+        "wpaused",
+    )
+
+    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser: Any = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.resp: UpstreamResponse | None = None
+        self.rpaused = False
+        self.wpaused = False
+        self._waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._head_only = False
+        self._skip = False
+        self._sent_all = True
+        self._pump: asyncio.Task[None] | None = None
+
+    # -- the exchange -----------------------------------------------------------------------
+
+    def send(
+        self,
+        head: bytes,
+        payload: bytes | bytearray | memoryview | None,
+        stream: AsyncIterator[bytes] | None,
+        chunked: bool,
+        head_only: bool,
+    ) -> asyncio.Future[UpstreamResponse]:
+        """Write an encoded request; the returned future gets the response head."""
+        self._head_only = head_only
+        waiter: asyncio.Future[UpstreamResponse] = self.loop.create_future()
+        self._waiter = waiter
+        transport = self.transport
+        if stream is not None:
+            self._sent_all = False
+            transport.write(head)
+            self._pump = self.loop.create_task(self._send_body(stream, chunked))
+        else:
+            self._sent_all = True
+            if not payload:
+                transport.write(head)
+            elif len(payload) <= JOIN_MAX:
+                transport.write(head + payload)
+            else:
+                transport.writelines((head, payload))
+        return waiter
+
+    async def _send_body(self, stream: AsyncIterator[bytes], chunked: bool) -> None:
+        transport = self.transport
+        try:
+            async for chunk in stream:
+                if self.closed:
+                    return
+                if not chunk:
+                    continue
+                if chunked:
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                else:
+                    transport.write(chunk)
+                if self.wpaused:
+                    await self._wait_drain()
+                    if self.closed:
+                        return
+            if chunked and not self.closed:
+                transport.write(LAST_CHUNK)
+            self._sent_all = True
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            # The downstream body broke (client left, bad chunking): the upstream request
+            # cannot be completed, so the connection goes.
+            self._discard()
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(UpstreamReset(f"request body failed: {exc}"))
+        finally:
+            self._pump = None
+
+    async def _wait_drain(self) -> None:
+        waiter = self.loop.create_future()
+        self._drain = waiter
+        try:
+            await waiter
+        finally:
+            self._drain = None
+
+    def _done(self, reusable: bool) -> None:
+        """The response arrived whole."""
+        resp = self.resp
+        self.resp = None
+        if resp is not None:
+            resp._finish(None)
+        if reusable and self._sent_all and not self.closed:
+            self.pool._release(self)
+        else:
+            self._discard(graceful=True)
+
+    def _discard(self, graceful: bool = False) -> None:
+        """Close the connection and give its budget back; idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        if graceful:
+            self.transport.close()
+        else:
+            self.transport.abort()
+        pump = self._pump
+        if pump is not None and pump is not asyncio.current_task():
+            pump.cancel()
+        resp = self.resp
+        if resp is not None:
+            self.resp = None
+            resp._finish(UpstreamReset("upstream connection closed mid-body"))
+        self.pool._lost(self)
+
+    # -- transport events -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its interface.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._waiter is None and self.resp is None:
+            # Nothing asked for: an idle connection the upstream is giving up on.
+            self._discard()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            waiter = self._waiter
+            self._discard()
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(UpstreamReset(f"malformed upstream response: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        resp = self.resp
+        if resp is not None and not _has_framing(resp.headers):
+            # A response without Content-Length or chunking ends with the connection.
+            self.resp = None
+            resp._finish(None)
+        waiter = self._waiter
+        was_closed = self.closed
+        if not was_closed:
+            self._discard()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(UpstreamReset(f"upstream closed the connection: {exc or 'eof'}"))
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.wpaused = True
+
+    def resume_writing(self) -> None:
+        self.wpaused = False
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- parser callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((header_name(name), value.rstrip(b" \t").decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status: int = self.parser.get_status_code()
+        if status < 200 and status != 101:
+            # 100 Continue and friends: the real response follows.
+            self._skip = True
+            return
+        resp = UpstreamResponse(status, self._headers, self)
+        self.resp = resp
+        waiter = self._waiter
+        self._waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(resp)
+        if self._head_only:
+            # llhttp cannot be told the request was HEAD: end here, parse the next fresh.
+            keep = self.parser.should_keep_alive()
+            self.parser = httptools.HttpResponseParser(self)
+            self._done(reusable=keep)
+
+    def on_body(self, data: bytes) -> None:
+        resp = self.resp
+        if resp is not None:
+            resp._feed(data)
+
+    def on_message_complete(self) -> None:
+        if self._skip:
+            self._skip = False
+            return
+        if self.resp is None:
+            return
+        self._done(reusable=self.parser.should_keep_alive())
+
+
+def _has_framing(headers: list[tuple[str, str]]) -> bool:
+    return any(k in {"content-length", "transfer-encoding"} for k, _ in headers)

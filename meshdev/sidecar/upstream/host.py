@@ -1,0 +1,43 @@
+"""One endpoint of a cluster, kept across config swaps while the endpoint stays."""
+
+from __future__ import annotations
+
+from meshdev.sidecar.upstream import UpstreamPool
+from meshdev.sidecar.upstream.outlier import HostHealth
+
+
+class Host(HostHealth):
+    """An endpoint's pool, outlier state and request counts (the balancers' `LbHost`)."""
+
+    __slots__ = (
+        "_seen_connect_fail",
+        "_seen_cx_total",
+        "address",
+        "cluster",
+        "key",
+        "pod",
+        "pool",
+        "port",
+        "removed",
+        "rq_active",
+        "rq_error",
+        "rq_success",
+        "rq_total",
+    )
+
+    def __init__(self, cluster: str, address: str, port: int, pod: str, pool: UpstreamPool) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.address = address
+        self.port = port
+        self.pod = pod
+        self.key = f"{address}:{port}"
+        self.pool = pool
+        self.rq_active = 0
+        self.rq_total = 0
+        self.rq_success = 0
+        self.rq_error = 0
+        self.removed = False
+        # The pool's counts last copied into the Store (ClusterState.sync_stats adds deltas).
+        self._seen_cx_total = 0
+        self._seen_connect_fail = 0

@@ -1,0 +1,300 @@
+"""Many sidecars' latest snapshots -> one `MeshView`: per route, per cluster, per host.
+
+No I/O and no clocks: everything comes in through `SidecarInput`. The `Aggregator` keeps only
+what a view needs of the past: sparkline histories, the previous view (events are its
+differences), and per-name caches. Its parts: tally.py (the running sums of one view),
+stat_index.py (what a sidecar's stat names say), attribution.py (flags shared among routes),
+latency.py (merged quantiles), view_build.py (sums -> the view's stats).
+
+How the numbers are made (each sidecar contributes its latest interval; stale ones nothing):
+- Rates are a sidecar's counter deltas over its own interval, summed over sidecars. A route's
+  traffic is counted on the caller's sidecar only, so the sum counts every request once.
+- A route's requests and statuses are what its callers got: meshdev's per-route
+  `downstream_rq_total` / `downstream_rq_<code>` (local answers such as 429, 503 UO or an
+  injected abort included). A proxy without them (Envoy) gives `upstream_rq_*` instead.
+  Success % is non-5xx over all answers (from codes, or `_<class>xx`).
+- Quantiles come from the interval histograms merged bucket by bucket (every sidecar uses the
+  same log-linear buckets, so the merge is exact and the result within 1 %); a route served
+  by one sidecar takes that sidecar's own quantiles.
+- Response flags of a route come from its own counters (`vhost.<v>.route.<r>.<stat>`) where
+  the sidecar has them for that flag; otherwise from its clusters' counters (`UO`, `UT`,
+  `UF`, `UH`, `URX`) and its listeners' (`FI`, `DI`, `RL`), shared among the routes that
+  could have caused them in proportion to their traffic. What no route can own (`NR`, or a
+  listener's fault with no fault configured anywhere) goes to `MeshView.unattributed_flags`.
+- Clusters and hosts are merged over sidecars: each sidecar has its own breakers and its own
+  outlier detection, so a limit shows the sidecar nearest to it and a host counts as ejected
+  when any sidecar ejects it. A sidecar's inbound side (its own app: the `inbound|<port>`
+  cluster and the `inbound` route) is not a mesh route or cluster; it becomes that sidecar's
+  own rps and success % in `SidecarStatus`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from meshdev.telemetry.aggregation.attribution import attribute
+from meshdev.telemetry.aggregation.events import diff_views
+from meshdev.telemetry.aggregation.history import DEFAULT_LENGTH, History
+from meshdev.telemetry.aggregation.snapshot import Snapshot
+from meshdev.telemetry.aggregation.stat_index import StatIndex, index_stats, is_local
+from meshdev.telemetry.aggregation.statnames import (
+    CLASS,
+    CLUSTER,
+    CODE,
+    DS_CLASS,
+    DS_CODE,
+    DS_TOTAL,
+    FLAG,
+    LISTENER,
+    RETRY,
+    ROUTE,
+    TIME,
+    TOTAL,
+    StatNames,
+)
+from meshdev.telemetry.aggregation.tally import ClusterTally, HostTally, RouteTally, bump
+from meshdev.telemetry.aggregation.topology import RouteKey, Topology
+from meshdev.telemetry.aggregation.view import MeshView, SidecarStatus
+from meshdev.telemetry.aggregation.view_build import cluster_stats, host_stats, route_stats
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarInput:
+    """One sidecar as the source sees it now."""
+
+    node: str
+    admin_url: str
+    snapshot: Snapshot | None
+    topology: Topology | None = None
+    connected: bool = True
+    stale: bool = False
+    mode: str = "stream"
+    error: str = ""
+    age_s: float | None = None
+
+
+class Aggregator:
+    def __init__(self, *, history: int = DEFAULT_LENGTH) -> None:
+        self._names = StatNames()
+        self._rps_history = History(history)
+        self._trip_history = History(history)
+        self._indexes: dict[str, StatIndex] = {}
+        self._topologies: dict[int, Topology] = {}
+        self._previous: MeshView | None = None
+
+    def build(self, sidecars: Sequence[SidecarInput], at: float) -> MeshView:
+        """The view of `sidecars` now (`at`: wall-clock time, for the view and its events)."""
+        routes: dict[RouteKey, RouteTally] = {}
+        clusters: dict[str, ClusterTally] = {}
+        hosts: dict[tuple[str, str], HostTally] = {}
+        unattributed: dict[str, int] = {}
+        self._learn(sidecars)
+        statuses = []
+        for sc in sidecars:
+            snap = sc.snapshot
+            topo = sc.topology
+            if topo is not None:
+                for r in topo.routes:
+                    if r.key not in routes:
+                        routes[r.key] = RouteTally()
+                for c in topo.clusters:
+                    if c not in clusters and c not in topo.local_clusters and not is_local(c):
+                        clusters[c] = ClusterTally()
+            own = RouteTally()
+            if snap is not None and not sc.stale:
+                self._add(sc, snap, own, routes, clusters, hosts, unattributed)
+            side = own.side
+            statuses.append(
+                SidecarStatus(
+                    node=sc.node,
+                    admin_url=sc.admin_url,
+                    connected=sc.connected,
+                    stale=sc.stale,
+                    mode=sc.mode,
+                    config_version=snap.config_version if snap else None,
+                    config_hash=snap.config_hash if snap else None,
+                    error=sc.error,
+                    age_s=sc.age_s,
+                    rps=side.rps,
+                    success_pct=side.success_pct,
+                )
+            )
+        view = MeshView(
+            at=at,
+            sidecars=tuple(statuses),
+            routes=route_stats(routes, self._rps_history),
+            clusters=cluster_stats(clusters, hosts, self._trip_history),
+            hosts=host_stats(hosts),
+            unattributed_flags=unattributed,
+        )
+        view = dataclasses.replace(view, events=diff_views(self._previous, view))
+        self._previous = view
+        return view
+
+    # -- one sidecar ---------------------------------------------------------------------
+
+    def _learn(self, sidecars: Sequence[SidecarInput]) -> None:
+        for sc in sidecars:
+            t = sc.topology
+            if t is not None and id(t) not in self._topologies:
+                # Keep the object so its id is not reused by another while we remember it.
+                self._topologies[id(t)] = t
+                self._names.learn(
+                    clusters=t.clusters,
+                    vhosts={r.vhost for r in t.routes},
+                    routes={r.route for r in t.routes},
+                    http_prefixes=t.http_prefixes,
+                )
+        if len(self._topologies) > 4 * len(sidecars) + 16:
+            current = {id(sc.topology): sc.topology for sc in sidecars if sc.topology}
+            self._topologies = current
+
+    def _index(self, sc: SidecarInput, snap: Snapshot) -> StatIndex:
+        topo = sc.topology
+        stamp = (len(snap.counters), len(snap.histograms), id(topo))
+        index = self._indexes.get(sc.node)
+        if index is not None and index.stamp == stamp:
+            return index
+        index = self._indexes[sc.node] = index_stats(self._names.meaning, snap, topo, stamp)
+        return index
+
+    def _add(
+        self,
+        sc: SidecarInput,
+        snap: Snapshot,
+        own: RouteTally,
+        routes: dict[RouteKey, RouteTally],
+        clusters: dict[str, ClusterTally],
+        hosts: dict[tuple[str, str], HostTally],
+        unattributed: dict[str, int],
+    ) -> None:
+        index = self._index(sc, snap)
+        local = index.local
+        for key in index.routes:
+            r = routes.get(key)
+            if r is None:
+                r = routes[key] = RouteTally()
+            if key in index.down_routes:
+                r.prefer_down = True
+        own.prefer_down = bool(index.inbound & index.down_routes)
+        for c in index.clusters:
+            if c not in clusters:
+                clusters[c] = ClusterTally()
+
+        dt = snap.interval_s
+        if dt > 0:
+            self._add_interval(sc, snap, index, own, routes, clusters, unattributed, 1.0 / dt)
+
+        for b in snap.breakers:
+            if b.cluster not in local:
+                acc = clusters.get(b.cluster)
+                if acc is None:
+                    acc = clusters[b.cluster] = ClusterTally()
+                acc.breakers.append((sc.node, b))
+
+        age = sc.age_s or 0.0
+        inv = 1.0 / dt if dt > 0 else 0.0
+        for h in snap.hosts:
+            if h.cluster in local:
+                continue
+            key = (h.cluster, h.endpoint)
+            host = hosts.get(key)
+            if host is None:
+                host = hosts[key] = HostTally(h.pod)
+            host.rate += h.rq_total * inv
+            host.success += h.rq_success
+            host.error += h.rq_error
+            host.active += h.rq_active
+            if h.ejected:
+                host.ejected_by.append(sc.node)
+                host.returns = max(host.returns, h.ejected_for - age)
+            host.count = max(host.count, h.ejection_count)
+            if h.cluster not in clusters:
+                clusters[h.cluster] = ClusterTally()
+
+    def _add_interval(
+        self,
+        sc: SidecarInput,
+        snap: Snapshot,
+        index: StatIndex,
+        own: RouteTally,
+        routes: dict[RouteKey, RouteTally],
+        clusters: dict[str, ClusterTally],
+        unattributed: dict[str, int],
+        inv: float,
+    ) -> None:
+        meaning = self._names.meaning
+        local = index.local
+        inbound = index.inbound
+        cluster_flags: list[tuple[str, str, int]] = []
+        listener_flags: list[tuple[str, int]] = []
+        for name, n in snap.deltas.items():
+            m = meaning(name)
+            if m is None:
+                continue
+            kind, key, what, arg, trip = m
+            if kind == ROUTE:
+                r = own if key in inbound else routes.get(key)
+                if r is None:
+                    r = routes[key] = RouteTally()
+                if what == DS_TOTAL:
+                    r.down.total(inv, n)
+                elif what == DS_CODE:
+                    r.down.code(inv, arg, n)
+                elif what == TOTAL:
+                    r.up.total(inv, n)
+                elif what == CODE:
+                    r.up.code(inv, arg, n)
+                elif what == RETRY:
+                    r.retry += n * inv
+                elif what == FLAG:
+                    bump(r.flags, arg, n)
+                elif what == DS_CLASS:
+                    bump(r.down.classes, arg, n)
+                elif what == CLASS:
+                    bump(r.up.classes, arg, n)
+            elif kind == CLUSTER:
+                if key in local:
+                    continue
+                c = clusters.get(key)
+                if c is None:
+                    c = clusters[key] = ClusterTally()
+                if what == TOTAL:
+                    c.up.total(inv, n)
+                elif what == CODE:
+                    c.up.code(inv, arg, n)
+                elif what == CLASS:
+                    bump(c.up.classes, arg, n)
+                elif what == FLAG:
+                    bump(c.flags, arg, n)
+                    if trip:
+                        c.trips += n * inv
+                    cluster_flags.append((key, arg, n))
+            elif kind == LISTENER:
+                listener_flags.append((arg, n))
+
+        for name, h in snap.histograms.items():
+            if h.count or h.quantiles is not None:
+                m = meaning(name)
+                if m is not None and m[0] == ROUTE and m[2] == TIME:
+                    key = m[1]
+                    if key in inbound:
+                        continue
+                    hist_route = routes.get(key)
+                    if hist_route is None:
+                        hist_route = routes[key] = RouteTally()
+                    hist_route.hists.append(h)
+
+        if cluster_flags or listener_flags:
+            attribute(
+                meaning,
+                snap,
+                sc.topology,
+                index,
+                cluster_flags,
+                listener_flags,
+                routes,
+                unattributed,
+            )

@@ -1,0 +1,102 @@
+"""Running sums of one view, per route, cluster and host, filled from every sidecar's interval.
+
+`Aggregator.build` makes them afresh for each view and touches them once per stat per sidecar,
+so they are bare slotted classes: no checks, no properties beyond what the view reads.
+"""
+
+from __future__ import annotations
+
+from meshdev.sidecar.admin.views import BreakerView
+from meshdev.telemetry.aggregation.snapshot import IntervalHistogram
+
+
+def bump(d: dict[str, int], key: str, n: int) -> None:
+    d[key] = d.get(key, 0) + n
+
+
+def success_pct(codes: dict[str, int], classes: dict[str, int]) -> float | None:
+    """Non-5xx over all answers: from status codes, else from `_<class>xx` counts."""
+    if codes:
+        total = sum(codes.values())
+        bad = sum(n for c, n in codes.items() if c[0] == "5")
+    else:
+        total = sum(classes.values())
+        bad = classes.get("5", 0)
+    return 100.0 * (total - bad) / total if total else None
+
+
+class Side:
+    """Requests and their statuses on one side of a route or cluster, summed over sidecars."""
+
+    __slots__ = ("classes", "codes", "n", "n_codes", "rate", "rate_codes", "seen")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.rate = 0.0
+        self.seen = False  # a total counter moved (else the codes are all there is)
+        self.n_codes = 0
+        self.rate_codes = 0.0
+        self.codes: dict[str, int] = {}
+        self.classes: dict[str, int] = {}
+
+    def total(self, inv: float, n: int) -> None:
+        self.n += n
+        self.rate += n * inv
+        self.seen = True
+
+    def code(self, inv: float, code: str, n: int) -> None:
+        self.codes[code] = self.codes.get(code, 0) + n
+        self.n_codes += n
+        self.rate_codes += n * inv
+
+    @property
+    def requests(self) -> int:
+        return self.n if self.seen else self.n_codes
+
+    @property
+    def rps(self) -> float:
+        return self.rate if self.seen else self.rate_codes
+
+    @property
+    def success_pct(self) -> float | None:
+        return success_pct(self.codes, self.classes)
+
+
+class RouteTally:
+    __slots__ = ("down", "flags", "hists", "prefer_down", "retry", "up")
+
+    def __init__(self) -> None:
+        self.up = Side()
+        self.down = Side()
+        self.prefer_down = False  # a sidecar counts this route's downstream side
+        self.retry = 0.0
+        self.flags: dict[str, int] = {}
+        self.hists: list[IntervalHistogram] = []
+
+    @property
+    def side(self) -> Side:
+        return self.down if self.prefer_down else self.up
+
+
+class ClusterTally:
+    __slots__ = ("breakers", "flags", "trips", "up")
+
+    def __init__(self) -> None:
+        self.up = Side()
+        self.trips = 0.0
+        self.flags: dict[str, int] = {}
+        self.breakers: list[tuple[str, BreakerView]] = []
+
+
+class HostTally:
+    __slots__ = ("active", "count", "ejected_by", "error", "pod", "rate", "returns", "success")
+
+    def __init__(self, pod: str) -> None:
+        self.pod = pod
+        self.rate = 0.0
+        self.success = 0
+        self.error = 0
+        self.active = 0
+        self.count = 0
+        self.returns = 0.0
+        self.ejected_by: list[str] = []

@@ -1,0 +1,183 @@
+"""Deterministic synthetic views: for snapshot tests, the CPU benchmark, and demos.
+
+`sample_view(tick)` is a pure function of the tick, so a snapshot is the same on every run;
+`SampleSource` plays ticks at a fixed rate through the `ViewSource` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+
+from meshdev.telemetry.aggregation.view import (
+    BreakerLimit,
+    ClusterStats,
+    Event,
+    HostStats,
+    MeshView,
+    RouteStats,
+    SidecarStatus,
+)
+from meshdev.tui.logic.ports import OnView
+
+EPOCH = 1_700_000_000.0  # a fixed wall-clock time, so snapshots show the same clock
+HISTORY = 12
+_SERVICES = ("backend", "frontend", "payments", "users", "search")
+_ROUTE_NAMES = ("items", "canary", "default", "checkout", "profile", "lookup", "list", "admin")
+_PODS = {
+    "backend": ("backend-v1-0", "backend-v1-1", "backend-v2-0"),
+    "backend.v1": ("backend-v1-0", "backend-v1-1"),
+    "backend.v2": ("backend-v2-0",),
+    "frontend": ("frontend-0",),
+}
+
+
+def _wave(tick: int, phase: int, low: float, high: float) -> float:
+    return low + (high - low) * (0.5 + 0.5 * math.sin((tick + phase) / 3.0))
+
+
+def _route(tick: int, i: int) -> RouteStats:
+    vhost = _SERVICES[i % len(_SERVICES)]
+    name = _ROUTE_NAMES[(i // len(_SERVICES)) % len(_ROUTE_NAMES)]
+    if i >= len(_SERVICES) * len(_ROUTE_NAMES):
+        name = f"r{i}"
+    rps = round(_wave(tick, i, 5.0, 120.0), 2)
+    failing = i == 0 and tick % 8 >= 4  # the first route's breaker overflows half the time
+    flags = {"UO": 6 + tick % 3} if failing else {}
+    if i == 1:
+        flags["FI"] = 2
+    errors = sum(flags.values())
+    total = max(1, round(rps / 4))
+    success = round(100.0 * (total - min(errors, total)) / total, 1)
+    p50 = round(_wave(tick, i * 2, 1.0, 6.0), 1)
+    history = tuple(round(_wave(tick - k, i, 5.0, 120.0), 1) for k in range(HISTORY - 1, -1, -1))
+    return RouteStats(
+        vhost=vhost,
+        route=name,
+        rps=rps,
+        success_pct=success,
+        p50=p50,
+        p95=round(p50 * 3, 1),
+        p99=round(p50 * 7, 1),
+        retries_per_s=round(0.5 * (i % 3), 2),
+        total=1000 * (i + 1) + tick * total,
+        codes={"200": total - min(errors, total), **({"503": errors} if errors else {})},
+        flags=flags,
+        latency_buckets=((0.5, 0.5, 40), (1.0, 1.0, 120), (2.0, 2.0, 60), (5.0, 5.0, 12)),
+        history=history,
+    )
+
+
+def _clusters(tick: int) -> tuple[ClusterStats, ...]:
+    open_now = tick % 8 >= 4
+    trips = tuple(
+        float(6 + (tick - k) % 3) if (tick - k) % 8 >= 4 else 0.0 for k in range(11, -1, -1)
+    )
+    backend_limits = (
+        BreakerLimit("max_connections", 12, 50, False),
+        BreakerLimit("max_pending_requests", 5 if open_now else 1, 5, open_now),
+        BreakerLimit("max_requests", 20 if open_now else 7, 20, open_now),
+        BreakerLimit("max_retries", 0, 3, False),
+    )
+    quiet_limits = (
+        BreakerLimit("max_connections", 2, 100, False),
+        BreakerLimit("max_requests", 1, 100, False),
+    )
+    ejected = 1 if tick % 16 >= 8 else 0
+    return (
+        ClusterStats(
+            "backend",
+            3,
+            3 - ejected,
+            ejected,
+            backend_limits,
+            open_now,
+            trips[-1],
+            trips,
+            rps=90.0,
+            success_pct=93.3 if open_now else 100.0,
+        ),
+        ClusterStats(
+            "backend.v1", 2, 2 - ejected, ejected, backend_limits, False, 0.0, (), 81.0, 100.0
+        ),
+        ClusterStats("backend.v2", 1, 1, 0, backend_limits, False, 0.0, (), 9.0, 100.0),
+        ClusterStats("frontend", 1, 1, 0, quiet_limits, False, 0.0, (), 40.0, 100.0),
+    )
+
+
+def _hosts(tick: int) -> tuple[HostStats, ...]:
+    ejected_pod = "backend-v1-1" if tick % 16 >= 8 else None
+    out = []
+    for cluster, pods in _PODS.items():
+        for n, pod in enumerate(pods):
+            out_now = pod == ejected_pod
+            out.append(
+                HostStats(
+                    cluster=cluster,
+                    pod=pod,
+                    address=f"127.0.99.{n + 2 + (3 if 'v2' in pod else 0)}:15006",
+                    rps=0.0 if out_now else round(_wave(tick, n, 10, 40), 1),
+                    success_pct=None if out_now else 100.0,
+                    ejected=out_now,
+                    ejection_count=1 if out_now else 0,
+                    returns_in_s=float(16 - tick % 16) if out_now else 0.0,
+                    rq_active=n,
+                    ejected_by=("frontend-0",) if out_now else (),
+                )
+            )
+    return tuple(out)
+
+
+def sample_view(tick: int, routes: int = 6) -> MeshView:
+    sidecars = tuple(
+        SidecarStatus(
+            node=pod,
+            admin_url=f"http://127.0.99.{i + 2}:15000",
+            connected=True,
+            stale=False,
+            mode="stream",
+            config_version=1,
+            config_hash="3f9a1c2d4e5b",
+        )
+        for i, pod in enumerate(("ingress", "frontend-0", *_PODS["backend"]))
+    )
+    events: tuple[Event, ...] = ()
+    if tick % 8 == 4:
+        events = (Event(EPOCH + tick / 4, "breaker", "backend: max_pending_requests 5/5 reached"),)
+    elif tick % 16 == 8:
+        events = (Event(EPOCH + tick / 4, "ejection", "backend-v1-1 ejected (5 consecutive 5xx)"),)
+    return MeshView(
+        at=EPOCH + tick / 4,
+        sidecars=sidecars,
+        routes=tuple(_route(tick, i) for i in range(routes)),
+        clusters=_clusters(tick),
+        hosts=_hosts(tick),
+        events=events,
+    )
+
+
+class SampleSource:
+    """Plays `sample_view` ticks at `hz` until cancelled."""
+
+    def __init__(self, hz: float = 4.0, routes: int = 20) -> None:
+        self.hz = hz
+        self.routes = routes
+        self.targets: list[tuple[str, str]] = []
+        self.tick = 0
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.hz
+
+    def set_targets(self, targets: Sequence[tuple[str, str]]) -> None:
+        self.targets = list(targets)
+
+    async def run(self, on_view: OnView) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            on_view(sample_view(self.tick, self.routes))
+            self.tick += 1
+            # Paced from the start, so a slow consumer does not slow the source down.
+            await asyncio.sleep(max(0.0, start + self.tick / self.hz - loop.time()))

@@ -1,0 +1,112 @@
+"""What each demo key does, with the little state the toggles need (is the load running,
+which replica is failing, which route has a fault on). Each method returns the sentence the
+dashboard shows; `ActionFailed` carries one that explains why nothing happened.
+
+Plain async code against the session: no Textual here, so it is tested on its own too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from meshdev.config.model import Mesh
+from meshdev.tui.logic import actions
+from meshdev.tui.logic.actions import ActionFailed
+from meshdev.tui.logic.load_control import DEFAULT_PATH, LoadControl
+from meshdev.tui.logic.ports import SessionPort
+
+
+class Commands:
+    def __init__(self, session: SessionPort, path: str = DEFAULT_PATH) -> None:
+        self.session = session
+        self.path = path
+        self.load: LoadControl | None = None
+        self.chaos_pods: set[str] = set()
+        self.faulted: set[str] = set()
+
+    def _ingress(self) -> str:
+        url = self.session.ingress_url
+        if url is None:
+            raise ActionFailed("this mesh has no ingress: there is nowhere to send requests")
+        return url
+
+    def _mesh(self) -> Mesh:
+        return self.session.control.mesh or self.session.mesh
+
+    # -- load --------------------------------------------------------------------------------
+
+    async def toggle_load(self) -> str:
+        if self.load is None:
+            self.load = LoadControl(self._ingress(), self.path)
+        if self.load.running:
+            return await self.load.stop()
+        return self.load.start()
+
+    def step_rate(self, direction: int) -> str:
+        if self.load is None:
+            self.load = LoadControl(self._ingress(), self.path)
+        return self.load.step(direction)
+
+    async def stop_load(self) -> None:
+        if self.load is not None and self.load.running:
+            await self.load.stop()
+
+    # -- breaker -----------------------------------------------------------------------------
+
+    async def trip_breaker(self) -> str:
+        return await actions.trip_breaker(self._ingress().rstrip("/") + self.path)
+
+    # -- a failing replica -------------------------------------------------------------------
+
+    async def chaos(self, selected: str | None = None) -> str:
+        """Make `selected` (or the best candidate) fail; if it fails already, heal it."""
+        candidates = actions.chaos_candidates(self.session.control)
+        if not candidates:
+            raise ActionFailed("no pod with an app to make fail")
+        by_name = {p.name: p for p in candidates}
+        if selected in by_name:
+            pod = by_name[selected]
+        else:
+            failing = [p for p in candidates if p.name in self.chaos_pods]
+            pod = failing[0] if failing else candidates[0]
+        if pod.name in self.chaos_pods:
+            await actions.set_chaos(pod.started.inbound_url, 0.0)
+            self.chaos_pods.discard(pod.name)
+            return f"{pod.name} healed: it answers normally again"
+        await actions.set_chaos(pod.started.inbound_url, 1.0)
+        self.chaos_pods.add(pod.name)
+        return f"{pod.name} now fails every request (x again heals it); watch it get ejected"
+
+    # -- fault at runtime --------------------------------------------------------------------
+
+    async def fault(self, route_key: str | None) -> str:
+        if not route_key or "/" not in route_key:
+            raise ActionFailed("select a route first (traffic tab)")
+        vhost, route = route_key.split("/", 1)
+        on = route_key not in self.faulted
+        admins = [p.started.admin_url for p in self.session.control.pods.values()]
+        errors = await actions.runtime_modify(
+            admins, self.session.token, actions.fault_values(vhost, route, on)
+        )
+        if errors:
+            raise ActionFailed(f"fault not switched on {len(errors)} sidecars: {errors[0]}")
+        if on:
+            self.faulted.add(route_key)
+            return (
+                f"fault on: {route_key} aborts {actions.FAULT_ABORT_PERCENT}% with 503 "
+                "(runtime, no reload)"
+            )
+        self.faulted.discard(route_key)
+        return f"fault off: {route_key} follows mesh.yaml again"
+
+    # -- canary ------------------------------------------------------------------------------
+
+    async def canary(self, prefer: Sequence[str] = ()) -> str:
+        shifted = actions.shift_canary(self._mesh(), prefer)
+        if shifted is None:
+            raise ActionFailed("no route in mesh.yaml splits traffic by weight")
+        mesh, split = shifted
+        report = await self.session.control.apply(mesh)
+        if not report.ok:
+            raise ActionFailed(f"canary shift not applied: {report.summary()}")
+        return f"canary {split}: {report.summary()} (mesh.yaml unchanged; a save resets it)"

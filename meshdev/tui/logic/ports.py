@@ -1,0 +1,74 @@
+"""The two seams the dashboard is built against: where views come from, and the session.
+
+The real implementations are `meshdev.telemetry`'s source and `meshdev.session.Session`;
+tests hand in in-memory fakes that satisfy the same protocols, so every panel and action is
+exercised without sidecars, processes or containers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from meshdev.config.model import Mesh
+from meshdev.control import ControlPlane, ReloadReport
+from meshdev.runtime.base import Runtime
+from meshdev.telemetry.aggregation.view import MeshView
+
+OnView = Callable[[MeshView], None]
+
+
+class ViewSource(Protocol):
+    """Produces a `MeshView` a few times a second until cancelled."""
+
+    @property
+    def interval(self) -> float:
+        """Seconds between views (and per value of a view's histories)."""
+
+    def set_targets(self, targets: Sequence[tuple[str, str]]) -> None:
+        """The sidecars to watch now, as (node, admin URL) pairs."""
+
+    async def run(self, on_view: OnView) -> None:
+        """Call `on_view` with every new view; returns only when cancelled (or on a bug)."""
+
+
+class SessionPort(Protocol):
+    """What the dashboard uses of a `meshdev.session.Session`.
+
+    Its progress lines (`Session.say`, `ControlPlane.progress`) must be pointed at
+    `MeshdevApp.say` by whoever builds the two (see launch.py).
+    """
+
+    # Read-only here: the dashboard never replaces any of them.
+    @property
+    def mesh(self) -> Mesh: ...
+
+    @property
+    def mesh_file(self) -> Path: ...
+
+    @property
+    def token(self) -> str: ...
+
+    @property
+    def watch(self) -> bool: ...
+
+    @property
+    def last_reload(self) -> dict[str, Any] | None: ...
+
+    @property
+    def control(self) -> ControlPlane: ...
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def ingress_url(self) -> str | None: ...
+
+    async def start(self) -> ReloadReport: ...
+
+    async def follow_file(
+        self, on_report: Callable[[ReloadReport], None] | None = None
+    ) -> None: ...
+
+    async def stop(self) -> list[str]: ...

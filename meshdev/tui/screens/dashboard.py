@@ -1,0 +1,263 @@
+"""The main screen: header and reload banner, four tabs (traffic, pods, events, logs), the
+load generator's line, and the footer of keys. It only renders what the app hands it."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.reactive import Reactive
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Static, TabbedContent, TabPane
+
+from meshdev.runtime.base import Container, PodState
+from meshdev.telemetry.aggregation.view import Event, MeshView, SidecarStatus
+from meshdev.tui.logic.actions import ActionFailed
+from meshdev.tui.logic.commands import Commands
+from meshdev.tui.logic.load_control import LoadLine, load_text
+from meshdev.tui.messages import ActionDone
+from meshdev.tui.tables.clusters import ClustersTable
+from meshdev.tui.tables.hosts import HostsTable
+from meshdev.tui.tables.keyed import KeyedTable
+from meshdev.tui.tables.pods import PodFacts, PodsTable
+from meshdev.tui.tables.routes import RoutesTable
+from meshdev.tui.widgets.events_log import EventsLog
+from meshdev.tui.widgets.header import HeaderFacts, MeshHeader, ReloadBanner
+from meshdev.tui.widgets.keys_bar import KeysBar
+from meshdev.tui.widgets.logs_view import LogReader, LogsView
+
+TABS = ("traffic", "pods", "events", "logs")
+KEYS = (
+    ("1-4", "tabs"),
+    ("enter", "detail"),
+    ("l", "load"),
+    ("+/-", "rate"),
+    ("b", "trip breaker"),
+    ("x", "fail replica"),
+    ("f", "fault"),
+    ("w", "canary"),
+    ("s", "sort"),
+    ("/", "filter"),
+    ("?", "help"),
+    ("q", "quit"),
+)
+SHORT = 22  # rows below which the dashboard drops its secondary lines
+TINY = 14
+
+
+class DashboardScreen(Screen[None]):
+    # Moving the focus restyles the two widgets concerned, which repaint themselves; the
+    # whole screen need not be repainted too (it made every tab key one more full frame).
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
+    # The demo keys live here, not on the app: they mean nothing while the mesh starts.
+    BINDINGS = [
+        Binding("1", "app.tab('traffic')", "Traffic", show=False),
+        Binding("2", "app.tab('pods')", "Pods", show=False),
+        Binding("3", "app.tab('events')", "Events", show=False),
+        Binding("4", "app.tab('logs')", "Logs", show=False),
+        Binding("l", "load", "Load"),
+        Binding("plus,equals_sign", "rate(1)", "Rate+", key_display="+"),
+        Binding("minus", "rate(-1)", "Rate-", key_display="-"),
+        Binding("b", "trip_breaker", "Trip breaker"),
+        Binding("x", "chaos", "Fail replica"),
+        Binding("f", "fault", "Fault"),
+        Binding("w", "canary", "Canary"),
+        Binding("s", "sort", "Sort"),
+        Binding("slash", "app.filter_logs", "Filter", show=False),
+    ]
+
+    def __init__(self, facts: HeaderFacts, log_reader: LogReader | None) -> None:
+        super().__init__(id="dashboard")
+        self.facts = facts
+        self.log_reader = log_reader
+        self.sidecars: dict[str, SidecarStatus] = {}
+        self.view: MeshView | None = None
+        # Set by the app while the mesh runs (None: starting, stopping, or only watching).
+        self.commands: Commands | None = None
+        self._load_text = Text()
+        self._load_bar = Static("", id="load-bar")
+        # True between mount and unmount: workers' messages may arrive outside that window
+        # (while the app starts or shuts down) and then have nothing to render onto.
+        self.live = False
+
+    def compose(self) -> ComposeResult:
+        yield MeshHeader(self.facts, id="header")
+        yield ReloadBanner(id="banner")
+        with TabbedContent(initial="traffic", id="tabs"):
+            with TabPane("1 Traffic", id="traffic"):
+                # Breakers first: their state now is what no other mesh tool shows.
+                yield ClustersTable(id="clusters")
+                yield RoutesTable(id="routes")
+                yield HostsTable(id="hosts")
+            with TabPane("2 Pods", id="pods"):
+                yield PodsTable(id="pods-table")
+            with TabPane("3 Events", id="events"):
+                yield EventsLog(id="events-log")
+            with TabPane("4 Logs", id="logs"):
+                yield LogsView(self.log_reader, id="logs-view")
+        yield self._load_bar
+        yield KeysBar(KEYS, id="keys")
+
+    def on_mount(self) -> None:
+        self.live = True
+
+    def on_unmount(self) -> None:
+        self.live = False
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Small terminals keep the essentials: breakers, routes, keys (see app.tcss).
+        self.set_class(event.size.height < SHORT, "-short")
+        self.set_class(event.size.height < TINY, "-tiny")
+
+    # -- attributes down ---------------------------------------------------------------------
+
+    @property
+    def routes(self) -> RoutesTable:
+        return self.query_one("#routes", RoutesTable)
+
+    @property
+    def clusters(self) -> ClustersTable:
+        return self.query_one("#clusters", ClustersTable)
+
+    @property
+    def hosts(self) -> HostsTable:
+        return self.query_one("#hosts", HostsTable)
+
+    @property
+    def pods(self) -> PodsTable:
+        return self.query_one("#pods-table", PodsTable)
+
+    @property
+    def events(self) -> EventsLog:
+        return self.query_one("#events-log", EventsLog)
+
+    @property
+    def logs(self) -> LogsView:
+        return self.query_one("#logs-view", LogsView)
+
+    @property
+    def banner(self) -> ReloadBanner:
+        return self.query_one("#banner", ReloadBanner)
+
+    @property
+    def tabs(self) -> TabbedContent:
+        return self.query_one("#tabs", TabbedContent)
+
+    def show_view(self, view: MeshView, step: int = 1, trends: bool = True) -> None:
+        if not self.live:
+            return
+        self.view = view
+        self.sidecars = {s.node: s for s in view.sidecars}
+        self.routes.show(view.routes, step, trends)
+        self.clusters.show(view.clusters, step, trends)
+        self.hosts.show(view.hosts)
+
+    def show_pods(
+        self, pods: Sequence[PodFacts], states: Mapping[str, PodState], current: int
+    ) -> None:
+        if not self.live:
+            return
+        self.pods.show(pods, states, self.sidecars, current)
+        sources: list[tuple[str, Container]] = []
+        for pod in pods:
+            if pod.service:  # the gateway is a sidecar alone
+                sources.append((pod.name, "app"))
+            sources.append((pod.name, "sidecar"))
+        self.logs.set_sources(sources)
+
+    def show_banner(self, file: str, version: int, errors: Sequence[str]) -> None:
+        if self.live:
+            self.banner.show_errors(file, version, errors)
+
+    def clear_banner(self) -> None:
+        if self.live:
+            self.banner.clear()
+
+    def show_facts(self, facts: HeaderFacts) -> None:
+        self.facts = facts
+        if not self.live:
+            return
+        self.query_one("#header", MeshHeader).set_facts(facts)
+
+    def add_events(self, events: Iterable[Event]) -> None:
+        if self.live:
+            self.events.add(events)
+
+    def show_load(self, line: LoadLine) -> None:
+        bar = self._load_bar
+        # The 1 s timer may fire while the app shuts down, after the bar is gone.
+        if self.live and bar.is_attached:
+            text = load_text(line)
+            if text != self._load_text or str(text.style) != str(self._load_text.style):
+                self._load_text = text
+                # One line, fixed by the stylesheet: no layout pass for a new text.
+                bar.update(text, layout=False)
+
+    # -- the demo keys: each runs one Commands method in a worker ---------------------------
+
+    def _act(self, what: str, work: Coroutine[Any, Any, str]) -> None:
+        """Run an action in a worker; its sentence (or why it failed) goes up as ActionDone."""
+
+        async def run() -> None:
+            try:
+                text = await work
+            except ActionFailed as exc:
+                self.post_message(ActionDone(f"{what}: {exc}", ok=False))
+                return
+            self.post_message(ActionDone(text))
+
+        self.run_worker(run(), group="actions", exit_on_error=False, description=what)
+
+    def _commands(self) -> Commands | None:
+        if self.commands is None:
+            self.notify("the mesh is not running here", severity="warning", timeout=3)
+        return self.commands
+
+    def _selected(self, table: KeyedTable) -> str | None:
+        return table.cursor_key
+
+    def action_load(self) -> None:
+        if (commands := self._commands()) is not None:
+            self._act("load", commands.toggle_load())
+
+    def action_rate(self, direction: int) -> None:
+        if (commands := self._commands()) is not None:
+            try:
+                self.post_message(ActionDone(commands.step_rate(direction)))
+            except ActionFailed as exc:
+                self.post_message(ActionDone(f"load: {exc}", ok=False))
+
+    def action_trip_breaker(self) -> None:
+        if (commands := self._commands()) is not None:
+            self.notify("sending a burst through the ingress...", timeout=2)
+            self._act("trip the breaker", commands.trip_breaker())
+
+    def action_chaos(self) -> None:
+        if (commands := self._commands()) is not None:
+            selected = self.pods.cursor_key if self.tabs.active == "pods" else None
+            self._act("fail a replica", commands.chaos(selected))
+
+    def action_fault(self) -> None:
+        if (commands := self._commands()) is not None:
+            selected = self.routes.cursor_key
+            if selected is None and self.view is not None and self.view.routes:
+                selected = self.view.routes[0].key
+            self._act("fault", commands.fault(selected))
+
+    def action_canary(self) -> None:
+        if (commands := self._commands()) is not None:
+            prefer = [k for k in [self.routes.cursor_key] if k]
+            if self.view is not None:
+                prefer += [r.key for r in sorted(self.view.routes, key=lambda r: -r.rps)]
+            self._act("canary", commands.canary(prefer))
+
+    def action_sort(self) -> None:
+        focused = self.focused
+        table = focused if isinstance(focused, KeyedTable) else self.routes
+        self.notify(f"{table.border_title or 'table'}: by {table.cycle_sort()}", timeout=2)

@@ -1,0 +1,149 @@
+"""Route detail (Enter on a route): its latency histogram, status codes, and failures broken
+down by response flag, each explained by the mesh.yaml field that causes it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from meshdev.config.model import Mesh
+from meshdev.telemetry.aggregation.view import FLAGS, MeshView, RouteStats
+from meshdev.tui.logic import format as fmt
+from meshdev.tui.logic.explain import destinations, explain, find_route
+
+# Display bins of the latency histogram (ms); the sidecar's own buckets are far finer.
+EDGES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+BAR_WIDTH = 40
+
+
+def _edge(ms: float) -> str:
+    return f"{ms / 1000:g}s" if ms >= 1000 else f"{ms:g}ms"
+
+
+def histogram_lines(buckets: Sequence[tuple[float, float, int]], width: int = BAR_WIDTH) -> Text:
+    counts = [0] * len(EDGES)
+    for lower, bucket_width, n in buckets:
+        middle = lower + bucket_width / 2
+        index = max(i for i, edge in enumerate(EDGES) if middle >= edge)
+        counts[index] += n
+    used = [i for i, n in enumerate(counts) if n]
+    out = Text()
+    if not used:
+        out.append("  no requests in the last interval", style="dim")
+        return out
+    top = max(counts)
+    for i in range(used[0], used[-1] + 1):
+        label = (
+            f"{_edge(EDGES[i])}-{_edge(EDGES[i + 1])}"
+            if i + 1 < len(EDGES)
+            else f">={_edge(EDGES[i])}"
+        )
+        bar = "#" * max(1 if counts[i] else 0, round(counts[i] / top * width))
+        out.append(f"  {label:>12} ", style="dim")
+        out.append(f"{bar:<{width}}", style="cyan")
+        out.append(f" {counts[i]}\n")
+    out.rstrip()
+    return out
+
+
+# Flags whose answer is a 5xx made by the proxy (or the last try's, for URX).
+_FIVE_XX_FLAGS = ("UO", "UH", "UF", "UT", "URX", "FI")
+
+
+def open_limits(view: MeshView | None, services: list[str]) -> set[str]:
+    """Breaker limits that are full right now on the clusters of these services."""
+    if view is None:
+        return set()
+    return {
+        limit.name
+        for c in view.clusters
+        if c.name.split(".", 1)[0] in services
+        for limit in c.limits
+        if limit.open
+    }
+
+
+def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = None) -> Text:
+    out = Text()
+    out.append(f"route {route.key}", style="bold")
+    found = find_route(mesh, route.vhost, route.route)
+    if found is not None and found[1].to is not None:
+        to = found[1].to
+        target = to if isinstance(to, str) else ", ".join(f"{k} {v}" for k, v in to.items())
+        out.append(f"  -> {target}", style="dim")
+    out.append("\n\n")
+    out.append(f"  {fmt.rate(route.rps)} req/s   success ")
+    out.append_text(fmt.success(route.success_pct))
+    out.append(
+        f"   p50 {fmt.ms(route.p50)}  p95 {fmt.ms(route.p95)}  p99 {fmt.ms(route.p99)}"
+        f"   retries {fmt.rate(route.retries_per_s)}/s   total {route.total}\n\n"
+    )
+    out.append("Latency (last interval)", style="bold underline")
+    out.append("\n")
+    out.append_text(histogram_lines(route.latency_buckets))
+    out.append("\n\n")
+    out.append("Status codes (last interval)", style="bold underline")
+    out.append("\n")
+    if route.codes:
+        for code, n in sorted(route.codes.items()):
+            out.append(f"  {code} ", style="green" if code.startswith(("2", "3")) else "bold red")
+            out.append(f"{n}")
+    else:
+        out.append("  none", style="dim")
+    out.append("\n\n")
+    out.append("Failures by response flag, and what in mesh.yaml causes them", "bold underline")
+    out.append("\n")
+    full = open_limits(view, destinations(mesh, route.vhost, route.route))
+    failing = [f for f in FLAGS if route.flags.get(f)]
+    for flag in failing:
+        cause = explain(mesh, route.vhost, route.route, flag, full)
+        out.append(f"  {route.flags[flag]:>6}  ", style="bold")
+        out.append(cause.headline(fmt.ARROW), style="bold red")
+        out.append(f"\n          {cause.meaning}\n", style="italic")
+        for extra in cause.fields[1:]:
+            out.append(f"          also: {extra}\n", style="dim")
+    five_xx = sum(n for code, n in route.codes.items() if code.startswith("5"))
+    own = five_xx - sum(route.flags.get(f, 0) for f in _FIVE_XX_FLAGS)
+    if own > 0:
+        out.append(f"  {own:>6}  ", style="bold")
+        out.append("5xx without a flag: answered so by the upstream app itself", "bold red")
+        out.append(
+            "\n          (the mesh passed them on; retries and outlier detection see them)\n"
+        )
+    if not failing and own <= 0:
+        out.append("  none in the last interval", style="green")
+    unattributed = view.unattributed_flags if view is not None else {}
+    if any(unattributed.values()):
+        listed = "  ".join(f"{f} {n}" for f, n in sorted(unattributed.items()) if n)
+        out.append("\n  Elsewhere in the mesh, not tied to one route: ", style="dim")
+        out.append(listed, style="yellow")
+    out.rstrip()
+    return out
+
+
+class RouteDetailScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape,enter,q", "dismiss", "Back"),
+    ]
+
+    def __init__(self, route: RouteStats, mesh: Mesh | None, view: MeshView | None) -> None:
+        super().__init__()
+        self.route = route
+        self.mesh = mesh
+        self.view = view
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="detail-box"):
+            yield Static(detail_text(self.route, self.mesh, self.view), id="detail-body")
+
+    def show(self, view: MeshView, mesh: Mesh | None) -> None:
+        """A newer view; the route keeps its last numbers if it is gone from it."""
+        route = next((r for r in view.routes if r.key == self.route.key), self.route)
+        self.route, self.mesh, self.view = route, mesh, view
+        self.query_one("#detail-body", Static).update(detail_text(route, mesh, view))

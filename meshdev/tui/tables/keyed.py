@@ -1,0 +1,201 @@
+"""A DataTable whose rows are kept by key and changed cell by cell, never rebuilt.
+
+Panels hand `sync` the full set of rows they want; the table adds new keys, removes gone
+ones, and sets only the cells whose text or style changed (with one repaint request per sync),
+so a live table neither flickers nor loses its cursor and scroll position (dolphie's way).
+The caller wraps a frame's syncs in `App.batch_update()` so they paint once.
+
+It tells its base (fast_table.py) which cells changed and when the layout moved, so a frame
+renders only the changed cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rich.cells import cell_len
+from rich.text import Text
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
+
+from meshdev.tui.tables.cell_text import CellText
+from meshdev.tui.tables.fast import Cell, FastDataTable
+
+SortValue = float | str
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    width: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    cells: tuple[Cell, ...]
+    # Column key -> the value it sorts by; a row without one (None) sorts last either way.
+    sort: Mapping[str, SortValue | None]
+
+
+def as_cell(value: Cell) -> CellText:
+    if isinstance(value, CellText):
+        return value
+    if isinstance(value, str):
+        return CellText(value, end="")
+    return CellText(
+        value.plain, style=value.style, justify=value.justify, end="", spans=value.spans
+    )
+
+
+def _same(a: Cell, b: Cell) -> bool:
+    # rich's Text.__eq__ ignores the text's own style: a cell going from green to red must
+    # still be updated.
+    if isinstance(a, Text) and isinstance(b, Text):
+        return a.plain == b.plain and str(a.style) == str(b.style) and a.spans == b.spans
+    return type(a) is type(b) and a == b
+
+
+class KeyedTable(FastDataTable):
+    TITLE: ClassVar[str] = ""
+    COLUMNS: ClassVar[tuple[Column, ...]] = ()
+    # Columns sortable with `s`, in the order the key cycles through them.
+    SORTABLE: ClassVar[tuple[str, ...]] = ()
+    # Sorts that read best largest-first (rates, latencies).
+    DESCENDING: ClassVar[frozenset[str]] = frozenset()
+    # Columns whose texts together tell rows apart (default: the first column).
+    KEY_COLUMNS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._rows: dict[str, Row] = {}
+        self.sort_column: str | None = None
+        self.updates = 0  # cells changed, for tests and the benchmark
+
+    def on_mount(self) -> None:
+        self.border_title = self.TITLE
+        for column in self.COLUMNS:
+            self.add_column(column.label, key=column.key, width=column.width)
+
+    @property
+    def keys(self) -> list[str]:
+        """Row keys in display order."""
+        return [str(row.key.value) for row in self.ordered_rows]
+
+    @property
+    def cursor_key(self) -> str | None:
+        if not self._rows or self.cursor_row < 0:
+            return None
+        try:
+            return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+        except CellDoesNotExist:
+            return None
+
+    def kept_cell(self, key: str, column: str) -> Text | None:
+        """The cell shown now (None for a new row), to show it again unchanged."""
+        row = self._rows.get(key)
+        if row is None:
+            return None
+        at = next(i for i, c in enumerate(self.COLUMNS) if c.key == column)
+        cell = row.cells[at]
+        return cell if isinstance(cell, Text) else Text(cell)
+
+    def cell_text(self, key: str, column: str) -> str:
+        value = self.get_cell(key, column)
+        return value.plain if isinstance(value, Text) else str(value)
+
+    def sync(self, rows: Mapping[str, Row]) -> None:
+        widths = [c.width for c in self.COLUMNS]
+        for key in [k for k in self._rows if k not in rows]:
+            del self._rows[key]
+            try:
+                self.remove_row(key)
+            except RowDoesNotExist:
+                continue
+            self.moved()
+        dirty = False
+        for key, wanted in rows.items():
+            old = self._rows.get(key)
+            if old is None:
+                # Plain strings would be parsed as console markup by DataTable (a name with a
+                # "[" in it would vanish); CellText also renders without Text's wrapping.
+                self.add_row(*(as_cell(c) for c in wanted.cells), key=key)
+                self.updates += len(wanted.cells)
+                self.moved()
+            else:
+                # Compared as given: most cells of a row are unchanged from the last view.
+                for column, width, before, after in zip(
+                    self.COLUMNS, widths, old.cells, wanted.cells, strict=True
+                ):
+                    if _same(before, after):
+                        continue
+                    self.updates += 1
+                    if width is None and self._wider(column.key, after):
+                        self.update_cell(key, column.key, as_cell(after), update_width=True)
+                        self.moved()  # a wider column shifts every cell right of it
+                    else:
+                        self.set_cell(key, column.key, as_cell(after))
+                        dirty = True
+            self._rows[key] = wanted
+        if dirty:
+            self.refresh()  # once for all the cells set
+        self._apply_sort()
+
+    def _wider(self, column: str, cell: Cell) -> bool:
+        # Auto-width columns only ever grow: re-measuring them for every changed cell would
+        # re-lay out the screen at every frame, and a column that shrinks and grows back
+        # makes the table jitter.
+        current = self.columns[ColumnKey(column)].content_width
+        return cell_len(_plain(cell)) > current
+
+    def cycle_sort(self) -> str:
+        """Move to the next sortable column (or back to the natural order); its name."""
+        options: list[str | None] = [None, *self.SORTABLE]
+        at = options.index(self.sort_column) if self.sort_column in options else 0
+        self.sort_column = options[(at + 1) % len(options)]
+        self._apply_sort()
+        if self.sort_column is None:
+            return "natural order"
+        return next(c.label for c in self.COLUMNS if c.key == self.sort_column)
+
+    def _wanted_order(self) -> list[str]:
+        column = self.sort_column
+        if column is None:
+            return list(self._rows)  # the order rows were first seen in
+        descending = column in self.DESCENDING
+
+        def value(key: str) -> tuple[int, SortValue, str]:
+            raw = self._rows[key].sort.get(column)
+            if raw is None:
+                return (1, 0.0, key)  # rows without a value go last either way
+            if descending and isinstance(raw, float | int):
+                return (0, -raw, key)
+            return (0, raw, key)
+
+        return sorted(self._rows, key=value)
+
+    def _apply_sort(self) -> None:
+        wanted = self._wanted_order()
+        if wanted == self.keys:
+            return
+        cursor = self.cursor_key
+        # DataTable.sort sees cell values, not row keys: rank rows by their key columns.
+        columns = list(self.KEY_COLUMNS or (self.COLUMNS[0].key,))
+        at = [next(i for i, c in enumerate(self.COLUMNS) if c.key == k) for k in columns]
+        rank = {
+            tuple(_plain(self._rows[key].cells[i]) for i in at): n for n, key in enumerate(wanted)
+        }
+
+        def position(cells: object) -> int:
+            parts = cells if isinstance(cells, tuple) else (cells,)
+            return rank.get(tuple(_plain(c) for c in parts), len(rank))
+
+        self.sort(*columns, key=position)
+        self.moved()
+        if cursor is not None and cursor in wanted:
+            self.move_cursor(row=wanted.index(cursor), animate=False)
+
+
+def _plain(cell: object) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)

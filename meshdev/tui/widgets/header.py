@@ -1,0 +1,127 @@
+"""The header: which mesh, which file, which config version, and how the last reload went;
+plus the red banner of a rejected save, which stays until a save applies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.widgets import Static
+
+from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.tui.logic.ports import SessionPort
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderFacts:
+    mesh: str
+    file: str
+    runtime: str
+    version: int
+    ingress: str | None
+    reload: str  # the last reload's summary, or what is happening now
+    reload_ok: bool = True
+    reload_at: float | None = None
+    stale: int = 0  # sidecars whose numbers are old
+    sidecars: int = 0
+
+
+def header_facts(
+    session: SessionPort | None,
+    view: MeshView | None,
+    *,
+    title: str,
+    reload: str,
+    reload_ok: bool,
+    reload_at: float | None,
+) -> HeaderFacts:
+    sidecars = view.sidecars if view is not None else ()
+    stale = sum(1 for s in sidecars if s.stale or not s.connected)
+    if session is None:
+        return HeaderFacts(
+            mesh=title or "(watching)",
+            file="",
+            runtime="",
+            version=0,
+            ingress=None,
+            reload=reload,
+            stale=stale,
+            sidecars=len(sidecars),
+        )
+    return HeaderFacts(
+        mesh=session.mesh.name,
+        file=str(session.mesh_file),
+        runtime=session.runtime.kind,
+        version=session.control.version,
+        ingress=session.ingress_url,
+        reload=reload,
+        reload_ok=reload_ok,
+        reload_at=reload_at,
+        stale=stale,
+        sidecars=len(sidecars),
+    )
+
+
+def header_text(facts: HeaderFacts) -> Text:
+    """Two lines, most important first, each cut with an ellipsis rather than wrapped."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(" meshdev ", style="bold reverse")
+    line.append(f" {facts.mesh}", style="bold")
+    if facts.file:  # watching proxies (`meshdev watch`): no mesh file, no config version
+        line.append(f"  v{facts.version}", style="bold cyan")
+    if facts.sidecars:
+        live = facts.sidecars - facts.stale
+        style = "green" if not facts.stale else "bold yellow"
+        line.append(f"  sidecars {live}/{facts.sidecars} live", style=style)
+    if facts.runtime:
+        line.append(f"  {facts.runtime}", style="dim")
+    if facts.ingress:
+        line.append(f"  {facts.ingress}", style="underline")
+    line.append("\n")
+    line.append(" reload: ", style="dim")
+    line.append(facts.reload, style="green" if facts.reload_ok else "bold red")
+    if facts.reload_at is not None:
+        line.append(time.strftime(" at %H:%M:%S", time.localtime(facts.reload_at)), style="dim")
+    if facts.file:
+        line.append(f"  {facts.file}", style="dim")
+    return line
+
+
+class MeshHeader(Static):
+    def __init__(self, facts: HeaderFacts, *, id: str | None = None) -> None:
+        super().__init__(header_text(facts), id=id)
+        self.facts = facts
+
+    def set_facts(self, facts: HeaderFacts) -> None:
+        if facts != self.facts:
+            self.facts = facts
+            # Its height is fixed by the stylesheet: no layout pass for a new text.
+            self.update(header_text(facts), layout=False)
+
+
+def banner_text(file: str, version: int, errors: Sequence[str]) -> Text:
+    text = Text(f" {file} not applied; still serving v{version}. Fix and save:\n", style="bold")
+    for error in errors:
+        text.append(f"   {error}\n")
+    text.rstrip()
+    return text
+
+
+class ReloadBanner(Static):
+    """Hidden while the last save applied; red, with the located errors, while it did not."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__("", id=id)
+        self.errors: tuple[str, ...] = ()
+        self.display = False
+
+    def show_errors(self, file: str, version: int, errors: Sequence[str]) -> None:
+        self.errors = tuple(errors)
+        self.update(banner_text(file, version, errors))
+        self.display = True
+
+    def clear(self) -> None:
+        self.errors = ()
+        self.display = False
