@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from meshdev.telemetry.io.source import TelemetrySource
 from meshdev.tui.app import MeshdevApp
+from tests.telemetry.io.test_telemetry_http import FakeEnvoy
+from tests.telemetry.support import Server
 from tests.tui.tuifakes import wait_until
-from tests.unit.telemetry_support import Server
-from tests.unit.test_telemetry_http import FakeEnvoy
 
 
 async def test_the_dashboard_watches_an_envoy_by_its_admin_url() -> None:

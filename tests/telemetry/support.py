@@ -12,7 +12,7 @@ from aiohttp import web
 from meshdev.sidecar.admin.server import AdminServer, start_admin
 
 # The admin API's in-memory ControlSurface lives with the sidecar tests.
-from tests.sidecar.fakes import FakeSurface, breaker, host
+from meshdev.testing.fake_surface import FakeSurface, breaker, host
 
 LOCALHOST = "127.0.0.1"
 WAIT = 10.0  # generous: only a hang reaches it

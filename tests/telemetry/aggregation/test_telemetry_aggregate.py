@@ -19,7 +19,7 @@ from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
 from meshdev.telemetry.aggregation.view import ClusterStats, HostStats, MeshView, RouteStats
 from meshdev.telemetry.io.stream_reader import StreamReader
 from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
-from tests.unit.telemetry_support import Clock
+from tests.telemetry.support import Clock
 
 ROUTES = {
     "backend": {

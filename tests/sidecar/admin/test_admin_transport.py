@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from meshdev.sidecar.admin.server import TOKEN_HEADER, AdminServer, start_admin
-from tests.sidecar.fakes import FakeSurface, config_document, make_config
+from meshdev.testing.fake_surface import FakeSurface, config_document, make_config
 
 TOKEN = "s3cret-mesh-token"
 WAIT = 10.0  # generous: only a hang would reach it

@@ -17,7 +17,7 @@ import pytest
 
 from meshdev.common.histogram import HistogramSnapshot
 from meshdev.sidecar.admin.server import TOKEN_HEADER, AdminServer, start_admin
-from tests.sidecar.fakes import FakeSurface, breaker, config_document, host, make_config
+from meshdev.testing.fake_surface import FakeSurface, breaker, config_document, host, make_config
 from tests.sidecar.promtool import promtool_check
 
 TOKEN = "s3cret-mesh-token"

@@ -23,7 +23,7 @@ from meshdev.sidecar.main import Sidecar
 from meshdev.telemetry.aggregation.mesh import Aggregator
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.client import SidecarClient
-from tests.unit.telemetry_support import wait_until
+from tests.telemetry.support import wait_until
 
 LOCALHOST = "127.0.0.1"
 INTERVAL = 0.05

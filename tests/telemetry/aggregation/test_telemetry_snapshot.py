@@ -13,7 +13,7 @@ from meshdev.telemetry.aggregation.topology import from_config_dump
 from meshdev.telemetry.io.poll_reader import PollReader
 from meshdev.telemetry.io.stream_reader import StreamReader
 from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
-from tests.unit.telemetry_support import Clock
+from tests.telemetry.support import Clock
 
 
 def stream_doc(**overrides: Any) -> dict[str, Any]:

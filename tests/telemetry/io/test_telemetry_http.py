@@ -15,7 +15,7 @@ from meshdev.common.histogram import HistogramSnapshot
 from meshdev.telemetry.aggregation.view import MeshView, RouteStats
 from meshdev.telemetry.io.client import SidecarClient
 from meshdev.telemetry.io.source import TelemetrySource
-from tests.unit.telemetry_support import (
+from tests.telemetry.support import (
     WAIT,
     FakeSurface,
     Server,

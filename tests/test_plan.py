@@ -11,7 +11,7 @@ from meshdev import plan
 from meshdev.common import sidecar_config as sc
 from meshdev.config import load_mesh, parse_mesh
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MESH = load_mesh(ROOT / "examples" / "flask-app" / "mesh.yaml")
 DEFAULTS = yaml.safe_load((ROOT / "templates" / "sidecar.yaml").read_text())
 
