@@ -334,6 +334,8 @@ PIPELINE_FILES = (
     "sidecar/filters/",
     "sidecar/stats/",
     "sidecar/dataplane.py",
+    "sidecar/compiled.py",
+    "sidecar/compiler.py",
     "common/histogram.py",
     "sidecar/upstream/balancer.py",
     "sidecar/upstream/breaker.py",

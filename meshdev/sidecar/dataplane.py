@@ -1,25 +1,26 @@
 """The live data plane: the compiled config that requests run on, and what outlives it.
 
-`DataPlane.apply` compiles a config into a `Compiled` (compiler.py) and swaps it in by
-replacing one reference. A request reads `plane.current` once and finishes on what it read,
-so it sees the old config or the new, never a mix. What must survive a swap (cluster states,
-rate-limit buckets) is the compiler's; the Store is never reset, so every counter continues
-across swaps.
+`DataPlane.apply` compiles a config into a `Compiled` (sidecar/compiled.py, built by
+sidecar/compiler.py) and swaps it in by replacing one reference. A request reads
+`plane.current` once and finishes on what it read, so it sees the old config or the new, never
+a mix. What must survive a swap (cluster states, rate-limit buckets) is the compiler's; the
+Store is never reset, so every counter continues across swaps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.admin.live_views import breaker_views, host_views
 from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.compiled import Compiled
+from meshdev.sidecar.compiler import Compiler
 from meshdev.sidecar.filters.fault import check_runtime_entry, effective_fault
 from meshdev.sidecar.proxy.accesslog import AccessLog
-from meshdev.sidecar.router.compiled import Compiled
-from meshdev.sidecar.router.compiler import Compiler
 from meshdev.sidecar.router.deadline import Deadlines
 from meshdev.sidecar.stats.store import Store
 
@@ -28,7 +29,8 @@ STATS_SYNC_INTERVAL = 0.1
 
 
 class DataPlane:
-    """The proxy's live state; implements `views.ControlSurface` for the admin API."""
+    """The proxy's live state; implements `admin.views.ControlSurface` for the admin API and
+    `upstream.cluster.ClusterOwner` for its clusters."""
 
     def __init__(self, config: SidecarConfig, store: Store | None = None) -> None:
         self.stats_store = store or Store()
@@ -69,14 +71,14 @@ class DataPlane:
                 await task
         await self.access_log.aclose()
 
-    def spawn(self, coro: object) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a small housekeeping coroutine (pool closes) without awaiting it here."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            coro.close()  # type: ignore[attr-defined]
+            coro.close()
             return
-        task: asyncio.Task[None] = loop.create_task(coro)  # type: ignore[arg-type]
+        task: asyncio.Task[None] = loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -27,9 +27,9 @@ from meshdev import __version__
 from meshdev.common.sidecar_config import ConfigRejected, Listener, SidecarConfig, parse_config
 from meshdev.sidecar.admin.server import AdminServer, start_admin
 from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.dataplane import DataPlane
 from meshdev.sidecar.http import HttpServer, start_server
 from meshdev.sidecar.proxy.pipeline import Proxy
-from meshdev.sidecar.state import DataPlane
 from meshdev.sidecar.stats.store import Store
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def _check_bindable(address: str, port: int) -> None:
 
 
 class Sidecar:
-    """The data plane plus its servers; implements `views.ControlSurface` by delegation."""
+    """The data plane plus its servers; implements `admin.views.ControlSurface` by delegation."""
 
     def __init__(self, config: SidecarConfig, *, token: str) -> None:
         self.plane = DataPlane(config, Store())

@@ -1,20 +1,20 @@
-"""The admin API's views (views.py) of a compiled config's live clusters and hosts."""
+"""The admin API's views (admin/views.py) of a compiled config's live clusters and hosts."""
 
 from __future__ import annotations
 
 from meshdev.sidecar.admin.views import BreakerView, HostView
-from meshdev.sidecar.router.compiled import Compiled
+from meshdev.sidecar.compiled import Compiled
 
 
 def host_views(compiled: Compiled) -> list[HostView]:
     """Every host of the config's clusters, as its balancer and outlier detector see it now."""
     views: list[HostView] = []
-    for snap in compiled.clusters.values():
-        detector = snap.detector
-        for h in snap.hosts:
+    for cluster in compiled.clusters.values():
+        detector = cluster.detector
+        for h in cluster.hosts:
             views.append(
                 HostView(
-                    cluster=snap.name,
+                    cluster=cluster.name,
                     address=h.address,
                     port=h.port,
                     pod=h.pod,
@@ -35,12 +35,12 @@ def host_views(compiled: Compiled) -> list[HostView]:
 def breaker_views(compiled: Compiled) -> list[BreakerView]:
     """Each cluster's breaker: the connection budget's limits and the request breaker's."""
     views: list[BreakerView] = []
-    for snap in compiled.clusters.values():
-        budget = snap.state.budget
-        br = snap.breaker
+    for cluster in compiled.clusters.values():
+        budget = cluster.state.budget
+        br = cluster.breaker
         views.append(
             BreakerView(
-                cluster=snap.name,
+                cluster=cluster.name,
                 max_connections=budget.max_connections,
                 max_pending_requests=budget.max_pending_requests,
                 max_requests=br.max_requests,

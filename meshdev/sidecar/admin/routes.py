@@ -1,7 +1,7 @@
 """The admin API's endpoints, in Envoy's dialect plus meshdev's /stats/stream and POST /config.
 
-Reads go through a `ControlSurface` (views.py), never the proxy's internals. Successes answer
-what Envoy answers (text or JSON); every error is `{"error": ...}` (admin_http.py).
+Reads go through a `ControlSurface` (admin/views.py), never the proxy's internals. Successes
+answer what Envoy answers (text or JSON); every error is `{"error": ...}` (admin/transport.py).
 """
 
 from __future__ import annotations
@@ -229,7 +229,8 @@ class Endpoints:
             return
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        # A client that leaves cancels this task (http1); shutdown ends it through `stopping`.
+        # A client that leaves cancels this task (the HTTP engine); shutdown ends it through
+        # `stopping`.
         while not self.stopping.is_set():
             payload = _compact_dumps(cursor.next_snapshot())
             await writer.write(f"data: {payload}\n\n".encode())
@@ -243,7 +244,7 @@ class Endpoints:
         entries = {k: {"layer_values": [v], "final_value": v} for k, v in sorted(values.items())}
         return json_answer({"layers": ["admin"], "entries": entries})
 
-    # -- state changes (POST, token: admin_http.Router) -------------------------------------
+    # -- state changes (POST, token: transport.Router) --------------------------------------
 
     def _body_limit(self) -> int:
         return self.surface.config.limits.max_admin_body

@@ -5,8 +5,8 @@ own HTTP/1.1 engine, so the admin API has the data path's hardening and keep-ali
 process imports no web framework. Anything that is not a GET/HEAD changes state, so it
 needs the mesh's token (`x-meshdev-token`, compared in constant time) and its body is capped
 at `limits.max_admin_body` of the serving config. Every error answers JSON `{"error": ...}`;
-successes answer what Envoy answers (text or JSON). The endpoints are in admin_routes.py,
-the routing, token and error rules in admin_http.py.
+successes answer what Envoy answers (text or JSON). The endpoints are in admin/routes.py,
+the routing, token and error rules in admin/transport.py.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ async def start_admin(
 ) -> AdminServer:
     """Serve the admin API on host:port (0 picks a free port) until `close()`.
 
-    `limits` are the listener's hardening limits (http1.py); by default it uses the serving
+    `limits` are the listener's hardening limits (sidecar/http/); by default it uses the serving
     config's and follows them across config swaps, as the data path's listeners do.
     """
     endpoints = Endpoints(

@@ -1,8 +1,8 @@
-"""The admin API's thin HTTP layer on the sidecar's own HTTP/1.1 engine (http1.py).
+"""The admin API's thin HTTP layer on the sidecar's own HTTP/1.1 engine (sidecar/http/).
 
 Routing by exact path, the token rule for state changes, capped request bodies, and the
 error shape every failure answers with (`{"error": ...}` as JSON). It knows nothing of the
-endpoints themselves (admin_routes.py). The data path's engine serves this too, so the
+endpoints themselves (admin/routes.py). The data path's engine serves this too, so the
 sidecar needs no web framework: aiohttp alone cost it ~20 MB and ~0.1 s of start-up.
 """
 
@@ -138,7 +138,7 @@ async def send(writer: ResponseWriter, answer: Answer) -> None:
 
 
 class Router:
-    """An http1 handler serving `routes` by exact (percent-decoded) path."""
+    """An HTTP engine handler serving `routes` by exact (percent-decoded) path."""
 
     def __init__(self, routes: Mapping[str, Route], token: str) -> None:
         self._routes = dict(routes)
@@ -150,7 +150,7 @@ class Router:
         except AdminError as exc:
             answer = error_answer(exc.status, exc.message, exc.extra)
         except BodyError:
-            # The client left or broke its chunking mid-body: http1 has answered or closed.
+            # The client left or broke its chunking mid-body: the engine has answered or closed.
             log.debug("admin %s %s: body unreadable", request.method, request.path)
             writer.abort()
             return
@@ -158,7 +158,7 @@ class Router:
             raise
         except Exception:
             if writer.started:
-                raise  # headers are gone already: http1 resets the connection
+                raise  # headers are gone already: the engine resets the connection
             log.exception("admin %s %s failed", request.method, request.path)
             answer = error_answer(500, "internal error (see the sidecar's log)")
         if answer is not None and not writer.started:

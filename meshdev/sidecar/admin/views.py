@@ -1,6 +1,6 @@
 """Read-only views of the data plane's live state, and the seam the admin API talks through.
 
-The admin API (admin.py) never touches the proxy's internals: it asks a `ControlSurface` for
+The admin API (admin/server.py) never touches the proxy's internals: it asks a `ControlSurface` for
 these plain snapshots and hands it new configs and runtime overrides. Tests drive the admin
 API with an in-memory fake of this protocol; the real one is the proxy's live state.
 """

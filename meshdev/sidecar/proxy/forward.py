@@ -21,6 +21,7 @@ import time
 from asyncio import CancelledError, current_task
 from typing import Final
 
+from meshdev.sidecar.compiled import ClusterEntry, RouteEntry
 from meshdev.sidecar.http import BodyStream, Request, ResponseWriter
 from meshdev.sidecar.proxy.accesslog import (
     NO_HEALTHY_UPSTREAM,
@@ -38,10 +39,9 @@ from meshdev.sidecar.proxy.replies import (
     overflow_reply,
     send_local,
 )
-from meshdev.sidecar.router.compiled import ClusterSnapshot, RouteEntry
 from meshdev.sidecar.router.deadline import Deadline, Deadlines
 from meshdev.sidecar.router.retry import Backoff, Failure, RetryRules
-from meshdev.sidecar.stats.sets import ClusterStats, RouteStats
+from meshdev.sidecar.stats.sets import ClusterStatSet, RouteStatSet
 from meshdev.sidecar.upstream import ConnectFailure, PendingOverflow, UpstreamReset
 from meshdev.sidecar.upstream.breaker import Breaker
 
@@ -60,8 +60,8 @@ async def forward(
     loop: asyncio.AbstractEventLoop,
     deadlines: Deadlines,
 ) -> None:
-    snap = route.clusters.pick()
-    cs = snap.stats
+    cluster = route.clusters.pick()
+    cs = cluster.stats
     retry = route.retry
     body: bytes | BodyStream | None = None
     if req.body.has_body:
@@ -81,7 +81,7 @@ async def forward(
     timer = deadlines.arm(task, loop.time() + route.timeout) if route.timeout > 0 else None
     try:
         reply = await _tries(
-            req, w, rec, route, retry, snap, up_headers, body, task, timer, loop, deadlines
+            req, w, rec, route, retry, cluster, up_headers, body, task, timer, loop, deadlines
         )
     except CancelledError:
         if timer is None or not timer.fired:
@@ -111,7 +111,7 @@ async def _tries(
     rec: Record,
     route: RouteEntry,
     retry: RetryRules | None,
-    snap: ClusterSnapshot,
+    cluster: ClusterEntry,
     up_headers: list[tuple[str, str]],
     body: bytes | BodyStream | None,
     task: asyncio.Task[object],
@@ -120,18 +120,18 @@ async def _tries(
     deadlines: Deadlines,
 ) -> Reply | None:
     """Run the tries; relay the final upstream answer, or return a local one."""
-    cs = snap.stats
+    cs = cluster.stats
     rs = route.stats
-    breaker = snap.breaker
-    detector = snap.detector
-    balancer = snap.balancer
+    breaker = cluster.breaker
+    detector = cluster.detector
+    balancer = cluster.balancer
     retries_left = retry.num_retries if retry is not None else 0
     per_try = retry.per_try_timeout if retry is not None else None
     backoff: Backoff | None = None
-    hash_key = HeaderView(req.headers).get(snap.hash_header) if snap.hash_header else None
+    hash_key = HeaderView(req.headers).get(cluster.hash_header) if cluster.hash_header else None
     method = req.method
     target = req.origin_form
-    connect_timeout = snap.connect_timeout
+    connect_timeout = cluster.connect_timeout
     while True:
         host = balancer.pick(hash_key)
         if host is None:
@@ -252,7 +252,9 @@ async def _tries(
                 breaker.end_request()
 
 
-async def _backoff(breaker: Breaker, backoff: Backoff, cs: ClusterStats, rs: RouteStats) -> None:
+async def _backoff(
+    breaker: Breaker, backoff: Backoff, cs: ClusterStatSet, rs: RouteStatSet
+) -> None:
     """Wait before a retry, holding a `max_retries` slot meanwhile (as Envoy does)."""
     cs.upstream_rq_retry.value += 1
     rs.upstream_rq_retry.value += 1

@@ -1,6 +1,6 @@
 """The request pipeline: one `Proxy` per listener, called by the HTTP server per request.
 
-    route -> local rate limit -> fault (delay, then abort) -> forward (proxy_forward.py:
+    route -> local rate limit -> fault (delay, then abort) -> forward (proxy/forward.py:
     the tries under the route timeout)
 
 Envoy's answers and flags when something goes wrong (flags as in %RESPONSE_FLAGS%):
@@ -12,7 +12,7 @@ when it strikes during a backoff; retries exhausted `URX`; a retry refused by `m
 `UO` (the last upstream answer goes back).
 
 The path is kept lean because it runs for every request: policies and stat objects were
-compiled at config apply (compiler.py), and the stages run inline rather than as a call
+compiled at config apply (sidecar/compiler.py), and the stages run inline rather than as a call
 each, since every call is paid on every request.
 """
 
@@ -22,6 +22,7 @@ import asyncio
 import time
 from asyncio import CancelledError
 
+from meshdev.sidecar.compiled import Compiled, ListenerEntry, RouteEntry
 from meshdev.sidecar.dataplane import DataPlane
 from meshdev.sidecar.filters.fault import decide_abort, decide_delay
 from meshdev.sidecar.http import Request, ResponseWriter
@@ -33,13 +34,9 @@ from meshdev.sidecar.proxy.accesslog import (
     RATE_LIMITED,
     Record,
 )
-from meshdev.sidecar.proxy.forward import RETRY_BUFFER_LIMIT, forward, now
-from meshdev.sidecar.proxy.headers import HeaderView, new_request_id, upstream_headers
+from meshdev.sidecar.proxy.forward import forward, now
+from meshdev.sidecar.proxy.headers import HeaderView
 from meshdev.sidecar.proxy.replies import Reply, send_local
-from meshdev.sidecar.router.compiled import Compiled, ListenerEntry, RouteEntry
-
-# The pipeline's pieces that lived here before it was split, for their importers.
-__all__ = ["RETRY_BUFFER_LIMIT", "HeaderView", "Proxy", "new_request_id", "upstream_headers"]
 
 
 class Proxy:

@@ -13,7 +13,7 @@ from meshdev.sidecar.proxy.accesslog import (
     Record,
 )
 from meshdev.sidecar.router.retry import Failure
-from meshdev.sidecar.stats.sets import ClusterStats
+from meshdev.sidecar.stats.sets import ClusterStatSet
 
 _TEXT: Final = ("content-type", "text/plain")
 _OVERLOADED: Final = ("x-envoy-overloaded", "true")
@@ -45,14 +45,14 @@ async def send_local(w: ResponseWriter, rec: Record, reply: Reply) -> None:
     await w.end()
 
 
-def overflow_reply(rec: Record, cs: ClusterStats) -> Reply:
+def overflow_reply(rec: Record, cs: ClusterStatSet) -> Reply:
     """A circuit breaker's overflow: 503 at once, `UO`, `x-envoy-overloaded: true`."""
     cs.upstream.charge(503)
     rec.add_flag(UPSTREAM_OVERFLOW)
     return Reply(503, _OVERFLOW_BODY, [_OVERLOADED])
 
 
-def failure_reply(failure: Failure, rec: Record, cs: ClusterStats) -> Reply:
+def failure_reply(failure: Failure, rec: Record, cs: ClusterStatSet) -> Reply:
     """The answer to a last try that ended without an upstream answer."""
     if failure is Failure.PER_TRY_TIMEOUT:
         cs.upstream.charge(504)

@@ -49,7 +49,7 @@ class StatusCounters:
         return klass, self._store.counter(f"{self._prefix}_{status}")
 
 
-class ListenerStats:
+class ListenerStatSet:
     __slots__ = (
         "aborts_injected",
         "delays_injected",
@@ -73,7 +73,7 @@ class ListenerStats:
         self.delays_injected: Counter = store.counter(p + "fault.delays_injected")
 
 
-class RouteStats:
+class RouteStatSet:
     """Envoy's per-route stats (`vhost.<v>.route.<r>.upstream_rq_*`), plus meshdev's
     `downstream_rq_*` per route so a dashboard also sees local answers (faults, 429s)."""
 
@@ -111,9 +111,9 @@ class RouteStats:
                 counter.value += 1
 
 
-class ClusterStats:
+class ClusterStatSet:
     """A cluster's request stats. Connection and pending counts live as plain ints in the
-    connection budget and pools (upstream.py); `sync_budget` copies them in."""
+    connection budget and pools (sidecar/upstream/); `ClusterState.sync_stats` copies them in."""
 
     __slots__ = (
         "cx_open",

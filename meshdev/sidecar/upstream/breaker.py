@@ -1,6 +1,6 @@
 """A cluster's request and retry circuit breakers (Envoy's `requests` and `retries` resources).
 
-`max_connections` and `max_pending_requests` live with the connection budget (upstream.py);
+`max_connections` and `max_pending_requests` live with the connection budget (the upstream client);
 this keeps the two limits the router checks itself:
 - `max_requests`: requests in flight on the cluster, charged per try. At the limit a new try
   fails at once; Envoy counts that as `upstream_rq_pending_overflow` (its connection pool does

@@ -9,30 +9,45 @@ taking requests and closes its connections once they are idle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Iterable
+from typing import Any, Protocol
 
 from meshdev.common.sidecar_config import Cluster
-from meshdev.sidecar.stats.sets import ClusterStats
+from meshdev.sidecar.stats.sets import ClusterStatSet
+from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.upstream import ConnectionBudget, UpstreamPool
 from meshdev.sidecar.upstream.balancer import HealthEpoch
 from meshdev.sidecar.upstream.breaker import Breaker
 from meshdev.sidecar.upstream.host import Host
 from meshdev.sidecar.upstream.outlier import OutlierDetector
 
-if TYPE_CHECKING:
-    from meshdev.sidecar.dataplane import DataPlane
+
+class ClusterOwner(Protocol):
+    """What a cluster state needs of the data plane that owns it. Declared here, not imported,
+    because the data plane sits above its clusters and compiles them into its configs."""
+
+    @property
+    def stats_store(self) -> Store: ...
+
+    @property
+    def running(self) -> bool:
+        """Whether the event loop serves: the outlier ticker starts only then."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a retired pool's close in the background (a swap must not wait for it)."""
+        ...
 
 
 class ClusterState:
     """Everything about one cluster that outlives config swaps."""
 
-    def __init__(self, plane: DataPlane, config: Cluster) -> None:
+    def __init__(self, owner: ClusterOwner, config: Cluster) -> None:
         self.name = config.name
         self.config = config
-        self._plane = plane
-        store = plane.stats_store
-        self.stats = ClusterStats(store, self.name)
+        self._owner = owner
+        store = owner.stats_store
+        self.stats = ClusterStatSet(store, self.name)
         cb = config.circuit_breaker
         self.breaker = Breaker(store, self.name, cb)
         self.budget = ConnectionBudget(cb.max_connections, cb.max_pending_requests)
@@ -82,7 +97,7 @@ class ClusterState:
                 self.detector.set_hosts([])
                 self.detector = None
         elif self.detector is None:
-            self.detector = OutlierDetector(od, self._plane.stats_store, self.name, self._changed)
+            self.detector = OutlierDetector(od, self._owner.stats_store, self.name, self._changed)
         else:
             self.detector.update(od)
         if self.detector is not None:
@@ -109,7 +124,7 @@ class ClusterState:
         if host.ejected:
             host.ejected = False
         self.retired.append(host)
-        self._plane.spawn(host.pool.close())
+        self._owner.spawn(host.pool.close())
 
     def _changed(self) -> None:
         self.epoch.bump()
@@ -123,7 +138,7 @@ class ClusterState:
     def restart_ticker(self) -> None:
         """Keep one ticker while the cluster has a detector; a swap does not reset its phase
         (configs may be swapped more often than the interval)."""
-        if self.detector is None or not self._plane.running:
+        if self.detector is None or not self._owner.running:
             self._stop_ticker()
         elif self._ticker is None:
             self._ticker = asyncio.get_running_loop().create_task(

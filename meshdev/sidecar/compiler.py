@@ -7,8 +7,6 @@ Stat objects are fetched from the Store once here, so requests only bump their v
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from meshdev.common.sidecar_config import (
     Listener,
     RateLimit,
@@ -17,42 +15,39 @@ from meshdev.common.sidecar_config import (
     VirtualHost,
     WeightedCluster,
 )
-from meshdev.sidecar.filters.fault import effective_fault
-from meshdev.sidecar.filters.ratelimit import TokenBucket
-from meshdev.sidecar.router.compiled import (
-    ClusterSnapshot,
+from meshdev.sidecar.compiled import (
+    ClusterEntry,
     Compiled,
     ListenerEntry,
     RouteEntry,
     VHostEntry,
 )
+from meshdev.sidecar.filters.fault import effective_fault
+from meshdev.sidecar.filters.ratelimit import TokenBucket
 from meshdev.sidecar.router.table import HostIndex, Matcher, RouteTable, WeightedPick
-from meshdev.sidecar.stats.sets import ListenerStats, RouteStats
-from meshdev.sidecar.upstream.cluster import ClusterState
-
-if TYPE_CHECKING:
-    from meshdev.sidecar.dataplane import DataPlane
+from meshdev.sidecar.stats.sets import ListenerStatSet, RouteStatSet
+from meshdev.sidecar.upstream.cluster import ClusterOwner, ClusterState
 
 
 class Compiler:
     """Compiles one config after another for a data plane; holds the cluster states."""
 
-    def __init__(self, plane: DataPlane) -> None:
-        self._plane = plane
-        self._store = plane.stats_store
+    def __init__(self, owner: ClusterOwner) -> None:
+        self._owner = owner
+        self._store = owner.stats_store
         self.clusters: dict[str, ClusterState] = {}
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
 
     def compile(self, config: SidecarConfig, runtime: dict[str, str]) -> Compiled:
         """Build `config`'s entries; `runtime` holds the fault overrides in force."""
-        snapshots: dict[str, ClusterSnapshot] = {}
+        cluster_entries: dict[str, ClusterEntry] = {}
         for c in config.clusters:
             state = self.clusters.get(c.name)
             if state is None:
-                state = self.clusters[c.name] = ClusterState(self._plane, c)
-            snapshots[c.name] = ClusterSnapshot(state, state.update(c))
+                state = self.clusters[c.name] = ClusterState(self._owner, c)
+            cluster_entries[c.name] = ClusterEntry(state, state.update(c))
         for name, state in self.clusters.items():
-            if name not in snapshots and state.active:
+            if name not in cluster_entries and state.active:
                 state.deactivate()
 
         routes: list[RouteEntry] = []
@@ -61,7 +56,7 @@ class Compiler:
         for v in config.virtual_hosts:
             table: list[tuple[Matcher, RouteEntry]] = []
             for r in v.routes:
-                entry = self._route(v, r, snapshots, buckets, runtime)
+                entry = self._route(v, r, cluster_entries, buckets, runtime)
                 routes.append(entry)
                 table.append((Matcher(r.match), entry))
             vhost_entries[v.name] = VHostEntry(v.name, RouteTable(table))
@@ -73,33 +68,33 @@ class Compiler:
             ingress: RouteTable[VHostEntry] | None = None
             if lst.kind == "inbound":
                 assert lst.cluster is not None
-                inbound = self._inbound_route(lst, snapshots[lst.cluster])
+                inbound = self._inbound_route(lst, cluster_entries[lst.cluster])
             elif lst.kind == "ingress":
                 ingress = RouteTable(
                     [(Matcher(ir.match), vhost_entries[ir.virtual_host]) for ir in lst.routes]
                 )
             listeners[lst.name] = ListenerEntry(
-                lst, ListenerStats(self._store, lst.name), inbound, ingress
+                lst, ListenerStatSet(self._store, lst.name), inbound, ingress
             )
 
         index = HostIndex([(v.domains, vhost_entries[v.name]) for v in config.virtual_hosts])
-        return Compiled(config, listeners, index, tuple(routes), snapshots)
+        return Compiled(config, listeners, index, tuple(routes), cluster_entries)
 
     def _route(
         self,
         v: VirtualHost,
         r: Route,
-        snapshots: dict[str, ClusterSnapshot],
+        cluster_entries: dict[str, ClusterEntry],
         buckets: dict[tuple[str, str], TokenBucket],
         runtime: dict[str, str],
     ) -> RouteEntry:
-        pick = WeightedPick([(snapshots[wc.cluster], wc.weight) for wc in r.clusters])
+        pick = WeightedPick([(cluster_entries[wc.cluster], wc.weight) for wc in r.clusters])
         bucket = None
         if r.rate_limit is not None:
             bucket = self._bucket(v.name, r.name, r.rate_limit)
             buckets[(v.name, r.name)] = bucket
         fault = effective_fault(r.fault, v.name, r.name, runtime)
-        return RouteEntry(v.name, r, pick, RouteStats(self._store, v.name, r.name), bucket, fault)
+        return RouteEntry(v.name, r, pick, RouteStatSet(self._store, v.name, r.name), bucket, fault)
 
     def _bucket(self, vhost: str, route: str, limits: RateLimit) -> TokenBucket:
         old = self._buckets.get((vhost, route))
@@ -107,18 +102,18 @@ class Compiler:
             return old
         return TokenBucket(limits)
 
-    def _inbound_route(self, lst: Listener, snap: ClusterSnapshot) -> RouteEntry:
+    def _inbound_route(self, lst: Listener, cluster: ClusterEntry) -> RouteEntry:
         # Istio's inbound route: everything to the local app, no timeout, no retries.
         route = Route(
             name=lst.name,
-            clusters=(WeightedCluster(cluster=snap.name, weight=1),),
+            clusters=(WeightedCluster(cluster=cluster.name, weight=1),),
             timeout=0,
         )
         return RouteEntry(
             "inbound",
             route,
-            WeightedPick([(snap, 1)]),
-            RouteStats(self._store, "inbound", lst.name),
+            WeightedPick([(cluster, 1)]),
+            RouteStatSet(self._store, "inbound", lst.name),
             None,
             None,
         )

@@ -1,5 +1,8 @@
-"""A compiled config: what a request reads, built once per apply and never changed after
-(except a route's `fault`, which runtime overrides replace in place)."""
+"""A compiled config: what a request reads, built once per apply (compiler.py) and never
+changed after (except a route's `fault`, which runtime overrides replace in place).
+
+Its entries join the rooms below: listeners and routes (router/), their policies (filters/),
+stat sets (stats/), and clusters over the state that outlives swaps (upstream/cluster.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +13,15 @@ from meshdev.sidecar.filters.fault import FaultSpec
 from meshdev.sidecar.filters.ratelimit import TokenBucket
 from meshdev.sidecar.router.retry import RetryRules
 from meshdev.sidecar.router.table import HostIndex, RouteTable, WeightedPick
-from meshdev.sidecar.stats.sets import ListenerStats, RouteStats
+from meshdev.sidecar.stats.sets import ListenerStatSet, RouteStatSet
 from meshdev.sidecar.upstream.balancer import Balancer, make_balancer
 from meshdev.sidecar.upstream.cluster import ClusterState
 from meshdev.sidecar.upstream.host import Host
 
 
-class ClusterSnapshot:
-    """One config's view of a cluster: its hosts and balancer, over the shared state."""
+class ClusterEntry:
+    """One config's view of a cluster: its hosts and balancer, over the `ClusterState` that
+    every config since the cluster appeared shares."""
 
     __slots__ = (
         "balancer",
@@ -63,8 +67,8 @@ class RouteEntry:
         self,
         vhost: str,
         route: Route,
-        clusters: WeightedPick[ClusterSnapshot],
-        stats: RouteStats,
+        clusters: WeightedPick[ClusterEntry],
+        stats: RouteStatSet,
         bucket: TokenBucket | None,
         fault: FaultSpec | None,
     ) -> None:
@@ -94,7 +98,7 @@ class ListenerEntry:
     def __init__(
         self,
         listener: Listener,
-        stats: ListenerStats,
+        stats: ListenerStatSet,
         inbound: RouteEntry | None,
         ingress: RouteTable[VHostEntry] | None,
     ) -> None:
@@ -111,4 +115,4 @@ class Compiled:
     listeners: dict[str, ListenerEntry]
     vhosts: HostIndex[VHostEntry]
     routes: tuple[RouteEntry, ...]
-    clusters: dict[str, ClusterSnapshot]
+    clusters: dict[str, ClusterEntry]
