@@ -53,17 +53,21 @@ from the request's first byte (408), and the keep-alive idle timeout. Errors are
 the connection is closed after a short lingering read, so the client sees the answer instead
 of a reset. Timers are one sweep per server, not one timer per request.
 
-This module is the engine's public face; the pieces live in ``http1_wire`` (header names,
-status lines, canned answers), ``flowbuffer`` + ``http1_body`` (the request body),
-``http1_request``, ``http1_writer``, ``http1_conn`` / ``http1_lifecycle`` / ``http1_protocol``
-(one client connection, in three layers) and ``http1_server``.
+This package is the engine's public face; its modules, each importing only those listed
+before it: ``wire`` (header names, status lines, canned answers, shared with the upstream
+client), ``flowbuffer`` (the flow-controlled buffer under the request body and the upstream
+response body), ``body`` (the request body), ``request``, ``writer`` (one response),
+``connection`` (one client connection: parsing, the worker running its requests, flow control,
+timers, closing) and ``server``. A lower module that needs something of a higher one says what
+in a small ``typing.Protocol`` (``body.BodyOwner``, ``writer.WriterOwner``,
+``connection.ServerSide``) rather than importing it.
 """
 
 from meshdev.sidecar.http.body import EMPTY_BODY, BodyError, BodyStream
-from meshdev.sidecar.http.connection import LINGER, PIPELINE_DEPTH
+from meshdev.sidecar.http.connection import LINGER, PIPELINE_DEPTH, Handler
 from meshdev.sidecar.http.flowbuffer import HIGH_WATER, LOW_WATER
 from meshdev.sidecar.http.request import Request
-from meshdev.sidecar.http.server import Handler, HttpServer, set_limits, start_server
+from meshdev.sidecar.http.server import HttpServer, set_limits, start_server
 from meshdev.sidecar.http.wire import header_name, status_line
 from meshdev.sidecar.http.writer import ResponseWriter
 

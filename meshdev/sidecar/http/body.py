@@ -1,15 +1,41 @@
-"""A request body streamed from the client with flow control (see the http1 module doc)."""
+"""A request body streamed from the client with flow control (see the package doc).
+
+The body sits below the connection in the import graph: it asks of the connection it arrives
+on only what ``BodyOwner`` describes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from meshdev.sidecar.http.flowbuffer import LOW_WATER, FlowBuffer
 from meshdev.sidecar.http.wire import CONTINUE
 
-if TYPE_CHECKING:
-    from meshdev.sidecar.http.connection import ConnCore
+
+class _Answer(Protocol):
+    """The response being written on the connection, as far as a body cares."""
+
+    @property
+    def started(self) -> bool: ...
+
+
+class BodyOwner(Protocol):
+    """What a body needs of its client connection (``connection.ClientConnection``)."""
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def _transport(self) -> asyncio.Transport: ...
+    @property
+    def _closed(self) -> bool: ...
+    @property
+    def _rpaused(self) -> bool: ...
+    # 100 Continue is only sent while the response being written has not started.
+    @property
+    def _active(self) -> _Answer | None: ...
+    def _maybe_resume(self) -> None: ...
+    def _pause_reading(self) -> None: ...
 
 
 class BodyError(Exception):
@@ -17,7 +43,14 @@ class BodyError(Exception):
 
 
 class BodyStream(FlowBuffer):
-    """A request body, streamed from the client with flow control (see the http1 module doc)."""
+    """A request body, streamed from the client with flow control (see the package doc).
+
+    ``async for chunk in body`` yields the chunks in arrival order and stops at the body's end.
+    When the body broke (malformed chunking, the client left), the chunks that did arrive are
+    yielded first, then ``BodyError`` is raised. The first time the reader has to wait, an
+    ``Expect: 100-continue`` request gets its ``100 Continue`` (unless its response started).
+    A reader cancelled while it waits loses nothing: the chunks stay buffered for a later read.
+    """
 
     __slots__ = ("_conn", "_continue", "length")
 
@@ -25,7 +58,7 @@ class BodyStream(FlowBuffer):
     # of them), and taking the first of a long list costs its whole length.
     _chunks: deque[bytes]
 
-    def __init__(self, length: int | None, conn: ConnCore | None, expect_continue: bool) -> None:
+    def __init__(self, length: int | None, conn: BodyOwner | None, expect_continue: bool) -> None:
         self.length = length
         self._conn = conn
         self._chunks = deque()
@@ -46,6 +79,12 @@ class BodyStream(FlowBuffer):
         return self._done
 
     async def read_all(self, limit: int) -> bytes | None:
+        """The whole body (``b""`` when there is none), consuming the stream.
+
+        Returns ``None`` when the body is longer than ``limit``; then nothing is consumed and
+        iterating yields the body from its first byte. Raises ``BodyError`` when the body
+        broke. Cancelled while waiting for more, it drops the bytes it had already taken: a
+        later read goes on after them, so a cancelled ``read_all`` leaves the body unusable."""
         parts: list[bytes] = []
         total = 0
         while True:

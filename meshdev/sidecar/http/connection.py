@@ -1,27 +1,29 @@
-"""A client connection's state and what it does to its transport: flow control both ways,
-closing (at once, or after a lingering read), error answers.
+"""One client connection: what asyncio and httptools call on it, the worker task that runs its
+requests in order, flow control both ways, the server's timers, and closing (at once, or after
+a lingering read so that an error answer is read rather than reset).
 
-One connection is one object in three layers, each a class in its own module: ``ConnCore``
-(here), ``http1_lifecycle.ConnLifecycle`` (runs the requests, their timeouts and teardown) and
-``http1_protocol._Conn`` (what asyncio and httptools call). The state lives here, in one
-``__slots__``; the subclasses add methods only."""
+The connection sits below the server in the import graph: it asks of its server only what
+``ServerSide`` describes, and the request body and the response writer ask of it only what
+their own protocols (``body.BodyOwner``, ``writer.WriterOwner``) describe."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import httptools
 
+from meshdev.sidecar.http.body import EMPTY_BODY, BodyError, BodyStream
 from meshdev.sidecar.http.flowbuffer import LOW_WATER
-from meshdev.sidecar.http.wire import ERRORS, error_response
+from meshdev.sidecar.http.request import Request, split_target
+from meshdev.sidecar.http.wire import ERRORS, METHODS, error_response, header_name
+from meshdev.sidecar.http.writer import ResponseWriter, send_plain
 
 if TYPE_CHECKING:
-    from meshdev.sidecar.http.body import BodyStream
-    from meshdev.sidecar.http.request import Request
-    from meshdev.sidecar.http.server import HttpServer
-    from meshdev.sidecar.http.writer import ResponseWriter
+    from meshdev.common.sidecar_config import Limits
 
 # Pipelined requests parsed ahead of the one being answered before reading pauses.
 PIPELINE_DEPTH: Final = 8
@@ -29,9 +31,39 @@ PIPELINE_DEPTH: Final = 8
 # answer before the close; closing with unread input would send a reset instead.
 LINGER: Final = 2.0
 
+# One logger for the whole engine, named after its public package.
+log = logging.getLogger("meshdev.sidecar.http")
 
-class ConnCore(asyncio.Protocol):
-    """A client connection's state and transport operations (see the module doc)."""
+Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
+
+
+class ServerSide(Protocol):
+    """What a connection needs of the server that accepted it (``server.HttpServer``)."""
+
+    @property
+    def _handler(self) -> Handler: ...
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop: ...
+    # Read at each check, so that a hot swap of the limits applies to open connections.
+    @property
+    def _limits(self) -> Limits: ...
+    @property
+    def _draining(self) -> bool: ...
+    @property
+    def _conns(self) -> set[ClientConnection]: ...
+    def _conn_lost(self, conn: ClientConnection) -> None: ...
+
+
+class _Reject(Exception):
+    """Raised inside parser callbacks to refuse a request with `status`."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parses requests, runs handlers in order, enforces the limits."""
 
     __slots__ = (
         "_active",
@@ -67,7 +99,7 @@ class ConnCore(asyncio.Protocol):
         "_wpaused",
     )
 
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: ServerSide) -> None:
         self._server = server
         self._handler = server._handler
         self._loop = server._loop
@@ -101,6 +133,278 @@ class ConnCore(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_since = 0.0
 
+    # -- transport events -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its interface.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self._client = (str(peer[0]), int(peer[1]))
+        self._idle_since = self._loop.time()
+        self._server._conns.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._ignore:
+            return
+        was_in_head = self._in_head
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades (WebSocket, CONNECT) are not proxied: answer the request, then close.
+            self._ignore = True
+            last = self._queue[-1][0] if self._queue else None
+            if last is None and self._active is not None:
+                last = self._active._req
+            if last is not None:
+                last.keep_alive = False
+            return
+        except httptools.HttpParserCallbackError as exc:
+            ctx = exc.__context__
+            self._protocol_error(ctx.status if isinstance(ctx, _Reject) else 400)
+            return
+        except httptools.HttpParserError:
+            self._protocol_error(400)
+            return
+        if self._in_head and was_in_head:
+            # The whole read was header bytes: this bounds what llhttp/httptools accumulate
+            # inside one unfinished header line, which the callbacks cannot see.
+            self._head_fed += len(data)
+            if self._head_fed > self._server._limits.max_header_bytes:
+                self._protocol_error(431)
+
+    def eof_received(self) -> bool:
+        # As Envoy and nginx do, a client's FIN aborts its requests in flight (a half-closed
+        # HTTP/1.1 client is indistinguishable from one that left): close at once.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._server._conn_lost(self)
+        gone = BodyError("client connection closed")
+        body = self._pbody
+        if body is not None:
+            body._finish(gone)
+            self._pbody = None
+        for req, _ in self._queue:
+            req.body._finish(gone)
+        self._queue.clear()
+        active = self._active
+        if active is not None:
+            active._req.body._finish(gone)
+            if self._task is not None and not active.ended:
+                self._task.cancel()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set_result(None)
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- parser callbacks: bytes become queued requests, within the header limits -----------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_start = self._loop.time()
+        self._head_fed = 0
+        self._url = b""
+        self._headers = []
+        self._hcount = 0
+        self._hbytes = 0
+        self._cl = -1
+        self._te = False
+        self._host = None
+        self._expect = False
+        self._in_trailers = False
+
+    def on_url(self, url: bytes) -> None:
+        if self._url:
+            url = self._url + url
+        self._url = url
+        # The request line counts toward the header bytes, as in Envoy.
+        self._hbytes = len(url)
+        if len(url) > self._server._limits.max_header_bytes:
+            raise _Reject(431)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lim = self._server._limits
+        line = len(name) + len(value) + 2
+        if line > lim.max_header_line:
+            raise _Reject(431)
+        self._hbytes += line + 2
+        self._hcount += 1
+        if self._hcount > lim.max_headers or self._hbytes > lim.max_header_bytes:
+            raise _Reject(431)
+        if self._in_trailers:
+            return
+        key = header_name(name)
+        val = value.rstrip(b" \t").decode("latin-1")
+        if key == "content-length":
+            self._cl = int(val)
+        elif key == "transfer-encoding":
+            self._te = True
+        elif key == "host":
+            if self._host is not None:
+                raise _Reject(400)
+            self._host = val
+        elif key == "expect":
+            self._expect = val.lower() == "100-continue"
+        self._headers.append((key, val))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._in_trailers = True
+        parser = self._parser
+        raw_method = parser.get_method()
+        method = METHODS.get(raw_method) or raw_method.decode("latin-1")
+        target = self._url.decode("latin-1")
+        if target[:1] == "/":
+            path, _, query = target.partition("?")
+            authority = self._host or ""
+        else:
+            path, query, authority = split_target(target, self._host)
+        if self._te:
+            body = BodyStream(None, self, self._expect)
+            self._pbody = body
+        elif self._cl > 0:
+            body = BodyStream(self._cl, self, self._expect)
+            self._pbody = body
+        elif self._cl == 0:
+            body = BodyStream(0, None, False)
+        else:
+            body = EMPTY_BODY
+        req = Request(
+            method,
+            target,
+            path,
+            query,
+            authority,
+            self._headers,
+            parser.should_keep_alive(),
+            body,
+            self._client,
+            self._head_start,
+            parser.get_http_version(),
+        )
+        queue = self._queue
+        queue.append((req, ResponseWriter(self, req)))
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set_result(None)
+        elif self._task is None:
+            self._task = self._loop.create_task(self._worker())
+        elif len(queue) >= PIPELINE_DEPTH and not self._rpaused:
+            self._pause_reading()
+
+    def on_body(self, data: bytes) -> None:
+        body = self._pbody
+        if body is not None:
+            body._feed(data)
+
+    def on_message_complete(self) -> None:
+        body = self._pbody
+        if body is not None:
+            self._pbody = None
+            body._finish()
+
+    # -- the worker: requests answered in order ---------------------------------------------
+
+    async def _worker(self) -> None:
+        """Runs the connection's requests one after another (one task per connection, not
+        per request: a task costs more than the wake-up of one that waits)."""
+        handler = self._handler
+        queue = self._queue
+        while not self._closed and not self._linger_since:
+            if not queue:
+                wakeup = self._loop.create_future()
+                self._wakeup = wakeup
+                await wakeup
+                continue
+            req, writer = queue.popleft()
+            if self._rpaused:
+                self._maybe_resume()
+            self._active = writer
+            try:
+                await handler(req, writer)
+            except asyncio.CancelledError:
+                # We cancelled it: the client left, the request broke, or the server stops.
+                if not writer.ended:
+                    writer.abort()
+                elif not self._closed and not self._linger_since:
+                    # A stray cancellation: the connection cannot go on without its worker.
+                    self._abort()
+                return
+            except Exception:
+                log.exception("handler failed on %s %s", req.method, req.target)
+                if not writer.started:
+                    await send_plain(writer, 500, b"Internal Server Error")
+                elif not writer.ended:
+                    writer.abort()
+                continue
+            if not writer.ended:
+                if writer.started:
+                    await writer.end()
+                else:
+                    log.error(
+                        "handler returned without a response to %s %s", req.method, req.target
+                    )
+                    await send_plain(writer, 500, b"Internal Server Error")
+
+    def _response_done(self, writer: ResponseWriter) -> None:
+        """A response ended (or was aborted): decide whether the connection goes on."""
+        if writer is not self._active:
+            return
+        self._active = None
+        if self._closed:
+            return
+        if writer._close or self._server._draining or not writer._req.body._done:
+            self._linger_close()
+            return
+        if self._queue:
+            return  # the worker goes on with it
+        if self._error_status:
+            self._send_error(self._error_status)
+        else:
+            self._idle_since = self._loop.time()
+
+    def _protocol_error(self, status: int) -> None:
+        """Refuse the request being parsed: answer `status` in turn and close."""
+        self._ignore = True
+        self._in_head = False
+        body = self._pbody
+        self._pbody = None
+        if body is not None:
+            body._finish(BodyError("malformed request body"))
+            if self._queue and self._queue[-1][0].body is body:
+                self._queue.pop()
+            else:
+                active = self._active
+                if active is not None and active._req.body is body:
+                    # The request being answered is broken: Envoy answers 400 and resets it.
+                    self._active = None
+                    if active.started:
+                        self._abort()
+                        return
+                    active.ended = True
+                    if self._task is not None:
+                        self._task.cancel()
+        self._error_status = status
+        if self._active is None and not self._queue:
+            self._send_error(status)
+
+    # -- flow control: the client's socket buffer, and what waits unread --------------------
+
+    def pause_writing(self) -> None:
+        self._wpaused = True
+
+    def resume_writing(self) -> None:
+        self._wpaused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def _drain(self) -> None:
         if not self._wpaused or self._closed:
             return
@@ -125,6 +429,28 @@ class ConnCore(asyncio.Protocol):
             return
         self._rpaused = False
         self._transport.resume_reading()
+
+    # -- timers: checked by the server's sweep, not one timer per request ------------------
+
+    def _check_timers(self, now: float, limits: Limits) -> None:
+        if self._closed:
+            return
+        if self._linger_since:
+            if now - self._linger_since > LINGER:
+                self._transport.abort()
+            return
+        if self._in_head:
+            if now - self._head_start > limits.header_timeout:
+                self._protocol_error(408)
+        elif (
+            self._active is None
+            and not self._queue
+            and self._pbody is None
+            and now - self._idle_since > limits.idle_timeout
+        ):
+            self._transport.close()
+
+    # -- closing ----------------------------------------------------------------------------
 
     def _send_error(self, status: int) -> None:
         if self._closed:

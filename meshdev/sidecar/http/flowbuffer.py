@@ -1,7 +1,7 @@
 """A body received from a peer and read by a coroutine, bounded by flow control.
 
-The same buffer sits behind a client's request body (``http1_body.BodyStream``) and an
-upstream's response body (``upstream_response.UpstreamResponse``): the connection feeds chunks
+The same buffer sits behind a client's request body (``http.body.BodyStream``) and an
+upstream's response body (``upstream.response.UpstreamResponse``): the connection feeds chunks
 (``_feed``) and ends the stream (``_finish``); the reader iterates (``async for``). Above
 ``HIGH_WATER`` unread bytes the connection stops reading, below ``LOW_WATER`` it resumes.
 
@@ -44,6 +44,9 @@ class FlowBuffer:
         return self
 
     async def __anext__(self) -> bytes:
+        """The next chunk, waiting for it if need be; ``StopAsyncIteration`` at the end, or
+        the stream's error once the chunks that did arrive are read (what a cancelled wait
+        leaves behind is the subclass's: see its ``_wait``)."""
         while True:
             if self._chunks:
                 return self._pop()

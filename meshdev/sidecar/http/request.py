@@ -1,4 +1,4 @@
-"""A parsed request (see the http1 module doc) and how its request-target splits."""
+"""A parsed request (see the package doc) and how its request-target splits."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from meshdev.sidecar.http.body import BodyStream
 
 @dataclass(slots=True)
 class Request:
+    """One request as parsed, its body still streaming (the fields: see the package doc)."""
+
     method: str
     target: str
     path: str

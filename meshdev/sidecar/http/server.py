@@ -1,29 +1,23 @@
 """A listening HTTP/1.1 server: accepts connections, sweeps their timers, drains on close
-(see the http1 module doc)."""
+(see the package doc). The top of the engine: nothing else in it imports this module."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from meshdev.common.sidecar_config import Limits
-from meshdev.sidecar.http.connection import LINGER
-from meshdev.sidecar.http.protocol import _Conn
-from meshdev.sidecar.http.request import Request
-from meshdev.sidecar.http.writer import ResponseWriter
-
-Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
+from meshdev.sidecar.http.connection import LINGER, ClientConnection, Handler
 
 
 class HttpServer:
-    """A listening HTTP/1.1 server (see the http1 module doc)."""
+    """A listening HTTP/1.1 server (see the package doc); made by ``start_server``."""
 
     def __init__(self, handler: Handler, limits: Limits, loop: asyncio.AbstractEventLoop) -> None:
         self._handler = handler
         self._limits = limits
         self._loop = loop
-        self._conns: set[_Conn] = set()
+        self._conns: set[ClientConnection] = set()
         self._server: asyncio.Server | None = None
         self._draining = False
         self._sweeper: asyncio.TimerHandle | None = None
@@ -32,6 +26,7 @@ class HttpServer:
 
     @property
     def limits(self) -> Limits:
+        """The hardening limits; assigning new ones applies them to open connections too."""
         return self._limits
 
     @limits.setter
@@ -41,6 +36,7 @@ class HttpServer:
 
     @property
     def sockets(self) -> tuple[Any, ...]:
+        """The listening sockets; empty before listening and after ``close``."""
         return tuple(self._server.sockets) if self._server is not None else ()
 
     @property
@@ -50,12 +46,13 @@ class HttpServer:
 
     @property
     def connections(self) -> int:
+        """Open client connections, idle ones included."""
         return len(self._conns)
 
-    def _protocol(self) -> _Conn:
-        return _Conn(self)
+    def _protocol(self) -> ClientConnection:
+        return ClientConnection(self)
 
-    def _conn_lost(self, conn: _Conn) -> None:
+    def _conn_lost(self, conn: ClientConnection) -> None:
         self._conns.discard(conn)
         if not self._conns and self._all_closed is not None:
             self._all_closed.set()
@@ -73,7 +70,14 @@ class HttpServer:
         self._sweeper = self._loop.call_later(min(max(every, 0.01), 1.0), self._sweep)
 
     async def close(self, grace: float = 10.0) -> None:
-        """Stop accepting, close idle connections, let in-flight requests finish (up to grace)."""
+        """Stop accepting, close idle connections, let in-flight requests finish (up to grace).
+
+        Responses started while draining carry ``connection: close``, and every connection
+        closes once its response in flight has ended. After ``grace`` seconds
+        the connections left are reset and their handlers cancelled; returns once they are
+        all closed and their handlers have unwound (waiting up to ``grace`` more). Cancelled,
+        it stops where it is: the server no longer accepts, and what is still open finishes
+        or times out on its own."""
         self._draining = True
         if self._server is not None:
             self._server.close()
@@ -102,7 +106,8 @@ class HttpServer:
 
 
 async def start_server(handler: Handler, host: str, port: int, limits: Limits) -> HttpServer:
-    """Listen on host:port (0 picks a free port) and serve `handler`."""
+    """Listen on host:port (0 picks a free port) and serve `handler`; raises ``OSError``
+    when the address cannot be bound. See the package doc for how handlers are called."""
     loop = asyncio.get_running_loop()
     server = HttpServer(handler, limits, loop)
     server._server = await loop.create_server(

@@ -1,5 +1,5 @@
-"""HTTP/1.1 wire pieces shared by the server (http1_*) and the upstream client (upstream_*):
-header names, status lines, canned answers and the framing constants."""
+"""HTTP/1.1 wire pieces shared by the server (``sidecar.http``) and the upstream client
+(``sidecar.upstream``): header names, status lines, canned answers and the framing constants."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ STATUS_LINES: dict[int, str] = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" fo
 
 
 def status_line(status: int) -> str:
+    """The status line of `status`, CRLF included; an unknown code gets an empty phrase."""
     line = STATUS_LINES.get(status)
     return line if line is not None else f"HTTP/1.1 {status} \r\n"
 

@@ -1,23 +1,55 @@
 """Writes one response on the request's connection: framing, head batching, back-pressure
-(see the http1 module doc)."""
+(see the package doc).
+
+The writer sits below the connection in the import graph: it asks of the connection it writes
+on only what ``WriterOwner`` describes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from meshdev.sidecar.http.wire import JOIN_MAX, LAST_CHUNK, STATUS_LINES, status_line
 
 if TYPE_CHECKING:
-    from meshdev.sidecar.http.lifecycle import ConnLifecycle
     from meshdev.sidecar.http.request import Request
 
-# The engine logs under its public module's name, as before it was split into modules.
+# One logger for the whole engine, named after its public package.
 log = logging.getLogger("meshdev.sidecar.http")
 
 
+class _Draining(Protocol):
+    """The server, as far as a response cares: a draining server closes after it."""
+
+    @property
+    def _draining(self) -> bool: ...
+
+
+class WriterOwner(Protocol):
+    """What a writer needs of its client connection (``connection.ClientConnection``)."""
+
+    @property
+    def _server(self) -> _Draining: ...
+    @property
+    def _transport(self) -> asyncio.Transport: ...
+    @property
+    def _closed(self) -> bool: ...
+    # The client's socket buffer is full: wait in `_drain` before writing more.
+    @property
+    def _wpaused(self) -> bool: ...
+    async def _drain(self) -> None: ...
+    def _response_done(self, writer: ResponseWriter) -> None: ...
+    def _abort(self) -> None: ...
+
+
 class ResponseWriter:
-    """Writes one response on the request's connection (see the http1 module doc)."""
+    """Writes one response on the request's connection (see the package doc).
+
+    ``started`` turns true with ``start``, ``ended`` with ``end`` or ``abort``. Only ``write``
+    ever waits (for the client's socket buffer); the other methods are coroutines for a
+    uniform interface but never suspend, so a cancellation cannot cut them in half.
+    """
 
     __slots__ = (
         "_chunked",
@@ -31,7 +63,7 @@ class ResponseWriter:
         "started",
     )
 
-    def __init__(self, conn: ConnLifecycle, req: Request) -> None:
+    def __init__(self, conn: WriterOwner, req: Request) -> None:
         self._conn = conn
         self._req = req
         self.started = False
@@ -44,6 +76,12 @@ class ResponseWriter:
         self._close = False
 
     async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Set the status and headers; nothing is sent yet (see ``write`` and ``flush``).
+
+        The framing is the writer's: a ``content-length`` is kept, any ``transfer-encoding``
+        or ``connection`` dropped (see the package doc). Raises ``RuntimeError`` when already
+        started, ``ValueError`` for a ``content-length`` that is not an integer, and
+        ``UnicodeEncodeError`` for a name or value that is not latin-1."""
         if self.started:
             raise RuntimeError("response already started")
         self.started = True
@@ -88,6 +126,14 @@ class ResponseWriter:
         self._head = "".join(parts).encode("latin-1")
 
     async def write(self, chunk: bytes) -> None:
+        """Send a chunk of the body (with the head, if not sent yet).
+
+        Does nothing once the response ended, the connection closed, or for an empty chunk; a
+        response without a body (HEAD, 1xx, 204, 304) sends only its head. Bytes beyond the
+        ``content-length`` are dropped and the connection closes after the response. Then waits
+        while the client's socket buffer is full, until it drains or the connection closes.
+        Cancelled in that wait, the chunk has already gone to the transport and the response
+        stays unfinished. Raises ``RuntimeError`` before ``start``."""
         if not self.started:
             raise RuntimeError("write() before start()")
         conn = self._conn
@@ -127,13 +173,19 @@ class ResponseWriter:
             await conn._drain()
 
     async def flush(self) -> None:
-        """Send the head now instead of with the first body chunk."""
+        """Send the head now instead of with the first body chunk (e.g. before a slow body);
+        does nothing once it went out or the connection closed."""
         head = self._head
         if head is not None and not self._conn._closed:
             self._head = None
             self._conn._transport.write(head)
 
     async def end(self) -> None:
+        """Finish the response: send what is left of the head and framing; idempotent.
+
+        A response short of its ``content-length`` is logged and the connection reset (its
+        framing is broken). Afterwards the connection goes on with the next request, or closes
+        (see ``start``). Raises ``RuntimeError`` before ``start``."""
         if self.ended:
             return
         if not self.started:
@@ -156,6 +208,8 @@ class ResponseWriter:
         conn._response_done(self)
 
     def abort(self) -> None:
+        """Reset the connection (e.g. the upstream died mid-body) and end the response;
+        idempotent. The handler that calls it is not cancelled."""
         if self.ended:
             return
         # ended first: connection_lost then leaves the handler that asked for this running.

@@ -15,7 +15,7 @@ import pytest
 
 from meshdev.common.sidecar_config import Limits
 from meshdev.sidecar.http import HttpServer, Request, ResponseWriter, set_limits, start_server
-from meshdev.sidecar.http import protocol as http1
+from meshdev.sidecar.http import connection as http_connection
 
 LIMITS = Limits(
     header_timeout=0.5,
@@ -352,7 +352,7 @@ async def test_bad_connections_leak_no_file_descriptors_or_connections(
     await _until(lambda: server.connections == 0)
     gc.collect()
     assert open_fds() <= before
-    assert not [o for o in gc.get_objects() if isinstance(o, http1._Conn)]
+    assert not [o for o in gc.get_objects() if isinstance(o, http_connection.ClientConnection)]
 
 
 async def _until(cond: object, timeout: float = WAIT) -> None:
