@@ -44,11 +44,14 @@ Interface (the request pipeline builds on exactly this):
   in the response's buffer), so a caller that drops a complete response loses nothing.
   ``complete`` tells whether the body has fully arrived; ``pending_bytes`` what waits unread.
 
-This module is the client's public face; the pieces live in ``upstream_budget``,
-``upstream_pool``, ``upstream_request`` (encoding), ``upstream_conn`` (one connection),
-``upstream_response`` (on ``flowbuffer``, shared with the server's request body) and
-``upstream_errors``. ``STALE_AFTER`` is read where it is used, in ``upstream_pool``: change it
-there.
+This package is the client's public face; its modules, each importing only those listed
+before it: ``errors``, ``request`` (encoding), ``budget``, ``response`` (on
+``sidecar.http.flowbuffer``, shared with the server's request body), ``connection`` (one
+connection) and ``pool``. A lower module that needs something of a higher one says what in a
+small ``typing.Protocol`` (``budget.WaitingPool``, ``response.ResponseSource``,
+``connection.PoolSide``) rather than importing it. ``STALE_AFTER`` is read where it is used,
+in ``pool``: change it there. The cluster side kept in this package (``balancer``,
+``breaker``, ``outlier``, ``host``, ``cluster``) is not part of this interface.
 """
 
 from meshdev.sidecar.http.flowbuffer import HIGH_WATER, LOW_WATER

@@ -1,16 +1,36 @@
 """One cluster's connection budget, shared by the pools of its endpoints: Envoy's
-max_connections / max_pending_requests (see the upstream module doc)."""
+max_connections / max_pending_requests (see the package doc).
+
+The budget sits below the pools in the import graph: it asks of a pool only what
+``WaitingPool`` describes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from meshdev.sidecar.upstream.pool import UpstreamPool
+from meshdev.common import envoy_defaults as envoy
+
+
+class _Pending(Protocol):
+    """A pending request's future, as far as the budget cares."""
+
+    def done(self) -> bool: ...
+
+
+class WaitingPool(Protocol):
+    """What the budget needs of a pool with pending requests (``pool.UpstreamPool``)."""
+
+    @property
+    def _waiters(self) -> Iterable[_Pending]: ...
+    def _grant_slot(self) -> bool: ...
 
 
 class ConnectionBudget:
-    """One cluster's connection limits and counts (see the upstream module doc)."""
+    """One cluster's connection limits and counts (see the package doc).
+
+    The counters are plain ints, read by the stats and changed by the pools only.
+    """
 
     __slots__ = (
         "_waiting",
@@ -23,7 +43,11 @@ class ConnectionBudget:
         "rq_pending_total",
     )
 
-    def __init__(self, max_connections: int = 1024, max_pending_requests: int = 1024) -> None:
+    def __init__(
+        self,
+        max_connections: int = envoy.MAX_CONNECTIONS,
+        max_pending_requests: int = envoy.MAX_PENDING_REQUESTS,
+    ) -> None:
         self.max_connections = max_connections
         self.max_pending_requests = max_pending_requests
         self.cx_active = 0
@@ -32,22 +56,28 @@ class ConnectionBudget:
         self.rq_pending_total = 0
         self.rq_pending_overflow = 0
         # Pools with pending requests, in the order they started waiting (an ordered set).
-        self._waiting: dict[UpstreamPool, None] = {}
+        self._waiting: dict[WaitingPool, None] = {}
 
     @property
     def cx_open(self) -> bool:
+        """The cluster's connections reached ``max_connections`` (Envoy's ``cx_open``)."""
         return self.cx_active >= self.max_connections
 
     @property
     def rq_pending_open(self) -> bool:
+        """Its pending requests reached ``max_pending_requests`` (Envoy's
+        ``rq_pending_open``)."""
         return self.rq_pending_active >= self.max_pending_requests
 
     def update(self, max_connections: int, max_pending_requests: int) -> None:
+        """Change the limits in place, keeping the counts (config hot swap). Raised limits let
+        pending requests connect at once; lowered ones close no connection in use, those over
+        the limit close as they are released."""
         self.max_connections = max_connections
         self.max_pending_requests = max_pending_requests
         self._freed()
 
-    def _others_waiting(self, pool: UpstreamPool) -> bool:
+    def _others_waiting(self, pool: WaitingPool) -> bool:
         """Whether another pool has live pending requests (dropping stale entries)."""
         for other in list(self._waiting):
             if any(not w.done() for w in other._waiters):

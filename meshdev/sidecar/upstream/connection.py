@@ -1,12 +1,15 @@
 """One keep-alive connection to an upstream endpoint: sends an encoded request (streaming
 its body with back-pressure), parses the response into an UpstreamResponse, and goes back to
-its pool or closes (see the upstream module doc)."""
+its pool or closes (see the package doc).
+
+The connection sits below the pool in the import graph: it asks of its pool only what
+``PoolSide`` describes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import httptools
 
@@ -14,8 +17,15 @@ from meshdev.sidecar.http.wire import JOIN_MAX, LAST_CHUNK, header_name
 from meshdev.sidecar.upstream.errors import UpstreamReset
 from meshdev.sidecar.upstream.response import UpstreamResponse
 
-if TYPE_CHECKING:
-    from meshdev.sidecar.upstream.pool import UpstreamPool
+
+class PoolSide(Protocol):
+    """What a connection needs of its pool (``pool.UpstreamPool``)."""
+
+    # The pool's requests in flight: a response that ends counts itself off.
+    rq_active: int
+
+    def _release(self, conn: _UpstreamConn) -> None: ...
+    def _lost(self, conn: _UpstreamConn) -> None: ...
 
 
 class _UpstreamConn(asyncio.Protocol):
@@ -40,7 +50,7 @@ class _UpstreamConn(asyncio.Protocol):
         "wpaused",
     )
 
-    def __init__(self, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: PoolSide, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.loop = loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]

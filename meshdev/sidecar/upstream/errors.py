@@ -1,4 +1,4 @@
-"""What the upstream client raises (see the upstream module doc)."""
+"""What the upstream client raises (see the package doc)."""
 
 
 class ConnectFailure(Exception):

@@ -1,5 +1,6 @@
 """Keep-alive connections to one endpoint: reuse, the wait for budget as a pending request,
-connecting, release (see the upstream module doc)."""
+connecting, release (see the package doc). The top of the client: it imports the budget, the
+connection and the response, none of which imports it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ STALE_AFTER = 1.0
 
 
 class UpstreamPool:
-    """Keep-alive connections to one endpoint (see the upstream module doc)."""
+    """Keep-alive connections to one endpoint (see the package doc); reusable across config
+    swaps. The counters are plain ints, read by the stats."""
 
     __slots__ = (
         "_closed",
@@ -60,6 +62,7 @@ class UpstreamPool:
 
     @property
     def cx_idle(self) -> int:
+        """Idle keep-alive connections waiting for reuse."""
         return len(self._idle)
 
     async def request(
@@ -71,6 +74,16 @@ class UpstreamPool:
         *,
         connect_timeout: float,
     ) -> UpstreamResponse:
+        """Send one request; returns its response once the head has arrived.
+
+        The framing is ours (see the package doc); a streamed ``body`` goes on being sent, with
+        back-pressure, while the response is read. Raises ``ConnectFailure`` (refused,
+        unreachable, or over ``connect_timeout``), ``PendingOverflow`` (the cluster's pending
+        queue is full), ``UpstreamReset`` (the connection closed before a complete head, the
+        head was malformed, or the request body broke), and ``UnicodeEncodeError`` for a
+        header that is not latin-1 (before any connection is taken). Cancelled at any point (a
+        route timeout), it restores the active and pending counts and leaves no connection half
+        used: one mid-exchange is closed, one taken but not yet written to goes back."""
         head, payload, stream, chunked = encode_request(
             method, target, headers, body, self.authority
         )
@@ -124,6 +137,8 @@ class UpstreamPool:
         return not conn.closed and not conn.transport.is_closing()
 
     async def close(self) -> None:
+        """Close the idle connections; those in use close when released, and so do the ones
+        of requests made afterwards (they still work). Never waits."""
         self._closed = True
         idle = self._idle
         self._idle = []

@@ -1,5 +1,5 @@
 """How a request to an upstream is encoded: its head with our framing, and how its body goes
-(see the upstream module doc)."""
+(see the package doc)."""
 
 from __future__ import annotations
 

@@ -1,21 +1,51 @@
 """An upstream response: its head at once, its body streamed with flow control, the pool's
-request count settled when it ends (see the upstream module doc)."""
+request count settled when it ends (see the package doc).
+
+The response sits below the connection in the import graph: it asks of the connection it
+arrives on only what ``ResponseSource`` describes."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from meshdev.sidecar.http.flowbuffer import LOW_WATER, FlowBuffer
 from meshdev.sidecar.upstream.errors import ResponseTooLarge, UpstreamReset
 
-if TYPE_CHECKING:
-    from meshdev.sidecar.upstream.connection import _UpstreamConn
+
+class _RequestCount(Protocol):
+    """The pool, as far as a response cares: its count of requests in flight."""
+
+    rq_active: int
+
+
+class ResponseSource(Protocol):
+    """What a response needs of its connection (``connection._UpstreamConn``)."""
+
+    # Set here too: reading the body resumes the connection's reading.
+    rpaused: bool
+
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def transport(self) -> asyncio.Transport: ...
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def pool(self) -> _RequestCount: ...
+    def _discard(self) -> None: ...
 
 
 class UpstreamResponse(FlowBuffer):
-    """An upstream response: head now, body streamed (see the upstream module doc)."""
+    """An upstream response: head now, body streamed (see the package doc).
+
+    ``async for chunk in resp`` yields the body's chunks in arrival order and stops at its
+    end. When the connection dies mid-body, the chunks that did arrive are yielded first,
+    then ``UpstreamReset`` is raised. A reader cancelled while it waits closes the response
+    (the connection is discarded: the exchange cannot be finished) and sees the
+    ``CancelledError``.
+    """
 
     __slots__ = ("_conn", "_open", "_pool", "headers", "status")
 
@@ -24,10 +54,10 @@ class UpstreamResponse(FlowBuffer):
     # draining them quadratic.
     _chunks: deque[bytes]
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], conn: _UpstreamConn) -> None:
+    def __init__(self, status: int, headers: list[tuple[str, str]], conn: ResponseSource) -> None:
         self.status = status
         self.headers = headers
-        self._conn: _UpstreamConn | None = conn
+        self._conn: ResponseSource | None = conn
         self._chunks = deque()
         self._size = 0
         self._done = False
@@ -39,10 +69,13 @@ class UpstreamResponse(FlowBuffer):
 
     @property
     def complete(self) -> bool:
+        """The whole body has arrived intact (it may still sit unread in the buffer)."""
         return self._done and self._exc is None
 
     def buffered(self) -> bytes | None:
-        """The whole body if it has fully arrived (consuming it), else None; never waits."""
+        """The whole body if it has fully arrived (consuming it), else None; never waits.
+
+        ``b""`` when the body was empty or already read; ``None`` too when it broke."""
         if not self._done or self._exc is not None:
             return None
         chunks = self._chunks
@@ -54,6 +87,11 @@ class UpstreamResponse(FlowBuffer):
         return body
 
     async def read_all(self, limit: int) -> bytes:
+        """The rest of the body, read to its end.
+
+        Raises ``ResponseTooLarge`` past ``limit`` bytes (the response is closed), and
+        ``UpstreamReset`` when the connection dies mid-body. Cancelled while it waits, the
+        response is closed as when iterating (the bytes it had taken are dropped)."""
         parts: list[bytes] = []
         total = 0
         while True:
@@ -72,7 +110,11 @@ class UpstreamResponse(FlowBuffer):
             await self._wait()
 
     def close(self) -> None:
-        """Drop the response; the connection is discarded unless the response was complete."""
+        """Drop the response and whatever of its body waits unread; idempotent, never waits.
+
+        Unless the body had arrived whole, the connection is reset (it cannot be reused) and
+        reading afterwards raises ``UpstreamReset``; a complete response's connection has
+        already gone back to its pool (or closed) and is left alone."""
         self._chunks.clear()
         self._size = 0
         if self._done:
