@@ -108,6 +108,10 @@ class ControlPlane:
     # -- public ---------------------------------------------------------------------------
 
     async def up(self, mesh: Mesh) -> ReloadReport:
+        """Start every pod of `mesh`, wait until each is ready, then push every sidecar its
+        config. Raises RuntimeFailure when a pod cannot start or is not ready in time (the
+        pods of that start are stopped again); a sidecar that is unreachable, rejects its
+        config or answers garbage raises nothing: it is in the report's errors."""
         async with self._lock:
             t0 = time.perf_counter()
             removed = await self.runtime.remove_leftovers()
@@ -124,7 +128,9 @@ class ControlPlane:
             return await self._push(t0, started=tuple(s.name for s in specs))
 
     async def apply(self, mesh: Mesh) -> ReloadReport:
-        """Move the running mesh to `mesh`; on failure the previous state keeps serving."""
+        """Move the running mesh to `mesh`; on failure the previous state keeps serving.
+        A pod that cannot start (RuntimeFailure) and a failed config push are reported in
+        the returned report's errors, not raised."""
         async with self._lock:
             t0 = time.perf_counter()
             wanted = {s.name: s for s in plan.pods(mesh)}
@@ -163,6 +169,7 @@ class ControlPlane:
             return report
 
     async def down(self) -> list[str]:
+        """Remove everything of the mesh (the runtime's teardown); returns what was removed."""
         async with self._lock:
             removed = await self.runtime.teardown()
             self.pods.clear()
@@ -230,22 +237,27 @@ class ControlPlane:
         await self.runtime.stop_pod(pod.name)
 
     async def _drain_and_stop(self, pod: Pod) -> None:
-        """Wait until the pod's inbound listener has nothing in flight, then stop it."""
+        """Wait until the pod's inbound listener has nothing in flight (or the drain timeout
+        passes), then stop it."""
         deadline = time.monotonic() + self.drain_timeout
-        while time.monotonic() < deadline and await self._in_flight(pod) > 0:
+        while time.monotonic() < deadline and await self._in_flight(pod) != 0:
             await asyncio.sleep(0.05)
         await self._stop(pod)
 
-    async def _in_flight(self, pod: Pod) -> int:
+    async def _in_flight(self, pod: Pod) -> int | None:
+        """Requests the pod's listeners serve now; None when its answer cannot be read."""
         query = urlencode({"format": "json", "filter": _IN_FLIGHT})
         try:
             answer = await loopback.request(
                 "GET", f"{pod.started.admin_url}/stats?{query}", timeout=1
             )
-            data = json.loads(answer.body)
-        except (OSError, TimeoutError, ValueError):
+        except OSError:  # TimeoutError included
             return 0  # nothing answers: nothing left to drain
-        return sum(int(s.get("value", 0)) for s in data.get("stats", []) if "value" in s)
+        except loopback.LoopbackError:
+            # Something answers but says nothing readable: it may still be serving, so the
+            # drain goes on waiting (its deadline bounds that) rather than cut requests off.
+            return None
+        return _active_requests(answer) if answer.status == 200 else None
 
     # -- configs --------------------------------------------------------------------------------
 
@@ -298,12 +310,34 @@ class ControlPlane:
             answer = await loopback.request("POST", url, body=body, headers=headers, timeout=5)
         except (TimeoutError, OSError) as exc:
             return f"{pod.name}: sidecar unreachable at {url}: {exc!r}"
+        except loopback.LoopbackError as exc:
+            # It answered, so it may have applied the config or not: pod.hash stays as it
+            # was, which makes the next push send this config again.
+            return (
+                f"{pod.name}: the sidecar at {url} gave an unreadable answer to the config "
+                f"push ({exc}); whether it applied v{cfg.version} is unknown"
+            )
         if answer.status != 200:
             text = answer.body[:300].decode(errors="replace")
             return f"{pod.name}: config rejected ({answer.status}): {text}"
         pod.hash = cfg.content_hash()
         pod.version = cfg.version
         return None
+
+
+def _active_requests(answer: loopback.LoopbackResponse) -> int | None:
+    """The sum of the gauges in a /stats?format=json answer; None when it is not one."""
+    try:
+        data = json.loads(answer.body)
+    except ValueError:
+        return None
+    stats = data.get("stats") if isinstance(data, dict) else None
+    if not isinstance(stats, list):
+        return None
+    values = [s["value"] for s in stats if isinstance(s, dict) and "value" in s]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    return int(sum(values))
 
 
 def _changed(pod: Pod, spec: PodSpec) -> bool:

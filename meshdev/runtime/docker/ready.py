@@ -9,8 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from meshdev.runtime import loopback
 from meshdev.runtime.base import Container
+from meshdev.runtime.readiness import http_status
 
 PROBE_INTERVAL_S = 0.05
 EXIT_CHECK_INTERVAL_S = 0.25
@@ -36,12 +36,9 @@ class NotReady(Exception):
 
 
 async def _get(url: str) -> tuple[int | None, str]:
-    """(status, what happened) of one GET; status None when nothing answered."""
-    try:
-        answer = await loopback.request("GET", url, timeout=_PROBE_TIMEOUT_S)
-    except (TimeoutError, OSError) as exc:
-        return None, str(exc) or type(exc).__name__
-    return answer.status, f"answered {answer.status}"
+    # The app behind the sidecar is the user's and may answer anything: http_status turns
+    # every such answer into "not ready" with its reason, which NotReady then carries.
+    return await http_status(url, _PROBE_TIMEOUT_S)
 
 
 def _app_ok(status: int | None, health_path: str | None) -> bool:
@@ -57,7 +54,9 @@ async def wait_ready(
     probe: Probe, timeout: float, check_exits: Callable[[], Awaitable[None]]
 ) -> None:
     """Returns once both answer; raises NotReady at the deadline, or whatever `check_exits`
-    raises (it runs every EXIT_CHECK_INTERVAL_S and once more at the deadline)."""
+    raises (it runs every EXIT_CHECK_INTERVAL_S and once more at the deadline). Nothing a
+    probed peer does raises here: unreachable, slow or garbage is "not ready yet", and the
+    last such reason is NotReady's `why`."""
     deadline = time.monotonic() + timeout
     next_exit_check = 0.0
     sidecar_ok, app_ok = False, not probe.inbound_url
