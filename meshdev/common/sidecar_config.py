@@ -15,16 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash"]
+from meshdev.common import envoy_defaults as envoy
+from meshdev.common.envoy_names import LbPolicy, RetryOn
+
 ListenerKind = Literal["inbound", "outbound", "ingress"]
-RetryOn = Literal[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "connect-failure",
-    "retriable-4xx",
-    "retriable-status-codes",
-]
 
 # Ports inside each pod, as Istio numbers them, so what users learn here carries over.
 ADMIN_PORT = 15000
@@ -89,9 +83,9 @@ class RetryPolicy(_Model):
     retry_on: tuple[RetryOn, ...] = ("5xx",)
     retriable_status_codes: tuple[int, ...] = ()
     per_try_timeout: float | None = Field(default=None, gt=0)
-    # Envoy: base 25 ms, max 10x base, "full jitter" over [0, min(max, base * 2^n)).
-    base_interval: float = Field(default=0.025, gt=0)
-    max_interval: float = Field(default=0.25, gt=0)
+    # "Full jitter" over [0, min(max, base * 2^n)), as Envoy's RetryBackOff.
+    base_interval: float = Field(default=envoy.RETRY_BASE_INTERVAL, gt=0)
+    max_interval: float = Field(default=envoy.RETRY_MAX_INTERVAL, gt=0)
 
 
 class FaultAbort(_Model):
@@ -120,8 +114,8 @@ class Route(_Model):
     name: str = Field(min_length=1)
     match: RouteMatch = RouteMatch()
     clusters: tuple[WeightedCluster, ...] = Field(min_length=1)
-    # Envoy's default route timeout is 15 s; 0 disables it. It covers every try.
-    timeout: float = Field(default=15.0, ge=0)
+    # 0 disables it; it covers every try.
+    timeout: float = Field(default=envoy.ROUTE_TIMEOUT, ge=0)
     retries: RetryPolicy | None = None
     fault: Fault | None = None
     rate_limit: RateLimit | None = None
@@ -144,19 +138,19 @@ class VirtualHost(_Model):
 class CircuitBreaker(_Model):
     """Envoy's per-cluster thresholds (defaults are Envoy's)."""
 
-    max_connections: int = Field(default=1024, ge=1)
-    max_pending_requests: int = Field(default=1024, ge=0)
-    max_requests: int = Field(default=1024, ge=1)
-    max_retries: int = Field(default=3, ge=0)
+    max_connections: int = Field(default=envoy.MAX_CONNECTIONS, ge=1)
+    max_pending_requests: int = Field(default=envoy.MAX_PENDING_REQUESTS, ge=0)
+    max_requests: int = Field(default=envoy.MAX_REQUESTS, ge=1)
+    max_retries: int = Field(default=envoy.MAX_RETRIES, ge=0)
 
 
 class OutlierDetection(_Model):
     """Envoy's consecutive-5xx outlier detection (defaults are Envoy's)."""
 
-    consecutive_5xx: int = Field(default=5, ge=1)
-    interval: float = Field(default=10.0, gt=0)
-    base_ejection_time: float = Field(default=30.0, gt=0)
-    max_ejection_percent: float = Field(default=10, ge=0, le=100)
+    consecutive_5xx: int = Field(default=envoy.CONSECUTIVE_5XX, ge=1)
+    interval: float = Field(default=envoy.OUTLIER_INTERVAL, gt=0)
+    base_ejection_time: float = Field(default=envoy.BASE_EJECTION_TIME, gt=0)
+    max_ejection_percent: float = Field(default=envoy.MAX_EJECTION_PERCENT, ge=0, le=100)
 
 
 class Endpoint(_Model):
@@ -171,7 +165,7 @@ class Cluster(_Model):
     lb: LbPolicy = "round_robin"
     # ring_hash hashes this request header (Istio's consistentHash.httpHeaderName).
     hash_header: str | None = None
-    connect_timeout: float = Field(default=5.0, gt=0)
+    connect_timeout: float = Field(default=envoy.CONNECT_TIMEOUT, gt=0)
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     outlier_detection: OutlierDetection | None = None
 
@@ -205,8 +199,8 @@ class Limits(_Model):
 
     header_timeout: float = Field(default=10.0, gt=0)
     idle_timeout: float = Field(default=60.0, gt=0)
-    max_headers: int = Field(default=100, ge=1)
-    max_header_bytes: int = Field(default=60 * 1024, ge=1024)
+    max_headers: int = Field(default=envoy.MAX_HEADERS, ge=1)
+    max_header_bytes: int = Field(default=envoy.MAX_HEADER_BYTES, ge=1024)
     max_header_line: int = Field(default=8 * 1024, ge=256)
     max_admin_body: int = Field(default=1024 * 1024, ge=1024)
 

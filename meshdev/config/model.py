@@ -9,25 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WrapSerializer
 
+from meshdev.common import envoy_defaults as envoy
+from meshdev.common.envoy_names import LbPolicy, RetryOn
 from meshdev.config.durations import Duration
 
 # Names become DNS names, container names and stat-name segments, so keep them to DNS labels.
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash"]
-RetryOn = Literal[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "connect-failure",
-    "retriable-4xx",
-    "retriable-status-codes",
-]
 
 V = TypeVar("V")
 
@@ -91,7 +83,9 @@ class Retries(_Model):
     """Envoy's retry policy. The route's timeout covers every try."""
 
     attempts: int = Field(
-        default=1, ge=0, description="Retries after the first try (Envoy's num_retries, default 1)."
+        default=envoy.NUM_RETRIES,
+        ge=0,
+        description="Retries after the first try (Envoy's num_retries, default 1).",
     )
     retry_on: tuple[RetryOn, ...] = Field(
         default=("5xx", "reset", "connect-failure"),
@@ -144,7 +138,9 @@ class Route(_Model):
         description="A service, a subset (backend.v1), or weights "
         "{backend.v1: 90, backend.v2: 10}; default: the destination service itself.",
     )
-    timeout: Duration = Field(default=15.0, description="Covers all tries; Envoy default 15s.")
+    timeout: Duration = Field(
+        default=envoy.ROUTE_TIMEOUT, description="Covers all tries; Envoy default 15s."
+    )
     retries: Retries | None = None
     fault: Fault | None = None
     rate_limit: RateLimit | None = None
@@ -153,22 +149,27 @@ class Route(_Model):
 class CircuitBreaker(_Model):
     """Envoy's circuit-breaker thresholds (defaults are Envoy's)."""
 
-    max_connections: int = Field(default=1024, ge=1)
-    max_pending_requests: int = Field(default=1024, ge=0)
-    max_requests: int = Field(default=1024, ge=1)
-    max_retries: int = Field(default=3, ge=0)
+    max_connections: int = Field(default=envoy.MAX_CONNECTIONS, ge=1)
+    max_pending_requests: int = Field(default=envoy.MAX_PENDING_REQUESTS, ge=0)
+    max_requests: int = Field(default=envoy.MAX_REQUESTS, ge=1)
+    max_retries: int = Field(default=envoy.MAX_RETRIES, ge=0)
 
 
 class OutlierDetection(_Model):
     """Envoy's outlier detection on consecutive 5xx (defaults are Envoy's)."""
 
-    consecutive_5xx: int = Field(default=5, ge=1)
-    interval: Duration = Field(default=10.0, gt=0)
+    consecutive_5xx: int = Field(default=envoy.CONSECUTIVE_5XX, ge=1)
+    interval: Duration = Field(default=envoy.OUTLIER_INTERVAL, gt=0)
     base_ejection_time: Duration = Field(
-        default=30.0, gt=0, description="Multiplied by how often the host was ejected."
+        default=envoy.BASE_EJECTION_TIME,
+        gt=0,
+        description="Multiplied by how often the host was ejected.",
     )
     max_ejection_percent: float = Field(
-        default=10, ge=0, le=100, description="At least one host may always be ejected."
+        default=envoy.MAX_EJECTION_PERCENT,
+        ge=0,
+        le=100,
+        description="At least one host may always be ejected.",
     )
 
 
@@ -177,7 +178,9 @@ class Policy(_Model):
 
     lb: LbPolicy = Field(default="round_robin", description="Envoy default: round_robin.")
     hash_header: str | None = Field(default=None, description="ring_hash hashes this header.")
-    connect_timeout: Duration = Field(default=5.0, gt=0, description="Envoy default 5s.")
+    connect_timeout: Duration = Field(
+        default=envoy.CONNECT_TIMEOUT, gt=0, description="Envoy default 5s."
+    )
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     outlier_detection: OutlierDetection | None = None
 

@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
-from meshdev.common.sidecar_config import LbPolicy
+from meshdev.common.envoy_names import LbPolicy
 
 
 class LbHost(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from meshdev.common.envoy_defaults import CIRCUIT_BREAKER_THRESHOLDS
 from meshdev.sidecar.admin.views import BreakerView
 from meshdev.telemetry.aggregation.snapshot import HostSample
 from meshdev.telemetry.io.wire_checks import opt_str
@@ -21,14 +22,7 @@ def _stat_value(stats: object, name: str) -> int:
     return 0
 
 
-_THRESHOLDS = ("max_connections", "max_pending_requests", "max_requests", "max_retries")
-# Envoy's defaults, for a threshold its /clusters leaves out.
-_DEFAULT_LIMITS = {
-    "max_connections": 1024,
-    "max_pending_requests": 1024,
-    "max_requests": 1024,
-    "max_retries": 3,
-}
+_THRESHOLDS = tuple(CIRCUIT_BREAKER_THRESHOLDS)
 
 
 def envoy_clusters(
@@ -79,7 +73,8 @@ def _envoy_host(cluster: str, h: object) -> HostSample | None:
 
 
 def _envoy_breaker(cluster: str, cb: object, values: Mapping[str, int]) -> BreakerView:
-    limits = dict(_DEFAULT_LIMITS)
+    # Envoy's defaults stand for a threshold its /clusters leaves out.
+    limits = dict(CIRCUIT_BREAKER_THRESHOLDS)
     thresholds = cb.get("thresholds") if isinstance(cb, dict) else None
     if isinstance(thresholds, list):
         for t in thresholds:
