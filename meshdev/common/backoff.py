@@ -1,7 +1,9 @@
-"""Reconnect delays: exponential with "full jitter" (AWS's name), as Envoy's own retries.
+"""Exponential backoff with "full jitter" (AWS's name), the way Envoy spaces its retries.
 
-Full jitter draws each delay uniformly from [0, min(cap, base * 2^n)), so many dashboards (or
-many sidecars' clients) that lost the same server do not come back in lock-step.
+The n-th delay since the last reset is drawn uniformly from [0, min(cap, base * 2^n)), so many
+clients that failed together do not come back in lock-step. Two users, each with its own
+numbers: the data plane between the tries of a request (Envoy's RetryBackOff: 25 ms base, cap
+10x base, see envoy_defaults.py), and the dashboard reconnecting to a sidecar it lost.
 """
 
 from __future__ import annotations
@@ -11,28 +13,28 @@ from collections.abc import Callable
 
 
 class Backoff:
-    __slots__ = ("_attempt", "_random", "base", "cap")
+    """One sequence of delays. The data plane makes one per retried request and calls
+    `next_delay` before each retry, so both stay a few operations."""
 
-    def __init__(
-        self, base: float = 0.1, cap: float = 5.0, rand: Callable[[], float] = random.random
-    ) -> None:
-        if base <= 0 or cap < base:
+    __slots__ = ("_ceiling", "_half_cap", "_random", "base", "cap")
+
+    def __init__(self, base: float, cap: float, rand: Callable[[], float] = random.random) -> None:
+        if not 0 < base <= cap:
             raise ValueError("backoff needs 0 < base <= cap")
         self.base = base
         self.cap = cap
         self._random = rand
-        self._attempt = 0
+        self._ceiling = base
+        # Doubling a ceiling below half the cap stays below the cap; above it the cap is next.
+        # One comparison per delay instead of min(cap, base * 2 ** n).
+        self._half_cap = cap / 2
 
-    def next(self) -> float:
+    def next_delay(self) -> float:
         """The delay before the next attempt; each call doubles the ceiling up to the cap."""
-        ceiling = min(self.cap, self.base * 2.0 ** min(self._attempt, 32))
-        self._attempt += 1
+        ceiling = self._ceiling
+        self._ceiling = ceiling * 2 if ceiling < self._half_cap else self.cap
         return self._random() * ceiling
 
     def reset(self) -> None:
         """A success: the next failure starts from the base again."""
-        self._attempt = 0
-
-    @property
-    def attempt(self) -> int:
-        return self._attempt
+        self._ceiling = self.base

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from meshdev.common.backoff import Backoff
 from meshdev.common.sidecar_config import (
     Fault,
     FaultAbort,
@@ -25,7 +26,7 @@ from meshdev.sidecar.filters.fault import (
     effective_fault,
 )
 from meshdev.sidecar.filters.ratelimit import TokenBucket
-from meshdev.sidecar.router.retry import Backoff, Failure, RetryRules
+from meshdev.sidecar.router.retry import Failure, RetryRules
 from meshdev.sidecar.router.table import HostIndex, Matcher, RouteTable, WeightedPick
 from meshdev.sidecar.upstream.balancer import (
     HealthEpoch,

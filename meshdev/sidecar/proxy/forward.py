@@ -21,6 +21,7 @@ import time
 from asyncio import CancelledError, current_task
 from typing import Final
 
+from meshdev.common.backoff import Backoff
 from meshdev.sidecar.compiled import ClusterEntry, RouteEntry
 from meshdev.sidecar.http import BodyStream, Request, ResponseWriter
 from meshdev.sidecar.proxy.accesslog import (
@@ -40,7 +41,7 @@ from meshdev.sidecar.proxy.replies import (
     send_local,
 )
 from meshdev.sidecar.router.deadline import Deadline, Deadlines
-from meshdev.sidecar.router.retry import Backoff, Failure, RetryRules
+from meshdev.sidecar.router.retry import Failure, RetryRules
 from meshdev.sidecar.stats.sets import ClusterStatSet, RouteStatSet
 from meshdev.sidecar.upstream import ConnectFailure, PendingOverflow, UpstreamReset
 from meshdev.sidecar.upstream.breaker import Breaker

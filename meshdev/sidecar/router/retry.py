@@ -1,4 +1,4 @@
-"""Envoy's retry policy: which outcomes are retried, and the jittered backoff between tries.
+"""Envoy's retry policy: which outcomes are retried, and how long to wait between tries.
 
 `retry_on` as Envoy reads it (source/common/router/retry_state_impl.cc):
 - `5xx`: any 5xx answer, and any failure without an answer (connect failure, reset,
@@ -11,15 +11,14 @@
 An answer carrying `x-envoy-overloaded` or `x-envoy-ratelimited` is never retried, and neither
 is a local circuit-breaker overflow.
 
-Backoff is Envoy's "full jitter": before retry n (from 1) wait a uniform draw in
-[0, min(base * 2^(n-1), max)), with base 25 ms and max 10x base by default.
+The wait is Envoy's "full jitter" (`meshdev.common.backoff.Backoff`, one per request): before
+retry n (from 1) a uniform draw in [0, min(base * 2^(n-1), max)), from the policy's
+`base_interval` and `max_interval` (Envoy's 25 ms and 10x that by default).
 """
 
 from __future__ import annotations
 
 import enum
-import random
-from collections.abc import Callable
 
 from meshdev.common.sidecar_config import RetryPolicy
 
@@ -81,21 +80,3 @@ class RetryRules:
         if self.on_5xx or self.on_gateway_error or self.on_reset:
             return True
         return self.on_connect_failure and failure is Failure.CONNECT_FAILURE
-
-
-class Backoff:
-    """Full-jitter exponential backoff, one per request."""
-
-    __slots__ = ("_max", "_next", "_rand")
-
-    def __init__(
-        self, base: float, maximum: float, rand: Callable[[], float] = random.random
-    ) -> None:
-        self._next = base
-        self._max = maximum
-        self._rand = rand
-
-    def next_delay(self) -> float:
-        ceiling = self._next
-        self._next = ceiling * 2 if ceiling < self._max / 2 else self._max
-        return min(self._rand() * ceiling, self._max)

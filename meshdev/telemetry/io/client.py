@@ -46,6 +46,10 @@ CONNECT_TIMEOUT = 2.0
 MIN_READ_TIMEOUT = 2.0
 READ_TIMEOUT_INTERVALS = 8.0
 REQUEST_TIMEOUT = 5.0
+# Reconnect delays (full jitter, see common/backoff.py): quick enough to catch a sidecar that
+# restarts, sparse enough that a dashboard watching a stopped mesh stays idle.
+RECONNECT_BASE = 0.1
+RECONNECT_CAP = 5.0
 
 
 class _NoStream(Exception):
@@ -97,7 +101,7 @@ class SidecarClient:
         self._session = session
         self._interval = interval
         self._on_change = on_change
-        self._backoff = backoff if backoff is not None else Backoff()
+        self._backoff = backoff if backoff is not None else Backoff(RECONNECT_BASE, RECONNECT_CAP)
         self._clock = clock
 
         self.connected = False
@@ -186,7 +190,7 @@ class SidecarClient:
             self._lost(error)
             self._prefer_stream = True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._restart.wait(), self._backoff.next())
+                await asyncio.wait_for(self._restart.wait(), self._backoff.next_delay())
 
     def _lost(self, error: str) -> None:
         changed = self.connected or error != self.error

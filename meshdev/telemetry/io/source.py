@@ -28,7 +28,7 @@ from meshdev.common.backoff import Backoff
 from meshdev.telemetry.aggregation.history import DEFAULT_LENGTH
 from meshdev.telemetry.aggregation.mesh import Aggregator
 from meshdev.telemetry.aggregation.view import MeshView
-from meshdev.telemetry.io.client import SidecarClient
+from meshdev.telemetry.io.client import RECONNECT_BASE, RECONNECT_CAP, SidecarClient
 from meshdev.testing.fake_source import FakeSource
 
 __all__ = ["FakeSource", "Target", "TelemetrySource", "ViewSource"]
@@ -66,8 +66,8 @@ class TelemetrySource:
         *,
         interval: float = DEFAULT_INTERVAL,
         history: int = DEFAULT_LENGTH,
-        backoff_base: float = 0.1,
-        backoff_cap: float = 5.0,
+        backoff_base: float = RECONNECT_BASE,
+        backoff_cap: float = RECONNECT_CAP,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
