@@ -26,7 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.common.breaker_view import BreakerView
+from meshdev.sidecar.admin.views import HostView
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
 from meshdev.telemetry.aggregation.topology import Topology, from_config_dump

@@ -86,6 +86,13 @@ def rank_of(q: float, count: int) -> int:
     return min(count - 1, max(0, math.ceil(q * count) - 1))
 
 
+def round_significant(value: float, digits: int = 4) -> float:
+    """Quantiles are bucket midpoints good to 0.8 %; more digits would only be noise."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
 class Histogram:
     """Cumulative bucket counts of one stat; only ever grows."""
 

@@ -14,9 +14,10 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.admin.live_views import breaker_views, host_views
-from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.admin.views import HostView
 from meshdev.sidecar.compiled import Compiled
 from meshdev.sidecar.compiler import Compiler
 from meshdev.sidecar.filters.fault import check_runtime_entry, effective_fault

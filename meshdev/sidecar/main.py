@@ -24,9 +24,10 @@ import sys
 from pathlib import Path
 
 from meshdev import __version__
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import ConfigRejected, Listener, SidecarConfig, parse_config
 from meshdev.sidecar.admin.server import AdminServer, start_admin
-from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.admin.views import HostView
 from meshdev.sidecar.dataplane import DataPlane
 from meshdev.sidecar.http import HttpServer, start_server
 from meshdev.sidecar.proxy.pipeline import Proxy

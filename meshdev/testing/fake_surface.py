@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import SidecarConfig, parse_config
-from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.admin.views import HostView
 from meshdev.sidecar.stats.store import Store
 
 _RUNTIME_KEY = re.compile(r"^[A-Za-z0-9_.\-]+$")

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import SidecarConfig, parse_config
-from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.admin.views import HostView
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.stats.stream import ConfigIdentity, StreamCursor
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import SidecarConfig
-from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.sidecar.admin.views import HostView
 
 _THRESHOLDS = ("max_connections", "max_pending_requests", "max_requests", "max_retries")
 

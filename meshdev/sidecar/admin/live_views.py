@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from meshdev.sidecar.admin.views import BreakerView, HostView
+from meshdev.common.breaker_view import BreakerView
+from meshdev.sidecar.admin.views import HostView
 from meshdev.sidecar.compiled import Compiled
 
 

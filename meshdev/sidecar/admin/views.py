@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.stats.store import Store
 
@@ -32,25 +33,6 @@ class HostView:
     rq_total: int
     rq_error: int
     rq_success: int
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerView:
-    """A cluster's circuit breaker: limits, what is in use now, and which limits are open."""
-
-    cluster: str
-    max_connections: int
-    max_pending_requests: int
-    max_requests: int
-    max_retries: int
-    cx_active: int
-    rq_pending_active: int
-    rq_active: int
-    rq_retry_active: int
-    cx_open: bool
-    rq_pending_open: bool
-    rq_open: bool
-    rq_retry_open: bool
 
 
 class ControlSurface(Protocol):

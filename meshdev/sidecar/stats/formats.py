@@ -17,6 +17,7 @@ from meshdev.common.histogram import (
     EMPTY,
     ENVOY_QUANTILES,
     HistogramSnapshot,
+    round_significant,
 )
 from meshdev.common.stattags import TagExtractor
 from meshdev.sidecar.stats.store import Store
@@ -65,13 +66,6 @@ def compile_filter(raw: str | None) -> re.Pattern[str] | None:
 
 def _keep(name_filter: re.Pattern[str] | None, name: str) -> bool:
     return name_filter is None or name_filter.search(name) is not None
-
-
-def round_significant(value: float, digits: int = 4) -> float:
-    """Quantiles are bucket midpoints good to 0.8 %; more digits would only be noise."""
-    if value == 0 or not math.isfinite(value):
-        return value
-    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
 def format_number(value: float) -> str:

@@ -13,9 +13,10 @@ import re
 import time
 from collections.abc import Callable
 
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.histogram import SUMMARY_QUANTILES, HistogramSnapshot
 from meshdev.common.sidecar_config import SidecarConfig
-from meshdev.sidecar.admin.views import BreakerView, ControlSurface, HostView
+from meshdev.sidecar.admin.views import ControlSurface, HostView
 from meshdev.sidecar.stats.formats import json_number, percent
 from meshdev.sidecar.stats.store import IntervalReader
 

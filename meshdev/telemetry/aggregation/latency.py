@@ -11,8 +11,7 @@ import math
 from bisect import bisect_right
 from itertools import accumulate
 
-from meshdev.common.histogram import HIGHEST, rank_of
-from meshdev.sidecar.stats.formats import round_significant
+from meshdev.common.histogram import HIGHEST, rank_of, round_significant
 from meshdev.telemetry.aggregation.snapshot import IntervalHistogram, SnapshotError
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.histogram import HistogramSnapshot
-from meshdev.sidecar.admin.views import BreakerView
 
 
 class SnapshotError(ValueError):

@@ -6,7 +6,7 @@ so they are bare slotted classes: no checks, no properties beyond what the view 
 
 from __future__ import annotations
 
-from meshdev.sidecar.admin.views import BreakerView
+from meshdev.common.breaker_view import BreakerView
 from meshdev.telemetry.aggregation.snapshot import IntervalHistogram
 
 

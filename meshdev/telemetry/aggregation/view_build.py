@@ -7,7 +7,7 @@ when any sidecar ejects it.
 
 from __future__ import annotations
 
-from meshdev.sidecar.admin.views import BreakerView
+from meshdev.common.breaker_view import BreakerView
 from meshdev.telemetry.aggregation.history import History
 from meshdev.telemetry.aggregation.latency import latency
 from meshdev.telemetry.aggregation.tally import ClusterTally, HostTally, RouteTally

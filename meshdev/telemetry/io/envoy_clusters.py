@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from meshdev.common.breaker_view import BreakerView
 from meshdev.common.envoy_defaults import CIRCUIT_BREAKER_THRESHOLDS
-from meshdev.sidecar.admin.views import BreakerView
 from meshdev.telemetry.aggregation.snapshot import HostSample
 from meshdev.telemetry.io.wire_checks import opt_str
 

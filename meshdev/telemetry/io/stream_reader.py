@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from meshdev.sidecar.admin.views import BreakerView
+from meshdev.common.breaker_view import BreakerView
 from meshdev.telemetry.aggregation.snapshot import (
     HostSample,
     HostTotals,

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from meshdev.common.histogram import HistogramSnapshot
-from meshdev.sidecar.admin.views import BreakerView, HostView
-from meshdev.sidecar.stats.formats import round_significant
+from meshdev.common.breaker_view import BreakerView
+from meshdev.common.histogram import HistogramSnapshot, round_significant
+from meshdev.sidecar.admin.views import HostView
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.snapshot import combine
 from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
