@@ -54,7 +54,7 @@ timeout, 10 s by default), protocol (a malformed response).
 """
 
 from meshdev.loadgen.engine import LoadGenerator, run_load
-from meshdev.loadgen.recorder import TallySnapshot
+from meshdev.loadgen.recorder import SliceResult
 from meshdev.loadgen.report import format_result, progress_line
 from meshdev.loadgen.result import LoadResult
 from meshdev.loadgen.spec import LoadSpec, LoadSpecError, parse_header, parse_path_mix
@@ -64,7 +64,7 @@ __all__ = [
     "LoadResult",
     "LoadSpec",
     "LoadSpecError",
-    "TallySnapshot",
+    "SliceResult",
     "format_result",
     "parse_header",
     "parse_path_mix",

@@ -20,14 +20,16 @@ class Tally:
     errors: dict[str, int] = field(default_factory=dict)
     responses: int = 0
 
-    def frozen(self) -> TallySnapshot:
-        return TallySnapshot(
+    def frozen(self) -> SliceResult:
+        return SliceResult(
             self.latency.snapshot(), dict(self.status), dict(self.errors), self.responses
         )
 
 
 @dataclass(frozen=True, slots=True)
-class TallySnapshot:
+class SliceResult:
+    """A `Tally` frozen: what one slice got, as a `LoadResult` holds its total and each path."""
+
     latency: HistogramSnapshot
     status: dict[int, int]
     errors: dict[str, int]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshdev.common.histogram import HistogramSnapshot
-from meshdev.loadgen.recorder import TallySnapshot
+from meshdev.loadgen.recorder import SliceResult
 
 JSON_VERSION = 1
 # (JSON key, quantile) of every latency summary.
@@ -31,7 +31,7 @@ def latency_summary(h: HistogramSnapshot) -> dict[str, float | None]:
     return out
 
 
-def _tally_json(t: TallySnapshot) -> dict[str, Any]:
+def _tally_json(t: SliceResult) -> dict[str, Any]:
     return {
         "requests": t.requests,
         "responses": t.responses,
@@ -57,10 +57,10 @@ class LoadResult:
     achieved_rps: float
     send_lag_mean_ms: float
     send_lag_max_ms: float
-    total: TallySnapshot
+    total: SliceResult
     service_time: HistogramSnapshot
     flags: dict[str, int]
-    paths: dict[str, TallySnapshot]
+    paths: dict[str, SliceResult]
 
     @property
     def requests(self) -> int:

@@ -69,7 +69,7 @@ class LoadSpec:
                 _check_path(path)
                 if not (math.isfinite(weight) and weight > 0):
                     raise LoadSpecError(f"weight of {path} must be positive, not {weight}")
-        Target.parse(self.url)
+        LoadTarget.parse(self.url)
 
     def cap(self) -> int:
         """The concurrency cap: as given, or enough for the rate at EXPECTED_LATENCY_S."""
@@ -89,13 +89,15 @@ def _check_path(path: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class LoadTarget:
+    """Where the load goes: the URL's host, port and path, checked once."""
+
     host: str
     port: int
     path: str  # path and query of the URL, "/" when it has none
 
     @classmethod
-    def parse(cls, url: str) -> Target:
+    def parse(cls, url: str) -> LoadTarget:
         parts = urlsplit(url)
         if parts.scheme != "http":
             raise LoadSpecError(f"{url}: only http:// URLs are supported")
@@ -120,7 +122,7 @@ class Target:
 class Plan:
     """The spec compiled for the hot path: one ready request per path, cumulative weights."""
 
-    target: Target
+    target: LoadTarget
     paths: tuple[str, ...]
     requests: tuple[bytes, ...]
     cumulative: tuple[float, ...] = field(default=())
@@ -128,7 +130,7 @@ class Plan:
 
     @classmethod
     def compile(cls, spec: LoadSpec) -> Plan:
-        target = Target.parse(spec.url)
+        target = LoadTarget.parse(spec.url)
         mix = spec.paths or ((target.path, 1.0),)
         paths = tuple(p for p, _ in mix)
         weights = [w for _, w in mix]

@@ -1,29 +1,16 @@
 """Telemetry: watch every sidecar's admin API and aggregate it into `MeshView`s.
 
-The dashboard uses `TelemetrySource` (source.py); its tests use `FakeSource` (fake.py). The
-types it renders are in view.py. Nothing here imports the terminal UI.
+Two rooms, and the way between them goes one way only:
 
-The sources are looked up lazily, so importing the view types does not load the HTTP client.
+- `io/` talks to the sidecars: `source.TelemetrySource` (what the dashboard runs, and the
+  `ViewSource` protocol it is used through) keeps one `client.SidecarClient` per sidecar,
+  which reads meshdev's /stats/stream or polls a real Envoy's /stats (`stream_reader`,
+  `poll_reader`, `envoy_clusters`, checked by `wire_checks`) into `SidecarInterval`s.
+- `aggregation/` is pure: no sockets, no clocks, nothing from io/. `mesh.Aggregator` turns
+  each sidecar's latest `sidecar_interval.SidecarInterval` into one `view.MeshView`, the plain
+  data the dashboard renders.
+
+io/ imports aggregation/, never the other way. Nothing here imports the terminal UI, the data
+plane (what both sides share is in meshdev.common) or the fakes the dashboard's tests use
+instead of a live source: production code never loads those.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from meshdev.telemetry.io.source import TelemetrySource
-    from meshdev.testing.fake_source import FakeSource
-
-__all__ = ["FakeSource", "TelemetrySource"]
-
-
-def __getattr__(name: str) -> object:
-    if name == "TelemetrySource":
-        from meshdev.telemetry.io.source import TelemetrySource
-
-        return TelemetrySource
-    if name == "FakeSource":
-        from meshdev.testing.fake_source import FakeSource
-
-        return FakeSource
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.topology import Topology
 from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.telemetry.io.source import OnView, ProxyTarget
 from meshdev.telemetry.io.stream_reader import StreamReader
 
 
@@ -28,8 +29,8 @@ class FakeSource:
         self._wake: asyncio.Event | None = None
         self._aggregator = Aggregator()
         self._readers: dict[str, StreamReader] = {}
-        self.targets: list[tuple[str, str]] = []
-        self.target_updates: list[list[tuple[str, str]]] = []
+        self.targets: list[ProxyTarget] = []
+        self.target_updates: list[list[ProxyTarget]] = []
         self.interval_updates: list[float] = []
         self.emitted: list[MeshView] = []
 
@@ -42,7 +43,7 @@ class FakeSource:
         self._interval = seconds
         self.interval_updates.append(seconds)
 
-    def set_targets(self, targets: Iterable[tuple[str, str]]) -> None:
+    def set_targets(self, targets: Iterable[ProxyTarget]) -> None:
         self.targets = list(targets)
         self.target_updates.append(self.targets)
 
@@ -71,7 +72,7 @@ class FakeSource:
                 SidecarInput(
                     node=node,
                     admin_url=f"fake://{node}",
-                    snapshot=reader.parse(dict(doc), now),
+                    latest=reader.parse(dict(doc), now),
                     topology=(topologies or {}).get(node),
                     connected=node not in disconnected,
                     stale=node in stale,
@@ -81,7 +82,7 @@ class FakeSource:
         self.push(view)
         return view
 
-    async def run(self, on_view: Callable[[MeshView], None]) -> None:
+    async def run(self, on_view: OnView) -> None:
         self._wake = asyncio.Event()
         try:
             while True:

@@ -1,7 +1,8 @@
 """Deterministic synthetic views: for snapshot tests, the CPU benchmark, and demos.
 
-`sample_view(tick)` is a pure function of the tick, so a snapshot is the same on every run;
-`SampleSource` plays ticks at a fixed rate through the `ViewSource` protocol.
+`sample_view(tick)` is a pure function of the tick, so a snapshot test's screen is the same on
+every run; `SampleSource` plays ticks at a fixed rate through the `ViewSource` protocol
+(meshdev.telemetry.io.source).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from meshdev.telemetry.aggregation.view import (
     RouteStats,
     SidecarStatus,
 )
-from meshdev.tui.logic.ports import OnView
+from meshdev.telemetry.io.source import OnView, ProxyTarget
 
 EPOCH = 1_700_000_000.0  # a fixed wall-clock time, so snapshots show the same clock
 HISTORY = 12
@@ -163,14 +164,19 @@ class SampleSource:
     def __init__(self, hz: float = 4.0, routes: int = 20) -> None:
         self.hz = hz
         self.routes = routes
-        self.targets: list[tuple[str, str]] = []
+        self.targets: list[ProxyTarget] = []
         self.tick = 0
 
     @property
     def interval(self) -> float:
         return 1.0 / self.hz
 
-    def set_targets(self, targets: Sequence[tuple[str, str]]) -> None:
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        # The protocol lets a source's cadence change; here it is the same as changing `hz`.
+        self.hz = 1.0 / seconds
+
+    def set_targets(self, targets: Sequence[ProxyTarget]) -> None:
         self.targets = list(targets)
 
     async def run(self, on_view: OnView) -> None:

@@ -20,7 +20,7 @@ from meshdev.sidecar.stats.stream import ConfigIdentity, StreamCursor
 
 # Flags answered by the sidecar itself, before any upstream try.
 _NO_TRY = frozenset({"UO", "UH", "FI", "RL"})
-# Counters the data plane creates with each route and cluster (statsets.py), at zero.
+# Counters the data plane creates with each route and cluster (sidecar/stats/sets.py), at zero.
 _ROUTE_STATS = ("upstream_rq_total", "upstream_rq_timeout", "upstream_rq_retry")
 _CLUSTER_STATS = (
     "upstream_rq_total",
@@ -162,7 +162,7 @@ class SyntheticSidecar:
         count: int = 1,
     ) -> None:
         """Count `count` requests of a route, answered `status` after `latency_ms`, the way
-        the data plane counts them (proxy.py): every request on the route's downstream side,
+        the data plane counts them (sidecar/proxy/): every request on the route's downstream side,
         upstream tries on the route's and cluster's upstream side, local answers where the
         data plane counts them, and each flag on its counter."""
         s = self._store

@@ -8,7 +8,7 @@ import asyncio
 import sys
 
 from meshdev.session import Session
-from meshdev.telemetry.io.source import Target, TelemetrySource
+from meshdev.telemetry.io.source import ProxyTarget, TelemetrySource
 from meshdev.tui.app import MeshdevApp
 
 
@@ -30,7 +30,7 @@ def run_dashboard(session: Session, *, keep: bool) -> int:
     return app.return_code or 0
 
 
-def run_watch(targets: list[Target], interval: float) -> int:
+def run_watch(targets: list[ProxyTarget], interval: float) -> int:
     source = TelemetrySource(targets, interval=interval)
     noun = "proxy" if len(targets) == 1 else "proxies"
     app = MeshdevApp(source, None, title=f"watching {len(targets)} {noun}", handle_signals=True)

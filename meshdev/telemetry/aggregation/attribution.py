@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from meshdev.telemetry.aggregation.snapshot import Snapshot
+from meshdev.telemetry.aggregation.sidecar_interval import SidecarInterval
 from meshdev.telemetry.aggregation.stat_index import StatIndex
 from meshdev.telemetry.aggregation.statnames import CODE, DS_CODE, DS_TOTAL, ROUTE, TOTAL, Meaning
 from meshdev.telemetry.aggregation.tally import RouteTally, bump
@@ -37,7 +37,7 @@ def split(n: int, weights: Sequence[float]) -> list[int]:
 
 
 def _route_answers(
-    meaning: Callable[[str], Meaning | None], snap: Snapshot, index: StatIndex
+    meaning: Callable[[str], Meaning | None], snap: SidecarInterval, index: StatIndex
 ) -> tuple[dict[RouteKey, int], dict[RouteKey, dict[str, int]]]:
     """This sidecar's requests and status codes per route in the interval (only needed,
     so only computed, when a flag must be shared among routes)."""
@@ -58,7 +58,7 @@ def _route_answers(
 
 def attribute(
     meaning: Callable[[str], Meaning | None],
-    snap: Snapshot,
+    snap: SidecarInterval,
     topo: Topology | None,
     index: StatIndex,
     cluster_flags: list[tuple[str, str, int]],

@@ -12,7 +12,7 @@ from bisect import bisect_right
 from itertools import accumulate
 
 from meshdev.common.histogram import HIGHEST, rank_of, round_significant
-from meshdev.telemetry.aggregation.snapshot import IntervalHistogram, SnapshotError
+from meshdev.telemetry.aggregation.sidecar_interval import IntervalHistogram, SnapshotError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Many sidecars' latest snapshots -> one `MeshView`: per route, per cluster, per host.
+"""Many sidecars' latest intervals -> one `MeshView`: per route, per cluster, per host.
 
 No I/O and no clocks: everything comes in through `SidecarInput`. The `Aggregator` keeps only
 what a view needs of the past: sparkline histories, the previous view (events are its
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from meshdev.telemetry.aggregation.attribution import attribute
 from meshdev.telemetry.aggregation.events import diff_views
 from meshdev.telemetry.aggregation.history import DEFAULT_LENGTH, History
-from meshdev.telemetry.aggregation.snapshot import Snapshot
+from meshdev.telemetry.aggregation.sidecar_interval import SidecarInterval
 from meshdev.telemetry.aggregation.stat_index import StatIndex, index_stats, is_local
 from meshdev.telemetry.aggregation.statnames import (
     CLASS,
@@ -66,7 +66,8 @@ class SidecarInput:
 
     node: str
     admin_url: str
-    snapshot: Snapshot | None
+    # The newest interval taken from it; None before the first arrived.
+    latest: SidecarInterval | None
     topology: Topology | None = None
     connected: bool = True
     stale: bool = False
@@ -93,7 +94,7 @@ class Aggregator:
         self._learn(sidecars)
         statuses = []
         for sc in sidecars:
-            snap = sc.snapshot
+            snap = sc.latest
             topo = sc.topology
             if topo is not None:
                 for r in topo.routes:
@@ -151,7 +152,7 @@ class Aggregator:
             current = {id(sc.topology): sc.topology for sc in sidecars if sc.topology}
             self._topologies = current
 
-    def _index(self, sc: SidecarInput, snap: Snapshot) -> StatIndex:
+    def _index(self, sc: SidecarInput, snap: SidecarInterval) -> StatIndex:
         topo = sc.topology
         stamp = (len(snap.counters), len(snap.histograms), id(topo))
         index = self._indexes.get(sc.node)
@@ -163,7 +164,7 @@ class Aggregator:
     def _add(
         self,
         sc: SidecarInput,
-        snap: Snapshot,
+        snap: SidecarInterval,
         own: RouteTally,
         routes: dict[RouteKey, RouteTally],
         clusters: dict[str, ClusterTally],
@@ -217,7 +218,7 @@ class Aggregator:
     def _add_interval(
         self,
         sc: SidecarInput,
-        snap: Snapshot,
+        snap: SidecarInterval,
         index: StatIndex,
         own: RouteTally,
         routes: dict[RouteKey, RouteTally],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from meshdev.telemetry.aggregation.snapshot import Snapshot
+from meshdev.telemetry.aggregation.sidecar_interval import SidecarInterval
 from meshdev.telemetry.aggregation.statnames import CLUSTER, DS_TOTAL, FLAG, ROUTE, Meaning
 from meshdev.telemetry.aggregation.topology import RouteKey, Topology
 
@@ -41,7 +41,7 @@ class StatIndex:
 
 def index_stats(
     meaning: Callable[[str], Meaning | None],
-    snap: Snapshot,
+    snap: SidecarInterval,
     topo: Topology | None,
     stamp: Stamp,
 ) -> StatIndex:

@@ -7,7 +7,7 @@ so they are bare slotted classes: no checks, no properties beyond what the view 
 from __future__ import annotations
 
 from meshdev.common.breaker_view import BreakerView
-from meshdev.telemetry.aggregation.snapshot import IntervalHistogram
+from meshdev.telemetry.aggregation.sidecar_interval import IntervalHistogram
 
 
 def bump(d: dict[str, int], key: str, n: int) -> None:

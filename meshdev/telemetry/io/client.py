@@ -9,7 +9,7 @@ stream again first, since a restarted server may be a newer one.
 
 `/config_dump` is read once per config (the stream names its hash) for the route table.
 
-The client never queues: a snapshot arriving before the previous one was taken is folded into
+The client never queues: an interval arriving before the previous one was taken is folded into
 it (`combine`), so however slow the dashboard is, it only ever holds one interval per sidecar.
 """
 
@@ -27,7 +27,7 @@ import aiohttp
 
 from meshdev.common.backoff import Backoff
 from meshdev.telemetry.aggregation.mesh import SidecarInput
-from meshdev.telemetry.aggregation.snapshot import Snapshot, SnapshotError, combine
+from meshdev.telemetry.aggregation.sidecar_interval import SidecarInterval, SnapshotError, combine
 from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
 from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
 from meshdev.telemetry.io.poll_reader import PollReader
@@ -112,7 +112,7 @@ class SidecarClient:
         self.snapshots = 0  # received, for tests and diagnostics
         self.connections = 0
 
-        self._current: Snapshot | None = None
+        self._current: SidecarInterval | None = None
         self._taken = True
         self._stream_reader = StreamReader()
         self._poll_reader = PollReader()
@@ -142,7 +142,7 @@ class SidecarClient:
     def stale_after(self) -> float:
         return STALE_INTERVALS * self._interval
 
-    def take(self) -> Snapshot | None:
+    def take(self) -> SidecarInterval | None:
         """The newest interval (the same one again if nothing arrived since the last take)."""
         self._taken = True
         return self._current
@@ -154,7 +154,7 @@ class SidecarClient:
         return SidecarInput(
             node=self.node,
             admin_url=self.admin_url,
-            snapshot=snap,
+            latest=snap,
             topology=self.topology,
             connected=self.connected,
             stale=age is not None and age > self.stale_after,
@@ -199,7 +199,7 @@ class SidecarClient:
         if changed:
             self._on_change()
 
-    def _store(self, snap: Snapshot, mode: str) -> None:
+    def _store(self, snap: SidecarInterval, mode: str) -> None:
         if not self._taken and self._current is not None:
             snap = combine(self._current, snap)
         self._current = snap

@@ -1,5 +1,5 @@
 """Envoy's `/clusters?format=json` (ClusterStatuses) plus its cluster gauges -> the hosts
-and circuit breakers of a `Snapshot`."""
+and circuit breakers of a `SidecarInterval`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from meshdev.common.breaker_view import BreakerView
 from meshdev.common.envoy_defaults import CIRCUIT_BREAKER_THRESHOLDS
-from meshdev.telemetry.aggregation.snapshot import HostSample
+from meshdev.telemetry.aggregation.sidecar_interval import HostSample
 from meshdev.telemetry.io.wire_checks import opt_str
 
 

@@ -1,5 +1,5 @@
 """Polling Envoy's admin API: `/stats?format=json` (+ `/clusters?format=json`, `/server_info`)
--> a `Snapshot`, with the deltas computed here from the previous poll.
+-> a `SidecarInterval`, with the deltas computed here from the previous poll.
 
 Envoy's JSON does not say which stats are counters, so every value is offered as both;
 aggregation only ever takes deltas of counter names and levels of gauge names.
@@ -8,10 +8,10 @@ aggregation only ever takes deltas of counter names and levels of gauge names.
 from __future__ import annotations
 
 from meshdev.common.histogram import HistogramSnapshot
-from meshdev.telemetry.aggregation.snapshot import (
+from meshdev.telemetry.aggregation.sidecar_interval import (
     HostTotals,
     IntervalHistogram,
-    Snapshot,
+    SidecarInterval,
     host_deltas,
 )
 from meshdev.telemetry.io.envoy_clusters import envoy_clusters
@@ -19,7 +19,7 @@ from meshdev.telemetry.io.wire_checks import check_dict, check_list, check_num, 
 
 
 class PollReader:
-    """Builds snapshots from successive polls; the first poll is a baseline with no deltas."""
+    """Builds intervals from successive polls; the first poll is a baseline with no deltas."""
 
     def __init__(self) -> None:
         self._values: dict[str, int] | None = None
@@ -41,7 +41,7 @@ class PollReader:
         *,
         clusters: object = None,
         server_info: object = None,
-    ) -> Snapshot:
+    ) -> SidecarInterval:
         values, histograms = self._stats(stats)
         previous = self._values
         deltas: dict[str, int] = {}
@@ -57,7 +57,7 @@ class PollReader:
         hosts, breakers = envoy_clusters(clusters, values) if clusters is not None else ([], [])
         self._host_totals = host_deltas(hosts, self._host_totals)
         node, version, hash_ = _server_info(server_info)
-        return Snapshot(
+        return SidecarInterval(
             node=node,
             received=received,
             interval_s=interval,

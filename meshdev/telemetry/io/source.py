@@ -11,7 +11,8 @@ after the previous one as soon as any sidecar has news, and at the latest two in
 it, so a mesh that went silent still shows its sidecars going stale. `on_view` is called
 synchronously; if it is slow, views are simply built less often, never queued.
 
-`FakeSource` (fake.py) has the same surface for tests of the TUI.
+`ViewSource` is that surface as the dashboard sees it; tests of the TUI hand it in-memory
+sources that have it too (`FakeSource`, `SampleSource`), which production never imports.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -29,28 +30,31 @@ from meshdev.telemetry.aggregation.history import DEFAULT_LENGTH
 from meshdev.telemetry.aggregation.mesh import Aggregator
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.client import RECONNECT_BASE, RECONNECT_CAP, SidecarClient
-from meshdev.testing.fake_source import FakeSource
 
-__all__ = ["FakeSource", "Target", "TelemetrySource", "ViewSource"]
-
-Target = tuple[str, str]  # (node, admin URL)
+# A sidecar (or an Envoy) to watch: (node name, admin API base URL).
+ProxyTarget = tuple[str, str]
+OnView = Callable[[MeshView], None]
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 60.0
 DEFAULT_INTERVAL = 0.25
 
 
 class ViewSource(Protocol):
-    """What the dashboard needs of a source of views (TelemetrySource, FakeSource)."""
+    """What the dashboard needs of a source of views: this module's `TelemetrySource`, or a
+    test's in-memory one."""
 
     @property
-    def interval(self) -> float: ...
+    def interval(self) -> float:
+        """Seconds between views (and per value of a view's histories)."""
 
     @interval.setter
     def interval(self, seconds: float) -> None: ...
 
-    def set_targets(self, targets: Iterable[Target]) -> None: ...
+    def set_targets(self, targets: Sequence[ProxyTarget]) -> None:
+        """The sidecars to watch now."""
 
-    async def run(self, on_view: Callable[[MeshView], None]) -> None: ...
+    async def run(self, on_view: OnView) -> None:
+        """Call `on_view` with every new view; returns only when cancelled (or on a bug)."""
 
 
 def check_interval(seconds: float) -> float:
@@ -62,7 +66,7 @@ def check_interval(seconds: float) -> float:
 class TelemetrySource:
     def __init__(
         self,
-        targets: Iterable[Target] = (),
+        targets: Iterable[ProxyTarget] = (),
         *,
         interval: float = DEFAULT_INTERVAL,
         history: int = DEFAULT_LENGTH,
@@ -98,10 +102,10 @@ class TelemetrySource:
             client.set_interval(seconds)
 
     @property
-    def targets(self) -> tuple[Target, ...]:
+    def targets(self) -> tuple[ProxyTarget, ...]:
         return tuple(self._targets.items())
 
-    def set_targets(self, targets: Iterable[Target]) -> None:
+    def set_targets(self, targets: Iterable[ProxyTarget]) -> None:
         """Watch exactly these (node, admin URL) pairs; call it from the event loop's thread."""
         new: dict[str, str] = {}
         for node, url in targets:
@@ -118,7 +122,7 @@ class TelemetrySource:
 
     # -- running ----------------------------------------------------------------------------
 
-    async def run(self, on_view: Callable[[MeshView], None]) -> None:
+    async def run(self, on_view: OnView) -> None:
         """Watch the targets and call `on_view` with each new view, until cancelled.
 
         One run at a time; a run started while the previous one is being cancelled (a
@@ -140,7 +144,7 @@ class TelemetrySource:
             self._running = None
             stopped.set()
 
-    async def _run(self, on_view: Callable[[MeshView], None]) -> None:
+    async def _run(self, on_view: OnView) -> None:
         loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         # The admin API is on loopback: no proxy from the environment must get in between.

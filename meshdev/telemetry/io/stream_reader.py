@@ -1,4 +1,4 @@
-"""meshdev's /stats/stream: each `data:` document -> a `Snapshot`.
+"""meshdev's /stats/stream: each `data:` document -> a `SidecarInterval`.
 
 Documents come at 4 Hz from every sidecar, so the shapes every sidecar sends are checked in
 one comparison per host or breaker; anything else goes the slow way, field by field, and a
@@ -11,11 +11,11 @@ import dataclasses
 from typing import Any
 
 from meshdev.common.breaker_view import BreakerView
-from meshdev.telemetry.aggregation.snapshot import (
+from meshdev.telemetry.aggregation.sidecar_interval import (
     HostSample,
     HostTotals,
     IntervalHistogram,
-    Snapshot,
+    SidecarInterval,
     SnapshotError,
     host_deltas,
 )
@@ -41,7 +41,7 @@ class StreamReader:
         """A new connection: its first document's host totals are a baseline, not a delta."""
         self._host_totals = None
 
-    def parse(self, doc: object, received: float) -> Snapshot:
+    def parse(self, doc: object, received: float) -> SidecarInterval:
         d = check_dict(doc, "snapshot")
         node = check_dict(d.get("node", {}), "node")
         config = check_dict(d.get("config", {}), "config")
@@ -55,7 +55,7 @@ class StreamReader:
         hosts = [_stream_host(h) for h in check_list(d.get("hosts", []), "hosts")]
         breakers = [_breaker(b) for b in check_list(d.get("breakers", []), "breakers")]
         interval = check_num(d.get("interval_s", 0.0), "interval_s")
-        snap = Snapshot(
+        snap = SidecarInterval(
             node=opt_str(node.get("id")) or "",
             received=received,
             interval_s=max(0.0, interval),

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from meshdev.telemetry.io.source import Target
+from meshdev.telemetry.io.source import ProxyTarget
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 
@@ -15,9 +15,9 @@ class TargetError(ValueError):
     pass
 
 
-def parse_targets(specs: Iterable[str]) -> list[Target]:
+def parse_targets(specs: Iterable[str]) -> list[ProxyTarget]:
     """Each spec as (node name, admin base URL); unnamed ones are named by host:port."""
-    targets: list[Target] = []
+    targets: list[ProxyTarget] = []
     seen: dict[str, str] = {}
     for spec in specs:
         name, url = _split(spec)

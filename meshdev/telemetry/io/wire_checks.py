@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from meshdev.telemetry.aggregation.snapshot import SnapshotError
+from meshdev.telemetry.aggregation.sidecar_interval import SnapshotError
 
 
 def check_dict(obj: object, what: str) -> dict[str, Any]:

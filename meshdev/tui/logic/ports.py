@@ -1,36 +1,25 @@
 """The two seams the dashboard is built against: where views come from, and the session.
 
-The real implementations are `meshdev.telemetry`'s source and `meshdev.session.Session`;
-tests hand in in-memory fakes that satisfy the same protocols, so every panel and action is
-exercised without sidecars, processes or containers.
+The real implementations are `meshdev.telemetry.io.source.TelemetrySource` and
+`meshdev.session.Session`; tests hand in in-memory fakes that satisfy the same protocols, so
+every panel and action is exercised without sidecars, processes or containers.
+
+`ViewSource` and `OnView` are declared by telemetry, the lower package whose source implements
+them, and only re-exported here so the dashboard finds both of its seams in one module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from meshdev.config.model import Mesh
 from meshdev.control import ControlPlane, ReloadReport
 from meshdev.runtime.base import Runtime
-from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.telemetry.io.source import OnView, ViewSource
 
-OnView = Callable[[MeshView], None]
-
-
-class ViewSource(Protocol):
-    """Produces a `MeshView` a few times a second until cancelled."""
-
-    @property
-    def interval(self) -> float:
-        """Seconds between views (and per value of a view's histories)."""
-
-    def set_targets(self, targets: Sequence[tuple[str, str]]) -> None:
-        """The sidecars to watch now, as (node, admin URL) pairs."""
-
-    async def run(self, on_view: OnView) -> None:
-        """Call `on_view` with every new view; returns only when cancelled (or on a bug)."""
+__all__ = ["OnView", "SessionPort", "ViewSource"]
 
 
 class SessionPort(Protocol):

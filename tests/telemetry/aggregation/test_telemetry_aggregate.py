@@ -14,7 +14,7 @@ from meshdev.common.breaker_view import BreakerView
 from meshdev.common.histogram import HistogramSnapshot, round_significant
 from meshdev.sidecar.admin.views import HostView
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
-from meshdev.telemetry.aggregation.snapshot import combine
+from meshdev.telemetry.aggregation.sidecar_interval import combine
 from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
 from meshdev.telemetry.aggregation.view import ClusterStats, HostStats, MeshView, RouteStats
 from meshdev.telemetry.io.stream_reader import StreamReader
@@ -75,7 +75,7 @@ class Mesh:
                 SidecarInput(
                     node=node,
                     admin_url=f"http://{node}:15000",
-                    snapshot=self.readers[node].parse(doc, self.clock()),
+                    latest=self.readers[node].parse(doc, self.clock()),
                     topology=self.topologies[node],
                     connected=node not in self.disconnected,
                     stale=node in self.stale,
@@ -199,7 +199,7 @@ def test_one_sidecar_route_uses_that_sidecars_quantiles() -> None:
     assert lowest <= min(values) < lowest * 1.02
 
 
-def test_folded_snapshots_give_the_rate_over_both_intervals() -> None:
+def test_folded_intervals_give_the_rate_over_both() -> None:
     mesh = Mesh(nodes=("a",))
     sc, reader = mesh["a"], mesh.readers["a"]
     sc.request("backend", "items", "backend.v1", 200, 4.0, count=6)

@@ -1,4 +1,5 @@
-"""Reading snapshots off the wire: stream documents, Envoy's polled JSON, route tables."""
+"""Reading sidecars off the wire: stream documents and Envoy's polled JSON into
+`SidecarInterval`s (and folding them), config dumps into route tables."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pytest
 
 from meshdev.common.histogram import HistogramSnapshot
-from meshdev.telemetry.aggregation.snapshot import SnapshotError, combine
+from meshdev.telemetry.aggregation.sidecar_interval import SnapshotError, combine
 from meshdev.telemetry.aggregation.topology import from_config_dump
 from meshdev.telemetry.io.poll_reader import PollReader
 from meshdev.telemetry.io.stream_reader import StreamReader
@@ -28,7 +29,7 @@ def stream_doc(**overrides: Any) -> dict[str, Any]:
     return doc
 
 
-def test_stream_document_parses_to_a_snapshot() -> None:
+def test_stream_document_parses_to_a_sidecar_interval() -> None:
     snap = StreamReader().parse(stream_doc(), received=5.0)
     assert snap.node == "n" and snap.config_version == 1 and snap.config_hash
     assert snap.interval_s == pytest.approx(0.25)

@@ -1,19 +1,20 @@
-"""One sidecar's numbers for one interval, as aggregation reads them.
+"""One sidecar's numbers for one interval, as aggregation reads them: a `SidecarInterval`.
 
-A `Snapshot` holds cumulative counters (to learn which stats exist), counter deltas over
-`interval_s`, gauges, interval histograms with their buckets (so the same histogram merges
-across sidecars), hosts with their request deltas, and breakers. Input from the network is
-checked before it becomes one (wire_checks.py), once, so aggregation can trust its types.
+It holds cumulative counters (to learn which stats exist), counter deltas over `interval_s`,
+gauges, interval histograms with their buckets (so the same histogram merges across sidecars),
+hosts with their request deltas, and breakers. What a sidecar sends (a stats "snapshot", in
+the admin API's words) is checked before it becomes one (telemetry/io/wire_checks.py), once,
+so aggregation can trust its types; `SnapshotError` is what a malformed one raises.
 
-Two readers produce them:
+Two readers in telemetry/io produce them:
 - `StreamReader` (stream_reader.py) turns each `data:` document of meshdev's /stats/stream
-  into a Snapshot;
+  into one;
 - `PollReader` (poll_reader.py) turns Envoy's `/stats?format=json` (+ `/clusters?format=json`,
   `/server_info`) into one, computing the deltas itself from the previous poll. Envoy's JSON
   does not say which stats are counters, so every value is offered as both; aggregation only
   ever takes deltas of counter names and levels of gauge names.
 
-`combine` folds two consecutive snapshots into one, for when a sidecar sent two before the
+`combine` folds two consecutive intervals into one, for when a sidecar sent two before the
 dashboard took one: nothing is lost, and rates stay per second of real time.
 """
 
@@ -95,7 +96,7 @@ class HostSample:
     ejected_for: float
     ejection_count: int
     rq_active: int
-    # Deltas over the snapshot's interval (the views carry running totals).
+    # Deltas over the interval (the views carry running totals).
     rq_total: int = 0
     rq_success: int = 0
     rq_error: int = 0
@@ -111,7 +112,7 @@ class HostSample:
 
 
 @dataclass(slots=True)
-class Snapshot:
+class SidecarInterval:
     node: str
     received: float  # monotonic seconds, the reader's clock
     interval_s: float  # the time the deltas and interval histograms cover
@@ -158,8 +159,8 @@ def host_deltas(hosts: list[HostSample], previous: HostTotals | None) -> HostTot
 _COMPACT_BUCKETS = 512
 
 
-def combine(older: Snapshot, newer: Snapshot) -> Snapshot:
-    """One snapshot covering both intervals (`newer` must directly follow `older`)."""
+def combine(older: SidecarInterval, newer: SidecarInterval) -> SidecarInterval:
+    """One interval covering both (`newer` must directly follow `older`)."""
     deltas = dict(older.deltas)
     for k, v in newer.deltas.items():
         deltas[k] = deltas.get(k, 0) + v
@@ -191,7 +192,7 @@ def combine(older: Snapshot, newer: Snapshot) -> Snapshot:
                 rq_error=host.rq_error + was.rq_error,
             )
         )
-    return Snapshot(
+    return SidecarInterval(
         node=newer.node,
         received=newer.received,
         interval_s=older.interval_s + newer.interval_s,
