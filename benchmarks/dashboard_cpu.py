@@ -80,6 +80,7 @@ def child(share: float, stats: str) -> None:
     sys.path.insert(0, str(ROOT))
     from meshdev.testing.sample_views import SampleSource
     from meshdev.tui.app import MeshdevApp
+    from meshdev.tui.controllers import WatchController
     from meshdev.tui.logic.pacer import FramePacer
     from meshdev.tui.tables.fast import FastDataTable
 
@@ -96,7 +97,7 @@ def child(share: float, stats: str) -> None:
     else:
         source = SampleSource(hz=float(os.environ.get("BENCH_HZ", HZ)), routes=ROUTES)
     pacer = FramePacer(share=share)
-    app = MeshdevApp(source, None, title="benchmark", pacer=pacer)
+    app = MeshdevApp(source, WatchController("benchmark"), pacer=pacer)
     app.run()
     Path(stats).write_text(
         json.dumps({"views": source.tick, "painted": app.painted, "deferred": pacer.deferred})
@@ -209,9 +210,10 @@ async def measure_pilot(presses: int) -> dict[str, Any]:
 
     from meshdev.testing.sample_views import SampleSource
     from meshdev.tui.app import MeshdevApp
+    from meshdev.tui.controllers import WatchController
     from meshdev.tui.screens.help import HelpScreen
 
-    app = MeshdevApp(SampleSource(hz=HZ, routes=ROUTES), None)
+    app = MeshdevApp(SampleSource(hz=HZ, routes=ROUTES), WatchController())
     expect: list[Callable[[], bool]] = []
     painted = asyncio.Event()
     display = app._display

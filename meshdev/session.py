@@ -31,16 +31,28 @@ class Session:
     mesh: Mesh
     mesh_file: Path
     runtime: Runtime
-    say: Callable[[str], None]
+    # Where progress lines go: the terminal, or the dashboard while it runs (send_progress_to).
+    say_to: Callable[[str], None]
     watch: bool = True
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     last_reload: dict[str, Any] | None = None
     control: ControlPlane = field(init=False)
 
     def __post_init__(self) -> None:
+        # Its lines take ours' way: redirecting the session's lines redirects them too.
         self.control = ControlPlane(self.runtime, self.token, progress=self.say)
         # What the model came from: a save while we start is applied once we follow the file.
         self._loaded = self.mesh_file.read_bytes()
+
+    def say(self, line: str) -> None:
+        """One progress line, to wherever progress lines go now."""
+        self.say_to(line)
+
+    def send_progress_to(self, say_to: Callable[[str], None]) -> Callable[[str], None]:
+        """Send progress lines (this session's and its control plane's) to `say_to` from
+        now on; returns where they went until now, to send them back there later."""
+        previous, self.say_to = self.say_to, say_to
+        return previous
 
     @property
     def ingress_url(self) -> str | None:

@@ -1,38 +1,64 @@
-"""The meshdev dashboard: wires the session and the telemetry source to the screens.
+"""The meshdev dashboard: paints the telemetry source's views, and takes the keys.
 
-Workers fetch (start the session, follow the file, stream views, poll pod states, run the
-one-key actions) and post typed messages (messages.py); handlers render them onto the
-screens. No worker may end the app: each runs with exit_on_error=False and what goes wrong
-arrives as WorkerFailed, which is shown as a toast and an event.
+What runs the mesh is the app's session controller (controllers.py): `meshdev up` starts the
+session inside the app, `meshdev watch` shows proxies started elsewhere. The app asks the
+controller what to start once it is ready, what the header and the pods tab show, what the
+demo keys act on and what quitting means, and hands it the session's messages.
 
-The app is built in layers, each a module: app_live.py (its state, live views and pod states),
-app_session.py (`meshdev up`'s session: start, reloads, tear down), and this one: start-up,
-failures, keys and quitting.
+Workers fetch (stream views here; start the session, follow the file, poll pod states, run
+the one-key actions elsewhere) and post typed messages (messages.py); handlers render them
+onto the screens. No worker may end the app: each runs with exit_on_error=False and what goes
+wrong arrives as WorkerFailed, which is shown as a toast and an event.
+
+Views pass through a one-slot mailbox, so a slow terminal drops stale views instead of
+queueing them, and are painted at the frame pacer's pace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import signal
 import time
+from collections.abc import Callable
 
-from textual import on
+from textual import on, work
+from textual.app import App
 from textual.binding import Binding
+from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
-from meshdev.tui.app_session import SessionApp
-from meshdev.tui.messages import ActionDone, WorkerFailed
-from meshdev.tui.screens.dashboard import TABS
+from meshdev.telemetry.aggregation.view import Event, MeshView
+from meshdev.tui.controllers import SessionController
+from meshdev.tui.logic.load_control import load_line
+from meshdev.tui.logic.mailbox import ViewMailbox
+from meshdev.tui.logic.pacer import FramePacer
+from meshdev.tui.logic.ports import ViewSource
+from meshdev.tui.messages import (
+    ActionDone,
+    PodStates,
+    ReloadApplied,
+    ReloadRejected,
+    RetryStart,
+    SessionMessage,
+    StartupFailed,
+    StartupFinished,
+    StartupLine,
+    TornDown,
+    ViewReady,
+    WorkerFailed,
+)
+from meshdev.tui.screens.dashboard import TABS, DashboardScreen
 from meshdev.tui.screens.help import HelpScreen
 from meshdev.tui.screens.route_detail import RouteDetailScreen
-from meshdev.tui.widgets.startup import StartupScreen
 
 TELEMETRY_RETRY_S = 2.0
 
 
-class MeshdevApp(SessionApp):
+class MeshdevApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "meshdev"
     ENABLE_COMMAND_PALETTE = False
@@ -41,6 +67,38 @@ class MeshdevApp(SessionApp):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
+
+    def __init__(
+        self,
+        source: ViewSource,
+        controller: SessionController,
+        *,
+        handle_signals: bool = False,
+        clock: Callable[[], float] = time.time,
+        pacer: FramePacer | None = None,
+    ) -> None:
+        super().__init__()
+        # No sliding tab underlines or smooth scrolling: each animation is a train of
+        # frames, and a key should cost one.
+        self.animation_level = "none"
+        self.source = source
+        self.controller = controller
+        self.handle_signals = handle_signals
+        self.clock = clock  # wall-clock time of events; fixed in snapshot tests
+        self.mailbox = ViewMailbox()
+        self.pacer = pacer or FramePacer()
+        self.painted = 0  # views painted (the rest were replaced while waiting)
+        self._trend_second = -1
+        self._paced: Timer | None = None
+        self.view: MeshView | None = None
+        self.quitting = False
+        self._failures: dict[str, str] = {}
+        self._quit_pressed_at: float | None = None
+        controller.attach(self)
+        self.dashboard = DashboardScreen(controller.header(None), controller.log_reader)
+
+    def get_default_screen(self) -> Screen[None]:
+        return self.dashboard
 
     def on_ready(self) -> None:
         # Ready, not mount: the default screen's widgets exist only from here on.
@@ -55,12 +113,84 @@ class MeshdevApp(SessionApp):
         # collector's full passes, which otherwise stall a key press by 30-60 ms every few
         # seconds (benchmarks/README.md, Dashboard).
         gc.freeze()
-        if self.session is None:
-            self._run_telemetry()
+        self.controller.begin()
+
+    # -- telemetry ---------------------------------------------------------------------------
+
+    @work(group="telemetry", exclusive=True, exit_on_error=False, description="telemetry")
+    async def run_telemetry(self) -> None:
+        """Stream views into the mailbox until cancelled (restarted after a failure)."""
+        await self.source.run(self._on_view)
+
+    def _on_view(self, view: MeshView) -> None:
+        if self.mailbox.put(view):
+            self.post_message(ViewReady())
+
+    @on(ViewReady)
+    def _view_ready(self) -> None:
+        wait = self.pacer.delay()
+        if wait > 0:
+            # Over the frame budget: the view waits in the mailbox (newer ones replace it).
+            if self._paced is None:
+                self._paced = self.set_timer(wait, self._paced_view)
             return
-        self._seen_reload = self.session.last_reload
-        self.push_screen(StartupScreen(self._startup_title(), self.session.mesh.pod_count()))
-        self._start_session()
+        view, events = self.mailbox.take()
+        if view is None or not self.dashboard.live:
+            return
+        self.pacer.painted()
+        self.painted += 1
+        self.view = view
+        # Trends get a bar per second, redrawn when a new second starts.
+        step = max(1, round(1.0 / self.source.interval))
+        second = math.floor(view.at)
+        trends, self._trend_second = second != self._trend_second, second
+        with self.batch_update():
+            self.dashboard.show_view(view, step, trends)
+            self.dashboard.add_events(events)
+            self.show_header()
+            if self.controller.started and self.dashboard.tabs.active == "pods":
+                self.controller.show_pods()
+            if isinstance(self.screen, RouteDetailScreen):
+                self.screen.show(view, self.controller.mesh())
+
+    def _paced_view(self) -> None:
+        self._paced = None
+        self._view_ready()
+
+    # -- what the controller paints with -----------------------------------------------------
+
+    def show_header(self) -> None:
+        self.dashboard.show_facts(self.controller.header(self.view))
+
+    def add_event(self, kind: str, text: str) -> None:
+        self.dashboard.add_events([Event(self.clock(), kind, text)])
+
+    def forget_failure(self, what: str) -> None:
+        """`what` works again: the next time it fails is news (a toast and an event)."""
+        self._failures.pop(what, None)
+
+    def cancel_workers(self, *groups: str) -> None:
+        """Cancel the app's workers of these groups (the controller's run on the app too)."""
+        for group in groups:
+            self.workers.cancel_group(self, group)
+
+    def _show_load(self) -> None:
+        commands = self.controller.commands
+        load = commands.load if commands is not None else None
+        self.dashboard.show_load(load_line(load, self.controller.ingress_url))
+
+    # -- the session's messages: its controller's to handle ---------------------------------
+
+    @on(StartupLine)
+    @on(StartupFailed)
+    @on(RetryStart)
+    @on(StartupFinished)
+    @on(ReloadApplied)
+    @on(ReloadRejected)
+    @on(PodStates)
+    @on(TornDown)
+    def _session_message(self, message: SessionMessage) -> None:
+        self.controller.handle(message)
 
     # -- failures ----------------------------------------------------------------------------
 
@@ -77,19 +207,16 @@ class MeshdevApp(SessionApp):
         if self._failures.get(message.what) != message.error:
             self._failures[message.what] = message.error
             self.notify(message.error, title=f"{message.what} failed", severity="error")
-            self._event("error", f"{message.what}: {message.error}")
-        if message.what == "meshdev up" and isinstance(self.screen, StartupScreen):
-            self.screen.show_failure(message.error)
+            self.add_event("error", f"{message.what}: {message.error}")
         if message.what == "telemetry" and not self.quitting:
-            self.set_timer(TELEMETRY_RETRY_S, self._run_telemetry)
-        if message.what == "tear down":
-            self.exit(1, return_code=1, message=f"tear down failed: {message.error}")
+            self.set_timer(TELEMETRY_RETRY_S, self.run_telemetry)
+        self.controller.handle(message)
 
     @on(ActionDone)
     def _action_done(self, message: ActionDone) -> None:
         self._show_load()  # the load keys' effect shows at once, not at the next tick
         self.notify(message.text, severity="information" if message.ok else "error", timeout=4)
-        self._event("action" if message.ok else "error", message.text)
+        self.add_event("action" if message.ok else "error", message.text)
 
     # -- keys (the demo keys are the dashboard screen's) -----------------------------------------
 
@@ -103,7 +230,7 @@ class MeshdevApp(SessionApp):
         with self.batch_update():
             self.dashboard.tabs.active = tab
             if tab == "pods":
-                self._show_pods()
+                self.controller.show_pods()
             self.dashboard.set_focus(target)
 
     def action_filter_logs(self) -> None:
@@ -125,7 +252,7 @@ class MeshdevApp(SessionApp):
         key = str(event.row_key.value)
         route = next((r for r in self.view.routes if r.key == key), None)
         if route is not None:
-            self.push_screen(RouteDetailScreen(route, self._mesh(), self.view))
+            self.push_screen(RouteDetailScreen(route, self.controller.mesh(), self.view))
 
     # -- quitting ------------------------------------------------------------------------------
 
@@ -138,13 +265,6 @@ class MeshdevApp(SessionApp):
         self.quitting = True
         self.dashboard.commands = None  # no demo key acts while the mesh goes away
         self._quit_pressed_at = time.monotonic()
-        for group in ("telemetry", "follow", "pods", "logs"):
-            self.workers.cancel_group(self, group)
+        self.cancel_workers("telemetry", "logs")
         self.dashboard.logs.workers.cancel_group(self.dashboard.logs, "logs")
-        if self.session is None:
-            self.exit(0)
-            return
-        what = "leaving the mesh running (--keep)" if self.keep else "stopping the mesh"
-        self.notify(f"{what}...", timeout=30)
-        self._event("info", what)
-        self._tear_down()
+        self.controller.quit()

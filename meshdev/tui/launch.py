@@ -10,20 +10,20 @@ import sys
 from meshdev.session import Session
 from meshdev.telemetry.io.source import ProxyTarget, TelemetrySource
 from meshdev.tui.app import MeshdevApp
+from meshdev.tui.controllers import UpController, WatchController
 
 
 def run_dashboard(session: Session, *, keep: bool) -> int:
-    app = MeshdevApp(TelemetrySource(), session, keep=keep, handle_signals=True)
+    controller = UpController(session, keep=keep)
+    app = MeshdevApp(TelemetrySource(), controller, handle_signals=True)
     # Progress lines go to the app's start-up screen and events panel, not the terminal.
-    say, progress = session.say, session.control.progress
-    session.say = app.say
-    session.control.progress = app.say
+    terminal = session.send_progress_to(controller.say)
     try:
         app.run()
     finally:
         # Back to the terminal: the app that took the lines is gone.
-        session.say, session.control.progress = say, progress
-        if not app.torn_down and not keep:
+        session.send_progress_to(terminal)
+        if not controller.torn_down and not keep:
             # The app ended without its own tear-down (a crash, or Ctrl-C while stopping):
             # what it started must not outlive it.
             _stop(session)
@@ -33,7 +33,8 @@ def run_dashboard(session: Session, *, keep: bool) -> int:
 def run_watch(targets: list[ProxyTarget], interval: float) -> int:
     source = TelemetrySource(targets, interval=interval)
     noun = "proxy" if len(targets) == 1 else "proxies"
-    app = MeshdevApp(source, None, title=f"watching {len(targets)} {noun}", handle_signals=True)
+    controller = WatchController(f"watching {len(targets)} {noun}")
+    app = MeshdevApp(source, controller, handle_signals=True)
     app.run()
     return app.return_code or 0
 

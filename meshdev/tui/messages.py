@@ -2,11 +2,13 @@
 
 Messages flow up (workers -> app), attributes flow down (app -> panels). Every worker runs
 with `exit_on_error=False`; what goes wrong in one arrives here as `WorkerFailed` and is shown.
+The session's messages are its controller's to handle (`SessionMessage`, controllers.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from textual.message import Message
 
@@ -87,3 +89,18 @@ class TornDown(Message):
     """The session was stopped (or left running with --keep): the app may exit."""
 
     text: str
+
+
+# What the app hands its session controller, in the order it arrives: the session's own
+# messages, and every worker's failure (some of the workers are the controller's).
+SessionMessage: TypeAlias = (
+    StartupLine
+    | RetryStart
+    | StartupFinished
+    | StartupFailed
+    | ReloadApplied
+    | ReloadRejected
+    | PodStates
+    | TornDown
+    | WorkerFailed
+)

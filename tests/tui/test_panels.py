@@ -20,7 +20,7 @@ from meshdev.tui.screens.help import HelpScreen
 from meshdev.tui.screens.route_detail import RouteDetailScreen
 from meshdev.tui.tables.keyed import KeyedTable
 from meshdev.tui.widgets.header import ReloadBanner
-from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, wait_until
+from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, up, wait_until
 
 
 async def test_routes_clusters_and_hosts_show_the_view(
@@ -157,7 +157,7 @@ async def test_reload_toast_and_a_banner_that_stays_until_a_good_save(
         await wait_until(pilot, lambda: banner.display, "the banner")
         assert banner.errors == tuple(errors)
         assert "mesh.yaml:14:7" in str(banner.render())
-        assert not app.reload_ok
+        assert not up(app).reload_ok
         # Another bad save replaces the errors; the banner stays.
         await session.saves.put(["mesh.yaml:3:1 services: field required"])
         await wait_until(pilot, lambda: "3:1" in "".join(banner.errors), "second errors")
@@ -166,7 +166,7 @@ async def test_reload_toast_and_a_banner_that_stays_until_a_good_save(
         report = ReloadReport(2, True, 5, 5, 1, 84.0)
         await session.saves.put(report)
         await wait_until(pilot, lambda: not banner.display, "banner cleared")
-        assert app.reload_text == report.summary()
+        assert up(app).reload_text == report.summary()
         assert "applied v2 to 5/5 sidecars in 84 ms" in str(
             app.dashboard.query_one("#header").render()
         )

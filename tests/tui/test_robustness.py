@@ -76,10 +76,11 @@ def test_runs_under_lang_c() -> None:
         """
         import asyncio
         from meshdev.tui.app import MeshdevApp
+        from meshdev.tui.controllers import WatchController
         from meshdev.testing.sample_views import SampleSource
 
         async def main() -> None:
-            app = MeshdevApp(SampleSource(hz=20, routes=20), None)
+            app = MeshdevApp(SampleSource(hz=20, routes=20), WatchController())
             async with app.run_test(size=(100, 30)) as pilot:
                 await pilot.pause(0.5)
                 await pilot.press("tab", "enter", "escape", "3", "1", "question_mark", "escape")

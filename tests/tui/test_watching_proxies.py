@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from meshdev.telemetry.io.source import TelemetrySource
 from meshdev.tui.app import MeshdevApp
+from meshdev.tui.controllers import WatchController
 from tests.telemetry.io.test_telemetry_http import FakeEnvoy
 from tests.telemetry.support import Server
 from tests.tui.tuifakes import wait_until
@@ -14,7 +15,7 @@ async def test_the_dashboard_watches_an_envoy_by_its_admin_url() -> None:
     envoy = FakeEnvoy()
     server = await Server(envoy.app).start()
     source = TelemetrySource([("edge", server.url)], interval=0.1)
-    app = MeshdevApp(source, None, title="watching 1 proxy")
+    app = MeshdevApp(source, WatchController("watching 1 proxy"))
     try:
         async with app.run_test(size=(160, 50)) as pilot:
             d = app.dashboard

@@ -22,6 +22,7 @@ from meshdev.plan import Placement, PodSpec
 from meshdev.runtime.base import Container, PodState, RuntimeFailure, RuntimeKind, StartedPod
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.tui.app import MeshdevApp
+from meshdev.tui.controllers import UpController
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import OnView
 
@@ -186,17 +187,22 @@ class FakeSession:
         self.watch = True
         self.last_reload: dict[str, Any] | None = None
         self.runtime = FakeRuntime()
-        self.control = ControlPlane(self.runtime, self.token)
+        # Wired as Session wires it: the control plane's lines take the session's way.
+        self.say_to: Callable[[str], None] = lambda _line: None
+        self.control = ControlPlane(self.runtime, self.token, progress=self.say)
         self.server = server
         self.fail = fail
-        self.said: list[str] = []
         self.saves: asyncio.Queue[Scripted] = asyncio.Queue()
         self.stopped = 0
         self.start_delay = 0.0
         self.gate: asyncio.Event | None = None  # when set: start() waits for it at the end
 
     def say(self, line: str) -> None:
-        self.said.append(line)
+        self.say_to(line)
+
+    def send_progress_to(self, say_to: Callable[[str], None]) -> Callable[[str], None]:
+        previous, self.say_to = self.say_to, say_to
+        return previous
 
     @property
     def ingress_url(self) -> str | None:
@@ -246,26 +252,29 @@ class FakeSession:
 
 def make_app(
     source: FakeSource,
-    session: FakeSession | None,
+    session: FakeSession,
     *,
     keep: bool = False,
     clock: Callable[[], float] | None = None,
     pacer: FramePacer | None = None,
 ) -> MeshdevApp:
+    """The dashboard of `meshdev up` on `session`, wired as launch.py wires the real one."""
+    controller = UpController(session, keep=keep, pods_every=0.05)
     app = MeshdevApp(
         source,
-        session,
-        keep=keep,
-        pods_every=0.05,
+        controller,
         clock=clock or time.time,
         # Every view painted: the test process's own CPU must not pace the frames.
         pacer=pacer or FramePacer(share=1.0),
     )
-    if session is not None:
-        # As launch.py does for the real Session.
-        session.say = app.say  # type: ignore[method-assign]
-        session.control.progress = app.say
+    session.send_progress_to(controller.say)
     return app
+
+
+def up(app: MeshdevApp) -> UpController:
+    """The app's controller, as make_app built it."""
+    assert isinstance(app.controller, UpController)
+    return app.controller
 
 
 async def wait_until(
@@ -282,4 +291,6 @@ async def wait_until(
 
 async def started(pilot: Pilot[Any], app: MeshdevApp, source: FakeSource) -> None:
     """Until the mesh runs and the source streams."""
-    await wait_until(pilot, lambda: app.started and source.on_view is not None, "start-up")
+    await wait_until(
+        pilot, lambda: app.controller.started and source.on_view is not None, "start-up"
+    )

@@ -78,7 +78,8 @@ class DashboardScreen(Screen[None]):
         self.log_reader = log_reader
         self.sidecars: dict[str, SidecarStatus] = {}
         self.view: MeshView | None = None
-        # Set by the app while the mesh runs (None: starting, stopping, or only watching).
+        # Set while the mesh runs, by `meshdev up`'s controller (controllers.py); None while
+        # it starts or stops, and while only watching.
         self.commands: Commands | None = None
         self._load_text = Text()
         self._load_bar = Static("", id="load-bar")

@@ -11,7 +11,6 @@ from rich.text import Text
 from textual.widgets import Static
 
 from meshdev.telemetry.aggregation.view import MeshView
-from meshdev.tui.logic.ports import SessionPort
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,33 +28,27 @@ class HeaderFacts:
 
 
 def header_facts(
-    session: SessionPort | None,
     view: MeshView | None,
     *,
-    title: str,
+    mesh: str,
     reload: str,
-    reload_ok: bool,
-    reload_at: float | None,
+    file: str = "",
+    runtime: str = "",
+    version: int = 0,
+    ingress: str | None = None,
+    reload_ok: bool = True,
+    reload_at: float | None = None,
 ) -> HeaderFacts:
+    """What the session controller knows (the mesh, the last reload), with the view's count
+    of live sidecars. Watching proxies there is no file, runtime or config version."""
     sidecars = view.sidecars if view is not None else ()
     stale = sum(1 for s in sidecars if s.stale or not s.connected)
-    if session is None:
-        return HeaderFacts(
-            mesh=title or "(watching)",
-            file="",
-            runtime="",
-            version=0,
-            ingress=None,
-            reload=reload,
-            stale=stale,
-            sidecars=len(sidecars),
-        )
     return HeaderFacts(
-        mesh=session.mesh.name,
-        file=str(session.mesh_file),
-        runtime=session.runtime.kind,
-        version=session.control.version,
-        ingress=session.ingress_url,
+        mesh=mesh,
+        file=file,
+        runtime=runtime,
+        version=version,
+        ingress=ingress,
         reload=reload,
         reload_ok=reload_ok,
         reload_at=reload_at,

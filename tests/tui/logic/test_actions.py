@@ -35,7 +35,7 @@ async def test_l_starts_and_stops_load_and_plus_minus_change_its_rate(
         await started(pilot, app, source)
         await pilot.press("plus")  # 20 -> 50 req/s, before it even runs
         await pilot.press("l")
-        commands = app.commands
+        commands = app.controller.commands
         assert commands is not None
         await wait_until(pilot, lambda: commands.load is not None and commands.load.running, "on")
         load = commands.load

@@ -11,7 +11,7 @@ from textual.widgets import ProgressBar, RichLog, Static
 from meshdev.tui.messages import StartupFailed, StartupFinished, StartupLine, TornDown
 from meshdev.tui.screens.dashboard import DashboardScreen
 from meshdev.tui.widgets.startup import StartupScreen
-from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, wait_until
+from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, up, wait_until
 
 
 async def test_startup_shows_progress_then_the_dashboard(
@@ -41,7 +41,7 @@ async def test_startup_shows_progress_then_the_dashboard(
         assert sorted(source.targets) == sorted(
             (p.name, p.started.admin_url) for p in session.control.pods.values()
         )
-        assert "applied v1 to 5/5" in app.reload_text
+        assert "applied v1 to 5/5" in up(app).reload_text
 
 
 async def test_a_failed_start_shows_its_cause_and_the_way_out(
@@ -74,7 +74,7 @@ async def test_quit_tears_the_mesh_down(session: FakeSession, source: FakeSource
     async with app.run_test(message_hook=seen.append) as pilot:
         await started(pilot, app, source)
         await pilot.press("q")
-        await wait_until(pilot, lambda: app.torn_down, "tear-down")
+        await wait_until(pilot, lambda: up(app).torn_down, "tear-down")
     assert session.stopped == 1
     done = [m for m in seen if isinstance(m, TornDown)]
     assert done and "removed 5" in done[0].text
@@ -89,7 +89,7 @@ async def test_quit_with_keep_leaves_the_mesh_running(
     async with app.run_test(message_hook=seen.append) as pilot:
         await started(pilot, app, source)
         await pilot.press("q")
-        await wait_until(pilot, lambda: app.torn_down, "quit")
+        await wait_until(pilot, lambda: up(app).torn_down, "quit")
     assert session.stopped == 0
     assert any(isinstance(m, TornDown) and "--keep" in m.text for m in seen)
 
@@ -103,6 +103,6 @@ async def test_quit_during_a_failed_start_still_cleans_up(
         await wait_until(pilot, lambda: isinstance(app.screen, StartupScreen), "start-up")
         await wait_until(pilot, lambda: app.screen.query_one("#startup-error").display, "error")
         await pilot.press("q")
-        await wait_until(pilot, lambda: app.torn_down, "tear-down")
+        await wait_until(pilot, lambda: up(app).torn_down, "tear-down")
     assert session.stopped == 1
     assert app.return_code == 1
