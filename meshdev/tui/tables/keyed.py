@@ -5,7 +5,7 @@ ones, and sets only the cells whose text or style changed (with one repaint requ
 so a live table neither flickers nor loses its cursor and scroll position (dolphie's way).
 The caller wraps a frame's syncs in `App.batch_update()` so they paint once.
 
-It tells its base (fast_table.py) which cells changed and when the layout moved, so a frame
+It tells its base (fast.py) which cells changed and when the layout moved, so a frame
 renders only the changed cells.
 """
 
