@@ -14,7 +14,7 @@
    with the frame budget and without: the whole dashboard process, telemetry included.
 4. The reference for 1: the same, every view painted, with meshdev's tables switched to
    DataTable's own row and cell painting (`FastDataTable.fast = False`; cells still cached
-   per version, as meshdev painted before fast_table.py); reported as our CPU / its CPU.
+   per version, as meshdev painted before tui/tables/fast.py); reported as our CPU / its CPU.
 5. Key to frame, Pilot: in-process `run_test`, the time `pilot.press()` takes until the app
    is idle again (key handled, screen refreshed), with the same 4 Hz stream running.
 

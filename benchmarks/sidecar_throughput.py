@@ -376,7 +376,7 @@ def sample(pid: int, port: int, seconds: int, connections: int, tmp: Path) -> di
         if any("threading.py" in f for f in frames):
             group = "access log writer thread"
         elif any(where.startswith(p) or f"/{p}" in where for p in ENGINE_FILES):
-            group = "engine (http1, upstream; incl. their socket calls)"
+            group = "engine (http/, upstream client; incl. their socket calls)"
         elif any(f"/{p}" in where for p in PIPELINE_FILES):
             group = "pipeline (proxy, policies, stats, access log)"
         elif "asyncio/" in where or "uvloop" in where:

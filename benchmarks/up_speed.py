@@ -9,7 +9,7 @@ processes, and the Docker time as a ratio to an equivalent `docker compose up -d
    same way. A run during which meshdev had to build anything (the proxy image is tagged by a
    hash of the package, so an edit to meshdev/ rebuilds it) is discarded and repeated.
 3. compose reference, interleaved with the docker runs: a docker-compose.yml generated from the
-   same mesh with plan.pods/plan.render and the same containers meshdev creates (docker_pods'
+   same mesh with plan.pods/plan.render and the same containers meshdev creates (pods.py's
    sidecar_plan/app_plan: images, commands, env), endpoints addressed by compose DNS names,
    configs bind-mounted read-only. Debian's docker-compose 1.29.2 has no `--wait`, so this
    emulates it: `up -d`, then polls the readiness meshdev waits for: every sidecar's admin

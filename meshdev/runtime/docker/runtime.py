@@ -1,11 +1,11 @@
 """The docker runtime: each pod is a sidecar container that owns the pod's network namespace,
-plus the app's container joined to it, on one bridge network per mesh (docker_pods.py).
+plus the app's container joined to it, on one bridge network per mesh (pods.py).
 
 Everything carries the mesh's label; finding, listing and removing go by that label only
-(docker_teardown.py), so a second process (`meshdev status`, `meshdev down`) and a run after a
+(teardown.py), so a second process (`meshdev status`, `meshdev down`) and a run after a
 crash see the same objects, and another mesh's objects are never touched. Every SDK call runs
-in a worker thread (docker_engine.call), so pods start in parallel while the event loop stays
-free. Before pods: docker_ports.py, docker_prepare.py; a pod's start: docker_start.py.
+in a worker thread (engine.call), so pods start in parallel while the event loop stays
+free. Before pods: ports.py, prepare.py; a pod's start: start.py.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from meshdev.runtime.base import (
 from meshdev.runtime.paths import mesh_dir
 from meshdev.runtime.process import procscan
 from meshdev.runtime.process.logtail import follow, tail
-from meshdev.runtime.readiness import http_ok, tcp_open
+from meshdev.runtime.readiness import http_status, tcp_open
 
 
 def subnet_of(mesh_name: str) -> str:
@@ -169,11 +169,15 @@ class ProcessRuntime:
                 if proc.returncode is not None:
                     role: Container = "sidecar" if proc is self._children[spec.name][0] else "app"
                     await self._fail(spec, role, f"exited with code {proc.returncode} at start")
-            sidecar_ok = await http_ok(f"{started.admin_url}/ready")
+            status, sidecar_why = await http_status(f"{started.admin_url}/ready")
+            sidecar_ok = status == 200
+            # Kept so that a timeout says what the app last answered (garbage, a 500, nothing).
+            app_why = ""
             if spec.is_ingress:
                 app_ok = True
             elif spec.health_path:
-                app_ok = await http_ok(f"http://{addr}:{spec.port}{spec.health_path}")
+                status, app_why = await http_status(f"http://{addr}:{spec.port}{spec.health_path}")
+                app_ok = status is not None and 200 <= status < 300
             else:
                 app_ok = await tcp_open(addr, spec.port)
             if sidecar_ok and app_ok:
@@ -185,7 +189,12 @@ class ProcessRuntime:
                     if which == "sidecar"
                     else f"did not answer on {addr}:{spec.port}{spec.health_path or ''}"
                 )
-                await self._fail(spec, which, f"{what} within {timeout:g}s")
+                last = sidecar_why if which == "sidecar" else app_why
+                await self._fail(
+                    spec,
+                    which,
+                    f"{what} within {timeout:g}s" + (f" (last: {last})" if last else ""),
+                )
             await asyncio.sleep(0.05)
 
     async def _fail(self, spec: PodSpec, container: Container, why: str) -> None:

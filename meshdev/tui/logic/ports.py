@@ -25,8 +25,8 @@ __all__ = ["OnView", "SessionPort", "ViewSource"]
 class SessionPort(Protocol):
     """What the dashboard uses of a `meshdev.session.Session`.
 
-    Its progress lines (`Session.say`, `ControlPlane.progress`) must be pointed at
-    `MeshdevApp.say` by whoever builds the two (see launch.py).
+    Its progress lines (the session's and its control plane's) go where
+    `Session.send_progress_to` points them: the dashboard's `UpController.say` (tui/launch.py).
     """
 
     # Read-only here: the dashboard never replaces any of them.
