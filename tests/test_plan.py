@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 from meshdev import plan
 from meshdev.common import sidecar_config as sc
 from meshdev.config import load_mesh, parse_mesh
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 MESH = load_mesh(ROOT / "examples" / "flask-app" / "mesh.yaml")
 DEFAULTS = yaml.safe_load((ROOT / "templates" / "sidecar.yaml").read_text())
 

@@ -5,21 +5,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import MESHDEV, ROOT
+
 EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"
-MESHDEV = Path(sys.executable).with_name("meshdev")
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_COLOR": "1"}
     return subprocess.run(
-        [str(MESHDEV), *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
+        [MESHDEV, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=60
     )
 
 
@@ -86,7 +85,7 @@ def test_validate_opens_no_socket_and_needs_no_docker(tmp_path: Path) -> None:
     # With no route to any engine and a poisoned DOCKER_HOST, validation still works.
     env = {**os.environ, "DOCKER_HOST": "tcp://192.0.2.1:1", "http_proxy": "http://192.0.2.1:1"}
     res = subprocess.run(
-        [str(MESHDEV), "validate", str(EXAMPLE)],
+        [MESHDEV, "validate", str(EXAMPLE)],
         capture_output=True,
         text=True,
         env=env,

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 
 from meshdev.config import load_mesh, parse_mesh
 from meshdev.config.durations import format_duration, parse_duration
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"
 
 FULL = b"""\

@@ -7,9 +7,7 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -17,16 +15,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import MESHDEV, ROOT, free_port
+
 EXAMPLE_DIR = ROOT / "examples" / "flask-app"
-MESHDEV = str(Path(sys.executable).with_name("meshdev"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def example_copy(tmp: Path, name: str, port: int, text: str | None = None) -> Path:
@@ -116,3 +107,17 @@ def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) ->
 def admin_stats(admin_url: str, pattern: str) -> dict[str, int]:
     _, body = get(f"{admin_url}/stats?format=json&filter={urllib.parse.quote(pattern)}")
     return {s["name"]: s["value"] for s in json.loads(body)["stats"] if "value" in s}
+
+
+# MESHDEV and free_port live in tests/support.py; they stay importable from here because
+# benchmarks/reload_latency.py and benchmarks/up_speed.py take them from this module.
+__all__ = [
+    "EXAMPLE_DIR",
+    "MESHDEV",
+    "MeshUp",
+    "admin_stats",
+    "env_for",
+    "example_copy",
+    "free_port",
+    "get",
+]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from meshdev.runtime.process import procscan
-from tests.e2e.meshrun import MESHDEV, MeshUp, env_for, example_copy, free_port, get
+from tests.e2e.meshrun import MeshUp, env_for, example_copy, get
+from tests.support import MESHDEV, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -34,8 +34,8 @@ from meshdev.runtime.docker import images as docker_images
 from meshdev.runtime.docker.engine import connect
 from meshdev.runtime.docker.runtime import DockerRuntime
 from meshdev.templates import template
+from tests.support import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "flask-app"
 DEFAULTS: dict[str, Any] = yaml.safe_load(template("sidecar.yaml").read_text())
 TOKEN = "test-token"
@@ -54,13 +54,6 @@ def _request(url: str, data: bytes | None = None, headers: dict[str, str] | None
     except urllib.error.HTTPError as err:
         with err:
             return err.code, err.read()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _filter(mesh: str) -> dict[str, str | list[str] | bool]:
@@ -164,7 +157,7 @@ def make_mesh(
 
     def make(services: str = WEB, *, ingress_to: str | None = "web") -> MeshUnderTest:
         name = f"t-{uuid.uuid4().hex[:10]}"
-        port = _free_port()
+        port = free_port()
         folder = tmp_path / name
         folder.mkdir()
         text = f"name: {name}\nservices:\n{services.strip(chr(10))}\n"

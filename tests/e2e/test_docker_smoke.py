@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -21,9 +20,11 @@ import pytest
 from docker.errors import BuildError, DockerException, NotFound
 from docker.models.containers import Container
 
+from tests.support import ROOT
+
 pytestmark = pytest.mark.docker
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flask-app"
+EXAMPLE = ROOT / "examples" / "flask-app"
 LABEL = {"meshdev.test": "smoke"}
 APP_PORT = 9090
 HEALTH_TIMEOUT_S = 30.0

@@ -13,7 +13,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, free_port, get
+from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, get
+from tests.support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from meshdev.loadgen import LoadGenerator, LoadResult, LoadSpec
-from tests.e2e.meshrun import MeshUp, env_for, example_copy, free_port, get
+from tests.e2e.meshrun import MeshUp, env_for, example_copy, get
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 

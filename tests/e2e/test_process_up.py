@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from meshdev.runtime.process import procscan
-from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, free_port, get
+from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, get
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 

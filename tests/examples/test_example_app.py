@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 
-APP = Path(__file__).resolve().parents[2] / "examples" / "flask-app" / "app.py"
+from tests.support import ROOT, free_port
+
+APP = ROOT / "examples" / "flask-app" / "app.py"
 START_TIMEOUT_S = 20.0
 # Whatever the machine or the test runner set, each app sees only the env a test gives it.
 SCRUBBED_ENV = (
@@ -229,13 +231,6 @@ class RecordingProxy:
         self.thread.join(timeout=10)
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 # ---------------------------------------------------------------------------------------------
 # Identity
 
@@ -377,7 +372,7 @@ def test_items_passes_on_the_upstream_status(launcher: AppLauncher) -> None:
 
 
 def test_items_with_an_unreachable_upstream_is_a_bad_gateway(launcher: AppLauncher) -> None:
-    frontend = launcher.start(UPSTREAM=f"http://127.0.0.1:{closed_port()}")
+    frontend = launcher.start(UPSTREAM=f"http://127.0.0.1:{free_port()}")
     reply = call(frontend.url + "/items")
     assert reply.status == 502
     assert "refused" in reply.json()["upstream"]["error"].lower()

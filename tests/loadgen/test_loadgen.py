@@ -14,12 +14,10 @@ import math
 import os
 import socket
 import struct
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,8 +32,7 @@ from meshdev.loadgen import (
     parse_path_mix,
     run_load,
 )
-
-MESHDEV = Path(sys.executable).with_name("meshdev")
+from tests.support import MESHDEV, free_port
 
 
 @dataclass(frozen=True)
@@ -270,9 +267,7 @@ async def test_waiting_for_the_concurrency_cap_counts_in_latency(target: Target)
 
 
 async def test_connection_refused_is_counted_per_request() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there once it is closed
+    port = free_port()  # nothing listens there
     result = await run_load(LoadSpec(f"http://127.0.0.1:{port}/", rps=40, duration=0.5))
     assert near(result.requests, 20)
     assert result.errors == {"connect_refused": result.requests}
@@ -468,7 +463,7 @@ def test_spec_parsing_and_validation() -> None:
 
 async def _cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        str(MESHDEV),
+        MESHDEV,
         "load",
         *args,
         stdout=asyncio.subprocess.PIPE,
@@ -496,9 +491,7 @@ async def test_cli_json(target: Target) -> None:
 
 
 async def test_cli_table_and_exit_code_when_requests_fail() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     code, out, _ = await _cli(f"http://127.0.0.1:{port}/", "--rps", "20", "--duration", "200ms")
     assert code == 1
     assert out.splitlines()[-1].split() == ["errors", "connect_refused", "x4"]

@@ -62,12 +62,3 @@ async def raw_server(
     finally:
         srv.close()
         await srv.wait_closed()
-
-
-async def free_port() -> int:
-    """A port nothing listens on (for a while: it was just freed)."""
-    srv = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port: int = srv.sockets[0].getsockname()[1]
-    srv.close()
-    await srv.wait_closed()
-    return port

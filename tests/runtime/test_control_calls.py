@@ -7,7 +7,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
 
 from meshdev import plan
 from meshdev.config import load_mesh
@@ -22,9 +21,10 @@ from meshdev.runtime.base import (
     RuntimeKind,
     StartedPod,
 )
-from tests.runtime.rawhttp import free_port, raw_server
+from tests.runtime.rawhttp import raw_server
+from tests.support import ROOT, free_port
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flask-app" / "mesh.yaml"
+EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 GARBAGE = b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"
 
@@ -126,7 +126,7 @@ async def test_a_drain_of_a_sidecar_that_is_gone_stops_it_at_once() -> None:
     async with raw_server(OK) as admin:
         control, mesh = running(admin, drain_timeout=60)
         spec = next(iter(control.pods.values())).spec
-        gone_url = f"http://127.0.0.1:{await free_port()}"
+        gone_url = f"http://127.0.0.1:{free_port()}"
         control.pods["gone-0"] = _pod("gone-0", replace(spec, name="gone-0"), gone_url)
         report = await asyncio.wait_for(control.apply(mesh), 30)
     assert report.ok

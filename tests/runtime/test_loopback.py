@@ -21,7 +21,8 @@ from meshdev.runtime.loopback import (
     MalformedResponse,
     ResponseTooLarge,
 )
-from tests.runtime.rawhttp import free_port, raw_server
+from tests.runtime.rawhttp import raw_server
+from tests.support import free_port
 
 OK = b"HTTP/1.1 200 OK\r\n"
 CHUNKED = OK + b"Transfer-Encoding: chunked\r\n\r\n"
@@ -281,7 +282,7 @@ async def test_answer_over_the_cap(reply: bytes) -> None:
 
 async def test_refused_and_timeout() -> None:
     with pytest.raises(ConnectionRefusedError):
-        await loopback.request("GET", f"http://127.0.0.1:{await free_port()}/")
+        await loopback.request("GET", f"http://127.0.0.1:{free_port()}/")
 
     release = asyncio.Event()
     handlers: list[asyncio.Task[Any]] = []

@@ -8,7 +8,8 @@ import pytest
 from meshdev.runtime.docker.ready import NotReady, Probe, wait_ready
 from meshdev.runtime.loopback import MAX_BODY
 from meshdev.runtime.readiness import http_ok, http_status
-from tests.runtime.rawhttp import free_port, raw_server
+from tests.runtime.rawhttp import raw_server
+from tests.support import free_port
 
 OK = b"HTTP/1.1 200 OK\r\n"
 GARBAGE = [
@@ -61,7 +62,7 @@ async def test_a_body_over_the_cap_still_gives_the_status() -> None:
 
 
 async def test_unreachable_and_silent() -> None:
-    status, why = await http_status(f"http://127.0.0.1:{await free_port()}/")
+    status, why = await http_status(f"http://127.0.0.1:{free_port()}/")
     assert status is None
     assert "Connect call failed" in why
     async with raw_server(b"", hold=True, first=True) as url:

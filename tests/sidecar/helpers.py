@@ -11,10 +11,8 @@ connection without an answer), `/echo` (stream the body back), `/big?size=N` (st
 from __future__ import annotations
 
 import asyncio
-import socket
-import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +21,7 @@ from aiohttp import ClientSession, ClientTimeout, web
 
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.main import Sidecar
-
-LOCALHOST = "127.0.0.1"
+from tests.support import LOCALHOST, free_port
 
 
 @dataclass
@@ -151,13 +148,6 @@ class Upstream:
         return resp
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOCALHOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def endpoint(up: Upstream) -> dict[str, Any]:
     return {"address": LOCALHOST, "port": up.port, "pod": up.name}
 
@@ -271,23 +261,6 @@ def histogram_count(sc: Sidecar, name: str) -> int:
         if h.name == name:
             return h.count
     return 0
-
-
-async def wait_for(
-    predicate: Callable[[], bool] | Callable[[], Awaitable[bool]],
-    timeout: float = 10.0,
-    step: float = 0.01,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(step)
 
 
 async def get(

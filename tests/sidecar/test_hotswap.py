@@ -17,19 +17,17 @@ from aiohttp import ClientError, ClientSession
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.main import Sidecar
 from tests.sidecar.helpers import (
-    LOCALHOST,
     Upstream,
     client,
     endpoint,
-    free_port,
     get,
     listener_url,
     outbound_config,
     sidecar,
     stat,
     upstreams,
-    wait_for,
 )
+from tests.support import LOCALHOST, free_port, wait_until
 
 
 def two_versions(v1: Upstream, v2: Upstream, version: int, port: int, to: str) -> SidecarConfig:
@@ -108,7 +106,7 @@ async def test_in_flight_request_finishes_on_its_config() -> None:
         async with sidecar(two_versions(v1, v2, 1, port, "backend-v1")) as sc, client() as s:
             base = listener_url(sc)
             slow = asyncio.ensure_future(get(s, base, "/?hold=1"))
-            await wait_for(lambda: v1.active == 1)
+            await wait_until(lambda: v1.active == 1, "the held request at v1")
             # v2 only, and v1's endpoint gone from the config altogether.
             cfg = outbound_config(
                 [{"name": "backend-v2", "endpoints": [endpoint(v2)]}],
@@ -164,7 +162,7 @@ async def test_listener_rebinds_only_when_its_address_changes() -> None:
                 except ClientError:
                     return False
 
-            await wait_for(serving)
+            await wait_until(serving, "the listener at its new address")
 
             async def old_closed() -> bool:
                 try:
@@ -173,7 +171,7 @@ async def test_listener_rebinds_only_when_its_address_changes() -> None:
                     return True
                 return False
 
-            await wait_for(old_closed)
+            await wait_until(old_closed, "the old address to close")
 
 
 async def test_bad_configs_are_rejected_and_the_old_one_keeps_serving() -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.sidecar.helpers import LOCALHOST, client, endpoint, free_port, get, upstreams
+from tests.sidecar.helpers import client, endpoint, get, upstreams
+from tests.support import LOCALHOST, free_port
 
 SCRIPT = "import sys; from meshdev.sidecar.main import serve; serve(sys.argv[1], 'secret')"
 

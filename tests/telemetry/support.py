@@ -1,9 +1,7 @@
-"""Helpers for the telemetry tests: a steerable clock, polling waits, admin servers on loopback."""
+"""Helpers for the telemetry tests: a steerable clock, admin servers on loopback."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,9 +11,7 @@ from meshdev.sidecar.admin.server import AdminServer, start_admin
 
 # The admin API's in-memory ControlSurface lives with the sidecar tests.
 from meshdev.testing.fake_surface import FakeSurface, breaker, host
-
-LOCALHOST = "127.0.0.1"
-WAIT = 10.0  # generous: only a hang reaches it
+from tests.support import LOCALHOST
 
 
 @dataclass
@@ -29,14 +25,6 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -99,7 +87,6 @@ def admin_server(surface: FakeSurface) -> AdminTestServer:
 
 
 __all__ = [
-    "WAIT",
     "AdminTestServer",
     "Clock",
     "FakeSurface",
@@ -107,5 +94,4 @@ __all__ = [
     "admin_server",
     "breaker",
     "host",
-    "wait_until",
 ]

@@ -7,7 +7,6 @@ exactly one view and the views add up to exactly what was sent.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -23,9 +22,8 @@ from meshdev.sidecar.main import Sidecar
 from meshdev.telemetry.aggregation.mesh import Aggregator
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.client import SidecarClient
-from tests.telemetry.support import wait_until
+from tests.support import LOCALHOST, free_port, wait_until
 
-LOCALHOST = "127.0.0.1"
 INTERVAL = 0.05
 
 
@@ -57,14 +55,6 @@ class Upstream:
         self.release.set()
         if self.runner is not None:
             await self.runner.cleanup()
-
-
-def free_port() -> int:
-    # The sidecar's config names its ports; a port the kernel just handed out is free.
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def config(upstream: Upstream) -> SidecarConfig:

@@ -20,7 +20,8 @@ from meshdev.tui.screens.help import HelpScreen
 from meshdev.tui.screens.route_detail import RouteDetailScreen
 from meshdev.tui.tables.keyed import KeyedTable
 from meshdev.tui.widgets.header import ReloadBanner
-from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, up, wait_until
+from tests.support import wait_until
+from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, up
 
 
 async def test_routes_clusters_and_hosts_show_the_view(
@@ -31,7 +32,7 @@ async def test_routes_clusters_and_hosts_show_the_view(
         await started(pilot, app, source)
         view = sample_view(4)  # the backend breaker is open in this tick
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "the view")
+        await wait_until(lambda: app.view is view, "the view", pause=pilot.pause)
         d = app.dashboard
         assert d.routes.keys == [r.key for r in view.routes]
         items = view.routes[0]
@@ -47,7 +48,7 @@ async def test_routes_clusters_and_hosts_show_the_view(
         # Eight ticks later one host is ejected and comes back in 8 s.
         later = sample_view(8)
         source.emit(later)
-        await wait_until(pilot, lambda: app.view is later, "the later view")
+        await wait_until(lambda: app.view is later, "the later view", pause=pilot.pause)
         ejected = next(h for h in later.hosts if h.ejected)
         assert d.hosts.cell_text(ejected.key, "state") == "EJECTED"
         assert d.hosts.cell_text(ejected.key, "returns") == "8s"
@@ -64,7 +65,7 @@ async def test_tables_are_updated_cell_by_cell_never_rebuilt(
         await started(pilot, app, source)
         first = sample_view(1)
         source.emit(first)
-        await wait_until(pilot, lambda: app.view is first, "first view")
+        await wait_until(lambda: app.view is first, "first view", pause=pilot.pause)
         routes = app.dashboard.routes
         routes.focus()
         await pilot.press("down", "down")
@@ -74,14 +75,14 @@ async def test_tables_are_updated_cell_by_cell_never_rebuilt(
         # The same numbers again: nothing to change.
         same = dataclasses.replace(first, at=first.at + 1)
         source.emit(same)
-        await wait_until(pilot, lambda: app.view is same, "same view")
+        await wait_until(lambda: app.view is same, "same view", pause=pilot.pause)
         assert routes.updates == after_add
         # One route's p99 changes: exactly that cell is updated, rows stay the same objects.
         changed = list(first.routes)
         changed[3] = dataclasses.replace(changed[3], p99=999.0)
         nxt = dataclasses.replace(first, routes=tuple(changed), at=first.at + 2)
         source.emit(nxt)
-        await wait_until(pilot, lambda: app.view is nxt, "changed view")
+        await wait_until(lambda: app.view is nxt, "changed view", pause=pilot.pause)
         assert routes.updates == after_add + 1
         assert routes.cell_text(changed[3].key, "p99") == "999ms"
         assert dict(routes.rows) == row_objects
@@ -89,7 +90,7 @@ async def test_tables_are_updated_cell_by_cell_never_rebuilt(
         # A route that goes away is removed; the others stay.
         fewer = dataclasses.replace(first, routes=first.routes[:-1], at=first.at + 3)
         source.emit(fewer)
-        await wait_until(pilot, lambda: app.view is fewer, "fewer routes")
+        await wait_until(lambda: app.view is fewer, "fewer routes", pause=pilot.pause)
         assert routes.keys == [r.key for r in first.routes[:-1]]
 
 
@@ -109,7 +110,7 @@ async def test_a_burst_of_views_paints_only_the_newest_and_keeps_every_event(
         ]
         for view in views:  # faster than any frame: no pause in between
             source.emit(view)
-        await wait_until(pilot, lambda: app.view is views[-1], "the newest view")
+        await wait_until(lambda: app.view is views[-1], "the newest view", pause=pilot.pause)
         assert sum(isinstance(m, ViewReady) for m in seen) - before == 1
         assert app.mailbox.dropped == 9
         texts = app.dashboard.events.texts
@@ -124,10 +125,12 @@ async def test_route_detail_explains_failures_by_the_field_behind_them(
         await started(pilot, app, source)
         view = sample_view(4)
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "view")
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
         app.dashboard.routes.focus()
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, RouteDetailScreen), "detail")
+        await wait_until(
+            lambda: isinstance(app.screen, RouteDetailScreen), "detail", pause=pilot.pause
+        )
         body = str(app.screen.query_one("#detail-body", Static).render())
         assert "backend/items" in body
         assert "503 UO" in body
@@ -136,7 +139,7 @@ async def test_route_detail_explains_failures_by_the_field_behind_them(
         # It follows the live view: the next tick's count shows up.
         nxt = sample_view(5)
         source.emit(nxt)
-        await wait_until(pilot, lambda: app.view is nxt, "next view")
+        await wait_until(lambda: app.view is nxt, "next view", pause=pilot.pause)
         body = str(app.screen.query_one("#detail-body", Static).render())
         assert f"{nxt.routes[0].flags['UO']:>6}  503 UO" in body
         await pilot.press("escape")
@@ -154,18 +157,20 @@ async def test_reload_toast_and_a_banner_that_stays_until_a_good_save(
         assert not banner.display
         errors = ["mesh.yaml:14:7 routes.backend[0].timeout: expected a duration like 250ms or 2s"]
         await session.saves.put(errors)
-        await wait_until(pilot, lambda: banner.display, "the banner")
+        await wait_until(lambda: banner.display, "the banner", pause=pilot.pause)
         assert banner.errors == tuple(errors)
         assert "mesh.yaml:14:7" in str(banner.render())
         assert not up(app).reload_ok
         # Another bad save replaces the errors; the banner stays.
         await session.saves.put(["mesh.yaml:3:1 services: field required"])
-        await wait_until(pilot, lambda: "3:1" in "".join(banner.errors), "second errors")
+        await wait_until(
+            lambda: "3:1" in "".join(banner.errors), "second errors", pause=pilot.pause
+        )
         assert banner.display
         # A good save applies: banner gone, header and toast say so.
         report = ReloadReport(2, True, 5, 5, 1, 84.0)
         await session.saves.put(report)
-        await wait_until(pilot, lambda: not banner.display, "banner cleared")
+        await wait_until(lambda: not banner.display, "banner cleared", pause=pilot.pause)
         assert up(app).reload_text == report.summary()
         assert "applied v2 to 5/5 sidecars in 84 ms" in str(
             app.dashboard.query_one("#header").render()
@@ -188,22 +193,28 @@ async def test_pods_panel_joins_control_plane_runtime_and_telemetry(
         await started(pilot, app, source)
         await pilot.press("2")
         pods = app.dashboard.pods
-        await wait_until(pilot, lambda: len(pods.keys) == 5, "five pods")
-        await wait_until(pilot, lambda: pods.cell_text("backend-v1-0", "state") == "running", "s")
+        await wait_until(lambda: len(pods.keys) == 5, "five pods", pause=pilot.pause)
+        await wait_until(
+            lambda: pods.cell_text("backend-v1-0", "state") == "running", "s", pause=pilot.pause
+        )
         assert pods.cell_text("backend-v1-0", "restarts") == "2"
         assert pods.cell_text("backend-v1-0", "subset") == "v1"
         assert pods.cell_text("backend-v1-0", "ready") == "yes"
         assert pods.cell_text("ingress", "service") == "(ingress)"
         # Telemetry reports the version each sidecar serves.
         source.emit(sample_view(0))
-        await wait_until(pilot, lambda: pods.cell_text("frontend-0", "sidecar") == "stream", "sc")
+        await wait_until(
+            lambda: pods.cell_text("frontend-0", "sidecar") == "stream", "sc", pause=pilot.pause
+        )
         assert pods.cell_text("frontend-0", "config") == "v1 3f9a1c2d"
         # The app exits: the panel says so and an event is logged.
         session.runtime.states = [
             dataclasses.replace(session.runtime.states[0], state="exited", detail="exit code 1"),
             session.runtime.states[1],
         ]
-        await wait_until(pilot, lambda: pods.cell_text("backend-v1-0", "state") == "exited", "x")
+        await wait_until(
+            lambda: pods.cell_text("backend-v1-0", "state") == "exited", "x", pause=pilot.pause
+        )
         assert pods.cell_text("backend-v1-0", "ready") == "no"
         assert any("backend-v1-0 is exited: exit code 1" in t for t in app.dashboard.events.texts)
 
@@ -218,7 +229,7 @@ async def test_logs_follow_a_source_with_a_regex_filter_per_source(
         await started(pilot, app, source)
         await pilot.press("4")
         logs = app.dashboard.logs
-        await wait_until(pilot, lambda: len(logs.lines) == 2, "ingress lines")
+        await wait_until(lambda: len(logs.lines) == 2, "ingress lines", pause=pilot.pause)
         assert logs.current == ("ingress", "sidecar")
         assert logs.sources[:3] == [
             ("ingress", "sidecar"),
@@ -227,14 +238,18 @@ async def test_logs_follow_a_source_with_a_regex_filter_per_source(
         ]
         await pilot.press("slash")
         log_filter = logs.query_one("#log-filter")
-        await wait_until(pilot, lambda: log_filter.has_focus, "the filter focused")
+        await wait_until(lambda: log_filter.has_focus, "the filter focused", pause=pilot.pause)
         await pilot.press(*"503|uo")
         await wait_until(
-            pilot, lambda: logs.filters.get(("ingress", "sidecar")) == "503|uo", "filter"
+            lambda: logs.filters.get(("ingress", "sidecar")) == "503|uo",
+            "filter",
+            pause=pilot.pause,
         )
         log_view = logs.query_one("#log-lines", RichLog)
         await wait_until(
-            pilot, lambda: [s.text for s in log_view.lines] == ["GET /x 503 UO"], "filtered"
+            lambda: [s.text for s in log_view.lines] == ["GET /x 503 UO"],
+            "filtered",
+            pause=pilot.pause,
         )
         lines = log_view.lines
         # Matches are highlighted.
@@ -242,19 +257,23 @@ async def test_logs_follow_a_source_with_a_regex_filter_per_source(
         # Another source has its own (empty) filter; coming back restores this one.
         logs.query_one("#log-sources").focus()
         await pilot.press("down")
-        await wait_until(pilot, lambda: logs.current == ("frontend-0", "app"), "frontend")
-        await wait_until(pilot, lambda: len(logs.lines) == 2, "frontend lines")
+        await wait_until(
+            lambda: logs.current == ("frontend-0", "app"), "frontend", pause=pilot.pause
+        )
+        await wait_until(lambda: len(logs.lines) == 2, "frontend lines", pause=pilot.pause)
         assert logs.query_one("#log-filter").value == ""  # type: ignore[attr-defined]
         await pilot.press("up")
-        await wait_until(pilot, lambda: logs.current == ("ingress", "sidecar"), "back")
+        await wait_until(lambda: logs.current == ("ingress", "sidecar"), "back", pause=pilot.pause)
         assert logs.query_one("#log-filter").value == "503|uo"  # type: ignore[attr-defined]
         # A bad regex is reported and the last good filter stays.
         await pilot.press("slash")
         # Keys go to whatever has focus: type only once the filter has it.
-        await wait_until(pilot, lambda: log_filter.has_focus, "the filter focused")
+        await wait_until(lambda: log_filter.has_focus, "the filter focused", pause=pilot.pause)
         await pilot.press("(")
         status_line = logs.query_one("#log-status", Static)
-        await wait_until(pilot, lambda: "bad regex" in str(status_line.render()), "bad regex")
+        await wait_until(
+            lambda: "bad regex" in str(status_line.render()), "bad regex", pause=pilot.pause
+        )
         assert logs.filters[("ingress", "sidecar")] == "503|uo"
 
 
@@ -278,7 +297,7 @@ async def test_sorting_the_routes_by_rate(session: FakeSession, source: FakeSour
         await started(pilot, app, source)
         view = sample_view(2)
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "view")
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
         app.dashboard.routes.focus()
         await pilot.press("s")
         by_rps = [r.key for r in sorted(view.routes, key=lambda r: (-r.rps, r.key))]
@@ -286,7 +305,7 @@ async def test_sorting_the_routes_by_rate(session: FakeSession, source: FakeSour
         # The order follows new numbers.
         nxt = sample_view(9)
         source.emit(nxt)
-        await wait_until(pilot, lambda: app.view is nxt, "next")
+        await wait_until(lambda: app.view is nxt, "next", pause=pilot.pause)
         assert app.dashboard.routes.keys == [
             r.key for r in sorted(nxt.routes, key=lambda r: (-r.rps, r.key))
         ]
@@ -297,7 +316,9 @@ async def test_a_failing_source_is_reported_and_restarted(session: FakeSession) 
     seen: list[Message] = []
     app = make_app(source, session)
     async with app.run_test(message_hook=seen.append, notifications=True) as pilot:
-        await wait_until(pilot, lambda: source.runs >= 2 and source.on_view is not None, "retry")
+        await wait_until(
+            lambda: source.runs >= 2 and source.on_view is not None, "retry", pause=pilot.pause
+        )
         failed = [m for m in seen if isinstance(m, WorkerFailed)]
         assert failed and failed[0].what == "telemetry"
         assert "stream broke" in failed[0].error
@@ -306,7 +327,7 @@ async def test_a_failing_source_is_reported_and_restarted(session: FakeSession) 
         # Still alive and rendering.
         view = sample_view(3)
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "view after retry")
+        await wait_until(lambda: app.view is view, "view after retry", pause=pilot.pause)
 
 
 def _drawn(table: KeyedTable) -> list[str]:
@@ -325,14 +346,14 @@ async def test_what_is_drawn_follows_every_change_despite_the_cell_cache(
         routes = app.dashboard.routes
         first = sample_view(1, routes=6)
         source.emit(first)
-        await wait_until(pilot, lambda: app.view is first, "first")
+        await wait_until(lambda: app.view is first, "first", pause=pilot.pause)
         drawn = _drawn(routes)
         # One cell changes: that row shows the new value, the others are drawn as before.
         changed = list(first.routes)
         changed[3] = dataclasses.replace(changed[3], p99=999.0, flags={"UO": 3})
         second = dataclasses.replace(first, routes=tuple(changed), at=first.at + 1)
         source.emit(second)
-        await wait_until(pilot, lambda: app.view is second, "second")
+        await wait_until(lambda: app.view is second, "second", pause=pilot.pause)
         after = _drawn(routes)
         row = next(i for i, line in enumerate(after) if changed[3].key in line)
         assert "999ms" in after[row]
@@ -368,7 +389,7 @@ async def test_views_over_the_frame_budget_wait_and_only_the_newest_is_painted(
         await started(pilot, app, source)
         first = sample_view(0)
         source.emit(first)
-        await wait_until(pilot, lambda: app.view is first, "first")
+        await wait_until(lambda: app.view is first, "first", pause=pilot.pause)
         cpu[0] += 10.0  # that frame was very expensive: the next waits the longest allowed
         views = [
             dataclasses.replace(sample_view(i), events=(Event(float(i), "info", f"paced {i}"),))
@@ -378,7 +399,7 @@ async def test_views_over_the_frame_budget_wait_and_only_the_newest_is_painted(
             source.emit(view)
             await pilot.pause(0.05)
         assert app.view is first  # still waiting for the budget
-        await wait_until(pilot, lambda: app.view is views[-1], "the newest, later")
+        await wait_until(lambda: app.view is views[-1], "the newest, later", pause=pilot.pause)
         assert pacer.deferred >= 1
         texts = app.dashboard.events.texts
         assert [t.split()[-1] for t in texts if "paced" in t] == ["1", "2", "3"]
@@ -392,7 +413,9 @@ async def test_an_engine_that_stops_is_told_once_and_the_app_keeps_going(
     async with app.run_test(size=(120, 30), message_hook=seen.append, notifications=True) as pilot:
         await started(pilot, app, source)
         session.runtime.engine_down = True
-        await wait_until(pilot, lambda: any(isinstance(m, WorkerFailed) for m in seen), "fail")
+        await wait_until(
+            lambda: any(isinstance(m, WorkerFailed) for m in seen), "fail", pause=pilot.pause
+        )
         await pilot.pause(0.3)  # several more polls fail the same way
         # Every failed poll is a message; the user is told once (not every 2 s).
         failures = {m.what for m in seen if isinstance(m, WorkerFailed)}
@@ -403,14 +426,14 @@ async def test_an_engine_that_stops_is_told_once_and_the_app_keeps_going(
         # A log that cannot be followed says so in its panel, and as an event.
         await pilot.press("4", "down")  # the next source: following it fails
         await wait_until(
-            pilot,
             lambda: "cannot follow" in str(app.dashboard.logs.query_one("#log-status").render()),
             "log failure shown",
+            pause=pilot.pause,
         )
         # Still alive: views render, keys work.
         view = sample_view(2)
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "view")
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
         await pilot.press("1")
         assert app.dashboard.tabs.active == "traffic"
 
@@ -430,10 +453,12 @@ async def test_a_sidecar_that_dies_shows_in_the_header_and_the_pods(
         )
         view = dataclasses.replace(base, sidecars=dead)
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "view")
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
         header = str(app.dashboard.query_one("#header").render())
         assert "sidecars 4/5 live" in header
         await pilot.press("2")
         pods = app.dashboard.pods
-        await wait_until(pilot, lambda: pods.cell_text("backend-v2-0", "sidecar") == "down", "pod")
+        await wait_until(
+            lambda: pods.cell_text("backend-v2-0", "sidecar") == "down", "pod", pause=pilot.pause
+        )
         assert pods.cell_text("backend-v2-0", "ready") == "no admin"

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from pathlib import Path
 
 from textual.message import Message
 
@@ -18,9 +17,9 @@ from meshdev.tui.logic.format import GLYPHS
 from meshdev.tui.messages import WorkerFailed
 from meshdev.tui.screens.route_detail import RouteDetailScreen
 from meshdev.tui.tables.clusters import breaker_cell
-from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, wait_until
+from tests.support import ROOT, wait_until
+from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZES = [(40, 10), (300, 100), (80, 24), (41, 11), (200, 50), (40, 10), (300, 100)]
 
 
@@ -35,7 +34,7 @@ async def test_resizing_from_40x10_to_300x100_keeps_every_panel_alive(
             await pilot.resize_terminal(width, height)
             view = sample_view(tick, routes=20)
             source.emit(view)
-            await wait_until(pilot, _showing(app, view), f"view at {width}x{height}")
+            await wait_until(_showing(app, view), f"view at {width}x{height}", pause=pilot.pause)
             assert app.screen.size == (width, height)
             # What is drawn is what the data says, at every size.
             assert app.dashboard.routes.keys == [r.key for r in view.routes]
@@ -48,9 +47,11 @@ async def test_resizing_from_40x10_to_300x100_keeps_every_panel_alive(
             # Keys work at any size: the route detail opens and closes.
             app.dashboard.routes.focus()
             await pilot.press("enter")
-            await wait_until(pilot, lambda: isinstance(app.screen, RouteDetailScreen), "detail")
+            await wait_until(
+                lambda: isinstance(app.screen, RouteDetailScreen), "detail", pause=pilot.pause
+            )
             await pilot.press("escape")
-            await wait_until(pilot, lambda: app.screen is app.dashboard, "back")
+            await wait_until(lambda: app.screen is app.dashboard, "back", pause=pilot.pause)
         assert not [m for m in seen if isinstance(m, WorkerFailed)]
 
 

@@ -16,7 +16,8 @@ from meshdev.runtime.base import PodState
 from meshdev.testing.sample_views import EPOCH, sample_view
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.widgets.startup import StartupScreen
-from tests.tui.tuifakes import FakeSession, FakeSource, PodsServer, make_app, up, wait_until
+from tests.support import wait_until
+from tests.tui.tuifakes import FakeSession, FakeSource, PodsServer, make_app, up
 
 
 class SnapCompare(Protocol):
@@ -53,11 +54,13 @@ def _showing(tick: int, *keys: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
         assert isinstance(app, MeshdevApp)
         source = app.source
         assert isinstance(source, FakeSource)
-        await wait_until(pilot, lambda: up(app).started and source.on_view is not None, "start")
-        await wait_until(pilot, lambda: len(up(app).pod_states) == 5, "pod states")
+        await wait_until(
+            lambda: up(app).started and source.on_view is not None, "start", pause=pilot.pause
+        )
+        await wait_until(lambda: len(up(app).pod_states) == 5, "pod states", pause=pilot.pause)
         view = sample_view(tick)
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "view")
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
         presses = list(keys)
         if presses[:1] == ["routes"]:
             app.dashboard.routes.focus()
@@ -107,7 +110,7 @@ def test_rejected_save_banner(snap_compare: SnapCompare) -> None:
         await session.saves.put(
             ["mesh.yaml:14:7 routes.backend[0].timeout: expected a duration like 250ms or 2s"]
         )
-        await wait_until(pilot, lambda: not up(app).reload_ok, "rejection")
+        await wait_until(lambda: not up(app).reload_ok, "rejection", pause=pilot.pause)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 30), run_before=run_before)
@@ -124,7 +127,7 @@ def test_failed_start(snap_compare: SnapCompare) -> None:
             screen = pilot.app.screen
             return isinstance(screen, StartupScreen) and screen.failed
 
-        await wait_until(pilot, shown, "failure shown")
+        await wait_until(shown, "failure shown", pause=pilot.pause)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=run_before)

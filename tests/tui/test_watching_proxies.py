@@ -6,9 +6,9 @@ from __future__ import annotations
 from meshdev.telemetry.io.source import TelemetrySource
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.controllers import WatchController
+from tests.support import wait_until
 from tests.telemetry.io.test_telemetry_http import FakeEnvoy
 from tests.telemetry.support import Server
-from tests.tui.tuifakes import wait_until
 
 
 async def test_the_dashboard_watches_an_envoy_by_its_admin_url() -> None:
@@ -20,12 +20,14 @@ async def test_the_dashboard_watches_an_envoy_by_its_admin_url() -> None:
         async with app.run_test(size=(160, 50)) as pilot:
             d = app.dashboard
             await wait_until(
-                pilot,
                 lambda: "site/home" in d.routes.keys and "web" in d.clusters.keys,
                 "the Envoy's route and cluster",
+                pause=pilot.pause,
             )
             await wait_until(
-                pilot, lambda: d.routes.cell_text("site/home", "p50").strip() != "-", "latency"
+                lambda: d.routes.cell_text("site/home", "p50").strip() != "-",
+                "latency",
+                pause=pilot.pause,
             )
             assert d.routes.cell_text("site/home", "p50").strip() == "7.0ms"
             assert "UO" in d.routes.cell_text("site/home", "flags")
@@ -35,12 +37,12 @@ async def test_the_dashboard_watches_an_envoy_by_its_admin_url() -> None:
             # The demo keys act on a mesh meshdev runs; here they say so and change nothing.
             await pilot.press("b")
             await wait_until(
-                pilot,
                 lambda: any("not running here" in n.message for n in app._notifications),
                 "the refusal",
+                pause=pilot.pause,
             )
             await pilot.press("q")
-            await wait_until(pilot, lambda: app.return_code is not None, "quit")
+            await wait_until(lambda: app.return_code is not None, "quit", pause=pilot.pause)
         assert app.return_code == 0
     finally:
         await server.stop()

@@ -25,8 +25,8 @@ from meshdev.tui.app import MeshdevApp
 from meshdev.tui.controllers import UpController
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import OnView
+from tests.support import ROOT, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"
 TOKEN = "test-token"
 
@@ -277,20 +277,8 @@ def up(app: MeshdevApp) -> UpController:
     return app.controller
 
 
-async def wait_until(
-    pilot: Pilot[Any], check: Callable[[], object], what: str, timeout: float = 30.0
-) -> None:
-    """Poll `check` between frames until it is true; fail with `what` after `timeout`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.01)
-
-
 async def started(pilot: Pilot[Any], app: MeshdevApp, source: FakeSource) -> None:
     """Until the mesh runs and the source streams."""
     await wait_until(
-        pilot, lambda: app.controller.started and source.on_view is not None, "start-up"
+        lambda: app.controller.started and source.on_view is not None, "start-up", pause=pilot.pause
     )

@@ -19,10 +19,10 @@ from meshdev.common.histogram import HistogramSnapshot
 from meshdev.sidecar.admin.server import TOKEN_HEADER, AdminServer, start_admin
 from meshdev.testing.fake_surface import FakeSurface, breaker, config_document, host, make_config
 from tests.sidecar.promtool import promtool_check
+from tests.support import WAIT, wait_until
 
 TOKEN = "s3cret-mesh-token"
 AUTH = {TOKEN_HEADER: TOKEN}
-WAIT = 10.0  # generous: only a hang would reach it
 RQ_TIME = "cluster.backend.v1.upstream_rq_time"
 
 
@@ -274,20 +274,19 @@ async def test_stats_interval_quantiles_come_from_the_periodic_flush(serve: Serv
         values = doc["stats"][-1]["histograms"]["computed_quantiles"][0]["values"]
         return values[-1]["interval"], values[-1]["cumulative"]
 
-    # After a flush that saw only the 1000 ms value, then one that saw only 2 ms values.
-    async def wait_for(predicate: Callable[[float | None], bool]) -> float | None:
-        async with asyncio.timeout(WAIT):
-            while True:
-                interval, _ = await p100()
-                if predicate(interval):
-                    return interval
-                await asyncio.sleep(0.02)
+    async def interval_p100() -> float | None:
+        return (await p100())[0]
 
-    first = await wait_for(lambda v: v is not None)
+    async def below_100() -> float | None:
+        interval = await interval_p100()
+        return interval if interval is not None and interval < 100 else None
+
+    # After a flush that saw only the 1000 ms value, then one that saw only 2 ms values.
+    first = await wait_until(interval_p100, "a flush with an interval p100")
     assert first == pytest.approx(1000.0, rel=0.01)
     for _ in range(4):
         h.record(2.0)
-    second = await wait_for(lambda v: v is not None and v < 100)
+    second = await wait_until(below_100, "a flush that saw only the 2 ms values")
     assert second == pytest.approx(2.0, rel=0.01)
     _, cumulative = await p100()
     assert cumulative == pytest.approx(1000.0, rel=0.01)

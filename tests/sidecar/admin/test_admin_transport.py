@@ -12,9 +12,9 @@ import pytest
 
 from meshdev.sidecar.admin.server import TOKEN_HEADER, AdminServer, start_admin
 from meshdev.testing.fake_surface import FakeSurface, config_document, make_config
+from tests.support import WAIT
 
 TOKEN = "s3cret-mesh-token"
-WAIT = 10.0  # generous: only a hang would reach it
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from tests.sidecar.helpers import (
     simple_config,
     stat,
     upstreams,
-    wait_for,
 )
+from tests.support import wait_until
 
 
 async def test_burst_then_429(tmp_path: Path) -> None:
@@ -51,7 +51,7 @@ async def test_tokens_refill_at_the_configured_rate() -> None:
             async def passes() -> bool:
                 return (await get(s, base))[0] == 200
 
-            await wait_for(passes, timeout=5)
+            await wait_until(passes, "a refilled token to let a request pass")
             assert a.hits == 2
 
 

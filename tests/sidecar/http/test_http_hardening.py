@@ -16,6 +16,7 @@ import pytest
 from meshdev.common.sidecar_config import Limits
 from meshdev.sidecar.http import HttpServer, Request, ResponseWriter, set_limits, start_server
 from meshdev.sidecar.http import connection as http_connection
+from tests.support import WAIT, wait_until
 
 LIMITS = Limits(
     header_timeout=0.5,
@@ -24,7 +25,6 @@ LIMITS = Limits(
     max_header_bytes=4096,
     max_header_line=512,
 )
-WAIT = 5.0
 
 
 class App:
@@ -265,7 +265,7 @@ async def test_idle_keep_alive_connection_is_closed_after_idle_timeout(server: H
     # Then silence: the server closes it (EOF, no further bytes).
     assert await asyncio.wait_for(reader.read(), WAIT) == b""
     writer.close()
-    await _until(lambda: server.connections == 0)
+    await wait_until(lambda: server.connections == 0, "every connection closed")
 
 
 async def test_silent_connection_is_closed_after_idle_timeout(server: HttpServer) -> None:
@@ -334,7 +334,7 @@ async def test_bad_connections_leak_no_file_descriptors_or_connections(
 
     # Warm up lazily created loop resources before counting.
     await send_and_read_to_eof(server.port, REFUSED["bad chunk size"][1])
-    await _until(lambda: server.connections == 0)
+    await wait_until(lambda: server.connections == 0, "every connection closed")
     gc.collect()
     before = open_fds()
 
@@ -349,14 +349,7 @@ async def test_bad_connections_leak_no_file_descriptors_or_connections(
         writer.write(b"POST / HTTP/1.1\r\nHost: svc\r\nContent-Length: 100\r\n\r\nabc")
         await writer.drain()
         writer.close()
-    await _until(lambda: server.connections == 0)
+    await wait_until(lambda: server.connections == 0, "every connection closed")
     gc.collect()
     assert open_fds() <= before
     assert not [o for o in gc.get_objects() if isinstance(o, http_connection.ClientConnection)]
-
-
-async def _until(cond: object, timeout: float = WAIT) -> None:
-    assert callable(cond)
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)

@@ -20,8 +20,8 @@ from meshdev.sidecar.http import (
     ResponseWriter,
     start_server,
 )
+from tests.support import WAIT, wait_until
 
-WAIT = 5.0
 MiB = 1024 * 1024
 Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
 
@@ -313,7 +313,10 @@ async def test_client_leaving_cancels_the_handler() -> None:
         c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         await asyncio.wait_for(entered.wait(), WAIT)
         c.close()
-        await _until(lambda: outcome == ["cancelled"] and srv.connections == 0)
+        await wait_until(
+            lambda: outcome == ["cancelled"] and srv.connections == 0,
+            "the handler cancelled and the connection gone",
+        )
 
 
 async def test_expect_100_continue_is_answered_on_first_read() -> None:
@@ -468,7 +471,7 @@ async def test_body_of_a_vanished_client_raises_body_error() -> None:
         c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
         await asyncio.wait_for(reading.wait(), WAIT)
         c.close()
-        await _until(lambda: len(errors) == 1)
+        await wait_until(lambda: len(errors) == 1, "the handler's body error")
     assert isinstance(errors[0], BodyError)
 
 
@@ -561,9 +564,3 @@ def test_serves_under_uvloop() -> None:
             return out
 
     assert uvloop.run(scenario()) == [b"/a:", b"/b:hi"]
-
-
-async def _until(cond: Callable[[], bool], timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)

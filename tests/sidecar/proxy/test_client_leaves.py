@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 from tests.sidecar.helpers import (
-    LOCALHOST,
     client,
     get,
     listener_url,
@@ -15,8 +14,8 @@ from tests.sidecar.helpers import (
     simple_config,
     stat,
     upstreams,
-    wait_for,
 )
+from tests.support import LOCALHOST, wait_until
 
 
 async def hang_up_mid_request(port: int) -> None:
@@ -38,8 +37,11 @@ async def test_clients_hanging_up_do_not_eject_the_host() -> None:
             port = sc.listener_port("outbound")
             for _ in range(5):
                 await hang_up_mid_request(port)
-            await wait_for(lambda: up.hits == 5, timeout=10)
-            await wait_for(lambda: stat(sc, "http.outbound.downstream_rq_active") == 0, 10)
+            await wait_until(lambda: up.hits == 5, "five requests at the upstream")
+            await wait_until(
+                lambda: stat(sc, "http.outbound.downstream_rq_active") == 0,
+                "no request left active",
+            )
             assert stat(sc, "cluster.backend.outlier_detection.ejections_enforced_total") == 0
             [host] = sc.hosts()
             assert (host.ejected, host.consecutive_5xx, host.rq_error) == (False, 0, 0)

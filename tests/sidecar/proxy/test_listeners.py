@@ -8,10 +8,8 @@ import pytest
 
 from meshdev.common.sidecar_config import SidecarConfig
 from tests.sidecar.helpers import (
-    LOCALHOST,
     client,
     endpoint,
-    free_port,
     get,
     listener_url,
     log_lines,
@@ -20,6 +18,7 @@ from tests.sidecar.helpers import (
     stat,
     upstreams,
 )
+from tests.support import LOCALHOST, free_port
 
 
 async def test_inbound_listener_forwards_to_the_local_app() -> None:

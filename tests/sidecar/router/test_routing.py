@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 from tests.sidecar.helpers import (
-    LOCALHOST,
     Upstream,
     client,
     endpoint,
@@ -21,6 +20,7 @@ from tests.sidecar.helpers import (
     stat,
     upstreams,
 )
+from tests.support import LOCALHOST
 
 
 def cluster(name: str, *ups: Upstream) -> dict[str, object]:

@@ -15,8 +15,8 @@ from tests.sidecar.helpers import (
     simple_config,
     stat,
     upstreams,
-    wait_for,
 )
+from tests.support import wait_until
 
 CB = "cluster.backend.circuit_breakers.default."
 
@@ -30,7 +30,7 @@ async def test_max_requests_overflow(tmp_path: Path) -> None:
         async with sidecar(cfg) as sc, client() as s:
             base = listener_url(sc)
             held = asyncio.ensure_future(get(s, base, "/?hold=1"))
-            await wait_for(lambda: a.active == 1)
+            await wait_until(lambda: a.active == 1, "the held request at a")
             assert stat(sc, CB + "rq_open") == 1
             assert stat(sc, "cluster.backend.upstream_rq_active") == 1
             status, headers, body = await get(s, base, "/second")
@@ -58,10 +58,13 @@ async def test_max_pending_requests_with_one_connection() -> None:
         async with sidecar(cfg) as sc, client() as s:
             base = listener_url(sc)
             first = asyncio.ensure_future(get(s, base, "/?hold=1"))
-            await wait_for(lambda: a.active == 1)
+            await wait_until(lambda: a.active == 1, "the held request at a")
             # The only connection is busy: the next request waits as pending...
             second = asyncio.ensure_future(get(s, base, "/second"))
-            await wait_for(lambda: stat(sc, "cluster.backend.upstream_rq_pending_active") == 1)
+            await wait_until(
+                lambda: stat(sc, "cluster.backend.upstream_rq_pending_active") == 1,
+                "the second request pending",
+            )
             assert stat(sc, CB + "cx_open") == 1
             assert stat(sc, CB + "rq_pending_open") == 1
             # ...and one more overflows the pending queue at once.

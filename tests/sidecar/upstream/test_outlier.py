@@ -15,8 +15,8 @@ from tests.sidecar.helpers import (
     simple_config,
     stat,
     upstreams,
-    wait_for,
 )
+from tests.support import wait_until
 
 OD = "cluster.backend.outlier_detection."
 
@@ -52,7 +52,7 @@ async def test_failing_host_is_ejected_then_returns() -> None:
             seen = Counter([(await get(s, base))[1]["x-upstream"] for _ in range(20)])
             assert seen == {"good": 20}
             bad.status = None
-            await wait_for(lambda: stat(sc, OD + "ejections_active") == 0, timeout=10)
+            await wait_until(lambda: stat(sc, OD + "ejections_active") == 0, "the ejection to end")
             assert stat(sc, "cluster.backend.membership_healthy") == 2
             seen = Counter([(await get(s, base))[1]["x-upstream"] for _ in range(10)])
             assert seen == {"good": 5, "bad": 5}

@@ -26,8 +26,8 @@ from meshdev.sidecar.upstream import (
     UpstreamResponse,
 )
 from meshdev.sidecar.upstream import pool as upstream_mod
+from tests.support import WAIT, wait_until
 
-WAIT = 5.0
 MiB = 1024 * 1024
 Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -407,7 +407,7 @@ async def test_stale_pooled_connection_is_replaced_transparently() -> None:
         pool = UpstreamPool("127.0.0.1", port, budget)
         assert await get(pool) == (200, b"ok")
         # Wait until the close reached the pool, then reuse: no reset surfaces.
-        await _until(lambda: pool.cx_active == 0)
+        await wait_until(lambda: pool.cx_active == 0, "the close to reach the pool")
         assert await get(pool) == (200, b"ok")
         assert pool.cx_total == 2
         assert len(set(served)) == 2
@@ -471,7 +471,7 @@ async def test_cancel_while_awaiting_the_head_closes_and_restores_counts() -> No
             await asyncio.wait_for(get(pool, "/hold"), 0.2)
         assert_idle(pool, budget, connections=0)
         # The upstream sees the connection go away.
-        await _until(lambda: srv.connections == 0)
+        await wait_until(lambda: srv.connections == 0, "the upstream to see the close")
         app.release.set()
         assert await get(pool, "/next") == (200, b"GET /next 0 0")
         await pool.close()
@@ -540,9 +540,9 @@ async def test_budget_makes_requests_pending_then_overflow() -> None:
         budget = ConnectionBudget(max_connections=1, max_pending_requests=1)
         pool = UpstreamPool("127.0.0.1", srv.port, budget)
         first = asyncio.create_task(get(pool, "/hold"))
-        await _until(lambda: len(app.requests) == 1)
+        await wait_until(lambda: len(app.requests) == 1, "the first request upstream")
         second = asyncio.create_task(get(pool, "/second"))
-        await _until(lambda: budget.rq_pending_active == 1)
+        await wait_until(lambda: budget.rq_pending_active == 1, "a pending request")
         assert budget.cx_open and budget.rq_pending_open
         with pytest.raises(PendingOverflow):
             await get(pool, "/third")
@@ -564,7 +564,7 @@ async def test_cancelled_pending_request_leaves_no_trace() -> None:
         budget = ConnectionBudget(max_connections=1, max_pending_requests=5)
         pool = UpstreamPool("127.0.0.1", srv.port, budget)
         first = asyncio.create_task(get(pool, "/hold"))
-        await _until(lambda: len(app.requests) == 1)
+        await wait_until(lambda: len(app.requests) == 1, "the first request upstream")
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(get(pool, "/pending"), 0.1)
         assert budget.rq_pending_active == 0
@@ -586,10 +586,12 @@ async def test_pending_request_connects_when_the_budget_frees_up() -> None:
         b = UpstreamPool("127.0.0.1", b_srv.port, budget)
         held_a = asyncio.create_task(get(a, "/hold"))
         held_b = asyncio.create_task(get(b, "/hold"))
-        await _until(lambda: len(app_a.requests) == len(app_b.requests) == 1)
+        await wait_until(
+            lambda: len(app_a.requests) == len(app_b.requests) == 1, "a request held at each"
+        )
         # b's only connection is busy and the budget is spent: b's next request waits.
         quick = asyncio.create_task(get(b, "/quick"))
-        await _until(lambda: budget.rq_pending_active == 1)
+        await wait_until(lambda: budget.rq_pending_active == 1, "a pending request")
         # a's answer frees a's connection; rather than idling it, a gives the slot to b.
         app_a.release.set()
         assert (await held_a)[0] == 200
@@ -627,11 +629,11 @@ async def test_budget_limits_update_in_place_and_wake_pending_requests() -> None
         budget = ConnectionBudget(max_connections=1, max_pending_requests=5)
         pool = UpstreamPool("127.0.0.1", srv.port, budget)
         held = [asyncio.create_task(get(pool, "/hold"))]
-        await _until(lambda: len(app.requests) == 1)
+        await wait_until(lambda: len(app.requests) == 1, "the first request upstream")
         held.append(asyncio.create_task(get(pool, "/hold")))
-        await _until(lambda: budget.rq_pending_active == 1)
+        await wait_until(lambda: budget.rq_pending_active == 1, "a pending request")
         budget.update(max_connections=4, max_pending_requests=5)
-        await _until(lambda: len(app.requests) == 2)
+        await wait_until(lambda: len(app.requests) == 2, "the pending request upstream")
         assert budget.rq_pending_active == 0
         assert pool.cx_active == budget.cx_active == 2
         app.release.set()
@@ -701,9 +703,3 @@ def test_pool_under_uvloop() -> None:
     assert statuses == [200]
     assert cx_total <= 4
     assert cx_active == 0
-
-
-async def _until(cond: Callable[[], bool], timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.01)

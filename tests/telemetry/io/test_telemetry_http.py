@@ -15,15 +15,8 @@ from meshdev.common.histogram import HistogramSnapshot
 from meshdev.telemetry.aggregation.view import MeshView, RouteStats
 from meshdev.telemetry.io.client import SidecarClient
 from meshdev.telemetry.io.source import TelemetrySource
-from tests.telemetry.support import (
-    WAIT,
-    FakeSurface,
-    Server,
-    admin_server,
-    breaker,
-    host,
-    wait_until,
-)
+from tests.support import WAIT, wait_until
+from tests.telemetry.support import FakeSurface, Server, admin_server, breaker, host
 
 INTERVAL = 0.05
 ITEMS = "vhost.backend.route.items."

@@ -15,7 +15,8 @@ from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.source import TelemetrySource, ViewSource
 from meshdev.testing.fake_source import FakeSource
 from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
-from tests.telemetry.support import WAIT, FakeSurface, wait_until
+from tests.support import WAIT, wait_until
+from tests.telemetry.support import FakeSurface
 
 INTERVAL = 0.05
 TOTAL = "vhost.backend.route.items.upstream_rq_total"

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from meshdev.telemetry.io.targets import TargetError, parse_targets
-from tests.e2e.meshrun import MESHDEV
+from tests.support import MESHDEV
 
 
 def test_urls_are_named_by_host_and_port_unless_named() -> None:

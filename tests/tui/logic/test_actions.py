@@ -9,15 +9,8 @@ from textual.message import Message
 from meshdev.loadgen import LoadResult
 from meshdev.testing.sample_views import sample_view
 from meshdev.tui.messages import ActionDone
-from tests.tui.tuifakes import (
-    TOKEN,
-    FakeSession,
-    FakeSource,
-    PodsServer,
-    make_app,
-    started,
-    wait_until,
-)
+from tests.support import wait_until
+from tests.tui.tuifakes import TOKEN, FakeSession, FakeSource, PodsServer, make_app, started
 
 
 def done(seen: list[Message]) -> list[ActionDone]:
@@ -37,18 +30,20 @@ async def test_l_starts_and_stops_load_and_plus_minus_change_its_rate(
         await pilot.press("l")
         commands = app.controller.commands
         assert commands is not None
-        await wait_until(pilot, lambda: commands.load is not None and commands.load.running, "on")
+        await wait_until(
+            lambda: commands.load is not None and commands.load.running, "on", pause=pilot.pause
+        )
         load = commands.load
         assert load is not None
         assert load.rate == 50.0
-        await wait_until(pilot, lambda: _responses(load.snapshot()) >= 10, "responses")
+        await wait_until(lambda: _responses(load.snapshot()) >= 10, "responses", pause=pilot.pause)
         await pilot.press("minus", "minus")
         assert load.rate == 10.0
         bar = str(app.dashboard.query_one("#load-bar").render())
         assert "load on" in bar
         assert f"{server.url}/items" in bar
         await pilot.press("l")
-        await wait_until(pilot, lambda: not load.running, "stopped")
+        await wait_until(lambda: not load.running, "stopped", pause=pilot.pause)
         assert any(m.text.startswith("load stopped:") for m in done(seen))
         assert all(m.ok for m in done(seen))
 
@@ -65,7 +60,7 @@ async def test_b_trips_the_breaker_with_a_burst(
     async with app.run_test(message_hook=seen.append) as pilot:
         await started(pilot, app, source)
         await pilot.press("b")
-        await wait_until(pilot, lambda: bool(done(seen)), "burst result", timeout=20)
+        await wait_until(lambda: bool(done(seen)), "burst result", timeout=20, pause=pilot.pause)
         text = done(seen)[0].text
         # The server admits `limit` at a time and overflows the rest, as a breaker does.
         assert text.startswith("burst of 400")
@@ -82,12 +77,12 @@ async def test_x_fails_one_replica_and_heals_it(
     async with app.run_test(message_hook=seen.append) as pilot:
         await started(pilot, app, source)
         await pilot.press("x")
-        await wait_until(pilot, lambda: len(done(seen)) == 1, "chaos on")
+        await wait_until(lambda: len(done(seen)) == 1, "chaos on", pause=pilot.pause)
         # backend has outlier detection and three pods: its first replica is the one.
         assert server.chaos == {"backend-v1-0": {"error_rate": 1.0}}
         assert "backend-v1-0 now fails every request" in done(seen)[0].text
         await pilot.press("x")
-        await wait_until(pilot, lambda: len(done(seen)) == 2, "chaos off")
+        await wait_until(lambda: len(done(seen)) == 2, "chaos off", pause=pilot.pause)
         assert server.chaos == {"backend-v1-0": {}}
         assert "healed" in done(seen)[1].text
 
@@ -101,14 +96,14 @@ async def test_x_on_the_pods_tab_fails_the_selected_pod(
         await started(pilot, app, source)
         await pilot.press("2")
         pods = app.dashboard.pods
-        await wait_until(pilot, lambda: len(pods.keys) == 5, "pods")
+        await wait_until(lambda: len(pods.keys) == 5, "pods", pause=pilot.pause)
         await pilot.press("down", "down")  # ingress, frontend-0, backend-v1-0
         target = pods.cursor_key
         assert target == "backend-v1-0"
         await pilot.press("down")
         assert pods.cursor_key == "backend-v1-1"
         await pilot.press("x")
-        await wait_until(pilot, lambda: bool(done(seen)), "chaos")
+        await wait_until(lambda: bool(done(seen)), "chaos", pause=pilot.pause)
         assert list(server.chaos) == ["backend-v1-1"]
 
 
@@ -121,16 +116,16 @@ async def test_f_switches_a_fault_at_runtime_on_every_sidecar(
         await started(pilot, app, source)
         view = sample_view(0)
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "view")
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
         app.dashboard.routes.focus()
         await pilot.press("f")
-        await wait_until(pilot, lambda: len(done(seen)) == 1, "fault on")
+        await wait_until(lambda: len(done(seen)) == 1, "fault on", pause=pilot.pause)
         key = "fault.http.backend.items.abort"
         expected = {f"{key}.abort_percent": "50", f"{key}.http_status": "503"}
         assert server.runtime == dict.fromkeys(session.control.pods, expected)
         assert done(seen)[0].text.startswith("fault on: backend/items aborts 50%")
         await pilot.press("f")
-        await wait_until(pilot, lambda: len(done(seen)) == 2, "fault off")
+        await wait_until(lambda: len(done(seen)) == 2, "fault off", pause=pilot.pause)
         assert server.runtime == {pod: {} for pod in session.control.pods}
 
 
@@ -143,9 +138,9 @@ async def test_f_with_a_wrong_token_says_why(
     async with app.run_test(message_hook=seen.append) as pilot:
         await started(pilot, app, source)
         source.emit(sample_view(0))
-        await wait_until(pilot, lambda: app.view is not None, "view")
+        await wait_until(lambda: app.view is not None, "view", pause=pilot.pause)
         await pilot.press("f")
-        await wait_until(pilot, lambda: bool(done(seen)), "result")
+        await wait_until(lambda: bool(done(seen)), "result", pause=pilot.pause)
         result = done(seen)[0]
         assert not result.ok
         assert "403" in result.text
@@ -161,10 +156,10 @@ async def test_w_shifts_the_canary_weight_through_the_control_plane(
         await started(pilot, app, source)
         view = sample_view(0)
         source.emit(view)
-        await wait_until(pilot, lambda: app.view is view, "view")
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
         app.dashboard.routes.focus()  # the cursor is on backend/items, a 90/10 split
         await pilot.press("w")
-        await wait_until(pilot, lambda: bool(done(seen)), "canary")
+        await wait_until(lambda: bool(done(seen)), "canary", pause=pilot.pause)
         assert done(seen)[0].ok, done(seen)[0].text
         assert "backend/items: backend.v1 70 / backend.v2 30" in done(seen)[0].text
         assert session.control.version == 2

@@ -12,7 +12,8 @@ from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.testing.sample_views import sample_view
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.tables.keyed import KeyedTable
-from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, wait_until
+from tests.support import wait_until
+from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started
 
 Painted = list[list[tuple[str, str, object]]]
 
@@ -53,7 +54,7 @@ async def test_fast_rows_paint_what_datatable_paints(
             for tick in ticks:
                 view = sample_view(tick)
                 source.emit(view)
-                await wait_until(pilot, partial(_showing, app, view), f"view {tick}")
+                await wait_until(partial(_showing, app, view), f"view {tick}", pause=pilot.pause)
                 await pilot.pause()
             for table in (d.routes, d.clusters, d.hosts):
                 table.move_cursor(row=len(ticks) % 3)

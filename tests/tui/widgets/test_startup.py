@@ -11,7 +11,8 @@ from textual.widgets import ProgressBar, RichLog, Static
 from meshdev.tui.messages import StartupFailed, StartupFinished, StartupLine, TornDown
 from meshdev.tui.screens.dashboard import DashboardScreen
 from meshdev.tui.widgets.startup import StartupScreen
-from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, up, wait_until
+from tests.support import wait_until
+from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, up
 
 
 async def test_startup_shows_progress_then_the_dashboard(
@@ -22,10 +23,12 @@ async def test_startup_shows_progress_then_the_dashboard(
     seen: list[Message] = []
     app = make_app(source, session)
     async with app.run_test(message_hook=seen.append) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, StartupScreen), "start-up screen")
+        await wait_until(
+            lambda: isinstance(app.screen, StartupScreen), "start-up screen", pause=pilot.pause
+        )
         startup = app.screen
         assert isinstance(startup, StartupScreen)
-        await wait_until(pilot, lambda: len(startup.ready) == 5, "every pod ready")
+        await wait_until(lambda: len(startup.ready) == 5, "every pod ready", pause=pilot.pause)
         # Every pod's "ready" line advanced the bar to the full count.
         assert startup.ready == list(session.control.pods)
         bar = startup.query_one("#pods-bar", ProgressBar)
@@ -51,7 +54,9 @@ async def test_a_failed_start_shows_its_cause_and_the_way_out(
     seen: list[Message] = []
     app = make_app(source, session)
     async with app.run_test(message_hook=seen.append) as pilot:
-        await wait_until(pilot, lambda: any(isinstance(m, StartupFailed) for m in seen), "fail")
+        await wait_until(
+            lambda: any(isinstance(m, StartupFailed) for m in seen), "fail", pause=pilot.pause
+        )
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, StartupScreen)
@@ -74,7 +79,7 @@ async def test_quit_tears_the_mesh_down(session: FakeSession, source: FakeSource
     async with app.run_test(message_hook=seen.append) as pilot:
         await started(pilot, app, source)
         await pilot.press("q")
-        await wait_until(pilot, lambda: up(app).torn_down, "tear-down")
+        await wait_until(lambda: up(app).torn_down, "tear-down", pause=pilot.pause)
     assert session.stopped == 1
     done = [m for m in seen if isinstance(m, TornDown)]
     assert done and "removed 5" in done[0].text
@@ -89,7 +94,7 @@ async def test_quit_with_keep_leaves_the_mesh_running(
     async with app.run_test(message_hook=seen.append) as pilot:
         await started(pilot, app, source)
         await pilot.press("q")
-        await wait_until(pilot, lambda: up(app).torn_down, "quit")
+        await wait_until(lambda: up(app).torn_down, "quit", pause=pilot.pause)
     assert session.stopped == 0
     assert any(isinstance(m, TornDown) and "--keep" in m.text for m in seen)
 
@@ -100,9 +105,13 @@ async def test_quit_during_a_failed_start_still_cleans_up(
     session.fail = "no Docker engine answers"
     app = make_app(source, session)
     async with app.run_test() as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, StartupScreen), "start-up")
-        await wait_until(pilot, lambda: app.screen.query_one("#startup-error").display, "error")
+        await wait_until(
+            lambda: isinstance(app.screen, StartupScreen), "start-up", pause=pilot.pause
+        )
+        await wait_until(
+            lambda: app.screen.query_one("#startup-error").display, "error", pause=pilot.pause
+        )
         await pilot.press("q")
-        await wait_until(pilot, lambda: up(app).torn_down, "tear-down")
+        await wait_until(lambda: up(app).torn_down, "tear-down", pause=pilot.pause)
     assert session.stopped == 1
     assert app.return_code == 1
