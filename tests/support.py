@@ -19,6 +19,10 @@ from typing import TypeVar, overload
 # The checkout: tests/support.py sits one level below it.
 ROOT = Path(__file__).resolve().parents[1]
 
+# The unit tests' own mesh, so that editing examples/flask-app/mesh.yaml breaks no unit test;
+# its header lists the tests that assert on it.
+DEMO_MESH = ROOT / "tests" / "fixtures" / "demo" / "mesh.yaml"
+
 # meshdev's console script, from the environment running the tests.
 MESHDEV = str(Path(sys.executable).with_name("meshdev"))
 

@@ -8,9 +8,9 @@ import yaml
 from meshdev import plan
 from meshdev.common import sidecar_config as sc
 from meshdev.config import load_mesh, parse_mesh
-from tests.support import ROOT
+from tests.support import DEMO_MESH, ROOT
 
-MESH = load_mesh(ROOT / "examples" / "flask-app" / "mesh.yaml")
+MESH = load_mesh(DEMO_MESH)
 DEFAULTS = yaml.safe_load((ROOT / "templates" / "sidecar.yaml").read_text())
 
 
@@ -27,7 +27,7 @@ def pairs(
     return list(zip(specs, placed, strict=True))
 
 
-def test_pods_of_the_example() -> None:
+def test_pods_of_the_demo_mesh() -> None:
     specs = plan.pods(MESH)
     assert [(p.name, p.service, p.subset) for p in specs] == [
         ("ingress", "", None),
@@ -133,7 +133,7 @@ def test_hash_ignores_version_but_not_content() -> None:
     a = plan.render(MESH, specs[1], placed[1], pairs(specs, placed), version=1, defaults=DEFAULTS)
     b = plan.render(MESH, specs[1], placed[1], pairs(specs, placed), version=2, defaults=DEFAULTS)
     assert a.content_hash() == b.content_hash()
-    text = (ROOT / "examples" / "flask-app" / "mesh.yaml").read_text()
+    text = DEMO_MESH.read_text()
     changed = parse_mesh(
         text.replace("backend.v1: 90, backend.v2: 10", "backend.v1: 50, backend.v2: 50").encode(),
         "m",

@@ -10,9 +10,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from tests.support import MESHDEV, ROOT
-
-EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"
+from tests.support import DEMO_MESH, MESHDEV
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -22,8 +20,8 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_validate_example() -> None:
-    res = run("validate", str(EXAMPLE))
+def test_validate_a_good_mesh() -> None:
+    res = run("validate", str(DEMO_MESH))
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "OK: 2 services, 5 pods, 4 routes"
 
@@ -70,10 +68,10 @@ def test_validate_json(tmp_path: Path) -> None:
             "message": "must be at least 1",
         }
     ]
-    ok = json.loads(run("validate", "--json", str(EXAMPLE)).stdout)
+    ok = json.loads(run("validate", "--json", str(DEMO_MESH)).stdout)
     assert ok == {
         "ok": True,
-        "file": str(EXAMPLE),
+        "file": str(DEMO_MESH),
         "name": "demo",
         "services": 2,
         "pods": 5,
@@ -85,7 +83,7 @@ def test_validate_opens_no_socket_and_needs_no_docker(tmp_path: Path) -> None:
     # With no route to any engine and a poisoned DOCKER_HOST, validation still works.
     env = {**os.environ, "DOCKER_HOST": "tcp://192.0.2.1:1", "http_proxy": "http://192.0.2.1:1"}
     res = subprocess.run(
-        [MESHDEV, "validate", str(EXAMPLE)],
+        [MESHDEV, "validate", str(DEMO_MESH)],
         capture_output=True,
         text=True,
         env=env,
@@ -101,12 +99,12 @@ def test_schema_accepts_what_the_loader_accepts() -> None:
     assert schema["$schema"].endswith("2020-12/schema")
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
-    example = yaml.safe_load(EXAMPLE.read_text())
-    assert list(validator.iter_errors(example)) == []
+    good = yaml.safe_load(DEMO_MESH.read_text())
+    assert list(validator.iter_errors(good)) == []
     # A typo, a bad duration and a bad enum value are caught by editors too.
-    broken = {**example, "polices": {}}
+    broken = {**good, "polices": {}}
     assert any("polices" in e.message for e in validator.iter_errors(broken))
-    broken = json.loads(json.dumps(example))
+    broken = json.loads(json.dumps(good))
     broken["routes"]["backend"][1]["timeout"] = "2 seconds"
     assert list(validator.iter_errors(broken))
     broken["routes"]["backend"][1]["timeout"] = "2s"

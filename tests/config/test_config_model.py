@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from meshdev.config import load_mesh, parse_mesh
+from meshdev.config import parse_mesh
 from meshdev.config.durations import format_duration, parse_duration
-from tests.support import ROOT
-
-EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"
 
 FULL = b"""\
 name: full
@@ -198,22 +195,3 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(bad: str) -> None:
     with pytest.raises(ValueError, match="expected a duration like 250ms or 2s"):
         parse_duration(bad)
-
-
-def test_example_shows_every_feature() -> None:
-    mesh = load_mesh(EXAMPLE)
-    backend = mesh.services["backend"]
-    assert set(backend.versions) == {"v1", "v2"}
-    assert all(s.command for s in mesh.services.values())
-    assert mesh.ingress is not None
-    routes = mesh.routes["backend"]
-    assert any(isinstance(r.to, type(backend.env)) for r in routes)  # a weighted split
-    assert any(r.match.headers for r in routes)
-    assert any(r.retries for r in routes)
-    assert any(r.fault and r.fault.abort and r.fault.delay for r in routes)
-    assert any(r.rate_limit for r in routes)
-    assert any(r.timeout != 15.0 for r in routes)
-    pol = mesh.policies["backend"]
-    assert pol.outlier_detection is not None
-    assert pol.circuit_breaker.max_pending_requests < 1024
-    assert pol.lb != "round_robin"

@@ -22,9 +22,8 @@ from meshdev.runtime.base import (
     StartedPod,
 )
 from tests.runtime.rawhttp import raw_server
-from tests.support import ROOT, free_port
+from tests.support import DEMO_MESH, free_port
 
-EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
 GARBAGE = b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"
 
@@ -71,8 +70,8 @@ class PodsElsewhere:
 
 
 def running(admin_url: str, *, drain_timeout: float = 5.0) -> tuple[ControlPlane, Mesh]:
-    """A control plane at v1 of the example mesh, every sidecar's admin API at admin_url."""
-    mesh = load_mesh(EXAMPLE)
+    """A control plane at v1 of the demo mesh, every sidecar's admin API at admin_url."""
+    mesh = load_mesh(DEMO_MESH)
     control = ControlPlane(PodsElsewhere(), "token", drain_timeout=drain_timeout)
     control.mesh, control.version = mesh, 1
     for spec in plan.pods(mesh):

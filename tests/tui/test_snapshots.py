@@ -33,6 +33,8 @@ class SnapCompare(Protocol):
 def _app(*, fail: str | None = None) -> tuple[MeshdevApp, FakeSession, FakeSource]:
     server = PodsServer(url="http://127.0.0.1:8000")
     session = FakeSession(server, fail=fail)
+    # Only the header's label: the mesh is FakeSession's fixture (tests/fixtures/demo), shown
+    # under the path a user types, the same on every machine.
     session.mesh_file = Path("examples/flask-app/mesh.yaml")
     session.runtime.states = [
         PodState(p.name, p.service, p.subset, "running", "127.0.99.2", "")

@@ -25,9 +25,8 @@ from meshdev.tui.app import MeshdevApp
 from meshdev.tui.controllers import UpController
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import OnView
-from tests.support import ROOT, wait_until
+from tests.support import DEMO_MESH, wait_until
 
-EXAMPLE = ROOT / "examples" / "flask-app" / "mesh.yaml"
 TOKEN = "test-token"
 
 
@@ -179,7 +178,7 @@ class FakeSession:
     point at `server`, `follow_file` plays what the test puts in `saves`."""
 
     def __init__(
-        self, server: PodsServer, *, fail: str | None = None, mesh_file: Path = EXAMPLE
+        self, server: PodsServer, *, fail: str | None = None, mesh_file: Path = DEMO_MESH
     ) -> None:
         self.mesh = load_mesh(mesh_file)
         self.mesh_file = mesh_file

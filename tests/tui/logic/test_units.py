@@ -24,12 +24,12 @@ from meshdev.tui.screens.route_detail import detail_text, histogram_lines
 from meshdev.tui.tables.keyed import as_cell
 from meshdev.tui.widgets.header import HeaderFacts, header_text
 from meshdev.tui.widgets.logs_view import compile_filter, render_line
-from tests.tui.tuifakes import EXAMPLE
+from tests.support import DEMO_MESH
 
 
 @pytest.fixture(scope="module")
 def mesh() -> Mesh:
-    return load_mesh(EXAMPLE)
+    return load_mesh(DEMO_MESH)
 
 
 @pytest.mark.parametrize(
