@@ -35,6 +35,14 @@ Interface (the request pipeline builds on exactly this):
   the client's socket buffer is full. ``end()`` finishes the response; ``abort()`` resets the
   connection (e.g. the upstream died mid-body). Header names and values must be latin-1 and
   free of CR/LF (values taken from parsed messages are). ``started`` / ``ended`` tell the state.
+- Upgrades: a request with ``Connection: upgrade`` and ``Upgrade: websocket`` gets
+  ``Request.upgrade == "websocket"``, and HTTP parsing stops after its head: what the client
+  sends next belongs to the upgraded stream (held, with flow control, until the answer).
+  ``ResponseWriter.switch_protocols(headers)`` answers ``101`` and hands over the connection's
+  raw byte stream as a ``RawEnd``, which ``Splice(a, b, idle_timeout)`` joins to another
+  (see ``raw``); any other answer closes the connection after it (as Envoy does). Other
+  upgrade protocols (h2c, ...) are not upgraded: the request and the connection go on as
+  ordinary ones. CONNECT is answered, then the connection closes.
 - A handler that raises before ``start`` gets a 500; after ``start`` the connection is reset.
   When the client goes away (a FIN counts, as in Envoy) before the response ended, the
   handler is cancelled (as Envoy resets the upstream stream): it sees ``CancelledError`` and
@@ -56,7 +64,8 @@ of a reset. Timers are one sweep per server, not one timer per request.
 This package is the engine's public face; its modules, each importing only those listed
 before it: ``wire`` (header names, status lines, canned answers, shared with the upstream
 client), ``flowbuffer`` (the flow-controlled buffer under the request body and the upstream
-response body), ``body`` (the request body), ``request``, ``writer`` (one response),
+response body), ``raw`` (an upgraded connection's byte stream and the splice of two, shared
+with the upstream client), ``body`` (the request body), ``request``, ``writer`` (one response),
 ``connection`` (one client connection: parsing, the worker running its requests, flow control,
 timers, closing) and ``server``. A lower module that needs something of a higher one says what
 in a small ``typing.Protocol`` (``body.BodyOwner``, ``writer.WriterOwner``,
@@ -66,6 +75,7 @@ in a small ``typing.Protocol`` (``body.BodyOwner``, ``writer.WriterOwner``,
 from meshdev.sidecar.http.body import EMPTY_BODY, BodyError, BodyStream
 from meshdev.sidecar.http.connection import LINGER, PIPELINE_DEPTH, Handler
 from meshdev.sidecar.http.flowbuffer import HIGH_WATER, LOW_WATER
+from meshdev.sidecar.http.raw import RawEnd, Splice
 from meshdev.sidecar.http.request import Request
 from meshdev.sidecar.http.server import HttpServer, set_limits, start_server
 from meshdev.sidecar.http.wire import header_name, status_line
@@ -81,8 +91,10 @@ __all__ = [
     "BodyStream",
     "Handler",
     "HttpServer",
+    "RawEnd",
     "Request",
     "ResponseWriter",
+    "Splice",
     "header_name",
     "set_limits",
     "start_server",

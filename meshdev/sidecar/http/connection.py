@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 import httptools
 
 from meshdev.sidecar.http.body import EMPTY_BODY, BodyError, BodyStream
-from meshdev.sidecar.http.flowbuffer import LOW_WATER
+from meshdev.sidecar.http.flowbuffer import HIGH_WATER, LOW_WATER
+from meshdev.sidecar.http.raw import RawEnd
 from meshdev.sidecar.http.request import Request, split_target
 from meshdev.sidecar.http.wire import ERRORS, METHODS, error_response, header_name
 from meshdev.sidecar.http.writer import ResponseWriter, send_plain
@@ -94,6 +95,7 @@ class ClientConnection(asyncio.Protocol):
         "_task",
         "_te",
         "_transport",
+        "_upgrade_buf",
         "_url",
         "_wakeup",
         "_wpaused",
@@ -132,6 +134,8 @@ class ClientConnection(asyncio.Protocol):
         self._wpaused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_since = 0.0
+        # While an upgrade request waits for its answer: the bytes after its head.
+        self._upgrade_buf: bytearray | None = None
 
     # -- transport events -------------------------------------------------------------------
 
@@ -146,18 +150,21 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._ignore:
+            buf = self._upgrade_buf
+            if buf is not None:
+                # A WebSocket client waiting for its 101 should send nothing; what it does
+                # send is the upgraded stream's, held (with flow control) until the answer.
+                buf += data
+                if len(buf) > HIGH_WATER and not self._rpaused:
+                    self._pause_reading()
             return
         was_in_head = self._in_head
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrades (WebSocket, CONNECT) are not proxied: answer the request, then close.
-            self._ignore = True
-            last = self._queue[-1][0] if self._queue else None
-            if last is None and self._active is not None:
-                last = self._active._req
-            if last is not None:
-                last.keep_alive = False
+        except httptools.HttpParserUpgrade as exc:
+            # llhttp stops after the head of a request that may switch protocols; what
+            # follows it in this read begins at the offset it gives.
+            self._upgrade(data[exc.args[0] :])
             return
         except httptools.HttpParserCallbackError as exc:
             ctx = exc.__context__
@@ -309,6 +316,65 @@ class ClientConnection(asyncio.Protocol):
             self._pbody = None
             body._finish()
 
+    # -- upgrades: the request that may switch protocols, and the switch ------------------
+
+    def _upgrade(self, rest: bytes) -> None:
+        """llhttp stopped after the head of a CONNECT or an upgrade request (`Connection:
+        upgrade` with `Upgrade`); `rest` is what followed it in the same read.
+
+        A WebSocket upgrade (Istio enables it on every HTTP route) stops HTTP parsing here:
+        later bytes belong to the upgraded stream if the answer is a 101, and a different
+        answer closes the connection after it (as Envoy does). Any other protocol (h2c, ...)
+        is not upgraded: the request goes on as an ordinary one (the proxy strips its upgrade
+        headers as hop-by-hop), and so does the connection. CONNECT is not proxied: it is
+        answered, then the connection closes."""
+        queue = self._queue
+        if not queue:
+            # Not reached: the request was queued by on_headers_complete in this very read.
+            self._protocol_error(400)
+            return
+        req = queue[-1][0]
+        upgrade = req.header("upgrade")
+        if req.method != "CONNECT" and upgrade is not None and upgrade.lower() == "websocket":
+            req.upgrade = "websocket"
+            req.keep_alive = False
+            self._ignore = True
+            self._upgrade_buf = bytearray()
+            if rest:
+                self.data_received(rest)
+            return
+        if req.method == "CONNECT":
+            self._ignore = True
+            req.keep_alive = False
+            return
+        body = req.body
+        if body.has_body:
+            # llhttp skipped the body (httptools asks it to for any upgrade) and ended the
+            # message: reopen the body and let a fresh parser read it, then what follows.
+            body._done = False
+            self._pbody = body
+            self._parser = httptools.HttpRequestParser(_BodyAfterUpgrade(self))
+            chunked = req.header("transfer-encoding") is not None
+            framing = "transfer-encoding: chunked" if chunked else f"content-length: {body.length}"
+            self._parser.feed_data(f"PUT / HTTP/1.1\r\n{framing}\r\n\r\n".encode("latin-1"))
+        if rest:
+            self.data_received(rest)
+
+    def _switch(self, head: bytes) -> RawEnd:
+        """Send the 101's `head` and hand the connection's raw byte stream over (reading
+        paused until it is spliced; see ``raw``). Its connection_lost reaches this connection
+        still, which ends its accounting as for any connection."""
+        transport = self._transport
+        transport.write(head)
+        early = bytes(self._upgrade_buf or b"")
+        self._upgrade_buf = None
+        if not self._rpaused:
+            self._rpaused = True
+            transport.pause_reading()
+        end = RawEnd(transport, early, self.connection_lost)
+        transport.set_protocol(end)
+        return end
+
     # -- the worker: requests answered in order ---------------------------------------------
 
     async def _worker(self) -> None:
@@ -425,6 +491,9 @@ class ClientConnection(asyncio.Protocol):
         body = self._pbody
         if body is not None and body._size >= LOW_WATER:
             return
+        buf = self._upgrade_buf
+        if buf is not None and len(buf) >= LOW_WATER:
+            return
         if len(self._queue) >= PIPELINE_DEPTH:
             return
         self._rpaused = False
@@ -463,6 +532,8 @@ class ClientConnection(asyncio.Protocol):
         if self._closed or self._linger_since:
             return
         self._ignore = True
+        # An upgrade that got no 101: its held bytes are discarded with the rest.
+        self._upgrade_buf = None
         self._linger_since = self._loop.time()
         transport = self._transport
         if transport.can_write_eof():
@@ -482,3 +553,47 @@ class ClientConnection(asyncio.Protocol):
     def _close_idle(self) -> None:
         if self._active is None and not self._queue and not self._in_head and self._pbody is None:
             self._transport.close()
+
+
+class _BodyAfterUpgrade:
+    """The parser callbacks for the body of a request llhttp treated as an upgrade that was
+    not made (see ``ClientConnection._upgrade``): a stand-in head (fed first, giving the
+    body's framing) is skipped, the body and its trailers go to the request, and every later
+    message is the connection's, as before."""
+
+    __slots__ = ("_conn", "_state")
+
+    # _state: in the stand-in head, in the body, then passing everything on.
+    _HEAD: Final = 0
+    _BODY: Final = 1
+    _PASS: Final = 2
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+        self._state = self._HEAD
+
+    def on_message_begin(self) -> None:
+        if self._state == self._PASS:
+            self._conn.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if self._state == self._PASS:
+            self._conn.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # In the body: its trailers, which the connection counts and drops as such.
+        if self._state != self._HEAD:
+            self._conn.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._state == self._HEAD:
+            self._state = self._BODY
+        else:
+            self._conn.on_headers_complete()
+
+    def on_body(self, data: bytes) -> None:
+        self._conn.on_body(data)
+
+    def on_message_complete(self) -> None:
+        self._state = self._PASS
+        self._conn.on_message_complete()

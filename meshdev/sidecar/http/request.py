@@ -22,6 +22,9 @@ class Request:
     client: tuple[str, int]
     received_at: float
     version: str = "1.1"
+    # The protocol an upgrade request asks for and will get if its answer is a 101 (only
+    # "websocket", Istio's one upgrade type); None for every other request.
+    upgrade: str | None = None
 
     @property
     def origin_form(self) -> str:

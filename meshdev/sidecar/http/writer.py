@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from meshdev.sidecar.http.wire import JOIN_MAX, LAST_CHUNK, STATUS_LINES, status_line
 
 if TYPE_CHECKING:
+    from meshdev.sidecar.http.raw import RawEnd
     from meshdev.sidecar.http.request import Request
 
 # One logger for the whole engine, named after its public package.
@@ -41,6 +42,8 @@ class WriterOwner(Protocol):
     async def _drain(self) -> None: ...
     def _response_done(self, writer: ResponseWriter) -> None: ...
     def _abort(self) -> None: ...
+    # Send a 101's head and hand over the raw byte stream (see `switch_protocols`).
+    def _switch(self, head: bytes) -> RawEnd: ...
 
 
 class ResponseWriter:
@@ -216,6 +219,34 @@ class ResponseWriter:
         self.ended = True
         self._conn._abort()
         self._conn._response_done(self)
+
+    async def switch_protocols(self, headers: list[tuple[str, str]]) -> RawEnd:
+        """Answer ``101 Switching Protocols`` to an upgrade request (``Request.upgrade``) and
+        hand over the connection's raw byte stream, as a ``RawEnd`` whose reading is paused
+        until it is spliced (see ``raw``).
+
+        `headers` go out as given, with ``connection: upgrade`` (any ``connection``,
+        ``transfer-encoding`` or ``content-length`` passed is dropped; the caller gives the
+        ``upgrade`` header). The response is then ended: the connection leaves HTTP for good,
+        and closes when the stream ends. Never waits. Raises ``RuntimeError`` when started or
+        for a request that is no upgrade, ``ConnectionResetError`` when the client has gone."""
+        if self.started:
+            raise RuntimeError("response already started")
+        if self._req.upgrade is None:
+            raise RuntimeError("switch_protocols() on a request that is no upgrade")
+        conn = self._conn
+        if conn._closed:
+            raise ConnectionResetError("client connection closed")
+        parts = [STATUS_LINES[101]]
+        for name, value in headers:
+            if name in {"transfer-encoding", "connection", "content-length"}:
+                continue
+            parts += (name, ": ", value, "\r\n")
+        parts.append("connection: upgrade\r\n\r\n")
+        head = "".join(parts).encode("latin-1")
+        self.started = True
+        self.ended = True
+        return conn._switch(head)
 
 
 async def send_plain(writer: ResponseWriter, status: int, text: bytes) -> None:

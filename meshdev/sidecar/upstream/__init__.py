@@ -31,6 +31,13 @@ Interface (the request pipeline builds on exactly this):
   closes the connection and restores every count; a caller cancelled elsewhere while relaying
   a response (say, writing to a slow client) must ``close()`` it. ``close()`` closes idle
   connections; connections in use close when released.
+- ``await upgrade(method, target, headers, *, connect_timeout)`` sends an upgrade request (its
+  ``upgrade`` header among ``headers``; ``connection: upgrade`` is ours) on a connection of its
+  own, never an idle one. A ``101`` answer is an ``UpgradedResponse`` whose ``tunnel`` is the
+  connection's raw byte stream (a ``sidecar.http.RawEnd``, reading paused until spliced); the
+  connection counts against the budget until that stream closes. Any other answer is an
+  ordinary response, after which the connection closes: it never returns to the pool. A 101
+  to a request that asked for no upgrade resets the connection (``UpstreamReset``).
 - Errors: ``ConnectFailure`` (refused, unreachable, or ``connect_timeout`` exceeded);
   ``UpstreamReset`` (the connection closed or reset before a complete response head; iterating
   the body raises it too when the connection dies mid-body); ``PendingOverflow``.
@@ -46,12 +53,13 @@ Interface (the request pipeline builds on exactly this):
 
 This package is the client's public face; its modules, each importing only those listed
 before it: ``errors``, ``request`` (encoding), ``budget``, ``response`` (on
-``sidecar.http.flowbuffer``, shared with the server's request body), ``connection`` (one
-connection) and ``pool``. A lower module that needs something of a higher one says what in a
-small ``typing.Protocol`` (``budget.WaitingPool``, ``response.ResponseSource``,
-``connection.PoolSide``) rather than importing it. ``STALE_AFTER`` is read where it is used,
-in ``pool``: change it there. The cluster side kept in this package (``balancer``,
-``breaker``, ``outlier``, ``host``, ``cluster``) is not part of this interface.
+``sidecar.http.flowbuffer``, shared with the server's request body, and ``sidecar.http.raw``
+for an upgraded one's stream), ``connection`` (one connection) and ``pool``. A lower module
+that needs something of a higher one says what in a small ``typing.Protocol``
+(``budget.WaitingPool``, ``response.ResponseSource``, ``connection.PoolSide``) rather than
+importing it. ``STALE_AFTER`` is read where it is used, in ``pool``: change it there. The
+cluster side kept in this package (``balancer``, ``breaker``, ``outlier``, ``host``,
+``cluster``) is not part of this interface.
 """
 
 from meshdev.sidecar.http.flowbuffer import HIGH_WATER, LOW_WATER
@@ -63,7 +71,7 @@ from meshdev.sidecar.upstream.errors import (
     UpstreamReset,
 )
 from meshdev.sidecar.upstream.pool import STALE_AFTER, UpstreamPool
-from meshdev.sidecar.upstream.response import UpstreamResponse
+from meshdev.sidecar.upstream.response import UpgradedResponse, UpstreamResponse
 
 __all__ = [
     "HIGH_WATER",
@@ -73,6 +81,7 @@ __all__ = [
     "ConnectionBudget",
     "PendingOverflow",
     "ResponseTooLarge",
+    "UpgradedResponse",
     "UpstreamPool",
     "UpstreamReset",
     "UpstreamResponse",

@@ -13,9 +13,10 @@ from typing import Any, Protocol, cast
 
 import httptools
 
+from meshdev.sidecar.http.raw import RawEnd
 from meshdev.sidecar.http.wire import JOIN_MAX, LAST_CHUNK, header_name
 from meshdev.sidecar.upstream.errors import UpstreamReset
-from meshdev.sidecar.upstream.response import UpstreamResponse
+from meshdev.sidecar.upstream.response import UpgradedResponse, UpstreamResponse
 
 
 class PoolSide(Protocol):
@@ -38,6 +39,7 @@ class _UpstreamConn(asyncio.Protocol):
         "_pump",
         "_sent_all",
         "_skip",
+        "_upgrade",
         "_waiter",
         "closed",
         "idle_since",
@@ -67,6 +69,9 @@ class _UpstreamConn(asyncio.Protocol):
         self._skip = False
         self._sent_all = True
         self._pump: asyncio.Task[None] | None = None
+        # Its exchange is an upgrade request (UpstreamPool.upgrade): a 101 switches it to a
+        # raw stream, any other answer closes it after; it never goes back to the pool.
+        self._upgrade = False
 
     # -- the exchange -----------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class _UpstreamConn(asyncio.Protocol):
         self.resp = None
         if resp is not None:
             resp._finish(None)
-        if reusable and self._sent_all and not self.closed:
+        if reusable and self._sent_all and not self.closed and not self._upgrade:
             self.pool._release(self)
         else:
             self._discard(graceful=True)
@@ -185,6 +190,36 @@ class _UpstreamConn(asyncio.Protocol):
             self._discard()
             if waiter is not None and not waiter.done():
                 waiter.set_exception(UpstreamReset(f"malformed upstream response: {exc}"))
+        except httptools.HttpParserUpgrade as exc:
+            # llhttp stops after a 101's head; what follows it in this read starts there.
+            self._switched(data[exc.args[0] :])
+
+    def _switched(self, rest: bytes) -> None:
+        """The upstream answered 101: the connection leaves HTTP. Its transport is handed to
+        a ``RawEnd`` (reading paused until it is spliced), which the response carries."""
+        resp = self.resp
+        self.resp = None
+        if not isinstance(resp, UpgradedResponse):
+            # A 101 to a request that asked for no upgrade: nothing can be made of the rest.
+            waiter = self._waiter
+            self._discard()
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(UpstreamReset("upstream switched protocols unasked"))
+            return
+        transport = self.transport
+        self.rpaused = True
+        transport.pause_reading()
+        end = RawEnd(transport, rest, self._tunnel_lost)
+        transport.set_protocol(end)
+        resp.tunnel = end
+        # No body: the response is complete, and its request no longer in flight.
+        resp._finish(None)
+
+    def _tunnel_lost(self, exc: Exception | None) -> None:
+        """The switched connection closed: its budget goes back as for any connection."""
+        if not self.closed:
+            self.closed = True
+            self.pool._lost(self)
 
     def eof_received(self) -> bool:
         return False
@@ -224,11 +259,18 @@ class _UpstreamConn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status: int = self.parser.get_status_code()
-        if status < 200 and status != 101:
-            # 100 Continue and friends: the real response follows.
+        if status < 200:
+            if status != 101 or not self._upgrade:
+                # 100 Continue and friends: the real response follows. (A 101 nobody asked
+                # for makes llhttp stop after it: data_received resets the connection.)
+                self._skip = True
+                return
+            # The switch happens as llhttp stops after this head (data_received); skipping
+            # its message end keeps `_done` from ending the exchange as an HTTP one.
             self._skip = True
-            return
-        resp = UpstreamResponse(status, self._headers, self)
+            resp: UpstreamResponse = UpgradedResponse(status, self._headers, self)
+        else:
+            resp = UpstreamResponse(status, self._headers, self)
         self.resp = resp
         waiter = self._waiter
         self._waiter = None

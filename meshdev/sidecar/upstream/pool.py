@@ -9,8 +9,9 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from meshdev.sidecar.upstream.connection import _UpstreamConn
-from meshdev.sidecar.upstream.errors import ConnectFailure, PendingOverflow
+from meshdev.sidecar.upstream.errors import ConnectFailure, PendingOverflow, UpstreamReset
 from meshdev.sidecar.upstream.request import encode_request
+from meshdev.sidecar.upstream.response import UpgradedResponse
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -118,6 +119,51 @@ class UpstreamPool:
             self.rq_active -= 1
             raise
         # From here the response owns the rq_active count.
+        if resp._done:
+            self.rq_active -= 1
+        else:
+            resp._open = True
+        return resp
+
+    async def upgrade(
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        *,
+        connect_timeout: float,
+    ) -> UpstreamResponse:
+        """Send an upgrade request (its ``upgrade`` header among `headers`; we add
+        ``connection: upgrade``) without a body, on a connection of its own; returns its
+        response once the head has arrived.
+
+        A ``101`` comes as an ``UpgradedResponse`` whose ``tunnel`` is the connection's raw
+        byte stream: the connection stays counted against the cluster's budget until that
+        stream closes. Any other answer is an ordinary response, after which the connection
+        closes. Either way the connection never goes back to the pool, and none is taken from
+        it: the connection is new, or one handed over by a finishing request while this one
+        waited as pending. Raises as ``request`` does, and ``UpstreamReset`` for a 101 that
+        cannot be switched (no ``upgrade`` header)."""
+        head = encode_request(method, target, headers, None, self.authority, upgrade=True)[0]
+        self.rq_active += 1
+        self.rq_total += 1
+        try:
+            conn = await self._acquire(connect_timeout)
+            conn._upgrade = True
+            waiter = conn.send(head, None, None, False, False)
+            try:
+                resp = await waiter
+            except asyncio.CancelledError:
+                conn._discard()
+                raise
+            finally:
+                if conn._waiter is waiter:
+                    conn._waiter = None
+            if isinstance(resp, UpgradedResponse) and resp.tunnel is None:
+                raise UpstreamReset(f"{self.authority}: malformed 101 Switching Protocols")
+        except BaseException:
+            self.rq_active -= 1
+            raise
         if resp._done:
             self.rq_active -= 1
         else:

@@ -16,9 +16,12 @@ def encode_request(
     headers: list[tuple[str, str]],
     body: bytes | AsyncIterator[bytes] | None,
     authority: str,
+    upgrade: bool = False,
 ) -> tuple[bytes, bytes | bytearray | memoryview | None, AsyncIterator[bytes] | None, bool]:
     """The request head with our framing, and how the body goes: (head, payload, stream,
-    chunked). Done before a connection is taken, so a bad header costs no connection."""
+    chunked). Done before a connection is taken, so a bad header costs no connection.
+    `upgrade`: the request asks to switch protocols (its ``upgrade`` header is among
+    `headers`), so it carries ``connection: upgrade``."""
     parts = [f"{method} {target} HTTP/1.1\r\n"]
     has_host = False
     length: str | None = None
@@ -33,6 +36,8 @@ def encode_request(
         parts += (name, ": ", value, "\r\n")
     if not has_host:
         parts.append(f"host: {authority}\r\n")
+    if upgrade:
+        parts.append("connection: upgrade\r\n")
     stream: AsyncIterator[bytes] | None = None
     payload: bytes | bytearray | memoryview | None = None
     chunked = False

@@ -11,6 +11,7 @@ from collections import deque
 from typing import Protocol
 
 from meshdev.sidecar.http.flowbuffer import LOW_WATER, FlowBuffer
+from meshdev.sidecar.http.raw import RawEnd
 from meshdev.sidecar.upstream.errors import ResponseTooLarge, UpstreamReset
 
 
@@ -176,3 +177,18 @@ class UpstreamResponse(FlowBuffer):
 
     def __repr__(self) -> str:
         return f"<UpstreamResponse {self.status} complete={self.complete}>"
+
+
+class UpgradedResponse(UpstreamResponse):
+    """The ``101 Switching Protocols`` answer to an upgrade request (``UpstreamPool.upgrade``).
+
+    It has no body; ``tunnel`` is the connection's raw byte stream from here on (its reading
+    paused until spliced, see ``sidecar.http.raw``), or None when the switch failed (the
+    upstream's 101 was malformed): then the connection is gone. A subclass, so that ordinary
+    responses carry no slot for it."""
+
+    __slots__ = ("tunnel",)
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], conn: ResponseSource) -> None:
+        super().__init__(status, headers, conn)
+        self.tunnel: RawEnd | None = None
