@@ -127,6 +127,7 @@ class SidecarClient:
 
     @property
     def interval(self) -> float:
+        """Seconds between the intervals this client asks for (see `set_interval`)."""
         return self._interval
 
     def set_interval(self, seconds: float) -> None:
@@ -140,6 +141,7 @@ class SidecarClient:
 
     @property
     def stale_after(self) -> float:
+        """Seconds without data after which this sidecar's numbers are shown as stale."""
         return STALE_INTERVALS * self._interval
 
     def take(self) -> SidecarInterval | None:
@@ -166,6 +168,10 @@ class SidecarClient:
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Watch until cancelled: the /stats/stream, or /stats polled when the peer has no
+        stream (a real Envoy). Never returns and never raises for anything the peer does: a
+        lost or failed connection is recorded (`connected`, `error`) and retried after a
+        full-jitter backoff; cancellation closes the connection."""
         while True:
             self._restart.clear()
             try:

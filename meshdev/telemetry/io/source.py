@@ -64,6 +64,10 @@ def check_interval(seconds: float) -> float:
 
 
 class TelemetrySource:
+    """Every target's admin API watched (a `SidecarClient` each), merged into one `MeshView`
+    per interval: the dashboard's `ViewSource`. Targets may change while it runs; a target that
+    goes away or never answers shows as disconnected in the views, never stops the others."""
+
     def __init__(
         self,
         targets: Iterable[ProxyTarget] = (),
@@ -93,6 +97,8 @@ class TelemetrySource:
 
     @property
     def interval(self) -> float:
+        """Seconds between views; setting it re-asks every client for that cadence at once
+        (raises ValueError outside MIN_INTERVAL..MAX_INTERVAL)."""
         return self._interval
 
     @interval.setter
@@ -103,6 +109,7 @@ class TelemetrySource:
 
     @property
     def targets(self) -> tuple[ProxyTarget, ...]:
+        """The (node, admin URL) pairs watched now, URLs without a trailing slash."""
         return tuple(self._targets.items())
 
     def set_targets(self, targets: Iterable[ProxyTarget]) -> None:
