@@ -42,6 +42,11 @@ CONNECT_TIMEOUT: Final = 5.0
 # envoy.config.route.v3.RouteAction.timeout (s): covers every try; 0 disables it.
 ROUTE_TIMEOUT: Final = 15.0
 
+# envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+# .stream_idle_timeout (s): a stream with no bytes either way for this long is reset (an
+# upgraded WebSocket connection included: the route timeout stops at its 101); 0 disables it.
+STREAM_IDLE_TIMEOUT: Final = 300.0
+
 # envoy.config.route.v3.RetryPolicy.num_retries: retries after the first try.
 NUM_RETRIES: Final = 1
 # envoy.config.route.v3.RetryPolicy.RetryBackOff: base_interval 25 ms, max_interval 10x it.

@@ -168,6 +168,9 @@ class Cluster(_Model):
     connect_timeout: float = Field(default=envoy.CONNECT_TIMEOUT, gt=0)
     circuit_breaker: CircuitBreaker = CircuitBreaker()
     outlier_detection: OutlierDetection | None = None
+    # Envoy's stream_idle_timeout for streams to this cluster: an upgraded (WebSocket) stream
+    # with no bytes either way for this long is closed; 0 disables it.
+    stream_idle_timeout: float = Field(default=envoy.STREAM_IDLE_TIMEOUT, ge=0)
 
 
 class IngressRoute(_Model):

@@ -33,6 +33,7 @@ class ClusterEntry:
         "name",
         "state",
         "stats",
+        "stream_idle_timeout",
     )
 
     def __init__(self, state: ClusterState, hosts: list[Host]) -> None:
@@ -46,6 +47,7 @@ class ClusterEntry:
         self.balancer: Balancer[Host] = make_balancer(cfg.lb, hosts, state.epoch)
         self.hash_header = cfg.hash_header.lower() if cfg.hash_header else None
         self.connect_timeout = cfg.connect_timeout
+        self.stream_idle_timeout = cfg.stream_idle_timeout
 
 
 class RouteEntry:

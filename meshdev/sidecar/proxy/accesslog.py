@@ -4,7 +4,9 @@
 
 Fields: start time (UTC), request line, status, %RESPONSE_FLAGS% (Envoy's letters joined by
 ",", `-` for none), response body bytes, duration in ms, upstream attempts, route name,
-upstream host, x-request-id; `-` for any missing value.
+upstream host, x-request-id; `-` for any missing value. An upgraded (WebSocket) stream is
+logged once it ends, as Envoy does: status 101, the bytes sent to the client over the whole
+stream, its whole duration, and `SI` when the idle timeout closed it.
 
 The request path only appends a tuple to a list. A timer formats the batch every
 FLUSH_INTERVAL and hands the text to one writer thread, so a slow terminal or disk never
@@ -37,6 +39,7 @@ FAULT_INJECTED = "FI"
 DELAY_INJECTED = "DI"
 RATE_LIMITED = "RL"
 DOWNSTREAM_CONNECTION_TERMINATION = "DC"
+STREAM_IDLE_TIMEOUT = "SI"
 
 
 class Record:

@@ -8,6 +8,10 @@ the backoffs and the streaming of the answer's body (a timeout after the head ha
 resets the downstream connection, as Envoy does). A retry refused by `max_retries` is flagged
 `UO` and the last upstream answer goes back; retries exhausted is `URX`.
 
+An upgrade request goes to `UpstreamPool.upgrade` instead (a connection of its own) and is
+retried like any request, which can only happen before a 101; its 101 stops the route timeout
+and hands over to proxy/upgrade.py, holding the breaker's request slot until the stream ends.
+
 No task is created per request (timeouts are timer handles that cancel the handler's own
 task), and the request body goes to the pool as a stream (or, when the route retries, as bytes
 read up to RETRY_BUFFER_LIMIT; a longer body is streamed and not retried, as Envoy does past
@@ -40,10 +44,16 @@ from meshdev.sidecar.proxy.replies import (
     overflow_reply,
     send_local,
 )
+from meshdev.sidecar.proxy.upgrade import relay_upgraded
 from meshdev.sidecar.router.deadline import Deadline, Deadlines
 from meshdev.sidecar.router.retry import Failure, RetryRules
 from meshdev.sidecar.stats.sets import ClusterStatSet, RouteStatSet
-from meshdev.sidecar.upstream import ConnectFailure, PendingOverflow, UpstreamReset
+from meshdev.sidecar.upstream import (
+    ConnectFailure,
+    PendingOverflow,
+    UpgradedResponse,
+    UpstreamReset,
+)
 from meshdev.sidecar.upstream.breaker import Breaker
 
 RETRY_BUFFER_LIMIT: Final = 1024 * 1024  # Envoy's per_connection_buffer_limit_bytes default
@@ -64,8 +74,10 @@ async def forward(
     cluster = route.clusters.pick()
     cs = cluster.stats
     retry = route.retry
+    upgrade = req.upgrade
     body: bytes | BodyStream | None = None
-    if req.body.has_body:
+    # An upgrade request's body, if it declared one, is the upgraded stream's (as in Envoy).
+    if req.body.has_body and upgrade is None:
         body = req.body
         if retry is not None and retry.num_retries > 0:
             data = await req.body.read_all(RETRY_BUFFER_LIMIT)
@@ -75,6 +87,10 @@ async def forward(
             else:
                 body = data
     up_headers, rec.request_id = upstream_headers(req)
+    if upgrade is not None:
+        # Hop-by-hop, so stripped above like any; an upgrade passes it on (Envoy's
+        # upgrade_configs, which Istio enables for websocket on every HTTP route).
+        up_headers.append(("upgrade", req.header("upgrade") or upgrade))
     # With its loop given, current_task skips get_running_loop, which on Python 3.11
     # costs a getpid() system call: one of the five a proxied request made.
     task = current_task(loop)
@@ -82,7 +98,19 @@ async def forward(
     timer = deadlines.arm(task, loop.time() + route.timeout) if route.timeout > 0 else None
     try:
         reply = await _tries(
-            req, w, rec, route, retry, cluster, up_headers, body, task, timer, loop, deadlines
+            req,
+            w,
+            rec,
+            route,
+            retry,
+            cluster,
+            up_headers,
+            body,
+            upgrade is not None,
+            task,
+            timer,
+            loop,
+            deadlines,
         )
     except CancelledError:
         if timer is None or not timer.fired:
@@ -115,6 +143,7 @@ async def _tries(
     cluster: ClusterEntry,
     up_headers: list[tuple[str, str]],
     body: bytes | BodyStream | None,
+    upgrade: bool,
     task: asyncio.Task[object],
     route_timer: Deadline | None,
     loop: asyncio.AbstractEventLoop,
@@ -153,9 +182,14 @@ async def _tries(
             failure: Failure | None = None
             try_timer = deadlines.arm(task, loop.time() + per_try) if per_try is not None else None
             try:
-                resp = await host.pool.request(
-                    method, target, up_headers, body, connect_timeout=connect_timeout
-                )
+                if upgrade:
+                    resp = await host.pool.upgrade(
+                        method, target, up_headers, connect_timeout=connect_timeout
+                    )
+                else:
+                    resp = await host.pool.request(
+                        method, target, up_headers, body, connect_timeout=connect_timeout
+                    )
             except ConnectFailure:
                 failure = Failure.CONNECT_FAILURE
             except UpstreamReset:
@@ -232,6 +266,24 @@ async def _tries(
             rs.upstream.charge(status)
             rec.status = status
             out = response_headers(resp, rec.attempts, (now() - t0) * 1000.0)
+            if upgrade and isinstance(resp, UpgradedResponse):
+                # Timed to the 101: a stream's life is no latency (Envoy's upstream_rq_time
+                # spans the stream; the dashboard reads this histogram as the route's latency).
+                elapsed = (now() - t0) * 1000.0
+                cs.upstream_rq_time.record(elapsed)
+                rs.upstream_rq_time.record(elapsed)
+                assert resp.tunnel is not None  # UpstreamPool.upgrade raises otherwise
+                await relay_upgraded(
+                    w,
+                    rec,
+                    resp.tunnel,
+                    resp.headers,
+                    out,
+                    route_timer,
+                    deadlines,
+                    cluster.stream_idle_timeout,
+                )
+                return None
             data = None if method == "HEAD" else resp.buffered()
             if data is not None and status >= 200 and status not in BODILESS:
                 # The whole answer is here already: one write downstream.

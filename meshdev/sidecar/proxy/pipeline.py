@@ -11,6 +11,13 @@ circuit breaker overflow 503 `UO` at once with `x-envoy-overloaded: true`; conne
 when it strikes during a backoff; retries exhausted `URX`; a retry refused by `max_retries`
 `UO` (the last upstream answer goes back).
 
+An upgrade request (WebSocket) takes the same path: routing, filters, breakers and retries
+apply to it as to any request, until its 101; then its stream is relayed (proxy/upgrade.py).
+It counts in Envoy's `http.<listener>.downstream_cx_upgrades_total` / `_active` from its head
+on (a 429 or 404 included, as in Envoy), and per route in meshdev's
+`vhost.<v>.route.<r>.downstream_cx_upgrades_total` / `_active`; a stream closed by the idle
+timeout counts in `http.<listener>.downstream_rq_idle_timeout`, flagged `SI`.
+
 The path is kept lean because it runs for every request: policies and stat objects were
 compiled at config apply (sidecar/compiler.py), and the stages run inline rather than as a call
 each, since every call is paid on every request.
@@ -32,11 +39,13 @@ from meshdev.sidecar.proxy.accesslog import (
     FAULT_INJECTED,
     NO_ROUTE_FOUND,
     RATE_LIMITED,
+    STREAM_IDLE_TIMEOUT,
     Record,
 )
 from meshdev.sidecar.proxy.forward import forward, now
 from meshdev.sidecar.proxy.headers import HeaderView
 from meshdev.sidecar.proxy.replies import Reply, send_local
+from meshdev.sidecar.stats.sets import ListenerStatSet
 
 
 class Proxy:
@@ -86,6 +95,10 @@ class Proxy:
         ls.downstream_rq_total.value += 1
         ls.rq_total.value += 1
         ls.downstream_rq_active.value += 1
+        upgrade = req.upgrade
+        if upgrade is not None:
+            ls.downstream_cx_upgrades_total.value += 1
+            ls.downstream_cx_upgrades_active.value += 1
         route: RouteEntry | None = None
         try:
             headers = HeaderView(req.headers)
@@ -107,6 +120,8 @@ class Proxy:
                 return
             rec.route = route.name
             route.stats.downstream_rq_total.value += 1
+            if upgrade is not None:
+                route.stats.upgrade_began()
 
             bucket = route.bucket
             if bucket is not None:
@@ -138,6 +153,8 @@ class Proxy:
             raise
         finally:
             ls.downstream_rq_active.value -= 1
+            if upgrade is not None:
+                _upgrade_ended(ls, route, rec)
             status = rec.status
             if status:
                 ls.downstream.charge(status)
@@ -151,3 +168,12 @@ class Proxy:
             if log.enabled:
                 rec.duration_ms = int(elapsed)
                 log.log(rec)
+
+
+def _upgrade_ended(ls: ListenerStatSet, route: RouteEntry | None, rec: Record) -> None:
+    """An upgrade request ended: refused, answered without a 101, or its stream closed."""
+    ls.downstream_cx_upgrades_active.value -= 1
+    if route is not None:
+        route.stats.upgrade_ended()
+    if STREAM_IDLE_TIMEOUT in rec.flags.split(","):
+        ls.downstream_rq_idle_timeout.value += 1

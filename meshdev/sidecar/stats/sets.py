@@ -54,7 +54,10 @@ class ListenerStatSet:
         "aborts_injected",
         "delays_injected",
         "downstream",
+        "downstream_cx_upgrades_active",
+        "downstream_cx_upgrades_total",
         "downstream_rq_active",
+        "downstream_rq_idle_timeout",
         "downstream_rq_time",
         "downstream_rq_total",
         "no_route",
@@ -71,13 +74,26 @@ class ListenerStatSet:
         self.no_route: Counter = store.counter(p + "no_route")
         self.aborts_injected: Counter = store.counter(p + "fault.aborts_injected")
         self.delays_injected: Counter = store.counter(p + "fault.delays_injected")
+        # Envoy's: upgrade requests the connection manager took (counted at their head, so
+        # one refused later, say with a 429, counts too), and those not ended yet.
+        self.downstream_cx_upgrades_total: Counter = store.counter(
+            p + "downstream_cx_upgrades_total"
+        )
+        self.downstream_cx_upgrades_active: Gauge = store.gauge(p + "downstream_cx_upgrades_active")
+        # Streams (upgraded ones, here) closed by the stream idle timeout.
+        self.downstream_rq_idle_timeout: Counter = store.counter(p + "downstream_rq_idle_timeout")
 
 
 class RouteStatSet:
     """Envoy's per-route stats (`vhost.<v>.route.<r>.upstream_rq_*`), plus meshdev's
-    `downstream_rq_*` per route so a dashboard also sees local answers (faults, 429s)."""
+    `downstream_rq_*` per route so a dashboard also sees local answers (faults, 429s), and
+    meshdev's `downstream_cx_upgrades_{total,active}` per route (the listener's upgrade
+    stats, by route), made at a route's first upgrade request so other routes show none."""
 
     __slots__ = (
+        "_prefix",
+        "_store",
+        "_upgrades",
         "downstream",
         "downstream_rq_total",
         "flag_counters",
@@ -90,6 +106,9 @@ class RouteStatSet:
 
     def __init__(self, store: Store, vhost: str, route: str) -> None:
         p = f"vhost.{vhost}.route.{route}."
+        self._store = store
+        self._prefix = p
+        self._upgrades: tuple[Counter, Gauge] | None = None
         self.upstream_rq_total: Counter = store.counter(p + "upstream_rq_total")
         self.upstream = StatusCounters(store, p + "upstream_rq")
         self.upstream_rq_time: Histogram = store.histogram(p + "upstream_rq_time")
@@ -102,6 +121,24 @@ class RouteStatSet:
         self.flag_counters: dict[str, Counter] = {
             flag: store.counter(p + name) for flag, name in ROUTE_FLAG_STATS.items()
         }
+
+    def upgrade_began(self) -> None:
+        """An upgrade request took this route (as the listener's upgrades count it)."""
+        pair = self._upgrades
+        if pair is None:
+            store, p = self._store, self._prefix
+            pair = self._upgrades = (
+                store.counter(p + "downstream_cx_upgrades_total"),
+                store.gauge(p + "downstream_cx_upgrades_active"),
+            )
+        pair[0].value += 1
+        pair[1].value += 1
+
+    def upgrade_ended(self) -> None:
+        """An upgrade request of this route ended: refused, answered, or its stream closed."""
+        pair = self._upgrades
+        if pair is not None:
+            pair[1].value -= 1
 
     def count_flags(self, flags: str) -> None:
         """Charge an access-log record's response flags (`UO,URX`) to this route."""
