@@ -220,6 +220,13 @@ class SyntheticSidecar:
         self._status("vhost.inbound.route.inbound.downstream_rq", status, count)
         self._store.counter("vhost.inbound.route.inbound.downstream_rq_total").inc(count)
 
+    def upgrades(self, vhost: str, route: str, *, opened: int, closed: int = 0) -> None:
+        """Upgrade requests of a route (`opened`) and upgraded streams that ended (`closed`),
+        counted as the data plane counts them: per route and on the listener."""
+        for p in (f"vhost.{vhost}.route.{route}.", f"http.{self.listener}."):
+            self._store.counter(p + "downstream_cx_upgrades_total").inc(opened)
+            self._store.gauge(p + "downstream_cx_upgrades_active").inc(opened - closed)
+
     def no_route(self, count: int = 1) -> None:
         self._store.counter(f"http.{self.listener}.no_route").inc(count)
 

@@ -21,6 +21,9 @@ How the numbers are made (each sidecar contributes its latest interval; stale on
   `UF`, `UH`, `URX`) and its listeners' (`FI`, `DI`, `RL`), shared among the routes that
   could have caused them in proportion to their traffic. What no route can own (`NR`, or a
   listener's fault with no fault configured anywhere) goes to `MeshView.unattributed_flags`.
+- Upgraded (WebSocket) connections of a route: its upgrade requests in the interval (meshdev's
+  `vhost.<v>.route.<r>.downstream_cx_upgrades_total`) and those open now (`_active`, a
+  gauge), summed over the callers' sidecars like its requests.
 - Clusters and hosts are merged over sidecars: each sidecar has its own breakers and its own
   outlier detection, so a limit shows the sidecar nearest to it and a host counts as ejected
   when any sidecar ejects it. A sidecar's inbound side (its own app: the `inbound|<port>`
@@ -52,6 +55,7 @@ from meshdev.telemetry.aggregation.statnames import (
     ROUTE,
     TIME,
     TOTAL,
+    UPG_TOTAL,
     StatNames,
 )
 from meshdev.telemetry.aggregation.tally import ClusterTally, HostTally, RouteTally, bump
@@ -187,6 +191,14 @@ class Aggregator:
         dt = snap.interval_s
         if dt > 0:
             self._add_interval(sc, snap, index, own, routes, clusters, unattributed, 1.0 / dt)
+        gauges = snap.gauges
+        for gauge, key in index.upgrade_gauges:
+            n = gauges.get(gauge, 0)
+            if n > 0:
+                r = routes.get(key)
+                if r is None:
+                    r = routes[key] = RouteTally()
+                r.upgrades_open += n
 
         for b in snap.breakers:
             if b.cluster not in local:
@@ -256,6 +268,8 @@ class Aggregator:
                     bump(r.down.classes, arg, n)
                 elif what == CLASS:
                     bump(r.up.classes, arg, n)
+                elif what == UPG_TOTAL:
+                    r.upgrades += n
             elif kind == CLUSTER:
                 if key in local:
                     continue

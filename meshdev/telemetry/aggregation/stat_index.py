@@ -10,7 +10,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshdev.telemetry.aggregation.sidecar_interval import SidecarInterval
-from meshdev.telemetry.aggregation.statnames import CLUSTER, DS_TOTAL, FLAG, ROUTE, Meaning
+from meshdev.telemetry.aggregation.statnames import (
+    CLUSTER,
+    DS_TOTAL,
+    FLAG,
+    ROUTE,
+    UPG_TOTAL,
+    Meaning,
+)
 from meshdev.telemetry.aggregation.topology import RouteKey, Topology
 
 # Istio's (and meshdev's) name for the cluster of a sidecar's own app, for sidecars whose
@@ -37,6 +44,9 @@ class StatIndex:
     route_flags: frozenset[str]  # flags this sidecar counts per route itself
     local: frozenset[str]
     inbound: frozenset[RouteKey]  # the sidecar's own inbound route(s)
+    # (gauge name, route) of the routes' open upgraded connections, the inbound one left out:
+    # the one gauge per route a view reads, found here so no view scans every gauge.
+    upgrade_gauges: tuple[tuple[str, RouteKey], ...] = ()
 
 
 def index_stats(
@@ -49,6 +59,7 @@ def index_stats(
     down: set[RouteKey] = set()
     cluster_names: dict[str, None] = {}
     route_flags: set[str] = set()
+    upgrades: list[tuple[str, RouteKey]] = []
     for name in (*snap.counters, *snap.histograms):
         m = meaning(name)
         if m is None:
@@ -59,6 +70,9 @@ def index_stats(
                 route_flags.add(m[3])
             elif m[2] == DS_TOTAL:
                 down.add(m[1])
+            elif m[2] == UPG_TOTAL:
+                # Its gauge is made with it (at the route's first upgrade), named alike.
+                upgrades.append((name.removesuffix("_total") + "_active", m[1]))
         elif m[0] == CLUSTER:
             cluster_names[m[1]] = None
     local = frozenset(
@@ -82,4 +96,5 @@ def index_stats(
         frozenset(route_flags),
         local,
         inbound,
+        tuple((g, k) for g, k in upgrades if k not in inbound),
     )

@@ -40,6 +40,11 @@ TIME: Final = 6  # the latency histogram
 DS_TOTAL: Final = 7
 DS_CODE: Final = 8
 DS_CLASS: Final = 9
+# Upgraded (WebSocket) connections per route (meshdev's `vhost.<v>.route.<r>.
+# downstream_cx_upgrades_total` / `_active`, the listener's Envoy stats by route): upgrade
+# requests taken (a counter), and those open now (a gauge).
+UPG_TOTAL: Final = 10
+UPG_ACTIVE: Final = 11
 
 FLAG_STATS: Final[dict[str, str]] = {
     "upstream_rq_pending_overflow": "UO",
@@ -67,6 +72,7 @@ STREAM_FILTER: Final = (
     r"(?:^(?!cluster\.).*\.upstream_rq_time"
     r"|(?<!\.retry)\.upstream_rq_(?:total|retry|\d{3})"
     r"|^vhost\..*\.downstream_rq_(?:total|\d{3})"
+    r"|^vhost\..*\.downstream_cx_upgrades_(?:total|active)"
     r"|(?:^|\.)(?:" + "|".join(re.escape(k) for k in FLAG_STATS) + r"))$"
 )
 
@@ -85,6 +91,10 @@ def _what(stat: str) -> tuple[int, str] | None:
         return TOTAL, ""
     if stat == "downstream_rq_total":
         return DS_TOTAL, ""
+    if stat == "downstream_cx_upgrades_total":
+        return UPG_TOTAL, ""
+    if stat == "downstream_cx_upgrades_active":
+        return UPG_ACTIVE, ""
     if stat == "upstream_rq_retry":
         return RETRY, ""
     if stat == "upstream_rq_time":

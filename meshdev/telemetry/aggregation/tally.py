@@ -63,7 +63,16 @@ class Side:
 
 
 class RouteTally:
-    __slots__ = ("down", "flags", "hists", "prefer_down", "retry", "up")
+    __slots__ = (
+        "down",
+        "flags",
+        "hists",
+        "prefer_down",
+        "retry",
+        "up",
+        "upgrades",
+        "upgrades_open",
+    )
 
     def __init__(self) -> None:
         self.up = Side()
@@ -72,6 +81,8 @@ class RouteTally:
         self.retry = 0.0
         self.flags: dict[str, int] = {}
         self.hists: list[IntervalHistogram] = []
+        self.upgrades = 0  # upgrade requests in the interval
+        self.upgrades_open = 0  # upgraded connections open now
 
     @property
     def side(self) -> Side:

@@ -31,6 +31,10 @@ class RouteStats:
     flags: dict[str, int] = field(default_factory=dict)  # interval counts by response flag
     latency_buckets: tuple[tuple[float, float, int], ...] = ()  # [lower_ms, width_ms, count]
     history: tuple[float, ...] = ()  # rps, last N intervals
+    # Upgraded (WebSocket) connections: upgrade requests in the interval (refused ones too,
+    # as Envoy counts them), and connections open now (or still in their handshake).
+    upgrades: int = 0
+    upgrades_open: int = 0
 
     @property
     def key(self) -> str:

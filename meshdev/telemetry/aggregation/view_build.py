@@ -41,6 +41,8 @@ def route_stats(routes: dict[RouteKey, RouteTally], history: History) -> tuple[R
                 flags=r.flags,
                 latency_buckets=buckets,
                 history=history.push(key, rps),
+                upgrades=r.upgrades,
+                upgrades_open=r.upgrades_open,
             )
         )
     history.end()

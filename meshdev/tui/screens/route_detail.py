@@ -1,5 +1,6 @@
 """Route detail (Enter on a route): its latency histogram, status codes, and failures broken
-down by response flag, each explained by the mesh.yaml field that causes it."""
+down by response flag, each explained by the mesh.yaml field that causes it; a route with
+upgraded (WebSocket) connections also says how many are open."""
 
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
         f"   p50 {fmt.ms(route.p50)}  p95 {fmt.ms(route.p95)}  p99 {fmt.ms(route.p99)}"
         f"   retries {fmt.rate(route.retries_per_s)}/s   total {route.total}\n\n"
     )
+    if route.upgrades or route.upgrades_open:
+        out.append_text(upgrades_line(route))
     out.append("Latency (last interval)", style="bold underline")
     out.append("\n")
     out.append_text(histogram_lines(route.latency_buckets))
@@ -124,6 +127,17 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
         out.append("\n  Elsewhere in the mesh, not tied to one route: ", style="dim")
         out.append(listed, style="yellow")
     out.rstrip()
+    return out
+
+
+def upgrades_line(route: RouteStats) -> Text:
+    """The route's upgraded (WebSocket) connections; the latencies above are their handshakes'."""
+    out = Text()
+    out.append("  WebSocket ", style="bold cyan")
+    out.append(
+        f"{route.upgrades_open} open, {route.upgrades} upgrades in the last interval"
+        " (the latency above is their handshake's, to the 101)\n\n"
+    )
     return out
 
 

@@ -1,4 +1,5 @@
-"""Routes, Linkerd-style: RPS, success rate, latency percentiles, retries and a trend line."""
+"""Routes, Linkerd-style: RPS, success rate, latency percentiles, retries and a trend line;
+the flags column also shows a route's open upgraded (WebSocket) connections."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from meshdev.tui.tables.keyed import Column, KeyedTable, Row
 SPARK_WIDTH = 12
 
 
-def flags_cell(flags: dict[str, int]) -> Text:
-    """The interval's response flags, most telling first (UO before RL, as FLAGS orders)."""
+def flags_cell(flags: dict[str, int], upgrades_open: int = 0) -> Text:
+    """The interval's response flags, most telling first (UO before RL, as FLAGS orders),
+    after the route's open upgraded (WebSocket) connections, `WS <n>`, when it has any: the
+    column holds what is unusual about a route, and long-lived connections are."""
     out = Text()
+    if upgrades_open:
+        out.append("WS", style="bold cyan")
+        out.append(f" {upgrades_open}")
     for flag in FLAGS:
         count = flags.get(flag, 0)
         if count:
@@ -41,7 +47,7 @@ def route_row(r: RouteStats, trend: Text | None = None) -> Row:
         fmt.right(fmt.ms(r.p99)),
         fmt.right(fmt.rate(r.retries_per_s)),
         trend if trend is not None else trend_cell(r.history, 1),
-        flags_cell(r.flags),
+        flags_cell(r.flags, r.upgrades_open),
     )
     return Row(
         cells,

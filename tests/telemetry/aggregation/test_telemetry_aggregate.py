@@ -300,6 +300,23 @@ def test_the_inbound_side_is_the_sidecars_own_not_a_mesh_route() -> None:
     assert own == {"frontend-0": (10 / DT, 80.0), "frontend-1": (0.0, None)}
 
 
+def test_upgraded_connections_are_counted_per_route_over_the_callers() -> None:
+    mesh = Mesh()
+    mesh["frontend-0"].upgrades("backend", "items", opened=3)
+    mesh["frontend-1"].upgrades("backend", "items", opened=2, closed=1)
+    # The callee's own side of the same streams is not a mesh route.
+    mesh["frontend-1"].upgrades("inbound", "inbound", opened=4)
+    view = mesh.tick(DT)
+    items = route(view, "backend/items")
+    assert (items.upgrades, items.upgrades_open) == (5, 4)
+    orders = route(view, "backend/orders")
+    assert (orders.upgrades, orders.upgrades_open) == (0, 0)
+    # The next interval: no new upgrade, the open ones still open, one more closed.
+    mesh["frontend-0"].upgrades("backend", "items", opened=0, closed=1)
+    items = route(mesh.tick(DT), "backend/items")
+    assert (items.upgrades, items.upgrades_open) == (0, 3)
+
+
 def test_retried_answers_are_not_final_answers() -> None:
     mesh = Mesh(nodes=("a",))
     mesh["a"].request("payments", "charge", "payments", 200, 1.0, retries=1, count=4)

@@ -17,6 +17,8 @@ from meshdev.telemetry.aggregation.statnames import (
     STREAM_FILTER,
     TIME,
     TOTAL,
+    UPG_ACTIVE,
+    UPG_TOTAL,
     StatNames,
 )
 
@@ -32,6 +34,14 @@ from meshdev.telemetry.aggregation.statnames import (
         (
             "vhost.backend.route.items.upstream_rq_timeout",
             (ROUTE, ("backend", "items"), FLAG, "UT"),
+        ),
+        (
+            "vhost.backend.route.items.downstream_cx_upgrades_total",
+            (ROUTE, ("backend", "items"), UPG_TOTAL, ""),
+        ),
+        (
+            "vhost.backend.route.items.downstream_cx_upgrades_active",
+            (ROUTE, ("backend", "items"), UPG_ACTIVE, ""),
         ),
         # Dotted and piped cluster names stay whole.
         ("cluster.backend.v1.upstream_rq_200", (CLUSTER, "backend.v1", CODE, "200")),
@@ -70,6 +80,9 @@ def test_overflows_are_breaker_trips() -> None:
         "cluster.backend.v1.upstream_rq_retry_success",
         "http.outbound.rq_total",
         "config.update_success",
+        # The listener's upgrades: the same connections as its routes', counted again.
+        "http.outbound.downstream_cx_upgrades_total",
+        "http.outbound.downstream_cx_upgrades_active",
     ],
 )
 def test_names_the_dashboard_does_not_read(name: str) -> None:
@@ -88,6 +101,8 @@ def test_names_the_dashboard_does_not_read(name: str) -> None:
         "cluster.backend.v1.upstream_rq_retry_limit_exceeded",
         "http.outbound.fault.aborts_injected",
         "http.outbound.http_local_rate_limit.rate_limited",
+        "vhost.backend.route.items.downstream_cx_upgrades_total",
+        "vhost.backend.route.items.downstream_cx_upgrades_active",
     ],
 )
 def test_the_stream_filter_keeps_what_the_dashboard_reads(name: str) -> None:

@@ -22,6 +22,7 @@ from meshdev.tui.logic.mailbox import ViewMailbox
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.screens.route_detail import detail_text, histogram_lines
 from meshdev.tui.tables.keyed import as_cell
+from meshdev.tui.tables.routes import route_row
 from meshdev.tui.widgets.header import HeaderFacts, header_text
 from meshdev.tui.widgets.logs_view import compile_filter, render_line
 from tests.support import DEMO_MESH
@@ -263,3 +264,16 @@ def test_route_detail_tells_the_apps_own_errors_and_unattributed_flags(mesh: Mes
     assert "3  5xx without a flag: answered so by the upstream app itself" in text
     assert "not tied to one route: NR 4" in text
     assert "FI 0" not in text
+
+
+def test_open_websockets_show_in_a_routes_flags_and_detail(mesh: Mesh) -> None:
+    plain = sample_view(4).routes[0]
+    assert "WebSocket" not in detail_text(plain, mesh).plain
+    plain_flags = route_row(plain).cells[-1]
+    assert isinstance(plain_flags, Text) and "WS" not in plain_flags.plain
+    route = dataclasses.replace(plain, flags={"UO": 2}, upgrades=5, upgrades_open=3)
+    flags = route_row(route).cells[-1]
+    assert isinstance(flags, Text)
+    # Open streams first: they are the route's state, the flags what went wrong lately.
+    assert flags.plain == "WS 3 UO 2"
+    assert "WebSocket 3 open, 5 upgrades in the last interval" in detail_text(route, mesh).plain
