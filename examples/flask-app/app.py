@@ -20,12 +20,13 @@ Endpoints:
     GET  /slow?ms=N     answers after N milliseconds
     GET  /status/<code> answers with that status code
     GET  /headers       the request headers as received (shows what the sidecar added)
+    GET  /ws            a WebSocket echo: every message comes back (websocket_echo.py)
     GET  /healthz       liveness; never affected by chaos
     GET  /chaos         the current chaos settings
     POST /chaos         set them, as JSON or a form: error_rate (0..1), latency_ms,
                         status (default 503); `{}` or `reset` clears them
 
-Chaos applies to every endpoint except /healthz and /chaos, so one replica can be made slow or
+Chaos applies to every endpoint except /healthz, /chaos and /ws, so one replica can be made slow or
 failing while the mesh's retries, outlier detection and breakers are watched dealing with it.
 Every response carries `x-served-by: <pod>`.
 """
@@ -41,12 +42,14 @@ import signal
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any, TypeVar
 
+import websocket_echo
 from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Headers
@@ -385,6 +388,29 @@ def request_handler(log_requests: bool) -> type[WSGIRequestHandler]:
             # Werkzeug's own line carries ANSI colours, which garble `docker logs` and files.
             if log_requests:
                 self.log("info", '"%s" %s %s', self.requestline, code, size)
+
+        def run_wsgi(self) -> None:
+            # WSGI cannot hand a connection over, so /ws is served here, before Flask.
+            path = urllib.parse.urlsplit(self.path).path
+            upgrade, connection = self.headers.get("Upgrade"), self.headers.get("Connection")
+            if (
+                self.command == "GET"
+                and path == "/ws"
+                and websocket_echo.is_upgrade(upgrade, connection)
+            ):
+                self.serve_websocket()
+            else:
+                super().run_wsgi()
+
+        def serve_websocket(self) -> None:
+            key = self.headers.get("Sec-WebSocket-Key")
+            if not key or self.headers.get("Sec-WebSocket-Version") != "13":
+                self.send_error(400, "expected a WebSocket version 13 handshake")
+                return
+            self.close_connection = True
+            self.wfile.write(websocket_echo.handshake(key))
+            self.log_request(101)
+            websocket_echo.echo(self.rfile, self.wfile)
 
     return RequestHandler
 
