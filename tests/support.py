@@ -56,7 +56,7 @@ def _timed_out(what: What, timeout: float) -> AssertionError:
 
 @overload
 async def wait_until(
-    condition: Callable[[], Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
     what: What,
     *,
     timeout: float = ...,
@@ -67,7 +67,7 @@ async def wait_until(
 
 @overload
 async def wait_until(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     what: What,
     *,
     timeout: float = ...,
@@ -85,7 +85,8 @@ async def wait_until(
     pause: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> object:
     """Check `condition` (a function, or a coroutine function) every `step` seconds until it
-    returns something true, and return that; fail naming `what` after `timeout` seconds.
+    returns something true, and return that (never None, so a condition may return a value
+    or None); fail naming `what` after `timeout` seconds.
 
     `pause` is how to let time pass between checks: a Textual test passes `pilot.pause`, so
     the app lays out and paints between them as it does between frames.
@@ -104,7 +105,7 @@ async def wait_until(
 
 
 def wait_until_sync(
-    condition: Callable[[], T], what: What, *, timeout: float = WAIT, step: float = STEP
+    condition: Callable[[], T | None], what: What, *, timeout: float = WAIT, step: float = STEP
 ) -> T:
     """`wait_until` for a test without an event loop (a real process, a thread, a container):
     blocks, checking `condition` every `step` seconds."""

@@ -9,8 +9,13 @@ from pathlib import Path
 import pytest
 
 from meshdev.meshfile import MeshChanged, MeshRejected, WatchEvent, watch_mesh
+from tests.support import wait_until
 
 GOOD = "name: demo\nservices:\n  api: {command: x, replicas: %d}\n"
+
+
+# Saves made while a Watcher arms itself say replicas PROBE + n: no test's own save does.
+PROBE = 100
 
 
 class Watcher:
@@ -19,15 +24,34 @@ class Watcher:
         self.stop = asyncio.Event()
         self.path = path
         self.task: asyncio.Task[None] | None = None
+        self.probes = 0
 
     async def __aenter__(self) -> Watcher:
         async def run() -> None:
-            async for ev in watch_mesh(self.path, watch_templates=False, stop=self.stop):
+            # As if the caller had loaded an empty file: the watcher reports the file as it is
+            # once it has started, so we know when it has (the catch-up of a save that beat it).
+            async for ev in watch_mesh(
+                self.path, watch_templates=False, stop=self.stop, loaded=b""
+            ):
                 await self.events.put(ev)
 
         self.task = asyncio.create_task(run())
-        await asyncio.sleep(0.3)  # the watcher is armed
+        assert replicas(await self.next()) == 1
+        # Past that catch-up, a save reaches us only through the file notifier: save until one
+        # does, and the notifier is armed for the test's own saves.
+        await wait_until(self._probe_noticed, "the watcher's notifier to report a save")
         return self
+
+    async def _probe_noticed(self) -> bool:
+        self.probes += 1
+        self.path.write_text(GOOD % (PROBE + self.probes))
+        try:
+            # An earlier probe's save may still come in; only the one just written counts.
+            while replicas(await self.next(timeout=0.25)) != PROBE + self.probes:
+                pass
+        except TimeoutError:
+            return False  # saved before the notifier was armed: lost, as it should be
+        return True
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()

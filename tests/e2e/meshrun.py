@@ -93,6 +93,11 @@ class MeshUp:
         data: dict[str, Any] = json.loads(res.stdout)
         return data
 
+    def pod_unless_running(self, pod: str) -> dict[str, Any] | None:
+        """`status`'s entry for `pod` once it is in any state but running (None while it is)."""
+        entry: dict[str, Any] = next(p for p in self.status()["pods"] if p["name"] == pod)
+        return None if entry["state"] == "running" else entry
+
 
 def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, str]:
     req = urllib.request.Request(url, headers=headers or {})

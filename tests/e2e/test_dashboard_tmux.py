@@ -10,7 +10,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 
 from meshdev.runtime.process import procscan
 from tests.e2e.meshrun import MeshUp, env_for, example_copy, get
-from tests.support import MESHDEV, free_port
+from tests.support import MESHDEV, free_port, wait_until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +53,17 @@ class Tmux:
         self.run("send-keys", "-t", self.session, *keys)
 
     def wait_for(self, check: Callable[[str], bool], what: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
+        """The screen once `check` passes on it."""
         screen = ""
-        while time.monotonic() < deadline:
+
+        def showing() -> str | None:
+            nonlocal screen
             screen = self.screen()
-            if check(screen):
-                return screen
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
+            return screen if check(screen) else None
+
+        return wait_until_sync(
+            showing, lambda: f"{what}; the screen:\n{screen}", timeout=timeout, step=0.2
+        )
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=30)

@@ -34,7 +34,7 @@ from meshdev.runtime.docker import images as docker_images
 from meshdev.runtime.docker.engine import connect
 from meshdev.runtime.docker.runtime import DockerRuntime
 from meshdev.templates import template
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_port, wait_until
 
 EXAMPLE = ROOT / "examples" / "flask-app"
 DEFAULTS: dict[str, Any] = yaml.safe_load(template("sidecar.yaml").read_text())
@@ -481,11 +481,11 @@ async def test_logs_follow_and_last_lines(make_mesh: MakeMesh) -> None:
         assert '"GET /status/418 HTTP/1.1" 418' in await asyncio.wait_for(until_418(), 10)
 
     # Closing a stream stops its follower thread.
-    for _ in range(100):
-        if not any(t.name.startswith("meshdev-logs-") for t in threading.enumerate()):
-            break
-        await asyncio.sleep(0.05)
-    assert not [t.name for t in threading.enumerate() if t.name.startswith("meshdev-logs-")]
+    def followers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("meshdev-logs-")]
+
+    await wait_until(lambda: not followers(), lambda: f"the log followers to stop: {followers()}")
+    assert not followers()
 
 
 async def test_stop_pod_removes_both_containers(

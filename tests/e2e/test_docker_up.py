@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, get
-from tests.support import free_port
+from tests.support import free_port, wait_until_sync
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -61,13 +60,13 @@ def test_example_on_docker(
         assert sum(front.values()) >= 1
 
         docker_client.containers.get(f"meshdev-{name}-backend-v2-0-app").kill()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            pods = {p["name"]: p for p in up.status()["pods"]}
-            if pods["backend-v2-0"]["state"] != "running":
-                break
-            time.sleep(0.3)
-        assert pods["backend-v2-0"]["state"] != "running"
+        backend = wait_until_sync(
+            lambda: up.pod_unless_running("backend-v2-0"),
+            "meshdev status to see backend-v2-0's app container gone",
+            timeout=20,
+            step=0.3,
+        )
+        assert backend["state"] != "running"
     finally:
         res = up.run("down", str(mesh_file))
         up.stop()

@@ -8,14 +8,14 @@ import itertools
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from meshdev.loadgen import LoadGenerator, LoadResult, LoadSpec
+from meshdev.runtime.paths import STATE_FILE
 from tests.e2e.meshrun import MeshUp, env_for, example_copy, get
-from tests.support import free_port
+from tests.support import free_port, wait_until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -88,16 +88,33 @@ class Reloading:
     def rejection_after(self, seen: int, timeout: float = 10.0) -> list[str]:
         """The located problems `meshdev up` printed for the first save rejected after line
         `seen` of its output."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def reported() -> list[str] | None:
             lines = self.up.lines[seen:]
-            for i, line in enumerate(lines):
-                if "not applied, still serving" in line:
-                    time.sleep(0.2)  # the problems follow in the same breath
-                    rest = self.up.lines[seen + i + 1 :]
-                    return list(itertools.takewhile(lambda ln: ln.startswith("  "), rest))
-            time.sleep(0.02)
-        raise AssertionError("no rejection reported:\n" + "\n".join(self.up.lines[seen:]))
+            at = next((i for i, ln in enumerate(lines) if "not applied, still serving" in ln), None)
+            if at is None:
+                return None
+            problems = list(itertools.takewhile(lambda ln: ln.startswith("  "), lines[at + 1 :]))
+            # The session prints a rejection's problems, then records them in its state file:
+            # once the file lists exactly the lines printed, no more are on their way.
+            whole = bool(problems) and [p[2:] for p in problems] == self.recorded_errors()
+            return problems if whole else None
+
+        return wait_until_sync(
+            reported,
+            lambda: "a whole rejection printed:\n" + "\n".join(self.up.lines[seen:]),
+            timeout=timeout,
+            step=0.02,
+        )
+
+    def recorded_errors(self) -> list[str] | None:
+        """The problems of the last reload, as `meshdev up` recorded them for `status`."""
+        state = Path(self.up.env["MESHDEV_STATE_DIR"]) / self.name / STATE_FILE
+        try:
+            errors = (json.loads(state.read_text()).get("last_reload") or {}).get("errors")
+        except FileNotFoundError:
+            return None
+        return errors if isinstance(errors, list) else None
 
     def load(self, rps: float) -> LoadGenerator:
         gen = LoadGenerator(

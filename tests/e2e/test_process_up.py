@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from meshdev.runtime.process import procscan
 from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, get
-from tests.support import free_port
+from tests.support import free_port, wait_until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -62,14 +61,14 @@ def test_example_end_to_end(tmp_path: Path) -> None:
         for proc in procscan.labelled_processes(name):
             if proc.pod == "backend-v2-0" and proc.role == "app":
                 os.kill(proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pods = {p["name"]: p for p in up.status()["pods"]}
-            if pods["backend-v2-0"]["state"] != "running":
-                break
-            time.sleep(0.2)
-        assert pods["backend-v2-0"]["state"] == "degraded"
-        assert "app not running" in pods["backend-v2-0"]["detail"]
+        backend = wait_until_sync(
+            lambda: up.pod_unless_running("backend-v2-0"),
+            "meshdev status to see backend-v2-0's app gone",
+            timeout=10,
+            step=0.2,
+        )
+        assert backend["state"] == "degraded"
+        assert "app not running" in backend["detail"]
     finally:
         res = up.run("down", str(mesh_file))
     assert res.returncode == 0, res.stderr

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ROOT, free_port
+from tests.support import ROOT, free_port, wait_until_sync
 
 APP = ROOT / "examples" / "flask-app" / "app.py"
 START_TIMEOUT_S = 20.0
@@ -542,10 +542,15 @@ def test_chaos_latency_delays_responses(solo: RunningApp) -> None:
 
 
 def _wait_for_text(app: RunningApp, text: str) -> str:
-    deadline = time.monotonic() + 10
-    while text not in (log := app.stderr()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return log
+    """The app's stderr once `text` is in it."""
+
+    def logged() -> str | None:
+        log = app.stderr()
+        return log if text in log else None
+
+    return wait_until_sync(
+        logged, lambda: f"{text!r} in the app's stderr:\n{app.stderr()}", step=0.02
+    )
 
 
 def test_requests_are_not_logged_by_default(launcher: AppLauncher) -> None:

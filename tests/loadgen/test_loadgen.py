@@ -32,7 +32,7 @@ from meshdev.loadgen import (
     parse_path_mix,
     run_load,
 )
-from tests.support import MESHDEV, free_port
+from tests.support import MESHDEV, free_port, wait_until
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,8 @@ async def test_pause_sends_nothing_and_resume_does_not_catch_up(target: Target) 
     gen.start()
     await asyncio.sleep(0.2)
     gen.pause()
-    await asyncio.sleep(0.05)
+    # Requests already due may still leave the queue as connections free up; then none may.
+    await wait_until(lambda: gen.snapshot().queued == 0, "the queue of due requests to drain")
     paused_at = gen.snapshot().issued
     await asyncio.sleep(0.5)
     assert gen.paused and gen.snapshot().issued == paused_at

@@ -303,10 +303,13 @@ async def test_bad_request_after_good_pipelined_ones_is_answered_last(
     assert app.seen == ["/slow", "/fast"]
 
 
-async def test_bad_chunk_while_the_handler_reads_the_body_gets_400(server: HttpServer) -> None:
+async def test_bad_chunk_while_the_handler_reads_the_body_gets_400(
+    server: HttpServer, app: App
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(CHUNKED + b"3\r\nabc\r\n")
-    await asyncio.sleep(0.05)  # let the handler start reading
+    # The app records the request and starts reading its body in one step.
+    await wait_until(lambda: app.seen == ["/"], "the handler reading the body")
     writer.write(b"zz\r\n")
     raw = await asyncio.wait_for(reader.read(), WAIT)
     writer.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.sidecar.helpers import (
+    Upstream,
     client,
     get,
     listener_url,
@@ -18,12 +19,14 @@ from tests.sidecar.helpers import (
 from tests.support import LOCALHOST, wait_until
 
 
-async def hang_up_mid_request(port: int) -> None:
+async def hang_up_mid_request(port: int, up: Upstream) -> None:
     """Send a request the upstream holds, then close the connection without an answer."""
+    arrived = up.hits + 1
     reader, writer = await asyncio.open_connection(LOCALHOST, port)
     writer.write(b"GET /?hold=1 HTTP/1.1\r\nHost: backend\r\n\r\n")
     await writer.drain()
-    await asyncio.sleep(0.05)
+    # The upstream counts a request in the same step as it starts holding it.
+    await wait_until(lambda: up.hits == arrived, "the request held at the upstream")
     writer.close()
     await writer.wait_closed()
     del reader
@@ -36,7 +39,7 @@ async def test_clients_hanging_up_do_not_eject_the_host() -> None:
         async with sidecar(cfg) as sc, client() as s:
             port = sc.listener_port("outbound")
             for _ in range(5):
-                await hang_up_mid_request(port)
+                await hang_up_mid_request(port, up)
             await wait_until(lambda: up.hits == 5, "five requests at the upstream")
             await wait_until(
                 lambda: stat(sc, "http.outbound.downstream_rq_active") == 0,

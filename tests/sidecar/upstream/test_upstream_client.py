@@ -277,6 +277,14 @@ async def test_connect_refused_is_a_connect_failure() -> None:
     assert_idle(pool, budget)
 
 
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:  # ENOTCONN: its handshake has not completed
+        return False
+    return True
+
+
 async def test_connect_timeout_is_a_connect_failure() -> None:
     # A listener whose accept queue is full drops further SYNs: connecting hangs.
     listener = socket.socket()
@@ -291,7 +299,8 @@ async def test_connect_timeout_is_a_connect_failure() -> None:
             with contextlib.suppress(BlockingIOError):
                 f.connect(("127.0.0.1", port))
             fillers.append(f)
-        await asyncio.sleep(0.05)
+        # One handshake done fills the queue (backlog 0); the others' SYNs are dropped.
+        await wait_until(lambda: any(map(_connected, fillers)), "a filler in the accept queue")
         budget = ConnectionBudget()
         pool = UpstreamPool("127.0.0.1", port, budget)
         with pytest.raises(ConnectFailure, match="connect timeout"):

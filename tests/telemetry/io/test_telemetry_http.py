@@ -399,9 +399,9 @@ async def test_targets_follow_set_targets_while_running() -> None:
 
 
 async def test_run_twice_at_once_is_refused() -> None:
-    source = TelemetrySource()
-    async with running(source):
-        await asyncio.sleep(0)
+    source = TelemetrySource(interval=INTERVAL)
+    async with running(source) as views:
+        await wait_until(lambda: views, "the first run's first view")
         with pytest.raises(RuntimeError, match="already running"):
             await asyncio.wait_for(source.run(lambda v: None), WAIT)
 
@@ -424,11 +424,14 @@ async def test_a_run_started_while_the_last_is_cancelled_takes_over() -> None:
 
 
 async def test_a_bad_document_is_reported_and_the_stream_goes_on() -> None:
+    reported = asyncio.Event()
+
     async def one_bad(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         await resp.write(b"data: {not json\n\n")
-        await asyncio.sleep(0.3)
+        # The good documents only once a view has shown the bad one, which they would clear.
+        await reported.wait()
         seq = 0
         while True:
             await resp.write(f"data: {json.dumps(snapshot_doc(seq))}\n\n".encode())
@@ -441,6 +444,7 @@ async def test_a_bad_document_is_reported_and_the_stream_goes_on() -> None:
     try:
         async with running(source, client_views) as views:
             bad = await view_where(views, lambda v: "bad JSON" in v.sidecars[0].error, "the error")
+            reported.set()
             good = await view_where(
                 views,
                 lambda v: v.sidecars[0].connected and not v.sidecars[0].error,
