@@ -39,6 +39,10 @@ MAX_EJECTION_PERCENT: Final = 10
 # envoy.config.cluster.v3.Cluster.connect_timeout (s).
 CONNECT_TIMEOUT: Final = 5.0
 
+# envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.idle_timeout (s): a connection with
+# no bytes either way for this long is closed; 0 disables it.
+TCP_IDLE_TIMEOUT: Final = 3600.0
+
 # envoy.config.route.v3.RouteAction.timeout (s): covers every try; 0 disables it.
 ROUTE_TIMEOUT: Final = 15.0
 

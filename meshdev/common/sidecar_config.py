@@ -181,6 +181,23 @@ class IngressRoute(_Model):
     virtual_host: str
 
 
+class TcpProxy(_Model):
+    """Envoy's tcp_proxy network filter (envoy.extensions.filters.network.tcp_proxy.v3): the
+    listener relays bytes instead of parsing HTTP. Its stats are `tcp.<stat_prefix>.*`."""
+
+    stat_prefix: str = Field(min_length=1)
+    # One cluster, or Envoy's weighted_clusters: picked per connection.
+    clusters: tuple[WeightedCluster, ...] = Field(min_length=1)
+    # No bytes either way for this long closes both sides; 0 disables it.
+    idle_timeout: float = Field(default=envoy.TCP_IDLE_TIMEOUT, ge=0)
+
+    @model_validator(mode="after")
+    def _weights(self) -> TcpProxy:
+        if sum(c.weight for c in self.clusters) <= 0:
+            raise ValueError(f"tcp_proxy {self.stat_prefix!r}: cluster weights sum to 0")
+        return self
+
+
 class Listener(_Model):
     name: str = Field(min_length=1)
     kind: ListenerKind
@@ -190,6 +207,9 @@ class Listener(_Model):
     cluster: str | None = None
     # ingress: path routes onto virtual hosts.
     routes: tuple[IngressRoute, ...] = ()
+    # Set: the listener is a tcp_proxy (its network filter, as in Envoy's filter chain) rather
+    # than the HTTP connection manager; an inbound one relays to `cluster`.
+    tcp_proxy: TcpProxy | None = None
 
 
 class Admin(_Model):
@@ -262,6 +282,19 @@ def reference_problems(cfg: SidecarConfig) -> list[str]:
     for lst in cfg.listeners:
         if lst.kind == "inbound" and (lst.cluster is None or lst.cluster not in clusters):
             problems.append(f"listeners.{lst.name}: inbound needs a known cluster")
+        tcp = lst.tcp_proxy
+        if tcp is not None:
+            if lst.kind == "ingress":
+                problems.append(f"listeners.{lst.name}: the ingress routes HTTP, not tcp_proxy")
+            for wc in tcp.clusters:
+                if wc.cluster not in clusters:
+                    problems.append(
+                        f"listeners.{lst.name}.tcp_proxy: unknown cluster {wc.cluster!r}"
+                    )
+            if lst.kind == "inbound" and [wc.cluster for wc in tcp.clusters] != [lst.cluster]:
+                problems.append(
+                    f"listeners.{lst.name}.tcp_proxy: an inbound relays to its own cluster only"
+                )
         for ir in lst.routes:
             if ir.virtual_host not in vhosts:
                 problems.append(

@@ -6,14 +6,19 @@ stat sets (stats/), and clusters over the state that outlives swaps (upstream/cl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from meshdev.common.sidecar_config import Listener, Route, SidecarConfig
+from meshdev.common.sidecar_config import Listener, Route, SidecarConfig, TcpProxy
 from meshdev.sidecar.filters.fault import FaultSpec
 from meshdev.sidecar.filters.ratelimit import TokenBucket
 from meshdev.sidecar.router.retry import RetryRules
 from meshdev.sidecar.router.table import HostIndex, RouteTable, WeightedPick
-from meshdev.sidecar.stats.sets import ListenerStatSet, RouteStatSet
+from meshdev.sidecar.stats.sets import (
+    ListenerStatSet,
+    RouteStatSet,
+    TcpClusterStatSet,
+    TcpStatSet,
+)
 from meshdev.sidecar.upstream.balancer import Balancer, make_balancer
 from meshdev.sidecar.upstream.cluster import ClusterState
 from meshdev.sidecar.upstream.host import Host
@@ -111,6 +116,31 @@ class ListenerEntry:
         self.ingress = ingress
 
 
+class TcpTarget:
+    """One cluster a tcp_proxy may pick, with the stats only relayed connections move."""
+
+    __slots__ = ("cluster", "stats")
+
+    def __init__(self, cluster: ClusterEntry, stats: TcpClusterStatSet) -> None:
+        self.cluster = cluster
+        self.stats = stats
+
+
+class TcpProxyEntry:
+    """A compiled tcp_proxy listener: which cluster a new connection goes to, and its stats."""
+
+    __slots__ = ("clusters", "idle_timeout", "name", "stat_prefix", "stats")
+
+    def __init__(
+        self, name: str, proxy: TcpProxy, clusters: WeightedPick[TcpTarget], stats: TcpStatSet
+    ) -> None:
+        self.name = name
+        self.stat_prefix = proxy.stat_prefix
+        self.clusters = clusters
+        self.idle_timeout = proxy.idle_timeout
+        self.stats = stats
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
     config: SidecarConfig
@@ -118,3 +148,5 @@ class Compiled:
     vhosts: HostIndex[VHostEntry]
     routes: tuple[RouteEntry, ...]
     clusters: dict[str, ClusterEntry]
+    # The tcp_proxy listeners, by name (the HTTP ones are `listeners`).
+    tcp_listeners: dict[str, TcpProxyEntry] = field(default_factory=dict)

@@ -20,12 +20,14 @@ from meshdev.sidecar.compiled import (
     Compiled,
     ListenerEntry,
     RouteEntry,
+    TcpProxyEntry,
+    TcpTarget,
     VHostEntry,
 )
 from meshdev.sidecar.filters.fault import effective_fault
 from meshdev.sidecar.filters.ratelimit import TokenBucket
 from meshdev.sidecar.router.table import HostIndex, Matcher, RouteTable, WeightedPick
-from meshdev.sidecar.stats.sets import ListenerStatSet, RouteStatSet
+from meshdev.sidecar.stats.sets import ListenerStatSet, RouteStatSet, TcpStatSet
 from meshdev.sidecar.upstream.cluster import ClusterOwner, ClusterState
 
 
@@ -63,7 +65,11 @@ class Compiler:
         self._buckets = buckets
 
         listeners: dict[str, ListenerEntry] = {}
+        tcp_listeners: dict[str, TcpProxyEntry] = {}
         for lst in config.listeners:
+            if lst.tcp_proxy is not None:
+                tcp_listeners[lst.name] = self._tcp_proxy(lst, cluster_entries)
+                continue
             inbound: RouteEntry | None = None
             ingress: RouteTable[VHostEntry] | None = None
             if lst.kind == "inbound":
@@ -78,7 +84,7 @@ class Compiler:
             )
 
         index = HostIndex([(v.domains, vhost_entries[v.name]) for v in config.virtual_hosts])
-        return Compiled(config, listeners, index, tuple(routes), cluster_entries)
+        return Compiled(config, listeners, index, tuple(routes), cluster_entries, tcp_listeners)
 
     def _route(
         self,
@@ -95,6 +101,19 @@ class Compiler:
             buckets[(v.name, r.name)] = bucket
         fault = effective_fault(r.fault, v.name, r.name, runtime)
         return RouteEntry(v.name, r, pick, RouteStatSet(self._store, v.name, r.name), bucket, fault)
+
+    def _tcp_proxy(self, lst: Listener, cluster_entries: dict[str, ClusterEntry]) -> TcpProxyEntry:
+        proxy = lst.tcp_proxy
+        assert proxy is not None
+        targets = [
+            (
+                TcpTarget(cluster_entries[wc.cluster], self.clusters[wc.cluster].tcp_stats()),
+                wc.weight,
+            )
+            for wc in proxy.clusters
+        ]
+        stats = TcpStatSet(self._store, proxy.stat_prefix)
+        return TcpProxyEntry(lst.name, proxy, WeightedPick(targets), stats)
 
     def _bucket(self, vhost: str, route: str, limits: RateLimit) -> TokenBucket:
         old = self._buckets.get((vhost, route))

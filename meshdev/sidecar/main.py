@@ -32,11 +32,15 @@ from meshdev.sidecar.dataplane import DataPlane
 from meshdev.sidecar.http import HttpServer, start_server
 from meshdev.sidecar.proxy.pipeline import Proxy
 from meshdev.sidecar.stats.store import Store
+from meshdev.sidecar.tcp.server import TcpProxyServer, start_tcp_proxy
 
 log = logging.getLogger(__name__)
 
 # How long a moved or removed listener lets its requests in flight finish.
 DRAIN_GRACE = 15.0
+# How long a listener that changes between HTTP and tcp_proxy in place waits for the old one's
+# socket to be released before it gives up binding.
+REBIND_WAIT = 2.0
 
 Address = tuple[str, int]
 
@@ -79,6 +83,8 @@ class Sidecar:
         self._token = token
         # Bound listeners by address; each with the Proxy whose listener name may change.
         self._servers: dict[Address, tuple[HttpServer, Proxy]] = {}
+        # The tcp_proxy listeners by address (each knows its listener's name).
+        self._tcp_servers: dict[Address, TcpProxyServer] = {}
         self._admin: AdminServer | None = None
         self._rebinds: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
@@ -117,7 +123,15 @@ class Sidecar:
 
     def listener_port(self, name: str) -> int:
         lst = next(x for x in self.config.listeners if x.name == name)
-        return self._servers[(lst.address, lst.port)][0].port
+        addr = (lst.address, lst.port)
+        if addr in self._tcp_servers:
+            return self._tcp_servers[addr].port
+        return self._servers[addr][0].port
+
+    def tcp_proxy(self, name: str) -> TcpProxyServer:
+        """The tcp_proxy listener `name` serves on (KeyError if there is none)."""
+        lst = next(x for x in self.config.listeners if x.name == name)
+        return self._tcp_servers[(lst.address, lst.port)]
 
     async def start(self) -> None:
         await self.plane.start()
@@ -137,29 +151,48 @@ class Sidecar:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         servers = [server for server, _ in self._servers.values()]
+        tcp = list(self._tcp_servers.values())
         self._servers = {}
-        await asyncio.gather(*(s.close(grace) for s in servers))
+        self._tcp_servers = {}
+        await asyncio.gather(*(s.close(grace) for s in servers), *(t.close(grace) for t in tcp))
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
         await self.plane.aclose()
 
     async def _bind(self, lst: Listener, config: SidecarConfig) -> None:
+        addr = (lst.address, lst.port)
+        if lst.tcp_proxy is not None:
+            self._tcp_servers[addr] = await start_tcp_proxy(
+                self.plane, lst.name, lst.address, lst.port
+            )
+            return
         proxy = Proxy(self.plane, lst.name)
         server = await start_server(proxy, lst.address, lst.port, config.limits)
-        self._servers[(lst.address, lst.port)] = (server, proxy)
+        self._servers[addr] = (server, proxy)
+
+    def _bound_as(self, lst: Listener) -> bool:
+        """Already listening at lst's address, as the same kind of listener."""
+        addr = (lst.address, lst.port)
+        return addr in (self._tcp_servers if lst.tcp_proxy is not None else self._servers)
 
     # -- hot swap ---------------------------------------------------------------------------
 
     def _before_swap(self, old: SidecarConfig, new: SidecarConfig) -> None:
         for lst in new.listeners:
-            if (lst.address, lst.port) not in self._servers:
+            addr = (lst.address, lst.port)
+            if addr not in self._servers and addr not in self._tcp_servers:
                 _check_bindable(lst.address, lst.port)
 
     def _after_swap(self, old: SidecarConfig, new: SidecarConfig) -> None:
         # Listeners that stay where they are serve the new config from now on.
         for lst in new.listeners:
-            bound = self._servers.get((lst.address, lst.port))
+            addr = (lst.address, lst.port)
+            if lst.tcp_proxy is not None:
+                if addr in self._tcp_servers:
+                    self._tcp_servers[addr].listener = lst.name
+                continue
+            bound = self._servers.get(addr)
             if bound is not None:
                 bound[1].listener = lst.name
                 bound[0].limits = new.limits
@@ -172,18 +205,48 @@ class Sidecar:
             if self.config is not config:
                 return  # a newer swap follows and will do the work
             wanted = {(lst.address, lst.port): lst for lst in config.listeners}
-            for addr, lst in wanted.items():
-                if addr not in self._servers:
-                    try:
-                        await self._bind(lst, config)
-                    except OSError:
-                        log.exception("listener %s cannot bind %s:%s", lst.name, *addr)
-                        self.plane.stats_store.counter(
-                            "listener_manager.listener_create_failure"
-                        ).inc()
-            gone = [addr for addr in self._servers if addr not in wanted]
-            closing = [self._servers.pop(addr)[0] for addr in gone]
-        await asyncio.gather(*(s.close(DRAIN_GRACE) for s in closing))
+            closing: list[HttpServer | TcpProxyServer] = []
+            # A listener that stays where it is but changes between HTTP and tcp_proxy: the
+            # old one stops listening (and drains) before the new one can bind its address.
+            flipped = [lst for lst in wanted.values() if not self._bound_as(lst)]
+            for lst in flipped:
+                addr = (lst.address, lst.port)
+                if addr in self._servers:
+                    closing.append(self._servers.pop(addr)[0])
+                elif addr in self._tcp_servers:
+                    closing.append(self._tcp_servers.pop(addr))
+            drains = [asyncio.ensure_future(s.close(DRAIN_GRACE)) for s in closing]
+            for lst in flipped:
+                await self._bind_soon(lst, config)
+            wanted_http = {a for a, lst in wanted.items() if lst.tcp_proxy is None}
+            gone = [addr for addr in self._servers if addr not in wanted_http]
+            gone_tcp = [addr for addr in self._tcp_servers if addr in wanted_http]
+            gone_tcp += [addr for addr in self._tcp_servers if addr not in wanted]
+            drains += [
+                asyncio.ensure_future(self._servers.pop(a)[0].close(DRAIN_GRACE)) for a in gone
+            ]
+            drains += [
+                asyncio.ensure_future(self._tcp_servers.pop(a).close(DRAIN_GRACE))
+                for a in dict.fromkeys(gone_tcp)
+            ]
+        await asyncio.gather(*drains)
+
+    async def _bind_soon(self, lst: Listener, config: SidecarConfig) -> None:
+        """Bind lst; an address still held by the listener it replaces is retried for a
+        moment (its socket closes on a later loop turn); a failure is logged and counted."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REBIND_WAIT
+        while True:
+            try:
+                await self._bind(lst, config)
+                return
+            except OSError:
+                if loop.time() < deadline:
+                    await asyncio.sleep(0.02)
+                    continue
+                log.exception("listener %s cannot bind %s:%s", lst.name, lst.address, lst.port)
+                self.plane.stats_store.counter("listener_manager.listener_create_failure").inc()
+                return
 
 
 async def run_sidecar(config_path: str, token: str) -> None:

@@ -24,7 +24,7 @@ def host_views(compiled: Compiled) -> list[HostView]:
                     ejection_count=h.ejection_count,
                     consecutive_5xx=h.consecutive_5xx,
                     rq_active=h.rq_active,
-                    cx_active=h.pool.cx_active,
+                    cx_active=h.pool.cx_active + h.tcp_cx_active,
                     rq_total=h.rq_total,
                     rq_error=h.rq_error,
                     rq_success=h.rq_success,

@@ -77,6 +77,22 @@ class ConnectionBudget:
         self.max_pending_requests = max_pending_requests
         self._freed()
 
+    def try_open(self) -> bool:
+        """Take a slot for a connection that cannot wait (a tcp_proxy connection: Envoy checks
+        `max_connections` up front, since its TCP pool would queue it for a connection that is
+        never released); at the limit count ``cx_overflow`` and refuse."""
+        if self.cx_active >= self.max_connections:
+            self.cx_overflow += 1
+            return False
+        self.cx_active += 1
+        return True
+
+    def release(self) -> None:
+        """A connection taken with ``try_open`` closed: its slot may go to a waiting pool."""
+        self.cx_active -= 1
+        if self._waiting:
+            self._freed()
+
     def _others_waiting(self, pool: WaitingPool) -> bool:
         """Whether another pool has live pending requests (dropping stale entries)."""
         for other in list(self._waiting):

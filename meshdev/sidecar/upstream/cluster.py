@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 from meshdev.common.sidecar_config import Cluster
-from meshdev.sidecar.stats.sets import ClusterStatSet
+from meshdev.sidecar.stats.sets import ClusterStatSet, TcpClusterStatSet
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.upstream import ConnectionBudget, UpstreamPool
 from meshdev.sidecar.upstream.balancer import HealthEpoch
@@ -59,6 +59,14 @@ class ClusterState:
         self._ticker: asyncio.Task[None] | None = None
         self._seen_cx_overflow = 0
         self._seen_pending_total = 0
+        self._tcp_stats: TcpClusterStatSet | None = None
+
+    def tcp_stats(self) -> TcpClusterStatSet:
+        """The stats only relayed connections move, made when a tcp_proxy first uses the
+        cluster (so an HTTP-only cluster's stats stay as they were)."""
+        if self._tcp_stats is None:
+            self._tcp_stats = TcpClusterStatSet(self._owner.stats_store, self.name)
+        return self._tcp_stats
 
     def update(self, config: Cluster) -> list[Host]:
         """Adopt a new config of this cluster; answers its hosts in config order."""

@@ -23,6 +23,7 @@ class Host(HostHealth):
         "rq_error",
         "rq_success",
         "rq_total",
+        "tcp_cx_active",
     )
 
     def __init__(self, cluster: str, address: str, port: int, pod: str, pool: UpstreamPool) -> None:
@@ -38,6 +39,10 @@ class Host(HostHealth):
         self.rq_success = 0
         self.rq_error = 0
         self.removed = False
+        # Relayed (tcp_proxy) connections open to it; they take no pool connection. Each also
+        # counts as a request (rq_active, rq_total), as Envoy's TCP pool counts its streams,
+        # so least_request balances connections.
+        self.tcp_cx_active = 0
         # The pool's counts last copied into the Store (ClusterState.sync_stats adds deltas).
         self._seen_cx_total = 0
         self._seen_connect_fail = 0
