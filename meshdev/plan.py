@@ -12,8 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshdev.common import envoy_defaults as envoy
 from meshdev.common import sidecar_config as sc
-from meshdev.config.model import Match, Mesh, Policy, Route, Service
+from meshdev.common.envoy_names import ServiceProtocol
+from meshdev.config.model import Match, Mesh, Policy, Route, Service, env_prefix
 
 INGRESS_POD = "ingress"
 
@@ -32,6 +34,11 @@ class PodSpec:
     image: str | None = None
     command: str | tuple[str, ...] | None = None
     health_path: str | None = None
+    protocol: ServiceProtocol = "http"
+    # The tcp services this pod's app reaches through its sidecar, as (name, port): every tcp
+    # service but its own (whose port its app holds). Part of the spec because the app learns
+    # them from its environment, which only a restart changes.
+    tcp_services: tuple[tuple[str, int], ...] = ()
 
     @property
     def is_ingress(self) -> bool:
@@ -54,11 +61,20 @@ def pods(mesh: Mesh) -> list[PodSpec]:
     if mesh.ingress is not None:
         out.append(PodSpec(INGRESS_POD, "", None, 0, mesh.ingress.port))
     for name, svc in mesh.services.items():
-        out += _service_pods(name, svc)
+        out += _service_pods(name, svc, tcp_destinations(mesh, name))
     return out
 
 
-def _service_pods(name: str, svc: Service) -> list[PodSpec]:
+def tcp_destinations(mesh: Mesh, service: str) -> tuple[tuple[str, int], ...]:
+    """The tcp services a pod of `service` reaches, with their ports (see PodSpec)."""
+    return tuple(
+        (name, svc.port)
+        for name, svc in mesh.services.items()
+        if svc.protocol == "tcp" and name != service
+    )
+
+
+def _service_pods(name: str, svc: Service, tcp: tuple[tuple[str, int], ...]) -> list[PodSpec]:
     base = dict(svc.env)
     if not svc.versions:
         return [
@@ -73,6 +89,8 @@ def _service_pods(name: str, svc: Service) -> list[PodSpec]:
                 svc.image,
                 svc.command,
                 svc.health_path,
+                svc.protocol,
+                tcp,
             )
             for i in range(svc.pod_count())
         ]
@@ -92,6 +110,8 @@ def _service_pods(name: str, svc: Service) -> list[PodSpec]:
                     ver.image or (None if ver.build else svc.image),
                     ver.command or svc.command,
                     svc.health_path,
+                    svc.protocol,
+                    tcp,
                 )
             )
     return out
@@ -99,11 +119,18 @@ def _service_pods(name: str, svc: Service) -> list[PodSpec]:
 
 def app_env(pod: PodSpec, placement: Placement) -> dict[str, str]:
     """The app's environment: where to listen (the contract of `command`), who it is, and its
-    sidecar's outbound listener as HTTP proxy, so `http://backend/...` goes through the mesh."""
+    sidecar's outbound listener as HTTP proxy, so `http://backend/...` goes through the mesh.
+
+    Each tcp service is where its sidecar relays it (Kubernetes' service variables,
+    `REDIS_SERVICE_HOST` / `REDIS_SERVICE_PORT`); as in Kubernetes the service's own env may
+    override them."""
     proxy = f"http://{placement.local}:{sc.OUTBOUND_PORT}"
     env = {"SERVICE": pod.service, "POD": pod.name}
     if pod.subset:
         env["VERSION"] = pod.subset
+    for name, port in pod.tcp_services:
+        env[f"{env_prefix(name)}_SERVICE_HOST"] = placement.local
+        env[f"{env_prefix(name)}_SERVICE_PORT"] = str(port)
     env.update(pod.env)
     env.update(
         {
@@ -155,6 +182,14 @@ def render(
                 endpoints=(sc.Endpoint(address=placement.local, port=pod.port, pod=pod.name),),
             )
         )
+        # One app port per pod, so the inbound listener speaks the service's protocol.
+        own_tcp = None
+        if pod.protocol == "tcp":
+            own_tcp = sc.TcpProxy(
+                stat_prefix=inbound,
+                clusters=(sc.WeightedCluster(cluster=inbound, weight=1),),
+                idle_timeout=_idle_timeout(mesh, pod.service),
+            )
         listeners.append(
             sc.Listener(
                 name="inbound",
@@ -162,6 +197,7 @@ def render(
                 address=placement.listen,
                 port=sc.INBOUND_PORT,
                 cluster=inbound,
+                tcp_proxy=own_tcp,
             )
         )
         listeners.append(
@@ -169,6 +205,7 @@ def render(
                 name="outbound", kind="outbound", address=placement.local, port=sc.OUTBOUND_PORT
             )
         )
+        listeners += [_tcp_outbound(mesh, dest, port, placement) for dest, port in pod.tcp_services]
     return sc.SidecarConfig.model_validate(
         {
             **defaults,
@@ -179,10 +216,46 @@ def render(
             "subset": pod.subset,
             "admin": sc.Admin(address=placement.listen, port=sc.ADMIN_PORT),
             "listeners": tuple(listeners),
-            "virtual_hosts": tuple(_virtual_host(mesh, s) for s in mesh.services),
+            "virtual_hosts": tuple(
+                _virtual_host(mesh, name)
+                for name, svc in mesh.services.items()
+                if svc.protocol == "http"
+            ),
             "clusters": tuple(clusters),
         }
     )
+
+
+def _tcp_outbound(mesh: Mesh, service: str, port: int, placement: Placement) -> sc.Listener:
+    """The caller's side of a tcp service: where `<NAME>_SERVICE_HOST:PORT` points its app.
+    Its one route (if given) only splits connections among subsets."""
+    routes = mesh.routes.get(service)
+    to = routes[0].to if routes else None
+    targets: Iterable[tuple[str, int]]
+    if to is None:
+        targets = [(service, 1)]
+    elif isinstance(to, str):
+        targets = [(to, 1)]
+    else:
+        targets = to.items()
+    return sc.Listener(
+        name=f"outbound|{port}|{service}",
+        kind="outbound",
+        address=placement.local,
+        port=port,
+        tcp_proxy=sc.TcpProxy(
+            stat_prefix=service,
+            clusters=tuple(sc.WeightedCluster(cluster=c, weight=w) for c, w in targets),
+            idle_timeout=_idle_timeout(mesh, service),
+        ),
+    )
+
+
+def _idle_timeout(mesh: Mesh, service: str) -> float:
+    policy = mesh.policies.get(service)
+    if policy is None or policy.idle_timeout is None:
+        return envoy.TCP_IDLE_TIMEOUT
+    return policy.idle_timeout
 
 
 def _virtual_host(mesh: Mesh, service: str) -> sc.VirtualHost:

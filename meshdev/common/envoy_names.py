@@ -16,3 +16,6 @@ RetryOn = Literal[
     "retriable-4xx",
     "retriable-status-codes",
 ]
+# A service's protocol, as Istio's port protocol selects the listener's filter: `http` gets the
+# HTTP connection manager, `tcp` Envoy's tcp_proxy. `http2` and `grpc` will join them.
+ServiceProtocol = Literal["http", "tcp"]

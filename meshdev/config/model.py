@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WrapSerializer
 
 from meshdev.common import envoy_defaults as envoy
-from meshdev.common.envoy_names import LbPolicy, RetryOn
+from meshdev.common.envoy_names import LbPolicy, RetryOn, ServiceProtocol
 from meshdev.config.durations import Duration
 
 # Names become DNS names, container names and stat-name segments, so keep them to DNS labels.
@@ -50,6 +50,12 @@ FrozenMap = Annotated[
 NamedMap = Annotated[
     Mapping[Name, V], AfterValidator(_freeze), WrapSerializer(lambda v, nxt: nxt(dict(v)))
 ]
+
+
+def env_prefix(service: str) -> str:
+    """Kubernetes' service environment variables' prefix: `my-db` -> `MY_DB` (as in
+    `MY_DB_SERVICE_HOST`), how apps find a tcp service."""
+    return service.upper().replace("-", "_")
 
 
 class _Model(BaseModel):
@@ -183,6 +189,13 @@ class Policy(_Model):
     )
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     outlier_detection: OutlierDetection | None = None
+    idle_timeout: Duration | None = Field(
+        default=None,
+        ge=0,
+        description="protocol: tcp only. A connection with no bytes either way for this long "
+        "is closed (Envoy's tcp_proxy idle_timeout, Istio's connectionPool.tcp.idleTimeout; "
+        "default 1h; 0s disables it).",
+    )
 
 
 class Version(_Model):
@@ -205,6 +218,12 @@ class Service(_Model):
         description="Runs in the build folder with PORT and HOST set to where to listen.",
     )
     port: int = Field(default=8080, ge=1, le=65535, description="The app's port in its pod.")
+    protocol: ServiceProtocol = Field(
+        default="http",
+        description="What the app speaks (Istio's port protocol): http is routed per request; "
+        "tcp is relayed per connection (Envoy's tcp_proxy), and other pods reach it at "
+        "$<NAME>_SERVICE_HOST:$<NAME>_SERVICE_PORT.",
+    )
     replicas: int | None = Field(
         default=None, ge=0, description="Pods (default 1; with versions, their sum)."
     )

@@ -9,12 +9,13 @@ import difflib
 import re
 from pathlib import Path as FsPath
 
-from meshdev.config.model import Match, Mesh, Route, Service
+from meshdev.config.model import Match, Mesh, Route, Service, env_prefix
 from meshdev.config.problems import Path, Problem
 from meshdev.config.yamlsource import SourceMap
 
 # The sidecar shares each pod's network namespace (admin, outbound, inbound; as Istio).
 SIDECAR_PORTS = {15000: "admin", 15001: "outbound", 15006: "inbound"}
+
 _METHOD = re.compile(r"^[A-Z]+$")
 
 
@@ -84,6 +85,12 @@ class _Check:
                     self.unknown(
                         (*path, "to"), "service", ir.to, list(self.mesh.services), at_key=False
                     )
+                elif self.is_tcp(ir.to):
+                    self.add(
+                        (*path, "to"),
+                        f"{ir.to} is a tcp service: the gateway routes HTTP by path, and other "
+                        f"pods reach {ir.to} at ${env_prefix(ir.to)}_SERVICE_HOST instead",
+                    )
                 self.unique_name(path, ir.name or f"r{i}", seen, i)
         for dest, routes in self.mesh.routes.items():
             if dest not in self.mesh.services:
@@ -94,17 +101,98 @@ class _Check:
             for i, r in enumerate(routes):
                 self.route(("routes", dest, i), r)
                 self.unique_name(("routes", dest, i), r.name or f"r{i}", seen, i)
+                if dest in self.mesh.services:
+                    self.route_protocol(("routes", dest, i), dest, i, r)
         for dest, pol in self.mesh.policies.items():
             path = ("policies", dest)
+            tcp = self.is_tcp(dest)
             if dest not in self.mesh.services:
                 self.unknown(path, "service", dest, list(self.mesh.services), at_key=True)
-            if pol.lb == "ring_hash" and not pol.hash_header:
+            if tcp and pol.hash_header:
+                self.add(
+                    (*path, "hash_header"),
+                    f"{dest} is a tcp service: connections have no headers; lb: ring_hash "
+                    "hashes the client's address (Envoy's hash_policy source_ip)",
+                )
+            elif pol.lb == "ring_hash" and not pol.hash_header and not tcp:
                 self.add((*path, "lb"), "ring_hash needs hash_header: the header to hash on")
             if pol.hash_header and pol.lb != "ring_hash":
                 self.add((*path, "hash_header"), "hash_header only applies to lb: ring_hash")
+            if pol.idle_timeout is not None and not tcp and dest in self.mesh.services:
+                self.add(
+                    (*path, "idle_timeout"),
+                    f"applies to tcp services only (Envoy's tcp_proxy idle_timeout); {dest} "
+                    "is http",
+                )
+        self.tcp_ports()
         if self.mesh.base_image is not None and not self.mesh.base_image.strip():
             self.add(("base_image",), "must not be empty")
         return self.problems
+
+    # -- protocols ------------------------------------------------------------------------
+
+    def is_tcp(self, service: str) -> bool:
+        svc = self.mesh.services.get(service.partition(".")[0])
+        return svc is not None and svc.protocol == "tcp"
+
+    def route_protocol(self, path: Path, dest: str, index: int, r: Route) -> None:
+        """A route's policies and destinations must fit its destination's protocol: a tcp
+        destination's route is Envoy's tcp_proxy, picked per connection with nothing to read."""
+        tcp = self.is_tcp(dest)
+        targets: list[tuple[Path, str]] = []
+        if isinstance(r.to, str):
+            targets = [((*path, "to"), r.to)]
+        elif r.to is not None:
+            targets = [((*path, "to", t), t) for t in r.to]
+        for where, target in targets:
+            service = target.partition(".")[0]
+            if service not in self.mesh.services or self.is_tcp(service) == tcp:
+                continue
+            if tcp:
+                why = f"{dest} is a tcp service; its connections cannot go to http {service}"
+            else:
+                why = f"{service} is a tcp service; {dest}'s HTTP requests cannot go to it"
+            self.add(where, why, at_key=not isinstance(r.to, str))
+        if not tcp:
+            return
+        why = f"{dest} is a tcp service: connections are relayed as bytes (Envoy's tcp_proxy)"
+        if index > 0:
+            self.add(path, f"{why}, so its first route takes every connection; give one route")
+        if any(getattr(r.match, k) is not None for k in ("prefix", "path", "regex", "method")):
+            self.add((*path, "match"), f"{why}, with no path or method to match")
+        elif r.match.headers:
+            self.add((*path, "match", "headers"), f"{why}, with no headers to match")
+        if "timeout" in r.model_fields_set:
+            self.add(
+                (*path, "timeout"),
+                f"{why}, with no request to time; policies.{dest}.idle_timeout closes idle ones",
+            )
+        for key, what in (
+            ("retries", "no request to retry (a failed connect closes the connection)"),
+            ("fault", "no request to abort or delay"),
+            ("rate_limit", "no request to count"),
+        ):
+            if getattr(r, key) is not None:
+                self.add((*path, key), f"{why}, with {what}")
+
+    def tcp_ports(self) -> None:
+        """Each pod's sidecar listens for every other tcp service on the pod's own address at
+        that service's port, beside the pod's app: those ports must differ (the gateway has no
+        app, so no such listener, and its port meets none of them)."""
+        services = list(self.mesh.services.items())
+        for i, (name, svc) in enumerate(services):
+            if svc.protocol != "tcp":
+                continue
+            for j, (other, osvc) in enumerate(services):
+                if other == name or osvc.port != svc.port:
+                    continue
+                if osvc.protocol == "tcp" and j < i:
+                    continue  # the pair was reported at the earlier one
+                self.add(
+                    ("services", name, "port"),
+                    f"port {svc.port} is also {other}'s port: {other}'s pods reach tcp service "
+                    f"{name} at their own address on this port, where {other}'s app listens",
+                )
 
     def unique_name(self, path: Path, name: str, seen: dict[str, int], index: int) -> None:
         if name in seen:
@@ -142,6 +230,11 @@ class _Check:
                 self.add((*vpath, "image"), "give build or image, not both")
         if svc.health_path is not None and not svc.health_path.startswith("/"):
             self.add((*path, "health_path"), "must start with /")
+        if svc.health_path is not None and svc.protocol == "tcp":
+            self.add(
+                (*path, "health_path"),
+                "a tcp service is not asked over HTTP: it is ready when its port accepts",
+            )
 
     def build_folder(self, path: Path, build: str | None) -> None:
         if build is None or self.base_dir is None:
