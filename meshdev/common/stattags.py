@@ -27,6 +27,7 @@ VCLUSTER_LABEL = "envoy_virtual_cluster"
 HTTP_PREFIX_LABEL = "envoy_http_conn_manager_prefix"
 LISTENER_LABEL = "envoy_listener_address"
 RATELIMIT_PREFIX_LABEL = "envoy_local_http_ratelimit_prefix"
+TCP_PREFIX_LABEL = "envoy_tcp_prefix"
 RESPONSE_CODE_LABEL = "envoy_response_code"
 RESPONSE_CODE_CLASS_LABEL = "envoy_response_code_class"
 
@@ -67,6 +68,10 @@ _HTTP_STAT_TOKENS = frozenset(
 _LISTENER_STAT_PREFIXES = ("downstream_", "no_filter_chain_", "extension_config_", "worker_")
 _LISTENER_STAT_TOKENS = frozenset({"http", "server_ssl_socket_factory"})
 _ROUTE_STAT_PREFIXES = ("upstream_",)
+# tcp_proxy's own stats (`tcp.<stat_prefix>.<stat>`): Envoy's, and a prefix may hold a `|`
+# (`inbound|6379`) or, hand-written, a dot.
+_TCP_STAT_PREFIXES = ("downstream_", "upstream_flush_", "on_demand_cluster_", "early_data_")
+_TCP_STAT_TOKENS = frozenset({"idle_timeout", "max_downstream_connection_duration"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,7 @@ _is_cluster_stat = _matcher(_CLUSTER_STAT_PREFIXES, _CLUSTER_STAT_TOKENS)
 _is_http_stat = _matcher(_HTTP_STAT_PREFIXES, _HTTP_STAT_TOKENS)
 _is_listener_stat = _matcher(_LISTENER_STAT_PREFIXES, _LISTENER_STAT_TOKENS)
 _is_route_stat = _matcher(_ROUTE_STAT_PREFIXES, frozenset())
+_is_tcp_stat = _matcher(_TCP_STAT_PREFIXES, _TCP_STAT_TOKENS)
 
 
 def _is_vhost_stat(stat: str) -> bool:
@@ -145,11 +151,13 @@ class TagExtractor:
         virtual_hosts: Iterable[str] = (),
         routes: Iterable[str] = (),
         http_prefixes: Iterable[str] = (),
+        tcp_prefixes: Iterable[str] = (),
     ) -> None:
         self._clusters = tuple(clusters)
         self._vhosts = tuple(virtual_hosts)
         self._routes = tuple(routes)
         self._http_prefixes = tuple(http_prefixes)
+        self._tcp_prefixes = tuple(tcp_prefixes)
         self._cache: dict[str, TaggedName] = {}
 
     @classmethod
@@ -158,7 +166,10 @@ class TagExtractor:
             clusters=[c.name for c in config.clusters],
             virtual_hosts=[v.name for v in config.virtual_hosts],
             routes={r.name for v in config.virtual_hosts for r in v.routes},
-            http_prefixes={p for lst in config.listeners for p in (lst.name, lst.kind)},
+            http_prefixes={
+                p for lst in config.listeners if lst.tcp_proxy is None for p in (lst.name, lst.kind)
+            },
+            tcp_prefixes={lst.tcp_proxy.stat_prefix for lst in config.listeners if lst.tcp_proxy},
         )
 
     def extract(self, stat_name: str) -> TaggedName:
@@ -177,6 +188,8 @@ class TagExtractor:
             return LISTENER_LABEL, split_value(rest, (), _is_listener_stat)
         if scope == "vhost":
             return VHOST_LABEL, split_value(rest, self._vhosts, _is_vhost_stat)
+        if scope == "tcp":
+            return TCP_PREFIX_LABEL, split_value(rest, self._tcp_prefixes, _is_tcp_stat)
         return "", None
 
     def _extract(self, name: str) -> TaggedName:

@@ -257,7 +257,6 @@ class TcpClusterStatSet:
         "upstream_cx_destroy",
         "upstream_cx_destroy_local",
         "upstream_cx_destroy_remote",
-        "upstream_cx_length_ms",
         "upstream_cx_rx_bytes_total",
         "upstream_cx_tx_bytes_total",
         "upstream_flow_control_paused_reading_total",
@@ -272,7 +271,6 @@ class TcpClusterStatSet:
         self.upstream_cx_destroy: Counter = store.counter(p + "upstream_cx_destroy")
         self.upstream_cx_destroy_local: Counter = store.counter(p + "upstream_cx_destroy_local")
         self.upstream_cx_destroy_remote: Counter = store.counter(p + "upstream_cx_destroy_remote")
-        self.upstream_cx_length_ms: Histogram = store.histogram(p + "upstream_cx_length_ms")
         self.upstream_flow_control_paused_reading_total: Counter = store.counter(
             p + "upstream_flow_control_paused_reading_total"
         )

@@ -31,7 +31,6 @@ Envoy's TCP pool counts its streams, so least_request balances connections. It i
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Protocol, cast
 
 from meshdev.sidecar.compiled import ClusterEntry, TcpProxyEntry, TcpTarget
@@ -120,7 +119,7 @@ class TcpSession(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._active_at = 0.0
         # Set once connected: only then is an upstream close an `upstream_cx_destroy`.
-        self._connected_at: float | None = None
+        self._relayed = False
 
     @property
     def buffered(self) -> int:
@@ -263,7 +262,7 @@ class TcpSession(asyncio.Protocol):
 
     def _connected(self, cluster: ClusterEntry) -> None:
         cluster.stats.upstream_cx_total.value += 1
-        self._connected_at = time.monotonic()
+        self._relayed = True
         down, up = self._down, self._up
         assert down is not None and up is not None
         if down.is_closing() or self._down_closed:
@@ -309,14 +308,13 @@ class TcpSession(asyncio.Protocol):
         self._up_closed = True
         target = self._target
         assert target is not None
-        if self._connected_at is not None:
+        if self._relayed:
             ts = target.stats
             ts.upstream_cx_destroy.value += 1
             if self._closed_here:
                 ts.upstream_cx_destroy_local.value += 1
             else:
                 ts.upstream_cx_destroy_remote.value += 1
-            ts.upstream_cx_length_ms.record((time.monotonic() - self._connected_at) * 1000.0)
         if self._flushing:
             self._flushing = False
             assert self._stats is not None
