@@ -3,6 +3,8 @@ tcp destination in every other pod, and the Kubernetes-style variables that poin
 
 from __future__ import annotations
 
+import dataclasses
+
 from meshdev import plan
 from meshdev.common import envoy_defaults as envoy
 from meshdev.common import sidecar_config as sc
@@ -77,12 +79,8 @@ def test_apps_find_tcp_services_in_their_environment() -> None:
 def test_a_services_own_env_overrides_the_service_variables() -> None:
     # As in Kubernetes, an explicit variable wins over the injected one.
     spec, where = next((s, p) for s, p in placed() if s.name == "web-0")
-    spec = plan.PodSpec(**{**_fields(spec), "env": {"PG_SERVICE_PORT": "6432"}})
+    spec = dataclasses.replace(spec, env={"PG_SERVICE_PORT": "6432"})
     assert plan.app_env(spec, where)["PG_SERVICE_PORT"] == "6432"
-
-
-def _fields(spec: plan.PodSpec) -> dict[str, object]:
-    return {name: getattr(spec, name) for name in plan.PodSpec.__slots__}
 
 
 def test_caller_gets_a_tcp_proxy_listener_per_tcp_destination() -> None:
