@@ -45,3 +45,29 @@ async def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+async def tcp_relayed(
+    host: str, port: int, settle: float = 0.3, timeout: float = 1.0
+) -> tuple[bool, str]:
+    """Whether a tcp_proxy at host:port (a sidecar's inbound listener for a tcp app) relays to
+    its app, and what happened in words. The proxy accepts whatever its app does and closes
+    at once when it cannot connect to the app, so a connection still open after `settle`
+    seconds (or one the app already spoke on, as MySQL greets) was relayed. Raises nothing."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError) as exc:
+        return False, str(exc) or type(exc).__name__
+    try:
+        data = await asyncio.wait_for(reader.read(1), settle)
+    except TimeoutError:
+        return True, "relayed"
+    except OSError as exc:
+        return False, f"reset by the sidecar ({exc})"
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    if data:
+        return True, "relayed (the app spoke first)"
+    return False, "closed by the sidecar: its app does not accept connections yet"

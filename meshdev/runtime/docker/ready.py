@@ -8,9 +8,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from meshdev.common.envoy_names import ServiceProtocol
 from meshdev.runtime.base import Container
-from meshdev.runtime.readiness import http_status
+from meshdev.runtime.readiness import http_status, tcp_relayed
 
 PROBE_INTERVAL_S = 0.05
 EXIT_CHECK_INTERVAL_S = 0.25
@@ -24,6 +26,8 @@ class Probe:
     admin_url: str
     inbound_url: str  # "" for the gateway: it has no app
     health_path: str | None
+    # A tcp app is not asked over HTTP: its inbound listener relays a connection to it or not.
+    protocol: ServiceProtocol = "http"
 
 
 class NotReady(Exception):
@@ -39,6 +43,15 @@ async def _get(url: str) -> tuple[int | None, str]:
     # The app behind the sidecar is the user's and may answer anything: http_status turns
     # every such answer into "not ready" with its reason, which NotReady then carries.
     return await http_status(url, _PROBE_TIMEOUT_S)
+
+
+async def _app(probe: Probe, health: str) -> tuple[int | None, str]:
+    if probe.protocol == "tcp":
+        where = urlsplit(probe.inbound_url)
+        ok, why = await tcp_relayed(where.hostname or "", where.port or 0, timeout=_PROBE_TIMEOUT_S)
+        # As an answer the app gave itself: any status but the sidecar's own 502-504.
+        return (200 if ok else None), why
+    return await _get(probe.inbound_url + health)
 
 
 def _app_ok(status: int | None, health_path: str | None) -> bool:
@@ -64,7 +77,7 @@ async def wait_ready(
     health = probe.health_path or "/"
     while True:
         sidecar_probe = _get(f"{probe.admin_url}/ready") if not sidecar_ok else None
-        app_probe = _get(probe.inbound_url + health) if not app_ok else None
+        app_probe = _app(probe, health) if not app_ok else None
         if sidecar_probe is not None and app_probe is not None:
             (s_status, sidecar_why), (a_status, app_why) = await asyncio.gather(
                 sidecar_probe, app_probe
@@ -86,7 +99,8 @@ async def wait_ready(
         if now >= deadline:
             if not sidecar_ok:
                 raise NotReady("sidecar", f"the sidecar's /ready: {sidecar_why}")
+            what = "port" if probe.protocol == "tcp" else health
             raise NotReady(
-                "app", f"the app's {health} through the sidecar's inbound listener: {app_why}"
+                "app", f"the app's {what} through the sidecar's inbound listener: {app_why}"
             )
         await asyncio.sleep(PROBE_INTERVAL_S)

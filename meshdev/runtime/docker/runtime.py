@@ -155,7 +155,7 @@ class DockerRuntime:
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
         client = await self._engine()
-        probe = Probe(started.admin_url, started.inbound_url, spec.health_path)
+        probe = Probe(started.admin_url, started.inbound_url, spec.health_path, spec.protocol)
         try:
             await wait_ready(probe, timeout, lambda: check_exits(client, self._mesh.name, spec))
         except NotReady as exc:
