@@ -180,6 +180,9 @@ def render(
             sc.Cluster(
                 name=inbound,
                 endpoints=(sc.Endpoint(address=placement.local, port=pod.port, pod=pod.name),),
+                # The service's own policy holds on its inbound hop too, or an idle timeout
+                # longer than the default would still end its WebSockets here.
+                stream_idle_timeout=_stream_idle_timeout(mesh.policies.get(pod.service)),
             )
         )
         # One app port per pod, so the inbound listener speaks the service's protocol.
@@ -255,6 +258,14 @@ def _idle_timeout(mesh: Mesh, service: str) -> float:
     policy = mesh.policies.get(service)
     if policy is None or policy.idle_timeout is None:
         return envoy.TCP_IDLE_TIMEOUT
+    return policy.idle_timeout
+
+
+def _stream_idle_timeout(policy: Policy | None) -> float:
+    """An http destination's `idle_timeout`: Envoy's stream_idle_timeout (its default 300 s
+    where the tcp_proxy's is 1 h), what closes its quiet upgraded (WebSocket) connections."""
+    if policy is None or policy.idle_timeout is None:
+        return envoy.STREAM_IDLE_TIMEOUT
     return policy.idle_timeout
 
 
@@ -352,6 +363,7 @@ def _cluster(name: str, policy: Policy, members: Sequence[tuple[PodSpec, Placeme
         lb=policy.lb,
         hash_header=policy.hash_header,
         connect_timeout=policy.connect_timeout,
+        stream_idle_timeout=_stream_idle_timeout(policy),
         circuit_breaker=sc.CircuitBreaker(
             max_connections=cb.max_connections,
             max_pending_requests=cb.max_pending_requests,

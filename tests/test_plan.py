@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from meshdev import plan
+from meshdev.common import envoy_defaults as envoy
 from meshdev.common import sidecar_config as sc
 from meshdev.config import load_mesh, parse_mesh
 from tests.support import DEMO_MESH, ROOT
@@ -142,3 +143,29 @@ def test_hash_ignores_version_but_not_content() -> None:
         changed, specs[1], placed[1], pairs(specs, placed), version=3, defaults=DEFAULTS
     )
     assert c.content_hash() != a.content_hash()
+
+
+def test_an_http_destinations_idle_timeout_holds_on_every_hop() -> None:
+    mesh = parse_mesh(
+        b"name: t\nservices:\n  chat: {command: x}\n  web: {command: x}\n"
+        b"ingress: {routes: [{to: chat}]}\npolicies:\n  chat: {idle_timeout: 30m}\n",
+        "mesh.yaml",
+    )
+    specs = plan.pods(mesh)
+    placed = placements(specs)
+    configs = {
+        s.name: plan.render(mesh, s, p, pairs(specs, placed), version=1, defaults=DEFAULTS)
+        for s, p in zip(specs, placed, strict=True)
+    }
+
+    def idle(pod: str, cluster: str) -> float:
+        found = configs[pod].cluster(cluster)
+        assert found is not None
+        return found.stream_idle_timeout
+
+    # Every caller's cluster of chat, the gateway's included; web keeps Envoy's default.
+    for pod in ("ingress", "chat-0", "web-0"):
+        assert (idle(pod, "chat"), idle(pod, "web")) == (1800.0, envoy.STREAM_IDLE_TIMEOUT)
+    # And chat's own inbound hop, which the same connections cross.
+    assert idle("chat-0", "inbound|8080") == 1800.0
+    assert idle("web-0", "inbound|8080") == envoy.STREAM_IDLE_TIMEOUT

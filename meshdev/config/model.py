@@ -192,9 +192,11 @@ class Policy(_Model):
     idle_timeout: Duration | None = Field(
         default=None,
         ge=0,
-        description="protocol: tcp only. A connection with no bytes either way for this long "
-        "is closed (Envoy's tcp_proxy idle_timeout, Istio's connectionPool.tcp.idleTimeout; "
-        "default 1h; 0s disables it).",
+        description="A connection with no bytes either way for this long is closed; 0s "
+        "disables it. For a tcp service Envoy's tcp_proxy idle_timeout (Istio's "
+        "connectionPool.tcp.idleTimeout; default 1h); for an http service its upgraded "
+        "(WebSocket) connections, Envoy's stream_idle_timeout (default 300s), on the callers' "
+        "sidecars and its own.",
     )
 
 

@@ -118,12 +118,6 @@ class _Check:
                 self.add((*path, "lb"), "ring_hash needs hash_header: the header to hash on")
             if pol.hash_header and pol.lb != "ring_hash":
                 self.add((*path, "hash_header"), "hash_header only applies to lb: ring_hash")
-            if pol.idle_timeout is not None and not tcp and dest in self.mesh.services:
-                self.add(
-                    (*path, "idle_timeout"),
-                    f"applies to tcp services only (Envoy's tcp_proxy idle_timeout); {dest} "
-                    "is http",
-                )
         self.tcp_ports()
         if self.mesh.base_image is not None and not self.mesh.base_image.strip():
             self.add(("base_image",), "must not be empty")

@@ -134,12 +134,6 @@ CASES = [
         "no headers; lb: ring_hash hashes the client's address (Envoy's hash_policy source_ip)",
     ),
     (
-        "idle timeout on http",
-        "policies:\n  web: {idle_timeout: 1m}\n",
-        "mesh.yaml:11:23 policies.web.idle_timeout: applies to tcp services only (Envoy's "
-        "tcp_proxy idle_timeout); web is http",
-    ),
-    (
         "negative idle timeout",
         "policies:\n  cache: {idle_timeout: -1s}\n",
         "mesh.yaml:11:25 policies.cache.idle_timeout: expected a duration like 250ms or 2s",
