@@ -1,2 +1,1 @@
-"""The dashboard's screens: the main one with its tabs, help, and a route's detail.
-"""
+"""The dashboard's screens: the main one with its tabs, help, and a route's detail."""

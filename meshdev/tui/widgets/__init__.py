@@ -1,2 +1,1 @@
-"""The dashboard's widgets: header, keys bar, events, logs, and the start-up progress view.
-"""
+"""The dashboard's widgets: header, keys bar, events, logs, and the start-up progress view."""
