@@ -24,6 +24,10 @@ How the numbers are made (each sidecar contributes its latest interval; stale on
 - Upgraded (WebSocket) connections of a route: its upgrade requests in the interval (meshdev's
   `vhost.<v>.route.<r>.downstream_cx_upgrades_total`) and those open now (`_active`, a
   gauge), summed over the callers' sidecars like its requests.
+- A tcp cluster (one a tcp_proxy listener relays to, as the sidecar's config says) counts
+  connections (`upstream_cx_total`), bytes both ways (`upstream_cx_rx_bytes_total` +
+  `_tx_`), connect failures (`upstream_cx_connect_fail`, its `UF`) and its callers' open
+  connections (the breakers' `cx_active`); its flags belong to no route.
 - Clusters and hosts are merged over sidecars: each sidecar has its own breakers and its own
   outlier detection, so a limit shows the sidecar nearest to it and a host counts as ejected
   when any sidecar ejects it. A sidecar's inbound side (its own app: the `inbound|<port>`
@@ -46,6 +50,8 @@ from meshdev.telemetry.aggregation.statnames import (
     CLASS,
     CLUSTER,
     CODE,
+    CX_BYTES,
+    CX_TOTAL,
     DS_CLASS,
     DS_CODE,
     DS_TOTAL,
@@ -107,6 +113,9 @@ class Aggregator:
                 for c in topo.clusters:
                     if c not in clusters and c not in topo.local_clusters and not is_local(c):
                         clusters[c] = ClusterTally()
+                for c in topo.tcp_clusters:
+                    if c in clusters:
+                        clusters[c].tcp = True
             own = RouteTally()
             if snap is not None and not sc.stale:
                 self._add(sc, snap, own, routes, clusters, hosts, unattributed)
@@ -131,7 +140,7 @@ class Aggregator:
             sidecars=tuple(statuses),
             routes=route_stats(routes, self._rps_history),
             clusters=cluster_stats(clusters, hosts, self._trip_history),
-            hosts=host_stats(hosts),
+            hosts=host_stats(hosts, {n for n, c in clusters.items() if c.tcp}),
             unattributed_flags=unattributed,
         )
         view = dataclasses.replace(view, events=diff_views(self._previous, view))
@@ -241,6 +250,8 @@ class Aggregator:
         meaning = self._names.meaning
         local = index.local
         inbound = index.inbound
+        # A tcp cluster's flags (a failed connect, an overflow) are no route's to share.
+        tcp = sc.topology.tcp_clusters if sc.topology is not None else frozenset()
         cluster_flags: list[tuple[str, str, int]] = []
         listener_flags: list[tuple[str, int]] = []
         for name, n in snap.deltas.items():
@@ -286,7 +297,14 @@ class Aggregator:
                     bump(c.flags, arg, n)
                     if trip:
                         c.trips += n * inv
-                    cluster_flags.append((key, arg, n))
+                    if arg == "UF":
+                        c.fail += n * inv
+                    if key not in tcp:
+                        cluster_flags.append((key, arg, n))
+                elif what == CX_TOTAL:
+                    c.cx += n * inv
+                elif what == CX_BYTES:
+                    c.bytes += n * inv
             elif kind == LISTENER:
                 listener_flags.append((arg, n))
 

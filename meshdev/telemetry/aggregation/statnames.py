@@ -45,6 +45,13 @@ DS_CLASS: Final = 9
 # requests taken (a counter), and those open now (a gauge).
 UPG_TOTAL: Final = 10
 UPG_ACTIVE: Final = 11
+# A cluster's connections (Envoy's `cluster.<c>.upstream_cx_total`) and the bytes they moved
+# (`upstream_cx_rx_bytes_total` / `_tx_bytes_total`, arg "rx" / "tx"): what a tcp cluster
+# shows instead of requests.
+CX_TOTAL: Final = 12
+CX_BYTES: Final = 13
+_ROUTE_ONLY: Final = frozenset({DS_TOTAL, DS_CODE, DS_CLASS, UPG_TOTAL, UPG_ACTIVE})
+_CLUSTER_ONLY: Final = frozenset({CX_TOTAL, CX_BYTES})
 
 FLAG_STATS: Final[dict[str, str]] = {
     "upstream_rq_pending_overflow": "UO",
@@ -73,6 +80,7 @@ STREAM_FILTER: Final = (
     r"|(?<!\.retry)\.upstream_rq_(?:total|retry|\d{3})"
     r"|^vhost\..*\.downstream_rq_(?:total|\d{3})"
     r"|^vhost\..*\.downstream_cx_upgrades_(?:total|active)"
+    r"|^cluster\..*\.upstream_cx_(?:total|rx_bytes_total|tx_bytes_total)"
     r"|(?:^|\.)(?:" + "|".join(re.escape(k) for k in FLAG_STATS) + r"))$"
 )
 
@@ -97,6 +105,12 @@ def _what(stat: str) -> tuple[int, str] | None:
         return UPG_ACTIVE, ""
     if stat == "upstream_rq_retry":
         return RETRY, ""
+    if stat == "upstream_cx_total":
+        return CX_TOTAL, ""
+    if stat == "upstream_cx_rx_bytes_total":
+        return CX_BYTES, "rx"
+    if stat == "upstream_cx_tx_bytes_total":
+        return CX_BYTES, "tx"
     if stat == "upstream_rq_time":
         return TIME, ""
     flag = FLAG_STATS.get(stat)
@@ -167,6 +181,10 @@ class StatNames:
         what = _what(stat)
         if what is None:
             return None
-        if (kind == LISTENER and what[0] != FLAG) or (kind != ROUTE and what[0] >= DS_TOTAL):
+        if (
+            (kind == LISTENER and what[0] != FLAG)
+            or (kind != ROUTE and what[0] in _ROUTE_ONLY)
+            or (kind != CLUSTER and what[0] in _CLUSTER_ONLY)
+        ):
             return None
         return kind, key, what[0], what[1], stat in TRIP_STATS

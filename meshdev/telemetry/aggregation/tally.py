@@ -90,13 +90,17 @@ class RouteTally:
 
 
 class ClusterTally:
-    __slots__ = ("breakers", "flags", "trips", "up")
+    __slots__ = ("breakers", "bytes", "cx", "fail", "flags", "tcp", "trips", "up")
 
     def __init__(self) -> None:
         self.up = Side()
         self.trips = 0.0
         self.flags: dict[str, int] = {}
         self.breakers: list[tuple[str, BreakerView]] = []
+        self.tcp = False  # a tcp_proxy relays to it: connections, not requests
+        self.cx = 0.0  # connections opened per second
+        self.bytes = 0.0  # bytes per second, both ways
+        self.fail = 0.0  # connect failures per second
 
 
 class HostTally:

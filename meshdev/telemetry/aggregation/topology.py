@@ -38,6 +38,9 @@ class Topology:
     # Clusters that reach this sidecar's own app (inbound listeners): not shared upstreams.
     local_clusters: frozenset[str] = frozenset()
     http_prefixes: tuple[str, ...] = ()
+    # Clusters its tcp_proxy listeners relay connections to: they show connections and bytes,
+    # not requests.
+    tcp_clusters: frozenset[str] = frozenset()
     # Derived look-ups, built once by `make`.
     by_cluster: dict[str, tuple[tuple[RouteKey, float], ...]] = field(default_factory=dict)
     by_feature: dict[str, tuple[RouteKey, ...]] = field(default_factory=dict)
@@ -49,6 +52,7 @@ class Topology:
         clusters: Iterable[str] = (),
         local_clusters: Iterable[str] = (),
         http_prefixes: Iterable[str] = (),
+        tcp_clusters: Iterable[str] = (),
     ) -> Topology:
         routes = tuple(routes)
         by_cluster: dict[str, list[tuple[RouteKey, float]]] = {}
@@ -65,6 +69,7 @@ class Topology:
             clusters=tuple(dict.fromkeys([*clusters, *by_cluster])),
             local_clusters=frozenset(local_clusters),
             http_prefixes=tuple(http_prefixes),
+            tcp_clusters=frozenset(tcp_clusters),
             by_cluster={c: tuple(v) for c, v in by_cluster.items()},
             by_feature=features,
         )
@@ -141,7 +146,18 @@ def _meshdev(config: dict[str, Any]) -> Topology:
             if lst.get("kind") == "inbound" and isinstance(lst.get("cluster"), str)
         ],
         http_prefixes=[
-            p for lst in listeners for p in (lst.get("name"), lst.get("kind")) if isinstance(p, str)
+            p
+            for lst in listeners
+            if not lst.get("tcp_proxy")
+            for p in (lst.get("name"), lst.get("kind"))
+            if isinstance(p, str)
+        ],
+        tcp_clusters=[
+            c["cluster"]
+            for lst in listeners
+            if isinstance(lst.get("tcp_proxy"), dict)
+            for c in _dicts(lst["tcp_proxy"].get("clusters"))
+            if isinstance(c.get("cluster"), str)
         ],
     )
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meshdev.common.envoy_names import ServiceProtocol
+
 # Envoy's response flags meshdev produces, in the order the dashboard lists them.
 FLAGS = ("UO", "UH", "UF", "URX", "UT", "NR", "FI", "DI", "RL")
 
@@ -67,6 +69,13 @@ class ClusterStats:
     rps: float = 0.0
     success_pct: float | None = None
     flags: dict[str, int] = field(default_factory=dict)  # interval counts by response flag
+    # "tcp": a tcp_proxy relays connections to it; it has no requests (rps, success, and the
+    # request limits mean nothing), but connections and bytes.
+    protocol: ServiceProtocol = "http"
+    cx_active: int = 0  # its callers' connections open now
+    cx_per_s: float = 0.0  # connections opened
+    bytes_per_s: float = 0.0  # relayed, both ways
+    connect_fail_per_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +92,9 @@ class HostStats:
     returns_in_s: float  # 0 when not ejected
     rq_active: int
     ejected_by: tuple[str, ...] = ()  # the sidecars that eject it now
+    # "tcp": of a tcp cluster; then `rps` is connections per second and `rq_active` its open
+    # connections (Envoy counts each relayed connection as a request on its host).
+    protocol: ServiceProtocol = "http"
 
     @property
     def key(self) -> str:

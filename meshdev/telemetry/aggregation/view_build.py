@@ -7,6 +7,8 @@ when any sidecar ejects it.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from meshdev.common.breaker_view import BreakerView
 from meshdev.telemetry.aggregation.history import History
 from meshdev.telemetry.aggregation.latency import latency
@@ -66,6 +68,9 @@ def cluster_stats(
     for name in sorted(clusters):
         c = clusters[name]
         limits = _limits(c.breakers)
+        if c.tcp:
+            # A relayed connection takes no request, pending or retry slot.
+            limits = tuple(lim for lim in limits if lim.name == "max_connections")
         n, out_now = endpoints.get(name, 0), ejected.get(name, 0)
         out.append(
             ClusterStats(
@@ -80,13 +85,21 @@ def cluster_stats(
                 rps=c.up.rps,
                 success_pct=c.up.success_pct,
                 flags=c.flags,
+                protocol="tcp" if c.tcp else "http",
+                cx_active=sum(b.cx_active for _, b in c.breakers),
+                cx_per_s=c.cx,
+                bytes_per_s=c.bytes,
+                connect_fail_per_s=c.fail,
             )
         )
     history.end()
     return tuple(out)
 
 
-def host_stats(hosts: dict[tuple[str, str], HostTally]) -> tuple[HostStats, ...]:
+def host_stats(
+    hosts: dict[tuple[str, str], HostTally], tcp: Collection[str] = ()
+) -> tuple[HostStats, ...]:
+    """`tcp`: the clusters a tcp_proxy relays to (their hosts count connections)."""
     out = []
     for (cluster, address), h in hosts.items():
         finished = h.success + h.error
@@ -102,6 +115,7 @@ def host_stats(hosts: dict[tuple[str, str], HostTally]) -> tuple[HostStats, ...]
                 returns_in_s=max(0.0, h.returns) if h.ejected_by else 0.0,
                 rq_active=h.active,
                 ejected_by=tuple(h.ejected_by),
+                protocol="tcp" if cluster in tcp else "http",
             )
         )
     out.sort(key=lambda h: (h.cluster, h.pod, h.address))
