@@ -30,6 +30,7 @@ from meshdev.sidecar.admin.server import AdminServer, start_admin
 from meshdev.sidecar.admin.views import HostView
 from meshdev.sidecar.dataplane import DataPlane
 from meshdev.sidecar.http import HttpServer, start_server
+from meshdev.sidecar.http2 import Http2StatSet, enable_h2c
 from meshdev.sidecar.proxy.pipeline import Proxy
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tcp.server import TcpProxyServer, start_tcp_proxy
@@ -169,6 +170,10 @@ class Sidecar:
             return
         proxy = Proxy(self.plane, lst.name)
         server = await start_server(proxy, lst.address, lst.port, config.limits)
+        # Every HTTP listener also takes h2c with prior knowledge (gRPC callers), as Istio's
+        # sidecars accept HTTP/2 on every HTTP port.
+        store = self.plane.stats_store
+        enable_h2c(server, lambda: Http2StatSet(store, proxy.listener))
         self._servers[addr] = (server, proxy)
 
     def _bound_as(self, lst: Listener) -> bool:

@@ -37,6 +37,25 @@ log = logging.getLogger("meshdev.sidecar.http")
 
 Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
 
+# HTTP/2's connection preface (RFC 9113 section 3.4): a client with prior knowledge of h2c
+# opens with it, where an HTTP/1.1 client sends a request line.
+H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Takes a new connection over when it opened with H2_PREFACE: the transport, the client's
+# address, and the bytes read so far (preface included). Installed by ``sidecar.http2``,
+# which this engine does not import.
+H2Handoff = Callable[[asyncio.Transport, tuple[str, int], bytes], None]
+
+
+class Served(Protocol):
+    """A connection as the server sweeps, drains and closes it: this module's
+    ``ClientConnection``, or an HTTP/2 connection it handed over."""
+
+    @property
+    def _task(self) -> asyncio.Task[None] | None: ...
+    def _check_timers(self, now: float, limits: Limits) -> None: ...
+    def _close_idle(self) -> None: ...
+    def _abort(self) -> None: ...
+
 
 class ServerSide(Protocol):
     """What a connection needs of the server that accepted it (``server.HttpServer``)."""
@@ -51,8 +70,11 @@ class ServerSide(Protocol):
     @property
     def _draining(self) -> bool: ...
     @property
-    def _conns(self) -> set[ClientConnection]: ...
-    def _conn_lost(self, conn: ClientConnection) -> None: ...
+    def _conns(self) -> set[Served]: ...
+    # Set: a connection opening with HTTP/2's preface is handed over to it.
+    @property
+    def _h2c(self) -> H2Handoff | None: ...
+    def _conn_lost(self, conn: Served) -> None: ...
 
 
 class _Reject(Exception):
@@ -92,6 +114,7 @@ class ClientConnection(asyncio.Protocol):
         "_queue",
         "_rpaused",
         "_server",
+        "_sniffed",
         "_task",
         "_te",
         "_transport",
@@ -136,6 +159,13 @@ class ClientConnection(asyncio.Protocol):
         self._idle_since = 0.0
         # While an upgrade request waits for its answer: the bytes after its head.
         self._upgrade_buf: bytearray | None = None
+        # Until the first bytes tell HTTP/1.1 from HTTP/2 (when the server speaks both), what
+        # arrived so far; the check rides on the `_ignore` branch, so once decided the
+        # HTTP/1.1 path pays nothing per read.
+        self._sniffed: bytes | None = None
+        if server._h2c is not None:
+            self._sniffed = b""
+            self._ignore = True
 
     # -- transport events -------------------------------------------------------------------
 
@@ -150,6 +180,9 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._ignore:
+            if self._sniffed is not None:
+                self._sniff(data)
+                return
             buf = self._upgrade_buf
             if buf is not None:
                 # A WebSocket client waiting for its 101 should send nothing; what it does
@@ -179,6 +212,25 @@ class ClientConnection(asyncio.Protocol):
             self._head_fed += len(data)
             if self._head_fed > self._server._limits.max_header_bytes:
                 self._protocol_error(431)
+
+    def _sniff(self, data: bytes) -> None:
+        """The connection's first bytes: HTTP/2's preface hands it over, anything else is
+        HTTP/1.1 (a preface still partial waits for more)."""
+        seen = self._sniffed + data if self._sniffed else data
+        if len(seen) < len(H2_PREFACE) and H2_PREFACE.startswith(seen):
+            self._sniffed = seen
+            return
+        self._sniffed = None
+        self._ignore = False
+        handoff = self._server._h2c
+        if handoff is not None and seen.startswith(H2_PREFACE):
+            # This object leaves the server's books without counting as closed traffic; the
+            # HTTP/2 connection takes the transport and enters them itself.
+            self._closed = True
+            self._server._conn_lost(self)
+            handoff(self._transport, self._client, seen)
+            return
+        self.data_received(seen)
 
     def eof_received(self) -> bool:
         # As Envoy and nginx do, a client's FIN aborts its requests in flight (a half-closed

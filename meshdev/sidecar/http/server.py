@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from meshdev.common.sidecar_config import Limits
-from meshdev.sidecar.http.connection import LINGER, ClientConnection, Handler
+from meshdev.sidecar.http.connection import LINGER, ClientConnection, H2Handoff, Handler, Served
 
 
 class HttpServer:
@@ -17,7 +17,10 @@ class HttpServer:
         self._handler = handler
         self._limits = limits
         self._loop = loop
-        self._conns: set[ClientConnection] = set()
+        self._conns: set[Served] = set()
+        # Installed by sidecar.http2 (enable_h2c): who takes a connection that opens with
+        # HTTP/2's preface. None: HTTP/1.1 only, and no first-read check at all.
+        self._h2c: H2Handoff | None = None
         self._server: asyncio.Server | None = None
         self._draining = False
         self._sweeper: asyncio.TimerHandle | None = None
@@ -52,7 +55,7 @@ class HttpServer:
     def _protocol(self) -> ClientConnection:
         return ClientConnection(self)
 
-    def _conn_lost(self, conn: ClientConnection) -> None:
+    def _conn_lost(self, conn: Served) -> None:
         self._conns.discard(conn)
         if not self._conns and self._all_closed is not None:
             self._all_closed.set()

@@ -183,10 +183,13 @@ class ResponseWriter:
             self._head = None
             self._conn._transport.write(head)
 
-    async def end(self) -> None:
+    async def end(self, trailers: list[tuple[str, str]] | None = None) -> None:
         """Finish the response: send what is left of the head and framing; idempotent.
 
-        A response short of its ``content-length`` is logged and the connection reset (its
+        `trailers` (an HTTP/2 or gRPC upstream's) go out in the last chunk of a chunked
+        response; a response framed by its content-length (or by the close) has no place for
+        them, so they are dropped, as Envoy does for an HTTP/1.1 client. A response short of
+        its ``content-length`` is logged and the connection reset (its
         framing is broken). Afterwards the connection goes on with the next request, or closes
         (see ``start``). Raises ``RuntimeError`` before ``start``."""
         if self.ended:
@@ -201,7 +204,8 @@ class ResponseWriter:
         head = self._head
         self._head = None
         if self._chunked:
-            conn._transport.write(LAST_CHUNK if head is None else head + LAST_CHUNK)
+            last = LAST_CHUNK if not trailers else _last_chunk(trailers)
+            conn._transport.write(last if head is None else head + last)
         elif head is not None:
             conn._transport.write(head)
         if self._remaining:
@@ -247,6 +251,12 @@ class ResponseWriter:
         self.started = True
         self.ended = True
         return conn._switch(head)
+
+
+def _last_chunk(trailers: list[tuple[str, str]]) -> bytes:
+    """The chunked body's last chunk carrying `trailers` (RFC 9112 section 7.1.2)."""
+    lines = "".join(f"{k}: {v}\r\n" for k, v in trailers)
+    return f"0\r\n{lines}\r\n".encode("latin-1")
 
 
 async def send_plain(writer: ResponseWriter, status: int, text: bytes) -> None:
