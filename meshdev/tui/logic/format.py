@@ -52,6 +52,15 @@ def rate(value: float) -> str:
     return f"{value:.2f}"
 
 
+def size(value: float) -> str:
+    """A byte count (or rate) as `rate` shows numbers, with a decimal unit: 950, 12k, 3.4M."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= 0.9995 * scale:
+            scaled = value / scale
+            return f"{scaled:.1f}{unit}" if scaled < 9.95 else f"{scaled:.0f}{unit}"
+    return rate(value)
+
+
 def ms(value: float | None) -> str:
     if value is None:
         return DASH

@@ -1,7 +1,9 @@
 """Clusters: endpoints, and the circuit breaker's state *now* with its recent trips.
 
 Envoy's breakers are limits, not latched states: a request over a limit gets 503 UO at once
-and the next one may pass. So "open" means a limit is reached right now, and the trips per
+and the next one may pass. A tcp cluster (Envoy's tcp_proxy relays to it) has connections, not
+requests: its request columns show a dash, and its connections get columns of their own, which
+appear only once a tcp cluster does. So "open" means a limit is reached right now, and the trips per
 second with a short timeline show what happened just before.
 """
 
@@ -53,9 +55,30 @@ def timeline_cell(history: tuple[float, ...], step: int) -> Text:
     return Text(fmt.sparkline(bars, TIMELINE_WIDTH, zero=fmt.GLYPHS[0]), style="red")
 
 
-def cluster_row(c: ClusterStats, timeline: Text | None = None) -> Row:
+def dash() -> Text:
+    """What a column shows for a row it means nothing to (a tcp cluster's RPS)."""
+    return fmt.right(Text(fmt.DASH, style="dim"))
+
+
+def tcp_cells(c: ClusterStats) -> tuple[Text, ...]:
+    """A tcp cluster's connections: open now, opened and bytes relayed per second, failed
+    connects per second; an http cluster's are dashes."""
+    if c.protocol != "tcp":
+        return tuple(dash() for _ in TCP_COLUMNS)
+    fails = c.connect_fail_per_s
+    return (
+        fmt.right(Text(str(c.cx_active), style="" if c.cx_active else "dim")),
+        fmt.right(fmt.rate(c.cx_per_s)),
+        fmt.right(fmt.size(c.bytes_per_s)),
+        fmt.right(Text(fmt.rate(fails), style="bold red" if fails else "dim")),
+    )
+
+
+def cluster_row(c: ClusterStats, timeline: Text | None = None, *, tcp: bool = False) -> Row:
+    """`tcp`: the table shows the tcp columns (some cluster is tcp)."""
     endpoints = Text(f"{c.healthy}/{c.endpoints}", style="green" if c.healthy else "bold red")
-    cells = (
+    http = c.protocol != "tcp"
+    cells: tuple[Text | str, ...] = (
         c.name,
         breaker_cell(c),
         fmt.right(Text(fmt.rate(c.trips_per_s), style="bold red" if c.trips_per_s else "dim")),
@@ -63,10 +86,22 @@ def cluster_row(c: ClusterStats, timeline: Text | None = None) -> Row:
         fmt.right(endpoints),
         fmt.right(Text(str(c.ejected), style="bold red" if c.ejected else "dim")),
         limits_cell(c.limits),
-        fmt.right(fmt.rate(c.rps)),
-        fmt.right(fmt.success(c.success_pct)),
+        fmt.right(fmt.rate(c.rps)) if http else dash(),
+        fmt.right(fmt.success(c.success_pct)) if http else dash(),
     )
-    return Row(cells, {"cluster": c.name, "trips": c.trips_per_s, "rps": c.rps})
+    if tcp:
+        cells += tcp_cells(c)
+    return Row(cells, {"cluster": c.name, "trips": c.trips_per_s, "rps": c.rps if http else None})
+
+
+# A tcp cluster's own numbers (Envoy's cluster.<c>.upstream_cx_active / _total /
+# _rx_bytes_total + _tx_bytes_total / _connect_fail).
+TCP_COLUMNS = (
+    Column("cx_active", "CX", 5),
+    Column("cx_rate", "CX/s", 6),
+    Column("bytes", "BYTES/s", 8),
+    Column("cx_fail", "CX FAIL/s", 9),
+)
 
 
 class ClustersTable(KeyedTable):
@@ -86,11 +121,17 @@ class ClustersTable(KeyedTable):
     DESCENDING = frozenset({"trips", "rps"})
 
     def show(self, clusters: Iterable[ClusterStats], step: int = 1, trends: bool = True) -> None:
-        """As RoutesTable.show: the trip timeline moves once a second, a bar per second."""
+        """As RoutesTable.show: the trip timeline moves once a second, a bar per second.
+        The tcp columns appear with the first tcp cluster, and stay."""
+        clusters = tuple(clusters)
+        tcp = len(self.shown_columns) > len(self.COLUMNS)
+        if not tcp and any(c.protocol == "tcp" for c in clusters):
+            self.append_columns(TCP_COLUMNS, dash())
+            tcp = True
         rows = {}
         for c in clusters:
             kept = None if trends else self.kept_cell(c.name, "timeline")
             rows[c.name] = cluster_row(
-                c, kept if kept is not None else timeline_cell(c.trip_history, step)
+                c, kept if kept is not None else timeline_cell(c.trip_history, step), tcp=tcp
             )
         self.sync(rows)

@@ -1,5 +1,7 @@
 """Hosts: each endpoint of each cluster, whether outlier detection ejected it, and when it
-returns (Envoy: base_ejection_time times the host's ejection count)."""
+returns (Envoy: base_ejection_time times the host's ejection count). A tcp cluster's hosts
+show their open connections as ACTIVE and connections per second in a column of their own
+(appearing with the first of them) instead of requests."""
 
 from __future__ import annotations
 
@@ -11,28 +13,46 @@ from meshdev.telemetry.aggregation.view import HostStats
 from meshdev.tui.logic import format as fmt
 from meshdev.tui.tables.keyed import Column, KeyedTable, Row
 
+# A tcp host's connections opened per second (its `rps`: Envoy counts each relayed connection
+# as a request on its host).
+TCP_COLUMNS = (Column("cx_rate", "CX/s", 6),)
 
-def host_row(h: HostStats) -> Row:
+
+def _dash() -> Text:
+    return fmt.right(Text(fmt.DASH, style="dim"))
+
+
+def host_row(h: HostStats, *, tcp: bool = False) -> Row:
+    """`tcp`: the table shows the tcp column (some host is a tcp cluster's)."""
+    http = h.protocol != "tcp"
     if h.ejected:
         # Each sidecar runs its own outlier detection, so a host may be out for some callers.
         by = f" by {len(h.ejected_by)}" if len(h.ejected_by) > 1 else ""
         state = Text(f"EJECTED{by}", style="bold white on red")
     else:
         state = Text("ok", style="green")
-    cells = (
+    cells: tuple[Text | str, ...] = (
         h.cluster,
         h.pod,
         h.address,
-        fmt.right(fmt.rate(h.rps)),
-        fmt.right(fmt.success(h.success_pct)),
+        fmt.right(fmt.rate(h.rps)) if http else _dash(),
+        fmt.right(fmt.success(h.success_pct)) if http else _dash(),
         state,
         fmt.right(Text(str(h.ejection_count), style="yellow" if h.ejection_count else "dim")),
         fmt.right(fmt.seconds(h.returns_in_s) if h.ejected else ""),
+        # Requests in flight, or a tcp host's open connections.
         fmt.right(str(h.rq_active)),
     )
+    if tcp:
+        cells += (_dash() if http else fmt.right(fmt.rate(h.rps)),)
     return Row(
         cells,
-        {"pod": h.pod, "rps": h.rps, "ejections": h.ejection_count, "success": h.success_pct},
+        {
+            "pod": h.pod,
+            "rps": h.rps if http else None,
+            "ejections": h.ejection_count,
+            "success": h.success_pct,
+        },
     )
 
 
@@ -54,4 +74,10 @@ class HostsTable(KeyedTable):
     DESCENDING = frozenset({"rps", "ejections"})
 
     def show(self, hosts: Iterable[HostStats]) -> None:
-        self.sync({h.key: host_row(h) for h in hosts})
+        """The tcp column appears with the first tcp host, and stays."""
+        hosts = tuple(hosts)
+        tcp = len(self.shown_columns) > len(self.COLUMNS)
+        if not tcp and any(h.protocol == "tcp" for h in hosts):
+            self.append_columns(TCP_COLUMNS, _dash())
+            tcp = True
+        self.sync({h.key: host_row(h, tcp=tcp) for h in hosts})

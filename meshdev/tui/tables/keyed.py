@@ -11,7 +11,7 @@ renders only the changed cells.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -70,6 +70,8 @@ class KeyedTable(FastDataTable):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._rows: dict[str, Row] = {}
+        # COLUMNS, and any a panel appended since (a new kind of row brought them).
+        self.shown_columns: tuple[Column, ...] = self.COLUMNS
         self.sort_column: str | None = None
         self.updates = 0  # cells changed, for tests and the benchmark
 
@@ -77,6 +79,19 @@ class KeyedTable(FastDataTable):
         self.border_title = self.TITLE
         for column in self.COLUMNS:
             self.add_column(column.label, key=column.key, width=column.width)
+
+    def append_columns(self, columns: Sequence[Column], filler: Cell) -> None:
+        """Append columns to a live table; its rows show `filler` there until their next
+        sync (which must then give every row a cell for them). For what only some rows have
+        (the tcp clusters' connections): a table without such rows keeps its old look."""
+        for column in columns:
+            self.add_column(
+                column.label, key=column.key, width=column.width, default=as_cell(filler)
+            )
+        self.shown_columns = (*self.shown_columns, *columns)
+        extra = (filler,) * len(columns)
+        self._rows = {k: Row((*row.cells, *extra), row.sort) for k, row in self._rows.items()}
+        self.moved()
 
     @property
     def keys(self) -> list[str]:
@@ -97,7 +112,7 @@ class KeyedTable(FastDataTable):
         row = self._rows.get(key)
         if row is None:
             return None
-        at = next(i for i, c in enumerate(self.COLUMNS) if c.key == column)
+        at = next(i for i, c in enumerate(self.shown_columns) if c.key == column)
         cell = row.cells[at]
         return cell if isinstance(cell, Text) else Text(cell)
 
@@ -106,7 +121,7 @@ class KeyedTable(FastDataTable):
         return value.plain if isinstance(value, Text) else str(value)
 
     def sync(self, rows: Mapping[str, Row]) -> None:
-        widths = [c.width for c in self.COLUMNS]
+        widths = [c.width for c in self.shown_columns]
         for key in [k for k in self._rows if k not in rows]:
             del self._rows[key]
             try:
@@ -126,7 +141,7 @@ class KeyedTable(FastDataTable):
             else:
                 # Compared as given: most cells of a row are unchanged from the last view.
                 for column, width, before, after in zip(
-                    self.COLUMNS, widths, old.cells, wanted.cells, strict=True
+                    self.shown_columns, widths, old.cells, wanted.cells, strict=True
                 ):
                     if _same(before, after):
                         continue
@@ -157,7 +172,7 @@ class KeyedTable(FastDataTable):
         self._apply_sort()
         if self.sort_column is None:
             return "natural order"
-        return next(c.label for c in self.COLUMNS if c.key == self.sort_column)
+        return next(c.label for c in self.shown_columns if c.key == self.sort_column)
 
     def _wanted_order(self) -> list[str]:
         column = self.sort_column
@@ -182,7 +197,7 @@ class KeyedTable(FastDataTable):
         cursor = self.cursor_key
         # DataTable.sort sees cell values, not row keys: rank rows by their key columns.
         columns = list(self.KEY_COLUMNS or (self.COLUMNS[0].key,))
-        at = [next(i for i, c in enumerate(self.COLUMNS) if c.key == k) for k in columns]
+        at = [next(i for i, c in enumerate(self.shown_columns) if c.key == k) for k in columns]
         rank = {
             tuple(_plain(self._rows[key].cells[i]) for i in at): n for n, key in enumerate(wanted)
         }
