@@ -8,9 +8,10 @@ The JSON form is a stable interface for scripts (documented in docs/status.md):
       "version": 3,                 # the version the session last applied (null: no session)
       "last_reload": {...} | null,  # ok, version, serving, sidecars, elapsed_ms, errors, at
       "pods": [
-        {"name": "backend-v1-0", "service": "backend", "subset": "v1", "state": "running",
-         "ready": true, "address": "127.0.9.3", "admin_url": "http://127.0.9.3:15000",
-         "config_version": 3, "config_hash": "9f2c...", "current": true, "detail": ""}
+        {"name": "backend-v1-0", "service": "backend", "subset": "v1", "protocol": "http",
+         "state": "running", "ready": true, "address": "127.0.9.3",
+         "admin_url": "http://127.0.9.3:15000", "config_version": 3, "config_hash": "9f2c...",
+         "current": true, "detail": ""}
       ]
     }
 
@@ -46,6 +47,7 @@ async def gather_status(
                 "name": pod.pod,
                 "service": pod.service or None,
                 "subset": pod.subset,
+                "protocol": _protocol(dump) if pod.service else None,
                 "state": pod.state,
                 "ready": ready,
                 "address": pod.address,
@@ -68,6 +70,19 @@ async def gather_status(
         "last_reload": (state or {}).get("last_reload"),
         "pods": rows,
     }
+
+
+def _protocol(dump: dict[str, Any]) -> str | None:
+    """The pod's service protocol as its sidecar serves it: the inbound listener is a
+    tcp_proxy for a tcp service (None when the sidecar did not say)."""
+    config = dump.get("config")
+    listeners = config.get("listeners") if isinstance(config, dict) else None
+    if not isinstance(listeners, list):
+        return None
+    for lst in listeners:
+        if isinstance(lst, dict) and lst.get("kind") == "inbound":
+            return "tcp" if lst.get("tcp_proxy") else "http"
+    return None
 
 
 async def _probe(session: aiohttp.ClientSession, admin_url: str) -> tuple[bool, dict[str, Any]]:

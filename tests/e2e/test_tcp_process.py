@@ -133,6 +133,8 @@ def test_redis_through_the_mesh(tmp_path: Path) -> None:
         pods = {p["name"]: p for p in up.status()["pods"]}
         assert {"ingress", "cache-0", "caller-0"} <= set(pods)
         caller = pods["caller-0"]
+        protocols = {name: p["protocol"] for name, p in pods.items()}
+        assert protocols == {"ingress": None, "cache-0": "tcp", "caller-0": "http"}
 
         # The caller app, from its environment, through its sidecar to redis and back.
         status, body = get(f"http://127.0.0.1:{port}/redis?cmd=SET+greeting+hello")
