@@ -21,6 +21,7 @@ from meshdev.sidecar.http import (
     Splice,
     start_server,
 )
+from meshdev.sidecar.http.connection import ClientConnection
 from tests.support import WAIT, wait_until
 
 Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
@@ -113,6 +114,7 @@ async def test_bytes_before_the_101_are_held_with_flow_control() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
         writer.write(WS_HEAD + early)
         [conn] = srv._conns
+        assert isinstance(conn, ClientConnection)
         # Past the high-water mark the connection stops reading (the kernel holds the rest).
         await wait_until(lambda: conn._rpaused, "reading paused")
         held = conn._upgrade_buf

@@ -21,6 +21,7 @@ from aiohttp import ClientSession, ClientWebSocketResponse, WSMsgType, WSServerH
 
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.http import RawEnd
+from meshdev.sidecar.http.connection import ClientConnection
 from meshdev.sidecar.main import Sidecar
 from tests.sidecar.helpers import (
     histogram_count,
@@ -199,6 +200,8 @@ def buffered_in(sc: Sidecar) -> int:
     total = 0
     for server, _ in sc._servers.values():
         for conn in server._conns:
+            if not isinstance(conn, ClientConnection):
+                continue  # an HTTP/2 connection: no upgrades there
             end = conn._transport.get_protocol()
             if isinstance(end, RawEnd):
                 total += end.transport.get_write_buffer_size()
