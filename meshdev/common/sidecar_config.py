@@ -171,6 +171,9 @@ class Cluster(_Model):
     # Envoy's stream_idle_timeout for streams to this cluster: an upgraded (WebSocket) stream
     # with no bytes either way for this long is closed; 0 disables it.
     stream_idle_timeout: float = Field(default=envoy.STREAM_IDLE_TIMEOUT, ge=0)
+    # Envoy's http2_protocol_options (Istio sets them for grpc/http2 ports): requests go to
+    # the endpoints as streams over h2c with prior knowledge.
+    http2: bool = False
 
 
 class IngressRoute(_Model):

@@ -292,7 +292,7 @@ async def _tries(
                 await w.start(status, out)
                 if data:
                     await w.write(data)
-                await w.end()
+                await w.end(resp.trailers)
             else:
                 await stream(w, rec, resp, out, data)
             elapsed = (now() - t0) * 1000.0

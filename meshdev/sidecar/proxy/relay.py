@@ -51,4 +51,4 @@ async def stream(
         # body arrived whole.
         resp.close()
     rec.bytes_sent = sent
-    await w.end()
+    await w.end(resp.trailers)

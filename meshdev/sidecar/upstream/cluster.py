@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
 from meshdev.common.sidecar_config import Cluster
+from meshdev.sidecar.http2.client import H2Pool
 from meshdev.sidecar.stats.sets import ClusterStatSet, TcpClusterStatSet
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.upstream import ConnectionBudget, UpstreamPool
@@ -82,13 +83,18 @@ class ClusterState:
             if key in keep:
                 continue
             host = self.hosts.get(key)
+            if host is not None and isinstance(host.pool, H2Pool) != config.http2:
+                # The service changed protocol: its old connections drain, new ones are new.
+                self._retire(host)
+                host = None
             if host is None:
+                pool_class = H2Pool if config.http2 else UpstreamPool
                 host = Host(
                     self.name,
                     ep.address,
                     ep.port,
                     ep.pod,
-                    UpstreamPool(ep.address, ep.port, self.budget),
+                    pool_class(ep.address, ep.port, self.budget),
                 )
             host.pod = ep.pod
             keep[key] = host
@@ -179,8 +185,14 @@ class ClusterState:
         self._seen_pending_total = budget.rq_pending_total
         for host in self._all_hosts():
             pool = host.pool
-            s.upstream_cx_total.value += pool.cx_total - host._seen_cx_total
-            host._seen_cx_total = pool.cx_total
+            if pool.cx_total != host._seen_cx_total:
+                if isinstance(pool, H2Pool):
+                    # Made on first use, so an HTTP/1.1 cluster's stats stay as they were.
+                    self._owner.stats_store.counter(
+                        f"cluster.{self.name}.upstream_cx_http2_total"
+                    ).value += pool.cx_total - host._seen_cx_total
+                s.upstream_cx_total.value += pool.cx_total - host._seen_cx_total
+                host._seen_cx_total = pool.cx_total
             s.upstream_cx_connect_fail.value += pool.cx_connect_fail - host._seen_connect_fail
             host._seen_connect_fail = pool.cx_connect_fail
         # Retired hosts are dropped once their pool has nothing left open.
