@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 # How long a moved or removed listener lets its requests in flight finish.
 DRAIN_GRACE = 15.0
+# How long relayed (tcp_proxy) connections may go on when the sidecar stops: unlike a request
+# they have no end to wait for (a Redis client's pool holds them for ever), so they get a moment
+# to finish an exchange under way and are then closed, as Envoy closes them when it exits.
+TCP_STOP_GRACE = 1.0
 # How long a listener that changes between HTTP and tcp_proxy in place waits for the old one's
 # socket to be released before it gives up binding.
 REBIND_WAIT = 2.0
@@ -155,7 +159,8 @@ class Sidecar:
         tcp = list(self._tcp_servers.values())
         self._servers = {}
         self._tcp_servers = {}
-        await asyncio.gather(*(s.close(grace) for s in servers), *(t.close(grace) for t in tcp))
+        tcp_grace = min(grace, TCP_STOP_GRACE)
+        await asyncio.gather(*(s.close(grace) for s in servers), *(t.close(tcp_grace) for t in tcp))
         if self._admin is not None:
             await self._admin.close()
             self._admin = None

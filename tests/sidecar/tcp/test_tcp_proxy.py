@@ -558,3 +558,22 @@ async def test_many_short_connections_leave_nothing_behind(count: int) -> None:
         host = next(h for h in caller.hosts() if h.cluster == "redis")
         assert host.cx_active == 0
         assert host.rq_active == 0
+
+
+async def test_stopping_the_sidecar_closes_relayed_connections_after_a_moment() -> None:
+    async with app() as a, sidecar(inbound_config(a.port)) as callee:
+        caller = Sidecar(caller_config(callee.listener_port("inbound")), token="t")
+        await caller.start()
+        r, w = await connect(caller)
+        w.write(b"hi")
+        assert await r.readexactly(2) == b"hi"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # A relayed connection has no end of its own to wait for: it gets TCP_STOP_GRACE.
+        await caller.stop()
+        assert loop.time() - started < 5
+        try:
+            assert await asyncio.wait_for(r.read(), 5) == b""
+        except ConnectionResetError:
+            pass
+        w.close()
