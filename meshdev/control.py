@@ -185,6 +185,7 @@ class ControlPlane:
                     "key": p.key,
                     "service": p.spec.service or None,
                     "subset": p.spec.subset,
+                    "protocol": p.spec.protocol if p.spec.service else None,
                     "address": p.started.placement.address,
                     "admin_url": p.started.admin_url,
                     "routable": p.routable,

@@ -47,7 +47,7 @@ async def gather_status(
                 "name": pod.pod,
                 "service": pod.service or None,
                 "subset": pod.subset,
-                "protocol": _protocol(dump) if pod.service else None,
+                "protocol": (expect.get("protocol") or _protocol(dump)) if pod.service else None,
                 "state": pod.state,
                 "ready": ready,
                 "address": pod.address,
@@ -73,8 +73,9 @@ async def gather_status(
 
 
 def _protocol(dump: dict[str, Any]) -> str | None:
-    """The pod's service protocol as its sidecar serves it: the inbound listener is a
-    tcp_proxy for a tcp service (None when the sidecar did not say)."""
+    """The pod's service protocol as its sidecar serves it, when the session did not record
+    it (a mesh left running by another meshdev): the inbound listener is a tcp_proxy for a tcp
+    service, HTTP's connection manager otherwise (None when the sidecar did not say)."""
     config = dump.get("config")
     listeners = config.get("listeners") if isinstance(config, dict) else None
     if not isinstance(listeners, list):
