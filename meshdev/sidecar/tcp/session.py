@@ -280,7 +280,8 @@ class TcpSession(asyncio.Protocol):
             if up.can_write_eof():
                 up.write_eof()
             return
-        down.resume_reading()
+        if not self._down_paused:  # (the early bytes may have filled the upstream already)
+            down.resume_reading()
 
     # -- upstream events (from _UpstreamSide) ---------------------------------------------
 
