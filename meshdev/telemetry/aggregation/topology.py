@@ -165,6 +165,7 @@ def _meshdev(config: dict[str, Any]) -> Topology:
 def _envoy(configs: list[Any]) -> Topology:
     routes: list[RouteInfo] = []
     clusters: list[str] = []
+    tcp: list[str] = []
     for cfg in _dicts(configs):
         kind = str(cfg.get("@type", ""))
         if kind.endswith("RoutesConfigDump"):
@@ -183,7 +184,36 @@ def _envoy(configs: list[Any]) -> Topology:
                 c = holder.get("cluster")
                 if isinstance(c, dict) and isinstance(c.get("name"), str):
                     clusters.append(c["name"])
-    return Topology.make(routes, clusters=clusters)
+        elif kind.endswith("ListenersConfigDump"):
+            tcp += _envoy_tcp_clusters(cfg)
+    return Topology.make(routes, clusters=clusters, tcp_clusters=tcp)
+
+
+def _envoy_tcp_clusters(dump: dict[str, Any]) -> list[str]:
+    """The clusters Envoy's tcp_proxy filters relay to, in a ListenersConfigDump."""
+    listeners = [h.get("listener") for h in _dicts(dump.get("static_listeners"))]
+    for holder in _dicts(dump.get("dynamic_listeners")):
+        state = holder.get("active_state")
+        if isinstance(state, dict):
+            listeners.append(state.get("listener"))
+    out: list[str] = []
+    for lst in listeners:
+        if not isinstance(lst, dict):
+            continue
+        for chain in _dicts(lst.get("filter_chains")):
+            for f in _dicts(chain.get("filters")):
+                typed = f.get("typed_config")
+                if not isinstance(typed, dict) or not str(typed.get("@type", "")).endswith(
+                    "tcp_proxy.v3.TcpProxy"
+                ):
+                    continue
+                if isinstance(typed.get("cluster"), str):
+                    out.append(typed["cluster"])
+                wc = typed.get("weighted_clusters")
+                for c in _dicts(wc.get("clusters") if isinstance(wc, dict) else None):
+                    if isinstance(c.get("name"), str):
+                        out.append(c["name"])
+    return out
 
 
 def _envoy_routes(rc: dict[str, Any]) -> list[RouteInfo]:

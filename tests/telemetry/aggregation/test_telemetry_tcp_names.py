@@ -82,3 +82,69 @@ def test_topology_knows_which_clusters_are_relayed_to() -> None:
     # A tcp listener is no HTTP connection manager: its name is not an http.<prefix>.
     assert set(topo.http_prefixes) == {"inbound", "outbound"}
     assert topo.local_clusters == frozenset({"inbound|8080"})
+
+
+def test_a_real_envoys_tcp_proxy_clusters_are_read_from_its_config_dump() -> None:
+    tcp_proxy = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+    topo = from_config_dump(
+        {
+            "configs": [
+                {
+                    "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+                    "static_listeners": [
+                        {
+                            "listener": {
+                                "name": "redis",
+                                "filter_chains": [
+                                    {
+                                        "filters": [
+                                            {
+                                                "name": "envoy.filters.network.tcp_proxy",
+                                                "typed_config": {
+                                                    "@type": tcp_proxy,
+                                                    "stat_prefix": "redis",
+                                                    "cluster": "redis",
+                                                },
+                                            }
+                                        ]
+                                    }
+                                ],
+                            }
+                        }
+                    ],
+                    "dynamic_listeners": [
+                        {
+                            "active_state": {
+                                "listener": {
+                                    "filter_chains": [
+                                        {
+                                            "filters": [
+                                                {
+                                                    "typed_config": {
+                                                        "@type": tcp_proxy,
+                                                        "weighted_clusters": {
+                                                            "clusters": [
+                                                                {"name": "pg.a", "weight": 1},
+                                                                {"name": "pg.b", "weight": 1},
+                                                            ]
+                                                        },
+                                                    }
+                                                }
+                                            ]
+                                        }
+                                    ]
+                                }
+                            }
+                        }
+                    ],
+                },
+                {
+                    "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+                    "static_clusters": [{"cluster": {"name": "redis"}}],
+                },
+            ]
+        }
+    )
+    assert topo is not None
+    assert topo.tcp_clusters == frozenset({"redis", "pg.a", "pg.b"})
+    assert topo.clusters == ("redis",)
