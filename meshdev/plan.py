@@ -14,7 +14,7 @@ from typing import Any
 
 from meshdev.common import envoy_defaults as envoy
 from meshdev.common import sidecar_config as sc
-from meshdev.common.envoy_names import ServiceProtocol
+from meshdev.common.envoy_names import HTTP2_PROTOCOLS, ServiceProtocol
 from meshdev.config.model import Match, Mesh, Policy, Route, Service, env_prefix
 
 INGRESS_POD = "ingress"
@@ -183,6 +183,8 @@ def render(
                 # The service's own policy holds on its inbound hop too, or an idle timeout
                 # longer than the default would still end its WebSockets here.
                 stream_idle_timeout=_stream_idle_timeout(mesh.policies.get(pod.service)),
+                # The app speaks HTTP/2 (gRPC): the inbound hop calls it so too.
+                http2=pod.protocol in HTTP2_PROTOCOLS,
             )
         )
         # One app port per pod, so the inbound listener speaks the service's protocol.
@@ -222,7 +224,7 @@ def render(
             "virtual_hosts": tuple(
                 _virtual_host(mesh, name)
                 for name, svc in mesh.services.items()
-                if svc.protocol == "http"
+                if svc.protocol != "tcp"
             ),
             "clusters": tuple(clusters),
         }
@@ -301,7 +303,11 @@ def _route(service: str, index: int, r: Route) -> sc.Route:
     fault = None
     if r.fault is not None:
         fault = sc.Fault(
-            abort=sc.FaultAbort(status=r.fault.abort.status, percent=r.fault.abort.percent)
+            abort=sc.FaultAbort(
+                status=r.fault.abort.status or 503,
+                percent=r.fault.abort.percent,
+                grpc_status=r.fault.abort.grpc_status,
+            )
             if r.fault.abort
             else None,
             delay=sc.FaultDelay(fixed=r.fault.delay.fixed, percent=r.fault.delay.percent)
@@ -345,14 +351,17 @@ def _clusters(mesh: Mesh, endpoints: Sequence[tuple[PodSpec, Placement]]) -> lis
     for name, svc in mesh.services.items():
         policy = mesh.policies.get(name) or Policy()
         members = [(s, p) for s, p in endpoints if s.service == name]
-        out.append(_cluster(name, policy, members))
+        h2 = svc.protocol in HTTP2_PROTOCOLS
+        out.append(_cluster(name, policy, members, h2))
         for vname in svc.versions:
             subset = [(s, p) for s, p in members if s.subset == vname]
-            out.append(_cluster(f"{name}.{vname}", policy, subset))
+            out.append(_cluster(f"{name}.{vname}", policy, subset, h2))
     return out
 
 
-def _cluster(name: str, policy: Policy, members: Sequence[tuple[PodSpec, Placement]]) -> sc.Cluster:
+def _cluster(
+    name: str, policy: Policy, members: Sequence[tuple[PodSpec, Placement]], http2: bool
+) -> sc.Cluster:
     od = policy.outlier_detection
     cb = policy.circuit_breaker
     return sc.Cluster(
@@ -364,6 +373,7 @@ def _cluster(name: str, policy: Policy, members: Sequence[tuple[PodSpec, Placeme
         hash_header=policy.hash_header,
         connect_timeout=policy.connect_timeout,
         stream_idle_timeout=_stream_idle_timeout(policy),
+        http2=http2,
         circuit_breaker=sc.CircuitBreaker(
             max_connections=cb.max_connections,
             max_pending_requests=cb.max_pending_requests,

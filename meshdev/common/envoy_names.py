@@ -15,7 +15,16 @@ RetryOn = Literal[
     "connect-failure",
     "retriable-4xx",
     "retriable-status-codes",
+    # Envoy's x-envoy-retry-grpc-on conditions, read from the answer's grpc-status.
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
 ]
-# A service's protocol, as Istio's port protocol selects the listener's filter: `http` gets the
-# HTTP connection manager, `tcp` Envoy's tcp_proxy. `http2` and `grpc` will join them.
-ServiceProtocol = Literal["http", "tcp"]
+# A service's protocol, as Istio's port protocol selects the listener's filter: `http`,
+# `http2` and `grpc` get the HTTP connection manager (the last two reach their endpoints over
+# h2c, as Istio's http2_protocol_options), `tcp` Envoy's tcp_proxy.
+ServiceProtocol = Literal["http", "http2", "grpc", "tcp"]
+# The protocols whose endpoints are called over HTTP/2.
+HTTP2_PROTOCOLS: frozenset[str] = frozenset({"http2", "grpc"})

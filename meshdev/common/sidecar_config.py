@@ -89,8 +89,11 @@ class RetryPolicy(_Model):
 
 
 class FaultAbort(_Model):
+    # The HTTP status; with grpc_status, the one a caller that is no gRPC client gets.
     status: int = Field(ge=200, le=599)
     percent: float = Field(ge=0, le=100)
+    # Envoy's grpc_status abort: a gRPC caller gets HTTP 200 with this grpc-status.
+    grpc_status: int | None = Field(default=None, ge=0, le=16)
 
 
 class FaultDelay(_Model):

@@ -108,7 +108,19 @@ class Retries(_Model):
 
 class Abort(_Model):
     percent: float = Field(ge=0, le=100, description="Share of requests aborted, 0-100.")
-    status: int = Field(ge=200, le=599, description="HTTP status answered instead.")
+    status: int | None = Field(
+        default=None,
+        ge=200,
+        le=599,
+        description="HTTP status answered instead (503 when only grpc_status is given).",
+    )
+    grpc_status: int | None = Field(
+        default=None,
+        ge=0,
+        le=16,
+        description="gRPC status a gRPC caller gets instead (HTTP 200, trailers-only), as "
+        "Envoy's grpc_status abort; e.g. 14 UNAVAILABLE.",
+    )
 
 
 class Delay(_Model):
@@ -222,9 +234,10 @@ class Service(_Model):
     port: int = Field(default=8080, ge=1, le=65535, description="The app's port in its pod.")
     protocol: ServiceProtocol = Field(
         default="http",
-        description="What the app speaks (Istio's port protocol): http is routed per request; "
-        "tcp is relayed per connection (Envoy's tcp_proxy), and other pods reach it at "
-        "$<NAME>_SERVICE_HOST:$<NAME>_SERVICE_PORT.",
+        description="What the app speaks (Istio's port protocol): http, http2 and grpc are "
+        "routed per request (http2 and grpc reach the app over h2c, with gRPC's semantics for "
+        "grpc-status, retries and timeouts); tcp is relayed per connection (Envoy's "
+        "tcp_proxy), and other pods reach it at $<NAME>_SERVICE_HOST:$<NAME>_SERVICE_PORT.",
     )
     replicas: int | None = Field(
         default=None, ge=0, description="Pods (default 1; with versions, their sum)."

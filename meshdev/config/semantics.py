@@ -262,6 +262,9 @@ class _Check:
                 )
         if r.fault is not None and r.fault.abort is None and r.fault.delay is None:
             self.add((*path, "fault"), "give abort, delay, or both")
+        abort = r.fault.abort if r.fault is not None else None
+        if abort is not None and abort.status is None and abort.grpc_status is None:
+            self.add((*path, "fault", "abort"), "give status, grpc_status, or both")
 
     def match(self, path: Path, m: Match) -> None:
         kinds = [k for k in ("prefix", "path", "regex") if getattr(m, k) is not None]

@@ -50,7 +50,7 @@ def test_protocol_defaults_to_http_and_takes_tcp() -> None:
 
 def test_unknown_protocol_is_located() -> None:
     found = problems("name: d\nservices:\n  a: {command: x, protocol: udp}\n")
-    assert found == ["mesh.yaml:3:29 services.a.protocol: expected one of: http, tcp"]
+    assert found == ["mesh.yaml:3:29 services.a.protocol: expected one of: http, http2, grpc, tcp"]
 
 
 def test_env_prefix_is_kubernetes_spelling() -> None:

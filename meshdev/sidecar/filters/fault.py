@@ -80,7 +80,13 @@ def check_runtime_entry(key: str, value: str) -> None:
 class FaultSpec:
     """A route's effective faults; None-valued kinds are off."""
 
-    __slots__ = ("abort_percent", "abort_status", "delay_percent", "delay_seconds")
+    __slots__ = (
+        "abort_grpc_status",
+        "abort_percent",
+        "abort_status",
+        "delay_percent",
+        "delay_seconds",
+    )
 
     def __init__(
         self,
@@ -88,7 +94,10 @@ class FaultSpec:
         abort_status: int,
         delay_percent: float | None,
         delay_seconds: float,
+        abort_grpc_status: int | None = None,
     ) -> None:
+        # The grpc-status a gRPC caller's abort carries (None: mapped from abort_status).
+        self.abort_grpc_status = abort_grpc_status
         self.abort_percent = abort_percent
         self.abort_status = abort_status
         self.delay_percent = delay_percent
@@ -126,7 +135,8 @@ def effective_fault(
         delay_percent = _number(pick(DELAY_PERCENT), delay_cfg.percent if delay_cfg else 0.0)
         delay_ms = _number(pick(DELAY_MS), delay_cfg.fixed * 1000.0 if delay_cfg else 0.0)
         delay_seconds = delay_ms / 1000.0
-    return FaultSpec(abort_percent, abort_status, delay_percent, delay_seconds)
+    grpc_status = abort_cfg.grpc_status if abort_cfg is not None else None
+    return FaultSpec(abort_percent, abort_status, delay_percent, delay_seconds, grpc_status)
 
 
 def _number(raw: str | None, default: float) -> float:

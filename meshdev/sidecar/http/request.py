@@ -25,6 +25,9 @@ class Request:
     # The protocol an upgrade request asks for and will get if its answer is a 101 (only
     # "websocket", Istio's one upgrade type); None for every other request.
     upgrade: str | None = None
+    # A gRPC call (HTTP/2 with content-type application/grpc...): set by the HTTP/2 engine,
+    # so the proxy applies gRPC's semantics (grpc-status, grpc-timeout) to it alone.
+    grpc: bool = False
 
     @property
     def origin_form(self) -> str:

@@ -211,6 +211,7 @@ class H2ServerConnection(asyncio.Protocol):
         headers: list[tuple[str, str]] = []
         host: str | None = None
         length: int | None = None
+        grpc = False
         for raw_name, raw_value in event.headers or []:
             name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name
             value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
@@ -226,6 +227,8 @@ class H2ServerConnection(asyncio.Protocol):
                 host = value
             elif name == "content-length" and value.isdigit():
                 length = int(value)
+            elif name == "content-type" and value.startswith("application/grpc"):
+                grpc = True
             headers.append((name, value))
         # :authority for routing as Host (RFC 9113 section 8.3.1: it wins over a host header).
         authority = authority or host or ""
@@ -236,6 +239,7 @@ class H2ServerConnection(asyncio.Protocol):
         req = Request(
             method, target, path, query, authority, headers, True, body, self._client, now, "2"
         )
+        req.grpc = grpc
         writer = H2StreamWriter(self, req, sid)
         stream = _Stream(req, writer, body, now)
         self._streams[sid] = stream

@@ -28,6 +28,7 @@ from typing import Final
 from meshdev.common.backoff import Backoff
 from meshdev.sidecar.compiled import ClusterEntry, RouteEntry
 from meshdev.sidecar.http import BodyStream, Request, ResponseWriter
+from meshdev.sidecar.proxy import grpc
 from meshdev.sidecar.proxy.accesslog import (
     NO_HEALTHY_UPSTREAM,
     UPSTREAM_OVERFLOW,
@@ -95,7 +96,11 @@ async def forward(
     # costs a getpid() system call: one of the five a proxied request made.
     task = current_task(loop)
     assert task is not None
-    timer = deadlines.arm(task, loop.time() + route.timeout) if route.timeout > 0 else None
+    timeout = route.timeout
+    if req.grpc:
+        # A call's own grpc-timeout caps the route's (Envoy's max_grpc_timeout behaviour).
+        timeout = grpc.deadline(req, timeout)
+    timer = deadlines.arm(task, loop.time() + timeout) if timeout > 0 else None
     try:
         reply = await _tries(
             req,
@@ -224,8 +229,9 @@ async def _tries(
                 status = resp.status
                 if detector is not None:
                     detector.report(host, status)
-                retriable = (
-                    retry is not None and retry.retry_status(status) and not vetoed(resp.headers)
+                retriable = retry is not None and (
+                    (retry.retry_status(status) and not vetoed(resp.headers))
+                    or (req.grpc and retry.retry_grpc(resp.headers))
                 )
             else:
                 host.rq_error += 1
@@ -295,6 +301,8 @@ async def _tries(
                 await w.end(resp.trailers)
             else:
                 await stream(w, rec, resp, out, data)
+            if req.grpc:
+                cs.grpc.charge(target, grpc.answer_status(resp.headers, resp.trailers, status))
             elapsed = (now() - t0) * 1000.0
             cs.upstream_rq_time.record(elapsed)
             rs.upstream_rq_time.record(elapsed)

@@ -144,7 +144,8 @@ class Proxy:
                 if abort is not None:
                     rec.add_flag(FAULT_INJECTED)
                     ls.aborts_injected.value += 1
-                    await send_local(w, rec, Reply(abort, b"fault filter abort"))
+                    reply = Reply(abort, b"fault filter abort", None, fault.abort_grpc_status)
+                    await send_local(w, rec, reply)
                     return
 
             await forward(req, w, rec, route, loop, plane.deadlines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from meshdev.sidecar.http import ResponseWriter
+from meshdev.sidecar.proxy import grpc
 from meshdev.sidecar.proxy.accesslog import (
     UPSTREAM_CONNECTION_FAILURE,
     UPSTREAM_CONNECTION_TERMINATION,
@@ -23,19 +24,33 @@ TIMEOUT_BODY: Final = b"upstream request timeout"
 
 
 class Reply:
-    """A local answer (no upstream response to relay)."""
+    """A local answer (no upstream response to relay); `grpc_status` is what a gRPC caller
+    gets instead of the mapped HTTP status (a fault's grpc_status abort)."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "grpc_status", "headers", "status")
 
     def __init__(
-        self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None
+        self,
+        status: int,
+        body: bytes,
+        headers: list[tuple[str, str]] | None = None,
+        grpc_status: int | None = None,
     ) -> None:
         self.status = status
         self.body = body
         self.headers = headers if headers is not None else []
+        self.grpc_status = grpc_status
 
 
 async def send_local(w: ResponseWriter, rec: Record, reply: Reply) -> None:
+    if w._req.grpc:
+        # As Envoy's sendLocalReply to a gRPC caller: HTTP 200, trailers-only, grpc-status.
+        rec.status = 200
+        rec.bytes_sent = 0
+        head = grpc.local_reply(reply.status, reply.body, reply.grpc_status)
+        await w.start(200, [*head, *reply.headers])
+        await w.end()
+        return
     rec.status = reply.status
     body = reply.body
     rec.bytes_sent = len(body)

@@ -7,7 +7,9 @@
 - `reset`: a failure without an answer (disconnect, reset, per-try timeout, connect failure);
 - `connect-failure`: a failed or timed-out connect only;
 - `retriable-4xx`: a 409 answer;
-- `retriable-status-codes`: an answer whose status is in `retriable_status_codes`.
+- `retriable-status-codes`: an answer whose status is in `retriable_status_codes`;
+- `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable` (Envoy's
+  x-envoy-retry-grpc-on): a gRPC answer whose head carries that grpc-status (trailers-only).
 An answer carrying `x-envoy-overloaded` or `x-envoy-ratelimited` is never retried, and neither
 is a local circuit-breaker overflow.
 
@@ -32,6 +34,14 @@ class Failure(enum.Enum):
 
 
 GATEWAY_ERRORS = frozenset({502, 503, 504})
+# Envoy's retry_on gRPC conditions and the grpc-status each retries.
+GRPC_RETRY_ON = {
+    "cancelled": 1,
+    "deadline-exceeded": 4,
+    "resource-exhausted": 8,
+    "internal": 13,
+    "unavailable": 14,
+}
 
 
 class RetryRules:
@@ -39,6 +49,7 @@ class RetryRules:
 
     __slots__ = (
         "base_interval",
+        "grpc_codes",
         "max_interval",
         "num_retries",
         "on_5xx",
@@ -62,6 +73,8 @@ class RetryRules:
         if "retriable-status-codes" in kinds:
             codes.update(policy.retriable_status_codes)
         self.status_codes = frozenset(codes)
+        # As strings: compared with the grpc-status header as it comes.
+        self.grpc_codes = frozenset(str(GRPC_RETRY_ON[k]) for k in kinds if k in GRPC_RETRY_ON)
         self.per_try_timeout = policy.per_try_timeout
         self.base_interval = policy.base_interval
         self.max_interval = max(policy.max_interval, policy.base_interval)
@@ -75,6 +88,18 @@ class RetryRules:
             if self.on_gateway_error and status in GATEWAY_ERRORS:
                 return True
         return status in self.status_codes
+
+    def retry_grpc(self, headers: list[tuple[str, str]]) -> bool:
+        """Whether a gRPC answer is retried for its grpc-status: only one in the head (a
+        trailers-only answer, how a server refuses at once) can be, as in Envoy, since
+        trailers come after the body has gone downstream."""
+        codes = self.grpc_codes
+        if not codes:
+            return False
+        for k, v in headers:
+            if k == "grpc-status":
+                return v in codes
+        return False
 
     def retry_failure(self, failure: Failure) -> bool:
         if self.on_5xx or self.on_gateway_error or self.on_reset:

@@ -8,6 +8,7 @@ swaps (the Store keeps them) while each set costs one dict look-up per status.
 from __future__ import annotations
 
 from meshdev.common.histogram import Histogram
+from meshdev.sidecar.stats.grpc import GrpcStats
 from meshdev.sidecar.stats.store import Counter, Gauge, Store
 
 # Response flag -> the Envoy stat it is counted under on a route (UT has its own already).
@@ -154,6 +155,7 @@ class ClusterStatSet:
 
     __slots__ = (
         "cx_open",
+        "grpc",
         "membership_healthy",
         "membership_total",
         "retry",
@@ -206,6 +208,8 @@ class ClusterStatSet:
         )
         self.cx_open: Gauge = store.gauge(p + "circuit_breakers.default.cx_open")
         self.rq_pending_open: Gauge = store.gauge(p + "circuit_breakers.default.rq_pending_open")
+        # gRPC calls per method (no stat exists until a call was counted).
+        self.grpc = GrpcStats(store, cluster)
 
 
 class TcpStatSet:

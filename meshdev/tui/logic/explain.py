@@ -155,7 +155,7 @@ def explain(
         fields = []
         if r is not None and r.fault is not None and r.fault.abort is not None:
             abort = r.fault.abort
-            status = str(abort.status)
+            status = str(abort.status or 503)
             fields.append(f"{at}.fault.abort: {{percent: {abort.percent:g}, status: {status}}}")
         fields.append(f"runtime fault.http.{vhost}.{route}.abort.abort_percent (the f key)")
         return Cause(flag, status, "fault injected: aborted on purpose", tuple(fields))

@@ -15,7 +15,9 @@ import pytest
 from meshdev.sidecar.main import Sidecar
 from tests.sidecar.helpers import sidecar, stat
 from tests.sidecar.http2.grpcapp import EchoApp, call, channel, grpc_server, health_check
+from tests.sidecar.http2.h2client import H2Client
 from tests.sidecar.proxy.wsapp import inbound_to, outbound_to
+from tests.support import LOCALHOST
 
 H2 = {"http2": True}
 
@@ -93,3 +95,109 @@ async def test_large_messages_both_ways() -> None:
         big = bytes(range(256)) * 12000  # ~3 MB, under grpcio's 4 MB default
         answer, _ = await call(ch, "Unary", big)
         assert answer == big
+
+
+# -- gRPC semantics, as Envoy's ------------------------------------------------------------
+
+GRPC_HEADERS = [("content-type", "application/grpc"), ("te", "trailers")]
+# A gRPC message: uncompressed flag, 4-byte length, then the bytes.
+EMPTY_MESSAGE = b"\x00\x00\x00\x00\x00"
+
+
+async def test_retry_on_unavailable_retries_until_served() -> None:
+    route = {"retries": {"attempts": 3, "retry_on": ["unavailable"], "base_interval": 0.001}}
+    async with one_hop(route=route) as (app, sc, p), channel(p) as ch:
+        app.flaky_left = 2
+        answer, _ = await call(ch, "Flaky", b"")
+        assert answer == b"ok"
+        assert app.calls["Flaky"] == 3
+        assert stat(sc, "cluster.backend.upstream_rq_retry") == 2
+        assert stat(sc, "cluster.backend.upstream_rq_retry_success") == 1
+        # Only the status retry_on names: PERMISSION_DENIED goes back at once.
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(ch, "Fail", b"7")
+        assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert app.calls["Fail"] == 1
+
+
+async def test_route_timeout_answers_deadline_exceeded() -> None:
+    async with one_hop(route={"timeout": 0.3}) as (_, sc, p), channel(p) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(ch, "Slow", b"5", timeout=10)
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert info.value.details() == "upstream request timeout"
+        assert stat(sc, "cluster.backend.upstream_rq_timeout") == 1
+
+
+async def test_grpc_timeout_caps_the_route_timeout() -> None:
+    """A raw HTTP/2 caller (no deadline of its own) sending grpc-timeout: 300m gets
+    grpc-status 4 from the sidecar after ~0.3 s although the route allows 15 s."""
+    async with one_hop() as (_, sc, p):
+        c = await H2Client.open(LOCALHOST, p)
+        try:
+            sid = c.start(
+                "/test.Echo/Slow",
+                method="POST",
+                headers=[*GRPC_HEADERS, ("grpc-timeout", "300m")],
+                end=False,
+            )
+            await c.send_body(sid, b"\x00\x00\x00\x00\x01" + b"5")
+            a = await c.answer(sid)
+        finally:
+            await c.close()
+        assert a.status == 200
+        assert a.headers["grpc-status"] == "4"
+        assert stat(sc, "cluster.backend.upstream_rq_timeout") == 1
+
+
+async def test_grpc_stats_per_method_and_status() -> None:
+    async with one_hop() as (_, sc, p), channel(p) as ch:
+        for _ in range(3):
+            await call(ch, "Unary", b"x")
+        for code in (7, 7, 5):
+            with pytest.raises(grpc.aio.AioRpcError):
+                await call(ch, "Fail", str(code).encode())
+        g = "cluster.backend.grpc.test.Echo."
+        assert stat(sc, g + "Unary.success") == 3
+        assert stat(sc, g + "Unary.total") == 3
+        assert stat(sc, g + "Unary.0") == 3
+        assert stat(sc, g + "Fail.failure") == 3
+        assert stat(sc, g + "Fail.total") == 3
+        assert stat(sc, g + "Fail.7") == 2
+        assert stat(sc, g + "Fail.5") == 1
+
+
+async def test_local_replies_carry_grpc_status() -> None:
+    route = {"fault": {"abort": {"status": 503, "percent": 100, "grpc_status": 9}}}
+    async with one_hop(route=route) as (app, _, p):
+        async with channel(p) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(ch, "Unary", b"x")
+            assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            assert info.value.details() == "fault filter abort"
+        # No route for this authority: Envoy's 404 NR becomes UNIMPLEMENTED.
+        async with channel(p, authority="nowhere") as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(ch, "Unary", b"x")
+            assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        assert app.calls.get("Unary", 0) == 0
+
+
+async def test_overflow_and_rate_limit_are_unavailable() -> None:
+    route = {"rate_limit": {"requests_per_second": 0.001, "burst": 1}}
+    async with one_hop(route=route) as (_, _, p), channel(p) as ch:
+        await call(ch, "Unary", b"first")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(ch, "Unary", b"second")
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert info.value.details() == "local_rate_limited"
+    cluster = {"circuit_breaker": {"max_requests": 1}}
+    async with one_hop(cluster=cluster) as (_, sc, p), channel(p) as ch:
+        slow = asyncio.ensure_future(call(ch, "Slow", b"0.5"))
+        await asyncio.sleep(0.2)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call(ch, "Unary", b"x")
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert (await slow)[0] == b"slow"
+        # Envoy's overflow: a 503 charged to the cluster, answered UNAVAILABLE.
+        assert stat(sc, "cluster.backend.upstream_rq_503") == 1
