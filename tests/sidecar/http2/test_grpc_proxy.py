@@ -5,6 +5,7 @@ upstream over h2c (`http2: true` clusters, what `protocol: grpc` renders)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,7 @@ import grpc
 import pytest
 
 from meshdev.sidecar.main import Sidecar
-from tests.sidecar.helpers import sidecar, stat
+from tests.sidecar.helpers import sidecar, simple_config, stat, upstreams
 from tests.sidecar.http2.grpcapp import EchoApp, call, channel, grpc_server, health_check
 from tests.sidecar.http2.h2client import H2Client
 from tests.sidecar.proxy.wsapp import inbound_to, outbound_to
@@ -131,22 +132,27 @@ async def test_route_timeout_answers_deadline_exceeded() -> None:
 
 async def test_grpc_timeout_caps_the_route_timeout() -> None:
     """A raw HTTP/2 caller (no deadline of its own) sending grpc-timeout: 300m gets
-    grpc-status 4 from the sidecar after ~0.3 s although the route allows 15 s."""
-    async with one_hop() as (_, sc, p):
-        c = await H2Client.open(LOCALHOST, p)
+    grpc-status 4 from the sidecar after ~0.3 s although the route allows 15 s. The upstream
+    is a plain HTTP one that ignores grpc-timeout, so the sidecar's timer is the only one."""
+    async with upstreams("a") as ups, sidecar(simple_config(ups)) as sc:
+        c = await H2Client.open(LOCALHOST, port(sc, "outbound"))
         try:
+            t0 = time.monotonic()
             sid = c.start(
-                "/test.Echo/Slow",
+                "/test.Echo/Slow?delay=5",
                 method="POST",
                 headers=[*GRPC_HEADERS, ("grpc-timeout", "300m")],
                 end=False,
             )
-            await c.send_body(sid, b"\x00\x00\x00\x00\x01" + b"5")
+            await c.send_body(sid, EMPTY_MESSAGE)
             a = await c.answer(sid)
+            elapsed = time.monotonic() - t0
         finally:
             await c.close()
         assert a.status == 200
         assert a.headers["grpc-status"] == "4"
+        assert a.headers["grpc-message"] == "upstream request timeout"
+        assert 0.25 < elapsed < 3.0
         assert stat(sc, "cluster.backend.upstream_rq_timeout") == 1
 
 
