@@ -94,7 +94,7 @@ class H2StreamWriter(ResponseWriter):
     socket; ``end(trailers)`` sends trailers as a closing HEADERS frame; ``abort`` resets
     the stream, not the connection)."""
 
-    __slots__ = ("_h2", "_pending", "_sid")
+    __slots__ = ("_h2", "_pending", "_sid", "grpc_status")
 
     def __init__(self, owner: StreamOwner, req: Request, stream_id: int) -> None:
         # ResponseWriter's fields that the pipeline reads; the rest are HTTP/1.1 framing.
@@ -107,6 +107,8 @@ class H2StreamWriter(ResponseWriter):
         self._sid = stream_id
         # The response head, until sent (with the first data, or at end).
         self._pending: list[tuple[str, str]] | None = None
+        # The grpc-status this answer carried (head or trailers), for the proxy's stats.
+        self.grpc_status: str | None = None
 
     async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
         """Set the status and headers (sent with the first data, at ``flush`` or ``end``);
@@ -119,6 +121,8 @@ class H2StreamWriter(ResponseWriter):
         for name, value in headers:
             if name not in drop:
                 out.append((name, value))
+                if name == "grpc-status":
+                    self.grpc_status = value
         if self._req.method == "HEAD" or status < 200 or status in {204, 304}:
             self._head_only = True
         self._pending = out
@@ -157,6 +161,9 @@ class H2StreamWriter(ResponseWriter):
             if head is not None:
                 owner._send_headers(self._sid, head, not trailers)
             if trailers:
+                for name, value in trailers:
+                    if name == "grpc-status":
+                        self.grpc_status = value
                 owner._send_headers(self._sid, trailers, True)
             elif head is None:
                 owner._end_stream(self._sid)

@@ -18,6 +18,12 @@ on (a 429 or 404 included, as in Envoy), and per route in meshdev's
 `vhost.<v>.route.<r>.downstream_cx_upgrades_total` / `_active`; a stream closed by the idle
 timeout counts in `http.<listener>.downstream_rq_idle_timeout`, flagged `SI`.
 
+A gRPC call (an HTTP/2 stream with content-type application/grpc, `Request.grpc`) takes the
+same path with gRPC's semantics (proxy/grpc.py): its local answers are trailers-only
+grpc-status, its grpc-timeout caps the route timeout, retry_on reads grpc-status, and the
+grpc-status its caller got counts per route (meshdev's `vhost.<v>.route.<r>.grpc.<code>`) and
+per cluster and method (Envoy's grpc_stats names).
+
 The path is kept lean because it runs for every request: policies and stat objects were
 compiled at config apply (sidecar/compiler.py), and the stages run inline rather than as a call
 each, since every call is paid on every request.
@@ -33,6 +39,7 @@ from meshdev.sidecar.compiled import Compiled, ListenerEntry, RouteEntry
 from meshdev.sidecar.dataplane import DataPlane
 from meshdev.sidecar.filters.fault import decide_abort, decide_delay
 from meshdev.sidecar.http import Request, ResponseWriter
+from meshdev.sidecar.http2 import H2StreamWriter
 from meshdev.sidecar.proxy.accesslog import (
     DELAY_INJECTED,
     DOWNSTREAM_CONNECTION_TERMINATION,
@@ -163,6 +170,10 @@ class Proxy:
                     route.stats.downstream.charge(status)
             if route is not None and rec.flags:
                 route.stats.count_flags(rec.flags)
+            if req.grpc and route is not None and isinstance(w, H2StreamWriter):
+                code = w.grpc_status
+                if code is not None:
+                    route.stats.grpc_status(code)
             elapsed = (now() - started) * 1000.0
             ls.downstream_rq_time.record(elapsed)
             log = plane.access_log

@@ -89,9 +89,12 @@ class RouteStatSet:
     """Envoy's per-route stats (`vhost.<v>.route.<r>.upstream_rq_*`), plus meshdev's
     `downstream_rq_*` per route so a dashboard also sees local answers (faults, 429s), and
     meshdev's `downstream_cx_upgrades_{total,active}` per route (the listener's upgrade
-    stats, by route), made at a route's first upgrade request so other routes show none."""
+    stats, by route), made at a route's first upgrade request so other routes show none; and
+    meshdev's `grpc.<grpc-status>` per route (the statuses its gRPC callers got, local answers
+    included: Envoy's grpc_stats counts per cluster and method), made on first use."""
 
     __slots__ = (
+        "_grpc",
         "_prefix",
         "_store",
         "_upgrades",
@@ -110,6 +113,7 @@ class RouteStatSet:
         self._store = store
         self._prefix = p
         self._upgrades: tuple[Counter, Gauge] | None = None
+        self._grpc: dict[str, Counter] = {}
         self.upstream_rq_total: Counter = store.counter(p + "upstream_rq_total")
         self.upstream = StatusCounters(store, p + "upstream_rq")
         self.upstream_rq_time: Histogram = store.histogram(p + "upstream_rq_time")
@@ -134,6 +138,15 @@ class RouteStatSet:
             )
         pair[0].value += 1
         pair[1].value += 1
+
+    def grpc_status(self, code: str) -> None:
+        """A gRPC caller of this route got grpc-status `code` (as sent, e.g. "14")."""
+        counter = self._grpc.get(code)
+        if counter is None:
+            if not code.isdigit() or len(self._grpc) > 17:
+                return  # not a status gRPC defines: an upstream's garbage is not a stat
+            counter = self._grpc[code] = self._store.counter(f"{self._prefix}grpc.{code}")
+        counter.value += 1
 
     def upgrade_ended(self) -> None:
         """An upgrade request of this route ended: refused, answered, or its stream closed."""

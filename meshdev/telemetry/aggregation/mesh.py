@@ -56,6 +56,7 @@ from meshdev.telemetry.aggregation.statnames import (
     DS_CODE,
     DS_TOTAL,
     FLAG,
+    GRPC_CODE,
     LISTENER,
     RETRY,
     ROUTE,
@@ -281,6 +282,8 @@ class Aggregator:
                     bump(r.up.classes, arg, n)
                 elif what == UPG_TOTAL:
                     r.upgrades += n
+                elif what == GRPC_CODE:
+                    bump(r.grpc, arg, n)
             elif kind == CLUSTER:
                 if key in local:
                     continue

@@ -50,7 +50,10 @@ UPG_ACTIVE: Final = 11
 # shows instead of requests.
 CX_TOTAL: Final = 12
 CX_BYTES: Final = 13
-_ROUTE_ONLY: Final = frozenset({DS_TOTAL, DS_CODE, DS_CLASS, UPG_TOTAL, UPG_ACTIVE})
+# The grpc-status gRPC callers of a route got (meshdev's `vhost.<v>.route.<r>.grpc.<code>`),
+# arg: the code ("14").
+GRPC_CODE: Final = 14
+_ROUTE_ONLY: Final = frozenset({DS_TOTAL, DS_CODE, DS_CLASS, UPG_TOTAL, UPG_ACTIVE, GRPC_CODE})
 _CLUSTER_ONLY: Final = frozenset({CX_TOTAL, CX_BYTES})
 
 FLAG_STATS: Final[dict[str, str]] = {
@@ -80,6 +83,7 @@ STREAM_FILTER: Final = (
     r"|(?<!\.retry)\.upstream_rq_(?:total|retry|\d{3})"
     r"|^vhost\..*\.downstream_rq_(?:total|\d{3})"
     r"|^vhost\..*\.downstream_cx_upgrades_(?:total|active)"
+    r"|^vhost\..*\.grpc\.\d{1,2}"
     r"|^cluster\..*\.upstream_cx_(?:total|rx_bytes_total|tx_bytes_total)"
     r"|(?:^|\.)(?:" + "|".join(re.escape(k) for k in FLAG_STATS) + r"))$"
 )
@@ -113,6 +117,8 @@ def _what(stat: str) -> tuple[int, str] | None:
         return CX_BYTES, "tx"
     if stat == "upstream_rq_time":
         return TIME, ""
+    if stat.startswith("grpc.") and stat[5:].isdigit():
+        return GRPC_CODE, stat[5:]
     flag = FLAG_STATS.get(stat)
     if flag is not None:
         return FLAG, flag

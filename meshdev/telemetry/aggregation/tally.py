@@ -66,6 +66,7 @@ class RouteTally:
     __slots__ = (
         "down",
         "flags",
+        "grpc",
         "hists",
         "prefer_down",
         "retry",
@@ -83,6 +84,7 @@ class RouteTally:
         self.hists: list[IntervalHistogram] = []
         self.upgrades = 0  # upgrade requests in the interval
         self.upgrades_open = 0  # upgraded connections open now
+        self.grpc: dict[str, int] = {}  # grpc-status -> calls in the interval
 
     @property
     def side(self) -> Side:

@@ -37,6 +37,8 @@ class RouteStats:
     # as Envoy counts them), and connections open now (or still in their handshake).
     upgrades: int = 0
     upgrades_open: int = 0
+    # gRPC calls in the interval by the grpc-status their callers got ("0", "14", ...).
+    grpc_codes: dict[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -45,6 +45,7 @@ def route_stats(routes: dict[RouteKey, RouteTally], history: History) -> tuple[R
                 history=history.push(key, rps),
                 upgrades=r.upgrades,
                 upgrades_open=r.upgrades_open,
+                grpc_codes=r.grpc,
             )
         )
     history.end()

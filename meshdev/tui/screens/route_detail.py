@@ -1,6 +1,7 @@
 """Route detail (Enter on a route): its latency histogram, status codes, and failures broken
 down by response flag, each explained by the mesh.yaml field that causes it; a route with
-upgraded (WebSocket) connections also says how many are open."""
+upgraded (WebSocket) connections also says how many are open, and a gRPC route the grpc-status
+codes its callers got (all of them HTTP 200)."""
 
 from __future__ import annotations
 
@@ -100,6 +101,8 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
     else:
         out.append("  none", style="dim")
     out.append("\n\n")
+    if route.grpc_codes:
+        out.append_text(grpc_lines(route.grpc_codes))
     out.append("Failures by response flag, and what in mesh.yaml causes them", "bold underline")
     out.append("\n")
     full = open_limits(view, destinations(mesh, route.vhost, route.route))
@@ -127,6 +130,42 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
         out.append("\n  Elsewhere in the mesh, not tied to one route: ", style="dim")
         out.append(listed, style="yellow")
     out.rstrip()
+    return out
+
+
+# gRPC's status codes by number (grpc/status.h), as a user reads them.
+GRPC_NAMES = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+
+
+def grpc_lines(codes: dict[str, int]) -> Text:
+    """The grpc-status its gRPC callers got: HTTP says 200 for all of them."""
+    out = Text()
+    out.append("gRPC status codes (last interval)", style="bold underline")
+    out.append("\n")
+    for code, n in sorted(codes.items(), key=lambda item: int(item[0])):
+        i = int(code)
+        name = GRPC_NAMES[i] if i < len(GRPC_NAMES) else "?"
+        out.append(f"  {code} {name} ", style="green" if i == 0 else "bold red")
+        out.append(f"{n}")
+    out.append("\n\n")
     return out
 
 

@@ -11,6 +11,7 @@ from meshdev.telemetry.aggregation.statnames import (
     CLUSTER,
     CODE,
     FLAG,
+    GRPC_CODE,
     LISTENER,
     RETRY,
     ROUTE,
@@ -43,6 +44,7 @@ from meshdev.telemetry.aggregation.statnames import (
             "vhost.backend.route.items.downstream_cx_upgrades_active",
             (ROUTE, ("backend", "items"), UPG_ACTIVE, ""),
         ),
+        ("vhost.backend.route.items.grpc.14", (ROUTE, ("backend", "items"), GRPC_CODE, "14")),
         # Dotted and piped cluster names stay whole.
         ("cluster.backend.v1.upstream_rq_200", (CLUSTER, "backend.v1", CODE, "200")),
         ("cluster.inbound|8080.upstream_rq_total", (CLUSTER, "inbound|8080", TOTAL, "")),
@@ -83,6 +85,9 @@ def test_overflows_are_breaker_trips() -> None:
         # The listener's upgrades: the same connections as its routes', counted again.
         "http.outbound.downstream_cx_upgrades_total",
         "http.outbound.downstream_cx_upgrades_active",
+        # Envoy's grpc_stats, per cluster and method: the routes' own codes are read instead.
+        "cluster.backend.grpc.test.Echo.Unary.0",
+        "cluster.backend.grpc.test.Echo.Unary.success",
     ],
 )
 def test_names_the_dashboard_does_not_read(name: str) -> None:
@@ -103,6 +108,8 @@ def test_names_the_dashboard_does_not_read(name: str) -> None:
         "http.outbound.http_local_rate_limit.rate_limited",
         "vhost.backend.route.items.downstream_cx_upgrades_total",
         "vhost.backend.route.items.downstream_cx_upgrades_active",
+        "vhost.backend.route.items.grpc.0",
+        "vhost.backend.route.items.grpc.16",
     ],
 )
 def test_the_stream_filter_keeps_what_the_dashboard_reads(name: str) -> None:

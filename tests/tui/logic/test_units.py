@@ -277,3 +277,14 @@ def test_open_websockets_show_in_a_routes_flags_and_detail(mesh: Mesh) -> None:
     # Open streams first: they are the route's state, the flags what went wrong lately.
     assert flags.plain == "WS 3 UO 2"
     assert "WebSocket 3 open, 5 upgrades in the last interval" in detail_text(route, mesh).plain
+
+
+def test_a_grpc_routes_detail_shows_its_status_codes(mesh: Mesh) -> None:
+    plain = sample_view(4).routes[0]
+    assert "gRPC status codes" not in detail_text(plain, mesh).plain
+    route = dataclasses.replace(plain, grpc_codes={"14": 2, "0": 40, "4": 1})
+    text = detail_text(route, mesh).plain
+    assert (
+        "gRPC status codes (last interval)\n  0 OK 40  4 DEADLINE_EXCEEDED 1  14 UNAVAILABLE 2"
+        in (text)
+    )
