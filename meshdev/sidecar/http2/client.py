@@ -303,8 +303,13 @@ class H2ClientConnection(asyncio.Protocol):
         empty = body is None or body == b""
         head: asyncio.Future[H2Response] = self.loop.create_future()
         exchange = _Exchange(head)
+        try:
+            codec.send_headers(sid, out, end_stream=empty)
+        except ProtocolError as exc:
+            # The connection is closing (a GOAWAY crossed us): the request never left.
+            self.draining = True
+            raise UpstreamReset(f"{self.pool.authority}: {exc}") from exc
         self.streams[sid] = exchange
-        codec.send_headers(sid, out, end_stream=empty)
         self._flush()
         if not empty:
             exchange.pump = self.loop.create_task(self._pump(sid, body))  # type: ignore[arg-type]
