@@ -25,9 +25,11 @@ class Request:
     # The protocol an upgrade request asks for and will get if its answer is a 101 (only
     # "websocket", Istio's one upgrade type); None for every other request.
     upgrade: str | None = None
-    # A gRPC call (HTTP/2 with content-type application/grpc...): set by the HTTP/2 engine,
-    # so the proxy applies gRPC's semantics (grpc-status, grpc-timeout) to it alone.
-    grpc: bool = False
+    # A gRPC call (HTTP/2 with content-type application/grpc...), so the proxy applies gRPC's
+    # semantics (grpc-status, grpc-timeout) to it alone. A class attribute, not a field: an
+    # HTTP/1.1 request (never gRPC) pays nothing for it; the HTTP/2 engine's subclass
+    # (http2.server.H2Request) has the slot and sets it.
+    grpc = False
 
     @property
     def origin_form(self) -> str:

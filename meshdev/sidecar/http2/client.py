@@ -61,7 +61,7 @@ def _text(headers: object) -> list[tuple[str, str]]:
 class H2Response(UpstreamResponse):
     """An upstream answer on one stream (see the module doc)."""
 
-    __slots__ = ("_h2", "_sid")
+    __slots__ = ("_h2", "_sid", "trailers")
 
     def __init__(
         self,

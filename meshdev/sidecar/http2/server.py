@@ -51,6 +51,12 @@ log = logging.getLogger("meshdev.sidecar.http2")
 _PSEUDO: Final = 58  # ord(":")
 
 
+class H2Request(Request):
+    """A request on an HTTP/2 stream: ``grpc`` is its own (see ``Request.grpc``)."""
+
+    __slots__ = ("grpc",)
+
+
 class _Stream:
     """One request stream: its request, answer, task, and when it opened."""
 
@@ -236,7 +242,7 @@ class H2ServerConnection(asyncio.Protocol):
         now = self._loop.time()
         ended = event.stream_ended is not None
         body: BodyStream = EMPTY_BODY if ended else H2Body(length, self, sid)
-        req = Request(
+        req = H2Request(
             method, target, path, query, authority, headers, True, body, self._client, now, "2"
         )
         req.grpc = grpc

@@ -48,7 +48,11 @@ class UpstreamResponse(FlowBuffer):
     ``CancelledError``.
     """
 
-    __slots__ = ("_conn", "_open", "_pool", "headers", "status", "trailers")
+    __slots__ = ("_conn", "_open", "_pool", "headers", "status")
+
+    # An HTTP/2 upstream's trailers once its body ended. A class attribute: HTTP/1.1's
+    # trailers are dropped, so only the HTTP/2 response (http2.client.H2Response) has the slot.
+    trailers: list[tuple[str, str]] | None = None
 
     # A deque, not a list: an upstream decides how many small chunks wait unread behind a
     # slow client (up to HIGH_WATER bytes), and taking each from a list's front would make
@@ -58,8 +62,6 @@ class UpstreamResponse(FlowBuffer):
     def __init__(self, status: int, headers: list[tuple[str, str]], conn: ResponseSource) -> None:
         self.status = status
         self.headers = headers
-        # An HTTP/2 upstream's trailers once its body ended (HTTP/1.1's are dropped).
-        self.trailers: list[tuple[str, str]] | None = None
         self._conn: ResponseSource | None = conn
         self._chunks = deque()
         self._size = 0
