@@ -143,6 +143,7 @@ class H2ClientConnection(asyncio.Protocol):
         self._window_waiters: dict[int, asyncio.Future[None]] = {}
         self._wpaused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._flush_due = False
 
     # -- capacity ---------------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class H2ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self._flush()
+        self._flush_now()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -165,12 +166,12 @@ class H2ClientConnection(asyncio.Protocol):
         try:
             events = self.codec.receive_data(data)
         except (ProtocolError, FlowControlError):
-            self._flush()
+            self._flush_now()
             self.transport.abort()
             return
         for event in events:
             self._event(event)
-        self._flush()
+        self._flush_now()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed:
@@ -260,6 +261,7 @@ class H2ClientConnection(asyncio.Protocol):
                 self._fail(self.streams[sid], UpstreamReset("refused by the upstream's GOAWAY"))
                 self._forget(sid)
             if not self.streams:
+                self._flush_now()
                 self.transport.close()
 
     def _fail(self, exchange: _Exchange, exc: UpstreamReset) -> None:
@@ -396,6 +398,13 @@ class H2ClientConnection(asyncio.Protocol):
                 w.set_result(None)
 
     def _flush(self) -> None:
+        """Send what the codec queued, once per loop turn (see the server's)."""
+        if not self._flush_due:
+            self._flush_due = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_due = False
         data = self.codec.data_to_send()
         if data and not self.closed and self.transport is not None:
             self.transport.write(data)
@@ -408,7 +417,7 @@ class H2ClientConnection(asyncio.Protocol):
             self.draining = True
             with contextlib.suppress(ProtocolError):
                 self.codec.close_connection()
-            self._flush()
+        self._flush_now()
         if not self.streams:
             self.transport.close()
 
@@ -542,6 +551,7 @@ class H2Pool(UpstreamPool):
 
     def _stream_done(self, conn: H2ClientConnection) -> None:
         if conn.draining and not conn.streams and not conn.closed:
+            conn._flush_now()
             conn.transport.close()
         elif self._closed and not conn.streams:
             conn.close()

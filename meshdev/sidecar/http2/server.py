@@ -103,6 +103,7 @@ class H2ServerConnection(asyncio.Protocol):
         self._streams_total = 0
         self._premature_resets = 0
         self._control_queued = 0
+        self._flush_due = False
 
     # -- handover and transport events ------------------------------------------------------
 
@@ -111,7 +112,7 @@ class H2ServerConnection(asyncio.Protocol):
         self._server._conns.add(self)
         self._stats.downstream_cx_http2_total.value += 1
         self._stats.downstream_cx_http2_active.value += 1
-        self._flush()
+        self._flush_now()
         self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
@@ -137,7 +138,7 @@ class H2ServerConnection(asyncio.Protocol):
         if self._control_queued > MAX_OUTBOUND_CONTROL_FRAMES:
             self._control_flood()
             return
-        self._flush()
+        self._flush_now()
         if self._transport.get_write_buffer_size() == 0:
             # What was queued reached the socket: none of it is outstanding any more.
             self._control_queued = 0
@@ -430,8 +431,17 @@ class H2ServerConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
     def _flush(self) -> None:
+        """Send what the codec queued, once per loop turn: a stream's head, body and trailers
+        (and every other stream's frames meanwhile) leave in one write, not one each."""
+        if not self._flush_due:
+            self._flush_due = True
+            self._loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_due = False
         data = self._h2.data_to_send()
-        if data and not self._closed:
+        # Once closing (our FIN sent), nothing more may be written.
+        if data and not self._closed and not self._linger_since:
             self._transport.write(data)
 
     # -- timers and closing (the server's ``Served`` protocol) -------------------------------
@@ -452,7 +462,7 @@ class H2ServerConnection(asyncio.Protocol):
             return
         self._goaway = True
         self._h2.close_connection(ErrorCodes.NO_ERROR)
-        self._flush()
+        self._flush_now()
         if not self._streams:
             self._close()
 
@@ -473,13 +483,13 @@ class H2ServerConnection(asyncio.Protocol):
         self._stats.goaway_sent.value += 1
         with contextlib.suppress(ProtocolError):
             self._h2.close_connection(code)
-        self._flush()
+        self._flush_now()
         self._close()
 
     def _fail(self) -> None:
         """A connection error: h2 has queued its GOAWAY; send it and close."""
         self._stats.goaway_sent.value += 1
-        self._flush()
+        self._flush_now()
         self._close()
 
     def _close(self) -> None:
@@ -487,6 +497,8 @@ class H2ServerConnection(asyncio.Protocol):
         our GOAWAY rather than a reset); the sweep aborts it after LINGER."""
         if self._closed or self._linger_since:
             return
+        # What streams queued this turn (the last answer's trailers, a GOAWAY) goes first.
+        self._flush_now()
         self._linger_since = self._loop.time()
         for stream in list(self._streams.values()):
             if stream.task is not None and not stream.writer.ended:
