@@ -105,8 +105,20 @@ class H2Response(UpstreamResponse):
         # The stream window bounds what waits unread.
         return
 
+    def buffered(self) -> bytes | None:
+        """As ``UpstreamResponse.buffered``, the bytes taken acknowledged to the upstream:
+        every byte received must be, or the connection's window closes for good."""
+        size = self._size
+        body = super().buffered()
+        if body is not None and size:
+            self._h2._consumed(self._sid, size)
+        return body
+
     def close(self) -> None:
-        """Drop the answer; an unfinished stream is reset (the connection goes on)."""
+        """Drop the answer (acknowledging what it dropped unread); an unfinished stream is
+        reset (the connection goes on)."""
+        if self._size:
+            self._h2._consumed(self._sid, self._size)
         self._chunks.clear()
         self._size = 0
         if self._done:

@@ -284,6 +284,7 @@ class H2ServerConnection(asyncio.Protocol):
         if stream is None:
             return
         stream.body._finish(BodyError("stream reset by the client"))
+        self._drop_body(stream)
         waiter = self._window_waiters.pop(sid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -375,8 +376,18 @@ class H2ServerConnection(asyncio.Protocol):
             with contextlib.suppress(StreamClosedError):
                 self._h2.reset_stream(sid, ErrorCodes.NO_ERROR)
             stream.body._finish(BodyError("request body abandoned"))
+            self._drop_body(stream)
             self._flush()
         self._maybe_forget(sid, stream)
+
+    def _drop_body(self, stream: _Stream) -> None:
+        """A body nobody will read: what waits of it is acknowledged and let go, or the
+        connection's window would stay that much smaller for good."""
+        body = stream.body
+        if body._size and isinstance(body, H2Body):
+            self._ack(body._sid, body._size)
+            body._chunks.clear()
+            body._size = 0
 
     def _maybe_forget(self, sid: int, stream: _Stream) -> None:
         if stream.writer.ended and stream.body._done:

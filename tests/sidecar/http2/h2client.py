@@ -19,6 +19,7 @@ from h2.events import (
     TrailersReceived,
     WindowUpdated,
 )
+from h2.exceptions import StreamClosedError
 
 from tests.support import WAIT
 
@@ -104,9 +105,11 @@ class H2Client:
             a.trailers = _text(ev.headers)
         elif isinstance(ev, StreamEnded) and a is not None:
             a.done.set()
+            self._window.set()  # a sender waiting for window sees the stream is done
         elif isinstance(ev, StreamReset) and a is not None:
             a.reset = int(ev.error_code or 0)
             a.done.set()
+            self._window.set()
         elif isinstance(ev, WindowUpdated):
             self._window.set()
         elif isinstance(ev, ConnectionTerminated):
@@ -132,21 +135,27 @@ class H2Client:
 
     async def send_body(self, sid: int, body: bytes, *, end: bool = True) -> None:
         view = memoryview(body)
-        while view:
-            window = min(
-                self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size
-            )
-            if window <= 0:
-                self._window.clear()
-                await asyncio.wait_for(self._window.wait(), WAIT)
-                continue
-            self.conn.send_data(sid, view[:window].tobytes())
-            view = view[window:]
-            self.flush()
-            await self.writer.drain()
-        if end:
-            self.conn.end_stream(sid)
-            self.flush()
+        answer = self.answers[sid]
+        try:
+            while view:
+                if answer.done.is_set():
+                    return  # answered (and reset) before the body was all sent
+                window = min(
+                    self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size
+                )
+                if window <= 0:
+                    self._window.clear()
+                    await asyncio.wait_for(self._window.wait(), WAIT)
+                    continue
+                self.conn.send_data(sid, view[:window].tobytes())
+                view = view[window:]
+                self.flush()
+                await self.writer.drain()
+            if end:
+                self.conn.end_stream(sid)
+                self.flush()
+        except StreamClosedError:
+            return
 
     async def answer(self, sid: int) -> Answer:
         a = self.answers[sid]

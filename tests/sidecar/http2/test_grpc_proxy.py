@@ -207,3 +207,14 @@ async def test_overflow_and_rate_limit_are_unavailable() -> None:
         assert (await slow)[0] == b"slow"
         # Envoy's overflow: a 503 charged to the cluster, answered UNAVAILABLE.
         assert stat(sc, "cluster.backend.upstream_rq_503") == 1
+
+
+async def test_many_answers_never_exhaust_the_connection_window() -> None:
+    """Forty 64 KiB answers, each arrived whole before it is relayed (the fast path), on one
+    upstream connection whose window is 1 MiB: every byte taken is acknowledged."""
+    async with one_hop() as (_, sc, p), channel(p) as ch:
+        big = b"y" * 65536
+        for _ in range(40):
+            answer, _ = await call(ch, "Unary", big)
+            assert answer == big
+        assert stat(sc, "cluster.backend.upstream_cx_http2_total") == 1

@@ -174,3 +174,18 @@ async def test_curl_http2_prior_knowledge() -> None:
         out, _ = await asyncio.wait_for(proc.communicate(), WAIT)
         assert out.decode() == "2 200"
         assert stat(sc, OUT + "downstream_cx_http2_total") == 1
+
+
+async def test_unread_bodies_give_their_window_back() -> None:
+    """Bodies the pipeline never reads (a fault answers first), 2.5 MiB on one connection
+    whose window is 1 MiB: what they left unread is acknowledged, so later streams flow."""
+    route = {"fault": {"abort": {"status": 503, "percent": 100}}}
+    async with upstreams("a") as ups, sidecar(simple_config(ups, route=route)) as sc:
+        c = await H2Client.open(LOCALHOST, port(sc))
+        try:
+            for _ in range(10):
+                a = await c.request("/upload", method="POST", body=b"z" * 256 * 1024)
+                assert a.status == 503
+        finally:
+            await c.close()
+        assert ups[0].hits == 0
