@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from meshdev.sidecar.main import Sidecar
-from tests.sidecar.helpers import sidecar, simple_config, stat, upstreams
+from tests.sidecar.helpers import outbound_config, sidecar, simple_config, stat, upstreams
 from tests.sidecar.http2.grpcapp import EchoApp, call, channel, grpc_server, health_check
 from tests.sidecar.http2.h2client import H2Client
 from tests.sidecar.proxy.wsapp import inbound_to, outbound_to
@@ -217,4 +217,48 @@ async def test_many_answers_never_exhaust_the_connection_window() -> None:
         for _ in range(40):
             answer, _ = await call(ch, "Unary", big)
             assert answer == big
+        assert stat(sc, "cluster.backend.upstream_cx_http2_total") == 1
+
+
+async def test_routes_match_grpc_methods_by_path() -> None:
+    """`/package.Service/Method` is a path: an exact match picks one method's route."""
+    async with grpc_server() as app:
+        cluster = {
+            "name": "backend",
+            "http2": True,
+            "endpoints": [{"address": LOCALHOST, "port": app.port, "pod": "backend-0"}],
+        }
+        to = [{"cluster": "backend", "weight": 1}]
+        fault = {"abort": {"status": 503, "percent": 100, "grpc_status": 5}}
+        routes = [
+            {"name": "fail", "match": {"path": "/test.Echo/Fail"}, "clusters": to, "fault": fault},
+            {"name": "rest", "match": {"prefix": "/test.Echo/"}, "clusters": to},
+        ]
+        vhosts = [{"name": "backend", "domains": ["backend"], "routes": routes}]
+        async with (
+            sidecar(outbound_config([cluster], vhosts)) as sc,
+            channel(port(sc, "outbound")) as ch,
+        ):
+            assert (await call(ch, "Unary", b"ok"))[0] == b"ok"
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(ch, "Fail", b"7")
+            assert info.value.code() is grpc.StatusCode.NOT_FOUND
+            assert "Fail" not in app.calls
+            assert stat(sc, "vhost.backend.route.fail.grpc.5") == 1
+            assert stat(sc, "vhost.backend.route.rest.grpc.0") == 1
+
+
+async def test_a_cluster_switched_to_http2_at_a_hot_swap() -> None:
+    """A service whose protocol changes to grpc: the swap gives its hosts h2c pools."""
+    async with grpc_server() as app, sidecar(outbound_to(app.port)) as sc:
+        p = port(sc, "outbound")
+        async with channel(p) as ch:
+            with pytest.raises(grpc.aio.AioRpcError):
+                # HTTP/1.1 to a gRPC server: no gRPC answer comes back.
+                await call(ch, "Unary", b"x", timeout=3)
+        (backend,) = sc.config.clusters
+        h2 = backend.model_copy(update={"http2": True})
+        sc.apply(sc.config.model_copy(update={"version": 2, "clusters": (h2,)}))
+        async with channel(p) as ch:
+            assert (await call(ch, "Unary", b"x"))[0] == b"x"
         assert stat(sc, "cluster.backend.upstream_cx_http2_total") == 1
