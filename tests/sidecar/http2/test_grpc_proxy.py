@@ -262,3 +262,31 @@ async def test_a_cluster_switched_to_http2_at_a_hot_swap() -> None:
         async with channel(p) as ch:
             assert (await call(ch, "Unary", b"x"))[0] == b"x"
         assert stat(sc, "cluster.backend.upstream_cx_http2_total") == 1
+
+
+async def test_an_upstream_restart_is_survived() -> None:
+    """The upstream goes away (GOAWAY, then its connection closes) and comes back on the same
+    port: the next call opens a new h2c connection."""
+    app = EchoApp()
+    first = grpc.aio.server()
+    first.add_generic_rpc_handlers((app.handler(),))
+    app.port = first.add_insecure_port(f"{LOCALHOST}:0")
+    await first.start()
+    second: grpc.aio.Server | None = None
+    try:
+        async with (
+            sidecar(outbound_to(app.port, cluster=H2)) as sc,
+            channel(port(sc, "outbound")) as ch,
+        ):
+            assert (await call(ch, "Unary", b"one"))[0] == b"one"
+            await first.stop(0)
+            second = grpc.aio.server()
+            second.add_generic_rpc_handlers((app.handler(),))
+            second.add_insecure_port(f"{LOCALHOST}:{app.port}")
+            await second.start()
+            assert (await call(ch, "Unary", b"two"))[0] == b"two"
+            assert stat(sc, "cluster.backend.upstream_cx_http2_total") == 2
+    finally:
+        await first.stop(0)
+        if second is not None:
+            await second.stop(0)
