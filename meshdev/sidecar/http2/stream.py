@@ -7,11 +7,10 @@ describes."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, Final, Protocol
 
-from meshdev.sidecar.http.body import BodyStream
+from meshdev.sidecar.http.body import BodyOwner, BodyStream
 from meshdev.sidecar.http.writer import ResponseWriter
 
 if TYPE_CHECKING:
@@ -24,27 +23,10 @@ _DROP: Final = frozenset(
 )
 
 
-class _Answer(Protocol):
-    @property
-    def started(self) -> bool: ...
+class StreamOwner(BodyOwner, Protocol):
+    """What a stream needs of its connection (``server.H2ServerConnection``): a body's owner
+    (``http.body.BodyOwner``; only ``_loop`` is read for HTTP/2), plus HTTP/2's own."""
 
-
-class StreamOwner(Protocol):
-    """What a stream needs of its connection (``server.H2ServerConnection``)."""
-
-    # BodyStream's owner protocol (``http.body.BodyOwner``): only _loop is read for HTTP/2.
-    @property
-    def _loop(self) -> asyncio.AbstractEventLoop: ...
-    @property
-    def _transport(self) -> asyncio.Transport: ...
-    @property
-    def _closed(self) -> bool: ...
-    @property
-    def _rpaused(self) -> bool: ...
-    @property
-    def _active(self) -> _Answer | None: ...
-    def _maybe_resume(self) -> None: ...
-    def _pause_reading(self) -> None: ...
     # HTTP/2's own.
     def _consumed(self, stream_id: int, size: int) -> None: ...
     def _send_headers(
