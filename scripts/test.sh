@@ -11,6 +11,7 @@ ensure_venv test
 apt_need tmux tmux            # the dashboard's end-to-end test drives a real terminal
 apt_need promtool prometheus  # checks the sidecar's /stats/prometheus output
 apt_need redis-server redis-server  # a real tcp service in the mesh (tests/e2e/test_tcp_process.py)
+apt_need curl curl                # a real HTTP/2 client (tests/sidecar/http2/test_h2c_server.py)
 MESHDEV_BASE_IMAGE=$(bash scripts/docker-setup.sh | tail -n1)
 export MESHDEV_BASE_IMAGE
 export MESHDEV_REQUIRE_DOCKER=${MESHDEV_REQUIRE_DOCKER:-1}
