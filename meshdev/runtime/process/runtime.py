@@ -15,6 +15,7 @@ import sys
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import get_args
 
 from meshdev.common.sidecar_config import ADMIN_PORT, INBOUND_PORT
 from meshdev.config.model import Mesh
@@ -31,6 +32,9 @@ from meshdev.runtime.paths import mesh_dir
 from meshdev.runtime.process import procscan
 from meshdev.runtime.process.logtail import follow, tail
 from meshdev.runtime.readiness import http_status, tcp_open
+
+# The suffix of the files that note which process runs a pod's container (see record_path).
+RECORD_SUFFIX = ".pid"
 
 
 def subnet_of(mesh_name: str) -> str:
@@ -143,7 +147,7 @@ class ProcessRuntime:
         log = self.log_path(pod, container)
         with log.open("ab") as out:
             try:
-                return await asyncio.create_subprocess_exec(
+                proc = await asyncio.create_subprocess_exec(
                     *argv,
                     cwd=cwd,
                     env=env,
@@ -156,9 +160,17 @@ class ProcessRuntime:
                 raise RuntimeFailure(
                     f"pod {pod}: cannot start {container} ({shlex.join(argv)}) in {cwd}: {exc}"
                 ) from None
+        # An app may wipe its label (redis-server rewrites its environ with its title); this is
+        # how `down` finds it anyway, after this process crashed.
+        procscan.record(self.record_path(pod, container), proc.pid)
+        return proc
 
     def log_path(self, pod: str, container: Container) -> Path:
         return self.dir / f"{pod}.{container}.log"
+
+    def record_path(self, pod: str, container: Container) -> Path:
+        """Where which process runs `container` of `pod` is noted (see procscan.record)."""
+        return self.dir / f"{pod}.{container}{RECORD_SUFFIX}"
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -208,8 +220,12 @@ class ProcessRuntime:
     async def stop_pod(self, pod: str) -> None:
         pids = [p.pid for p in self._children.pop(pod, [])]
         pids += [p.pid for p in procscan.labelled_processes(self.mesh.name) if p.pod == pod]
+        records = [self.record_path(pod, c) for c in get_args(Container)]
+        pids += [pid for path in records if (pid := procscan.recorded_pid(path)) is not None]
         await procscan.terminate(sorted(set(pids)))
         await self._reap(pod)
+        for path in records:
+            path.unlink(missing_ok=True)
 
     async def _reap(self, pod: str | None = None) -> None:
         # Our own children must be waited for, or they linger as zombies until we exit.
@@ -250,13 +266,24 @@ class ProcessRuntime:
 
     async def teardown(self) -> list[str]:
         procs = procscan.labelled_processes(self.mesh.name)
+        removed = {f"{p.pod} ({p.role}, pid {p.pid})" for p in procs}
         pids = {p.pid for p in procs} | {
             proc.pid for ps in self._children.values() for proc in ps if proc.returncode is None
         }
+        records = sorted(self.dir.glob(f"*{RECORD_SUFFIX}"))
+        for path in records:
+            pid = procscan.recorded_pid(path)
+            if pid is not None and pid not in pids:
+                # Found by its record alone: its label is gone, the record's name tells.
+                pod, _, container = path.name.removesuffix(RECORD_SUFFIX).rpartition(".")
+                removed.add(f"{pod} ({container}, pid {pid})")
+                pids.add(pid)
         await procscan.terminate(sorted(pids))
         await self._reap()
         self._children.clear()
-        return sorted({f"{p.pod} ({p.role}, pid {p.pid})" for p in procs})
+        for path in records:
+            path.unlink(missing_ok=True)
+        return sorted(removed)
 
 
 def _check_free(host: str, port: int, what: str) -> None:
