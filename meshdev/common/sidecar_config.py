@@ -216,6 +216,14 @@ class Listener(_Model):
     # Set: the listener is a tcp_proxy (its network filter, as in Envoy's filter chain) rather
     # than the HTTP connection manager; an inbound one relays to `cluster`.
     tcp_proxy: TcpProxy | None = None
+    # Envoy's bind_to_port: false: no socket of its own; a use_original_dst listener hands it
+    # the captured connections whose original destination is its address and port (0.0.0.0:
+    # any address on that port), as Istio's per-service outbound listeners behind 15001.
+    bind_to_port: bool = True
+    # Envoy's use_original_dst (the original_dst listener filter): connections redirected here
+    # by the pod's iptables go to the listener of their original destination (SO_ORIGINAL_DST),
+    # or are relayed there unchanged when no listener has it (Istio's PassthroughCluster).
+    use_original_dst: bool = False
 
 
 class Admin(_Model):
@@ -247,6 +255,11 @@ class SidecarConfig(_Model):
     limits: Limits = Limits()
     # "stdout", "off", or a file path.
     access_log: str = "stdout"
+    # Traffic capture (Docker): each service's virtual address (a ClusterIP), written into
+    # `hosts_file` (the pod's /etc/hosts, shared by its containers) on every config so that
+    # every service name resolves in the pod, services added by a reload included.
+    service_addresses: dict[str, str] = Field(default_factory=dict)
+    hosts_file: str | None = None
 
     @model_validator(mode="after")
     def _references(self) -> SidecarConfig:
@@ -301,6 +314,10 @@ def reference_problems(cfg: SidecarConfig) -> list[str]:
                 problems.append(
                     f"listeners.{lst.name}.tcp_proxy: an inbound relays to its own cluster only"
                 )
+        if lst.use_original_dst and (not lst.bind_to_port or lst.tcp_proxy is not None):
+            problems.append(f"listeners.{lst.name}: use_original_dst needs a bound HTTP listener")
+        if not lst.bind_to_port and lst.kind != "outbound":
+            problems.append(f"listeners.{lst.name}: only outbound listeners may skip binding")
         for ir in lst.routes:
             if ir.virtual_host not in vhosts:
                 problems.append(

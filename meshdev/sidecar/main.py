@@ -24,16 +24,20 @@ import sys
 from pathlib import Path
 
 from meshdev import __version__
+from meshdev.common import envoy_defaults as envoy
 from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import ConfigRejected, Listener, SidecarConfig, parse_config
 from meshdev.sidecar.admin.server import AdminServer, start_admin
 from meshdev.sidecar.admin.views import HostView
+from meshdev.sidecar.capture.hosts import write_hosts
+from meshdev.sidecar.capture.original_dst import Adopter, OriginalDst, original_dst
+from meshdev.sidecar.capture.passthrough import Passthrough
 from meshdev.sidecar.dataplane import DataPlane
-from meshdev.sidecar.http import HttpServer, start_server
+from meshdev.sidecar.http import HttpServer, start_server, unbound_server
 from meshdev.sidecar.http2 import Http2StatSet, enable_h2c
 from meshdev.sidecar.proxy.pipeline import Proxy
 from meshdev.sidecar.stats.store import Store
-from meshdev.sidecar.tcp.server import TcpProxyServer, start_tcp_proxy
+from meshdev.sidecar.tcp.server import TcpProxyServer, start_tcp_proxy, unbound_tcp_proxy
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,9 @@ TCP_STOP_GRACE = 1.0
 REBIND_WAIT = 2.0
 
 Address = tuple[str, int]
+# A bind_to_port: false listener at this address takes a port's captured connections for every
+# service address (Istio's 0.0.0.0_80).
+ANY_ADDRESS = "0.0.0.0"
 
 
 ENV_PREFIX = "env:"
@@ -91,6 +98,12 @@ class Sidecar:
         # The tcp_proxy listeners by address (each knows its listener's name).
         self._tcp_servers: dict[Address, TcpProxyServer] = {}
         self._admin: AdminServer | None = None
+        # Captured connections to no mesh service (use_original_dst listeners only).
+        self._passthrough = Passthrough(
+            self.plane.stats_store, envoy.CONNECT_TIMEOUT, envoy.TCP_IDLE_TIMEOUT
+        )
+        self._service_ips: frozenset[str] = frozenset()
+        self._hosts_written: dict[str, str] | None = None
         self._rebinds: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
 
@@ -141,6 +154,7 @@ class Sidecar:
     async def start(self) -> None:
         await self.plane.start()
         config = self.config
+        self._sync_addresses(config)
         for lst in config.listeners:
             await self._bind(lst, config)
         self._admin = await start_admin(
@@ -160,7 +174,11 @@ class Sidecar:
         self._servers = {}
         self._tcp_servers = {}
         tcp_grace = min(grace, TCP_STOP_GRACE)
-        await asyncio.gather(*(s.close(grace) for s in servers), *(t.close(tcp_grace) for t in tcp))
+        await asyncio.gather(
+            *(s.close(grace) for s in servers),
+            *(t.close(tcp_grace) for t in tcp),
+            self._passthrough.close(),
+        )
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
@@ -169,17 +187,63 @@ class Sidecar:
     async def _bind(self, lst: Listener, config: SidecarConfig) -> None:
         addr = (lst.address, lst.port)
         if lst.tcp_proxy is not None:
+            if not lst.bind_to_port:
+                self._tcp_servers[addr] = unbound_tcp_proxy(self.plane, lst.name)
+                return
             self._tcp_servers[addr] = await start_tcp_proxy(
                 self.plane, lst.name, lst.address, lst.port
             )
             return
         proxy = Proxy(self.plane, lst.name)
-        server = await start_server(proxy, lst.address, lst.port, config.limits)
+        if not lst.bind_to_port:
+            server = unbound_server(proxy, config.limits)
+        elif lst.use_original_dst:
+            # The factory runs at the first accept, once `server` below is set.
+            def accept() -> OriginalDst:
+                return OriginalDst(lambda transport: self._route_captured(transport, server))
+
+            server = await start_server(proxy, lst.address, lst.port, config.limits, accept)
+        else:
+            server = await start_server(proxy, lst.address, lst.port, config.limits)
         # Every HTTP listener also takes h2c with prior knowledge (gRPC callers), as Istio's
         # sidecars accept HTTP/2 on every HTTP port.
         store = self.plane.stats_store
         enable_h2c(server, lambda: Http2StatSet(store, proxy.listener))
         self._servers[addr] = (server, proxy)
+
+    def _route_captured(self, transport: asyncio.Transport, own: HttpServer) -> Adopter:
+        """Who serves a connection the pod's iptables redirected to `own`'s listener: the
+        listener of its original destination (exact address first, then the port's 0.0.0.0
+        one), for a service's virtual address; the passthrough for any other destination;
+        `own` itself for a connection made to it directly (an app using HTTP_PROXY)."""
+        dst = original_dst(transport)
+        local = transport.get_extra_info("sockname")
+        if dst is None or (isinstance(local, tuple) and dst == tuple(local[:2])):
+            return own
+        if dst[0] in self._service_ips:
+            for addr in (dst, (ANY_ADDRESS, dst[1])):
+                tcp = self._tcp_servers.get(addr)
+                if tcp is not None:
+                    return tcp
+                http = self._servers.get(addr)
+                if http is not None:
+                    return http[0]
+        return self._passthrough
+
+    def _sync_addresses(self, config: SidecarConfig) -> None:
+        """Keep the service addresses captured connections are matched against, and the
+        pod's hosts file naming them, in step with the config."""
+        addresses = config.service_addresses
+        self._service_ips = frozenset(addresses.values())
+        if config.hosts_file is None or addresses == self._hosts_written:
+            return
+        try:
+            write_hosts(config.hosts_file, addresses)
+        except OSError as exc:
+            log.warning("cannot update %s with the services' addresses: %s", config.hosts_file, exc)
+            self.plane.stats_store.counter("capture.hosts_write_failure").inc()
+            return
+        self._hosts_written = dict(addresses)
 
     def _bound_as(self, lst: Listener) -> bool:
         """Already listening at lst's address, as the same kind of listener."""
@@ -191,10 +255,11 @@ class Sidecar:
     def _before_swap(self, old: SidecarConfig, new: SidecarConfig) -> None:
         for lst in new.listeners:
             addr = (lst.address, lst.port)
-            if addr not in self._servers and addr not in self._tcp_servers:
+            if lst.bind_to_port and addr not in self._servers and addr not in self._tcp_servers:
                 _check_bindable(lst.address, lst.port)
 
     def _after_swap(self, old: SidecarConfig, new: SidecarConfig) -> None:
+        self._sync_addresses(new)
         # Listeners that stay where they are serve the new config from now on.
         for lst in new.listeners:
             addr = (lst.address, lst.port)

@@ -77,7 +77,7 @@ from meshdev.sidecar.http.connection import LINGER, PIPELINE_DEPTH, Handler
 from meshdev.sidecar.http.flowbuffer import HIGH_WATER, LOW_WATER
 from meshdev.sidecar.http.raw import RawEnd, Splice
 from meshdev.sidecar.http.request import Request
-from meshdev.sidecar.http.server import HttpServer, set_limits, start_server
+from meshdev.sidecar.http.server import HttpServer, set_limits, start_server, unbound_server
 from meshdev.sidecar.http.wire import header_name, status_line
 from meshdev.sidecar.http.writer import ResponseWriter
 
@@ -99,4 +99,5 @@ __all__ = [
     "set_limits",
     "start_server",
     "status_line",
+    "unbound_server",
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from meshdev.common.sidecar_config import Limits
@@ -54,6 +55,13 @@ class HttpServer:
 
     def _protocol(self) -> ClientConnection:
         return ClientConnection(self)
+
+    def adopt(self, transport: asyncio.Transport) -> None:
+        """Serve a connection accepted elsewhere (a captured one, handed over by the
+        original_dst listener) as if this server had accepted it."""
+        conn = self._protocol()
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
 
     def _conn_lost(self, conn: Served) -> None:
         self._conns.discard(conn)
@@ -108,15 +116,31 @@ class HttpServer:
             await self._server.wait_closed()
 
 
-async def start_server(handler: Handler, host: str, port: int, limits: Limits) -> HttpServer:
+async def start_server(
+    handler: Handler,
+    host: str,
+    port: int,
+    limits: Limits,
+    accept: Callable[[], asyncio.Protocol] | None = None,
+) -> HttpServer:
     """Listen on host:port (0 picks a free port) and serve `handler`; raises ``OSError``
-    when the address cannot be bound. See the package doc for how handlers are called."""
+    when the address cannot be bound. See the package doc for how handlers are called.
+    `accept`: the protocol of each accepted connection instead of the server's own (one that
+    hands connections on, `adopt` taking back those that are this server's)."""
     loop = asyncio.get_running_loop()
     server = HttpServer(handler, limits, loop)
     server._server = await loop.create_server(
-        server._protocol, host, port, backlog=2048, reuse_address=True
+        accept or server._protocol, host, port, backlog=2048, reuse_address=True
     )
     server._port = int(server._server.sockets[0].getsockname()[1])
+    server._schedule_sweep()
+    return server
+
+
+def unbound_server(handler: Handler, limits: Limits) -> HttpServer:
+    """A server with no socket of its own (Envoy's bind_to_port: false): it serves only the
+    connections handed to its `adopt`."""
+    server = HttpServer(handler, limits, asyncio.get_running_loop())
     server._schedule_sweep()
     return server
 

@@ -61,6 +61,13 @@ class TcpProxyServer:
                 self.last_stats = self._entry.stats
         return self._entry
 
+    def adopt(self, transport: asyncio.Transport) -> None:
+        """Relay a connection accepted elsewhere (a captured one, handed over by the
+        original_dst listener) as if this listener had accepted it."""
+        session = TcpSession(self)
+        transport.set_protocol(session)
+        session.connection_made(transport)
+
     def session_ended(self, session: TcpSession) -> None:
         self.sessions.discard(session)
         if not self.sessions and self._all_closed is not None:
@@ -95,3 +102,9 @@ async def start_tcp_proxy(plane: DataPlane, listener: str, host: str, port: int)
     )
     server._port = int(server._server.sockets[0].getsockname()[1])
     return server
+
+
+def unbound_tcp_proxy(plane: DataPlane, listener: str) -> TcpProxyServer:
+    """A tcp_proxy listener with no socket of its own (Envoy's bind_to_port: false): it
+    relays only the connections handed to its `adopt`."""
+    return TcpProxyServer(plane, listener, asyncio.get_running_loop())
