@@ -7,6 +7,8 @@ discovery is just this: endpoints are rendered from the placements the control p
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from meshdev.common.envoy_names import HTTP2_PROTOCOLS, ServiceProtocol
 from meshdev.config.model import Match, Mesh, Policy, Route, Service, env_prefix
 
 INGRESS_POD = "ingress"
+# A captured pod's hosts file, which Docker shares among the pod's containers.
+HOSTS_FILE = "/etc/hosts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,8 @@ class PodSpec:
     # service but its own (whose port its app holds). Part of the spec because the app learns
     # them from its environment, which only a restart changes.
     tcp_services: tuple[tuple[str, int], ...] = ()
+    # Ports the Docker runtime's traffic capture leaves alone (mesh.yaml's excluded_ports).
+    excluded_ports: tuple[int, ...] = ()
 
     @property
     def is_ingress(self) -> bool:
@@ -54,6 +60,40 @@ class Placement:
     listen: str  # where its mesh-facing listeners and admin bind (0.0.0.0 in a container)
     local: str  # the address its app and outbound listener share inside the pod
     public: str = "127.0.0.1"  # the gateway's listener (published on the host's loopback)
+    # The pod's TCP is captured (Docker): its app reaches services at their virtual addresses
+    # and needs no HTTP_PROXY.
+    captured: bool = False
+
+
+# Where services' virtual addresses (Kubernetes' ClusterIPs) come from: RFC 2544's benchmarking
+# range, which no real network routes, so an address never hides a real destination.
+VIRTUAL_NETWORK = ipaddress.IPv4Network("198.18.0.0/16")
+
+
+def virtual_addresses(names: Iterable[str]) -> dict[str, str]:
+    """A stable virtual address per service: from a hash of its name, so adding or removing a
+    service moves no other (but on a collision, which the next free address settles in name
+    order)."""
+    size = VIRTUAL_NETWORK.num_addresses - 2  # neither the network nor the broadcast address
+    taken: set[int] = set()
+    out: dict[str, str] = {}
+    for name in sorted(names):
+        offset = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % size
+        while offset in taken:
+            offset = (offset + 1) % size
+        taken.add(offset)
+        out[name] = str(VIRTUAL_NETWORK.network_address + 1 + offset)
+    return out
+
+
+def service_hosts(mesh: Mesh) -> dict[str, str]:
+    """The names a captured pod resolves (each service, also as <service>.<mesh>) and their
+    virtual addresses."""
+    out: dict[str, str] = {}
+    for name, address in virtual_addresses(mesh.services).items():
+        out[name] = address
+        out[f"{name}.{mesh.name}"] = address
+    return out
 
 
 def pods(mesh: Mesh) -> list[PodSpec]:
@@ -91,6 +131,7 @@ def _service_pods(name: str, svc: Service, tcp: tuple[tuple[str, int], ...]) -> 
                 svc.health_path,
                 svc.protocol,
                 tcp,
+                svc.excluded_ports,
             )
             for i in range(svc.pod_count())
         ]
@@ -112,36 +153,38 @@ def _service_pods(name: str, svc: Service, tcp: tuple[tuple[str, int], ...]) -> 
                     svc.health_path,
                     svc.protocol,
                     tcp,
+                    svc.excluded_ports,
                 )
             )
     return out
 
 
 def app_env(pod: PodSpec, placement: Placement) -> dict[str, str]:
-    """The app's environment: where to listen (the contract of `command`), who it is, and its
-    sidecar's outbound listener as HTTP proxy, so `http://backend/...` goes through the mesh.
+    """The app's environment: where to listen (the contract of `command`) and who it is; where
+    its traffic is not captured, also its sidecar's outbound listener as HTTP proxy, so
+    `http://backend/...` goes through the mesh.
 
-    Each tcp service is where its sidecar relays it (Kubernetes' service variables,
-    `REDIS_SERVICE_HOST` / `REDIS_SERVICE_PORT`); as in Kubernetes the service's own env may
-    override them."""
-    proxy = f"http://{placement.local}:{sc.OUTBOUND_PORT}"
+    Each tcp service is where the app reaches it (Kubernetes' service variables,
+    `REDIS_SERVICE_HOST` / `REDIS_SERVICE_PORT`): by name where traffic is captured, else where
+    its sidecar relays it; as in Kubernetes the service's own env may override them."""
     env = {"SERVICE": pod.service, "POD": pod.name}
     if pod.subset:
         env["VERSION"] = pod.subset
     for name, port in pod.tcp_services:
-        env[f"{env_prefix(name)}_SERVICE_HOST"] = placement.local
+        env[f"{env_prefix(name)}_SERVICE_HOST"] = name if placement.captured else placement.local
         env[f"{env_prefix(name)}_SERVICE_PORT"] = str(port)
     env.update(pod.env)
-    env.update(
-        {
-            "HOST": placement.local,
-            "PORT": str(pod.port),
-            "HTTP_PROXY": proxy,
-            "http_proxy": proxy,
-            "NO_PROXY": f"localhost,127.0.0.1,{placement.local}",
-            "no_proxy": f"localhost,127.0.0.1,{placement.local}",
-        }
-    )
+    env.update({"HOST": placement.local, "PORT": str(pod.port)})
+    if not placement.captured:
+        proxy = f"http://{placement.local}:{sc.OUTBOUND_PORT}"
+        env.update(
+            {
+                "HTTP_PROXY": proxy,
+                "http_proxy": proxy,
+                "NO_PROXY": f"localhost,127.0.0.1,{placement.local}",
+                "no_proxy": f"localhost,127.0.0.1,{placement.local}",
+            }
+        )
     return env
 
 
@@ -157,6 +200,7 @@ def render(
     """The config `pod`'s sidecar serves. `endpoints`: the pods that may receive traffic now
     (the control plane leaves out pods still starting and pods being drained)."""
     listeners: list[sc.Listener] = []
+    extra: dict[str, Any] = {}
     clusters = _clusters(mesh, endpoints)
     if pod.is_ingress:
         assert mesh.ingress is not None
@@ -207,10 +251,22 @@ def render(
         )
         listeners.append(
             sc.Listener(
-                name="outbound", kind="outbound", address=placement.local, port=sc.OUTBOUND_PORT
+                name="outbound",
+                kind="outbound",
+                address=placement.local,
+                port=sc.OUTBOUND_PORT,
+                use_original_dst=placement.captured,
             )
         )
-        listeners += [_tcp_outbound(mesh, dest, port, placement) for dest, port in pod.tcp_services]
+        hosts = service_hosts(mesh) if placement.captured else {}
+        listeners += [
+            _tcp_outbound(mesh, dest, port, placement, hosts.get(dest))
+            for dest, port in pod.tcp_services
+        ]
+        if placement.captured:
+            listeners += _captured_http(mesh)
+            extra["service_addresses"] = hosts
+            extra["hosts_file"] = HOSTS_FILE
     return sc.SidecarConfig.model_validate(
         {
             **defaults,
@@ -227,13 +283,35 @@ def render(
                 if svc.protocol != "tcp"
             ),
             "clusters": tuple(clusters),
+            **extra,
         }
     )
 
 
-def _tcp_outbound(mesh: Mesh, service: str, port: int, placement: Placement) -> sc.Listener:
-    """The caller's side of a tcp service: where `<NAME>_SERVICE_HOST:PORT` points its app.
-    Its one route (if given) only splits connections among subsets."""
+def _captured_http(mesh: Mesh) -> list[sc.Listener]:
+    """Where a captured pod's HTTP calls land: one listener per port that HTTP services are
+    called on (80, and each one's own port), for every service address at once (Istio's
+    0.0.0.0_<port>); the Host then picks the service, as through HTTP_PROXY."""
+    ports = {80} | {svc.port for svc in mesh.services.values() if svc.protocol != "tcp"}
+    return [
+        sc.Listener(
+            name=f"0.0.0.0_{port}",
+            kind="outbound",
+            address="0.0.0.0",
+            port=port,
+            bind_to_port=False,
+        )
+        for port in sorted(ports)
+    ]
+
+
+def _tcp_outbound(
+    mesh: Mesh, service: str, port: int, placement: Placement, captured_at: str | None
+) -> sc.Listener:
+    """The caller's side of a tcp service: where `<NAME>_SERVICE_HOST:PORT` points its app, a
+    port of the pod's loopback; captured, the service's virtual address, with no socket (the
+    outbound listener hands it the connections made there). Its one route (if given) only
+    splits connections among subsets."""
     routes = mesh.routes.get(service)
     to = routes[0].to if routes else None
     targets: Iterable[tuple[str, int]]
@@ -246,8 +324,9 @@ def _tcp_outbound(mesh: Mesh, service: str, port: int, placement: Placement) -> 
     return sc.Listener(
         name=f"outbound|{port}|{service}",
         kind="outbound",
-        address=placement.local,
+        address=captured_at or placement.local,
         port=port,
+        bind_to_port=captured_at is None,
         tcp_proxy=sc.TcpProxy(
             stat_prefix=service,
             clusters=tuple(sc.WeightedCluster(cluster=c, weight=w) for c, w in targets),
@@ -281,7 +360,10 @@ def _virtual_host(mesh: Mesh, service: str) -> sc.VirtualHost:
         )
     else:
         converted = tuple(_route(service, i, r) for i, r in enumerate(routes))
-    domains = (service, f"{service}:80", f"{service}.{mesh.name}", f"{service}.{mesh.name}:80")
+    names = (service, f"{service}.{mesh.name}")
+    # Called on port 80 (through HTTP_PROXY, or captured), or captured on the app's own port.
+    ports = dict.fromkeys((80, mesh.services[service].port))
+    domains = tuple(d for n in names for d in (n, *(f"{n}:{p}" for p in ports)))
     return sc.VirtualHost(name=service, domains=domains, routes=converted)
 
 

@@ -264,6 +264,79 @@ def sidecar(config_file: str) -> None:
     serve(config_file, os.environ.get("MESHDEV_ADMIN_TOKEN", ""))
 
 
+def _ports_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(p) for p in value.split(",") if p.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give port numbers separated by commas") from None
+    bad = [p for p in ports if not 1 <= p <= 65535]
+    if bad:
+        raise click.BadParameter(f"not a port: {bad[0]}")
+    return ports
+
+
+@main.command("capture-init")
+@click.option("--proxy-uid", default=1337, show_default=True, help="The sidecar's user id.")
+@click.option("--outbound-port", default=15001, show_default=True)
+@click.option("--inbound-port", default=15006, show_default=True)
+@click.option(
+    "--exclude-inbound-ports",
+    default="",
+    callback=_ports_option,
+    help="Comma-separated ports whose incoming connections bypass the sidecar.",
+)
+@click.option(
+    "--exclude-outbound-ports",
+    default="",
+    callback=_ports_option,
+    help="Comma-separated ports the app reaches directly.",
+)
+@click.option(
+    "--hosts-file",
+    default=None,
+    help="The pod's hosts file: written with --host names, then handed to --proxy-uid.",
+)
+@click.option("--host", "hosts", multiple=True, metavar="NAME=ADDRESS")
+def capture_init(
+    proxy_uid: int,
+    outbound_port: int,
+    inbound_port: int,
+    exclude_inbound_ports: tuple[int, ...],
+    exclude_outbound_ports: tuple[int, ...],
+    hosts_file: str | None,
+    hosts: tuple[str, ...],
+) -> None:
+    """Capture a pod's TCP traffic for its sidecar (iptables, in the pod's network namespace).
+
+    The Docker runtime runs this once per pod, as root with NET_ADMIN, before the pod's app
+    starts (Istio's istio-init); the long-running sidecar then needs no privilege.
+    """
+    from meshdev.sidecar.capture.hosts import write_hosts
+    from meshdev.sidecar.capture.iptables import CaptureFailed, CaptureRules, apply
+
+    addresses: dict[str, str] = {}
+    for item in hosts:
+        name, sep, address = item.partition("=")
+        if not sep or not name or not address:
+            raise click.BadParameter(f"{item!r}: give NAME=ADDRESS", param_hint="--host")
+        addresses[name] = address
+    rules = CaptureRules(
+        proxy_uid, outbound_port, inbound_port, exclude_inbound_ports, exclude_outbound_ports
+    )
+    try:
+        if hosts_file is not None:
+            write_hosts(hosts_file, addresses)
+            # The sidecar rewrites it as services come and go.
+            os.chown(hosts_file, proxy_uid, proxy_uid)
+        apply(rules)
+    except (CaptureFailed, OSError) as exc:
+        raise click.ClickException(f"traffic capture failed: {exc}") from exc
+    click.echo(
+        f"capture: outbound TCP -> :{outbound_port} (but uid {proxy_uid}), inbound TCP -> "
+        f":{inbound_port}; {len(addresses)} service names"
+    )
+
+
 # ---- meshdev load: the built-in load generator (the work is in meshdev/cli/load.py) ----
 
 

@@ -249,6 +249,12 @@ class Service(_Model):
     versions: NamedMap[Version] = Field(
         default_factory=_empty, description="Subsets (e.g. v1, v2) with their own replicas and env."
     )
+    excluded_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(
+        default=(),
+        description="Ports the Docker runtime's traffic capture leaves alone, both ways (Istio's "
+        "excludeInboundPorts/excludeOutboundPorts): the app's connections to them, and "
+        "connections to them arriving at the pod, bypass the sidecar.",
+    )
 
     def pod_count(self) -> int:
         if self.versions:
