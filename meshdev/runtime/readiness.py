@@ -7,15 +7,32 @@ import contextlib
 
 from meshdev.runtime import loopback
 
+# gRPC's standard health check (grpc.health.v1.Health/Check) with an empty request: one
+# uncompressed message of length 0.
+GRPC_HEALTH_PATH = "/grpc.health.v1.Health/Check"
+_GRPC_HEALTH_CALL: dict[str, str] = {"content-type": "application/grpc", "te": "trailers"}
+_GRPC_EMPTY_MESSAGE = b"\x00\x00\x00\x00\x00"
 
-async def http_status(url: str, timeout: float = 1.0) -> tuple[int | None, str]:
+
+async def http_status(
+    url: str, timeout: float = 1.0, *, grpc_health: bool = False
+) -> tuple[int | None, str]:
     """GET url (straight to the address: no proxy from the environment) and return (status,
     what happened, in words for a "not ready" message); status is None when no usable answer
     came. Raises nothing for anything the peer does: a probe of a user's app that answers
     garbage means "not ready", with the reason in the words.
+
+    `grpc_health`: call gRPC's health check at url instead (through a sidecar, which speaks
+    HTTP/2 to a gRPC app): a gRPC server resets a plain GET, but answers this one with 200
+    whether or not it implements the health service (grpc-status then says which).
     """
     try:
-        answer = await loopback.request("GET", url, timeout=timeout)
+        if grpc_health:
+            answer = await loopback.request(
+                "POST", url, body=_GRPC_EMPTY_MESSAGE, headers=_GRPC_HEALTH_CALL, timeout=timeout
+            )
+        else:
+            answer = await loopback.request("GET", url, timeout=timeout)
     except TimeoutError:
         return None, f"no answer within {timeout:g}s"
     except OSError as exc:

@@ -44,8 +44,19 @@ def docker_client(probe_timeout: int = 3) -> Any | None:
         return None
 
 
+# Said once when the process runtime is chosen: it cannot capture traffic (that needs root and a
+# network namespace per pod), so only clients that honour HTTP_PROXY are meshed there.
+PROXY_NOTICE = (
+    "process runtime: no traffic capture; apps reach services through HTTP_PROXY (their "
+    "sidecar), which curl, Python's urllib/requests/httpx and Go's default client honour, "
+    "but Node's http, Java's HttpClient and aiohttp (without trust_env) do not; "
+    "see docs/capture.md"
+)
+
+
 def make_runtime(kind: str | None, mesh: Mesh, mesh_file: Path, base: str, notice: Any) -> Runtime:
     if kind == "process":
+        notice(PROXY_NOTICE)
         return ProcessRuntime(mesh, mesh_file)
     client = docker_client()
     if client is None:
@@ -55,6 +66,7 @@ def make_runtime(kind: str | None, mesh: Mesh, mesh_file: Path, base: str, notic
                 "use --runtime process to run the pods as local processes"
             )
         notice("no Docker engine answers: running the pods as local processes instead")
+        notice(PROXY_NOTICE)
         return ProcessRuntime(mesh, mesh_file)
     from meshdev.runtime.docker.runtime import DockerRuntime
 

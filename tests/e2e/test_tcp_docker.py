@@ -1,7 +1,8 @@
 """A tcp service on the Docker runtime: a small key-value server speaking a line protocol as
 `cache` (`protocol: tcp`), reached by a caller app from $CACHE_SERVICE_HOST:$CACHE_SERVICE_PORT,
-which in Docker is 127.0.0.1 in the caller's pod (its sidecar shares the pod's network
-namespace). Readiness of the tcp pod goes through its sidecar's inbound tcp_proxy."""
+which in Docker is the service's name: it resolves to the service's virtual address in the
+caller's pod, and the pod's traffic capture hands the connection to the caller's sidecar.
+Readiness of the tcp pod goes through its sidecar's inbound tcp_proxy."""
 
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ def test_a_tcp_service_on_docker(
         assert up.wait_for("ready:", 600) == f"ready: http://127.0.0.1:{port}/"
         status, body = get(f"http://127.0.0.1:{port}/")
         assert status == 200, body
-        assert json.loads(body) == {"cache": "127.0.0.1:6379", "answers": ["OK", "hello"]}
+        assert json.loads(body) == {"cache": "cache:6379", "answers": ["OK", "hello"]}
         pods = {p["name"]: p for p in up.status()["pods"]}
         assert pods["cache-0"]["protocol"] == "tcp"
         out = admin_stats(pods["caller-0"]["admin_url"], r"^(tcp\.cache\.|cluster\.cache\.)")

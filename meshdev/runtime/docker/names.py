@@ -21,7 +21,8 @@ from meshdev.runtime.base import (
     Container,
 )
 
-Role = Literal["sidecar", "app", "ingress"]
+Role = Literal["sidecar", "app", "ingress", "capture"]
+# The roles of a pod's long-lived containers; a capture container is gone once its pod runs.
 ROLES: tuple[Role, ...] = ("sidecar", "app", "ingress")
 
 # Where the sidecar reads its first config inside its container (readable by uid 1337).
@@ -42,6 +43,11 @@ def network_name(mesh: str) -> str:
 def container_name(mesh: str, pod: str, container: Container) -> str:
     base = f"meshdev-{mesh}-{pod}"
     return f"{base}-app" if container == "app" else base
+
+
+def capture_name(mesh: str, pod: str) -> str:
+    """The pod's one-shot container that sets up its traffic capture."""
+    return f"meshdev-{mesh}-{pod}-capture"
 
 
 def app_image_name(mesh: str, owner: PodSpec) -> str:

@@ -4,7 +4,12 @@ commands, environment, labels, published ports, and the sidecar's config as an a
 The sidecar owns the pod's network namespace: it joins the mesh network and publishes its admin
 port and inbound listener on the host's loopback (random host ports), the gateway also its
 ingress port. The app joins the sidecar's namespace (`network_mode=container:<sidecar>`), so it
-listens on 127.0.0.1 and finds its outbound listener there.
+listens on 127.0.0.1 and shares the sidecar's /etc/hosts.
+
+Before the app starts, a one-shot capture container (the proxy image as root, the pod's only
+container with NET_ADMIN: Istio's istio-init) joins the namespace too, redirects the pod's TCP
+to the sidecar with iptables and writes every service's virtual address into the shared hosts
+file; the app then reaches `http://backend` or `redis:6379` with any client, no HTTP_PROXY.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any
 import docker
 
 from meshdev.common import sidecar_config as sc
-from meshdev.plan import Placement, PodSpec, app_env
+from meshdev.plan import HOSTS_FILE, Placement, PodSpec, app_env
 from meshdev.runtime.docker.names import (
     APP_MOUNT,
+    PROXY_UID,
+    capture_name,
     container_name,
     pod_labels,
 )
@@ -35,8 +42,8 @@ Binding = tuple[str] | tuple[str, int]
 
 def placement(pod: str, address: str = "") -> Placement:
     """Inside a container every listener may bind all interfaces; the app and the outbound
-    listener share the pod's loopback."""
-    return Placement(pod, address=address, listen=ANY, local=LOOPBACK, public=ANY)
+    listener share the pod's loopback; the pod's traffic is captured."""
+    return Placement(pod, address=address, listen=ANY, local=LOOPBACK, public=ANY, captured=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,9 @@ class ContainerPlan:
     binds: dict[str, Mapping[str, str]] | None = None
     alias: str | None = None  # a DNS name on the mesh network (the pod's name)
     init: bool = False
+    entrypoint: list[str] | None = None
+    user: str | None = None
+    cap_add: tuple[str, ...] = ()
 
     def create_args(
         self, api: docker.APIClient, *, network: str | None = None, join: str | None = None
@@ -62,6 +72,7 @@ class ContainerPlan:
             binds=self.binds,
             network_mode=f"container:{join}" if join else None,
             init=self.init or None,
+            cap_add=list(self.cap_add) or None,
         )
         args: dict[str, Any] = {
             "image": self.image,
@@ -69,6 +80,8 @@ class ContainerPlan:
             "labels": self.labels,
             "environment": self.environment,
             "command": self.command,
+            "entrypoint": self.entrypoint,
+            "user": self.user,
             "hostname": self.hostname,
             "working_dir": self.working_dir,
             "ports": list(self.ports) or None,
@@ -121,6 +134,32 @@ def sidecar_plan(
         hostname=spec.name,
         ports=ports,
         alias=spec.name,
+    )
+
+
+def capture_plan(mesh: str, spec: PodSpec, image: str, hosts: Mapping[str, str]) -> ContainerPlan:
+    """The pod's one-shot capture step (module doc): `meshdev capture-init` as root with
+    NET_ADMIN, in the sidecar's namespace; `hosts`: every service name and its address."""
+    inbound_excluded = [sc.ADMIN_PORT, sc.INBOUND_PORT, *spec.excluded_ports]
+    command = [
+        "capture-init",
+        f"--proxy-uid={PROXY_UID}",
+        f"--outbound-port={sc.OUTBOUND_PORT}",
+        f"--inbound-port={sc.INBOUND_PORT}",
+        f"--exclude-inbound-ports={','.join(map(str, inbound_excluded))}",
+        f"--exclude-outbound-ports={','.join(map(str, spec.excluded_ports))}",
+        f"--hosts-file={HOSTS_FILE}",
+        *(f"--host={name}={address}" for name, address in sorted(hosts.items())),
+    ]
+    return ContainerPlan(
+        name=capture_name(mesh, spec.name),
+        image=image,
+        labels=pod_labels(mesh, spec, "capture", None),
+        environment={},
+        command=command,
+        entrypoint=["meshdev"],
+        user="0:0",
+        cap_add=("NET_ADMIN", "NET_RAW"),
     )
 
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from meshdev.common.envoy_names import ServiceProtocol
 from meshdev.runtime.base import Container
-from meshdev.runtime.readiness import http_status, tcp_relayed
+from meshdev.runtime.readiness import GRPC_HEALTH_PATH, http_status, tcp_relayed
 
 PROBE_INTERVAL_S = 0.05
 EXIT_CHECK_INTERVAL_S = 0.25
@@ -51,6 +51,11 @@ async def _app(probe: Probe, health: str) -> tuple[int | None, str]:
         ok, why = await tcp_relayed(where.hostname or "", where.port or 0, timeout=_PROBE_TIMEOUT_S)
         # As an answer the app gave itself: any status but the sidecar's own 502-504.
         return (200 if ok else None), why
+    if probe.protocol == "grpc" and probe.health_path is None:
+        # A gRPC app resets a plain GET; any answer to its health check means it serves.
+        return await http_status(
+            probe.inbound_url + GRPC_HEALTH_PATH, _PROBE_TIMEOUT_S, grpc_health=True
+        )
     return await _get(probe.inbound_url + health)
 
 
@@ -100,6 +105,8 @@ async def wait_ready(
             if not sidecar_ok:
                 raise NotReady("sidecar", f"the sidecar's /ready: {sidecar_why}")
             what = "port" if probe.protocol == "tcp" else health
+            if probe.protocol == "grpc" and probe.health_path is None:
+                what = GRPC_HEALTH_PATH
             raise NotReady(
                 "app", f"the app's {what} through the sidecar's inbound listener: {app_why}"
             )

@@ -20,7 +20,7 @@ import docker
 from docker.errors import APIError
 
 from meshdev.config.model import Mesh
-from meshdev.plan import INGRESS_POD, Placement, PodSpec
+from meshdev.plan import INGRESS_POD, Placement, PodSpec, service_hosts
 from meshdev.runtime.base import (
     Container,
     PodState,
@@ -33,7 +33,13 @@ from meshdev.runtime.docker import engine
 from meshdev.runtime.docker.images import ensure_proxy
 from meshdev.runtime.docker.logs import follow, last_lines
 from meshdev.runtime.docker.names import container_name, network_name
-from meshdev.runtime.docker.pods import ContainerPlan, app_plan, placement, sidecar_plan
+from meshdev.runtime.docker.pods import (
+    ContainerPlan,
+    app_plan,
+    capture_plan,
+    placement,
+    sidecar_plan,
+)
 from meshdev.runtime.docker.ports import check_ingress_port
 from meshdev.runtime.docker.prepare import ensure_images, ensure_network, image_tag
 from meshdev.runtime.docker.ready import NotReady, Probe, wait_ready
@@ -140,11 +146,24 @@ class DockerRuntime:
         sidecar = sidecar_plan(
             self._mesh.name, spec, self._proxy_image, token, sidecar_config, ingress_port
         )
-        app = None if spec.is_ingress else self._app_plan(spec)
+        app = capture = None
+        if not spec.is_ingress:
+            app = self._app_plan(spec)
+            capture = capture_plan(
+                self._mesh.name, spec, self._proxy_image, service_hosts(self._mesh)
+            )
         created: list[str] = []
         try:
             return await start(
-                client, self._mesh.name, self.network, spec, sidecar, app, ingress_port, created
+                client,
+                self._mesh.name,
+                self.network,
+                spec,
+                sidecar,
+                app,
+                ingress_port,
+                created,
+                capture,
             )
         except BaseException:
             # Nothing of a failed start stays; shielded so that a cancelled start cleans too.

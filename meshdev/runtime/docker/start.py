@@ -1,7 +1,9 @@
 """Starting one pod on the engine, and telling why a pod did not come up.
 
 The sidecar container is created first (it owns the pod's network namespace), the app's joins
-it; once both run, what Docker published on the host's loopback says where the pod answers.
+it; the capture step (pods.capture_plan) runs to its end between the sidecar's start and the
+app's, so the app's first connection is already captured. Once both run, what Docker published
+on the host's loopback says where the pod answers.
 Every container created is noted in `created`, so the caller can remove them all when a start
 fails or is cancelled.
 """
@@ -26,6 +28,8 @@ from meshdev.runtime.docker.ports import is_port_conflict, port_taken
 
 # Lines of a container's log that an error shows.
 ERROR_LOG_LINES = 15
+# The capture step takes tens of milliseconds; this long means the engine is stuck.
+CAPTURE_TIMEOUT = 60
 
 
 def shown(lines: list[str]) -> str:
@@ -81,18 +85,26 @@ async def start(
     app: ContainerPlan | None,
     ingress_port: int | None,
     created: list[str],
+    capture: ContainerPlan | None = None,
 ) -> StartedPod:
-    """Create and start the pod's containers (`app`: None for the gateway, a sidecar alone)."""
+    """Create and start the pod's containers (`app`: None for the gateway, a sidecar alone;
+    `capture`: the step that captures the pod's traffic before its app starts)."""
     api = client.api
     sidecar_id = await _create(client, sidecar, created, network=network)
 
-    app_id = None if app is None else await _create(client, app, created, join=sidecar_id)
+    async def create_joined(plan: ContainerPlan | None) -> str | None:
+        return None if plan is None else await _create(client, plan, created, join=sidecar_id)
+
+    app_id, capture_id = await engine.gather_all([create_joined(app), create_joined(capture)])
     try:
         await engine.call(api.start, sidecar_id)
     except APIError as exc:
         if spec.is_ingress and ingress_port is not None and is_port_conflict(exc):
             raise port_taken(ingress_port) from exc
         raise engine.refused(f"start {sidecar.name}", exc) from exc
+    if capture is not None and capture_id is not None:
+        await _run_capture(client, spec, capture, capture_id)
+        created.remove(capture_id)
 
     async def start_app() -> None:
         if app_id is not None:
@@ -115,6 +127,28 @@ async def start(
         admin_url=f"http://{LOOPBACK}:{admin_port}",
         inbound_url=f"http://{LOOPBACK}:{inbound_port}" if inbound_port else "",
     )
+
+
+async def _run_capture(
+    client: docker.DockerClient, spec: PodSpec, plan: ContainerPlan, capture_id: str
+) -> None:
+    """Run the capture step to its end; removed when it succeeded, a worded error with its
+    output when it did not (a failed start removes it with the pod's other containers)."""
+    api = client.api
+    try:
+        await engine.call(api.start, capture_id)
+        result = await engine.call(api.wait, capture_id, timeout=CAPTURE_TIMEOUT)
+    except APIError as exc:
+        raise engine.refused(f"start {plan.name}", exc) from exc
+    code = result.get("StatusCode")
+    if code != 0:
+        lines = await last_lines(client, plan.name, spec.name, ERROR_LOG_LINES)
+        raise RuntimeFailure(
+            f"pod {spec.name}: traffic capture failed (exit code {code}); it needs a Docker "
+            f"engine that grants NET_ADMIN to containers and a kernel with iptables' nat "
+            f"table; its output:\n{shown(lines)}"
+        )
+    await engine.call(api.remove_container, capture_id, force=True)
 
 
 async def exited(
