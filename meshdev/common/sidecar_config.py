@@ -19,6 +19,9 @@ from meshdev.common import envoy_defaults as envoy
 from meshdev.common.envoy_names import LbPolicy, RetryOn
 
 ListenerKind = Literal["inbound", "outbound", "ingress"]
+# Istio's PeerAuthentication modes: an inbound listener takes mutual TLS only, both, or none.
+MtlsMode = Literal["STRICT", "PERMISSIVE", "DISABLE"]
+AuthzAction = Literal["ALLOW", "DENY"]
 
 # Ports inside each pod, as Istio numbers them, so what users learn here carries over.
 ADMIN_PORT = 15000
@@ -156,6 +159,43 @@ class OutlierDetection(_Model):
     max_ejection_percent: float = Field(default=envoy.MAX_EJECTION_PERCENT, ge=0, le=100)
 
 
+class UpstreamTls(_Model):
+    """Mutual TLS to a cluster's endpoints: the sidecar presents its workload certificate and
+    accepts an endpoint only if its chain leads to the mesh's CA and its URI SAN is one of
+    `spiffe_ids` (Envoy's match_typed_subject_alt_names), e.g.
+    spiffe://cluster.local/ns/<mesh>/sa/<service>. The certificate and key are not here: they
+    reach the sidecar on the admin API (POST /certs), never in a config or config_dump."""
+
+    spiffe_ids: tuple[str, ...] = Field(min_length=1)
+
+
+class AuthzRule(_Model):
+    """One rule of an authorization policy (Istio's AuthorizationPolicy rule): every given
+    field must match; a rule with no field matches every request. Principals are SPIFFE IDs
+    without the scheme, as Istio writes them (cluster.local/ns/<mesh>/sa/<service>); a request
+    with no verified peer certificate has no principal. Values of principals and paths are
+    Istio's patterns: exact, `prefix*`, `*suffix`, or `*` (anything, but for principals only
+    a present one); methods are exact."""
+
+    principals: tuple[str, ...] = ()
+    not_principals: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    not_methods: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    not_paths: tuple[str, ...] = ()
+
+
+class AuthzPolicy(_Model):
+    """Istio's AuthorizationPolicy for the listener's service, evaluated as Istio does: any
+    matching DENY policy denies; with no ALLOW policy the request is allowed; otherwise it
+    must match an ALLOW policy. A policy matches when any of its rules does (so an ALLOW
+    policy with no rules matches nothing: Istio's allow-nothing)."""
+
+    name: str = Field(min_length=1)
+    action: AuthzAction
+    rules: tuple[AuthzRule, ...] = ()
+
+
 class Endpoint(_Model):
     address: str
     port: int = Field(ge=1, le=65535)
@@ -177,6 +217,8 @@ class Cluster(_Model):
     # Envoy's http2_protocol_options (Istio sets them for grpc/http2 ports): requests go to
     # the endpoints as streams over h2c with prior knowledge.
     http2: bool = False
+    # Set: connections to the endpoints are mutual TLS (Istio's ISTIO_MUTUAL), see UpstreamTls.
+    tls: UpstreamTls | None = None
 
 
 class IngressRoute(_Model):
@@ -220,6 +262,12 @@ class Listener(_Model):
     # the captured connections whose original destination is its address and port (0.0.0.0:
     # any address on that port), as Istio's per-service outbound listeners behind 15001.
     bind_to_port: bool = True
+    # inbound: Istio's PeerAuthentication mode. STRICT refuses plaintext, PERMISSIVE takes
+    # both (TLS told by the first bytes, as Envoy's tls_inspector), DISABLE plaintext only.
+    mtls: MtlsMode = "DISABLE"
+    # inbound: the service's authorization policies (Envoy's RBAC filter); a denied request
+    # gets 403 `RBAC: access denied`.
+    authorization: tuple[AuthzPolicy, ...] = ()
     # Envoy's use_original_dst (the original_dst listener filter): connections redirected here
     # by the pod's iptables go to the listener of their original destination (SO_ORIGINAL_DST),
     # or are relayed there unchanged when no listener has it (Istio's PassthroughCluster).
@@ -240,6 +288,9 @@ class Limits(_Model):
     max_header_bytes: int = Field(default=envoy.MAX_HEADER_BYTES, ge=1024)
     max_header_line: int = Field(default=8 * 1024, ge=256)
     max_admin_body: int = Field(default=1024 * 1024, ge=1024)
+    # A TLS handshake not done in this long is abandoned (Envoy's
+    # transport_socket_connect_timeout; counted as ssl.connection_error).
+    tls_handshake_timeout: float = Field(default=10.0, gt=0)
 
 
 class SidecarConfig(_Model):
@@ -248,6 +299,9 @@ class SidecarConfig(_Model):
     node: str
     service: str | None = None
     subset: str | None = None
+    # The pod's workload identity (spiffe://cluster.local/ns/<mesh>/sa/<service>): what its
+    # certificate must name. None: the mesh uses no TLS.
+    spiffe_id: str | None = None
     admin: Admin = Admin()
     listeners: tuple[Listener, ...] = ()
     virtual_hosts: tuple[VirtualHost, ...] = ()
@@ -316,6 +370,8 @@ def reference_problems(cfg: SidecarConfig) -> list[str]:
                 )
         if lst.use_original_dst and (not lst.bind_to_port or lst.tcp_proxy is not None):
             problems.append(f"listeners.{lst.name}: use_original_dst needs a bound HTTP listener")
+        if lst.kind != "inbound" and (lst.mtls != "DISABLE" or lst.authorization):
+            problems.append(f"listeners.{lst.name}: mtls and authorization are inbound only")
         if not lst.bind_to_port and lst.kind != "outbound":
             problems.append(f"listeners.{lst.name}: only outbound listeners may skip binding")
         for ir in lst.routes:
