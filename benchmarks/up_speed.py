@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -372,7 +373,12 @@ def compose_file(
     """The mesh as a compose project: a service per sidecar (named after its pod, so compose DNS
     resolves the endpoints rendered below) and one per app in that sidecar's namespace."""
     specs = plan.pods(mesh)
-    where = {s.name: placement(s.name, address=s.name) for s in specs}
+    # Compose has no traffic capture: apps reach services through HTTP_PROXY, as meshdev's
+    # Docker pods did before capture (which costs meshdev a one-shot container per pod).
+    where = {
+        s.name: dataclasses.replace(placement(s.name, address=s.name), captured=False)
+        for s in specs
+    }
     endpoints = [(s, where[s.name]) for s in specs]
     defaults = load_defaults()
     token = secrets.token_urlsafe(24)
@@ -410,7 +416,7 @@ def compose_file(
         services[f"{spec.name}-app"] = {
             "image": app.image,
             "command": app.command,
-            "environment": app.environment,
+            "environment": {**app.environment, **plan.app_env(spec, where[spec.name])},
             "init": app.init,
             "network_mode": f"service:{spec.name}",
             "depends_on": [spec.name],
