@@ -10,6 +10,14 @@ meshdev's runtimes (and Docker, and Kubernetes) configure an app:
     UPSTREAM            base URL that /items calls, e.g. http://backend; unset: answer locally
     UPSTREAM_TIMEOUT    seconds allowed for that call (default 15, Envoy's route timeout)
     HTTP_PROXY          the sidecar's outbound listener; urllib sends the call through it
+    GREETER             the gRPC service /greet calls, e.g. greeter (greeter.py); unset: none.
+                        With HTTP_PROXY set (the process runtime) the call dials the proxy's
+                        host:port itself, in h2c, with the service name as :authority, which is
+                        how the sidecar routes it: grpcio would otherwise tunnel through the
+                        proxy with CONNECT, which a sidecar's outbound listener does not serve.
+                        Without it (Docker, where the pod's traffic is captured), or when
+                        NO_PROXY names GREETER's host, the call dials GREETER itself, on port 80
+                        unless GREETER names one (host:port).
     PROPAGATE_HEADERS   extra comma-separated header names for /items to pass on
     LOG_REQUESTS=1      one log line per request (the app is quiet by default)
 
@@ -21,6 +29,9 @@ Endpoints:
     GET  /status/<code> answers with that status code
     GET  /headers       the request headers as received (shows what the sidecar added)
     GET  /ws            a WebSocket echo: every message comes back (websocket_echo.py)
+    GET  /greet?name=N  GREETER's unary gRPC call /greeter.Greeter/SayHello, with who answered
+    GET  /greet?name=N&count=K[&interval_ms=T]
+                        its server-streaming /greeter.Greeter/SayHellos: K greetings, T ms apart
     GET  /healthz       liveness; never affected by chaos
     GET  /chaos         the current chaos settings
     POST /chaos         set them, as JSON or a form: error_rate (0..1), latency_ms,
@@ -40,6 +51,7 @@ import random
 import re
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -47,13 +59,16 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import websocket_echo
 from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.datastructures import Headers
 from werkzeug.serving import WSGIRequestHandler, make_server
+
+if TYPE_CHECKING:
+    import grpc
 
 # Headers an app must copy from its inbound request onto its outbound calls for tracing and
 # header-based routing to work across hops; Istio's docs ask the same of every app.
@@ -106,6 +121,41 @@ class Identity:
 
 
 @dataclass(frozen=True)
+class GreeterTarget:
+    """Where /greet's gRPC calls go: the address dialled and the :authority sent."""
+
+    service: str  # GREETER, as configured
+    address: str  # host:port that the channel dials
+    authority: str | None  # :authority, when it is not the address (through the sidecar)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GreeterTarget | None:
+        service = (env.get("GREETER") or "").strip()
+        if not service:
+            return None
+        proxy = env.get("HTTP_PROXY") or env.get("http_proxy")
+        no_proxy = env.get("NO_PROXY") or env.get("no_proxy") or ""
+        if proxy and not _bypasses_proxy(service, no_proxy):
+            # The sidecar's outbound listener also speaks h2c and routes by :authority, as it
+            # routes an HTTP/1.1 request by Host: dial it and name the service.
+            parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            host = parts.hostname or "127.0.0.1"
+            host = f"[{host}]" if ":" in host else host
+            return cls(service, f"{host}:{parts.port or 80}", service)
+        has_port = re.search(r":\d+$", service) is not None
+        return cls(service, service if has_port else f"{service}:80", None)
+
+
+def _bypasses_proxy(target: str, no_proxy: str) -> bool:
+    """NO_PROXY names target's host (exactly, as a domain suffix, or `*`), as urllib reads it."""
+    host = urllib.parse.urlsplit(f"//{target}").hostname or target
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str
     port: int
@@ -114,6 +164,7 @@ class Settings:
     upstream_timeout: float
     propagated_headers: tuple[str, ...]
     log_requests: bool
+    greeter: GreeterTarget | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -133,6 +184,7 @@ class Settings:
             upstream_timeout=_env_number(env, "UPSTREAM_TIMEOUT", 15.0, float),
             propagated_headers=tuple(dict.fromkeys([*PROPAGATED_HEADERS, *filter(None, extra)])),
             log_requests=env.get("LOG_REQUESTS", "") in {"1", "true", "yes"},
+            greeter=GreeterTarget.from_env(env),
         )
 
 
@@ -266,6 +318,90 @@ def describe_reply(url: str, reply: UpstreamReply) -> dict[str, Any]:
     }
 
 
+# greeter.py's methods. Its messages are JSON, so no generated code is needed on either side.
+SAY_HELLO = "/greeter.Greeter/SayHello"
+SAY_HELLOS = "/greeter.Greeter/SayHellos"
+
+# The HTTP status /greet answers for a gRPC status (any other failure: 502, as for /items).
+GRPC_TO_HTTP = {
+    "INVALID_ARGUMENT": 400,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+
+
+class GreeterError(Exception):
+    """A /greet call that ended with a gRPC status other than OK."""
+
+    def __init__(self, status: str, details: str) -> None:
+        super().__init__(f"{status}: {details}")
+        self.status = status
+        self.details = details
+
+
+class GreeterClient:
+    """One gRPC channel to GREETER, opened at the first call and shared by every request thread
+    (a grpcio channel is thread-safe and multiplexes its calls on one HTTP/2 connection).
+
+    grpcio is imported only here: the rest of the app runs without it."""
+
+    def __init__(self, target: GreeterTarget) -> None:
+        self.target = target
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+
+    def _open(self) -> grpc.Channel:
+        import grpc
+
+        with self._lock:
+            if self._channel is None:
+                # grpcio reads http_proxy itself and would send CONNECT; the mesh is the proxy.
+                options: list[tuple[str, str | int]] = [("grpc.enable_http_proxy", 0)]
+                if self.target.authority is not None:
+                    options.append(("grpc.default_authority", self.target.authority))
+                self._channel = grpc.insecure_channel(self.target.address, options=options)
+            return self._channel
+
+    def call(
+        self, method: str, args: Mapping[str, Any], metadata: Mapping[str, str], timeout: float
+    ) -> list[dict[str, Any]]:
+        """Every answer to one call (one for unary, the stream's for server streaming)."""
+        import grpc
+
+        channel = self._open()
+        body = json.dumps(args).encode()
+        sent = tuple(metadata.items())
+        answers: list[bytes]
+        try:
+            if method == SAY_HELLOS:
+                stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(method)
+                answers = list(stream(body, timeout=timeout, metadata=sent))
+            else:
+                unary: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+                answers = [unary(body, timeout=timeout, metadata=sent)]
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+            raise GreeterError(code.name, details or "") from None
+        return [json.loads(answer) for answer in answers]
+
+
+def grpc_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    """Propagated headers as gRPC metadata: grpc-* names are gRPC's own (grpc-trace-bin is even
+    binary) and grpcio sends its own user-agent, so those stay behind."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if not name.startswith("grpc-")
+        and name != "user-agent"
+        and value.isascii()
+        and value.isprintable()
+    }
+
+
 def create_app(settings: Settings) -> Flask:
     app = Flask(__name__)
     # Keep fields in the order written (service, version, pod...), which is how people read.
@@ -344,6 +480,45 @@ def create_app(settings: Settings) -> Flask:
             trace=trace,
             upstream=upstream,
         ), reply.status
+
+    greeter = GreeterClient(settings.greeter) if settings.greeter is not None else None
+
+    @app.get("/greet")
+    def greet() -> ResponseReturnValue:
+        if greeter is None:
+            return jsonify(**asdict(me), error="GREETER is not set: no gRPC service to call"), 404
+        args: dict[str, Any] = {"name": request.args.get("name", "world")}
+        for key in ("count", "interval_ms"):
+            if key in request.args:
+                try:
+                    args[key] = int(request.args[key])
+                except ValueError:
+                    return jsonify(error=f"{key}: expected a whole number"), 400
+        method = SAY_HELLOS if "count" in args else SAY_HELLO
+        target = greeter.target
+        described: dict[str, Any] = {
+            "service": target.service,
+            "address": target.address,
+            "authority": target.authority or target.address,
+            "method": method,
+        }
+        trace = propagated(request.headers, settings.propagated_headers)
+        try:
+            answers = greeter.call(method, args, grpc_metadata(trace), settings.upstream_timeout)
+        except ImportError:
+            described["error"] = "grpcio is not installed: pip install -r requirements.txt"
+            return jsonify(**asdict(me), grpc=described), 501
+        except GreeterError as exc:
+            described.update(status=exc.status, details=exc.details)
+            return jsonify(**asdict(me), grpc=described), GRPC_TO_HTTP.get(exc.status, 502)
+        described.update(status="OK", metadata=answers[0]["metadata"] if answers else {})
+        said: dict[str, Any] = (
+            {"messages": [a["message"] for a in answers]}
+            if method == SAY_HELLOS
+            else {"message": answers[0]["message"]}
+        )
+        answered_by = answers[0]["answered_by"] if answers else None
+        return jsonify(**asdict(me), answered_by=answered_by, **said, trace=trace, grpc=described)
 
     @app.route("/chaos", methods=["GET", "POST", "DELETE"])
     def chaos() -> ResponseReturnValue:

@@ -52,3 +52,22 @@ def test_example_shows_every_feature() -> None:
     assert pol.outlier_detection is not None
     assert pol.circuit_breaker.max_pending_requests < 1024
     assert pol.lb != "round_robin"
+
+
+def test_example_has_a_grpc_service_the_frontend_calls() -> None:
+    mesh = load_mesh(EXAMPLE)
+    greeter = mesh.services["greeter"]
+    assert greeter.protocol == "grpc"
+    assert greeter.command == "python greeter.py"
+    assert greeter.health_path is None  # a gRPC app answers no HTTP/1.1 probe
+    assert mesh.services["frontend"].env["GREETER"] == "greeter"
+    routes = mesh.routes["greeter"]
+    assert routes[0].match.prefix == "/greeter.Greeter/"
+    assert routes[0].retries is not None
+    assert "unavailable" in routes[0].retries.retry_on
+    # The image the Docker runtime builds carries the gRPC service and its dependencies.
+    folder = EXAMPLE.parent
+    assert "greeter.py" in (folder / "Dockerfile").read_text()
+    requirements = (folder / "requirements.txt").read_text()
+    assert "grpcio" in requirements
+    assert "grpcio-health-checking" in requirements
