@@ -121,7 +121,7 @@ def test_dashboard_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
         tmux.start(command)
         # Start-up happens in the app; then the dashboard with every sidecar streaming.
         screen = tmux.wait_for(
-            lambda s: "sidecars 5/5 live" in s and "Clusters" in s, "the dashboard", 120
+            lambda s: "sidecars 7/7 live" in s and "Clusters" in s, "the dashboard", 120
         )
         assert f"http://127.0.0.1:{port}/" in screen
         assert {"frontend", "backend", "backend.v1", "backend.v2"} <= set(cluster_rows(screen))

@@ -1,9 +1,12 @@
 """`meshdev up --headless --runtime docker` on the example, end to end through the CLI: the
-ingress answers through frontend -> backend sidecars, status lists every pod at one version, a
-killed backend container shows, and down (also after SIGKILL) leaves no container or network."""
+ingress answers through frontend -> backend sidecars, gRPC (frontend -> greeter, dialled as
+`greeter:80` with no proxy: captured) and a WebSocket pass too, status lists every pod at one
+version, a killed backend container shows, and down (also after SIGKILL) leaves no container or
+network."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,9 +14,10 @@ from pathlib import Path
 
 import docker
 import pytest
+from aiohttp import ClientSession, WSMsgType
 
 from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, get
-from tests.support import free_port, wait_until_sync
+from tests.support import WAIT, free_port, wait_until_sync
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -23,6 +27,14 @@ def labelled(client: docker.DockerClient, name: str) -> tuple[list[str], list[st
     containers = [str(c.name) for c in client.containers.list(all=True, filters=flt)]
     networks = [str(n.name) for n in client.networks.list(filters=flt)]
     return containers, networks
+
+
+async def websocket_echo(url: str, message: str) -> str:
+    async with ClientSession() as s, s.ws_connect(url) as ws:
+        await ws.send_str(message)
+        reply = await asyncio.wait_for(ws.receive(), WAIT)
+        assert reply.type is WSMsgType.TEXT, reply
+        return str(reply.data)
 
 
 def test_example_on_docker(
@@ -50,6 +62,8 @@ def test_example_on_docker(
             "backend-v1-0",
             "backend-v1-1",
             "backend-v2-0",
+            "greeter-0",
+            "greeter-1",
         }
         assert all(p["ready"] and p["state"] == "running" for p in pods.values())
         assert {p["config_version"] for p in pods.values()} == {st["version"]}
@@ -58,6 +72,27 @@ def test_example_on_docker(
             pods["frontend-0"]["admin_url"], r"^cluster\.backend\.v[12]\.upstream_rq_2xx$"
         )
         assert sum(front.values()) >= 1
+
+        # gRPC: the frontend dials greeter:80 itself (Docker pods get no HTTP_PROXY); capture
+        # hands the call to its sidecar, which routes it by :authority over h2c.
+        answered_by = set()
+        for i in range(4):
+            status, body = get(f"http://127.0.0.1:{port}/greet?name=dk{i}")
+            assert status == 200, body
+            answer = json.loads(body)
+            assert answer["message"] == f"Hello, dk{i}!"
+            answered_by.add(answer["answered_by"]["pod"])
+        assert answered_by == {"greeter-0", "greeter-1"}
+        status, body = get(f"http://127.0.0.1:{port}/greet?name=dk&count=2")
+        assert status == 200, body
+        assert json.loads(body)["messages"] == ["Hello #1, dk!", "Hello #2, dk!"]
+        grpc = admin_stats(pods["frontend-0"]["admin_url"], r"^cluster\.greeter\.grpc\.")
+        assert grpc["cluster.greeter.grpc.greeter.Greeter.SayHello.success"] == 4
+        assert grpc["cluster.greeter.grpc.greeter.Greeter.SayHellos.success"] == 1
+
+        # A WebSocket through the gateway and the frontend's sidecar to its echo.
+        ws_url = f"ws://127.0.0.1:{port}/ws"
+        assert asyncio.run(websocket_echo(ws_url, "through docker")) == "through docker"
 
         docker_client.containers.get(f"meshdev-{name}-backend-v2-0-app").kill()
         backend = wait_until_sync(
@@ -85,7 +120,8 @@ def test_sigkill_then_down_on_docker(
         up.wait_for("ready:", 600)
         up.stop(signal.SIGKILL)
         containers, networks = labelled(docker_client, name)
-        assert len(containers) == 9  # 5 sidecars + 4 apps, orphaned by the crash
+        # 7 sidecars + 6 apps, orphaned by the crash; no capture step outlives its pod's start.
+        assert len(containers) == 13
         assert networks == [f"meshdev-{name}"]
         # The next `up` would sweep them too; `down` does it without starting anything.
         res = up.run("down", str(mesh_file))

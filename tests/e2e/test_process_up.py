@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from meshdev.runtime.process import procscan
+from meshdev.runtime.select import PROXY_NOTICE
 from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, get
 from tests.support import free_port, wait_until_sync
 
@@ -26,6 +27,8 @@ def test_example_end_to_end(tmp_path: Path) -> None:
     try:
         ready = up.wait_for("ready:")
         assert ready == f"ready: http://127.0.0.1:{port}/"
+        # Said once: which clients are meshed here, where nothing captures their traffic.
+        assert up.lines.count(PROXY_NOTICE) == 1
 
         # ingress -> frontend -> backend, all through sidecars.
         status, body = get(f"http://127.0.0.1:{port}/items")
@@ -42,6 +45,8 @@ def test_example_end_to_end(tmp_path: Path) -> None:
             "backend-v1-0",
             "backend-v1-1",
             "backend-v2-0",
+            "greeter-0",
+            "greeter-1",
         }
         assert st["runtime"] == "process"
         assert all(p["ready"] and p["state"] == "running" for p in pods.values())
