@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 import docker
+import grpc
 import pytest
 from aiohttp import ClientSession, WSMsgType
 
@@ -35,6 +36,32 @@ async def websocket_echo(url: str, message: str) -> str:
         reply = await asyncio.wait_for(ws.receive(), WAIT)
         assert reply.type is WSMsgType.TEXT, reply
         return str(reply.data)
+
+
+def grpc_through_the_gateway(port: int) -> None:
+    """A grpcio client on the host calls greeter through the gateway (h2c on its port):
+    unary, server streaming, and an error status that passes through unchanged."""
+    with grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.enable_http_proxy", 0)]
+    ) as channel:
+        hello: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/greeter.Greeter/SayHello"
+        )
+        answer = json.loads(hello(json.dumps({"name": "host"}).encode(), timeout=WAIT))
+        assert answer["message"] == "Hello, host!"
+        assert answer["answered_by"]["pod"] in ("greeter-0", "greeter-1")
+        stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+            "/greeter.Greeter/SayHellos"
+        )
+        messages = [
+            json.loads(m)["message"]
+            for m in stream(json.dumps({"name": "host", "count": 3}).encode(), timeout=WAIT)
+        ]
+        assert messages == ["Hello #1, host!", "Hello #2, host!", "Hello #3, host!"]
+        with pytest.raises(grpc.RpcError) as refused:
+            hello(b"not json", timeout=WAIT)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert refused.value.details() == "the request is not JSON"
 
 
 def test_example_on_docker(
@@ -89,6 +116,8 @@ def test_example_on_docker(
         grpc = admin_stats(pods["frontend-0"]["admin_url"], r"^cluster\.greeter\.grpc\.")
         assert grpc["cluster.greeter.grpc.greeter.Greeter.SayHello.success"] == 4
         assert grpc["cluster.greeter.grpc.greeter.Greeter.SayHellos.success"] == 1
+
+        grpc_through_the_gateway(port)
 
         # A WebSocket through the gateway and the frontend's sidecar to its echo.
         ws_url = f"ws://127.0.0.1:{port}/ws"
