@@ -2,18 +2,21 @@
 
 from meshdev.config.load import load_mesh, parse_mesh
 from meshdev.config.model import (
+    Authorization,
     Ingress,
     IngressRoute,
     Match,
     Mesh,
     Policy,
     Route,
+    Security,
     Service,
     Version,
 )
 from meshdev.config.problems import MeshInvalid, Pos, Problem
 
 __all__ = [
+    "Authorization",
     "Ingress",
     "IngressRoute",
     "Match",
@@ -23,6 +26,7 @@ __all__ = [
     "Pos",
     "Problem",
     "Route",
+    "Security",
     "Service",
     "Version",
     "load_mesh",

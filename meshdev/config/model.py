@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from meshdev.common import envoy_defaults as envoy
 from meshdev.common.envoy_names import LbPolicy, RetryOn, ServiceProtocol
+from meshdev.common.sidecar_config import AuthzAction, MtlsMode
 from meshdev.config.durations import Duration
 
 # Names become DNS names, container names and stat-name segments, so keep them to DNS labels.
@@ -22,6 +23,16 @@ NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 V = TypeVar("V")
+
+# The ingress gateway's service account: its SPIFFE ID is .../sa/ingress, so authorization
+# names it among the services (`from: {services: [ingress]}`).
+INGRESS_IDENTITY = "ingress"
+# Istio's defaults: workload certificates live 24h (rotated at half their life).
+CERT_TTL = 24 * 3600.0
+# A certificate shorter-lived than this would be rotated every few seconds; longer than a
+# year, a leaked key would stay good for longer than anyone remembers it.
+MIN_CERT_TTL = 10.0
+MAX_CERT_TTL = 365 * 24 * 3600.0
 
 
 def _freeze(value: Mapping[str, V]) -> Mapping[str, V]:
@@ -210,6 +221,13 @@ class Policy(_Model):
         "(WebSocket) connections, Envoy's stream_idle_timeout (default 300s), on the callers' "
         "sidecars and its own.",
     )
+    mtls: MtlsMode | None = Field(
+        default=None,
+        description="Mutual TLS on this service's inbound hop (Istio's PeerAuthentication for "
+        "its workloads): STRICT takes mTLS only, PERMISSIVE mTLS and plaintext, DISABLE "
+        "plaintext only. Default: security.mtls. Callers send mTLS to a STRICT or PERMISSIVE "
+        "service (Istio's auto mTLS). Needs a security section.",
+    )
 
 
 class Version(_Model):
@@ -273,6 +291,68 @@ class Ingress(_Model):
     routes: tuple[IngressRoute, ...] = Field(min_length=1)
 
 
+class Security(_Model):
+    """The mesh's CA, workload identities and mutual TLS between sidecars (Istio's mesh-wide
+    PeerAuthentication). Without this section the mesh uses no TLS at all; `security: {}`
+    takes Istio's defaults."""
+
+    mtls: MtlsMode = Field(
+        default="PERMISSIVE",
+        description="Mesh-wide mode of every service's inbound hop: STRICT (mTLS only), "
+        "PERMISSIVE (mTLS and plaintext; Istio's default), DISABLE (plaintext only); "
+        "policies.<service>.mtls overrides it.",
+    )
+    cert_ttl: Duration = Field(
+        default=CERT_TTL,
+        description="Life of each workload certificate, renewed at half of it (Istio: 24h, "
+        "grace 0.5); from 10s to 8760h (a year).",
+    )
+
+
+class AuthzSource(_Model):
+    """Who calls (Istio's AuthorizationPolicy `from.source`); every given field must match.
+    `services` is shorthand for the principals of those services' workloads, and the two
+    lists are one: a caller matches either."""
+
+    services: tuple[str, ...] = Field(
+        default=(), description="Calling services (`ingress`: the ingress gateway)."
+    )
+    not_services: tuple[str, ...] = Field(default=(), description="Any caller but these.")
+    principals: tuple[str, ...] = Field(
+        default=(),
+        description="SPIFFE IDs without the scheme, cluster.local/ns/<mesh>/sa/<service>; "
+        "exact, prefix*, *suffix or * (any verified caller).",
+    )
+    not_principals: tuple[str, ...] = Field(default=(), description="Any principal but these.")
+
+
+class AuthzOperation(_Model):
+    """What is asked (Istio's AuthorizationPolicy `to.operation`); every given field must
+    match."""
+
+    methods: tuple[str, ...] = Field(default=(), description="HTTP methods, exact (GET).")
+    not_methods: tuple[str, ...] = Field(default=(), description="Any method but these.")
+    paths: tuple[str, ...] = Field(
+        default=(), description="Paths: exact (/items), prefix (/items*), suffix (*.png) or *."
+    )
+    not_paths: tuple[str, ...] = Field(default=(), description="Any path but these.")
+
+
+class Authorization(_Model):
+    """One authorization policy of a destination service (an Istio AuthorizationPolicy with
+    one rule): it matches a request when both `from` and `to` do (a missing one matches every
+    request). Any matching DENY denies; with no ALLOW policy the request is allowed, else it
+    must match one; a denied request gets 403 `RBAC: access denied`."""
+
+    # `from` is Python's keyword: the field is from_, the file and the schema say `from`.
+    model_config = ConfigDict(frozen=True, extra="forbid", serialize_by_alias=True)
+
+    name: Name = Field(description="Names the policy in the sidecar's RBAC stats and logs.")
+    action: AuthzAction = Field(default="ALLOW", description="ALLOW or DENY; Istio: ALLOW.")
+    from_: AuthzSource | None = Field(default=None, alias="from")
+    to: AuthzOperation | None = None
+
+
 class Mesh(_Model):
     """A whole mesh.yaml."""
 
@@ -291,9 +371,27 @@ class Mesh(_Model):
         default_factory=_empty,
         description="Per destination service, like an Istio DestinationRule.",
     )
+    security: Security | None = Field(
+        default=None,
+        description="Mutual TLS and workload identities; none: no TLS ({}: Istio's defaults).",
+    )
+    authorization: FrozenMap[tuple[Authorization, ...]] = Field(
+        default_factory=_empty,
+        description="Per destination service, like Istio's AuthorizationPolicy.",
+    )
 
     def pod_count(self) -> int:
         return sum(s.pod_count() for s in self.services.values()) + (1 if self.ingress else 0)
+
+    def mtls_mode(self, service: str) -> MtlsMode:
+        """The mode of `service`'s inbound hop: its policy's, else the mesh's; DISABLE without
+        a security section, where there is no CA and so no certificate to present."""
+        if self.security is None:
+            return "DISABLE"
+        policy = self.policies.get(service)
+        if policy is not None and policy.mtls is not None:
+            return policy.mtls
+        return self.security.mtls
 
     def route_count(self) -> int:
         own = sum(len(rs) for rs in self.routes.values())

@@ -1,4 +1,4 @@
-"""Rules across fields that types cannot say: references, weights, regexes, ports.
+"""Rules across fields that types cannot say: references, weights, regexes, ports, identities.
 
 Every rule adds a located problem and goes on, so the user sees all of them in one run.
 """
@@ -9,7 +9,21 @@ import difflib
 import re
 from pathlib import Path as FsPath
 
-from meshdev.config.model import Match, Mesh, Route, Service, env_prefix
+from meshdev.common.workload_certs import principal
+from meshdev.config.durations import format_duration
+from meshdev.config.model import (
+    INGRESS_IDENTITY,
+    MAX_CERT_TTL,
+    MIN_CERT_TTL,
+    Authorization,
+    AuthzOperation,
+    AuthzSource,
+    Match,
+    Mesh,
+    Route,
+    Service,
+    env_prefix,
+)
 from meshdev.config.problems import Path, Problem
 from meshdev.config.yamlsource import SourceMap
 
@@ -119,9 +133,135 @@ class _Check:
             if pol.hash_header and pol.lb != "ring_hash":
                 self.add((*path, "hash_header"), "hash_header only applies to lb: ring_hash")
         self.tcp_ports()
+        self.security()
+        for dest, policies in self.mesh.authorization.items():
+            self.authorization(dest, policies)
         if self.mesh.base_image is not None and not self.mesh.base_image.strip():
             self.add(("base_image",), "must not be empty")
         return self.problems
+
+    # -- security -------------------------------------------------------------------------
+
+    def security(self) -> None:
+        sec = self.mesh.security
+        if sec is not None and not MIN_CERT_TTL <= sec.cert_ttl <= MAX_CERT_TTL:
+            low = sec.cert_ttl < MIN_CERT_TTL
+            bound = format_duration(MIN_CERT_TTL if low else MAX_CERT_TTL)
+            self.add(
+                ("security", "cert_ttl"),
+                f"must be at least {bound}" if low else f"must be at most {bound} (a year)",
+            )
+        gateway = sec is not None and self.mesh.ingress is not None
+        if gateway and INGRESS_IDENTITY in self.mesh.services:
+            self.add(
+                ("services", INGRESS_IDENTITY),
+                f"with security, {principal(self.mesh.name, INGRESS_IDENTITY)} is the ingress "
+                "gateway's identity: give this service another name",
+                at_key=True,
+            )
+        for dest, pol in self.mesh.policies.items():
+            if sec is None and pol.mtls not in (None, "DISABLE"):
+                self.add(
+                    ("policies", dest, "mtls"),
+                    "mutual TLS needs the mesh's CA and workload certificates: add a security "
+                    "section (security: {} takes Istio's defaults)",
+                )
+
+    def authorization(self, dest: str, policies: tuple[Authorization, ...]) -> None:
+        path: Path = ("authorization", dest)
+        known = dest in self.mesh.services
+        if not known:
+            self.unknown(path, "service", dest, list(self.mesh.services), at_key=True)
+        seen: dict[str, int] = {}
+        for i, pol in enumerate(policies):
+            if pol.name in seen:
+                self.add(
+                    (*path, i, "name"),
+                    f"duplicate policy name {pol.name!r} (also policy {seen[pol.name]})",
+                )
+            else:
+                seen[pol.name] = i
+            if pol.from_ is not None:
+                self.authz_source((*path, i, "from"), dest if known else None, pol.from_)
+            if pol.to is not None:
+                self.authz_operation((*path, i, "to"), dest, pol.to)
+
+    def authz_source(self, path: Path, dest: str | None, src: AuthzSource) -> None:
+        if not (src.services or src.not_services or src.principals or src.not_principals):
+            self.add(
+                path,
+                "give services, principals, not_services or not_principals; leave `from` out "
+                "to match every caller",
+            )
+            return
+        callers = [*self.mesh.services, INGRESS_IDENTITY]
+        for key in ("services", "not_services"):
+            for j, name in enumerate(getattr(src, key)):
+                if name not in callers:
+                    self.unknown((*path, key, j), "service", name, callers, at_key=False)
+        # An exact principal of this mesh's namespace names a service: check it as one.
+        ours = principal(self.mesh.name, "")
+        for key in ("principals", "not_principals"):
+            for j, value in enumerate(getattr(src, key)):
+                where = (*path, key, j)
+                problem = _pattern_problem(value, "principal")
+                if value.startswith("spiffe://"):
+                    problem = (
+                        "principals are SPIFFE IDs without the scheme, as Istio writes them; "
+                        f"did you mean {value.removeprefix('spiffe://')!r}?"
+                    )
+                if problem is not None:
+                    self.add(where, problem)
+                elif "*" not in value and not value.startswith(ours):
+                    self.add(
+                        where,
+                        f"no workload of mesh {self.mesh.name!r} has this principal; theirs "
+                        f"are {ours}<service>",
+                    )
+                elif "*" not in value and value.removeprefix(ours) not in callers:
+                    self.unknown(where, "service", value.removeprefix(ours), callers, at_key=False)
+        if dest is not None and self.mesh.mtls_mode(dest) == "DISABLE":
+            if self.mesh.security is None:
+                why = "the mesh has no security section (security: {} turns mTLS on)"
+            elif (pol := self.mesh.policies.get(dest)) is not None and pol.mtls is not None:
+                why = f"policies.{dest}.mtls is DISABLE"
+            else:
+                why = "security.mtls is DISABLE"
+            self.add(
+                path,
+                f"names callers by identity, which only mutual TLS proves, but {dest} takes "
+                f"plaintext only: {why}",
+            )
+
+    def authz_operation(self, path: Path, dest: str, op: AuthzOperation) -> None:
+        if not (op.methods or op.not_methods or op.paths or op.not_paths):
+            self.add(
+                path,
+                "give methods, paths, not_methods or not_paths; leave `to` out to match every "
+                "request",
+            )
+            return
+        if self.is_tcp(dest):
+            self.add(
+                path,
+                f"{dest} is a tcp service: its connections have no method or path, only a "
+                "caller; leave `to` out",
+            )
+            return
+        for key in ("methods", "not_methods"):
+            for j, meth in enumerate(getattr(op, key)):
+                if not _METHOD.match(meth):
+                    self.add(
+                        (*path, key, j),
+                        f"{meth!r} is not an HTTP method; methods are upper case, like GET",
+                    )
+        for key in ("paths", "not_paths"):
+            for j, value in enumerate(getattr(op, key)):
+                problem = _pattern_problem(value, "path")
+                if problem is None and not value.startswith(("/", "*")):
+                    problem = "must start with / (or be a *suffix pattern)"
+                if problem is not None:
+                    self.add((*path, key, j), problem)
 
     # -- protocols ------------------------------------------------------------------------
 
@@ -296,6 +436,18 @@ class _Check:
             re.compile(pattern)
         except re.error as exc:
             self.add(path, f"regex does not compile: {exc}")
+
+
+def _pattern_problem(value: str, what: str) -> str | None:
+    """Istio's string patterns: exact, `prefix*`, `*suffix` or `*`; a `*` elsewhere would be
+    taken literally and so match nothing anyone meant."""
+    if not value:
+        return "must not be empty"
+    if value == "*" or "*" not in value:
+        return None
+    if value.count("*") == 1 and (value.startswith("*") or value.endswith("*")):
+        return None
+    return f"{value!r}: a {what} is exact, prefix*, *suffix or *"
 
 
 def semantic_problems(

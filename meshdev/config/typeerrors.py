@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from meshdev.config.model import NAME_PATTERN, Mesh
@@ -126,7 +127,10 @@ def _wording(err: ErrorDetails, path: Path) -> str:
     if kind == "literal_error":
         choices = _literal_choices(str(ctx.get("expected", "")))
         given = err.get("input")
-        close = difflib.get_close_matches(str(given), choices, n=1, cutoff=0.6)
+        # Istio's enums are upper case (STRICT, ALLOW) where meshdev's are lower: a wrong case
+        # is the likeliest slip, and difflib scores it as far.
+        same = [c for c in choices if c.lower() == str(given).lower()]
+        close = same or difflib.get_close_matches(str(given), choices, n=1, cutoff=0.6)
         if close:
             return f"unknown value {given!r}; did you mean {close[0]!r}?"
         return f"expected one of: {', '.join(choices)}"
@@ -175,7 +179,7 @@ def _keys_at(path: Path) -> list[str]:
     for part in path:
         tp = _model_of(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(part))
+            field = _file_keys(tp).get(str(part))
             if field is None:
                 return []
             tp = field.annotation
@@ -185,8 +189,13 @@ def _keys_at(path: Path) -> list[str]:
             return []
     tp = _model_of(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return list(tp.model_fields)
+        return list(_file_keys(tp))
     return []
+
+
+def _file_keys(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A model's fields by the key the file writes: its alias where it has one (`from`)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 def _strip(tp: Any) -> Any:

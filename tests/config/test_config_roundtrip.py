@@ -10,7 +10,10 @@ from hypothesis import strategies as st
 
 from meshdev.config import Mesh, parse_mesh
 
-names = st.from_regex(r"\A[a-z][a-z0-9]{0,6}\Z")
+names = st.from_regex(r"\A[a-z][a-z0-9]{0,6}\Z").filter(
+    # With security, `ingress` is the gateway's identity, which no service may take.
+    lambda n: n != "ingress"
+)
 # Text that YAML likes to reinterpret: booleans, numbers, dates, nulls, punctuation, unicode.
 tricky_text = st.one_of(
     st.sampled_from(["yes", "no", "on", "null", "~", "1", "0x1f", "2001-01-01", ": x", "#", "é"]),
@@ -99,7 +102,37 @@ def meshes(draw: st.DrawFn) -> dict[str, Any]:
         for dest in svcs
         if draw(st.booleans())
     }
+    mtls = None
+    if draw(st.booleans()):
+        mtls = draw(st.sampled_from(["STRICT", "PERMISSIVE", "DISABLE"]))
+        doc["security"] = {"mtls": mtls, "cert_ttl": draw(st.sampled_from(["10s", "90m", "24h"]))}
+    authz: dict[str, Any] = {}
+    for dest in svcs:
+        if draw(st.booleans()):
+            authz[dest] = [draw(authorization(i, list(svcs), mtls)) for i in range(2)]
+    if authz:
+        doc["authorization"] = authz
     return doc
+
+
+@st.composite
+def authorization(
+    draw: st.DrawFn, index: int, services: list[str], mtls: str | None
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": f"p{index}",
+        "action": draw(st.sampled_from(["ALLOW", "DENY"])),
+    }
+    # Callers are named by identity only where mutual TLS proves it.
+    if mtls in ("STRICT", "PERMISSIVE") and draw(st.booleans()):
+        key = draw(st.sampled_from(["services", "not_services"]))
+        entry["from"] = {key: draw(st.lists(st.sampled_from(services), min_size=1, max_size=2))}
+    if draw(st.booleans()):
+        entry["to"] = {
+            "methods": draw(st.lists(st.sampled_from(["GET", "POST"]), min_size=1, max_size=2)),
+            "not_paths": draw(st.lists(st.sampled_from(["/a*", "*.png", "/x"]), max_size=2)),
+        }
+    return entry
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
