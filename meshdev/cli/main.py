@@ -404,3 +404,13 @@ def load(
     except LoadSpecError as exc:
         raise click.BadParameter(str(exc)) from None
     sys.exit(load_command(url, rps, duration, concurrency, mix, parsed, method, as_json, True))
+
+
+def _register_bridges() -> None:
+    from meshdev.cli.bridges import export, import_
+
+    main.add_command(export)
+    main.add_command(import_)
+
+
+_register_bridges()
