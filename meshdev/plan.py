@@ -16,8 +16,20 @@ from typing import Any
 
 from meshdev.common import envoy_defaults as envoy
 from meshdev.common import sidecar_config as sc
+from meshdev.common import workload_certs as wc
 from meshdev.common.envoy_names import HTTP2_PROTOCOLS, ServiceProtocol
-from meshdev.config.model import Match, Mesh, Policy, Route, Service, env_prefix
+from meshdev.config.model import (
+    INGRESS_IDENTITY,
+    Authorization,
+    AuthzOperation,
+    AuthzSource,
+    Match,
+    Mesh,
+    Policy,
+    Route,
+    Service,
+    env_prefix,
+)
 
 INGRESS_POD = "ingress"
 # A captured pod's hosts file, which Docker shares among the pod's containers.
@@ -188,6 +200,26 @@ def app_env(pod: PodSpec, placement: Placement) -> dict[str, str]:
     return env
 
 
+def cert_ttl(mesh: Mesh) -> float | None:
+    """How long the CA makes each workload certificate live, in seconds (renewed at half of
+    it); None: the mesh uses no TLS, so no pod gets one."""
+    return None if mesh.security is None else mesh.security.cert_ttl
+
+
+def mtls_mode(mesh: Mesh, service: str) -> sc.MtlsMode:
+    """`service`'s inbound mode (Istio's PeerAuthentication): its policy's, else the mesh's;
+    DISABLE without a security section."""
+    return mesh.mtls_mode(service)
+
+
+def spiffe_id(mesh: Mesh, pod: PodSpec) -> str | None:
+    """The identity `pod`'s certificate names (the gateway's service account is `ingress`);
+    None: the mesh uses no TLS."""
+    if mesh.security is None:
+        return None
+    return wc.spiffe_id(mesh.name, pod.service or INGRESS_IDENTITY)
+
+
 def render(
     mesh: Mesh,
     pod: PodSpec,
@@ -247,6 +279,8 @@ def render(
                 port=sc.INBOUND_PORT,
                 cluster=inbound,
                 tcp_proxy=own_tcp,
+                mtls=mtls_mode(mesh, pod.service),
+                authorization=_authorization(mesh, pod.service),
             )
         )
         listeners.append(
@@ -275,6 +309,7 @@ def render(
             "node": pod.name,
             "service": pod.service or None,
             "subset": pod.subset,
+            "spiffe_id": spiffe_id(mesh, pod),
             "admin": sc.Admin(address=placement.listen, port=sc.ADMIN_PORT),
             "listeners": tuple(listeners),
             "virtual_hosts": tuple(
@@ -286,6 +321,30 @@ def render(
             **extra,
         }
     )
+
+
+def _authorization(mesh: Mesh, service: str) -> tuple[sc.AuthzPolicy, ...]:
+    return tuple(_authz_policy(mesh.name, a) for a in mesh.authorization.get(service, ()))
+
+
+def _authz_policy(mesh: str, a: Authorization) -> sc.AuthzPolicy:
+    """One mesh-file policy is one rule: `from` and `to` must both match, as in Istio's rule;
+    one with neither matches every request (Istio's `rules: [{}]`)."""
+    src = a.from_ or AuthzSource()
+    op = a.to or AuthzOperation()
+    # `services` is shorthand for its workloads' principals, one list with `principals`.
+    rule = sc.AuthzRule(
+        principals=(*(wc.principal(mesh, s) for s in src.services), *src.principals),
+        not_principals=(
+            *(wc.principal(mesh, s) for s in src.not_services),
+            *src.not_principals,
+        ),
+        methods=op.methods,
+        not_methods=op.not_methods,
+        paths=op.paths,
+        not_paths=op.not_paths,
+    )
+    return sc.AuthzPolicy(name=a.name, action=a.action, rules=(rule,))
 
 
 def _captured_http(mesh: Mesh) -> list[sc.Listener]:
@@ -434,15 +493,24 @@ def _clusters(mesh: Mesh, endpoints: Sequence[tuple[PodSpec, Placement]]) -> lis
         policy = mesh.policies.get(name) or Policy()
         members = [(s, p) for s, p in endpoints if s.service == name]
         h2 = svc.protocol in HTTP2_PROTOCOLS
-        out.append(_cluster(name, policy, members, h2))
+        # Istio's auto mTLS: a destination that takes mTLS (STRICT or PERMISSIVE) is called
+        # with it, and only its own workloads' certificates are accepted.
+        tls = None
+        if mtls_mode(mesh, name) != "DISABLE":
+            tls = sc.UpstreamTls(spiffe_ids=(wc.spiffe_id(mesh.name, name),))
+        out.append(_cluster(name, policy, members, h2, tls))
         for vname in svc.versions:
             subset = [(s, p) for s, p in members if s.subset == vname]
-            out.append(_cluster(f"{name}.{vname}", policy, subset, h2))
+            out.append(_cluster(f"{name}.{vname}", policy, subset, h2, tls))
     return out
 
 
 def _cluster(
-    name: str, policy: Policy, members: Sequence[tuple[PodSpec, Placement]], http2: bool
+    name: str,
+    policy: Policy,
+    members: Sequence[tuple[PodSpec, Placement]],
+    http2: bool,
+    tls: sc.UpstreamTls | None,
 ) -> sc.Cluster:
     od = policy.outlier_detection
     cb = policy.circuit_breaker
@@ -456,6 +524,7 @@ def _cluster(
         connect_timeout=policy.connect_timeout,
         stream_idle_timeout=_stream_idle_timeout(policy),
         http2=http2,
+        tls=tls,
         circuit_breaker=sc.CircuitBreaker(
             max_connections=cb.max_connections,
             max_pending_requests=cb.max_pending_requests,
