@@ -347,7 +347,10 @@ class Authorization(_Model):
     # `from` is Python's keyword: the field is from_, the file and the schema say `from`.
     model_config = ConfigDict(frozen=True, extra="forbid", serialize_by_alias=True)
 
-    name: Name = Field(description="Names the policy in the sidecar's RBAC stats and logs.")
+    name: Name = Field(
+        description="Unique per service; a request a DENY policy refuses is logged as "
+        "rbac_access_denied_matched_policy[<name>] (Envoy's response code details)."
+    )
     action: AuthzAction = Field(default="ALLOW", description="ALLOW or DENY; Istio: ALLOW.")
     from_: AuthzSource | None = Field(default=None, alias="from")
     to: AuthzOperation | None = None
