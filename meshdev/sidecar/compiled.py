@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from meshdev.common.sidecar_config import Listener, Route, SidecarConfig, TcpProxy
 from meshdev.sidecar.filters.fault import FaultSpec
 from meshdev.sidecar.filters.ratelimit import TokenBucket
+from meshdev.sidecar.filters.rbac import RbacEngine
 from meshdev.sidecar.router.retry import RetryRules
 from meshdev.sidecar.router.table import HostIndex, RouteTable, WeightedPick
 from meshdev.sidecar.stats.sets import (
     ListenerStatSet,
+    RbacStatSet,
     RouteStatSet,
     TcpClusterStatSet,
     TcpStatSet,
@@ -99,8 +101,18 @@ class VHostEntry:
         self.routes = routes
 
 
+class RbacEntry:
+    """An inbound listener's authorization: its compiled policies and their stats."""
+
+    __slots__ = ("engine", "stats")
+
+    def __init__(self, engine: RbacEngine, stats: RbacStatSet) -> None:
+        self.engine = engine
+        self.stats = stats
+
+
 class ListenerEntry:
-    __slots__ = ("inbound", "ingress", "kind", "name", "stats")
+    __slots__ = ("inbound", "ingress", "kind", "name", "rbac", "stats")
 
     def __init__(
         self,
@@ -108,12 +120,15 @@ class ListenerEntry:
         stats: ListenerStatSet,
         inbound: RouteEntry | None,
         ingress: RouteTable[VHostEntry] | None,
+        rbac: RbacEntry | None = None,
     ) -> None:
         self.name = listener.name
         self.kind = listener.kind
         self.stats = stats
         self.inbound = inbound
         self.ingress = ingress
+        # None unless the listener has policies, so the others pay one attribute check.
+        self.rbac = rbac
 
 
 class TcpTarget:

@@ -2,6 +2,7 @@
 
 Each cluster's `ClusterState` (pools, breaker, outlier detector, stats) is updated rather than
 rebuilt, and a route whose rate limit is unchanged keeps its token bucket (and its tokens).
+A listener's authorization policies are compiled anew with each config (they hold no state).
 Stat objects are fetched from the Store once here, so requests only bump their values.
 """
 
@@ -19,6 +20,7 @@ from meshdev.sidecar.compiled import (
     ClusterEntry,
     Compiled,
     ListenerEntry,
+    RbacEntry,
     RouteEntry,
     TcpProxyEntry,
     TcpTarget,
@@ -26,8 +28,9 @@ from meshdev.sidecar.compiled import (
 )
 from meshdev.sidecar.filters.fault import effective_fault
 from meshdev.sidecar.filters.ratelimit import TokenBucket
+from meshdev.sidecar.filters.rbac import RbacEngine
 from meshdev.sidecar.router.table import HostIndex, Matcher, RouteTable, WeightedPick
-from meshdev.sidecar.stats.sets import ListenerStatSet, RouteStatSet, TcpStatSet
+from meshdev.sidecar.stats.sets import ListenerStatSet, RbacStatSet, RouteStatSet, TcpStatSet
 from meshdev.sidecar.upstream.cluster import ClusterOwner, ClusterState
 
 
@@ -79,8 +82,12 @@ class Compiler:
                 ingress = RouteTable(
                     [(Matcher(ir.match), vhost_entries[ir.virtual_host]) for ir in lst.routes]
                 )
+            rbac: RbacEntry | None = None
+            if lst.authorization:
+                engine = RbacEngine(lst.authorization)
+                rbac = RbacEntry(engine, RbacStatSet(self._store, lst.name))
             listeners[lst.name] = ListenerEntry(
-                lst, ListenerStatSet(self._store, lst.name), inbound, ingress
+                lst, ListenerStatSet(self._store, lst.name), inbound, ingress, rbac
             )
 
         index = HostIndex([(v.domains, vhost_entries[v.name]) for v in config.virtual_hosts])

@@ -85,6 +85,19 @@ class ListenerStatSet:
         self.downstream_rq_idle_timeout: Counter = store.counter(p + "downstream_rq_idle_timeout")
 
 
+class RbacStatSet:
+    """Envoy's RBAC filter stats on a listener, `http.<listener>.rbac.{allowed,denied}`: made
+    only for listeners that have authorization policies, as Envoy has them only where the
+    filter is configured."""
+
+    __slots__ = ("allowed", "denied")
+
+    def __init__(self, store: Store, listener: str) -> None:
+        p = f"http.{listener}.rbac."
+        self.allowed: Counter = store.counter(p + "allowed")
+        self.denied: Counter = store.counter(p + "denied")
+
+
 class RouteStatSet:
     """Envoy's per-route stats (`vhost.<v>.route.<r>.upstream_rq_*`), plus meshdev's
     `downstream_rq_*` per route so a dashboard also sees local answers (faults, 429s), and
