@@ -1,12 +1,16 @@
 """The access log: one Envoy-like line per request, written off the event loop.
 
-    [2024-05-01T12:00:00.123Z] "GET /items HTTP/1.1" 200 - 512 3 1 items 10.0.0.7:8080 4f1c...
+    [2024-05-01T12:00:00.123Z] "GET /items HTTP/1.1" 200 - 512 3 1 items 10.0.0.7:8080 4f1c... -
 
 Fields: start time (UTC), request line, status, %RESPONSE_FLAGS% (Envoy's letters joined by
 ",", `-` for none), response body bytes, duration in ms, upstream attempts, route name,
-upstream host, x-request-id; `-` for any missing value. An upgraded (WebSocket) stream is
-logged once it ends, as Envoy does: status 101, the bytes sent to the client over the whole
-stream, its whole duration, and `SI` when the idle timeout closed it.
+upstream host, x-request-id, %RESPONSE_CODE_DETAILS% (set by the answers that have Envoy's
+details to give, so far an authorization denial:
+`rbac_access_denied_matched_policy[<policy>]`); `-` for any missing value. The details come
+last, not after the flags as in Istio's format, so the fields before them keep their places.
+An upgraded (WebSocket) stream is logged once it ends, as Envoy does: status 101, the bytes
+sent to the client over the whole stream, its whole duration, and `SI` when the idle timeout
+closed it.
 
 The request path only appends a tuple to a list. A timer formats the batch every
 FLUSH_INTERVAL and hands the text to one writer thread, so a slow terminal or disk never
@@ -40,6 +44,8 @@ DELAY_INJECTED = "DI"
 RATE_LIMITED = "RL"
 DOWNSTREAM_CONNECTION_TERMINATION = "DC"
 STREAM_IDLE_TIMEOUT = "SI"
+# The RBAC filter denied the request (Envoy writes this flag as a word, not two letters).
+RBAC_ACCESS_DENIED = "RBAC"
 
 
 class Record:
@@ -48,6 +54,7 @@ class Record:
     __slots__ = (
         "attempts",
         "bytes_sent",
+        "details",
         "duration_ms",
         "flags",
         "method",
@@ -71,6 +78,7 @@ class Record:
         self.route = ""
         self.upstream = ""
         self.request_id = ""
+        self.details = ""
 
     def add_flag(self, flag: str) -> None:
         self.flags = f"{self.flags},{flag}" if self.flags else flag
@@ -143,7 +151,7 @@ class AccessLog:
         return (
             f'[{self._sec_text}.{ms:03d}Z] "{r.method} {r.path} HTTP/1.1" {r.status} '
             f"{r.flags or '-'} {r.bytes_sent} {r.duration_ms} {r.attempts} {r.route or '-'} "
-            f"{r.upstream or '-'} {r.request_id or '-'}\n"
+            f"{r.upstream or '-'} {r.request_id or '-'} {r.details or '-'}\n"
         )
 
     # The methods below run on the writer thread only.

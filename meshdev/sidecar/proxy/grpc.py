@@ -20,12 +20,13 @@ from meshdev.sidecar.http import Request
 # grpc-timeout's units (gRPC over HTTP/2: "TimeoutValue TimeoutUnit", at most 8 digits).
 _UNITS: Final = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 DEADLINE_EXCEEDED: Final = 4
+PERMISSION_DENIED: Final = 7
 UNAVAILABLE: Final = 14
 # Envoy's Grpc::Utility::httpToGrpcStatus.
 _HTTP_TO_GRPC: Final = {
     400: 13,  # INTERNAL
     401: 16,  # UNAUTHENTICATED
-    403: 7,  # PERMISSION_DENIED
+    403: PERMISSION_DENIED,
     404: 12,  # UNIMPLEMENTED
     429: UNAVAILABLE,
     502: UNAVAILABLE,

@@ -1,10 +1,13 @@
 """The request pipeline: one `Proxy` per listener, called by the HTTP server per request.
 
-    route -> local rate limit -> fault (delay, then abort) -> forward (proxy/forward.py:
-    the tries under the route timeout)
+    route -> authorization (inbound listeners with policies) -> local rate limit -> fault
+    (delay, then abort) -> forward (proxy/forward.py: the tries under the route timeout)
 
 Envoy's answers and flags when something goes wrong (flags as in %RESPONSE_FLAGS%):
-no route 404 `NR` (`http.<listener>.no_route`); rate limited 429 `RL` with
+no route 404 `NR` (`http.<listener>.no_route`); denied by the listener's authorization
+policies (Envoy's RBAC filter, filters/rbac.py) 403 `RBAC: access denied`, flag `RBAC`, details
+`rbac_access_denied_matched_policy[<policy>|none]`, counted in `http.<listener>.rbac.denied`
+(and a request let through in `.rbac.allowed`); rate limited 429 `RL` with
 `x-envoy-ratelimited: true`; fault abort `FI`, fault delay `DI`; no healthy host 503 `UH`;
 circuit breaker overflow 503 `UO` at once with `x-envoy-overloaded: true`; connect failure 503
 `UF`; reset before the answer 503 `UC`; route timeout 504 `UT` (`upstream_rq_timeout`), also
@@ -38,6 +41,7 @@ from asyncio import CancelledError
 from meshdev.sidecar.compiled import Compiled, ListenerEntry, RouteEntry
 from meshdev.sidecar.dataplane import DataPlane
 from meshdev.sidecar.filters.fault import decide_abort, decide_delay
+from meshdev.sidecar.filters.rbac import DENIED_BODY
 from meshdev.sidecar.http import Request, ResponseWriter
 from meshdev.sidecar.http2 import H2StreamWriter
 from meshdev.sidecar.proxy.accesslog import (
@@ -46,13 +50,16 @@ from meshdev.sidecar.proxy.accesslog import (
     FAULT_INJECTED,
     NO_ROUTE_FOUND,
     RATE_LIMITED,
+    RBAC_ACCESS_DENIED,
     STREAM_IDLE_TIMEOUT,
     Record,
 )
 from meshdev.sidecar.proxy.forward import forward, now
+from meshdev.sidecar.proxy.grpc import PERMISSION_DENIED
 from meshdev.sidecar.proxy.headers import HeaderView
 from meshdev.sidecar.proxy.replies import Reply, send_local
 from meshdev.sidecar.stats.sets import ListenerStatSet
+from meshdev.sidecar.tls.peer import peer_principal
 
 
 class Proxy:
@@ -130,6 +137,19 @@ class Proxy:
             if upgrade is not None:
                 route.stats.upgrade_began()
 
+            rbac = entry.rbac
+            if rbac is not None:
+                principal = peer_principal(_transport(w)) if rbac.engine.reads_principal else None
+                details = rbac.engine.check(method, req.path, principal)
+                if details is not None:
+                    rbac.stats.denied.value += 1
+                    rec.add_flag(RBAC_ACCESS_DENIED)
+                    rec.details = details
+                    reply = Reply(403, DENIED_BODY, None, PERMISSION_DENIED)
+                    await send_local(w, rec, reply)
+                    return
+                rbac.stats.allowed.value += 1
+
             bucket = route.bucket
             if bucket is not None:
                 if not bucket.try_take():
@@ -180,6 +200,16 @@ class Proxy:
             if log.enabled:
                 rec.duration_ms = int(elapsed)
                 log.log(rec)
+
+
+def _transport(w: ResponseWriter) -> asyncio.BaseTransport:
+    """The connection a request came on, whose peer certificate names its principal.
+
+    The HTTP engines expose it only to their writers (`WriterOwner._transport`, an HTTP/2
+    stream's `StreamOwner._transport`), so it is read through them, and only for listeners
+    whose policies name principals."""
+    owner = w._h2 if isinstance(w, H2StreamWriter) else w._conn
+    return owner._transport
 
 
 def _upgrade_ended(ls: ListenerStatSet, route: RouteEntry | None, rec: Record) -> None:
