@@ -20,6 +20,11 @@ made slashes, dot segments removed), so `/public/../admin` cannot slip past a ru
 
 A denial is reported as Envoy's %RESPONSE_CODE_DETAILS%:
 `rbac_access_denied_matched_policy[<DENY policy>]`, or `[none]` when no ALLOW policy matched.
+
+The same policies on a tcp_proxy listener are Envoy's network RBAC filter, checked once per
+connection (`RbacEngine(policies, connections=True)`, `check_connection`), with Istio's rules
+for HTTP-only fields on TCP traffic: a DENY rule loses its methods and paths (so it denies
+more), an ALLOW rule that has any is dropped (so it allows less).
 """
 
 from __future__ import annotations
@@ -99,13 +104,14 @@ class Rule:
         "principals",
     )
 
-    def __init__(self, rule: AuthzRule) -> None:
+    def __init__(self, rule: AuthzRule, *, http: bool = True) -> None:
+        """`http=False`: the rule of a connection, which has no method or path to match."""
         self.principals = _patterns(rule.principals)
         self.not_principals = _patterns(rule.not_principals)
-        self.methods = _methods(rule.methods)
-        self.not_methods = _methods(rule.not_methods)
-        self.paths = _patterns(rule.paths)
-        self.not_paths = _patterns(rule.not_paths)
+        self.methods = _methods(rule.methods) if http else None
+        self.not_methods = _methods(rule.not_methods) if http else None
+        self.paths = _patterns(rule.paths) if http else None
+        self.not_paths = _patterns(rule.not_paths) if http else None
 
     @property
     def reads_principal(self) -> bool:
@@ -135,17 +141,27 @@ class Rule:
         return p is None or not p.matches(path)
 
 
+def _names_http(rule: AuthzRule) -> bool:
+    return bool(rule.methods or rule.not_methods or rule.paths or rule.not_paths)
+
+
 class RbacEngine:
-    """A listener's policies, compiled (see the module doc)."""
+    """A listener's policies, compiled (see the module doc); `connections`: a tcp_proxy
+    listener's, with Istio's rules for HTTP-only fields."""
 
     __slots__ = ("_allow", "_deny", "_has_allow", "_reads_path", "reads_principal")
 
-    def __init__(self, policies: Iterable[AuthzPolicy]) -> None:
+    def __init__(self, policies: Iterable[AuthzPolicy], *, connections: bool = False) -> None:
         deny: list[tuple[str, tuple[Rule, ...]]] = []
         allow: list[Rule] = []
         has_allow = False
         for policy in policies:
-            rules = tuple(Rule(r) for r in policy.rules)
+            if not connections:
+                rules = tuple(Rule(r) for r in policy.rules)
+            elif policy.action == "DENY":
+                rules = tuple(Rule(r, http=False) for r in policy.rules)
+            else:
+                rules = tuple(Rule(r) for r in policy.rules if not _names_http(r))
             if policy.action == "DENY":
                 if rules:
                     deny.append((denied_details(policy.name), rules))
@@ -175,6 +191,10 @@ class RbacEngine:
             if rule.matches(method, path, principal):
                 return None
         return NO_POLICY_MATCHED
+
+    def check_connection(self, principal: str | None) -> str | None:
+        """`check` for a connection of an engine built with `connections=True`."""
+        return self.check("", "", principal)
 
 
 # RFC 3986's unreserved characters: their percent-encodings mean the same path.

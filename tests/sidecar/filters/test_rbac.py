@@ -251,3 +251,37 @@ def test_a_dot_segment_does_not_slip_past_a_deny() -> None:
     for raw in ("/public/../admin", "/%61dmin/users", "/x/%2e%2e/admin", "/public\\..\\admin"):
         assert check(e, path=raw) == "rbac_access_denied_matched_policy[no-admin]", raw
     assert check(e, path="/public/admin") is None
+
+
+# -- connections (a tcp_proxy listener) ------------------------------------------------------
+
+
+def connections(*policies: AuthzPolicy) -> RbacEngine:
+    return RbacEngine(policies, connections=True)
+
+
+def test_a_connection_is_checked_by_its_principal() -> None:
+    e = connections(
+        policy("from-shop", "ALLOW", {"principals": ["cluster.local/ns/shop/*"]}),
+        policy("not-backend", "DENY", {"principals": [BACKEND]}),
+    )
+    assert e.check_connection(FRONTEND) is None
+    assert e.check_connection(BACKEND) == "rbac_access_denied_matched_policy[not-backend]"
+    assert e.check_connection(None) == NO_POLICY_MATCHED
+
+
+def test_on_a_connection_a_deny_rule_loses_its_http_fields_and_denies_more() -> None:
+    e = connections(policy("no-posts", "DENY", {"methods": ["POST"], "principals": [BACKEND]}))
+    assert e.check_connection(BACKEND) == "rbac_access_denied_matched_policy[no-posts]"
+    assert e.check_connection(FRONTEND) is None
+    only_http = connections(policy("no-admin", "DENY", {"paths": ["/admin"]}))
+    assert only_http.check_connection(FRONTEND) == "rbac_access_denied_matched_policy[no-admin]"
+
+
+def test_on_a_connection_an_allow_rule_with_http_fields_is_dropped_and_allows_less() -> None:
+    reads = policy("reads", "ALLOW", {"methods": ["GET"], "principals": [FRONTEND]})
+    e = connections(reads, policy("backend", "ALLOW", {"principals": [BACKEND]}))
+    assert e.check_connection(FRONTEND) == NO_POLICY_MATCHED
+    assert e.check_connection(BACKEND) is None
+    # The same policy on HTTP keeps every field.
+    assert engine(reads).check("GET", "/", FRONTEND) is None
