@@ -102,7 +102,7 @@ class VHostEntry:
 
 
 class RbacEntry:
-    """An inbound listener's authorization: its compiled policies and their stats."""
+    """A listener's authorization (HTTP or tcp_proxy): its compiled policies and stats."""
 
     __slots__ = ("engine", "stats")
 
@@ -142,18 +142,27 @@ class TcpTarget:
 
 
 class TcpProxyEntry:
-    """A compiled tcp_proxy listener: which cluster a new connection goes to, and its stats."""
+    """A compiled tcp_proxy listener: which cluster a new connection goes to, and its stats.
+    `rbac`: an inbound one's authorization, to check once per connection by its peer's
+    principal (`rbac.engine.check_connection`; Envoy's network RBAC filter); None without
+    policies."""
 
-    __slots__ = ("clusters", "idle_timeout", "name", "stat_prefix", "stats")
+    __slots__ = ("clusters", "idle_timeout", "name", "rbac", "stat_prefix", "stats")
 
     def __init__(
-        self, name: str, proxy: TcpProxy, clusters: WeightedPick[TcpTarget], stats: TcpStatSet
+        self,
+        name: str,
+        proxy: TcpProxy,
+        clusters: WeightedPick[TcpTarget],
+        stats: TcpStatSet,
+        rbac: RbacEntry | None = None,
     ) -> None:
         self.name = name
         self.stat_prefix = proxy.stat_prefix
         self.clusters = clusters
         self.idle_timeout = proxy.idle_timeout
         self.stats = stats
+        self.rbac = rbac
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,7 @@ class Compiler:
             rbac: RbacEntry | None = None
             if lst.authorization:
                 engine = RbacEngine(lst.authorization)
-                rbac = RbacEntry(engine, RbacStatSet(self._store, lst.name))
+                rbac = RbacEntry(engine, RbacStatSet(self._store, f"http.{lst.name}"))
             listeners[lst.name] = ListenerEntry(
                 lst, ListenerStatSet(self._store, lst.name), inbound, ingress, rbac
             )
@@ -120,7 +120,11 @@ class Compiler:
             for wc in proxy.clusters
         ]
         stats = TcpStatSet(self._store, proxy.stat_prefix)
-        return TcpProxyEntry(lst.name, proxy, WeightedPick(targets), stats)
+        rbac: RbacEntry | None = None
+        if lst.authorization:
+            engine = RbacEngine(lst.authorization, connections=True)
+            rbac = RbacEntry(engine, RbacStatSet(self._store, f"tcp.{proxy.stat_prefix}"))
+        return TcpProxyEntry(lst.name, proxy, WeightedPick(targets), stats, rbac)
 
     def _bucket(self, vhost: str, route: str, limits: RateLimit) -> TokenBucket:
         old = self._buckets.get((vhost, route))

@@ -86,14 +86,14 @@ class ListenerStatSet:
 
 
 class RbacStatSet:
-    """Envoy's RBAC filter stats on a listener, `http.<listener>.rbac.{allowed,denied}`: made
-    only for listeners that have authorization policies, as Envoy has them only where the
-    filter is configured."""
+    """Envoy's RBAC filter stats, `<scope>.rbac.{allowed,denied}`: an HTTP listener's scope is
+    `http.<listener>`, a tcp_proxy's `tcp.<stat_prefix>`. Made only for listeners that have
+    authorization policies, as Envoy has them only where the filter is configured."""
 
     __slots__ = ("allowed", "denied")
 
-    def __init__(self, store: Store, listener: str) -> None:
-        p = f"http.{listener}.rbac."
+    def __init__(self, store: Store, scope: str) -> None:
+        p = f"{scope}.rbac."
         self.allowed: Counter = store.counter(p + "allowed")
         self.denied: Counter = store.counter(p + "denied")
 

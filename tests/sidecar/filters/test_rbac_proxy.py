@@ -40,6 +40,7 @@ def inbound(
     version: int = 1,
     access_log: str = "off",
     cluster: dict[str, Any] | None = None,
+    listener: dict[str, Any] | None = None,
 ) -> SidecarConfig:
     """A sidecar with one inbound listener `inbound` in front of the app at `app_port`."""
     c: dict[str, Any] = {
@@ -62,6 +63,7 @@ def inbound(
                     "port": port or free_port(),
                     "cluster": "inbound|8080",
                     "authorization": policies,
+                    **(listener or {}),
                 }
             ],
             "clusters": [c],
@@ -356,3 +358,21 @@ async def test_a_hot_swap_changes_the_policies_for_the_next_request() -> None:
         assert stat(sc, "http.inbound.rbac.allowed") == 2
         assert stat(sc, "http.inbound.rbac.denied") == 2
         assert app.hits == 4
+
+
+# -- tcp_proxy listeners: compiled for the tcp proxy to check ---------------------------------
+
+
+async def test_a_tcp_proxy_listener_gets_its_policies_compiled_for_connections() -> None:
+    """The check itself belongs to the tcp proxy (sidecar/tcp/): this is what it reads."""
+    proxy = {"stat_prefix": "inbound|6379", "clusters": [{"cluster": "inbound|8080", "weight": 1}]}
+    policies = [allow("from-frontend", {"principals": [FRONTEND]})]
+    cfg = inbound(free_port(), policies, listener={"tcp_proxy": proxy})
+    async with sidecar(cfg) as sc:
+        entry = sc.plane.current.tcp_listeners["inbound"]
+        assert entry.rbac is not None
+        assert entry.rbac.engine.check_connection(FRONTEND) is None
+        assert entry.rbac.engine.check_connection(None) == "rbac_access_denied_matched_policy[none]"
+        names = {c.name for c in sc.stats.counters()}
+        assert {"tcp.inbound|6379.rbac.allowed", "tcp.inbound|6379.rbac.denied"} <= names
+        assert not any(n.startswith("http.") and ".rbac." in n for n in names)
