@@ -4,6 +4,11 @@
 be ready before they get traffic, pods that go away are taken out of every sidecar's endpoints
 and drained before they stop, and only sidecars whose rendered config changed get a push.
 Each push is acknowledged by the sidecar with the version and hash it now serves.
+
+In a mesh with a security section every pod has a SPIFFE ID in its config, and the mesh's CA
+(meshdev/security) issues it a certificate, pushed to its sidecar (POST /certs) as soon as its
+admin API answers: the sidecar reports not ready until it has one. Each certificate is
+re-issued and pushed again at half its life, in the background, for as long as its pod runs.
 """
 
 from __future__ import annotations
@@ -12,18 +17,26 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import yaml
 
 from meshdev import plan
+from meshdev.common.backoff import Backoff
 from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.common.workload_certs import CERTS_PATH, WorkloadCerts
 from meshdev.config.model import Mesh
 from meshdev.plan import PodSpec
 from meshdev.runtime import loopback
 from meshdev.runtime.base import Progress, Runtime, RuntimeFailure, StartedPod
+from meshdev.runtime.paths import mesh_dir
+from meshdev.security import rotation
 from meshdev.templates import template
+
+if TYPE_CHECKING:
+    from meshdev.security.ca import MeshCA
 
 TOKEN_HEADER = "x-meshdev-token"
 # Envoy's gauge of requests a listener is serving now; zero means a pod is drained.
@@ -49,10 +62,34 @@ class Pod:
     routable: bool = False
     hash: str | None = None
     version: int = 0
+    # The identity its sidecar holds a certificate for, and when that certificate ends.
+    spiffe_id: str | None = None
+    cert_expires: datetime | None = None
+    cert_renew_at: datetime | None = None
+    # Renews its certificate at half its life while the pod runs (see ControlPlane._rotate).
+    rotation: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def forget_certs(self) -> None:
+        """Stop renewing its certificate (the pod stops, or its config names no identity)."""
+        if self.rotation is not None:
+            self.rotation.cancel()
+            self.rotation = None
+        self.spiffe_id = self.cert_expires = self.cert_renew_at = None
+
+
+@dataclass(frozen=True)
+class _CertPush:
+    """How one POST /certs went: `error` in words (None: the sidecar took them); `refused`:
+    the sidecar itself answered no, which another try of the same certificates will not
+    change (unlike nothing answering yet, or a published port closing the connection while
+    the container behind it still starts)."""
+
+    error: str | None
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +136,12 @@ class ControlPlane:
     progress: Progress = field(default=lambda _msg: None)
     ready_timeout: float = 60.0
     drain_timeout: float = 5.0
+    # The life of a workload certificate in seconds; None: the mesh's security.cert_ttl.
+    cert_ttl: float | None = None
+    # Full-jitter backoff (base, cap) between the tries of a failed renewal push.
+    cert_retry: tuple[float, float] = (rotation.RETRY_BASE, rotation.RETRY_CAP)
+    # The mesh's CA, loaded from (or made in) its state folder when a pod first needs it.
+    ca: MeshCA | None = None
     mesh: Mesh | None = None
     version: int = 0
     pods: dict[str, Pod] = field(default_factory=dict)
@@ -171,6 +214,8 @@ class ControlPlane:
     async def down(self) -> list[str]:
         """Remove everything of the mesh (the runtime's teardown); returns what was removed."""
         async with self._lock:
+            for pod in self.pods.values():
+                pod.forget_certs()
             removed = await self.runtime.teardown()
             self.pods.clear()
             return removed
@@ -191,6 +236,8 @@ class ControlPlane:
                     "routable": p.routable,
                     "config_version": p.version,
                     "config_hash": p.hash,
+                    "spiffe_id": p.spiffe_id,
+                    "cert_expires": _iso(p.cert_expires),
                 }
                 for p in self.pods.values()
             ],
@@ -216,7 +263,10 @@ class ControlPlane:
             started = await self.runtime.start_pod(spec, cfg.model_dump_json().encode(), self.token)
             pod = Pod(key, spec, started, hash=cfg.content_hash(), version=cfg.version)
             self.pods[spec.name] = pod
-            await self.runtime.wait_ready(spec, started, self.ready_timeout)
+            if cfg.spiffe_id is None:
+                await self.runtime.wait_ready(spec, started, self.ready_timeout)
+            else:
+                await self._ready_with_certs(pod, cfg.spiffe_id)
             self.progress(f"pod {spec.name} ready")
             return pod
 
@@ -226,6 +276,7 @@ class ControlPlane:
             for _, spec in specs:
                 pod = self.pods.pop(spec.name, None)
                 if pod is not None:
+                    pod.forget_certs()
                     await self.runtime.stop_pod(spec.name)
             first = failures[0]
             if isinstance(first, RuntimeFailure | asyncio.CancelledError):
@@ -235,6 +286,7 @@ class ControlPlane:
 
     async def _stop(self, pod: Pod) -> None:
         self.pods.pop(pod.name, None)
+        pod.forget_certs()
         await self.runtime.stop_pod(pod.name)
 
     async def _drain_and_stop(self, pod: Pod) -> None:
@@ -285,7 +337,7 @@ class ControlPlane:
             cfg = self._render(pod.spec, pod.started.placement, endpoints)
             if cfg.content_hash() != pod.hash:
                 targets.append((pod, cfg))
-        results = await asyncio.gather(*(self._post(p, c) for p, c in targets))
+        results = await asyncio.gather(*(self._reconfigure(p, c) for p, c in targets))
         # Pods on their way out get the new endpoints too (their in-flight requests may still
         # call out), but the mesh's count is of the pods that stay.
         staying = [p for p in self.pods.values() if p.name not in stopped]
@@ -302,6 +354,20 @@ class ControlPlane:
             stopped=stopped,
             errors=errors,
         )
+
+    async def _reconfigure(self, pod: Pod, cfg: SidecarConfig) -> str | None:
+        """Push `cfg`; a config that names another identity than the sidecar holds a
+        certificate for (a reload added or removed the security section) has it delivered
+        first, so that the config never asks for TLS the sidecar has no certificate for."""
+        if cfg.spiffe_id != pod.spiffe_id:
+            if cfg.spiffe_id is None:
+                pod.forget_certs()
+            else:
+                error = await self._deliver(pod, cfg.spiffe_id)
+                if error is not None:
+                    # Not pushed either: pod.hash stays, so the next reload tries both again.
+                    return f"{error}; its config v{cfg.version} was not pushed"
+        return await self._post(pod, cfg)
 
     async def _post(self, pod: Pod, cfg: SidecarConfig) -> str | None:
         url = f"{pod.started.admin_url}/config"
@@ -324,6 +390,176 @@ class ControlPlane:
         pod.hash = cfg.content_hash()
         pod.version = cfg.version
         return None
+
+    # -- certificates -----------------------------------------------------------------------
+
+    def _authority(self) -> MeshCA:
+        """The mesh's CA, loaded at its first use: a mesh without TLS never imports the
+        crypto library nor makes a CA."""
+        if self.ca is None:
+            assert self.mesh is not None
+            from meshdev.security import ca
+
+            folder = mesh_dir(self.mesh.name)
+            new = not (folder / ca.CA_FOLDER).exists()
+            try:
+                self.ca = ca.load_or_create(folder, self.mesh.name)
+            except ca.CAError as exc:
+                raise RuntimeFailure(str(exc)) from None
+            if new:
+                self.progress(f"made the mesh's CA in {self.ca.folder}")
+        return self.ca
+
+    def _ttl(self) -> float:
+        if self.cert_ttl is not None:
+            return self.cert_ttl
+        assert self.mesh is not None
+        ttl = plan.cert_ttl(self.mesh)
+        return rotation.DEFAULT_CERT_TTL if ttl is None else ttl
+
+    def _issue(self, spiffe_id: str) -> tuple[WorkloadCerts, datetime]:
+        """A new certificate for `spiffe_id`, and the moment it was made."""
+        issued = datetime.now(UTC)
+        return self._authority().issue(spiffe_id, self._ttl()), issued
+
+    async def _ready_with_certs(self, pod: Pod, spiffe_id: str) -> None:
+        """Deliver the pod's certificate while the runtime waits for it to be ready: its
+        sidecar is not ready before it has one, and the runtime's wait is what notices a pod
+        that exits (and says why), so neither waits for the other."""
+        deliver = asyncio.create_task(self._first_certs(pod, spiffe_id))
+        ready = asyncio.create_task(
+            self.runtime.wait_ready(pod.spec, pod.started, self.ready_timeout)
+        )
+        try:
+            await asyncio.wait({deliver, ready}, return_when=asyncio.FIRST_EXCEPTION)
+            if deliver.done():
+                deliver.result()
+            await ready
+        finally:
+            for task in (deliver, ready):
+                task.cancel()
+            await asyncio.gather(deliver, ready, return_exceptions=True)
+
+    async def _first_certs(self, pod: Pod, spiffe_id: str) -> None:
+        """POST the pod's first certificate as soon as its admin API answers. Raises
+        RuntimeFailure when the sidecar answers no, or no answer comes for longer than the
+        runtime waits for readiness (whose own failure, said with the pod's log, comes first)."""
+        certs, issued = self._issue(spiffe_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ready_timeout + 5.0
+        # Short steps: the admin API comes up within a moment of the process, and every
+        # moment here is on `up`'s critical path.
+        backoff = Backoff(0.02, 0.25)
+        while True:
+            push = await self._post_certs(pod, certs)
+            if push.error is None:
+                break
+            if push.refused or loop.time() > deadline:
+                raise RuntimeFailure(push.error)
+            await asyncio.sleep(backoff.next_delay())
+        self._certified(pod, spiffe_id, certs, issued)
+
+    async def _deliver(self, pod: Pod, spiffe_id: str) -> str | None:
+        """Give a running sidecar a certificate for a new identity (one try: its admin API is
+        up); returns the failure in words."""
+        try:
+            certs, issued = self._issue(spiffe_id)
+        except RuntimeFailure as exc:
+            return f"{pod.name}: {exc}"
+        push = await self._post_certs(pod, certs)
+        if push.error is None:
+            self._certified(pod, spiffe_id, certs, issued)
+        return push.error
+
+    def _certified(self, pod: Pod, spiffe_id: str, certs: WorkloadCerts, issued: datetime) -> None:
+        """The sidecar holds `certs`: record them and (re)schedule their renewal."""
+        expires = _leaf_expiry(certs)
+        pod.spiffe_id, pod.cert_expires = spiffe_id, expires
+        pod.cert_renew_at = rotation.renew_at(issued, expires)
+        if pod.rotation is None or pod.rotation.done():
+            pod.rotation = asyncio.create_task(self._rotate(pod), name=f"certs {pod.name}")
+
+    async def _rotate(self, pod: Pod) -> None:
+        """Renew the pod's certificate at half its life, for as long as it runs (cancelled
+        when it stops). A failed push is retried with backoff and said once; the sidecar keeps
+        serving with the certificate it has, and connections opened with it go on (a new one
+        is for new handshakes only), so no request fails because of a renewal."""
+        try:
+            while pod.cert_renew_at is not None and pod.spiffe_id is not None:
+                await rotation.sleep_until(pod.cert_renew_at)
+                await self._renew(pod, pod.spiffe_id)
+        except Exception as exc:  # a bug must not end renewals unseen
+            self.progress(f"{pod.name}: certificate renewal stopped: {exc!r}")
+
+    async def _renew(self, pod: Pod, spiffe_id: str) -> None:
+        certs, issued = self._issue(spiffe_id)
+        backoff = Backoff(*self.cert_retry)
+        tries = 0
+        said_expired = False
+        while True:
+            tries += 1
+            push = await self._post_certs(pod, certs)
+            if push.error is None:
+                break
+            if tries == 1:
+                self.progress(f"{pod.name}: certificate renewal failed, retrying: {push.error}")
+            now = datetime.now(UTC)
+            expires = pod.cert_expires
+            if not said_expired and expires is not None and now >= expires:
+                said_expired = True
+                self.progress(
+                    f"{pod.name}: its certificate expired at {_iso(expires)}: new mutual TLS "
+                    "connections to and from it fail until a renewal reaches it"
+                )
+            await asyncio.sleep(backoff.next_delay())
+            if datetime.now(UTC) >= rotation.renew_at(issued, _leaf_expiry(certs)):
+                # The pending one is itself half spent: send a fresh one instead.
+                certs, issued = self._issue(spiffe_id)
+        if tries > 1:
+            self.progress(f"{pod.name}: certificate renewed after {tries} tries")
+        self._certified(pod, spiffe_id, certs, issued)
+
+    async def _post_certs(self, pod: Pod, certs: WorkloadCerts) -> _CertPush:
+        url = f"{pod.started.admin_url}{CERTS_PATH}"
+        # The key goes into this body and nowhere else: never into a log line or an error.
+        body = json.dumps(
+            {
+                "ca": certs.ca,
+                "cert_chain": certs.cert_chain,
+                "private_key": certs.private_key.get_secret_value(),
+            }
+        ).encode()
+        headers = {TOKEN_HEADER: self.token, "content-type": "application/json"}
+        try:
+            answer = await loopback.request("POST", url, body=body, headers=headers, timeout=5)
+        except (TimeoutError, OSError) as exc:
+            return _CertPush(f"{pod.name}: sidecar unreachable at {url}: {exc!r}")
+        except loopback.LoopbackError as exc:
+            return _CertPush(
+                f"{pod.name}: the sidecar at {url} gave an unreadable answer to the "
+                f"certificate push ({exc}); whether it took them is unknown"
+            )
+        if answer.status != 200:
+            text = answer.body[:300].decode(errors="replace").strip()
+            if answer.status == 404:
+                text = "this sidecar has no certificate endpoint (is it an older meshdev's?)"
+            # A 503 is a sidecar still starting (or a proxy in the way): worth another try.
+            return _CertPush(
+                f"{pod.name}: certificates rejected ({answer.status}): {text}",
+                refused=answer.status != 503,
+            )
+        return _CertPush(None)
+
+
+def _leaf_expiry(certs: WorkloadCerts) -> datetime:
+    from meshdev.security.ca import leaf_validity
+
+    return leaf_validity(certs)[1]
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as Envoy's admin API writes its timestamps."""
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _active_requests(answer: loopback.LoopbackResponse) -> int | None:

@@ -27,14 +27,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr
 
 from meshdev.common.workload_certs import WorkloadCerts
+from meshdev.security.rotation import DEFAULT_CERT_TTL
 
 CA_FOLDER = "ca"
 CERT_FILE = "ca-cert.pem"
 KEY_FILE = "ca-key.pem"
 # istiod's self-signed root lives ten years: a dev mesh should never meet its end.
 ROOT_TTL = timedelta(days=3650)
-# Istio's default workload certificate lifetime (its DEFAULT_WORKLOAD_CERT_TTL).
-DEFAULT_CERT_TTL = 24 * 3600.0
 # Certificates start a minute in the past: a container's clock a little behind the host's must
 # not see a fresh certificate as not valid yet.
 CLOCK_SKEW = timedelta(minutes=1)
