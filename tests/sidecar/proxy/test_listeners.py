@@ -145,4 +145,4 @@ async def test_access_log_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     fields = line.split()
     assert fields[4:6] == ["200", "-"]
     assert int(fields[6]) > 0  # body bytes
-    assert fields[8:] == ["1", "main", f"{LOCALHOST}:{a.port}", "rid-1"]
+    assert fields[8:] == ["1", "main", f"{LOCALHOST}:{a.port}", "rid-1", "-"]
