@@ -53,7 +53,7 @@ def test_virtual_addresses_are_stable_and_in_the_benchmark_range() -> None:
         assert ipaddress.ip_address(address) in plan.VIRTUAL_NETWORK
         assert address not in ("198.18.0.0", "198.18.255.255")
     # Adding or removing a service moves no other.
-    assert plan.virtual_addresses(names[:10] + ["new"])["svc3"] == addresses["svc3"]
+    assert plan.virtual_addresses([*names[:10], "new"])["svc3"] == addresses["svc3"]
     assert plan.virtual_addresses(["svc3"]) == {"svc3": addresses["svc3"]}
 
 
