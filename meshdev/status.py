@@ -11,22 +11,40 @@ The JSON form is a stable interface for scripts (documented in docs/status.md):
         {"name": "backend-v1-0", "service": "backend", "subset": "v1", "protocol": "http",
          "state": "running", "ready": true, "address": "127.0.9.3",
          "admin_url": "http://127.0.9.3:15000", "config_version": 3, "config_hash": "9f2c...",
-         "current": true, "detail": ""}
+         "current": true, "detail": "",
+         "spiffe_id": "spiffe://cluster.local/ns/demo/sa/backend" | null,
+         "cert_expires": "2026-12-04T09:30:00Z" | null, "mtls": "STRICT" | null}
       ]
     }
 
 `current` is true when the pod serves the content of the session's latest version (a sidecar
 whose config did not change keeps its older version number with the same content).
+
+The security fields come from the sidecar itself, as the rest: `spiffe_id` and `mtls` from
+the config it serves, `cert_expires` from its GET /certs (Envoy's shape), asked only of a
+sidecar whose config names an identity.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
+from meshdev.common.workload_certs import CERTS_PATH
 from meshdev.runtime.base import PodState, Runtime
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """What one sidecar said: /ready, /config_dump and, when it has an identity, /certs."""
+
+    ready: bool = False
+    dump: dict[str, Any] = field(default_factory=dict)
+    cert_expires: str | None = None
 
 
 async def gather_status(
@@ -38,7 +56,8 @@ async def gather_status(
     async with aiohttp.ClientSession(trust_env=False) as session:
         probes = await asyncio.gather(*(_probe(session, p.admin_url) for p in pods))
     rows = []
-    for pod, (ready, dump) in zip(pods, probes, strict=True):
+    for pod, probe in zip(pods, probes, strict=True):
+        ready, dump = probe.ready, probe.dump
         expect = wanted.get(pod.pod, {})
         version = dump.get("version") if dump else None
         digest = dump.get("hash") if dump else None
@@ -57,6 +76,9 @@ async def gather_status(
                 "current": bool(digest) and digest == expect.get("config_hash"),
                 "restarts": pod.restarts,
                 "detail": pod.detail,
+                "spiffe_id": _spiffe_id(dump),
+                "cert_expires": probe.cert_expires,
+                "mtls": _mtls(dump),
             }
         )
     return {
@@ -86,7 +108,59 @@ def _protocol(dump: dict[str, Any]) -> str | None:
     return None
 
 
-async def _probe(session: aiohttp.ClientSession, admin_url: str) -> tuple[bool, dict[str, Any]]:
+def _config(dump: dict[str, Any]) -> dict[str, Any]:
+    config = dump.get("config")
+    return config if isinstance(config, dict) else {}
+
+
+def _spiffe_id(dump: dict[str, Any]) -> str | None:
+    """The identity the sidecar's config names (what its certificate must name)."""
+    value = _config(dump).get("spiffe_id")
+    return value if isinstance(value, str) else None
+
+
+def _mtls(dump: dict[str, Any]) -> str | None:
+    """The mode of the sidecar's inbound listener; None for the gateway, which has none."""
+    listeners = _config(dump).get("listeners")
+    for lst in listeners if isinstance(listeners, list) else ():
+        if isinstance(lst, dict) and lst.get("kind") == "inbound":
+            mode = lst.get("mtls", "DISABLE")
+            return mode if isinstance(mode, str) else None
+    return None
+
+
+def cert_expiry(answer: object, spiffe_id: str) -> str | None:
+    """When the workload certificate in an Envoy GET /certs answer ends, as ISO 8601 UTC: the
+    first of a cert_chain that names `spiffe_id` (else the first of any cert_chain); None when
+    the answer holds none, or is not Envoy's shape."""
+    certificates = answer.get("certificates") if isinstance(answer, dict) else None
+    leaves: list[dict[str, Any]] = []
+    for cert in certificates if isinstance(certificates, list) else ():
+        chain = cert.get("cert_chain") if isinstance(cert, dict) else None
+        if isinstance(chain, list) and chain and isinstance(chain[0], dict):
+            leaves.append(chain[0])
+    named = [leaf for leaf in leaves if {"uri": spiffe_id} in (leaf.get("subject_alt_names") or [])]
+    for leaf in named or leaves:
+        moment = _timestamp(leaf.get("expiration_time"))
+        if moment is not None:
+            return moment
+    return None
+
+
+def _timestamp(value: object) -> str | None:
+    """A protobuf Timestamp in JSON (RFC 3339, any offset, any fraction) as ISO 8601 UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def _probe(session: aiohttp.ClientSession, admin_url: str) -> _Probe:
     timeout = aiohttp.ClientTimeout(total=2)
     try:
         async with session.get(f"{admin_url}/ready", timeout=timeout) as resp:
@@ -94,8 +168,19 @@ async def _probe(session: aiohttp.ClientSession, admin_url: str) -> tuple[bool, 
         async with session.get(f"{admin_url}/config_dump", timeout=timeout) as resp:
             dump = await resp.json() if resp.status == 200 else {}
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
-        return False, {}
-    return ready, dump if isinstance(dump, dict) else {}
+        return _Probe()
+    dump = dump if isinstance(dump, dict) else {}
+    identity = _spiffe_id(dump)
+    if identity is None:
+        # No identity, no certificate: a mesh without TLS pays nothing more.
+        return _Probe(ready, dump)
+    try:
+        async with session.get(f"{admin_url}{CERTS_PATH}", timeout=timeout) as resp:
+            certs = await resp.json() if resp.status == 200 else None
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        # What it said of readiness and config still holds; only the expiry is unknown.
+        certs = None
+    return _Probe(ready, dump, cert_expiry(certs, identity))
 
 
 def render_table(status: dict[str, Any]) -> str:
@@ -118,22 +203,27 @@ def render_table(status: dict[str, Any]) -> str:
     if not status["pods"]:
         lines.append("no pods are running")
         return "\n".join(lines)
-    header = ("POD", "STATE", "READY", "ADDRESS", "ADMIN", "CONFIG")
+    header: tuple[str, ...] = ("POD", "STATE", "READY", "ADDRESS", "ADMIN", "CONFIG")
+    # Only a mesh with identities shows them: the table of one without TLS stays as it was.
+    secured = any(p.get("spiffe_id") for p in status["pods"])
+    if secured:
+        header += ("MTLS", "CERT EXPIRES")
     rows = [header]
     for p in status["pods"]:
         cfg = "-" if p["config_version"] is None else f"v{p['config_version']}"
         if p["config_version"] is not None and status.get("version") and not p["current"]:
             cfg += " (stale)"
-        rows.append(
-            (
-                p["name"],
-                p["state"] + (f" ({p['detail']})" if p["detail"] else ""),
-                "yes" if p["ready"] else "no",
-                p["address"],
-                p["admin_url"],
-                cfg,
-            )
+        row: tuple[str, ...] = (
+            p["name"],
+            p["state"] + (f" ({p['detail']})" if p["detail"] else ""),
+            "yes" if p["ready"] else "no",
+            p["address"],
+            p["admin_url"],
+            cfg,
         )
+        if secured:
+            row += (p.get("mtls") or "-", p.get("cert_expires") or "-")
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)

@@ -36,6 +36,9 @@ class CertsSidecar:
         self.fail_status = 500
         # Every POST /certs, taken or not.
         self.attempts = 0
+        # GET /certs asked; False: it has no such endpoint (404), as an older sidecar.
+        self.certs_asked = 0
+        self.serves_certs = True
         # Called after each POST /config it took.
         self.on_config: Callable[[], None] = lambda: None
         self._sock = socket.socket()
@@ -83,6 +86,9 @@ class CertsSidecar:
         return web.json_response({"ok": True})
 
     async def _get_certs(self, request: web.Request) -> web.Response:
+        self.certs_asked += 1
+        if not self.serves_certs:
+            return web.Response(status=404, text="invalid path\n")
         return web.json_response(envoy_certs(self.certs))
 
     async def _ready(self, request: web.Request) -> web.Response:
