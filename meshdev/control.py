@@ -161,6 +161,9 @@ class ControlPlane:
             if removed:
                 self.progress(f"removed {len(removed)} leftovers of an earlier run")
             specs = plan.pods(mesh)
+            if _secured(mesh, specs):
+                # Before anything starts: a CA that cannot be used stops `up` at once.
+                self._authority(mesh.name)
             await self.runtime.prepare(mesh, specs, self.progress)
             self.mesh = mesh
             self.version = 1
@@ -185,6 +188,8 @@ class ControlPlane:
             self.mesh, self.version = mesh, self.version + 1
             fresh: list[Pod] = []
             try:
+                if _secured(mesh, list(wanted.values())):
+                    self._authority(mesh.name)
                 if added or replaced:
                     await self.runtime.prepare(mesh, added + replaced, self.progress)
                     # A new gateway needs the old one's published port: it cannot overlap.
@@ -393,17 +398,19 @@ class ControlPlane:
 
     # -- certificates -----------------------------------------------------------------------
 
-    def _authority(self) -> MeshCA:
+    def _authority(self, mesh_name: str | None = None) -> MeshCA:
         """The mesh's CA, loaded at its first use: a mesh without TLS never imports the
-        crypto library nor makes a CA."""
+        crypto library nor makes a CA. Raises RuntimeFailure when it cannot be used."""
         if self.ca is None:
-            assert self.mesh is not None
             from meshdev.security import ca
 
-            folder = mesh_dir(self.mesh.name)
+            if mesh_name is None:
+                assert self.mesh is not None
+                mesh_name = self.mesh.name
+            folder = mesh_dir(mesh_name)
             new = not (folder / ca.CA_FOLDER).exists()
             try:
-                self.ca = ca.load_or_create(folder, self.mesh.name)
+                self.ca = ca.load_or_create(folder, mesh_name)
             except ca.CAError as exc:
                 raise RuntimeFailure(str(exc)) from None
             if new:
@@ -549,6 +556,11 @@ class ControlPlane:
                 refused=answer.status != 503,
             )
         return _CertPush(None)
+
+
+def _secured(mesh: Mesh, specs: list[PodSpec]) -> bool:
+    """Does any of these pods get an identity, hence a certificate of the mesh's CA?"""
+    return any(plan.spiffe_id(mesh, s) is not None for s in specs)
 
 
 def _leaf_expiry(certs: WorkloadCerts) -> datetime:

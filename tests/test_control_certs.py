@@ -295,3 +295,30 @@ async def test_stopping_the_mesh_stops_every_renewal(state: Path, runtime: Stand
         await asyncio.gather(task, return_exceptions=True)
         assert task.cancelled()
     assert all(p.rotation is None and p.cert_expires is None for p in pods)
+
+
+async def test_a_ca_that_cannot_be_used_stops_up_before_any_pod_starts(
+    state: Path, runtime: StandIns
+) -> None:
+    mesh_ca.load_or_create(state / "certs", "certs")
+    (state / "certs" / mesh_ca.CA_FOLDER / mesh_ca.KEY_FILE).chmod(0o644)
+    control = control_plane(runtime, [])
+    with pytest.raises(RuntimeFailure, match=r"ca-key\.pem is readable by others \(mode 0644\)"):
+        await control.up(mesh())
+    assert runtime.sidecars == {}
+
+
+async def test_a_reload_that_adds_security_with_an_unusable_ca_keeps_serving(
+    state: Path, runtime: StandIns
+) -> None:
+    control = control_plane(runtime, [])
+    await control.up(mesh(security=False))
+    mesh_ca.load_or_create(state / "certs", "certs")
+    (state / "certs" / mesh_ca.CA_FOLDER / mesh_ca.KEY_FILE).chmod(0o644)
+    report = await control.apply(mesh())
+    assert not report.ok
+    assert len(report.errors) == 1
+    assert "is readable by others" in report.errors[0]
+    assert control.version == 1
+    assert all(s.config.spiffe_id is None and s.attempts == 0 for s in runtime.sidecars.values())
+    await control.down()
