@@ -14,6 +14,8 @@ apt_need redis-server redis-server  # a real tcp service in the mesh (tests/e2e/
 apt_need curl curl                # a real HTTP/2 client (tests/sidecar/http2/test_h2c_server.py)
 apt_need iptables-restore iptables  # capture-init in a network namespace (tests/sidecar/capture/test_iptables.py)
 apt_need unshare util-linux
+apt_need chromium chromium             # the web dashboard in a real browser (tests/e2e/test_web_dashboard.py)
+apt_need chromedriver chromium-driver
 MESHDEV_BASE_IMAGE=$(bash scripts/docker-setup.sh | tail -n1)
 export MESHDEV_BASE_IMAGE
 export MESHDEV_REQUIRE_DOCKER=${MESHDEV_REQUIRE_DOCKER:-1}

@@ -13,7 +13,10 @@ import click
 from meshdev import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from meshdev.config import Mesh
+    from meshdev.session import Session
 
 # Subcommands import what they use: `meshdev sidecar` (one per pod) must start fast and small.
 
@@ -141,6 +144,14 @@ def _mesh_name(file: str, name: str | None) -> str:
 @click.option("--base-image", help="Base of every image meshdev builds (or MESHDEV_BASE_IMAGE).")
 @click.option("--keep", is_flag=True, help="Leave the mesh running when meshdev exits.")
 @click.option("--no-watch", is_flag=True, help="Do not re-apply the file when it changes.")
+@click.option(
+    "--web",
+    "web_port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve the dashboard in a browser on 127.0.0.1:PORT instead of this terminal, "
+    "which then prints progress as with --headless.",
+)
 def up(
     file: str,
     headless: bool,
@@ -148,6 +159,7 @@ def up(
     base_image: str | None,
     keep: bool,
     no_watch: bool,
+    web_port: int | None,
 ) -> None:
     """Build and start the mesh in FILE, then follow FILE: every save is re-applied.
 
@@ -170,7 +182,9 @@ def up(
             runtime_kind, mesh, Path(file), pick_base_image(base_image, mesh), say
         )
         session = Session(mesh, Path(file), runtime, say, watch=not no_watch)
-        if headless:
+        if web_port is not None:
+            code = run(_headless_with_web(session, keep, web_port, say))
+        elif headless:
             code = run(run_headless(session, keep=keep))
         else:
             from meshdev.tui.launch import run_dashboard
@@ -181,8 +195,51 @@ def up(
     sys.exit(code)
 
 
+async def _headless_with_web(
+    session: Session, keep: bool, port: int, say: Callable[[str], None]
+) -> int:
+    """`up --web`: the mesh as with --headless, its dashboard served to browsers meanwhile
+    (each tab a `meshdev watch --mesh FILE`, which finds the pods in the session's state)."""
+    from meshdev.session import run_headless
+    from meshdev.tui.web import WebDashboard, WebError, watch_command
+
+    dashboard = WebDashboard(
+        watch_command(["--mesh", str(session.mesh_file)]), port, f"meshdev: {session.mesh.name}"
+    )
+    try:
+        url = await dashboard.start()
+    except WebError as exc:
+        raise click.ClickException(str(exc)) from None
+    say(f"web dashboard: {url} (it shows the mesh once it is ready)")
+    try:
+        return await run_headless(session, keep=keep)
+    finally:
+        await dashboard.stop()
+
+
+def _mesh_targets(file: str) -> list[str]:
+    """The NAME=ADMIN_URL of every pod of the `meshdev up` running the mesh in `file`."""
+    from meshdev.runtime.paths import read_state
+
+    mesh_name = _mesh_name(file, None)
+    state = read_state(mesh_name)
+    pods = state.get("pods") if state is not None else None
+    if not isinstance(pods, list) or not pods:
+        raise click.ClickException(
+            f"no `meshdev up` of mesh {mesh_name} is running (or it has no pods yet): "
+            f"start it with `meshdev up {file}`"
+        )
+    return [f"{p['name']}={p['admin_url']}" for p in pods if p.get("admin_url")]
+
+
 @main.command()
-@click.argument("admin_urls", nargs=-1, required=True, metavar="[NAME=]ADMIN_URL...")
+@click.argument("admin_urls", nargs=-1, metavar="[NAME=]ADMIN_URL...")
+@click.option(
+    "--mesh",
+    "mesh_file",
+    type=click.Path(dir_okay=False),
+    help="Watch the pods of the `meshdev up` running this mesh file, instead of ADMIN_URLs.",
+)
 @click.option(
     "--interval",
     type=float,
@@ -190,22 +247,48 @@ def up(
     show_default=True,
     help="Seconds between views (0.05 to 60).",
 )
-def watch(admin_urls: tuple[str, ...], interval: float) -> None:
+@click.option(
+    "--web",
+    "web_port",
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    help="Serve the dashboard to browsers on 127.0.0.1:PORT instead of this terminal.",
+)
+def watch(
+    admin_urls: tuple[str, ...], mesh_file: str | None, interval: float, web_port: int | None
+) -> None:
     """Open the dashboard on proxies that already run: meshdev sidecars, or Envoys.
 
     Give each proxy's admin URL (e.g. http://127.0.0.1:9901), optionally named:
-    frontend=http://127.0.0.1:15000. meshdev's sidecars are streamed; a proxy without
-    /stats/stream (an Envoy) is polled at /stats?format=json. Watching starts and stops
-    nothing: q only closes the dashboard.
+    frontend=http://127.0.0.1:15000, or --mesh FILE for the pods of a running `meshdev up`.
+    meshdev's sidecars are streamed; a proxy without /stats/stream (an Envoy) is polled at
+    /stats?format=json. Watching starts and stops nothing: q only closes the dashboard.
     """
     from meshdev.telemetry.io.source import check_interval
     from meshdev.telemetry.io.targets import TargetError, parse_targets
 
+    if bool(admin_urls) == bool(mesh_file):
+        raise click.UsageError("give either ADMIN_URLs or --mesh FILE")
     try:
-        targets = parse_targets(admin_urls)
         check_interval(interval)
+        if web_port is None:
+            targets = parse_targets(list(admin_urls) or _mesh_targets(str(mesh_file)))
+        else:
+            parse_targets(admin_urls)  # refused here, not in every browser tab
     except (TargetError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
+    if web_port is not None:
+        from meshdev.common.loop import run
+        from meshdev.tui.web import WebDashboard, WebError, serve_until_signal, watch_command
+
+        args = ["--mesh", str(mesh_file)] if mesh_file else list(admin_urls)
+        dashboard = WebDashboard(
+            watch_command([*args, "--interval", str(interval)]), web_port, "meshdev watch"
+        )
+        try:
+            sys.exit(run(serve_until_signal(dashboard, click.echo)))
+        except WebError as exc:
+            raise click.ClickException(str(exc)) from None
     from meshdev.tui.launch import run_watch
 
     sys.exit(run_watch(targets, interval))

@@ -1,0 +1,93 @@
+"""The dashboard in a browser: textual-serve serves `meshdev watch` to each browser tab.
+
+textual-serve runs the given command once per browser connection, with Textual's web driver,
+and relays the terminal between the subprocess and the page (xterm.js). The command is the same
+`meshdev watch` dashboard a terminal shows; for a mesh started by `meshdev up` it finds the
+sidecars in the session's state file at each connection, so a tab opened after a reload sees
+the mesh as it is then (a reload of the page picks up pods added meanwhile).
+
+Bound to 127.0.0.1 only: the dashboard can change the mesh (fault toggles through the admin
+token) and has no authentication of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from aiohttp import web
+from textual_serve.server import Server
+
+HOST = "127.0.0.1"
+
+
+class WebError(Exception):
+    """The web dashboard cannot be served (its port is taken, say)."""
+
+
+def watch_command(args: Sequence[str]) -> str:
+    """The shell command textual-serve runs per tab: this Python's `meshdev watch ARGS`."""
+    return shlex.join([sys.executable, "-m", "meshdev", "watch", *args])
+
+
+class WebDashboard:
+    """textual-serve's web application, run in the caller's event loop."""
+
+    def __init__(self, command: str, port: int, title: str) -> None:
+        self.port = port
+        self._server = Server(command, host=HOST, port=port, title=title)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/"
+
+    async def start(self) -> str:
+        """Listen; returns the URL. Raises WebError when the port cannot be bound."""
+        # textual-serve's own serve() owns the event loop (web.run_app); its application is
+        # the same one, made here so that it runs beside the mesh in our loop.
+        app = await self._server._make_app()
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, HOST, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            if exc.errno == errno.EADDRINUSE:
+                raise WebError(
+                    f"cannot serve the web dashboard: {HOST}:{self.port} is taken "
+                    "(choose another with --web PORT)"
+                ) from None
+            raise WebError(f"cannot serve the web dashboard on {HOST}:{self.port}: {exc}") from exc
+        return self.url
+
+    async def stop(self) -> None:
+        """Close the page's connections (their dashboards exit) and stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def serve_until_signal(dashboard: WebDashboard, say: Callable[[str], None]) -> int:
+    """Serve until SIGINT/SIGTERM (`meshdev watch --web`)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        url = await dashboard.start()
+        say(f"web dashboard: {url} (Ctrl-C stops it)")
+        await stop.wait()
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):
+                loop.remove_signal_handler(sig)
+        await dashboard.stop()
