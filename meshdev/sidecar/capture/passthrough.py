@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from typing import cast
 
 from meshdev.sidecar.capture.original_dst import Address, original_dst
 from meshdev.sidecar.http.raw import RawEnd, Splice
-from meshdev.sidecar.stats.store import Store
+from meshdev.sidecar.stats.store import Counter, Gauge, Store
 
 CLUSTER = "PassthroughCluster"
 
@@ -37,14 +38,25 @@ class Passthrough:
     """Relays adopted connections to their original destination."""
 
     def __init__(self, store: Store, connect_timeout: float, idle_timeout: float) -> None:
-        prefix = f"cluster.{CLUSTER}"
-        self._cx_total = store.counter(f"{prefix}.upstream_cx_total")
-        self._connect_fail = store.counter(f"{prefix}.upstream_cx_connect_fail")
-        self._cx_active = store.gauge(f"{prefix}.upstream_cx_active")
+        self._store = store
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self._tasks: set[asyncio.Task[None]] = set()
         self._splices: set[Splice] = set()
+
+    @functools.cached_property
+    def _cx_total(self) -> Counter:
+        # Made at the first relayed connection: a sidecar whose pod is not captured never
+        # shows a PassthroughCluster (the dashboard lists clusters by their stats).
+        return self._store.counter(f"cluster.{CLUSTER}.upstream_cx_total")
+
+    @functools.cached_property
+    def _connect_fail(self) -> Counter:
+        return self._store.counter(f"cluster.{CLUSTER}.upstream_cx_connect_fail")
+
+    @functools.cached_property
+    def _cx_active(self) -> Gauge:
+        return self._store.gauge(f"cluster.{CLUSTER}.upstream_cx_active")
 
     def adopt(self, transport: asyncio.Transport) -> None:
         transport.pause_reading()
