@@ -27,7 +27,11 @@ def peer_spiffe_id(transport: asyncio.BaseTransport) -> str | None:
     ssl_object = transport.get_extra_info("ssl_object")
     if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
         return None
-    cert = ssl_object.getpeercert()
+    # asyncio's TLS transports, and the sidecar's (tls/layer.py), keep the decoded certificate:
+    # no decoding per request.
+    cert = transport.get_extra_info("peercert")
+    if cert is None:
+        cert = ssl_object.getpeercert()
     if not cert:
         return None
     return next((uri for uri in uri_sans(cert) if uri.startswith(SPIFFE)), None)
