@@ -24,6 +24,7 @@ from meshdev.sidecar.filters.fault import check_runtime_entry, effective_fault
 from meshdev.sidecar.proxy.accesslog import AccessLog
 from meshdev.sidecar.router.deadline import Deadlines
 from meshdev.sidecar.stats.store import Store
+from meshdev.sidecar.tls.identity import WorkloadIdentity
 
 # How often connection counts kept by the pools are copied into the Store.
 STATS_SYNC_INTERVAL = 0.1
@@ -44,6 +45,10 @@ class DataPlane:
         self._config_version = self.stats_store.gauge("config.version")
         self.before_swap: Callable[[SidecarConfig, SidecarConfig], None] | None = None
         self.after_swap: Callable[[SidecarConfig, SidecarConfig], None] | None = None
+        # The workload certificate (POST /certs): listeners and clusters read it per handshake,
+        # so it outlives every swap; clusters need it as they are compiled.
+        self.tls = WorkloadIdentity()
+        self.tls.handshake_timeout = config.limits.tls_handshake_timeout
         self._compiler = Compiler(self)
         self.current: Compiled = self._compiler.compile(config, self._runtime)
         self._config_version.value = config.version
@@ -110,6 +115,7 @@ class DataPlane:
             self.before_swap(old, config)
         self.current = self._compiler.compile(config, self._runtime)
         self._config_version.value = config.version
+        self.tls.handshake_timeout = config.limits.tls_handshake_timeout
         self.access_log.set_target(config.access_log)
         if self.after_swap is not None:
             self.after_swap(old, config)

@@ -21,12 +21,20 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from meshdev import __version__
 from meshdev.common import envoy_defaults as envoy
 from meshdev.common.breaker_view import BreakerView
-from meshdev.common.sidecar_config import ConfigRejected, Listener, SidecarConfig, parse_config
+from meshdev.common.sidecar_config import (
+    ConfigRejected,
+    Listener,
+    MtlsMode,
+    SidecarConfig,
+    parse_config,
+)
+from meshdev.common.workload_certs import WorkloadCerts
 from meshdev.sidecar.admin.server import AdminServer, start_admin
 from meshdev.sidecar.admin.views import HostView
 from meshdev.sidecar.capture.hosts import write_hosts
@@ -38,6 +46,10 @@ from meshdev.sidecar.http2 import Http2StatSet, enable_h2c
 from meshdev.sidecar.proxy.pipeline import Proxy
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tcp.server import TcpProxyServer, start_tcp_proxy, unbound_tcp_proxy
+from meshdev.sidecar.tls.inbound import Adopter as TlsAdopter
+from meshdev.sidecar.tls.inbound import InboundTls
+from meshdev.sidecar.tls.material import CertsRejected
+from meshdev.sidecar.tls.stats import ListenerTlsStats
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +114,9 @@ class Sidecar:
         self._passthrough = Passthrough(
             self.plane.stats_store, envoy.CONNECT_TIMEOUT, envoy.TCP_IDLE_TIMEOUT
         )
+        # Inbound listeners' TLS fronts by address, and each address's mtls mode now.
+        self._fronts: dict[Address, InboundTls] = {}
+        self._mtls: dict[Address, MtlsMode] = {}
         self._service_ips: frozenset[str] = frozenset()
         self._hosts_written: dict[str, str] | None = None
         self._rebinds: set[asyncio.Task[None]] = set()
@@ -132,6 +147,27 @@ class Sidecar:
     def set_runtime(self, values: dict[str, str]) -> None:
         self.plane.set_runtime(values)
 
+    # -- admin.views.CertsSurface -----------------------------------------------------------
+
+    def install_certs(self, certs: WorkloadCerts) -> list[str]:
+        try:
+            material = self.plane.tls.install(certs, self.config.spiffe_id)
+        except CertsRejected as exc:
+            return exc.reasons
+        log.info(
+            "workload certificate for %s installed (serial %s, until %s)",
+            material.spiffe_id,
+            material.leaf.serial_number,
+            material.leaf.expiration_time.isoformat(),
+        )
+        return []
+
+    def certs(self) -> dict[str, object]:
+        return self.plane.tls.envoy_certs()
+
+    def not_ready(self) -> str | None:
+        return self.plane.tls.readiness(self.config)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     @property
@@ -155,6 +191,7 @@ class Sidecar:
         await self.plane.start()
         config = self.config
         self._sync_addresses(config)
+        self._sync_mtls(config)
         for lst in config.listeners:
             await self._bind(lst, config)
         self._admin = await start_admin(
@@ -163,6 +200,7 @@ class Sidecar:
             port=config.admin.port,
             token=self._token,
             server_info={"version": __version__, "command_line_options": {}},
+            certs=self,
         )
 
     async def stop(self, grace: float = DRAIN_GRACE) -> None:
@@ -171,9 +209,13 @@ class Sidecar:
                 await task
         servers = [server for server, _ in self._servers.values()]
         tcp = list(self._tcp_servers.values())
+        fronts = list(self._fronts.values())
         self._servers = {}
         self._tcp_servers = {}
+        self._fronts = {}
         tcp_grace = min(grace, TCP_STOP_GRACE)
+        for front in fronts:
+            front.close()
         await asyncio.gather(
             *(s.close(grace) for s in servers),
             *(t.close(tcp_grace) for t in tcp),
@@ -184,19 +226,44 @@ class Sidecar:
             self._admin = None
         await self.plane.aclose()
 
+    def _front(self, lst: Listener, adopter: Callable[[], TlsAdopter]) -> InboundTls:
+        """The TLS front of an inbound listener: per connection, its mode in the config
+        serving then (a swap that changes it needs no re-bind)."""
+        addr = (lst.address, lst.port)
+        store = self.plane.stats_store
+        front = InboundTls(
+            self.plane.tls,
+            lambda: ListenerTlsStats(store, lst.address, lst.port),
+            lambda: self._mtls.get(addr, "DISABLE"),
+            adopter,
+        )
+        self._fronts[addr] = front
+        return front
+
     async def _bind(self, lst: Listener, config: SidecarConfig) -> None:
         addr = (lst.address, lst.port)
+        inbound = lst.kind == "inbound" and lst.bind_to_port
         if lst.tcp_proxy is not None:
             if not lst.bind_to_port:
                 self._tcp_servers[addr] = unbound_tcp_proxy(self.plane, lst.name)
                 return
-            self._tcp_servers[addr] = await start_tcp_proxy(
-                self.plane, lst.name, lst.address, lst.port
+            # The front runs at the first accept, once `tcp` below is set.
+            front = self._front(lst, lambda: tcp) if inbound else None
+            tcp = await start_tcp_proxy(
+                self.plane,
+                lst.name,
+                lst.address,
+                lst.port,
+                front.protocol if front is not None else None,
             )
+            self._tcp_servers[addr] = tcp
             return
         proxy = Proxy(self.plane, lst.name)
         if not lst.bind_to_port:
             server = unbound_server(proxy, config.limits)
+        elif inbound:
+            front = self._front(lst, lambda: server)
+            server = await start_server(proxy, lst.address, lst.port, config.limits, front.protocol)
         elif lst.use_original_dst:
             # The factory runs at the first accept, once `server` below is set.
             def accept() -> OriginalDst:
@@ -245,10 +312,16 @@ class Sidecar:
             return
         self._hosts_written = dict(addresses)
 
+    def _sync_mtls(self, config: SidecarConfig) -> None:
+        self._mtls = {(lst.address, lst.port): lst.mtls for lst in config.listeners}
+
     def _bound_as(self, lst: Listener) -> bool:
-        """Already listening at lst's address, as the same kind of listener."""
+        """Already listening at lst's address, as the same kind of listener (an inbound one
+        with its TLS front, any other without)."""
         addr = (lst.address, lst.port)
-        return addr in (self._tcp_servers if lst.tcp_proxy is not None else self._servers)
+        bound = addr in (self._tcp_servers if lst.tcp_proxy is not None else self._servers)
+        inbound = lst.kind == "inbound" and lst.bind_to_port
+        return bound and inbound == (addr in self._fronts)
 
     # -- hot swap ---------------------------------------------------------------------------
 
@@ -260,6 +333,7 @@ class Sidecar:
 
     def _after_swap(self, old: SidecarConfig, new: SidecarConfig) -> None:
         self._sync_addresses(new)
+        self._sync_mtls(new)
         # Listeners that stay where they are serve the new config from now on.
         for lst in new.listeners:
             addr = (lst.address, lst.port)
@@ -284,12 +358,17 @@ class Sidecar:
             # A listener that stays where it is but changes between HTTP and tcp_proxy: the
             # old one stops listening (and drains) before the new one can bind its address.
             flipped = [lst for lst in wanted.values() if not self._bound_as(lst)]
+            # The TLS fronts of listeners that close: their handshakes in flight are cut once
+            # the listeners have drained.
+            fronts: list[InboundTls] = []
             for lst in flipped:
                 addr = (lst.address, lst.port)
                 if addr in self._servers:
                     closing.append(self._servers.pop(addr)[0])
                 elif addr in self._tcp_servers:
                     closing.append(self._tcp_servers.pop(addr))
+                if addr in self._fronts:
+                    fronts.append(self._fronts.pop(addr))
             drains = [asyncio.ensure_future(s.close(DRAIN_GRACE)) for s in closing]
             for lst in flipped:
                 await self._bind_soon(lst, config)
@@ -304,7 +383,10 @@ class Sidecar:
                 asyncio.ensure_future(self._tcp_servers.pop(a).close(DRAIN_GRACE))
                 for a in dict.fromkeys(gone_tcp)
             ]
+            fronts += [self._fronts.pop(a) for a in [*gone, *gone_tcp] if a in self._fronts]
         await asyncio.gather(*drains)
+        for front in fronts:
+            front.close()
 
     async def _bind_soon(self, lst: Listener, config: SidecarConfig) -> None:
         """Bind lst; an address still held by the listener it replaces is retried for a

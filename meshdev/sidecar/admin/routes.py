@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import parse_qsl
 
+from pydantic import ValidationError
+
 from meshdev.common.histogram import HistogramSnapshot
 from meshdev.common.sidecar_config import ConfigRejected, SidecarConfig, parse_config
 from meshdev.common.stattags import TagExtractor
+from meshdev.common.workload_certs import CERTS_PATH, WorkloadCerts
 from meshdev.sidecar.admin.clusters import render_clusters_json, render_clusters_text
 from meshdev.sidecar.admin.transport import (
+    READ_METHODS,
     AdminError,
     Answer,
     Call,
@@ -31,7 +35,7 @@ from meshdev.sidecar.admin.transport import (
     read_body,
     text_answer,
 )
-from meshdev.sidecar.admin.views import ControlSurface
+from meshdev.sidecar.admin.views import CertsSurface, ControlSurface
 from meshdev.sidecar.stats.formats import (
     PROMETHEUS_CONTENT_TYPE,
     BadFilter,
@@ -95,7 +99,8 @@ def _name_filter(call: Call) -> re.Pattern[str] | None:
 
 
 _HELP = (
-    ("/ready", "LIVE when serving"),
+    ("/ready", "LIVE when serving (503 and why while it cannot, e.g. no certificate yet)"),
+    ("/certs", "the workload certificate in use, Envoy's shape (never the key)"),
     ("/server_info", "version, state, uptime, node, config version"),
     ("/config_dump", "the serving config with its version and hash"),
     ("/clusters", "upstream clusters and hosts (?format=json)"),
@@ -105,6 +110,7 @@ _HELP = (
     ("/runtime", "runtime overrides"),
     ("POST /runtime_modify", "set runtime overrides: ?key=value (token)"),
     ("POST /config", "hot swap the whole config (token)"),
+    ("POST /certs", "install the workload certificate (token; WorkloadCerts JSON)"),
 )
 
 
@@ -120,6 +126,8 @@ class Endpoints:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     started: float = field(default_factory=time.monotonic)
     identity: ConfigIdentity = field(default_factory=ConfigIdentity)
+    # The workload certificate's side; None: this admin API takes no certificates.
+    certs: CertsSurface | None = None
     _tags: tuple[SidecarConfig, TagExtractor] | None = None
 
     def routes(self) -> dict[str, Route]:
@@ -136,6 +144,8 @@ class Endpoints:
             "/runtime": get(self.runtime),
             "/runtime_modify": post(self.runtime_modify),
             "/config": post(self.post_config),
+            # A read (GET, HEAD) and, with the token, a state change (POST).
+            CERTS_PATH: Route(READ_METHODS | {"POST"}, self.certs_endpoint),
         }
 
     def _tag_extractor(self) -> TagExtractor:
@@ -151,6 +161,11 @@ class Endpoints:
         return text_answer("admin commands are:\n" + "\n".join(lines) + "\n")
 
     async def ready(self, call: Call) -> Answer:
+        certs = self.certs
+        problem = certs.not_ready() if certs is not None else None
+        if problem is not None:
+            # Envoy answers 503 while initializing; the reason tells the control plane what.
+            raise AdminError(503, problem, state="INITIALIZING")
         return text_answer("LIVE\n")
 
     async def server_info(self, call: Call) -> Answer:
@@ -283,6 +298,39 @@ class Endpoints:
         return json_answer(
             {"error": "config rejected", "reasons": reasons, "serving": serving}, status=400
         )
+
+    async def certs_endpoint(self, call: Call) -> Answer:
+        if call.request.method in READ_METHODS:
+            return json_answer(
+                self.certs.certs() if self.certs is not None else {"certificates": []}
+            )
+        return await self.post_certs(call)
+
+    async def post_certs(self, call: Call) -> Answer:
+        """Install the workload certificate (WorkloadCerts JSON); 400 with every reason when
+        it cannot be used, and the one in use stays."""
+        certs_side = self.certs
+        if certs_side is None:
+            raise AdminError(404, "this admin API takes no certificates")
+        body = await read_body(call.request, self._body_limit())
+        try:
+            certs = WorkloadCerts.model_validate_json(body)
+        except ValidationError as exc:
+            reasons = [
+                f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
+            return self._certs_rejected(reasons)
+        reasons = certs_side.install_certs(certs)
+        if reasons:
+            return self._certs_rejected(reasons)
+        self.surface.stats.counter("certs.update_success").inc()
+        return json_answer(certs_side.certs())
+
+    def _certs_rejected(self, reasons: list[str]) -> Answer:
+        self.surface.stats.counter("certs.update_rejected").inc()
+        log.warning("workload certificate rejected: %s", "; ".join(reasons))
+        return json_answer({"error": "certificates rejected", "reasons": reasons}, status=400)
 
     async def runtime_modify(self, call: Call) -> Answer:
         body = await read_body(call.request, self._body_limit())

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.common.workload_certs import WorkloadCerts
 from meshdev.sidecar.stats.store import Store
 
 
@@ -56,3 +57,17 @@ class ControlSurface(Protocol):
 
     def set_runtime(self, values: dict[str, str]) -> None:
         """Merge overrides; an empty string removes a key. Raises ValueError for a bad key/value."""
+
+
+class CertsSurface(Protocol):
+    """The workload certificate, for POST /certs, GET /certs and /ready (the sidecar's
+    tls/identity.py); an admin API without one takes no certificates."""
+
+    def install_certs(self, certs: WorkloadCerts) -> list[str]:
+        """Make `certs` the ones new handshakes use; answers why not (empty: installed)."""
+
+    def certs(self) -> dict[str, object]:
+        """Envoy's /certs answer: the certificates in use, never the key."""
+
+    def not_ready(self) -> str | None:
+        """Why the sidecar cannot serve yet (say, TLS is asked for and no certificate came)."""

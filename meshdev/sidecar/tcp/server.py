@@ -7,6 +7,7 @@ and host until they end)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from meshdev.sidecar.compiled import Compiled, TcpProxyEntry
@@ -92,13 +93,25 @@ class TcpProxyServer:
             await self._server.wait_closed()
 
 
-async def start_tcp_proxy(plane: DataPlane, listener: str, host: str, port: int) -> TcpProxyServer:
+async def start_tcp_proxy(
+    plane: DataPlane,
+    listener: str,
+    host: str,
+    port: int,
+    accept: Callable[[], asyncio.Protocol] | None = None,
+) -> TcpProxyServer:
     """Listen on host:port (0 picks a free port) as the tcp_proxy listener `listener`; raises
-    ``OSError`` when the address cannot be bound."""
+    ``OSError`` when the address cannot be bound. `accept`: the protocol of each accepted
+    connection instead of a session (one that hands connections on to `adopt`, as inbound
+    TLS does once the handshake is done)."""
     loop = asyncio.get_running_loop()
     server = TcpProxyServer(plane, listener, loop)
+
+    def session() -> asyncio.Protocol:
+        return TcpSession(server)
+
     server._server = await loop.create_server(
-        lambda: TcpSession(server), host, port, backlog=2048, reuse_address=True
+        accept or session, host, port, backlog=2048, reuse_address=True
     )
     server._port = int(server._server.sockets[0].getsockname()[1])
     return server
