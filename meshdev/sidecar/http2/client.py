@@ -11,7 +11,8 @@ do. While a connection is being opened, requests wait for it rather than each op
 own. A response is an ``H2Response`` (an ``UpstreamResponse``): its body is acknowledged to
 the upstream as it is read (bounded by the stream window), its ``trailers`` are the upstream's
 (gRPC's ``grpc-status`` lives there), and closing it resets only its stream. ``upgrade`` is
-refused (HTTP/2 has no Upgrade; WebSocket over HTTP/2 is not supported upstream).
+refused (HTTP/2 has no Upgrade; WebSocket over HTTP/2 is not supported upstream). A cluster
+with `tls` gets HTTP/2 over mutual TLS instead of h2c, offering ALPN h2 (sidecar/tls/upstream).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from h2.events import (
 from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
 
 from meshdev.sidecar.http2.codec import Codec, client_codec
+from meshdev.sidecar.tls.upstream import TlsOrigin, open_connection
 from meshdev.sidecar.upstream.budget import ConnectionBudget
 from meshdev.sidecar.upstream.errors import ConnectFailure, PendingOverflow, UpstreamReset
 from meshdev.sidecar.upstream.pool import UpstreamPool
@@ -439,8 +441,10 @@ class H2Pool(UpstreamPool):
 
     __slots__ = ("_connecting", "_conns", "_stream_waiters", "cx_http2_total")
 
-    def __init__(self, address: str, port: int, budget: ConnectionBudget) -> None:
-        super().__init__(address, port, budget)
+    def __init__(
+        self, address: str, port: int, budget: ConnectionBudget, *, tls: TlsOrigin | None = None
+    ) -> None:
+        super().__init__(address, port, budget, tls=tls)
         self._conns: list[H2ClientConnection] = []
         self._connecting: asyncio.Future[H2ClientConnection] | None = None
         self._stream_waiters: deque[asyncio.Future[None]] = deque()
@@ -538,8 +542,8 @@ class H2Pool(UpstreamPool):
         self._connecting = fut
         try:
             async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: H2ClientConnection(self, loop), self.address, self.port
+                _, conn = await open_connection(
+                    loop, lambda: H2ClientConnection(self, loop), self.address, self.port, self.tls
                 )
         except (OSError, TimeoutError) as exc:
             self._unreserve()

@@ -9,6 +9,8 @@ As Envoy does:
 - over `max_connections` the connection is closed at once and `upstream_cx_overflow` counts
   it (no pending queue: a TCP pool would wait for a connection that is never released); no
   healthy host closes it too (`upstream_cx_none_healthy`);
+- to a cluster with `tls` the connection is mutual TLS (no ALPN), and an endpoint that fails
+  the handshake or names no accepted SPIFFE ID is a failed connect (sidecar/tls/upstream);
 - a failed connect is charged to the host's outlier detection as a 503 and a connect timeout
   as a 504 (Envoy's LocalOriginConnectFailed / LocalOriginTimeout, which without
   split_external_local_origin_errors count as 5xx and gateway failures), a connect as a 200
@@ -35,6 +37,7 @@ from typing import Protocol, cast
 
 from meshdev.sidecar.compiled import ClusterEntry, TcpProxyEntry, TcpTarget
 from meshdev.sidecar.stats.sets import TcpStatSet
+from meshdev.sidecar.tls.upstream import open_connection
 from meshdev.sidecar.upstream.host import Host
 
 # The outlier detector's status for a connect's outcome (see the module doc).
@@ -232,8 +235,12 @@ class TcpSession(asyncio.Protocol):
         outcome = CONNECTED
         try:
             async with asyncio.timeout(cluster.connect_timeout):
-                await self._loop.create_connection(
-                    lambda: _UpstreamSide(self), host.address, host.port
+                await open_connection(
+                    self._loop,
+                    lambda: _UpstreamSide(self),
+                    host.address,
+                    host.port,
+                    cluster.state.tls_origin(None),
                 )
         except TimeoutError:
             self._target.stats.upstream_cx_connect_timeout.value += 1

@@ -13,7 +13,9 @@ Interface (the request pipeline builds on exactly this):
   overflow. ``update(max_connections, max_pending_requests)`` changes the limits in place
   (config hot swap keeps the object and its counts). ``cx_open`` / ``rq_pending_open`` are
   Envoy's ``circuit_breakers.default.{cx_open,rq_pending_open}``. Counters are plain ints.
-- ``UpstreamPool(address, port, budget)``: one per endpoint, reusable across config swaps.
+- ``UpstreamPool(address, port, budget, *, tls=None)``: one per endpoint, reusable across
+  config swaps. With ``tls`` (a ``sidecar.tls.upstream.TlsOrigin``) every connection is mutual
+  TLS, and an endpoint whose certificate names no accepted SPIFFE ID is a connect failure.
   Readable ints: ``cx_active``, ``cx_total``, ``cx_connect_fail``, ``rq_active``, ``rq_total``,
   ``cx_idle``; ``authority`` is ``address:port``.
   ``await request(method, target, headers, body, *, connect_timeout)`` sends one request and

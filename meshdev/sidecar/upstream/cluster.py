@@ -12,10 +12,14 @@ import asyncio
 from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
 
-from meshdev.common.sidecar_config import Cluster
+from meshdev.common.sidecar_config import Cluster, UpstreamTls
 from meshdev.sidecar.http2.client import H2Pool
 from meshdev.sidecar.stats.sets import ClusterStatSet, TcpClusterStatSet
 from meshdev.sidecar.stats.store import Store
+from meshdev.sidecar.tls.identity import WorkloadIdentity
+from meshdev.sidecar.tls.material import Alpn
+from meshdev.sidecar.tls.stats import ClusterTlsStats
+from meshdev.sidecar.tls.upstream import TlsOrigin
 from meshdev.sidecar.upstream import ConnectionBudget, UpstreamPool
 from meshdev.sidecar.upstream.balancer import HealthEpoch
 from meshdev.sidecar.upstream.breaker import Breaker
@@ -29,6 +33,11 @@ class ClusterOwner(Protocol):
 
     @property
     def stats_store(self) -> Store: ...
+
+    @property
+    def tls(self) -> WorkloadIdentity:
+        """The workload certificate a cluster with `tls` connects with."""
+        ...
 
     @property
     def running(self) -> bool:
@@ -61,6 +70,10 @@ class ClusterState:
         self._seen_cx_overflow = 0
         self._seen_pending_total = 0
         self._tcp_stats: TcpClusterStatSet | None = None
+        # With `tls`: one origin per kind of connection (its ALPN), kept while the cluster's
+        # tls stays the same, so each keeps its resumable sessions.
+        self._tls_origins: dict[Alpn, TlsOrigin] = {}
+        self._tls_stats: ClusterTlsStats | None = None
 
     def tcp_stats(self) -> TcpClusterStatSet:
         """The stats only relayed connections move, made when a tcp_proxy first uses the
@@ -69,8 +82,24 @@ class ClusterState:
             self._tcp_stats = TcpClusterStatSet(self._owner.stats_store, self.name)
         return self._tcp_stats
 
+    def tls_origin(self, alpn: Alpn) -> TlsOrigin | None:
+        """How this cluster's connections of one kind are made TLS; None: plaintext."""
+        tls = self.config.tls
+        if tls is None:
+            return None
+        origin = self._tls_origins.get(alpn)
+        if origin is None:
+            if self._tls_stats is None:
+                # Made on first use, so a plaintext cluster shows no ssl stats.
+                self._tls_stats = ClusterTlsStats(self._owner.stats_store, self.name)
+            origin = TlsOrigin(self._owner.tls, tls, self._tls_stats, alpn)
+            self._tls_origins[alpn] = origin
+        return origin
+
     def update(self, config: Cluster) -> list[Host]:
         """Adopt a new config of this cluster; answers its hosts in config order."""
+        if config.tls != self.config.tls:
+            self._tls_origins = {}
         self.config = config
         self.active = True
         cb = config.circuit_breaker
@@ -83,18 +112,23 @@ class ClusterState:
             if key in keep:
                 continue
             host = self.hosts.get(key)
-            if host is not None and isinstance(host.pool, H2Pool) != config.http2:
-                # The service changed protocol: its old connections drain, new ones are new.
+            if host is not None and (
+                isinstance(host.pool, H2Pool) != config.http2
+                or _tls_config(host.pool.tls) != config.tls
+            ):
+                # The service changed protocol, or its TLS (plaintext, or other accepted SPIFFE
+                # IDs): its old connections drain, new ones are new.
                 self._retire(host)
                 host = None
             if host is None:
                 pool_class = H2Pool if config.http2 else UpstreamPool
+                tls = self.tls_origin("h2" if config.http2 else "http/1.1")
                 host = Host(
                     self.name,
                     ep.address,
                     ep.port,
                     ep.pod,
-                    pool_class(ep.address, ep.port, self.budget),
+                    pool_class(ep.address, ep.port, self.budget, tls=tls),
                 )
             host.pod = ep.pod
             keep[key] = host
@@ -206,3 +240,7 @@ class ClusterState:
         self._stop_ticker()
         for host in list(self._all_hosts()):
             await host.pool.close()
+
+
+def _tls_config(origin: TlsOrigin | None) -> UpstreamTls | None:
+    return None if origin is None else origin.config

@@ -8,6 +8,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
+from meshdev.sidecar.tls.upstream import open_connection
 from meshdev.sidecar.upstream.connection import _UpstreamConn
 from meshdev.sidecar.upstream.errors import ConnectFailure, PendingOverflow, UpstreamReset
 from meshdev.sidecar.upstream.request import encode_request
@@ -16,6 +17,7 @@ from meshdev.sidecar.upstream.response import UpgradedResponse
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from meshdev.sidecar.tls.upstream import TlsOrigin
     from meshdev.sidecar.upstream.budget import ConnectionBudget
     from meshdev.sidecar.upstream.response import UpstreamResponse
 
@@ -42,11 +44,16 @@ class UpstreamPool:
         "port",
         "rq_active",
         "rq_total",
+        "tls",
     )
 
-    def __init__(self, address: str, port: int, budget: ConnectionBudget) -> None:
+    def __init__(
+        self, address: str, port: int, budget: ConnectionBudget, *, tls: TlsOrigin | None = None
+    ) -> None:
         self.address = address
         self.port = port
+        # Set: every connection is mutual TLS, to an endpoint of an accepted identity.
+        self.tls = tls
         self.authority = f"{address}:{port}"
         self.budget = budget
         self.cx_active = 0
@@ -284,8 +291,8 @@ class UpstreamPool:
         self._loop = loop
         try:
             async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _UpstreamConn(self, loop), self.address, self.port
+                _, conn = await open_connection(
+                    loop, lambda: _UpstreamConn(self, loop), self.address, self.port, self.tls
                 )
         except (OSError, TimeoutError) as exc:
             self._unreserve()
