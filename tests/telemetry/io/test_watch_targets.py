@@ -54,4 +54,4 @@ def test_the_command_refuses_bad_input_before_opening_anything() -> None:
     assert res.returncode == 2
     assert "interval must be between 0.05s and 60.0s" in res.stderr
     res = subprocess.run([MESHDEV, "watch"], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "Missing argument" in res.stderr
+    assert res.returncode == 2 and "give either ADMIN_URLs or --mesh FILE" in res.stderr
