@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 
+from meshdev.telemetry.aggregation.certs import CertInfo
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.topology import Topology
 from meshdev.telemetry.aggregation.view import MeshView
@@ -60,9 +61,11 @@ class FakeSource:
         stale: Iterable[str] = (),
         disconnected: Iterable[str] = (),
         topologies: Mapping[str, Topology] | None = None,
+        certs: Mapping[str, CertInfo] | None = None,
     ) -> MeshView:
         """Aggregate one /stats/stream document per node (as a sidecar sends them), push the
-        view and return it. Nodes in `stale` / `disconnected` are reported so."""
+        view and return it. Nodes in `stale` / `disconnected` are reported so; `certs` are
+        the nodes' certificates, as their GET /certs said."""
         stale, disconnected = set(stale), set(disconnected)
         now = time.monotonic()
         inputs = []
@@ -76,6 +79,7 @@ class FakeSource:
                     topology=(topologies or {}).get(node),
                     connected=node not in disconnected,
                     stale=node in stale,
+                    cert=(certs or {}).get(node),
                 )
             )
         view = self._aggregator.build(inputs, time.time() if at is None else at)

@@ -2,7 +2,9 @@
 
 Requests are counted under the stat names the data plane uses (Envoy's) in a real sidecar
 `Store`, and snapshots come from the sidecar's own `StreamCursor`, so what tests, the
-benchmark and `FakeSource` demos feed the aggregation has exactly the stream's shape.
+benchmark and `FakeSource` demos feed the aggregation has exactly the stream's shape. So are
+the security's: the RBAC filter's decisions and the TLS handshakes of sidecar/tls/stats.py,
+and `certs_answer` is a GET /certs answer in Envoy's shape.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from meshdev.common.breaker_view import BreakerView
-from meshdev.common.sidecar_config import SidecarConfig, parse_config
+from meshdev.common.sidecar_config import INBOUND_PORT, SidecarConfig, parse_config
 from meshdev.sidecar.admin.views import HostView
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.stats.stream import ConfigIdentity, StreamCursor
@@ -43,20 +46,47 @@ def sidecar_config(
     version: int = 1,
     faults: Iterable[tuple[str, str]] = (),
     rate_limited: Iterable[tuple[str, str]] = (),
+    service: str | None = None,
+    spiffe_id: str | None = None,
+    tls: Iterable[str] = (),
+    inbound: str | None = None,
+    inbound_mtls: str = "DISABLE",
 ) -> SidecarConfig:
     """An outbound sidecar: `routes[vhost][route] = {cluster: weight}`, `endpoints[cluster] =
-    [(address, port, pod)]`; `faults` / `rate_limited` name (vhost, route) pairs."""
+    [(address, port, pod)]`; `faults` / `rate_limited` name (vhost, route) pairs.
+
+    Security, as plan.render makes it: `service` and `spiffe_id` are the pod's, `tls` names
+    the clusters it calls with mutual TLS (each accepting its service's SPIFFE ID), and
+    `inbound` is the address of an inbound listener (port 15006, to `inbound|8080`) in
+    `inbound_mtls` mode."""
     faulty, limited = set(faults), set(rate_limited)
     endpoints = endpoints or {}
     names = {c for rs in routes.values() for targets in rs.values() for c in targets}
     names |= set(endpoints)
+    secured = set(tls)
+    listeners: list[dict[str, Any]] = [
+        {"name": "outbound", "kind": "outbound", "address": "127.0.0.1", "port": 15001}
+    ]
+    own: list[dict[str, Any]] = []
+    if inbound is not None:
+        listeners.append(
+            {
+                "name": "inbound",
+                "kind": "inbound",
+                "address": inbound,
+                "port": INBOUND_PORT,
+                "cluster": "inbound|8080",
+                "mtls": inbound_mtls,
+            }
+        )
+        own.append({"name": "inbound|8080", "endpoints": [{"address": inbound, "port": 8080}]})
     doc: dict[str, Any] = {
         "version": version,
         "mesh": "synthetic",
         "node": node,
-        "listeners": [
-            {"name": "outbound", "kind": "outbound", "address": "127.0.0.1", "port": 15001}
-        ],
+        "service": service,
+        "spiffe_id": spiffe_id,
+        "listeners": listeners,
         "virtual_hosts": [
             {
                 "name": vhost,
@@ -83,16 +113,58 @@ def sidecar_config(
             for vhost, rs in routes.items()
         ],
         "clusters": [
-            {
-                "name": c,
-                "endpoints": [
-                    {"address": a, "port": p, "pod": pod} for a, p, pod in endpoints.get(c, ())
-                ],
-            }
-            for c in sorted(names)
+            *own,
+            *(
+                {
+                    "name": c,
+                    "endpoints": [
+                        {"address": a, "port": p, "pod": pod} for a, p, pod in endpoints.get(c, ())
+                    ],
+                    **(
+                        {"tls": {"spiffe_ids": [synthetic_spiffe_id(c.split(".", 1)[0])]}}
+                        if c in secured
+                        else {}
+                    ),
+                }
+                for c in sorted(names)
+            ),
         ],
     }
     return parse_config(doc)
+
+
+def synthetic_spiffe_id(service: str) -> str:
+    """The identity of a service of `sidecar_config`'s mesh (`synthetic`)."""
+    return f"spiffe://cluster.local/ns/synthetic/sa/{service}"
+
+
+def certs_answer(
+    spiffe_id: str, *, valid_from: float, expires: float, ca: bool = True
+) -> dict[str, object]:
+    """A GET /certs answer in Envoy's shape (admin.v3.Certificates) for a workload certificate
+    naming `spiffe_id`, valid between two POSIX times."""
+
+    def stamp(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    leaf = {
+        "path": "<inline>",
+        "serial_number": "1f",
+        "subject_alt_names": [{"uri": spiffe_id}],
+        # proto3 JSON writes a uint64 as a string; whole days left, as Envoy counts them.
+        "days_until_expiration": str(max(0, int((expires - time.time()) // 86400))),
+        "valid_from": stamp(valid_from),
+        "expiration_time": stamp(expires),
+    }
+    root = {
+        "path": "<inline>",
+        "serial_number": "1",
+        "subject_alt_names": [],
+        "days_until_expiration": "3650",
+        "valid_from": stamp(valid_from),
+        "expiration_time": stamp(valid_from + 3650 * 86400),
+    }
+    return {"certificates": [{"ca_cert": [root] if ca else [], "cert_chain": [leaf]}]}
 
 
 class SyntheticSidecar:
@@ -229,6 +301,63 @@ class SyntheticSidecar:
 
     def no_route(self, count: int = 1) -> None:
         self._store.counter(f"http.{self.listener}.no_route").inc(count)
+
+    # -- security (docs/security.md) -----------------------------------------------------------
+
+    def rbac(self, *, allowed: int = 0, denied: int = 0, listener: str = "inbound") -> None:
+        """Requests the inbound listener's RBAC filter let through or refused (Envoy makes
+        these stats only on a listener with policies: the first call makes them)."""
+        self._store.counter(f"http.{listener}.rbac.allowed").inc(allowed)
+        self._store.counter(f"http.{listener}.rbac.denied").inc(denied)
+        if denied:
+            self.inbound(403, denied)
+
+    def inbound_tls(
+        self,
+        address: str,
+        port: int = INBOUND_PORT,
+        *,
+        handshake: int = 0,
+        connection_error: int = 0,
+        fail_verify_error: int = 0,
+        fail_verify_san: int = 0,
+        fail_verify_no_cert: int = 0,
+        no_filter_chain_match: int = 0,
+    ) -> None:
+        """Handshakes on an inbound listener, counted under sidecar/tls/stats.py's names (its
+        whole set is made at the first TLS connection, as there)."""
+        p = f"listener.{f'[{address}]' if ':' in address else address}_{port}."
+        s = self._store
+        s.counter(p + "ssl.handshake").inc(handshake)
+        s.counter(p + "ssl.session_reused")
+        s.counter(p + "ssl.connection_error").inc(connection_error)
+        s.counter(p + "ssl.fail_verify_error").inc(fail_verify_error)
+        s.counter(p + "ssl.fail_verify_san").inc(fail_verify_san)
+        s.counter(p + "ssl.fail_verify_no_cert").inc(fail_verify_no_cert)
+        s.counter(p + "ssl.no_certificate")
+        s.counter(p + "no_filter_chain_match").inc(no_filter_chain_match)
+
+    def upstream_tls(
+        self,
+        cluster: str,
+        *,
+        handshake: int = 0,
+        connection_error: int = 0,
+        fail_verify_error: int = 0,
+        fail_verify_san: int = 0,
+    ) -> None:
+        """Handshakes to a cluster's endpoints; a failed one is also the connect failure (UF)
+        it is to the pool (sidecar/tls/upstream.py), answered 503."""
+        p = f"cluster.{cluster}."
+        s = self._store
+        s.counter(p + "ssl.handshake").inc(handshake)
+        s.counter(p + "ssl.session_reused")
+        s.counter(p + "ssl.connection_error").inc(connection_error)
+        s.counter(p + "ssl.fail_verify_error").inc(fail_verify_error)
+        s.counter(p + "ssl.fail_verify_san").inc(fail_verify_san)
+        failed = connection_error + fail_verify_error + fail_verify_san
+        if failed:
+            s.counter(p + "upstream_cx_connect_fail").inc(failed)
 
     def snapshot(self) -> dict[str, object]:
         """The next /stats/stream document (covering the time since the previous one)."""

@@ -4,7 +4,8 @@ No I/O and no clocks: everything comes in through `SidecarInput`. The `Aggregato
 what a view needs of the past: sparkline histories, the previous view (events are its
 differences), and per-name caches. Its parts: tally.py (the running sums of one view),
 stat_index.py (what a sidecar's stat names say), attribution.py (flags shared among routes),
-latency.py (merged quantiles), view_build.py (sums -> the view's stats).
+latency.py (merged quantiles), view_build.py (sums -> the view's stats), security.py (who
+calls whom: edges between services, each pod's authorization, TLS and certificate).
 
 How the numbers are made (each sidecar contributes its latest interval; stale ones nothing):
 - Rates are a sidecar's counter deltas over its own interval, summed over sidecars. A route's
@@ -42,8 +43,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from meshdev.telemetry.aggregation.attribution import attribute
+from meshdev.telemetry.aggregation.certs import CertInfo
 from meshdev.telemetry.aggregation.events import diff_views
 from meshdev.telemetry.aggregation.history import DEFAULT_LENGTH, History
+from meshdev.telemetry.aggregation.security import SecurityNames, SecurityTally
 from meshdev.telemetry.aggregation.sidecar_interval import SidecarInterval
 from meshdev.telemetry.aggregation.stat_index import StatIndex, index_stats, is_local
 from meshdev.telemetry.aggregation.statnames import (
@@ -85,6 +88,8 @@ class SidecarInput:
     mode: str = "stream"
     error: str = ""
     age_s: float | None = None
+    # Its workload certificate (GET /certs, asked now and then); None: none known.
+    cert: CertInfo | None = None
 
 
 class Aggregator:
@@ -95,6 +100,7 @@ class Aggregator:
         self._indexes: dict[str, StatIndex] = {}
         self._topologies: dict[int, Topology] = {}
         self._previous: MeshView | None = None
+        self._security_names = SecurityNames()
 
     def build(self, sidecars: Sequence[SidecarInput], at: float) -> MeshView:
         """The view of `sidecars` now (`at`: wall-clock time, for the view and its events)."""
@@ -102,6 +108,7 @@ class Aggregator:
         clusters: dict[str, ClusterTally] = {}
         hosts: dict[tuple[str, str], HostTally] = {}
         unattributed: dict[str, int] = {}
+        security = SecurityTally(self._security_names)
         self._learn(sidecars)
         statuses = []
         for sc in sidecars:
@@ -119,7 +126,12 @@ class Aggregator:
                         clusters[c].tcp = True
             own = RouteTally()
             if snap is not None and not sc.stale:
-                self._add(sc, snap, own, routes, clusters, hosts, unattributed)
+                index = self._add(sc, snap, own, routes, clusters, hosts, unattributed)
+                # Configured clusters only: Istio's PassthroughCluster is no service.
+                called = [c for c in index.clusters if topo is None or c in topo.clusters]
+                security.add(sc.node, topo, snap, called, sc.cert, at)
+            else:
+                security.add(sc.node, topo, None, (), sc.cert, at)
             side = own.side
             statuses.append(
                 SidecarStatus(
@@ -143,6 +155,8 @@ class Aggregator:
             clusters=cluster_stats(clusters, hosts, self._trip_history),
             hosts=host_stats(hosts, {n for n, c in clusters.items() if c.tcp}),
             unattributed_flags=unattributed,
+            edges=security.edges(),
+            pod_security=security.pods(),
         )
         view = dataclasses.replace(view, events=diff_views(self._previous, view))
         self._previous = view
@@ -184,7 +198,7 @@ class Aggregator:
         clusters: dict[str, ClusterTally],
         hosts: dict[tuple[str, str], HostTally],
         unattributed: dict[str, int],
-    ) -> None:
+    ) -> StatIndex:
         index = self._index(sc, snap)
         local = index.local
         for key in index.routes:
@@ -236,6 +250,7 @@ class Aggregator:
             host.count = max(host.count, h.ejection_count)
             if h.cluster not in clusters:
                 clusters[h.cluster] = ClusterTally()
+        return index
 
     def _add_interval(
         self,

@@ -77,7 +77,9 @@ TRIP_STATS: Final = frozenset(
 # What the dashboard asks /stats/stream for (`?filter=`): the stats it reads and no others,
 # so neither side spends time on gauges, outlier counters, cluster latency histograms, or
 # `_5xx`-style class counters (the stream has every status code's own counter; classes
-# matter only for a polled Envoy, which is read unfiltered).
+# matter only for a polled Envoy, which is read unfiltered). The security view's (security.py)
+# are read by name, not through `meaning`: the RBAC filter's decisions, and TLS handshakes
+# and their failures on inbound listeners and on clusters.
 STREAM_FILTER: Final = (
     r"(?:^(?!cluster\.).*\.upstream_rq_time"
     r"|(?<!\.retry)\.upstream_rq_(?:total|retry|\d{3})"
@@ -85,6 +87,10 @@ STREAM_FILTER: Final = (
     r"|^vhost\..*\.downstream_cx_upgrades_(?:total|active)"
     r"|^vhost\..*\.grpc\.\d{1,2}"
     r"|^cluster\..*\.upstream_cx_(?:total|rx_bytes_total|tx_bytes_total)"
+    r"|^http\..*\.rbac\.(?:allowed|denied)"
+    r"|^listener\..*\.(?:ssl\.(?:handshake|connection_error|fail_verify_error|fail_verify_san"
+    r"|fail_verify_no_cert)|no_filter_chain_match)"
+    r"|^cluster\..*\.ssl\.(?:handshake|connection_error|fail_verify_error|fail_verify_san)"
     r"|(?:^|\.)(?:" + "|".join(re.escape(k) for k in FLAG_STATS) + r"))$"
 )
 

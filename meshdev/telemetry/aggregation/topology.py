@@ -32,6 +32,27 @@ class RouteInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundListener:
+    """A pod's inbound listener: where its TLS stats are (`listener.<address>_<port>.`), its
+    HTTP stats' prefix (`http.<name>.`, the RBAC filter's), and its mTLS mode."""
+
+    name: str
+    address: str
+    port: int
+    mtls: str | None = None
+
+    @property
+    def stat_prefixes(self) -> tuple[str, ...]:
+        """Envoy's listener scope, `listener.<address>_<port>.`. An IPv6 address is bracketed,
+        and Envoy makes its colons `_` (`[__]_15006`), which a sidecar may not: both are
+        tried."""
+        if ":" not in self.address:
+            return (f"listener.{self.address}_{self.port}.",)
+        raw = f"listener.[{self.address}]_{self.port}."
+        return (raw.replace(":", "_"), raw)
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     routes: tuple[RouteInfo, ...] = ()
     clusters: tuple[str, ...] = ()
@@ -41,6 +62,13 @@ class Topology:
     # Clusters its tcp_proxy listeners relay connections to: they show connections and bytes,
     # not requests.
     tcp_clusters: frozenset[str] = frozenset()
+    # Security (meshdev's config only): the pod's service as a caller (the gateway's is
+    # `ingress`, its service account), the identity its certificate must name, the clusters
+    # it calls with mutual TLS, and its inbound listener (stat prefix, address, port, mode).
+    service: str | None = None
+    spiffe_id: str | None = None
+    tls_clusters: frozenset[str] = frozenset()
+    inbound: InboundListener | None = None
     # Derived look-ups, built once by `make`.
     by_cluster: dict[str, tuple[tuple[RouteKey, float], ...]] = field(default_factory=dict)
     by_feature: dict[str, tuple[RouteKey, ...]] = field(default_factory=dict)
@@ -53,6 +81,11 @@ class Topology:
         local_clusters: Iterable[str] = (),
         http_prefixes: Iterable[str] = (),
         tcp_clusters: Iterable[str] = (),
+        *,
+        service: str | None = None,
+        spiffe_id: str | None = None,
+        tls_clusters: Iterable[str] = (),
+        inbound: InboundListener | None = None,
     ) -> Topology:
         routes = tuple(routes)
         by_cluster: dict[str, list[tuple[RouteKey, float]]] = {}
@@ -70,6 +103,10 @@ class Topology:
             local_clusters=frozenset(local_clusters),
             http_prefixes=tuple(http_prefixes),
             tcp_clusters=frozenset(tcp_clusters),
+            service=service,
+            spiffe_id=spiffe_id,
+            tls_clusters=frozenset(tls_clusters),
+            inbound=inbound,
             by_cluster={c: tuple(v) for c, v in by_cluster.items()},
             by_feature=features,
         )
@@ -135,11 +172,10 @@ def _meshdev(config: dict[str, Any]) -> Topology:
                 )
             )
     listeners = _dicts(config.get("listeners"))
+    clusters = _dicts(config.get("clusters"))
     return Topology.make(
         routes,
-        clusters=[
-            c["name"] for c in _dicts(config.get("clusters")) if isinstance(c.get("name"), str)
-        ],
+        clusters=[c["name"] for c in clusters if isinstance(c.get("name"), str)],
         local_clusters=[
             lst["cluster"]
             for lst in listeners
@@ -159,13 +195,47 @@ def _meshdev(config: dict[str, Any]) -> Topology:
             for c in _dicts(lst["tcp_proxy"].get("clusters"))
             if isinstance(c.get("cluster"), str)
         ],
+        service=_caller(config, listeners),
+        spiffe_id=config.get("spiffe_id") if isinstance(config.get("spiffe_id"), str) else None,
+        tls_clusters=[
+            c["name"] for c in clusters if isinstance(c.get("name"), str) and c.get("tls")
+        ],
+        inbound=_inbound(listeners),
     )
+
+
+# The gateway's service account (docs/security.md): what authorization calls it.
+INGRESS_SERVICE = "ingress"
+
+
+def _caller(config: dict[str, Any], listeners: list[dict[str, Any]]) -> str | None:
+    service = config.get("service")
+    if isinstance(service, str) and service:
+        return service
+    if any(lst.get("kind") == "ingress" for lst in listeners):
+        return INGRESS_SERVICE
+    return None
+
+
+def _inbound(listeners: list[dict[str, Any]]) -> InboundListener | None:
+    for lst in listeners:
+        name, address, port = lst.get("name"), lst.get("address"), lst.get("port")
+        if (
+            lst.get("kind") == "inbound"
+            and isinstance(name, str)
+            and isinstance(address, str)
+            and isinstance(port, int)
+        ):
+            mtls = lst.get("mtls")
+            return InboundListener(name, address, port, mtls if isinstance(mtls, str) else None)
+    return None
 
 
 def _envoy(configs: list[Any]) -> Topology:
     routes: list[RouteInfo] = []
     clusters: list[str] = []
     tcp: list[str] = []
+    tls: list[str] = []
     for cfg in _dicts(configs):
         kind = str(cfg.get("@type", ""))
         if kind.endswith("RoutesConfigDump"):
@@ -184,9 +254,12 @@ def _envoy(configs: list[Any]) -> Topology:
                 c = holder.get("cluster")
                 if isinstance(c, dict) and isinstance(c.get("name"), str):
                     clusters.append(c["name"])
+                    socket = c.get("transport_socket")
+                    if isinstance(socket, dict) and "tls" in str(socket.get("name", "")):
+                        tls.append(c["name"])
         elif kind.endswith("ListenersConfigDump"):
             tcp += _envoy_tcp_clusters(cfg)
-    return Topology.make(routes, clusters=clusters, tcp_clusters=tcp)
+    return Topology.make(routes, clusters=clusters, tcp_clusters=tcp, tls_clusters=tls)
 
 
 def _envoy_tcp_clusters(dump: dict[str, Any]) -> list[str]:

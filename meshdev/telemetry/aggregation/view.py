@@ -9,6 +9,7 @@ interval; latencies are milliseconds; `history` tuples are oldest-first, newest 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from meshdev.common.envoy_names import ServiceProtocol
 
@@ -119,6 +120,66 @@ class SidecarStatus:
     success_pct: float | None = None
 
 
+# How a caller reaches a destination: "mtls" when its clusters for it have TLS (the caller
+# sidecar's config says so), "plaintext" when they have none, "mixed" while its sidecars
+# disagree (a reload that adds or removes security is on its way), "unknown" without a config.
+EdgeMode = Literal["mtls", "plaintext", "mixed", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeStats:
+    """Traffic from one service to another, as the callers' sidecars count it: the clusters of
+    a destination (its subsets' too) summed over the caller service's pods."""
+
+    source: str  # the caller's service ("ingress" for the gateway)
+    destination: str
+    mode: EdgeMode
+    rps: float  # requests (upstream tries) per second; a tcp destination's connections
+    denied_per_s: float  # 403s its callers got back (`RBAC: access denied`, or the app's own)
+    # Failed handshakes of the callers' TLS to it in the interval, by Envoy's cluster stat
+    # (`connection_error`, `fail_verify_error`, `fail_verify_san`).
+    tls_failures: dict[str, int] = field(default_factory=dict)
+    tcp: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}->{self.destination}"
+
+
+@dataclass(frozen=True, slots=True)
+class CertStatus:
+    """A pod's workload certificate, from its admin API's GET /certs."""
+
+    spiffe_id: str
+    expires_in_s: float  # from the view's time; negative once expired
+    lifetime_s: float | None  # from valid_from to expiry: the TTL it was issued with
+
+
+@dataclass(frozen=True, slots=True)
+class PodSecurity:
+    """One pod's inbound side as its own sidecar counts it, and its certificate."""
+
+    node: str
+    service: str
+    # Its inbound listener's mode (STRICT, PERMISSIVE, DISABLE) from its config; None when
+    # unknown (no config read, or a gateway, which has no inbound listener).
+    mtls: str | None = None
+    # Envoy's RBAC filter (`http.inbound.rbac.allowed` / `.denied`), per second; None where
+    # the listener has no policies (Envoy makes the stats only there).
+    rbac_allowed_per_s: float | None = None
+    rbac_denied_per_s: float | None = None
+    # TLS on the inbound listener (`listener.<address>_15006.ssl.handshake`); None before its
+    # first TLS connection (Envoy makes the stats then).
+    handshakes_per_s: float | None = None
+    # Refused connections in the interval by Envoy's listener stat: `connection_error`,
+    # `fail_verify_error`, `fail_verify_san`, `fail_verify_no_cert`, and
+    # `no_filter_chain_match` (plaintext refused by a STRICT listener).
+    tls_failures: dict[str, int] = field(default_factory=dict)
+    # The identity its config names (it should have a certificate); None: no TLS here.
+    spiffe_id: str | None = None
+    cert: CertStatus | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something worth a line in the events panel."""
@@ -139,3 +200,7 @@ class MeshView:
     # Interval counts of response flags that belong to no one route: NR (nothing matched),
     # and FI/DI/RL/U* counted per listener or cluster where the route table cannot tell whose.
     unattributed_flags: dict[str, int] = field(default_factory=dict)
+    # Who calls whom, and how (security.py): the edges seen in traffic, and each pod's
+    # inbound authorization, TLS and certificate.
+    edges: tuple[EdgeStats, ...] = ()
+    pod_security: tuple[PodSecurity, ...] = ()
