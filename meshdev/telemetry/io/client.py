@@ -8,6 +8,9 @@ the connection and retries after an exponential, jittered backoff; the next atte
 stream again first, since a restarted server may be a newer one.
 
 `/config_dump` is read once per config (the stream names its hash) for the route table.
+`/certs` (Envoy's shape) is read every `CERTS_EVERY` seconds, and at once after a config
+change, from sidecars whose config names an identity: a certificate lives for hours and is
+renewed at half its life, so a per-interval read would only cost.
 
 The client never queues: an interval arriving before the previous one was taken is folded into
 it (`combine`), so however slow the dashboard is, it only ever holds one interval per sidecar.
@@ -26,6 +29,8 @@ from typing import Any
 import aiohttp
 
 from meshdev.common.backoff import Backoff
+from meshdev.common.workload_certs import CERTS_PATH
+from meshdev.telemetry.aggregation.certs import CertInfo, from_envoy_certs
 from meshdev.telemetry.aggregation.mesh import SidecarInput
 from meshdev.telemetry.aggregation.sidecar_interval import SidecarInterval, SnapshotError, combine
 from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
@@ -50,6 +55,9 @@ REQUEST_TIMEOUT = 5.0
 # restarts, sparse enough that a dashboard watching a stopped mesh stays idle.
 RECONNECT_BASE = 0.1
 RECONNECT_CAP = 5.0
+# Seconds between two reads of a sidecar's /certs: soon enough to see a renewal (hours apart
+# by default, 5 s apart at the shortest TTL) and the countdown is computed per view anyway.
+CERTS_EVERY = 10.0
 
 
 class _NoStream(Exception):
@@ -95,6 +103,7 @@ class SidecarClient:
         on_change: Callable[[], None] = lambda: None,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.admin_url = admin_url.rstrip("/")
@@ -103,12 +112,15 @@ class SidecarClient:
         self._on_change = on_change
         self._backoff = backoff if backoff is not None else Backoff(RECONNECT_BASE, RECONNECT_CAP)
         self._clock = clock
+        self._wall_clock = wall_clock
 
         self.connected = False
         self.mode = STREAM
         self.error = ""
         self.last_received: float | None = None
         self.topology: Topology | None = None
+        self.cert: CertInfo | None = None
+        self.cert_reads = 0  # GET /certs asked, for tests and diagnostics
         self.snapshots = 0  # received, for tests and diagnostics
         self.connections = 0
 
@@ -120,6 +132,7 @@ class SidecarClient:
         self._detailed_buckets = True
         self._clusters_json = True
         self._topology_for: tuple[str | None] | None = None
+        self._certs_at: float | None = None  # monotonic time of the last read
         self._restart = asyncio.Event()
         self._response: aiohttp.ClientResponse | None = None
 
@@ -163,6 +176,7 @@ class SidecarClient:
             mode=self.mode,
             error=self.error,
             age_s=age,
+            cert=self.cert,
         )
 
     # -- the loop ---------------------------------------------------------------------------
@@ -255,6 +269,7 @@ class SidecarClient:
             self._on_change()
             return
         await self._refresh_topology(snap.config_hash)
+        await self._refresh_certs()
         self._store(snap, STREAM)
 
     # -- polling Envoy's /stats -------------------------------------------------------------
@@ -270,6 +285,7 @@ class SidecarClient:
                 stats, self._clock(), clusters=clusters, server_info=info
             )
             await self._refresh_topology(snap.config_hash)
+            await self._refresh_certs()
             self._store(snap, POLL)
             delay = self._interval - (self._clock() - started)
             with contextlib.suppress(TimeoutError):
@@ -332,3 +348,28 @@ class SidecarClient:
             topology = from_config_dump(doc)
             if topology is not None:
                 self.topology = topology
+                # A new config may bring (or drop) an identity: its certificate is news now.
+                self._certs_at = None
+
+    # -- /certs ---------------------------------------------------------------------------
+
+    async def _refresh_certs(self) -> None:
+        topology = self.topology
+        identity = topology.spiffe_id if topology is not None else None
+        if identity is None:
+            # No identity, no certificate to ask for (a plaintext mesh; Envoy's config is
+            # not read for one).
+            self.cert = None
+            return
+        now = self._clock()
+        if self._certs_at is not None and now - self._certs_at < CERTS_EVERY:
+            return
+        self._certs_at = now
+        self.cert_reads += 1
+        try:
+            status, doc = await self._request(CERTS_PATH, {})
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            # The last one known stays shown; the next read is CERTS_EVERY away.
+            log.info("no certificates from %s: %s", self.node, describe(exc))
+            return
+        self.cert = from_envoy_certs(doc, identity, self._wall_clock()) if status == 200 else None

@@ -211,6 +211,7 @@ class TelemetrySource:
                 on_change=self._changed,
                 backoff=Backoff(*self._backoff),
                 clock=self._clock,
+                wall_clock=self._wall_clock,
             )
             task = asyncio.create_task(client.run(), name=f"meshdev-telemetry-{node}")
             self._clients[node] = (client, task)
