@@ -361,18 +361,24 @@ class ControlPlane:
         )
 
     async def _reconfigure(self, pod: Pod, cfg: SidecarConfig) -> str | None:
-        """Push `cfg`; a config that names another identity than the sidecar holds a
-        certificate for (a reload added or removed the security section) has it delivered
-        first, so that the config never asks for TLS the sidecar has no certificate for."""
-        if cfg.spiffe_id != pod.spiffe_id:
-            if cfg.spiffe_id is None:
-                pod.forget_certs()
-            else:
-                error = await self._deliver(pod, cfg.spiffe_id)
-                if error is not None:
-                    # Not pushed either: pod.hash stays, so the next reload tries both again.
-                    return f"{error}; its config v{cfg.version} was not pushed"
-        return await self._post(pod, cfg)
+        """Push `cfg`; when it names another identity than the sidecar holds a certificate
+        for (a reload added the security section), the certificate follows at once. Not
+        before: a sidecar takes only a certificate for the identity its config names. Until
+        it arrives (a round trip), its new TLS connections fail; should the push fail, it is
+        retried in the background like a renewal, and the reload reports it."""
+        error = await self._post(pod, cfg)
+        if error is not None or cfg.spiffe_id == pod.spiffe_id:
+            return error
+        pod.forget_certs()
+        if cfg.spiffe_id is None:
+            return None
+        error = await self._deliver(pod, cfg.spiffe_id)
+        if error is not None:
+            pod.rotation = asyncio.create_task(
+                self._rotate(pod, at_once=cfg.spiffe_id), name=f"certs {pod.name}"
+            )
+            return f"{error}; its config v{cfg.version} asks for TLS: retrying the certificate"
+        return None
 
     async def _post(self, pod: Pod, cfg: SidecarConfig) -> str | None:
         url = f"{pod.started.admin_url}/config"
@@ -486,22 +492,28 @@ class ControlPlane:
         if pod.rotation is None or pod.rotation.done():
             pod.rotation = asyncio.create_task(self._rotate(pod), name=f"certs {pod.name}")
 
-    async def _rotate(self, pod: Pod) -> None:
+    async def _rotate(self, pod: Pod, *, at_once: str | None = None) -> None:
         """Renew the pod's certificate at half its life, for as long as it runs (cancelled
-        when it stops). A failed push is retried with backoff and said once; the sidecar keeps
-        serving with the certificate it has, and connections opened with it go on (a new one
-        is for new handshakes only), so no request fails because of a renewal."""
+        when it stops); `at_once`: first get it a certificate for this identity (one whose
+        delivery failed, and was already said). A failed push is retried with backoff and
+        said once; the sidecar keeps serving with the certificate it has, and connections
+        opened with it go on (a new one is for new handshakes only), so no request fails
+        because of a renewal."""
         try:
+            if at_once is not None:
+                await self._renew(pod, at_once, tried=1)
             while pod.cert_renew_at is not None and pod.spiffe_id is not None:
                 await rotation.sleep_until(pod.cert_renew_at)
                 await self._renew(pod, pod.spiffe_id)
         except Exception as exc:  # a bug must not end renewals unseen
             self.progress(f"{pod.name}: certificate renewal stopped: {exc!r}")
 
-    async def _renew(self, pod: Pod, spiffe_id: str) -> None:
+    async def _renew(self, pod: Pod, spiffe_id: str, *, tried: int = 0) -> None:
+        """Issue `pod` a new certificate and push it until its sidecar takes it; `tried`:
+        pushes that already failed (and were said)."""
         certs, issued = self._issue(spiffe_id)
         backoff = Backoff(*self.cert_retry)
-        tries = 0
+        tries = tried
         said_expired = False
         while True:
             tries += 1
@@ -523,7 +535,8 @@ class ControlPlane:
                 # The pending one is itself half spent: send a fresh one instead.
                 certs, issued = self._issue(spiffe_id)
         if tries > 1:
-            self.progress(f"{pod.name}: certificate renewed after {tries} tries")
+            done = "renewed" if pod.cert_expires is not None else "delivered"
+            self.progress(f"{pod.name}: certificate {done} after {tries} tries")
         self._certified(pod, spiffe_id, certs, issued)
 
     async def _post_certs(self, pod: Pod, certs: WorkloadCerts) -> _CertPush:
@@ -547,7 +560,7 @@ class ControlPlane:
                 f"certificate push ({exc}); whether it took them is unknown"
             )
         if answer.status != 200:
-            text = answer.body[:300].decode(errors="replace").strip()
+            text = _reasons(answer.body) or answer.body[:300].decode(errors="replace").strip()
             if answer.status == 404:
                 text = "this sidecar has no certificate endpoint (is it an older meshdev's?)"
             # A 503 is a sidecar still starting (or a proxy in the way): worth another try.
@@ -556,6 +569,18 @@ class ControlPlane:
                 refused=answer.status != 503,
             )
         return _CertPush(None)
+
+
+def _reasons(body: bytes) -> str | None:
+    """The reasons of a sidecar's JSON refusal ({"error": ..., "reasons": [...]}), joined."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    reasons = data.get("reasons") if isinstance(data, dict) else None
+    if not isinstance(reasons, list) or not reasons:
+        return None
+    return "; ".join(str(r) for r in reasons)
 
 
 def _secured(mesh: Mesh, specs: list[PodSpec]) -> bool:

@@ -177,9 +177,11 @@ async def test_a_pod_added_by_a_reload_gets_its_certificate(state: Path, runtime
     await control.down()
 
 
-async def test_a_reload_that_adds_security_delivers_certificates_before_the_config(
+async def test_a_reload_that_adds_security_delivers_certificates_right_after_the_config(
     state: Path, runtime: StandIns
 ) -> None:
+    """A sidecar takes only a certificate for the identity its config names (as the real one
+    does), so the config that names it goes first and its certificate straight after."""
     order: list[tuple[str, int]] = []
     control = control_plane(runtime, [])
     await control.up(mesh(security=False))
@@ -193,12 +195,39 @@ async def test_a_reload_that_adds_security_delivers_certificates_before_the_conf
     report = await control.apply(mesh())
     assert report.ok, report.errors
     assert report.started == ()
+    assert sorted(order) == sorted((name, 0) for name in runtime.sidecars)
     for name, sidecar in runtime.sidecars.items():
         assert sidecar.config.spiffe_id is not None
-        assert len(sidecar.received) == 1
+        (certs,) = sidecar.received
+        assert _identity(certs, _ca_pem(state)) == [
+            x509.UniformResourceIdentifier(sidecar.config.spiffe_id)
+        ]
         assert control.pods[name].spiffe_id == sidecar.config.spiffe_id
-    # Each sidecar held its certificate when the config asking for TLS arrived.
-    assert sorted(order) == sorted((name, 1) for name in runtime.sidecars)
+        assert control.pods[name].rotation is not None
+    await control.down()
+
+
+async def test_a_certificate_a_reload_could_not_deliver_is_retried_in_the_background(
+    state: Path, runtime: StandIns
+) -> None:
+    said: list[str] = []
+    control = control_plane(runtime, said, cert_retry=(0.01, 0.05))
+    await control.up(mesh(security=False))
+    sidecar = runtime.sidecars["backend-1"]
+    sidecar.failures_left = 3
+    report = await control.apply(mesh())
+    assert report.errors == (
+        "backend-1: certificates rejected (500): not now; its config v2 asks for TLS: "
+        "retrying the certificate",
+    )
+    await wait_until(lambda: sidecar.received, "backend-1's certificate, retried")
+    await wait_until(
+        lambda: "backend-1: certificate delivered after 4 tries" in said,
+        lambda: f"the retry's success in {said}",
+    )
+    # The reload's report said the failure: the retries do not say it again.
+    assert not any("failed" in line for line in said)
+    await wait_until(lambda: control.pods["backend-1"].cert_expires, "backend-1's record")
     await control.down()
 
 

@@ -81,7 +81,16 @@ class CertsSidecar:
         try:
             certs = WorkloadCerts.model_validate_json(await request.read())
         except ValidationError as exc:
-            return web.Response(status=400, text=f"bad certificates: {exc}\n")
+            return _rejected(f"bad certificates: {exc}")
+        # As the real sidecar: only a certificate for the identity its config names.
+        named = _pems(certs.cert_chain)[0].extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        )
+        uris = named.value.get_values_for_type(x509.UniformResourceIdentifier)
+        if self.config.spiffe_id is None:
+            return _rejected("the config names no spiffe_id")
+        if uris != [self.config.spiffe_id]:
+            return _rejected(f"the certificate names {uris}, not {self.config.spiffe_id}")
         self.received.append(certs)
         return web.json_response({"ok": True})
 
@@ -111,6 +120,10 @@ class CertsSidecar:
         self.config = SidecarConfig.model_validate(json.loads(await request.read()))
         self.on_config()
         return web.json_response({"version": self.config.version})
+
+
+def _rejected(reason: str) -> web.Response:
+    return web.json_response({"error": "certificates rejected", "reasons": [reason]}, status=400)
 
 
 def envoy_certs(certs: WorkloadCerts | None) -> dict[str, object]:

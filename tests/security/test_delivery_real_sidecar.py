@@ -219,3 +219,38 @@ async def test_status_reads_identity_certificate_and_mode_from_real_sidecars(
             True,
         )
     assert rows == expected
+
+
+async def test_a_reload_that_adds_security_gives_real_sidecars_their_certificates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESHDEV_STATE_DIR", str(tmp_path))
+    plaintext = parse_mesh(
+        b"""
+name: mtls
+services:
+  frontend: {image: example/app, port: 8080}
+  backend: {image: example/app, port: 8080}
+""",
+        "mesh.yaml",
+    )
+    runtime = InProcess()
+    control = ControlPlane(runtime, "s3cret", ready_timeout=10)
+    try:
+        assert (await control.up(plaintext)).ok
+        report = await control.apply(MESH)
+        assert report.ok, report.errors
+        assert report.started == ()
+        outbound = f"http://{control.pods['frontend-0'].started.placement.local}:15001/"
+        async with aiohttp.ClientSession(trust_env=False) as http:
+            for name, service in (("frontend-0", "frontend"), ("backend-0", "backend")):
+                leaf = await _certs(http, control.pods[name].started.admin_url)
+                assert leaf["subject_alt_names"] == [{"uri": spiffe_id("mtls", service)}]
+            async with http.get(outbound, headers={"host": "backend"}) as resp:
+                assert resp.status == 200
+                assert await resp.text() == "hello from backend-0"
+        inbound = control.pods["backend-0"].started.placement.listen
+        counters = {c.name: c.value for c in runtime.sidecars["backend-0"].stats.counters()}
+        assert counters[f"listener.{inbound}_15006.ssl.handshake"] >= 1
+    finally:
+        await control.down()
