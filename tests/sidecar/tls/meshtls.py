@@ -20,7 +20,7 @@ from meshdev.common.workload_certs import WorkloadCerts
 from meshdev.sidecar.main import Sidecar
 from meshdev.testing.certs import TestCA, spiffe, tls_context
 from tests.sidecar.helpers import Upstream, endpoint, sidecar
-from tests.support import LOCALHOST, free_port
+from tests.support import LOCALHOST, WAIT, free_port
 
 CALLER = spiffe("caller")
 CALLEE = spiffe("callee")
@@ -198,3 +198,14 @@ def client_context(
     """A client's context: presenting `certs` (None: no certificate), trusting `trust`'s root
     (the mesh's CA, for a client that means to reach the sidecar)."""
     return tls_context(certs, alpn=alpn, trust=trust.pem)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 answer with a content-length: its head and body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await asyncio.wait_for(reader.readexactly(length), WAIT)

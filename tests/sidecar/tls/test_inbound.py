@@ -31,6 +31,7 @@ from tests.sidecar.tls.meshtls import (
     client_context,
     install,
     port_of,
+    read_response,
     tls_request,
 )
 from tests.support import LOCALHOST, WAIT, wait_until
@@ -106,17 +107,6 @@ async def test_disable_serves_plaintext_and_counts_no_tls() -> None:
             answer = b""
         assert not answer.startswith(b"HTTP/1.1 200")
         assert not any(c.name.startswith("listener.") for c in callee.stats.counters())
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """One HTTP/1.1 answer with a content-length: its head and body."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head, await asyncio.wait_for(reader.readexactly(length), WAIT)
 
 
 async def test_a_swap_to_strict_applies_to_new_connections_on_the_same_socket() -> None:
