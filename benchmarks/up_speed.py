@@ -76,6 +76,7 @@ from meshdev.runtime.docker.pods import app_plan, placement, sidecar_plan
 from meshdev.runtime.docker.ready import PROBE_INTERVAL_S as POLL_S
 from meshdev.runtime.docker.runtime import DockerRuntime
 from meshdev.runtime.process.procscan import labelled_processes
+from meshdev.runtime.readiness import GRPC_HEALTH_PATH, http_status
 
 # Run from a checkout: the e2e helpers start `meshdev up` the way the tests do.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -401,7 +402,11 @@ def compose_file(
         else:
             inbound = free_port()
             ports.append(f"127.0.0.1:{inbound}:{INBOUND_PORT}")
-            health_urls.append(f"http://127.0.0.1:{inbound}{spec.health_path or '/'}")
+            if spec.protocol == "grpc" and spec.health_path is None:
+                # Probed as meshdev's docker runtime probes a gRPC app: its health check.
+                health_urls.append(f"grpc+http://127.0.0.1:{inbound}{GRPC_HEALTH_PATH}")
+            else:
+                health_urls.append(f"http://127.0.0.1:{inbound}{spec.health_path or '/'}")
         services[spec.name] = {
             "image": side.image,
             "command": side.command,
@@ -426,6 +431,9 @@ def compose_file(
 
 
 async def _ok(session: aiohttp.ClientSession, url: str, want_backend: bool = False) -> bool:
+    if url.startswith("grpc+"):
+        status, _ = await http_status(url.removeprefix("grpc+"), 2.0, grpc_health=True)
+        return status == 200
     try:
         async with session.get(url, allow_redirects=False) as resp:
             body = await resp.read()
