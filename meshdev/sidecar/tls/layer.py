@@ -27,8 +27,9 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-# One read from the TLS object: TLS records carry at most 16 KiB, so this takes several.
-READ_SIZE: Final = 256 * 1024
+# One read from the TLS object: a read returns one record's plaintext (16 KiB at most), and
+# each read allocates this much before shrinking to what it got.
+READ_SIZE: Final = 64 * 1024
 
 _HANDSHAKE: Final = 0
 _OPEN: Final = 1

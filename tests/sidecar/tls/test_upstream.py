@@ -17,6 +17,7 @@ from meshdev.sidecar.tls.stats import ClusterTlsStats
 from meshdev.sidecar.tls.upstream import TlsConnectError, TlsOrigin
 from meshdev.testing.certs import TestCA, spiffe
 from tests.sidecar.helpers import Upstream, client, get, sidecar, stat
+from tests.sidecar.proxy.wsapp import ws_app
 from tests.sidecar.tls.meshtls import (
     CALLEE,
     CALLER,
@@ -193,3 +194,29 @@ async def test_tcp_proxy_sessions_go_over_tls_and_carry_a_half_close() -> None:
     finally:
         app_server.close()
         await app_server.wait_closed()
+
+
+async def test_a_websocket_crosses_two_tls_hops_both_ways() -> None:
+    ca = TestCA.create()
+    async with ws_app() as ws_server:
+        app = Upstream("ws", port=ws_server.port)
+        async with sidecar(callee_config(app)) as callee:
+            to_callee = caller_config(port_of(callee))
+            async with sidecar(to_callee) as caller:
+                install(callee, ca.issue(CALLEE))
+                install(caller, ca.issue(CALLER))
+                url = f"http://{LOCALHOST}:{caller.listener_port('outbound')}/ws"
+                big = bytes(range(256)) * 8192  # 2 MiB: through both TLS layers' flow control
+                async with (
+                    client() as s,
+                    s.ws_connect(url, headers={"Host": "callee"}, max_msg_size=0) as ws,
+                ):
+                    for message in ("hello", big):
+                        if isinstance(message, str):
+                            await ws.send_str(message)
+                        else:
+                            await ws.send_bytes(message)
+                        answer = await asyncio.wait_for(ws.receive(), WAIT)
+                        assert answer.data == message
+                assert ws_server.accepted == 1
+                assert stat(caller, "cluster.callee.ssl.handshake") == 1
