@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from h2.config import H2Configuration
@@ -262,6 +262,37 @@ async def test_a_tcp_proxy_inbound_listener_relays_the_decrypted_bytes() -> None
             assert stat(callee, ssl_stat(port, "ssl.handshake")) == 1
             assert stat(callee, ssl_stat(port, "no_filter_chain_match")) == 1
             assert stat(callee, "tcp.inbound|app.downstream_cx_total") == 1
+    finally:
+        app_server.close()
+        await app_server.wait_closed()
+
+
+async def test_permissive_hands_a_silent_client_over_as_plaintext_for_server_first_apps() -> None:
+    # A server-first protocol (MySQL, SMTP): the client waits for the app's greeting, so its
+    # first bytes never come; at the deadline it goes on as plaintext, as Istio's PERMISSIVE.
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hello\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    app_server = await asyncio.start_server(greet, LOCALHOST, 0)
+    try:
+        app = Upstream("greeter", port=app_server.sockets[0].getsockname()[1])
+        config = callee_config(app, mtls="PERMISSIVE", tcp=True, handshake_timeout=0.2)
+        async with sidecar(config) as callee:
+            install(callee, TestCA.create().issue(CALLEE))
+            reader, writer = await asyncio.open_connection(LOCALHOST, port_of(callee))
+            assert await asyncio.wait_for(reader.readline(), WAIT) == b"220 hello\r\n"
+            writer.close()
+        # STRICT closes the same client instead.
+        config = callee_config(app, mtls="STRICT", tcp=True, handshake_timeout=0.2)
+        async with sidecar(config) as callee:
+            install(callee, TestCA.create().issue(CALLEE))
+            reader, writer = await asyncio.open_connection(LOCALHOST, port_of(callee))
+            with suppress(ConnectionResetError):
+                assert await asyncio.wait_for(reader.read(), WAIT) == b""
+            writer.close()
     finally:
         app_server.close()
         await app_server.wait_closed()
