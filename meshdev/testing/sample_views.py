@@ -2,21 +2,28 @@
 
 `sample_view(tick)` is a pure function of the tick, so a snapshot test's screen is the same on
 every run; `SampleSource` plays ticks at a fixed rate through the `ViewSource` protocol
-(meshdev.telemetry.io.source).
+(meshdev.telemetry.io.source). `sample_view(tick, secured=True)` is the same mesh with mutual
+TLS, authorization and certificates, as `secured_mesh` makes the mesh file say.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Sequence
 
+from meshdev.config.model import Authorization, Mesh, Security
 from meshdev.telemetry.aggregation.view import (
     BreakerLimit,
+    CertStatus,
     ClusterStats,
+    EdgeMode,
+    EdgeStats,
     Event,
     HostStats,
     MeshView,
+    PodSecurity,
     RouteStats,
     SidecarStatus,
 )
@@ -130,7 +137,86 @@ def _hosts(tick: int) -> tuple[HostStats, ...]:
     return tuple(out)
 
 
-def sample_view(tick: int, routes: int = 6) -> MeshView:
+DAY = 86400.0
+_IDENTITY = "spiffe://cluster.local/ns/demo/sa/{}"
+
+
+def secured_mesh(mesh: Mesh) -> Mesh:
+    """`mesh` (the demo's: frontend and backend) with docs/security.md's example: STRICT
+    mesh-wide, frontend PERMISSIVE, backend readable by frontend alone and never on /admin."""
+    frontend = mesh.policies["frontend"].model_copy(update={"mtls": "PERMISSIVE"})
+    return mesh.model_copy(
+        update={
+            "security": Security(mtls="STRICT", cert_ttl="24h"),
+            "policies": {**mesh.policies, "frontend": frontend},
+            "authorization": {
+                "backend": tuple(
+                    Authorization.model_validate(policy)
+                    for policy in (
+                        {
+                            "name": "frontend-reads",
+                            "action": "ALLOW",
+                            "from": {"services": ["frontend"]},
+                            "to": {"methods": ["GET"], "paths": ["/items*"]},
+                        },
+                        {"name": "no-admin", "action": "DENY", "to": {"paths": ["/admin*"]}},
+                    )
+                )
+            },
+        }
+    )
+
+
+def _edges(tick: int, secured: bool) -> tuple[EdgeStats, ...]:
+    mode: EdgeMode = "mtls" if secured else "plaintext"
+    return (
+        EdgeStats("frontend", "backend", mode, 90.0, 2.5 if secured else 0.0),
+        EdgeStats("ingress", "frontend", mode, round(_wave(tick, 0, 30.0, 50.0), 1), 0.0),
+    )
+
+
+def _pod_security(tick: int, secured: bool) -> tuple[PodSecurity, ...]:
+    if not secured:
+        return tuple(PodSecurity(node, service) for node, service in _SERVICE_OF.items())
+    elapsed = tick / 4
+
+    def cert(service: str, left: float) -> CertStatus:
+        return CertStatus(_IDENTITY.format(service), left - elapsed, DAY)
+
+    out = []
+    for node, service in _SERVICE_OF.items():
+        backend = service == "backend"
+        left = {"ingress": 20 * 3600 + 180.0, "backend-v2-0": 3600 + 52 * 60.0}.get(
+            node, 23 * 3600 + 41 * 60.0
+        )
+        out.append(
+            PodSecurity(
+                node,
+                service,
+                mtls=None if service == "ingress" else "STRICT" if backend else "PERMISSIVE",
+                rbac_allowed_per_s={"backend-v2-0": 9.0}.get(node, 40.0) if backend else None,
+                rbac_denied_per_s={"backend-v1-0": 1.5, "backend-v1-1": 1.0}.get(node, 0.0)
+                if backend
+                else None,
+                handshakes_per_s=None if service == "ingress" else 1.0,
+                tls_failures={"no_filter_chain_match": 3} if node == "backend-v1-1" else {},
+                spiffe_id=_IDENTITY.format(service),
+                cert=cert(service, left),
+            )
+        )
+    return tuple(out)
+
+
+_SERVICE_OF = {
+    "ingress": "ingress",
+    "frontend-0": "frontend",
+    "backend-v1-0": "backend",
+    "backend-v1-1": "backend",
+    "backend-v2-0": "backend",
+}
+
+
+def sample_view(tick: int, routes: int = 6, *, secured: bool = False) -> MeshView:
     sidecars = tuple(
         SidecarStatus(
             node=pod,
@@ -148,13 +234,23 @@ def sample_view(tick: int, routes: int = 6) -> MeshView:
         events = (Event(EPOCH + tick / 4, "breaker", "backend: max_pending_requests 5/5 reached"),)
     elif tick % 16 == 8:
         events = (Event(EPOCH + tick / 4, "ejection", "backend-v1-1 ejected (5 consecutive 5xx)"),)
+    sample_routes = tuple(_route(tick, i) for i in range(routes))
+    if secured and sample_routes:
+        # backend's RBAC refuses some of items' requests: its callers see 403s.
+        items = sample_routes[0]
+        sample_routes = (
+            dataclasses.replace(items, codes={**items.codes, "403": 5}),
+            *sample_routes[1:],
+        )
     return MeshView(
         at=EPOCH + tick / 4,
         sidecars=sidecars,
-        routes=tuple(_route(tick, i) for i in range(routes)),
+        routes=sample_routes,
         clusters=_clusters(tick),
         hosts=_hosts(tick),
         events=events,
+        edges=_edges(tick, secured),
+        pod_security=_pod_security(tick, secured),
     )
 
 
