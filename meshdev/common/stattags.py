@@ -66,7 +66,7 @@ _HTTP_STAT_TOKENS = frozenset(
     }
 )
 _LISTENER_STAT_PREFIXES = ("downstream_", "no_filter_chain_", "extension_config_", "worker_")
-_LISTENER_STAT_TOKENS = frozenset({"http", "server_ssl_socket_factory"})
+_LISTENER_STAT_TOKENS = frozenset({"http", "server_ssl_socket_factory", "ssl"})
 _ROUTE_STAT_PREFIXES = ("upstream_",)
 # tcp_proxy's own stats (`tcp.<stat_prefix>.<stat>`): Envoy's, and a prefix may hold a `|`
 # (`inbound|6379`) or, hand-written, a dot.

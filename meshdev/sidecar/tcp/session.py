@@ -37,6 +37,7 @@ from typing import Protocol, cast
 
 from meshdev.sidecar.compiled import ClusterEntry, TcpProxyEntry, TcpTarget
 from meshdev.sidecar.stats.sets import TcpStatSet
+from meshdev.sidecar.tls.peer import peer_principal
 from meshdev.sidecar.tls.upstream import open_connection
 from meshdev.sidecar.upstream.host import Host
 
@@ -147,6 +148,17 @@ class TcpSession(asyncio.Protocol):
             return
         stats = self._stats = entry.stats
         stats.downstream_cx_total.value += 1
+        rbac = entry.rbac
+        if rbac is not None:
+            # Envoy's network RBAC filter: one decision per connection, by the peer's
+            # identity (its certificate; a plaintext peer has none); a denied one is closed
+            # before any upstream is picked.
+            principal = peer_principal(down) if rbac.engine.reads_principal else None
+            if rbac.engine.check_connection(principal) is not None:
+                rbac.stats.denied.value += 1
+                down.close()
+                return
+            rbac.stats.allowed.value += 1
         self._idle_timeout = entry.idle_timeout
         target = self._target = entry.clusters.pick()
         cluster = target.cluster
