@@ -148,8 +148,11 @@ class MeshdevApp(App[int]):
             self.dashboard.show_view(view, step, trends)
             self.dashboard.add_events(events)
             self.show_header()
-            if self.controller.started and self.dashboard.tabs.active == "pods":
+            active = self.dashboard.tabs.active
+            if self.controller.started and active == "pods":
                 self.controller.show_pods()
+            elif active == "security":
+                self.dashboard.show_security(self.controller.mesh())
             if isinstance(self.screen, RouteDetailScreen):
                 self.screen.show(view, self.controller.mesh())
 
@@ -223,7 +226,12 @@ class MeshdevApp(App[int]):
     def action_tab(self, tab: str) -> None:
         if tab not in TABS or self.screen is not self.dashboard:
             return
-        first = {"traffic": "#routes", "pods": "#pods-table", "events": "#events-log"}
+        first = {
+            "traffic": "#routes",
+            "pods": "#pods-table",
+            "events": "#events-log",
+            "security": "#edges",
+        }
         target = self.dashboard.query_one(first.get(tab, "#log-sources"))
         # One frame for the switch: the tab, its content and the focus change together
         # (`Widget.focus` would move the focus a callback later, repainting the screen again).
@@ -231,6 +239,8 @@ class MeshdevApp(App[int]):
             self.dashboard.tabs.active = tab
             if tab == "pods":
                 self.controller.show_pods()
+            elif tab == "security":
+                self.dashboard.show_security(self.controller.mesh())
             self.dashboard.set_focus(target)
 
     def action_filter_logs(self) -> None:

@@ -2,16 +2,25 @@
 it, read from the mesh the control plane applied.
 
     503 UO <- policies.backend.circuit_breaker.max_pending_requests: 5
+    403 RBAC <- authorization.backend[1]: {name: no-admin, action: DENY, to: {paths: [/admin*]}}
+
+A caller's sidecar sees an authorization denial as a plain 403 from upstream (the `RBAC` flag
+and the policy's name are in the destination's access log), so `explain_denial` reasons from
+the destination's policies, Istio's order, the callers that were refused and the route's path:
+the DENY policies that could have matched, else the ALLOW ones none of which did. A handshake
+that failed is the connect failure `UF` on the caller's cluster; the TLS stats of both ends
+tell which way it failed (`explain_tls`).
 
 Pure functions of the model: no I/O, no Textual, so every flag's wording is unit-tested.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from meshdev.config.model import CircuitBreaker, Mesh, Policy, Route
+from meshdev.common.workload_certs import principal, spiffe_id
+from meshdev.config.model import Authorization, CircuitBreaker, Match, Mesh, Policy, Route
 
 # Envoy's defaults where mesh.yaml leaves a field out (they are the model's defaults too).
 _DEFAULT_BREAKER = CircuitBreaker()
@@ -30,8 +39,12 @@ class Cause:
 
 
 def duration(seconds: float) -> str:
+    """As mesh.yaml writes it: 300ms, 2s, and whole minutes or hours as such (a cert_ttl)."""
     if seconds < 1:
         return f"{seconds * 1000:g}ms"
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
 
 
@@ -86,13 +99,30 @@ def _replicas(mesh: Mesh | None, service: str) -> list[str]:
 
 
 def explain(
-    mesh: Mesh | None, vhost: str, route: str, flag: str, full: Collection[str] = ()
+    mesh: Mesh | None,
+    vhost: str,
+    route: str,
+    flag: str,
+    full: Collection[str] = (),
+    *,
+    callers: Sequence[str] = (),
+    upstream_tls: Mapping[str, int] | None = None,
+    inbound_tls: Mapping[str, int] | None = None,
 ) -> Cause:
-    """`full`: breaker limits full right now (from the view): for UO they come first."""
+    """`full`: breaker limits full right now (from the view): for UO they come first.
+    `callers`: the services whose requests were refused (for RBAC); `upstream_tls` /
+    `inbound_tls`: failed handshakes to the route's destinations by Envoy's stat, counted on
+    the callers' clusters / the destinations' inbound listeners (for UF)."""
     found = find_route(mesh, vhost, route)
     at = f"routes.{vhost}[{found[0]}]" if found is not None else f"routes.{vhost}"
     r = found[1] if found is not None else None
     services = destinations(mesh, vhost, route)
+    if flag == "RBAC":
+        match = r.match if r is not None else None
+        causes = [explain_denial(mesh, s, callers, match) for s in services]
+        return next((c for c in causes if c is not None), _denied_somehow(services))
+    if flag == "UF" and (upstream_tls or inbound_tls):
+        return explain_tls(mesh, services, upstream_tls or {}, inbound_tls or {})
     if flag == "UO":
         fields = [f for s in services for f in _breaker_fields(mesh, s)]
         # The limit that is full now is the likeliest cause; stable order otherwise.
@@ -178,3 +208,174 @@ def explain(
             )
         return Cause(flag, "429", "local rate limit: the token bucket was empty", tuple(fields))
     return Cause(flag, "?", "a response flag meshdev does not explain yet", ())
+
+
+# -- authorization: 403 RBAC ------------------------------------------------------------------
+
+
+def explain_denial(
+    mesh: Mesh | None, service: str, callers: Sequence[str] = (), match: Match | None = None
+) -> Cause | None:
+    """Why `service`'s RBAC filter answered 403 to these callers on a route that matches
+    `match`; None when mesh.yaml gives the service no policy (the app's own 403)."""
+    if mesh is None:
+        return None
+    policies = mesh.authorization.get(service, ())
+    if not policies:
+        return None
+    plaintext = mesh.mtls_mode(service) == "DISABLE"
+    who: list[str | None] = [principal(mesh.name, c) if not plaintext else "" for c in callers]
+
+    def may_apply(p: Authorization) -> bool:
+        return any(_from_matches(p, w) for w in who or [None]) and _to_may_match(p, match)
+
+    indexed = list(enumerate(policies))
+    deny = [(i, p) for i, p in indexed if p.action == "DENY" and may_apply(p)]
+    allow = [(i, p) for i, p in indexed if p.action == "ALLOW"]
+    no_allow = f"no ALLOW policy of {service} matches this caller/path"
+    fields = [f"authorization.{service}[{i}]: {policy_text(p)}" for i, p in deny]
+    if deny:
+        i, p = deny[0]
+        meaning = (
+            f"denied by authorization policy {p.name} (authorization.{service}[{i}] in mesh.yaml)"
+        )
+        if allow:
+            fields.append(f"or: {no_allow}")
+    elif allow:
+        meaning = no_allow
+        fields = [f"authorization.{service}[{i}]: {policy_text(p)}" for i, p in allow]
+    else:
+        # Only DENY policies, none of which seems to fit: they are all there is to look at.
+        meaning = f"denied by an authorization policy of {service}"
+        fields = [f"authorization.{service}[{i}]: {policy_text(p)}" for i, p in indexed]
+    return Cause("RBAC", "403", meaning, tuple(fields))
+
+
+def _denied_somehow(services: Sequence[str]) -> Cause:
+    names = ", ".join(services)
+    meaning = f"denied by an authorization policy of {names} (RBAC: access denied)"
+    return Cause("RBAC", "403", meaning, ())
+
+
+def pattern_matches(pattern: str, value: str) -> bool:
+    """Istio's string patterns: exact, `prefix*`, `*suffix`, `*` (anything present)."""
+    if pattern == "*":
+        return value != ""
+    if pattern.endswith("*"):
+        return value.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return value.endswith(pattern[1:])
+    return value == pattern
+
+
+def _from_matches(p: Authorization, caller: str | None) -> bool:
+    """Whether the policy's `from` takes a caller of this principal: "" for one without
+    (plaintext), which no `services`/`principals` name and every `not_` field lets by; None
+    for any caller, when none is known."""
+    src = p.from_
+    if src is None or caller is None:
+        return True
+    service = caller.rsplit("/sa/", 1)[-1] if caller else None
+    if (src.services or src.principals) and not (
+        (service is not None and service in src.services)
+        or any(pattern_matches(n, caller) for n in src.principals)
+    ):
+        return False
+    return not (
+        (service is not None and service in src.not_services)
+        or any(pattern_matches(n, caller) for n in src.not_principals)
+    )
+
+
+def _to_may_match(p: Authorization, match: Match | None) -> bool:
+    """Whether some request of a route matching `match` could match the policy's `to`:
+    its paths against the route's path (exact or prefix), its methods against the route's."""
+    to = p.to
+    if to is None or match is None:
+        return True
+    if to.methods and match.method is not None:
+        methods = {match.method} if isinstance(match.method, str) else set(match.method)
+        if not methods & set(to.methods):
+            return False
+    if to.paths and match.regex is None:
+        if match.path is not None:
+            return any(pattern_matches(pat, match.path) for pat in to.paths)
+        prefix = match.prefix or "/"
+        return any(_may_share_a_path(pat, prefix) for pat in to.paths)
+    return True
+
+
+def _may_share_a_path(pattern: str, prefix: str) -> bool:
+    """Whether a path starting with `prefix` may match `pattern`."""
+    if pattern == "*" or pattern.startswith("*"):
+        return True
+    head = pattern[:-1] if pattern.endswith("*") else pattern
+    if pattern.endswith("*"):
+        return head.startswith(prefix) or prefix.startswith(head)
+    return head.startswith(prefix)
+
+
+def policy_text(p: Authorization) -> str:
+    """A policy in mesh.yaml's flow style, with only the fields it gives."""
+    parts = [f"name: {p.name}", f"action: {p.action}"]
+    for key, section in (("from", p.from_), ("to", p.to)):
+        if section is None:
+            continue
+        given = [
+            f"{name}: [{', '.join(values)}]"
+            for name, values in section.model_dump(by_alias=False).items()
+            if values
+        ]
+        parts.append(f"{key}: {{{', '.join(given)}}}")
+    return "{" + ", ".join(parts) + "}"
+
+
+# -- mutual TLS: UF from a failed handshake --------------------------------------------------
+
+# Envoy's TLS stats (sidecar/tls/stats.py), counted on the caller's cluster.
+_UPSTREAM_REASONS = {
+    "fail_verify_error": "{svc}'s certificate does not lead to the mesh's CA, or has expired",
+    "fail_verify_san": "{svc}'s certificate names another identity than {id}",
+    "connection_error": "the connection broke off during the handshake (a plaintext-only "
+    "destination, or a reset)",
+}
+# ... and on the destination's inbound listener.
+_INBOUND_REASONS = {
+    "no_filter_chain_match": "{svc} is STRICT and refused a plaintext connection",
+    "fail_verify_no_cert": "{svc} asked the caller for its certificate and got none",
+    "fail_verify_error": "{svc} could not verify the caller's certificate (another CA, or expired)",
+    "fail_verify_san": "the caller's certificate names no identity of this mesh",
+    "connection_error": "{svc} saw a handshake break off",
+}
+
+
+def explain_tls(
+    mesh: Mesh | None,
+    services: Sequence[str],
+    upstream: Mapping[str, int],
+    inbound: Mapping[str, int],
+) -> Cause:
+    """The likeliest reason handshakes to `services` failed (the most frequent failure, the
+    caller's side first), with the mesh.yaml fields that set the modes and certificates."""
+    svc = services[0] if services else "the destination"
+    ranked = sorted(
+        [(n, 1, kind, _UPSTREAM_REASONS) for kind, n in upstream.items() if n > 0]
+        + [(n, 0, kind, _INBOUND_REASONS) for kind, n in inbound.items() if n > 0],
+        key=lambda t: (-t[0], -t[1]),
+    )
+    ident = spiffe_id(mesh.name, svc) if mesh is not None else f"the one of {svc}"
+    reasons = [table.get(kind, kind).format(svc=svc, id=ident) for _, _, kind, table in ranked] or [
+        "no TLS stat says why"
+    ]
+    meaning = "mTLS handshake failed: " + "; and ".join(reasons)
+    fields: list[str] = []
+    if mesh is not None and mesh.security is not None:
+        fields.append(f"security.mtls: {mesh.security.mtls}")
+        for s in services:
+            policy = mesh.policies.get(s)
+            if policy is not None and policy.mtls is not None:
+                fields.insert(0, f"policies.{s}.mtls: {policy.mtls}")
+        fields.append(f"security.cert_ttl: {duration(mesh.security.cert_ttl)}")
+    elif mesh is not None:
+        fields.append("security: not set (no TLS: a leftover sidecar of a secured config?)")
+    return Cause("UF", "503", meaning, tuple(fields))

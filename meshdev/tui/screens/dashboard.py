@@ -1,5 +1,6 @@
-"""The main screen: header and reload banner, four tabs (traffic, pods, events, logs), the
-load generator's line, and the footer of keys. It only renders what the app hands it."""
+"""The main screen: header and reload banner, five tabs (traffic, pods, events, logs,
+security), the load generator's line, and the footer of keys. It only renders what the app
+hands it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Static, TabbedContent, TabPane
 
+from meshdev.config.model import Mesh
 from meshdev.runtime.base import Container, PodState
 from meshdev.telemetry.aggregation.view import Event, MeshView, SidecarStatus
 from meshdev.tui.logic.actions import ActionFailed
@@ -30,10 +32,11 @@ from meshdev.tui.widgets.events_log import EventsLog
 from meshdev.tui.widgets.header import HeaderFacts, MeshHeader, ReloadBanner
 from meshdev.tui.widgets.keys_bar import KeysBar
 from meshdev.tui.widgets.logs_view import LogReader, LogsView
+from meshdev.tui.widgets.security_view import SecurityView
 
-TABS = ("traffic", "pods", "events", "logs")
+TABS = ("traffic", "pods", "events", "logs", "security")
 KEYS = (
-    ("1-4", "tabs"),
+    ("1-5", "tabs"),
     ("enter", "detail"),
     ("l", "load"),
     ("+/-", "rate"),
@@ -61,6 +64,7 @@ class DashboardScreen(Screen[None]):
         Binding("2", "app.tab('pods')", "Pods", show=False),
         Binding("3", "app.tab('events')", "Events", show=False),
         Binding("4", "app.tab('logs')", "Logs", show=False),
+        Binding("5", "app.tab('security')", "Security", show=False),
         Binding("l", "load", "Load"),
         Binding("plus,equals_sign", "rate(1)", "Rate+", key_display="+"),
         Binding("minus", "rate(-1)", "Rate-", key_display="-"),
@@ -102,6 +106,8 @@ class DashboardScreen(Screen[None]):
                 yield EventsLog(id="events-log")
             with TabPane("4 Logs", id="logs"):
                 yield LogsView(self.log_reader, id="logs-view")
+            with TabPane("5 Security", id="security"):
+                yield SecurityView(id="security-view")
         yield self._load_bar
         yield KeysBar(KEYS, id="keys")
 
@@ -143,6 +149,10 @@ class DashboardScreen(Screen[None]):
         return self.query_one("#logs-view", LogsView)
 
     @property
+    def security(self) -> SecurityView:
+        return self.query_one("#security-view", SecurityView)
+
+    @property
     def banner(self) -> ReloadBanner:
         return self.query_one("#banner", ReloadBanner)
 
@@ -158,6 +168,11 @@ class DashboardScreen(Screen[None]):
         self.routes.show(view.routes, step, trends)
         self.clusters.show(view.clusters, step, trends)
         self.hosts.show(view.hosts)
+
+    def show_security(self, mesh: Mesh | None) -> None:
+        """The security tab, from the newest view (the app calls it while the tab shows)."""
+        if self.live and self.view is not None:
+            self.security.show(self.view, mesh)
 
     def show_pods(
         self, pods: Sequence[PodFacts], states: Mapping[str, PodState], current: int

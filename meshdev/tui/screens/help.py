@@ -10,7 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS = (
-    ("1-4", "traffic, pods, events, logs"),
+    ("1-5", "traffic, pods, events, logs, security"),
     ("enter", "route detail: latency histogram, failures explained by mesh.yaml"),
     ("s", "sort the focused table by its next column"),
     ("tab", "next panel"),
@@ -35,6 +35,12 @@ PANELS = (
     ("Hosts", "each endpoint: EJECTED by outlier detection, and when it returns."),
     ("Pods", "state, readiness, restarts, and the config version each sidecar serves."),
     ("Events", "reloads, rejected saves, breaker trips, ejections, exits, your actions."),
+    (
+        "Security",
+        "each caller -> destination seen: mTLS or plaintext, RPS, 403/s (authorization), "
+        "the destination's policies in mesh.yaml; per pod: RBAC allowed/denied, refused "
+        "handshakes, and when its certificate expires (yellow: under 10% of its life).",
+    ),
 )
 
 

@@ -1,7 +1,8 @@
 """Route detail (Enter on a route): its latency histogram, status codes, and failures broken
-down by response flag, each explained by the mesh.yaml field that causes it; a route with
-upgraded (WebSocket) connections also says how many are open, and a gRPC route the grpc-status
-codes its callers got (all of them HTTP 200)."""
+down by response flag, each explained by the mesh.yaml field that causes it (a 403 by the
+authorization policy behind it, a connect failure by a failed mTLS handshake when the TLS
+stats say so); a route with upgraded (WebSocket) connections also says how many are open, and
+a gRPC route the grpc-status codes its callers got (all of them HTTP 200)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from textual.widgets import Static
 from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import FLAGS, MeshView, RouteStats
 from meshdev.tui.logic import format as fmt
-from meshdev.tui.logic.explain import destinations, explain, find_route
+from meshdev.tui.logic.explain import Cause, destinations, explain, explain_denial, find_route
 
 # Display bins of the latency histogram (ms); the sidecar's own buckets are far finer.
 EDGES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
@@ -71,6 +72,57 @@ def open_limits(view: MeshView | None, services: list[str]) -> set[str]:
     }
 
 
+def refused_callers(view: MeshView | None, services: list[str]) -> list[str]:
+    """The services whose requests to these were answered 403 in the interval (else every
+    caller seen: the denial may be older than the interval)."""
+    edges = [e for e in view.edges if e.destination in services] if view is not None else []
+    refused = [e.source for e in edges if e.denied_per_s > 0]
+    return list(dict.fromkeys(refused or [e.source for e in edges]))
+
+
+def tls_failures(
+    view: MeshView | None, services: list[str]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Failed handshakes to these services in the interval: as their callers' clusters count
+    them, and as their own pods' inbound listeners do."""
+    upstream: dict[str, int] = {}
+    inbound: dict[str, int] = {}
+    if view is not None:
+        for e in view.edges:
+            if e.destination in services:
+                for kind, n in e.tls_failures.items():
+                    upstream[kind] = upstream.get(kind, 0) + n
+        for p in view.pod_security:
+            if p.service in services:
+                for kind, n in p.tls_failures.items():
+                    inbound[kind] = inbound.get(kind, 0) + n
+    return upstream, inbound
+
+
+def denial_cause(route: RouteStats, mesh: Mesh | None, view: MeshView | None) -> Cause | None:
+    """Why the route's 403s were refused, if an authorization policy did: mesh.yaml gives the
+    destination some, or (watching, without the file) its pods' RBAC filters denied some."""
+    services = destinations(mesh, route.vhost, route.route)
+    callers = refused_callers(view, services)
+    if mesh is not None:
+        found = find_route(mesh, route.vhost, route.route)
+        match = found[1].match if found is not None else None
+        causes = (explain_denial(mesh, s, callers, match) for s in services)
+        return next((c for c in causes if c is not None), None)
+    pods = view.pod_security if view is not None else ()
+    if any(p.service in services and p.rbac_denied_per_s for p in pods):
+        return explain(None, route.vhost, route.route, "RBAC")
+    return None
+
+
+def _cause_lines(out: Text, count: int, cause: Cause) -> None:
+    out.append(f"  {count:>6}  ", style="bold")
+    out.append(cause.headline(fmt.ARROW), style="bold red")
+    out.append(f"\n          {cause.meaning}\n", style="italic")
+    for extra in cause.fields[1:]:
+        out.append(f"          also: {extra}\n", style="dim")
+
+
 def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = None) -> Text:
     out = Text()
     out.append(f"route {route.key}", style="bold")
@@ -105,15 +157,25 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
         out.append_text(grpc_lines(route.grpc_codes))
     out.append("Failures by response flag, and what in mesh.yaml causes them", "bold underline")
     out.append("\n")
-    full = open_limits(view, destinations(mesh, route.vhost, route.route))
+    services = destinations(mesh, route.vhost, route.route)
+    full = open_limits(view, services)
+    upstream_tls, inbound_tls = tls_failures(view, services)
     failing = [f for f in FLAGS if route.flags.get(f)]
     for flag in failing:
-        cause = explain(mesh, route.vhost, route.route, flag, full)
-        out.append(f"  {route.flags[flag]:>6}  ", style="bold")
-        out.append(cause.headline(fmt.ARROW), style="bold red")
-        out.append(f"\n          {cause.meaning}\n", style="italic")
-        for extra in cause.fields[1:]:
-            out.append(f"          also: {extra}\n", style="dim")
+        cause = explain(
+            mesh,
+            route.vhost,
+            route.route,
+            flag,
+            full,
+            upstream_tls=upstream_tls,
+            inbound_tls=inbound_tls,
+        )
+        _cause_lines(out, route.flags[flag], cause)
+    denied = route.codes.get("403", 0)
+    denial = denial_cause(route, mesh, view) if denied else None
+    if denial is not None:
+        _cause_lines(out, denied, denial)
     five_xx = sum(n for code, n in route.codes.items() if code.startswith("5"))
     own = five_xx - sum(route.flags.get(f, 0) for f in _FIVE_XX_FLAGS)
     if own > 0:
@@ -122,7 +184,7 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
         out.append(
             "\n          (the mesh passed them on; retries and outlier detection see them)\n"
         )
-    if not failing and own <= 0:
+    if not failing and own <= 0 and denial is None:
         out.append("  none in the last interval", style="green")
     unattributed = view.unattributed_flags if view is not None else {}
     if any(unattributed.values()):
