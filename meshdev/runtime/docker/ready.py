@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from meshdev.common.envoy_names import ServiceProtocol
 from meshdev.runtime.base import Container
@@ -28,6 +28,9 @@ class Probe:
     health_path: str | None
     # A tcp app is not asked over HTTP: its inbound listener relays a connection to it or not.
     protocol: ServiceProtocol = "http"
+    # The inbound listener refuses an outside prober (STRICT mTLS, authorization policies):
+    # the sidecar asks its app itself (its admin /app-health, Istio's probe rewrite).
+    through_sidecar_admin: bool = False
 
 
 class NotReady(Exception):
@@ -46,6 +49,9 @@ async def _get(url: str) -> tuple[int | None, str]:
 
 
 async def _app(probe: Probe, health: str) -> tuple[int | None, str]:
+    if probe.through_sidecar_admin:
+        query = f"?path={quote(probe.health_path, safe='/')}" if probe.health_path else ""
+        return await _get(f"{probe.admin_url}/app-health{query}")
     if probe.protocol == "tcp":
         where = urlsplit(probe.inbound_url)
         ok, why = await tcp_relayed(where.hostname or "", where.port or 0, timeout=_PROBE_TIMEOUT_S)

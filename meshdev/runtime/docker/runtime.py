@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -68,6 +69,8 @@ class DockerRuntime:
         self._owns_client = client is None
         self._connect_lock = threading.Lock()
         self._proxy_image: str | None = None
+        # Pods whose inbound listener refuses an outside prober: probed via their sidecar.
+        self._probe_via_admin: set[str] = set()
 
     @property
     def network(self) -> str:
@@ -152,6 +155,10 @@ class DockerRuntime:
             capture = capture_plan(
                 self._mesh.name, spec, self._proxy_image, service_hosts(self._mesh)
             )
+        if _refuses_outside_probes(sidecar_config):
+            self._probe_via_admin.add(spec.name)
+        else:
+            self._probe_via_admin.discard(spec.name)
         created: list[str] = []
         try:
             return await start(
@@ -174,7 +181,13 @@ class DockerRuntime:
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
         client = await self._engine()
-        probe = Probe(started.admin_url, started.inbound_url, spec.health_path, spec.protocol)
+        probe = Probe(
+            started.admin_url,
+            started.inbound_url,
+            spec.health_path,
+            spec.protocol,
+            through_sidecar_admin=spec.name in self._probe_via_admin,
+        )
         try:
             await wait_ready(probe, timeout, lambda: check_exits(client, self._mesh.name, spec))
         except NotReady as exc:
@@ -208,3 +221,19 @@ class DockerRuntime:
     async def last_lines(self, pod: str, container: Container, n: int = 20) -> list[str]:
         client = await self._engine()
         return await last_lines(client, self._name(pod, container), pod, n)
+
+
+def _refuses_outside_probes(sidecar_config: bytes) -> bool:
+    """Whether the pod's inbound listener would refuse a readiness probe from the host: it
+    takes mTLS only, or it checks callers against authorization policies (PERMISSIVE still
+    takes the probe's plaintext)."""
+    try:
+        listeners = json.loads(sidecar_config).get("listeners", ())
+    except (ValueError, AttributeError):
+        return False  # the sidecar refuses this config and says why
+    return any(
+        lst.get("kind") == "inbound"
+        and (lst.get("mtls") == "STRICT" or lst.get("authorization"))
+        for lst in listeners
+        if isinstance(lst, dict)
+    )

@@ -22,6 +22,7 @@ from meshdev.common.histogram import HistogramSnapshot
 from meshdev.common.sidecar_config import ConfigRejected, SidecarConfig, parse_config
 from meshdev.common.stattags import TagExtractor
 from meshdev.common.workload_certs import CERTS_PATH, WorkloadCerts
+from meshdev.sidecar.admin.app_health import ProbeRefused, app_endpoint, probe
 from meshdev.sidecar.admin.clusters import render_clusters_json, render_clusters_text
 from meshdev.sidecar.admin.transport import (
     READ_METHODS,
@@ -100,6 +101,7 @@ def _name_filter(call: Call) -> re.Pattern[str] | None:
 
 _HELP = (
     ("/ready", "LIVE when serving (503 and why while it cannot, e.g. no certificate yet)"),
+    ("/app-health", "probe this pod's app directly (?path=/healthz; none: its port accepts)"),
     ("/certs", "the workload certificate in use, Envoy's shape (never the key)"),
     ("/server_info", "version, state, uptime, node, config version"),
     ("/config_dump", "the serving config with its version and hash"),
@@ -135,6 +137,7 @@ class Endpoints:
             "/": get(self.help),
             "/help": get(self.help),
             "/ready": get(self.ready),
+            "/app-health": get(self.app_health),
             "/server_info": get(self.server_info),
             "/config_dump": get(self.config_dump),
             "/clusters": get(self.clusters),
@@ -167,6 +170,16 @@ class Endpoints:
             # Envoy answers 503 while initializing; the reason tells the control plane what.
             raise AdminError(503, problem, state="INITIALIZING")
         return text_answer("LIVE\n")
+
+    async def app_health(self, call: Call) -> Answer:
+        try:
+            address, port = app_endpoint(self.surface.config)
+            ok, why = await probe(address, port, call.query.get("path"))
+        except ProbeRefused as exc:
+            raise AdminError(400, str(exc)) from None
+        if not ok:
+            raise AdminError(503, why)
+        return text_answer(f"{why}\n")
 
     async def server_info(self, call: Call) -> Answer:
         config = self.surface.config

@@ -1,0 +1,169 @@
+"""Security through the real thing, on both runtimes: a mesh of two callers and one callee with
+STRICT mutual TLS and an authorization policy that lets only one caller in.
+
+The allowed caller gets 200, the other 403 `RBAC: access denied`; a plaintext client straight
+at the callee's inbound port is refused under STRICT, and after a save that switches the
+callee to PERMISSIVE it is let in but denied (no identity); /certs shows the callee's SPIFFE
+ID; the callee counts rbac.denied and its TLS handshakes; `status --json` shows each pod's
+identity, certificate expiry and mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.meshrun import MeshUp, admin_stats, env_for, get
+from tests.support import WAIT, free_port
+
+pytestmark = [pytest.mark.slow]
+
+# Callers forward /call to the callee; the callee says who it is. Apps listen on $HOST.
+APP = """\
+import json, os, urllib.error, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.endswith("/call"):
+            try:
+                with urllib.request.urlopen("http://api/data", timeout=10) as r:
+                    status, body = r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                status, body = e.code, e.read().decode()
+            answer = {"status": status, "body": body}
+        else:
+            answer = {"service": os.environ["SERVICE"], "path": self.path}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer((os.environ["HOST"], int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+MESH = """\
+name: {name}
+services:
+  good: {{command: python3 app.py, health_path: /healthz}}
+  bad: {{command: python3 app.py, health_path: /healthz}}
+  api: {{command: python3 app.py, health_path: /healthz}}
+ingress:
+  port: {port}
+  routes:
+    - {{match: {{prefix: /good}}, to: good}}
+    - {{match: {{prefix: /bad}}, to: bad}}
+security:
+  mtls: STRICT
+policies:
+  api: {{mtls: {api_mode}}}
+authorization:
+  api:
+    - name: good-only
+      action: ALLOW
+      from: {{services: [good]}}
+"""
+
+
+def _plaintext_answer(host: str, port: int) -> bytes:
+    """What a plaintext HTTP client straight at a port gets (b"" when it is cut off)."""
+    with socket.create_connection((host, port), timeout=WAIT) as s:
+        s.sendall(b"GET /data HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+    return b"".join(chunks)
+
+
+def _call(port: int, caller: str) -> dict[str, Any]:
+    status, body = get(f"http://127.0.0.1:{port}/{caller}/call")
+    assert status == 200, body
+    answer: dict[str, Any] = json.loads(body)
+    return answer
+
+
+@pytest.mark.parametrize("runtime", ["process", pytest.param("docker", marks=pytest.mark.docker)])
+def test_mtls_and_authorization_between_services(
+    tmp_path: Path, runtime: str, request: pytest.FixtureRequest
+) -> None:
+    env = env_for(tmp_path)
+    if runtime == "docker":
+        env["MESHDEV_BASE_IMAGE"] = request.getfixturevalue("docker_base_image")
+    name = f"sec-{runtime[0]}-{os.getpid()}"
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(MESH.format(name=name, port=port, api_mode="STRICT"))
+    up = MeshUp(mesh_file, env, "--runtime", runtime)
+    try:
+        up.wait_for("ready:", 600)
+        allowed = _call(port, "good")
+        assert allowed["status"] == 200, allowed
+        assert json.loads(allowed["body"])["service"] == "api"
+        denied = _call(port, "bad")
+        assert denied == {"status": 403, "body": "RBAC: access denied"}
+
+        st = up.status()
+        pods = {p["name"]: p for p in st["pods"]}
+        api = pods["api-0"]
+        spiffe = f"spiffe://cluster.local/ns/{name}/sa/api"
+        assert api["spiffe_id"] == spiffe
+        assert api["mtls"] == "STRICT"
+        assert api["cert_expires"]
+        assert pods["good-0"]["spiffe_id"] == f"spiffe://cluster.local/ns/{name}/sa/good"
+
+        status, body = get(f"{api['admin_url']}/certs")
+        assert status == 200, body
+        certs = json.loads(body)["certificates"][0]
+        sans = [s["uri"] for c in certs["cert_chain"] for s in c["subject_alt_names"]]
+        assert sans == [spiffe]
+
+        # The callee's own inbound port, as the host reaches it: the process runtime's pod
+        # address, or what Docker published on the host's loopback.
+        inbound = _inbound(up, runtime, name, api)
+        assert _plaintext_answer(*inbound) == b""  # STRICT: no TLS, no entry
+
+        stats = admin_stats(api["admin_url"], r"(rbac|ssl\.handshake|no_filter_chain_match)")
+        assert stats["http.inbound.rbac.denied"] == 1
+        assert stats["http.inbound.rbac.allowed"] >= 1
+        handshakes = [v for k, v in stats.items() if k.endswith(".ssl.handshake")]
+        assert sum(handshakes) >= 2  # good's and bad's sidecars, each over mTLS
+        assert sum(v for k, v in stats.items() if k.endswith("no_filter_chain_match")) == 1
+
+        # A save switches the callee to PERMISSIVE: plaintext is let in, but it carries no
+        # identity, so the ALLOW policy denies it; the callers keep their mTLS answers.
+        mesh_file.write_text(MESH.format(name=name, port=port, api_mode="PERMISSIVE"))
+        up.wait_for("applied v2", WAIT)
+        answer = _plaintext_answer(*inbound)
+        assert answer.startswith(b"HTTP/1.1 403"), answer
+        assert answer.endswith(b"RBAC: access denied")
+        assert _call(port, "good")["status"] == 200
+        assert _call(port, "bad")["status"] == 403
+    finally:
+        res = up.run("down", str(mesh_file))
+        up.stop()
+    assert res.returncode == 0, res.stderr
+
+
+def _inbound(up: MeshUp, runtime: str, name: str, pod: dict[str, Any]) -> tuple[str, int]:
+    if runtime == "process":
+        return pod["address"], 15006
+    import docker
+
+    client = docker.from_env()
+    try:
+        ports = client.api.inspect_container(f"meshdev-{name}-api-0")["NetworkSettings"]["Ports"]
+        return "127.0.0.1", int(ports["15006/tcp"][0]["HostPort"])
+    finally:
+        client.close()
