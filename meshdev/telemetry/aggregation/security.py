@@ -237,6 +237,16 @@ class SecurityTally:
                 d = deltas.get(stat, 0)
                 if d > 0:
                     failures[kind] = d
+            # meshdev's STRICT listener counts a plaintext connection it refuses as both
+            # Envoy's TLS-only listener (connection_error) and Istio's (no filter chain
+            # matched) would: one refusal, shown once, as what it is.
+            plaintext = failures.get(NO_FILTER_CHAIN_MATCH, 0)
+            if plaintext and "connection_error" in failures:
+                left = failures["connection_error"] - plaintext
+                if left > 0:
+                    failures["connection_error"] = left
+                else:
+                    del failures["connection_error"]
         return PodSecurity(
             node=pod.node,
             service=pod.service,

@@ -219,6 +219,16 @@ def test_a_pods_rbac_decisions_and_inbound_tls_are_rates() -> None:
     assert (quiet.rbac_denied_per_s, quiet.handshakes_per_s, quiet.tls_failures) == (0, 0, {})
 
 
+def test_a_refused_plaintext_connection_counts_once() -> None:
+    mesh = secured()
+    # The sidecar counts it as Envoy's TLS-only listener and as Istio's STRICT one would.
+    mesh["backend-v1-0"].inbound_tls("127.0.1.4", connection_error=4, no_filter_chain_match=3)
+    failures = pod(mesh.tick(), "backend-v1-0").tls_failures
+    assert failures == {"connection_error": 1, "no_filter_chain_match": 3}
+    mesh["backend-v1-0"].inbound_tls("127.0.1.4", connection_error=2, no_filter_chain_match=2)
+    assert pod(mesh.tick(), "backend-v1-0").tls_failures == {"no_filter_chain_match": 2}
+
+
 def test_an_envoys_inbound_tls_is_found_by_its_port() -> None:
     mesh = secured()
     mesh.topologies = dict.fromkeys(mesh.topologies)
