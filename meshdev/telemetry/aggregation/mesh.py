@@ -127,9 +127,7 @@ class Aggregator:
             own = RouteTally()
             if snap is not None and not sc.stale:
                 index = self._add(sc, snap, own, routes, clusters, hosts, unattributed)
-                # Configured clusters only: Istio's PassthroughCluster is no service.
-                called = [c for c in index.clusters if topo is None or c in topo.clusters]
-                security.add(sc.node, topo, snap, called, sc.cert, at)
+                security.add(sc.node, topo, snap, index.clusters, sc.cert, at)
             else:
                 security.add(sc.node, topo, None, (), sc.cert, at)
             side = own.side

@@ -21,7 +21,7 @@ from GET /certs (certs.py), which telemetry/io asks for now and then, not per in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from meshdev.common.sidecar_config import INBOUND_PORT
@@ -55,13 +55,34 @@ class _ListenerNames:
     failures: tuple[tuple[str, str], ...]  # (kind, stat), no_filter_chain_match included
 
 
+# How a sidecar calls a destination, in bits: an edge's callers may disagree.
+_MTLS, _PLAINTEXT, _UNKNOWN = 1, 2, 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One cluster a sidecar calls, as a view reads it: where its numbers are and what edge
+    they go to."""
+
+    destination: str
+    total: str  # requests, or a tcp cluster's connections
+    rq_403: str
+    failures: tuple[tuple[str, str], ...]
+    mode: int
+    tcp: bool
+
+
 class SecurityNames:
     """The stat names a view reads per cluster and per inbound listener, made once each (a
-    view reads them for every sidecar, four times a second)."""
+    view reads them for every sidecar, four times a second), and each sidecar's calls, made
+    again only when its config or its set of stat names changes."""
 
     def __init__(self) -> None:
         self._clusters: dict[str, _ClusterNames] = {}
         self._listeners: dict[str, _ListenerNames] = {}
+        # node -> (topology, clusters, calls): valid while both are the very same objects
+        # (the aggregator's stat index keeps its tuple of clusters until names change).
+        self._calls: dict[str, tuple[Topology | None, tuple[str, ...], tuple[_Call, ...]]] = {}
         # A sidecar whose config we could not read (a real Envoy): where its inbound
         # listener's TLS stats are, found by name, per set of names (node, count).
         self._found: dict[str, tuple[int, str | None]] = {}
@@ -95,6 +116,46 @@ class SecurityNames:
             )
         return names
 
+    def calls(
+        self,
+        node: str,
+        topology: Topology | None,
+        clusters: tuple[str, ...],
+        counters: Mapping[str, int],
+    ) -> tuple[_Call, ...]:
+        cached = self._calls.get(node)
+        if cached is not None and cached[0] is topology and cached[1] is clusters:
+            return cached[2]
+        calls = []
+        for cluster in clusters:
+            if topology is not None and cluster not in topology.clusters:
+                continue  # Istio's PassthroughCluster, say: no service of the mesh
+            n = self.cluster(cluster)
+            if topology is not None:
+                tcp = cluster in topology.tcp_clusters
+                mode = _MTLS if cluster in topology.tls_clusters else _PLAINTEXT
+            else:
+                tcp = n.rq_total not in counters and n.cx_total in counters
+                # A real Envoy's TLS stats say what its config (not read) would.
+                mode = _MTLS if n.handshake in counters else _UNKNOWN
+            calls.append(
+                _Call(
+                    # Service names are DNS labels: a subset's cluster is `<service>.<subset>`.
+                    cluster.split(".", 1)[0],
+                    n.cx_total if tcp else n.rq_total,
+                    n.rq_403,
+                    # Made with the cluster's first TLS connection (and the calls anew, as
+                    # the set of names changed): a plaintext cluster has none to read.
+                    n.failures if n.handshake in counters else (),
+                    mode,
+                    tcp,
+                )
+            )
+        if len(self._calls) > _MAX_CACHED:
+            self._calls.clear()
+        self._calls[node] = (topology, clusters, tuple(calls))
+        return self._calls[node][2]
+
     def inbound_prefix(self, node: str, counters: Mapping[str, int]) -> str | None:
         """The `listener.<address>_15006.` whose TLS stats this sidecar has, if any."""
         found = self._found.get(node)
@@ -124,16 +185,16 @@ class _Edge:
         self.rps = 0.0
         self.denied = 0.0
         self.failures: dict[str, int] = {}
-        self.modes: set[str] = set()
+        self.modes = 0
         self.tcp = False
 
     def mode(self) -> EdgeMode:
-        known = self.modes - {"unknown"}
-        if not known:
-            return "unknown"
-        if len(known) > 1:
-            return "mixed"
-        return "mtls" if "mtls" in known else "plaintext"
+        known = self.modes & (_MTLS | _PLAINTEXT)
+        if known == _MTLS:
+            return "mtls"
+        if known == _PLAINTEXT:
+            return "plaintext"
+        return "mixed" if known else "unknown"
 
 
 class SecurityTally:
@@ -149,7 +210,7 @@ class SecurityTally:
         node: str,
         topology: Topology | None,
         snap: SidecarInterval | None,
-        clusters: Iterable[str],
+        clusters: tuple[str, ...],
         cert: CertInfo | None,
         at: float,
     ) -> None:
@@ -167,48 +228,34 @@ class SecurityTally:
         )
         if snap is not None:
             inv = 1.0 / snap.interval_s if snap.interval_s > 0 else 0.0
-            self._add_edges(service, topology, snap, clusters, inv)
+            calls = self._names.calls(node, topology, clusters, snap.counters)
+            self._add_edges(service, calls, snap, inv)
             pod = self._inbound(pod, topology, snap, inv)
         self._pods.append(pod)
 
     def _add_edges(
-        self,
-        source: str,
-        topology: Topology | None,
-        snap: SidecarInterval,
-        clusters: Iterable[str],
-        inv: float,
+        self, source: str, calls: tuple[_Call, ...], snap: SidecarInterval, inv: float
     ) -> None:
         counters, deltas = snap.counters, snap.deltas
-        for cluster in clusters:
-            n = self._names.cluster(cluster)
-            if topology is not None:
-                tcp = cluster in topology.tcp_clusters
-            else:
-                tcp = n.rq_total not in counters and n.cx_total in counters
-            total = n.cx_total if tcp else n.rq_total
-            if counters.get(total, 0) <= 0 and not any(
-                counters.get(stat, 0) for _, stat in n.failures
+        edges = self._edges
+        for call in calls:
+            if counters.get(call.total, 0) <= 0 and not any(
+                counters.get(stat, 0) for _, stat in call.failures
             ):
                 continue  # never called by this pod (a failed handshake was a call)
-            # Service names are DNS labels: a subset's cluster is `<service>.<subset>`.
-            key = (source, cluster.split(".", 1)[0])
-            edge = self._edges.get(key)
+            key = (source, call.destination)
+            edge = edges.get(key)
             if edge is None:
-                edge = self._edges[key] = _Edge()
-            edge.tcp = edge.tcp or tcp
-            edge.rps += deltas.get(total, 0) * inv
-            edge.denied += deltas.get(n.rq_403, 0) * inv
-            for kind, stat in n.failures:
-                d = deltas.get(stat, 0)
-                if d > 0:
-                    bump(edge.failures, kind, d)
-            if topology is not None:
-                edge.modes.add("mtls" if cluster in topology.tls_clusters else "plaintext")
-            elif n.handshake in counters:
-                edge.modes.add("mtls")  # a real Envoy's TLS stats say so, if its config can't
-            else:
-                edge.modes.add("unknown")
+                edge = edges[key] = _Edge()
+            edge.tcp = edge.tcp or call.tcp
+            edge.modes |= call.mode
+            if deltas:
+                edge.rps += deltas.get(call.total, 0) * inv
+                edge.denied += deltas.get(call.rq_403, 0) * inv
+                for kind, stat in call.failures:
+                    d = deltas.get(stat, 0)
+                    if d > 0:
+                        bump(edge.failures, kind, d)
 
     def _inbound(
         self, pod: PodSecurity, topology: Topology | None, snap: SidecarInterval, inv: float
