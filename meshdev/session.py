@@ -22,6 +22,13 @@ from typing import Any
 from meshdev.config.model import Mesh
 from meshdev.control import ControlPlane, ReloadReport
 from meshdev.meshfile import MeshChanged, MeshRejected, watch_mesh
+from meshdev.observability.prometheus import (
+    DockerLauncher,
+    Launcher,
+    ProcessLauncher,
+    PrometheusServer,
+    targets_of,
+)
 from meshdev.runtime.base import Runtime
 from meshdev.runtime.paths import STATE_FILE, mesh_dir
 
@@ -37,6 +44,7 @@ class Session:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     last_reload: dict[str, Any] | None = None
     control: ControlPlane = field(init=False)
+    prometheus: PrometheusServer | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         # Its lines take ours' way: redirecting the session's lines redirects them too.
@@ -61,9 +69,40 @@ class Session:
         return f"http://127.0.0.1:{self.mesh.ingress.port}/"
 
     async def start(self) -> ReloadReport:
-        report = await self.control.up(self.mesh)
+        prometheus = self._prometheus()
+        # Prometheus starts beside the pods, not before them: its start costs a second.
+        started = asyncio.ensure_future(prometheus.start()) if prometheus is not None else None
+        try:
+            report = await self.control.up(self.mesh)
+        except BaseException:
+            if started is not None:
+                started.cancel()
+                with contextlib.suppress(BaseException):
+                    await started
+                await prometheus.stop()  # type: ignore[union-attr]
+            raise
+        if started is not None and prometheus is not None:
+            try:
+                url = await started
+            except BaseException:
+                await self.control.down()
+                raise
+            self.prometheus = prometheus
+            self.say(f"prometheus: {url} scraping the sidecars' /stats/prometheus")
         self._record(report)
         return report
+
+    def _prometheus(self) -> PrometheusServer | None:
+        settings = self.mesh.prometheus
+        if settings is None:
+            return None
+        launcher: Launcher
+        if self.runtime.kind == "docker":
+            launcher = DockerLauncher(self.mesh.name, settings.image)
+        else:
+            launcher = ProcessLauncher(self.mesh.name)
+        folder = mesh_dir(self.mesh.name) / "prometheus"
+        return PrometheusServer(self.mesh.name, settings, folder, launcher)
 
     async def follow_file(self, on_report: Callable[[ReloadReport], None] | None = None) -> None:
         """Apply every good save of the mesh file; report bad ones with their places."""
@@ -90,6 +129,9 @@ class Session:
                 on_report(report)
 
     async def stop(self) -> list[str]:
+        if self.prometheus is not None:
+            await self.prometheus.stop()
+            self.prometheus = None
         removed = await self.control.down()
         with contextlib.suppress(FileNotFoundError):
             self.state_path().unlink()
@@ -98,6 +140,9 @@ class Session:
     def _record(self, report: ReloadReport) -> None:
         self.last_reload = {"at": time.time(), **report.to_json()}
         self._write_state()
+        if self.prometheus is not None:
+            # Pods a reload added or removed become Prometheus's targets within a scrape.
+            self.prometheus.update(targets_of(self.control.snapshot()["pods"]))
 
     def state_path(self) -> Path:
         return mesh_dir(self.mesh.name) / STATE_FILE

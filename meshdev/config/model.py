@@ -286,6 +286,20 @@ class IngressRoute(_Model):
     to: str = Field(description="The service this path goes to; its routes and policies apply.")
 
 
+class PrometheusSettings(_Model):
+    """A real Prometheus next to the mesh, scraping every sidecar (docs/observability.md)."""
+
+    port: int = Field(default=9090, ge=1, le=65535, description="Served on 127.0.0.1 only.")
+    scrape_interval: Duration = Field(
+        default=5.0, ge=1, le=300, description="How often each sidecar is scraped."
+    )
+    image: str = Field(
+        default="prom/prometheus:v2.53.0",
+        description="The Docker runtime's Prometheus image (a mirror's copy behind a proxy); "
+        "the process runtime runs the `prometheus` binary on PATH.",
+    )
+
+
 class Ingress(_Model):
     port: int = Field(default=8000, ge=1, le=65535, description="Published on 127.0.0.1 only.")
     routes: tuple[IngressRoute, ...] = Field(min_length=1)
@@ -367,6 +381,9 @@ class Mesh(_Model):
     )
     services: NamedMap[Service] = Field(min_length=1)
     ingress: Ingress | None = None
+    prometheus: PrometheusSettings | None = Field(
+        default=None, description="Start a real Prometheus beside the mesh, scraping it."
+    )
     routes: FrozenMap[tuple[Route, ...]] = Field(
         default_factory=_empty, description="Per destination service, like an Istio VirtualService."
     )

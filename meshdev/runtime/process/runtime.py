@@ -238,7 +238,8 @@ class ProcessRuntime:
     async def pod_states(self) -> list[PodState]:
         by_pod: dict[str, list[procscan.LabelledProcess]] = {}
         for proc in procscan.labelled_processes(self.mesh.name):
-            by_pod.setdefault(proc.pod, []).append(proc)
+            if proc.role in ("sidecar", "app"):  # not the mesh's Prometheus
+                by_pod.setdefault(proc.pod, []).append(proc)
         states = []
         for pod, procs in sorted(by_pod.items()):
             roles = {p.role for p in procs}

@@ -1,0 +1,2 @@
+"""Observability beyond the terminal that runs beside a mesh: a real Prometheus scraping the
+sidecars (prometheus.py)."""

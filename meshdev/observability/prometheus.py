@@ -1,0 +1,259 @@
+"""A real Prometheus next to the mesh (`prometheus: {port: 9090}` in mesh.yaml), scraping every
+sidecar's /stats/prometheus.
+
+Targets come from file-based service discovery: `up` rewrites targets.json atomically (a temp
+file renamed over it) whenever the pods change, and Prometheus picks the file up on its own
+(no reload), so added or removed pods show within a scrape or two. Each target carries the
+labels Kubernetes discovery would give it and Envoy dashboards select on: `namespace` (the
+mesh), `pod`, `service`, `version` (the subset), `cluster` ("meshdev"), plus the job.
+
+The process runtime runs Debian's (or any) `prometheus` binary from PATH, labelled like the
+mesh's pods so that `meshdev down` finds it after a crash; the Docker runtime runs the official
+image on the host's network (the sidecars' admin ports are published on its loopback), labelled
+with the mesh so `down` removes it. Its data lives in the mesh's state folder either way; it
+listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from meshdev.config.model import PrometheusSettings
+from meshdev.runtime import loopback
+from meshdev.runtime.base import LABEL_MESH, LABEL_ROLE, RuntimeFailure
+from meshdev.runtime.process import procscan
+
+JOB = "envoy-stats"
+ROLE = "prometheus"
+HOST = "127.0.0.1"
+# How long Prometheus may take to answer /-/ready after its start.
+START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One sidecar to scrape."""
+
+    pod: str
+    admin_url: str
+    service: str | None
+    subset: str | None
+
+
+def targets_document(mesh: str, targets: Iterable[Target]) -> list[dict[str, Any]]:
+    """The file_sd document: one group per pod, with its labels."""
+    groups = []
+    for t in sorted(targets, key=lambda t: t.pod):
+        labels = {"namespace": mesh, "pod": t.pod, "cluster": "meshdev"}
+        labels["service"] = t.service or "ingress"
+        if t.subset:
+            labels["version"] = t.subset
+        address = t.admin_url.removeprefix("http://").rstrip("/")
+        groups.append({"targets": [address], "labels": labels})
+    return groups
+
+
+def config_document(targets_file: str, scrape_interval: float) -> dict[str, Any]:
+    interval = f"{max(1, round(scrape_interval))}s"
+    return {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "scrape_configs": [
+            {
+                "job_name": JOB,
+                "metrics_path": "/stats/prometheus",
+                # Prometheus watches the file (inotify) and re-reads it on this period too.
+                "file_sd_configs": [{"files": [targets_file], "refresh_interval": "5s"}],
+            }
+        ],
+    }
+
+
+def write_atomically(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+class Launcher(Protocol):
+    """Starts and stops the server process or container."""
+
+    async def start(self, folder: Path, port: int) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class PrometheusServer:
+    """Prometheus for one mesh: `start`, then `update` on every topology change, `stop`."""
+
+    def __init__(
+        self, mesh: str, settings: PrometheusSettings, folder: Path, launcher: Launcher
+    ) -> None:
+        self.mesh = mesh
+        self.settings = settings
+        self.folder = folder
+        self._launcher = launcher
+        self._targets = folder / "targets.json"
+        self._written: list[dict[str, Any]] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.settings.port}"
+
+    async def start(self) -> str:
+        """Write its config and an empty target list, start it and wait until it is ready."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.folder / "data").mkdir(exist_ok=True)
+        # The container's user must write its data and read its config.
+        os.chmod(self.folder, 0o755)
+        os.chmod(self.folder / "data", 0o777)
+        write_atomically(self._targets, [])
+        self._written = []
+        # Relative: Prometheus reads it beside its config, wherever the folder is mounted.
+        write_atomically(
+            self.folder / "prometheus.json",
+            config_document(self._targets.name, self.settings.scrape_interval),
+        )
+        await self._launcher.start(self.folder, self.settings.port)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError, loopback.LoopbackError):
+                answer = await loopback.request("GET", f"{self.url}/-/ready", timeout=1)
+                if answer.status == 200:
+                    return self.url
+            if time.monotonic() > deadline:
+                await self._launcher.stop()
+                raise RuntimeFailure(
+                    f"prometheus did not become ready on {HOST}:{self.settings.port} within "
+                    f"{START_TIMEOUT:g}s; its log: {self.folder / 'prometheus.log'}"
+                )
+            await asyncio.sleep(0.2)
+
+    def update(self, targets: Iterable[Target]) -> bool:
+        """Rewrite the targets file when the pods changed; True when it did."""
+        document = targets_document(self.mesh, targets)
+        if document == self._written:
+            return False
+        write_atomically(self._targets, document)
+        self._written = document
+        return True
+
+    async def stop(self) -> None:
+        await self._launcher.stop()
+
+
+def _args(folder: Path, port: int, config: Path) -> list[str]:
+    return [
+        f"--config.file={config}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address={HOST}:{port}",
+        "--storage.tsdb.retention.time=1d",
+        "--log.level=warn",
+    ]
+
+
+class ProcessLauncher:
+    """Prometheus as a local process (the process runtime)."""
+
+    def __init__(self, mesh: str, binary: str = "prometheus") -> None:
+        self.mesh = mesh
+        self.binary = binary
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, folder: Path, port: int) -> None:
+        path = shutil.which(self.binary)
+        if path is None:
+            raise RuntimeFailure(
+                f"`prometheus: ...` in mesh.yaml needs the {self.binary} binary on PATH "
+                "(Debian/Ubuntu: apt-get install prometheus)"
+            )
+        env = {**os.environ, procscan.ENV_MESH: self.mesh, procscan.ENV_ROLE: ROLE}
+        log = open(folder / "prometheus.log", "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                path,
+                *_args(folder, port, folder / "prometheus.json"),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=folder,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            await procscan.terminate([proc.pid])
+            with contextlib.suppress(ProcessLookupError):
+                await proc.wait()
+
+
+def container_name(mesh: str) -> str:
+    return f"meshdev-{mesh}-prometheus"
+
+
+class DockerLauncher:
+    """Prometheus in a container on the host's network (the Docker runtime)."""
+
+    def __init__(self, mesh: str, image: str) -> None:
+        self.mesh = mesh
+        self.image = image
+
+    async def start(self, folder: Path, port: int) -> None:
+        from meshdev.runtime.docker import engine
+        from meshdev.runtime.docker.images import ensure_image
+
+        client = await asyncio.to_thread(engine.connect)
+        try:
+            await ensure_image(
+                client,
+                self.image,
+                lambda _line: None,
+                hint="; set prometheus.image in mesh.yaml to a mirror's copy",
+            )
+            config = "/prometheus-meshdev/prometheus.json"
+            command = _args(Path("/prometheus-meshdev"), port, Path(config))
+            container = await engine.call(
+                client.api.create_container,
+                image=self.image,
+                name=container_name(self.mesh),
+                command=command,
+                labels={LABEL_MESH: self.mesh, LABEL_ROLE: ROLE},
+                host_config=client.api.create_host_config(
+                    network_mode="host",
+                    binds={str(folder): {"bind": "/prometheus-meshdev", "mode": "rw"}},
+                ),
+            )
+            await engine.call(client.api.start, container["Id"])
+        finally:
+            client.close()
+
+    async def stop(self) -> None:
+        from meshdev.runtime.docker import engine
+        from meshdev.runtime.docker.teardown import remove
+
+        client = await asyncio.to_thread(engine.connect)
+        try:
+            await remove(client, container_name(self.mesh))
+        finally:
+            client.close()
+
+
+def targets_of(pods: Iterable[Mapping[str, Any]]) -> list[Target]:
+    """Targets from the control plane's snapshot of its pods."""
+    return [
+        Target(p["name"], p["admin_url"], p.get("service"), p.get("subset"))
+        for p in pods
+        if p.get("admin_url")
+    ]
