@@ -152,10 +152,13 @@ class SessionController(Protocol):
 
 
 class WatchController:
-    """`meshdev watch`: proxies something else runs, with nothing here to start or stop."""
+    """`meshdev watch`: proxies something else runs, with nothing here to start or stop.
+    `mesh`: their mesh file's model when it was given (`watch --mesh FILE`), for what the
+    traffic cannot say (authorization policies, the fields behind a route's failures)."""
 
-    def __init__(self, title: str = "") -> None:
+    def __init__(self, title: str = "", mesh: Mesh | None = None) -> None:
         self.title = title
+        self._mesh = mesh
         self._app: DashboardApp | None = None
 
     @property
@@ -190,8 +193,8 @@ class WatchController:
     def header(self, view: MeshView | None) -> HeaderFacts:
         return header_facts(view, mesh=self.title or "(watching)", reload="not running the mesh")
 
-    def mesh(self) -> None:
-        return None
+    def mesh(self) -> Mesh | None:
+        return self._mesh
 
     def show_pods(self) -> None:
         # The pods of watched proxies are not ours to list: the tab stays empty.

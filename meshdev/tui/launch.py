@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from meshdev.config.model import Mesh
 from meshdev.session import Session
 from meshdev.telemetry.io.source import ProxyTarget, TelemetrySource
 from meshdev.tui.app import MeshdevApp
@@ -30,10 +31,11 @@ def run_dashboard(session: Session, *, keep: bool) -> int:
     return app.return_code or 0
 
 
-def run_watch(targets: list[ProxyTarget], interval: float) -> int:
+def run_watch(targets: list[ProxyTarget], interval: float, mesh: Mesh | None = None) -> int:
+    """`mesh`: the watched mesh's model, when its file was given (`watch --mesh FILE`)."""
     source = TelemetrySource(targets, interval=interval)
     noun = "proxy" if len(targets) == 1 else "proxies"
-    controller = WatchController(f"watching {len(targets)} {noun}")
+    controller = WatchController(f"watching {len(targets)} {noun}", mesh)
     app = MeshdevApp(source, controller, handle_signals=True)
     app.run()
     return app.return_code or 0

@@ -214,6 +214,22 @@ async def test_watching_without_a_mesh_file_the_traffic_says_how_it_is_secured()
         assert sec.edges.cell_text("frontend->backend", "policies") == fmt.DASH
 
 
+async def test_watching_with_the_mesh_file_shows_its_policies(session: FakeSession) -> None:
+    source = FakeSource()
+    app = MeshdevApp(source, WatchController("watching 5 proxies", secured_mesh(session.mesh)))
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_until(lambda: source.on_view is not None, "the source", pause=pilot.pause)
+        view = sample_view(4, secured=True)
+        source.emit(view)
+        await wait_until(lambda: app.view is view, "the view", pause=pilot.pause)
+        await pilot.press("5")
+        sec = app.dashboard.security
+        assert sec.notice_text.startswith("mTLS STRICT mesh-wide")
+        assert sec.edges.cell_text("frontend->backend", "policies") == (
+            "no-admin DENY, frontend-reads ALLOW"
+        )
+
+
 async def test_help_lists_the_security_key(session: FakeSession, source: FakeSource) -> None:
     app = make_app(source, session)
     async with app.run_test(size=(100, 40)) as pilot:
