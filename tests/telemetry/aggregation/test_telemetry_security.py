@@ -22,6 +22,7 @@ from meshdev.telemetry.aggregation.topology import (
 )
 from meshdev.telemetry.aggregation.view import EdgeStats, MeshView, PodSecurity
 from meshdev.telemetry.io.stream_reader import StreamReader
+from meshdev.testing.fake_source import FakeSource
 from meshdev.testing.synthetic_sidecar import (
     SyntheticSidecar,
     certs_answer,
@@ -37,6 +38,7 @@ ROUTES = {
 }
 BACKEND = ("backend.v1", "backend.v2")
 EPOCH = 1_700_000_000.0
+DAY_S = 86400.0
 
 
 @dataclass
@@ -301,6 +303,25 @@ def test_the_certs_answer_is_read_leniently() -> None:
     )
     for nothing in nothings:
         assert from_envoy_certs(nothing, me, EPOCH) is None
+
+
+def test_the_fake_source_aggregates_certificates_with_the_documents() -> None:
+    cfg = sidecar_config(
+        "backend-0", ROUTES, service="backend", spiffe_id=synthetic_spiffe_id("backend")
+    )
+    sc = SyntheticSidecar(cfg, name_filter=STREAM_FILTER)
+    topo = from_config_dump({"config": cfg.model_dump(mode="json")})
+    assert topo is not None
+    cert = CertInfo(synthetic_spiffe_id("backend"), EPOCH + 600.0, EPOCH - DAY_S + 600.0)
+    view = FakeSource().push_snapshots(
+        {"backend-0": sc.snapshot()},
+        at=EPOCH,
+        topologies={"backend-0": topo},
+        certs={"backend-0": cert},
+    )
+    (p,) = view.pod_security
+    assert p.cert is not None
+    assert (p.cert.expires_in_s, p.cert.lifetime_s) == (600.0, DAY_S)
 
 
 # -- topology -----------------------------------------------------------------------------------
