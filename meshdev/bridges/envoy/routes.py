@@ -67,9 +67,12 @@ def header_matcher(h: sc.HeaderMatch, field: str, notes: Notes) -> Json:
             # a StringMatcher's empty exact only matches an empty value.
             out["present_match"] = True
     elif h.prefix is not None:
-        out["string_match"] = {"prefix": h.prefix}
+        # Every value starts with "", and Envoy refuses an empty prefix: any value will do.
+        out.update({"string_match": {"prefix": h.prefix}} if h.prefix else {"present_match": True})
     elif h.regex is not None:
-        out["string_match"] = {"safe_regex": _regex(h.regex, f"{field}.regex", notes)}
+        # An empty regex matches the empty value only; Envoy refuses an empty regex.
+        regex = _regex(h.regex, f"{field}.regex", notes) if h.regex else None
+        out["string_match"] = {"safe_regex": regex} if regex else {"exact": ""}
     else:
         # present: false asks for the header to be absent (Envoy >= 1.22's present_match).
         out["present_match"] = bool(h.present)
@@ -115,8 +118,8 @@ def _path_as_header(m: sc.RouteMatch, field: str, notes: Notes) -> Json:
 
 
 def _has_path(m: sc.RouteMatch) -> bool:
-    # Prefix "/" holds for every path, as no path condition does.
-    return m.prefix not in (None, "/") or m.path is not None or m.regex is not None
+    # Prefix "/" (or "") holds for every path, as no path condition does.
+    return m.prefix not in (None, "", "/") or m.path is not None or m.regex is not None
 
 
 def combined_match(
@@ -163,7 +166,7 @@ def matches_everything(m: sc.RouteMatch) -> bool:
         and not m.headers
         and m.path is None
         and m.regex is None
-        and (m.prefix is None or m.prefix == "/")
+        and m.prefix in (None, "", "/")
     )
 
 

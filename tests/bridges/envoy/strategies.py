@@ -269,7 +269,9 @@ def authorization(draw: st.DrawFn, index: int, services: list[str]) -> Doc:
 def valid_mesh(doc: Doc) -> Mesh:
     """The mesh `doc` describes; a document meshdev would refuse is not a case (assume)."""
     try:
-        return parse_mesh(yaml.safe_dump(doc, allow_unicode=True).encode(), "mesh.yaml")
+        return parse_mesh(
+            yaml.safe_dump(doc, allow_unicode=True, sort_keys=False).encode(), "mesh.yaml"
+        )
     except MeshInvalid:
         assume(False)
         raise AssertionError("unreachable") from None

@@ -35,15 +35,22 @@ Doc = dict[str, Any]
 
 
 def _match(m: sc.RouteMatch) -> Doc:
-    """A match as Envoy has to say it: "every path" is prefix "/", an empty exact header
-    value (any value) is present_match."""
+    """A match as Envoy has to say it: "every path" is prefix "/", empty header values as
+    `_header` says."""
     if m.prefix is None and m.path is None and m.regex is None:
         m = m.model_copy(update={"prefix": "/"})
-    headers = tuple(
-        h.model_copy(update={"exact": None, "present": True}) if h.exact == "" else h
-        for h in m.headers
-    )
+    headers = tuple(_header(h) for h in m.headers)
     return m.model_copy(update={"headers": headers}).model_dump(mode="json")
+
+
+def _header(h: sc.HeaderMatch) -> sc.HeaderMatch:
+    """Envoy refuses an empty prefix or regex: "" as exact or prefix is any value (present),
+    and "" as a regex only the empty value (exact "")."""
+    if h.exact == "" or h.prefix == "":
+        return h.model_copy(update={"exact": None, "prefix": None, "present": True})
+    if h.regex == "":
+        return h.model_copy(update={"regex": None, "exact": ""})
+    return h
 
 
 def _route(r: sc.Route) -> Doc:
