@@ -126,6 +126,9 @@ def destinations(dest: str, to: str | Any, port: int | None = None) -> list[Doc]
         targets = [(dest, None)]
     elif isinstance(to, str):
         targets = [(to, None)]
+    elif len(to) == 1:
+        # One target takes everything whatever its weight: written as in Istio's samples.
+        targets = [(next(iter(to)), None)]
     else:
         targets = list(to.items())
     out: list[Doc] = []

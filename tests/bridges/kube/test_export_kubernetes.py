@@ -4,14 +4,14 @@ Kubernetes' and Istio's real schemas (strict) and against what meshdev means."""
 from __future__ import annotations
 
 import copy
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from meshdev.bridges.kube.export import Export, ExportError, export_mesh
-from meshdev.config import Mesh, load_mesh, parse_mesh
+from meshdev.config import Mesh, load_mesh
+from tests.bridges.kube.kube_meshes import RICH, mesh_of
 from tests.bridges.kube.strict_schemas import (
     all_documents,
     errors,
@@ -22,10 +22,6 @@ from tests.bridges.kube.strict_schemas import (
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flask-app" / "mesh.yaml"
 
 Doc = dict[str, Any]
-
-
-def mesh_of(text: str) -> Mesh:
-    return parse_mesh(textwrap.dedent(text).encode(), "mesh.yaml")
 
 
 def find(result: Export, kind: str, name: str) -> Doc:
@@ -46,69 +42,6 @@ def example() -> Export:
         mesh_dir="examples/flask-app",
         out_dir="k8s",
     )
-
-
-# A mesh using what the example does not: security, authorization, a tcp service, ring_hash,
-# header presence, methods, gRPC aborts.
-RICH = """
-name: shop
-security: {mtls: STRICT}
-services:
-  web:
-    image: ghcr.io/acme/web:1.2
-    port: 8080
-    health_path: /ready
-    excluded_ports: [9090, 3306]
-    env: {MODE: prod}
-  api:
-    build: ./api
-    port: 9000
-    protocol: http2
-    versions:
-      v1: {replicas: 2}
-      v2: {replicas: 1, build: ./api-next, env: {FLAG: "on"}}
-  db:
-    image: postgres:16
-    port: 5432
-    protocol: tcp
-    versions:
-      a: {replicas: 1}
-      b: {replicas: 1}
-ingress:
-  port: 8000
-  routes:
-    - {name: api, match: {prefix: /api, method: [GET, POST]}, to: api}
-    - {name: site, match: {prefix: /}, to: web}
-routes:
-  api:
-    - name: beta
-      match: {prefix: /api/v2, headers: {X-Beta: {present: true}, x-old: {present: false}}}
-      to: {api.v1: 80, api.v2: 20}
-      retries:
-        attempts: 3
-        retry_on: [unavailable, retriable-status-codes]
-        retriable_status_codes: [409]
-      fault: {abort: {percent: 1.5, grpc_status: 14}}
-      rate_limit: {requests_per_second: 0.5}
-    - {name: rest, to: api.v1, timeout: 0s}
-  db:
-    - to: {db.a: 3, db.b: 1}
-policies:
-  api:
-    lb: ring_hash
-    hash_header: x-user
-    mtls: PERMISSIVE
-  db:
-    lb: ring_hash
-    idle_timeout: 0s
-authorization:
-  api:
-    - {name: from-web, from: {services: [web, ingress]}, to: {methods: [GET], paths: ["/api*"]}}
-    - {name: no-delete, action: DENY, to: {methods: [DELETE]}}
-  db:
-    - name: only-api
-      from: {principals: ["cluster.local/ns/shop/sa/api", "cluster.local/ns/other/*"]}
-"""
 
 
 @pytest.fixture(scope="module")
