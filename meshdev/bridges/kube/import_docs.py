@@ -90,6 +90,10 @@ class Source:
         self.taken.add(path)
         self.notes.append(Note(self.label(), dotted(path), message))
 
+    def say(self, path: Path, message: str) -> None:
+        """A note on `path` that leaves it unread (its fields may still be read, or listed)."""
+        self.notes.append(Note(self.label(), dotted(path), message))
+
     def items(self, *path: str | int) -> Iterator[tuple[int, Any]]:
         value = self.get(*path)
         if isinstance(value, list):

@@ -478,13 +478,12 @@ def read_virtual_services(
                 i for i, r in v.items("spec", "http") if isinstance(r, dict) and "retries" not in r
             ]
             if bare:
-                v.note(
+                v.say(
                     ("spec", "http"),
                     f"routes {bare} give no retries: Istio then retries twice (connect-failure, "
                     "refused-stream, unavailable, cancelled), meshdev's routes never; add retries "
                     "to the mesh file to keep them",
                 )
-                v.taken.discard(("spec", "http"))
             drafts = [
                 draft
                 for i, _ in v.items("spec", "http")
