@@ -64,6 +64,7 @@ from meshdev.runtime.base import (
     LABEL_POD,
     LABEL_ROLE,
     Container,
+    PodExit,
     PodState,
     Progress,
     RuntimeKind,
@@ -657,6 +658,9 @@ class TimedRuntime:
                 for task in probes:
                     task.cancel()
                 await asyncio.gather(*probes, return_exceptions=True)
+
+    async def exits(self) -> list[PodExit]:
+        return await self.inner.exits()
 
     async def stop_pod(self, pod: str) -> None:
         await self.inner.stop_pod(pod)

@@ -14,8 +14,10 @@ re-issued and pushed again at half its life, in the background, for as long as i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,14 +25,14 @@ from urllib.parse import urlencode
 
 import yaml
 
-from meshdev import plan
+from meshdev import healing, plan
 from meshdev.common.backoff import Backoff
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.common.workload_certs import CERTS_PATH, WorkloadCerts
 from meshdev.config.model import Mesh
 from meshdev.plan import PodSpec
 from meshdev.runtime import loopback
-from meshdev.runtime.base import Progress, Runtime, RuntimeFailure, StartedPod
+from meshdev.runtime.base import PodExit, Progress, Runtime, RuntimeFailure, StartedPod
 from meshdev.runtime.paths import mesh_dir
 from meshdev.security import rotation
 from meshdev.templates import template
@@ -134,6 +136,9 @@ class ControlPlane:
     runtime: Runtime
     token: str
     progress: Progress = field(default=lambda _msg: None)
+    # Told when pods changed outside up/apply (a pod went down, was restarted), so the
+    # session's state (what `meshdev status` reads) follows.
+    changed: Callable[[], None] = field(default=lambda: None)
     ready_timeout: float = 60.0
     drain_timeout: float = 5.0
     # The life of a workload certificate in seconds; None: the mesh's security.cert_ttl.
@@ -145,8 +150,14 @@ class ControlPlane:
     mesh: Mesh | None = None
     version: int = 0
     pods: dict[str, Pod] = field(default_factory=dict)
+    # How often the runtime is asked which pods' containers exited (self-healing).
+    watch_interval: float = 0.5
+    # What is remembered of each pod of the plan across its restarts, by its key.
+    health: dict[str, healing.PodHealth] = field(default_factory=dict)
     _generation: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _supervisor: asyncio.Task[None] | None = None
+    _healing: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -171,7 +182,9 @@ class ControlPlane:
             await self._start([(s.name, s) for s in specs])
             for pod in self.pods.values():
                 pod.routable = True
-            return await self._push(t0, started=tuple(s.name for s in specs))
+            report = await self._push(t0, started=tuple(s.name for s in specs))
+            self._supervisor = asyncio.create_task(self._supervise(), name="meshdev-supervisor")
+            return report
 
     async def apply(self, mesh: Mesh) -> ReloadReport:
         """Move the running mesh to `mesh`; on failure the previous state keeps serving.
@@ -218,6 +231,7 @@ class ControlPlane:
 
     async def down(self) -> list[str]:
         """Remove everything of the mesh (the runtime's teardown); returns what was removed."""
+        await self._stop_supervising()
         async with self._lock:
             for pod in self.pods.values():
                 pod.forget_certs()
@@ -226,9 +240,17 @@ class ControlPlane:
             return removed
 
     def snapshot(self) -> dict[str, Any]:
-        """What `meshdev status` reads of a running session (written to its state file)."""
+        """What `meshdev status` reads of a running session (written to its state file):
+        every pod of the plan, also one that is down waiting for its restart."""
+        running = {p.key for p in self.pods.values()}
         return {
             "version": self.version,
+            "health": {key: h.to_json() for key, h in self.health.items()},
+            "down": sorted(
+                key
+                for key, h in self.health.items()
+                if key not in running and h.state != healing.RUNNING
+            ),
             "pods": [
                 {
                     "name": p.name,
@@ -243,10 +265,95 @@ class ControlPlane:
                     "config_hash": p.hash,
                     "spiffe_id": p.spiffe_id,
                     "cert_expires": _iso(p.cert_expires),
+                    **self._health(p.key).to_json(),
                 }
                 for p in self.pods.values()
             ],
         }
+
+    def _health(self, key: str) -> healing.PodHealth:
+        health = self.health.get(key)
+        if health is None:
+            health = self.health[key] = healing.PodHealth()
+        return health
+
+    # -- self-healing -------------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Restart pods whose app or sidecar exited, as Kubernetes does (healing.py)."""
+        while True:
+            await asyncio.sleep(self.watch_interval)
+            try:
+                exits = await self.runtime.exits()
+            except RuntimeFailure as exc:
+                self.progress(f"cannot watch the pods: {exc}")
+                continue
+            for gone in exits:
+                pod = self.pods.get(gone.pod)
+                if pod is None or not pod.routable or gone.pod in self._healing:
+                    continue  # being replaced, drained or healed already
+                self._healing[gone.pod] = asyncio.create_task(
+                    self._heal(pod, gone), name=f"heal {gone.pod}"
+                )
+
+    async def _heal(self, pod: Pod, gone: PodExit) -> None:
+        try:
+            await self._heal_loop(pod, gone)
+        finally:
+            self._healing.pop(gone.pod, None)
+
+    async def _heal_loop(self, pod: Pod, gone: PodExit) -> None:
+        health = self._health(pod.key)
+        delay = health.exited(gone.exit_code)
+        lines = await self.runtime.last_lines(pod.name, gone.container, 5)
+        when = "now" if delay == 0 else f"in {delay:g} s ({health.describe()})"
+        self.progress(
+            f"pod {pod.name}: its {gone.container} exited with code {gone.exit_code}; "
+            f"restarting {when}" + "".join(f"\n    {line}" for line in lines)
+        )
+        async with self._lock:
+            if self.pods.get(pod.name) is not pod:
+                return  # a reload replaced or removed it meanwhile
+            # Out of every caller's endpoints first, then gone: no request waits on it.
+            pod.routable = False
+            await self._push(time.perf_counter())
+            await self._stop(pod)
+        self.changed()
+        while True:
+            await asyncio.sleep(delay)
+            async with self._lock:
+                wanted = {s.name: s for s in plan.pods(self.mesh)} if self.mesh else {}
+                spec = wanted.get(pod.key)
+                if spec is None or spec.name in self.pods:
+                    self.health.pop(pod.key, None)
+                    return  # a reload removed the pod, or started it again itself
+                health.restarting()
+                try:
+                    [fresh] = await self._start([(pod.key, spec)])
+                except RuntimeFailure as exc:
+                    delay = health.exited(exc.exit_code)
+                    self.progress(
+                        f"pod {spec.name}: restart {health.restarts} failed; next try in "
+                        f"{delay:g} s ({health.describe()}): {exc}"
+                    )
+                    self.changed()
+                    continue
+                fresh.routable = True
+                await self._push(time.perf_counter(), started=(fresh.name,))
+                health.running()
+                self.progress(f"pod {spec.name}: restarted ({health.restarts} restarts)")
+                self.changed()
+                return
+
+    async def _stop_supervising(self) -> None:
+        tasks = [t for t in (self._supervisor, *self._healing.values()) if t is not None]
+        self._supervisor = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._healing.clear()
 
     # -- starting and stopping --------------------------------------------------------------
 

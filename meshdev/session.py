@@ -48,7 +48,9 @@ class Session:
 
     def __post_init__(self) -> None:
         # Its lines take ours' way: redirecting the session's lines redirects them too.
-        self.control = ControlPlane(self.runtime, self.token, progress=self.say)
+        self.control = ControlPlane(
+            self.runtime, self.token, progress=self.say, changed=self._pods_changed
+        )
         # What the model came from: a save while we start is applied once we follow the file.
         self._loaded = self.mesh_file.read_bytes()
 
@@ -139,6 +141,9 @@ class Session:
 
     def _record(self, report: ReloadReport) -> None:
         self.last_reload = {"at": time.time(), **report.to_json()}
+        self._pods_changed()
+
+    def _pods_changed(self) -> None:
         self._write_state()
         if self.prometheus is not None:
             # Pods a reload added or removed become Prometheus's targets within a scrape.

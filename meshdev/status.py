@@ -55,10 +55,12 @@ async def gather_status(
     # Straight to the loopback addresses: a user's HTTP_PROXY must not catch these.
     async with aiohttp.ClientSession(trust_env=False) as session:
         probes = await asyncio.gather(*(_probe(session, p.admin_url) for p in pods))
+    health: dict[str, dict[str, Any]] = (state or {}).get("health") or {}
     rows = []
     for pod, probe in zip(pods, probes, strict=True):
         ready, dump = probe.ready, probe.dump
         expect = wanted.get(pod.pod, {})
+        healed = health.get(str(expect.get("key", pod.pod)), {})
         version = dump.get("version") if dump else None
         digest = dump.get("hash") if dump else None
         rows.append(
@@ -74,11 +76,42 @@ async def gather_status(
                 "config_version": version,
                 "config_hash": digest,
                 "current": bool(digest) and digest == expect.get("config_hash"),
-                "restarts": pod.restarts,
+                "restarts": healed.get("restarts", pod.restarts),
+                "exit_code": healed.get("exit_code"),
+                "last_exit": _iso_time(healed.get("last_exit")),
                 "detail": pod.detail,
                 "spiffe_id": _spiffe_id(dump),
                 "cert_expires": probe.cert_expires,
                 "mtls": _mtls(dump),
+            }
+        )
+    # Pods of the plan that are down, waiting for their restart: listed all the same.
+    seen = {row["name"] for row in rows}
+    for key in (state or {}).get("down") or ():
+        if key in seen or key not in health:
+            continue
+        healed = health[key]
+        next_try = healed.get("next_try_in")
+        rows.append(
+            {
+                "name": key,
+                "service": None,
+                "subset": None,
+                "protocol": None,
+                "state": healed.get("state", "exited"),
+                "ready": False,
+                "address": "",
+                "admin_url": "",
+                "config_version": None,
+                "config_hash": None,
+                "current": False,
+                "restarts": healed.get("restarts", 0),
+                "exit_code": healed.get("exit_code"),
+                "last_exit": _iso_time(healed.get("last_exit")),
+                "detail": f"next try in {next_try:g} s" if next_try is not None else "",
+                "spiffe_id": None,
+                "cert_expires": None,
+                "mtls": None,
             }
         )
     return {
@@ -92,6 +125,13 @@ async def gather_status(
         "last_reload": (state or {}).get("last_reload"),
         "pods": rows,
     }
+
+
+def _iso_time(seconds: object) -> str | None:
+    """A wall-clock time in seconds as ISO 8601 UTC (None stays None)."""
+    if not isinstance(seconds, int | float):
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _protocol(dump: dict[str, Any]) -> str | None:

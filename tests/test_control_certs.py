@@ -306,7 +306,7 @@ async def test_a_pod_that_exits_while_starting_fails_with_the_runtimes_words(
 ) -> None:
     """The certificate push waits for an admin API that never comes; the runtime's readiness
     wait, which runs beside it, sees the exit and says why."""
-    runtime = StandIns(exits=True)
+    runtime = StandIns(exits_at_start=True)
     control = control_plane(runtime, [])
     with pytest.raises(RuntimeFailure, match=r"^pod \S+ exited while starting \(code 1\)$"):
         await asyncio.wait_for(control.up(mesh()), 20)

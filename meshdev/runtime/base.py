@@ -29,7 +29,12 @@ Progress = Callable[[str], None]
 
 
 class RuntimeFailure(Exception):
-    """A failure the user must see, worded for them (what, which pod, what to do)."""
+    """A failure the user must see, worded for them (what, which pod, what to do).
+    `exit_code`: a pod's container exited while starting, with this code."""
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,15 @@ class PodState:
     detail: str = ""  # e.g. the exit code and the app's last line
 
 
+@dataclass(frozen=True, slots=True)
+class PodExit:
+    """A container of a running pod that exited on its own (a crash, a kill from outside)."""
+
+    pod: str
+    container: Container
+    exit_code: int | None
+
+
 class Runtime(Protocol):
     kind: RuntimeKind
 
@@ -75,6 +89,11 @@ class Runtime(Protocol):
         raise RuntimeError_ naming the pod, the cause and the last lines of its log."""
 
     async def stop_pod(self, pod: str) -> None: ...
+
+    async def exits(self) -> list[PodExit]:
+        """The pods started here (and not stopped since) one of whose containers exited;
+        cheap enough to ask every second."""
+        ...
 
     async def pod_states(self) -> list[PodState]: ...
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import ClientSession, WSMsgType
 
 from tests.e2e.meshrun import MeshUp, admin_stats, env_for, example_copy, get
-from tests.support import WAIT, free_port, wait_until_sync
+from tests.support import WAIT, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -124,13 +124,13 @@ def test_example_on_docker(
         assert asyncio.run(websocket_echo(ws_url, "through docker")) == "through docker"
 
         docker_client.containers.get(f"meshdev-{name}-backend-v2-0-app").kill()
-        backend = wait_until_sync(
-            lambda: up.pod_unless_running("backend-v2-0"),
-            "meshdev status to see backend-v2-0's app container gone",
-            timeout=20,
-            step=0.3,
+        # The pod heals: restarted at once, the restart and the exit code in status.
+        assert "exited with code 137; restarting now" in up.wait_for(
+            "pod backend-v2-0: its app exited", 30
         )
-        assert backend["state"] != "running"
+        up.wait_for("pod backend-v2-0: restarted (1 restarts)", 60)
+        backend = next(p for p in up.status()["pods"] if p["name"] == "backend-v2-0")
+        assert (backend["restarts"], backend["exit_code"]) == (1, 137)
     finally:
         res = up.run("down", str(mesh_file))
         up.stop()

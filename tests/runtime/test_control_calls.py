@@ -15,6 +15,7 @@ from meshdev.control import ControlPlane, Pod
 from meshdev.plan import Placement, PodSpec
 from meshdev.runtime.base import (
     Container,
+    PodExit,
     PodState,
     Progress,
     RuntimeFailure,
@@ -50,6 +51,9 @@ class PodsElsewhere:
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
         return None
+
+    async def exits(self) -> list[PodExit]:
+        return []  # its pods never exit on their own
 
     async def stop_pod(self, pod: str) -> None:
         self.stopped.append(pod)

@@ -11,6 +11,7 @@ from meshdev.config.model import Mesh
 from meshdev.plan import Placement, PodSpec
 from meshdev.runtime.base import (
     Container,
+    PodExit,
     PodState,
     Progress,
     RuntimeFailure,
@@ -26,13 +27,13 @@ class StandIns:
 
     kind: RuntimeKind = "process"
 
-    def __init__(self, *, exits: bool = False) -> None:
+    def __init__(self, *, exits_at_start: bool = False) -> None:
         self.sidecars: dict[str, CertsSidecar] = {}
         self.stopped: list[str] = []
         # Called with each new stand-in before it listens (to make it misbehave).
         self.prepare_sidecar: Callable[[CertsSidecar], None] = lambda _s: None
         # Every pod "exits" while starting: its admin API never answers.
-        self.exits = exits
+        self.exits_at_start = exits_at_start
         self._listening: list[asyncio.Task[None]] = []
 
     async def remove_leftovers(self) -> list[str]:
@@ -48,7 +49,7 @@ class StandIns:
         sidecar = CertsSidecar(SidecarConfig.model_validate_json(sidecar_config), token)
         self.prepare_sidecar(sidecar)
         self.sidecars[spec.name] = sidecar
-        if not self.exits:
+        if not self.exits_at_start:
             self._listening.append(asyncio.create_task(self._listen_soon(sidecar)))
         return StartedPod(self.planned_placement(spec), sidecar.admin_url)
 
@@ -58,7 +59,7 @@ class StandIns:
         await sidecar.listen()
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
-        if self.exits:
+        if self.exits_at_start:
             raise RuntimeFailure(f"pod {spec.name} exited while starting (code 1)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -69,6 +70,9 @@ class StandIns:
             if loop.time() > deadline:
                 raise RuntimeFailure(f"pod {spec.name} not ready in {timeout:g}s: {why}")
             await asyncio.sleep(0.02)
+
+    async def exits(self) -> list[PodExit]:
+        return []  # its pods never exit on their own
 
     async def stop_pod(self, pod: str) -> None:
         self.stopped.append(pod)

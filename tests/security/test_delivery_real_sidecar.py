@@ -24,6 +24,7 @@ from meshdev.control import ControlPlane
 from meshdev.plan import Placement, PodSpec
 from meshdev.runtime.base import (
     Container,
+    PodExit,
     PodState,
     Progress,
     RuntimeFailure,
@@ -95,6 +96,9 @@ class InProcess:
             if loop.time() > deadline:
                 raise RuntimeFailure(f"pod {spec.name} not ready: {status[1]}")
             await asyncio.sleep(0.02)
+
+    async def exits(self) -> list[PodExit]:
+        return []  # its pods never exit on their own
 
     async def stop_pod(self, pod: str) -> None:
         sidecar = self.sidecars.pop(pod, None)

@@ -19,7 +19,14 @@ from meshdev.config import load_mesh
 from meshdev.config.model import Mesh
 from meshdev.control import TOKEN_HEADER, ControlPlane, Pod, ReloadReport
 from meshdev.plan import Placement, PodSpec
-from meshdev.runtime.base import Container, PodState, RuntimeFailure, RuntimeKind, StartedPod
+from meshdev.runtime.base import (
+    Container,
+    PodExit,
+    PodState,
+    RuntimeFailure,
+    RuntimeKind,
+    StartedPod,
+)
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.controllers import UpController
@@ -146,6 +153,9 @@ class FakeRuntime:
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
         return None
+
+    async def exits(self) -> list[PodExit]:
+        return []  # its pods never exit on their own
 
     async def stop_pod(self, pod: str) -> None:
         return None

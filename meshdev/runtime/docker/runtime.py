@@ -24,6 +24,7 @@ from meshdev.config.model import Mesh
 from meshdev.plan import INGRESS_POD, Placement, PodSpec, service_hosts
 from meshdev.runtime.base import (
     Container,
+    PodExit,
     PodState,
     Progress,
     RuntimeFailure,
@@ -45,7 +46,7 @@ from meshdev.runtime.docker.ports import check_ingress_port
 from meshdev.runtime.docker.prepare import ensure_images, ensure_network, image_tag
 from meshdev.runtime.docker.ready import NotReady, Probe, wait_ready
 from meshdev.runtime.docker.start import ERROR_LOG_LINES, check_exits, shown, start
-from meshdev.runtime.docker.states import pod_states
+from meshdev.runtime.docker.states import exited_pods, pod_states
 from meshdev.runtime.docker.teardown import containers, remove, stop, teardown
 
 
@@ -71,6 +72,8 @@ class DockerRuntime:
         self._proxy_image: str | None = None
         # Pods whose inbound listener refuses an outside prober: probed via their sidecar.
         self._probe_via_admin: set[str] = set()
+        # Pods started and not stopped since: only their exits are crashes.
+        self._started: set[str] = set()
 
     @property
     def network(self) -> str:
@@ -160,6 +163,7 @@ class DockerRuntime:
         else:
             self._probe_via_admin.discard(spec.name)
         created: list[str] = []
+        self._started.add(spec.name)
         try:
             return await start(
                 client,
@@ -197,7 +201,13 @@ class DockerRuntime:
                 f"{self._name(spec.name, exc.waiting)}:\n{shown(lines)}"
             ) from None
 
+    async def exits(self) -> list[PodExit]:
+        client = await self._engine()
+        summaries = await containers(client, self._mesh.name)
+        return exited_pods(summaries, self._started)
+
     async def stop_pod(self, pod: str) -> None:
+        self._started.discard(pod)
         client = await self._engine()
         await engine.gather_all(
             [stop(client, self._name(pod, "app")), stop(client, self._name(pod, "sidecar"))]
@@ -232,8 +242,7 @@ def _refuses_outside_probes(sidecar_config: bytes) -> bool:
     except (ValueError, AttributeError):
         return False  # the sidecar refuses this config and says why
     return any(
-        lst.get("kind") == "inbound"
-        and (lst.get("mtls") == "STRICT" or lst.get("authorization"))
+        lst.get("kind") == "inbound" and (lst.get("mtls") == "STRICT" or lst.get("authorization"))
         for lst in listeners
         if isinstance(lst, dict)
     )

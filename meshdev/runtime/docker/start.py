@@ -158,7 +158,8 @@ async def exited(
     lines = await last_lines(client, name, pod, ERROR_LOG_LINES)
     return RuntimeFailure(
         f"pod {pod} did not come up: its container {name} exited with "
-        f"code {code}; last lines of its log:\n{shown(lines)}"
+        f"code {code}; last lines of its log:\n{shown(lines)}",
+        exit_code=code if isinstance(code, int) else None,
     )
 
 

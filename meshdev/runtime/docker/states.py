@@ -3,12 +3,20 @@ grouped by the pod label into `PodState`s. Pure, so any process can read any mes
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from meshdev.common.sidecar_config import ADMIN_PORT
 from meshdev.plan import INGRESS_POD
-from meshdev.runtime.base import LABEL_POD, LABEL_SERVICE, LABEL_SUBSET, PodState
+from meshdev.runtime.base import (
+    LABEL_POD,
+    LABEL_SERVICE,
+    LABEL_SUBSET,
+    Container,
+    PodExit,
+    PodState,
+)
 from meshdev.runtime.docker.names import role_of
 
 LOOPBACK = "127.0.0.1"
@@ -74,3 +82,24 @@ def pod_states(summaries: Iterable[Summary], network: str) -> list[PodState]:
             by_pod.setdefault(pod, {})["app" if role == "app" else "sidecar"] = summary
     order = sorted(by_pod, key=lambda p: (p != INGRESS_POD, p))
     return [pod_state(p, by_pod[p].get("sidecar"), by_pod[p].get("app"), network) for p in order]
+
+
+_EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
+
+
+def exited_pods(summaries: Iterable[Summary], started: Collection[str]) -> list[PodExit]:
+    """The pods of `started` one of whose containers has exited, with its exit code (read from
+    the summary's status, "Exited (137) 2 seconds ago", so no inspect is needed)."""
+    out: dict[str, PodExit] = {}
+    for summary in summaries:
+        labels = summary.get("Labels") or {}
+        pod = labels.get(LABEL_POD)
+        role = role_of(labels)
+        if not isinstance(pod, str) or pod not in started or role is None:
+            continue
+        if summary.get("State") not in ("exited", "dead"):
+            continue
+        match = _EXIT_CODE.search(str(summary.get("Status", "")))
+        container: Container = "app" if role == "app" else "sidecar"
+        out.setdefault(pod, PodExit(pod, container, int(match.group(1)) if match else None))
+    return list(out.values())

@@ -22,6 +22,7 @@ from meshdev.config.model import Mesh
 from meshdev.plan import INGRESS_POD, Placement, PodSpec, app_env
 from meshdev.runtime.base import (
     Container,
+    PodExit,
     PodState,
     Progress,
     RuntimeFailure,
@@ -180,7 +181,8 @@ class ProcessRuntime:
             for proc in self._children.get(spec.name, []):
                 if proc.returncode is not None:
                     role: Container = "sidecar" if proc is self._children[spec.name][0] else "app"
-                    await self._fail(spec, role, f"exited with code {proc.returncode} at start")
+                    code = _exit_code(proc.returncode)
+                    await self._fail(spec, role, f"exited with code {code} at start", code)
             status, sidecar_why = await http_status(f"{started.admin_url}/ready")
             sidecar_ok = status == 200
             # Kept so that a timeout says what the app last answered (garbage, a 500, nothing).
@@ -209,12 +211,15 @@ class ProcessRuntime:
                 )
             await asyncio.sleep(0.05)
 
-    async def _fail(self, spec: PodSpec, container: Container, why: str) -> None:
+    async def _fail(
+        self, spec: PodSpec, container: Container, why: str, exit_code: int | None = None
+    ) -> None:
         lines = await self.last_lines(spec.name, container, 12)
         shown = "\n".join(f"    {ln}" for ln in lines) or "    (no output)"
         raise RuntimeFailure(
             f"pod {spec.name}: {container} {why}; last lines of its log "
-            f"({self.log_path(spec.name, container)}):\n{shown}"
+            f"({self.log_path(spec.name, container)}):\n{shown}",
+            exit_code=exit_code,
         )
 
     async def stop_pod(self, pod: str) -> None:
@@ -226,6 +231,17 @@ class ProcessRuntime:
         await self._reap(pod)
         for path in records:
             path.unlink(missing_ok=True)
+
+    async def exits(self) -> list[PodExit]:
+        # The event loop's child watcher sets returncode when a child ends: no syscall here.
+        out = []
+        for pod, procs in self._children.items():
+            for i, proc in enumerate(procs):
+                if proc.returncode is not None:
+                    container: Container = "sidecar" if i == 0 else "app"
+                    out.append(PodExit(pod, container, _exit_code(proc.returncode)))
+                    break
+        return out
 
     async def _reap(self, pod: str | None = None) -> None:
         # Our own children must be waited for, or they linger as zombies until we exit.
@@ -297,3 +313,8 @@ def _check_free(host: str, port: int, what: str) -> None:
                 f"{host}:{port} is already in use ({what}): {exc.strerror}; "
                 "free it or change the port"
             ) from None
+
+
+def _exit_code(returncode: int) -> int:
+    """As a shell (and Docker) reports it: a death by signal N is 128 + N (kill -9: 137)."""
+    return 128 - returncode if returncode < 0 else returncode
