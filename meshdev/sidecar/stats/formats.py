@@ -190,24 +190,16 @@ def _bucket_objects(snapshot: HistogramSnapshot) -> list[dict[str, float]]:
 
 @dataclass(slots=True)
 class _Family:
-    kind: str  # counter | gauge | histogram
+    # Envoy's /stats/prometheus types every counter `counter`, every gauge `gauge` and every
+    # histogram `histogram`, whatever its name (`upstream_rq_retry` is a counter without
+    # `_total`, `membership_total` a gauge with it), so queries and recording rules written
+    # against Envoy see the same types here; promtool's naming lint flags both, for Envoy as
+    # for meshdev. A counter and a gauge folded into one family are `untyped`.
+    kind: str  # counter | gauge | histogram | untyped
     help: str
     samples: list[tuple[tuple[tuple[str, str], ...], float | HistogramSnapshot]] = field(
         default_factory=list
     )
-
-
-def _prometheus_type(family: str, kind: str) -> str:
-    # promtool's lint wants counters to end in `_total` and nothing else to end in `_total`,
-    # `_count`, `_sum` or `_bucket`. Envoy's names (`upstream_rq_retry`, `membership_total`)
-    # do not follow that; renaming them would break every query written against Envoy, so such
-    # families are declared `untyped`, which the lint (and Prometheus) accept as they are.
-    if kind in ("histogram", "untyped"):
-        return kind
-    reserved = family.endswith(("_total", "_count", "_sum", "_bucket"))
-    if kind == "counter":
-        return "counter" if family.endswith("_total") else "untyped"
-    return "untyped" if reserved else "gauge"
 
 
 def _escape_label(value: str) -> str:
@@ -271,7 +263,7 @@ def render_prometheus(
     for family in sorted(families):
         fam = families[family]
         out.append(f"# HELP {family} {_escape_help(fam.help)}")
-        out.append(f"# TYPE {family} {_prometheus_type(family, fam.kind)}")
+        out.append(f"# TYPE {family} {fam.kind}")
         for labels, value in sorted(fam.samples, key=lambda s: s[0]):
             if isinstance(value, HistogramSnapshot):
                 out.extend(_histogram_lines(family, labels, value, bounds))

@@ -309,17 +309,26 @@ def test_prometheus_families_are_declared_once_and_contiguous() -> None:
             }
 
 
-def test_prometheus_types_keep_envoy_names_and_satisfy_the_lint() -> None:
+def test_prometheus_types_are_envoys() -> None:
     types = dict(
         ln.split()[2:4] for ln in prometheus_text().splitlines() if ln.startswith("# TYPE ")
     )
     assert types["envoy_cluster_upstream_rq_total"] == "counter"
     assert types["envoy_cluster_upstream_rq_time"] == "histogram"
     assert types["envoy_cluster_upstream_rq_active"] == "gauge"
-    # Envoy's counter names without `_total` and gauges ending in `_total` stay as Envoy
-    # names them, typed untyped.
-    assert types["envoy_cluster_upstream_rq_retry"] == "untyped"
-    assert types["envoy_cluster_membership_total"] == "untyped"
+    # As Envoy's /stats/prometheus: a counter is `counter` without `_total` too, and a gauge
+    # `gauge` with it (source/server/admin/prometheus_stats.cc types by kind, never by name).
+    assert types["envoy_cluster_upstream_rq_retry"] == "counter"
+    assert types["envoy_cluster_upstream_rq"] == "counter"
+    assert types["envoy_cluster_membership_total"] == "gauge"
+
+
+def test_a_counter_and_a_gauge_in_one_family_are_untyped() -> None:
+    store = Store()
+    store.counter("cluster.a.upstream_rq_x").inc()
+    store.gauge("cluster.b.upstream_rq_x").set(1)
+    text = render_prometheus(store, TagExtractor(clusters=["a", "b"]))
+    assert "# TYPE envoy_cluster_upstream_rq_x untyped" in text
 
 
 def test_prometheus_histogram_buckets_are_cumulative_and_end_at_count() -> None:
