@@ -74,8 +74,12 @@ def header_matcher(h: sc.HeaderMatch, field: str, notes: Notes) -> Json:
         regex = _regex(h.regex, f"{field}.regex", notes) if h.regex else None
         out["string_match"] = {"safe_regex": regex} if regex else {"exact": ""}
     else:
-        # present: false asks for the header to be absent (Envoy >= 1.22's present_match).
-        out["present_match"] = bool(h.present)
+        # "Absent" is "present", inverted: what every Envoy reads the same way (a false
+        # present_match has meant different things across versions).
+        out["present_match"] = True
+        if not h.present:
+            out["invert_match"] = not h.invert
+            return out
     if h.invert:
         out["invert_match"] = True
     return out

@@ -45,11 +45,14 @@ def _match(m: sc.RouteMatch) -> Doc:
 
 def _header(h: sc.HeaderMatch) -> sc.HeaderMatch:
     """Envoy refuses an empty prefix or regex: "" as exact or prefix is any value (present),
-    and "" as a regex only the empty value (exact "")."""
+    and "" as a regex only the empty value (exact ""); absent is present, inverted."""
     if h.exact == "" or h.prefix == "":
         return h.model_copy(update={"exact": None, "prefix": None, "present": True})
     if h.regex == "":
         return h.model_copy(update={"regex": None, "exact": ""})
+    if h.present is False:
+        # "Absent" is written as "present", inverted.
+        return h.model_copy(update={"present": True, "invert": not h.invert})
     return h
 
 
