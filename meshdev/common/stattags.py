@@ -99,7 +99,17 @@ def _matcher(prefixes: tuple[str, ...], tokens: frozenset[str]) -> Callable[[str
     return is_stat
 
 
-_is_cluster_stat = _matcher(_CLUSTER_STAT_PREFIXES, _CLUSTER_STAT_TOKENS)
+_is_plain_cluster_stat = _matcher(_CLUSTER_STAT_PREFIXES, _CLUSTER_STAT_TOKENS)
+# Envoy's response-code categories of a cluster's request stats (`cluster.<c>.external.
+# upstream_rq_200`, `internal.`, `canary.`). Those words may also name a subset (`web.canary`),
+# so they end a cluster's name only before a request stat; a configured name is tried first.
+_CLUSTER_CATEGORIES = ("external.upstream_rq_", "internal.upstream_rq_", "canary.upstream_rq_")
+
+
+def _is_cluster_stat(stat: str) -> bool:
+    return stat.startswith(_CLUSTER_CATEGORIES) or _is_plain_cluster_stat(stat)
+
+
 _is_http_stat = _matcher(_HTTP_STAT_PREFIXES, _HTTP_STAT_TOKENS)
 _is_listener_stat = _matcher(_LISTENER_STAT_PREFIXES, _LISTENER_STAT_TOKENS)
 _is_route_stat = _matcher(_ROUTE_STAT_PREFIXES, frozenset())
@@ -204,6 +214,8 @@ class TagExtractor:
             stripped_prefix = [scope]
             if scope == "vhost":
                 stat = self._vhost_inner(stat, labels, prefix, stripped_prefix)
+            elif scope == "listener" and stat.startswith("http."):
+                stat = self._listener_http(stat, labels, prefix, stripped_prefix)
             stripped = ".".join([*stripped_prefix, stat])
             head, tail = ".".join(prefix) + ".", stat
         else:
@@ -227,6 +239,24 @@ class TagExtractor:
             stripped = stripped[: m.start()] + "_rq_xx"
             tail = _RESPONSE_CODE_CLASS.sub(f"_rq_<{RESPONSE_CODE_CLASS_LABEL}>xx", tail)
         return TaggedName(NAMESPACE + sanitize(stripped), tuple(labels), head + tail)
+
+    def _listener_http(
+        self,
+        stat: str,
+        labels: list[tuple[str, str]],
+        template: list[str],
+        stripped: list[str],
+    ) -> str:
+        """`http.<prefix>.<stat>` after a listener's address: the connection manager's stats
+        per listener (`listener.<a>.http.<p>.downstream_rq_2xx`), Envoy's
+        `envoy_listener_http_downstream_rq_xx` with both names as labels."""
+        split = split_value(stat[5:], self._http_prefixes, _is_http_stat)
+        if split is None:
+            return stat
+        labels.append((HTTP_PREFIX_LABEL, split[0]))
+        template.append(f"http.<{HTTP_PREFIX_LABEL}>")
+        stripped.append("http")
+        return split[1]
 
     def _vhost_inner(
         self,

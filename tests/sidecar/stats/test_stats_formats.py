@@ -124,6 +124,47 @@ def populated_store() -> Store:
         ),
         ("http_local_rate_limit.rate_limited", "envoy_http_local_rate_limit_rate_limited", {}),
         ("config.update_rejected", "envoy_config_update_rejected", {}),
+        # Envoy's response-code categories of a cluster's requests.
+        (
+            "cluster.backend.v1.external.upstream_rq_200",
+            "envoy_cluster_external_upstream_rq",
+            {"envoy_response_code": "200", "envoy_cluster_name": "backend.v1"},
+        ),
+        (
+            "cluster.backend.internal.upstream_rq_5xx",
+            "envoy_cluster_internal_upstream_rq_xx",
+            {"envoy_response_code_class": "5", "envoy_cluster_name": "backend"},
+        ),
+        (
+            "cluster.backend.v1.external.upstream_rq_completed",
+            "envoy_cluster_external_upstream_rq_completed",
+            {"envoy_cluster_name": "backend.v1"},
+        ),
+        # The listener's own, and its connection manager's per listener.
+        (
+            "listener.0.0.0.0_15006.downstream_cx_total",
+            "envoy_listener_downstream_cx_total",
+            {"envoy_listener_address": "0.0.0.0_15006"},
+        ),
+        (
+            "listener.127.0.0.1_8000.http.ingress.downstream_rq_2xx",
+            "envoy_listener_http_downstream_rq_xx",
+            {
+                "envoy_response_code_class": "2",
+                "envoy_listener_address": "127.0.0.1_8000",
+                "envoy_http_conn_manager_prefix": "ingress",
+            },
+        ),
+        (
+            "listener.[__]_80.http.inbound_0.0.0.0_15006.downstream_rq_completed",
+            "envoy_listener_http_downstream_rq_completed",
+            {
+                "envoy_listener_address": "[__]_80",
+                "envoy_http_conn_manager_prefix": "inbound_0.0.0.0_15006",
+            },
+        ),
+        ("server.memory_allocated", "envoy_server_memory_allocated", {}),
+        ("cluster_manager.cds.update_attempt", "envoy_cluster_manager_cds_update_attempt", {}),
     ],
 )
 def test_tag_extraction_follows_envoy_with_dotted_names(
@@ -151,6 +192,18 @@ def test_unknown_cluster_stat_falls_back_to_configured_name_then_first_token() -
         "envoy_cluster_name": "backend.v1"
     }
     assert dict(TagExtractor().extract(stat).labels) == {"envoy_cluster_name": "backend"}
+
+
+def test_a_subset_named_like_a_category_keeps_its_name_when_configured() -> None:
+    stat = "cluster.web.canary.external.upstream_rq_200"
+    tagged = TagExtractor(clusters=["web", "web.canary"]).extract(stat)
+    assert dict(tagged.labels) == {"envoy_response_code": "200", "envoy_cluster_name": "web.canary"}
+    assert tagged.family == "envoy_cluster_external_upstream_rq"
+    plain = TagExtractor(clusters=["web", "web.canary"]).extract(
+        "cluster.web.canary.upstream_rq_200"
+    )
+    assert dict(plain.labels)["envoy_cluster_name"] == "web.canary"
+    assert plain.family == "envoy_cluster_upstream_rq"
 
 
 def test_template_names_the_labels() -> None:
