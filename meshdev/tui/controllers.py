@@ -36,7 +36,7 @@ from meshdev.tui.messages import (
     TornDown,
     WorkerFailed,
 )
-from meshdev.tui.tables.pods import pod_facts
+from meshdev.tui.tables.pods import down_pod_facts, healed_states, pod_facts
 from meshdev.tui.widgets.header import HeaderFacts, header_facts
 from meshdev.tui.widgets.logs_view import LogReader
 from meshdev.tui.widgets.startup import StartupScreen
@@ -417,7 +417,7 @@ class UpController:
 
     async def _fetch_pods(self) -> None:
         states = await self.session.runtime.pod_states()
-        self.app.post_message(PodStates(tuple(states)))
+        self.app.post_message(PodStates(tuple(healed_states(self.session.control, states))))
 
     def _pod_states(self, states: tuple[PodState, ...]) -> None:
         self.app.forget_failure("pod states")
@@ -432,9 +432,8 @@ class UpController:
 
     def show_pods(self) -> None:
         control = self.session.control
-        self.app.dashboard.show_pods(
-            pod_facts(control.pods.values()), self.pod_states, control.version
-        )
+        facts = pod_facts(control.pods.values()) + down_pod_facts(control)
+        self.app.dashboard.show_pods(facts, self.pod_states, control.version)
 
     # -- tearing down ------------------------------------------------------------------------
 

@@ -8,11 +8,12 @@ admin endpoint answers, and the version it reports serving).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rich.text import Text
 
-from meshdev.control import Pod
+from meshdev import healing, plan
+from meshdev.control import ControlPlane, Pod
 from meshdev.runtime.base import PodState
 from meshdev.telemetry.aggregation.view import SidecarStatus
 from meshdev.tui.logic.format import DASH
@@ -132,3 +133,53 @@ class PodsTable(KeyedTable):
         self.sync(
             {p.name: pod_row(p, states.get(p.name), sidecars.get(p.name), current) for p in pods}
         )
+
+
+def healed_states(control: ControlPlane, states: Iterable[PodState]) -> list[PodState]:
+    """The runtime's pod states with what the control plane remembers of each pod's restarts
+    (the runtime sees only the current containers), plus the pods of the plan that are down
+    waiting for their restart."""
+    keys = {p.name: p.key for p in control.pods.values()}
+    out = []
+    for seen in states:
+        health = control.health.get(keys.get(seen.pod, seen.pod))
+        if health is None or not health.restarts:
+            out.append(seen)
+            continue
+        last = f"last exit {health.exit_code}" if health.exit_code is not None else ""
+        out.append(replace(seen, restarts=health.restarts, detail=seen.detail or last))
+    for key in _down(control):
+        health = control.health[key]
+        out.append(
+            PodState(
+                pod=key,
+                service="",
+                subset=None,
+                state=health.state,
+                address="",
+                admin_url="",
+                restarts=health.restarts,
+                detail=health.describe(),
+            )
+        )
+    return out
+
+
+def down_pod_facts(control: ControlPlane) -> list[PodFacts]:
+    """Rows for the pods of the plan that are down, waiting for their restart."""
+    specs = {s.name: s for s in plan.pods(control.mesh)} if control.mesh is not None else {}
+    out = []
+    for key in _down(control):
+        spec = specs.get(key)
+        if spec is not None:
+            out.append(PodFacts(key, spec.service, spec.subset, "", False, 0, None))
+    return out
+
+
+def _down(control: ControlPlane) -> list[str]:
+    running = {p.key for p in control.pods.values()}
+    return sorted(
+        key
+        for key, health in control.health.items()
+        if key not in running and health.state != healing.RUNNING
+    )
