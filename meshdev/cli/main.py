@@ -291,7 +291,16 @@ def watch(
             raise click.ClickException(str(exc)) from None
     from meshdev.tui.launch import run_watch
 
-    sys.exit(run_watch(targets, interval))
+    # The mesh file's model (security policies, ...) when it was given and still loads.
+    mesh = None
+    if mesh_file:
+        from meshdev.config import MeshInvalid, load_mesh
+
+        try:
+            mesh = load_mesh(mesh_file)
+        except (MeshInvalid, OSError):
+            mesh = None
+    sys.exit(run_watch(targets, interval, mesh))
 
 
 @main.command()
