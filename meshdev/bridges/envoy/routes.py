@@ -328,8 +328,13 @@ def route_action(
         out["hash_policy"] = [{"header": {"header_name": headers[0]}}]
     if any(c.http2 for c in targets):
         # meshdev caps the route timeout with a gRPC call's shorter grpc-timeout (no route
-        # timeout: the grpc-timeout alone); Envoy does so only when told the cap.
-        out["max_stream_duration"] = {"grpc_timeout_header_max": proto.duration(timeout)}
+        # timeout: the grpc-timeout alone) and answers a call past it DEADLINE_EXCEEDED.
+        # Envoy does both only through the route's max_stream_duration, and once that is set
+        # its router ignores `timeout` (kept above for whoever reads the route).
+        out["max_stream_duration"] = {
+            "max_stream_duration": proto.duration(timeout),
+            "grpc_timeout_header_max": proto.duration(timeout),
+        }
     return out
 
 

@@ -99,6 +99,7 @@ class RouteFact:
     idle_timeout: float | None
     hash_headers: tuple[str, ...]
     timeout: float
+    max_stream_duration: float | None
     grpc_timeout_max: float | None
 
 
@@ -126,6 +127,9 @@ def route(r: Msg, facts: RouteFacts) -> sc.Route:
             seconds(action.idle_timeout) if action.HasField("idle_timeout") else None,
             tuple(hp.header.header_name for hp in action.hash_policy),
             timeout,
+            seconds(action.max_stream_duration.max_stream_duration)
+            if action.HasField("max_stream_duration")
+            else None,
             seconds(action.max_stream_duration.grpc_timeout_header_max)
             if action.HasField("max_stream_duration")
             else None,

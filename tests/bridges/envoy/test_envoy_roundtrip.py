@@ -140,7 +140,8 @@ def check_pod(pb: PodBootstrap, export_notes: tuple[Note, ...] = ()) -> None:
         assert have == expected, want.name
 
     # Each route carries its clusters' stream idle timeout (the longest, when they differ:
-    # a note says so), ring-hash header and, to HTTP/2 clusters, the grpc-timeout cap.
+    # a note says so), ring-hash header and, to HTTP/2 clusters, its timeout as a stream
+    # duration that also caps grpc-timeout.
     notes = {n.field for n in export_notes}
     for fact in facts.routes:
         targets = [cfg.cluster(name) for name in fact.clusters]
@@ -152,6 +153,8 @@ def check_pod(pb: PodBootstrap, export_notes: tuple[Note, ...] = ()) -> None:
         hashed = [t.hash_header for t in targets if t is not None and t.lb == "ring_hash"]
         assert fact.hash_headers == tuple(dict.fromkeys(hashed))[:1]
         http2 = any(t is not None and t.http2 for t in targets)
+        # Envoy's router ignores `timeout` once max_stream_duration is set: there it is.
+        assert fact.max_stream_duration == (fact.timeout if http2 else None)
         assert fact.grpc_timeout_max == (fact.timeout if http2 else None)
 
     # Listeners.

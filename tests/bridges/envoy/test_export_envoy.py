@@ -196,13 +196,16 @@ def test_compose_names_make_dns_clusters_and_the_pods_own_app_a_static_one() -> 
     assert "dns_lookup_family" not in inbound
 
 
-def test_grpc_clusters_speak_h2c_and_routes_cap_grpc_timeout() -> None:
+def test_grpc_clusters_speak_h2c_and_routes_time_calls_as_streams() -> None:
     pb = pod(export_envoy(load_mesh(EXAMPLE)), "frontend-0")
     options = cluster(pb, "greeter")["typed_extension_protocol_options"][proto.UPSTREAM_HTTP]
     assert options["explicit_http_config"] == {"http2_protocol_options": {}}
     vhosts = hcm(listener(pb, "outbound"))["route_config"]["virtual_hosts"]
     hello = next(r for v in vhosts if v["name"] == "greeter" for r in v["routes"])
-    assert hello["route"]["max_stream_duration"] == {"grpc_timeout_header_max": "5s"}
+    assert hello["route"]["max_stream_duration"] == {
+        "max_stream_duration": "5s",
+        "grpc_timeout_header_max": "5s",
+    }
     assert hello["route"]["retry_policy"]["retry_on"] == "unavailable"
     backend_route = next(r for v in vhosts if v["name"] == "backend" for r in v["routes"])
     assert "max_stream_duration" not in backend_route["route"]
