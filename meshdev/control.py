@@ -105,6 +105,8 @@ class ReloadReport:
     started: tuple[str, ...] = ()
     stopped: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    # Pods that crashed at start and crash-loop with their backoff (up only).
+    crashed: tuple[str, ...] = ()
 
     def summary(self) -> str:
         if not self.ok:
@@ -115,6 +117,8 @@ class ReloadReport:
         )
         if self.started or self.stopped:
             text += f"; started {len(self.started)}, stopped {len(self.stopped)} pods"
+        if self.crashed:
+            text += f"; crash-looping: {', '.join(self.crashed)}"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -128,6 +132,7 @@ class ReloadReport:
             "started": list(self.started),
             "stopped": list(self.stopped),
             "errors": list(self.errors),
+            "crashed": list(self.crashed),
         }
 
 
@@ -179,12 +184,22 @@ class ControlPlane:
             self.mesh = mesh
             self.version = 1
             self.progress(f"starting {len(specs)} pods")
-            await self._start([(s.name, s) for s in specs])
+            crashed = await self._start_tolerating_crashes(specs)
             for pod in self.pods.values():
                 pod.routable = True
-            report = await self._push(t0, started=tuple(s.name for s in specs))
+            report = await self._push(t0, started=tuple(p.name for p in self.pods.values()))
             self._supervisor = asyncio.create_task(self._supervise(), name="meshdev-supervisor")
-            return report
+            for spec, exc in crashed:
+                # As Kubernetes: the pod crash-loops with its backoff while the rest serves.
+                delay = self._health(spec.name).exited(exc.exit_code)
+                self.progress(
+                    f"pod {spec.name}: crashed at start (exit {exc.exit_code}); it is retried "
+                    f"with a backoff while the rest of the mesh serves: {exc}"
+                )
+                self._healing[spec.name] = asyncio.create_task(
+                    self._heal_later(spec.name, delay), name=f"heal {spec.name}"
+                )
+            return replace(report, crashed=tuple(spec.name for spec, _ in crashed))
 
     async def apply(self, mesh: Mesh) -> ReloadReport:
         """Move the running mesh to `mesh`; on failure the previous state keeps serving.
@@ -319,17 +334,23 @@ class ControlPlane:
             await self._push(time.perf_counter())
             await self._stop(pod)
         self.changed()
+        await self._restart_loop(pod.key, delay)
+
+    async def _restart_loop(self, key: str, delay: float) -> None:
+        """Start the pod of the plan `key` after `delay`, and again with its backoff for as
+        long as it crashes at start; until a reload drops it or `down`."""
+        health = self._health(key)
         while True:
             await asyncio.sleep(delay)
             async with self._lock:
                 wanted = {s.name: s for s in plan.pods(self.mesh)} if self.mesh else {}
-                spec = wanted.get(pod.key)
+                spec = wanted.get(key)
                 if spec is None or spec.name in self.pods:
-                    self.health.pop(pod.key, None)
+                    self.health.pop(key, None)
                     return  # a reload removed the pod, or started it again itself
                 health.restarting()
                 try:
-                    [fresh] = await self._start([(pod.key, spec)])
+                    [fresh] = await self._start([(key, spec)])
                 except RuntimeFailure as exc:
                     delay = health.exited(exc.exit_code)
                     self.progress(
@@ -344,6 +365,47 @@ class ControlPlane:
                 self.progress(f"pod {spec.name}: restarted ({health.restarts} restarts)")
                 self.changed()
                 return
+
+    async def _heal_later(self, key: str, delay: float) -> None:
+        try:
+            await self._restart_loop(key, delay)
+        finally:
+            self._healing.pop(key, None)
+
+    async def _start_tolerating_crashes(
+        self, specs: list[PodSpec]
+    ) -> list[tuple[PodSpec, RuntimeFailure]]:
+        """Start `specs`; a pod whose app or sidecar exits at start is left out (returned with
+        its failure) rather than failing the rest. Anything else that keeps a pod from
+        starting (its port taken, the engine gone, not ready in time) fails them all."""
+
+        async def one(spec: PodSpec) -> RuntimeFailure | None:
+            try:
+                await self._start([(spec.name, spec)])
+            except RuntimeFailure as exc:
+                return exc
+            return None
+
+        outcomes = await asyncio.gather(*(one(s) for s in specs), return_exceptions=True)
+        fatal = [
+            o
+            for o in outcomes
+            if isinstance(o, BaseException)
+            and not (isinstance(o, RuntimeFailure) and o.exit_code is not None)
+        ]
+        fatal += [o for o in outcomes if isinstance(o, RuntimeFailure) and o.exit_code is None]
+        if fatal:
+            for pod in list(self.pods.values()):
+                await self._stop(pod)
+            first = fatal[0]
+            if isinstance(first, RuntimeFailure | asyncio.CancelledError):
+                raise first
+            raise RuntimeFailure(f"starting pods failed: {first!r}") from first
+        return [
+            (spec, o)
+            for spec, o in zip(specs, outcomes, strict=True)
+            if isinstance(o, RuntimeFailure)
+        ]
 
     async def _stop_supervising(self) -> None:
         tasks = [t for t in (self._supervisor, *self._healing.values()) if t is not None]

@@ -180,3 +180,40 @@ def test_a_container_killed_from_outside_is_restarted_in_docker(
         res = up.run("down", str(mesh_file))
         up.stop()
     assert res.returncode == 0, res.stderr
+
+
+CRASHING = """\
+name: {name}
+services:
+  web: {{command: python3 app.py, health_path: /healthz}}
+  doomed: {{command: "python3 -c \\"import sys; print('doomed: no config'); sys.exit(3)\\""}}
+ingress:
+  port: {port}
+  routes: [{{to: web}}]
+"""
+
+
+def test_a_service_that_crashes_at_start_does_not_take_the_mesh_down(tmp_path: Path) -> None:
+    name = f"crash-{os.getpid()}"
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(CRASHING.format(name=name, port=port))
+    up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+    try:
+        crashed = up.wait_for("pod doomed-0: crashed at start")
+        assert "(exit 3)" in crashed
+        summary = up.wait_for("applied v1")
+        assert summary.endswith("; crash-looping: doomed-0")
+        assert up.wait_for("ready:") == f"ready: http://127.0.0.1:{port}/"
+        assert served(port) is not None  # the rest of the mesh serves
+        # Its log tail is shown when a retry fails, with the growing backoff.
+        failed = up.wait_for("pod doomed-0: restart 1 failed")
+        assert "next try in 10 s" in failed
+        assert "doomed: no config" in "\n".join(up.lines)
+        status = pod(up, "doomed-0")
+        assert (status["state"], status["exit_code"]) == ("crash-looping", 3)
+    finally:
+        res = up.run("down", str(mesh_file))
+        up.stop()
+    assert res.returncode == 0, res.stderr
