@@ -29,6 +29,17 @@ _IGNORED: tuple[Path, ...] = (
 )
 
 
+def whole(value: object, low: int = 0, high: int | None = None) -> bool:
+    """An integer in [low, high] (YAML's true is none, though Python's bool is an int)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    return value >= low and (high is None or value <= high)
+
+
+def is_port(value: object) -> bool:
+    return whole(value, 1, 65535)
+
+
 def dotted(path: Path) -> str:
     out = ""
     for part in path:
@@ -79,6 +90,15 @@ class Source:
                 return None
             node = node[part] if isinstance(part, int) else node.get(part)
         return node
+
+    def mapping(self, *path: str | int) -> dict[str, Any]:
+        """The mapping at `path`, or an empty one where there is something else."""
+        value = self.get(*path)
+        return value if isinstance(value, dict) else {}
+
+    def sequence(self, *path: str | int) -> list[Any]:
+        value = self.get(*path)
+        return value if isinstance(value, list) else []
 
     def take(self, *path: str | int) -> Any:
         """The value at `path`, now read (with all below it)."""

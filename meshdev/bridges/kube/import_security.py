@@ -51,9 +51,9 @@ def read_peer_authentications(pas: list[Source], ctx: Context) -> PeerModes:
                 except ValueError:
                     a.note(("metadata", "annotations"), f"cert ttl {ttl!r} is no duration")
             continue
-        labels = selector.get("matchLabels") if isinstance(selector, dict) else None
-        app = labels.get(kc.APP) if isinstance(labels, dict) else None
-        if not isinstance(labels, dict) or set(labels) != {kc.APP} or app not in ctx.services:
+        labels = a.mapping("spec", "selector", "matchLabels")
+        app = labels.get(kc.APP)
+        if set(labels) != {kc.APP} or not isinstance(app, str) or app not in ctx.services:
             a.note(("spec", "selector"), "selects no one service of these files: left out")
             continue
         a.take("spec", "selector")
@@ -104,7 +104,7 @@ def _source(a: Source, p: Path, who: Principals) -> Dict | None:
         ("notPrincipals", ("not_services", "not_principals")),
     ):
         for j, value in a.items(*p, "source", key):
-            found = who.read(str(value))
+            found = who.read(str(value)) if _pattern(str(value)) else None
             if found is None:
                 a.note(
                     (*p, "source", key, j),
@@ -143,6 +143,19 @@ def _operation(a: Source, p: Path) -> Dict | None:
         value = a.take(*p, "operation", key)
         if isinstance(value, list) and value:
             out[ours] = [str(v) for v in value]
+            bad = [
+                v
+                for v in out[ours]
+                if not _pattern(v)
+                or (ours.endswith("methods") and not _METHOD.match(v))
+                or (ours.endswith("paths") and not v.startswith(("/", "*")))
+            ]
+            if bad:
+                a.note(
+                    (*p, "operation", key),
+                    f"{bad[0]!r} is no {ours.rstrip('s')} meshdev matches: the rule is left out",
+                )
+                raise _Unsaid
     for key in op:
         if key not in ("methods", "notMethods", "paths", "notPaths"):
             a.note(
@@ -151,6 +164,16 @@ def _operation(a: Source, p: Path) -> Dict | None:
             )
             raise _Unsaid
     return out
+
+
+_METHOD = re.compile(r"^[A-Z]+$")
+
+
+def _pattern(value: str) -> bool:
+    """Istio's (and meshdev's) string patterns: exact, prefix*, *suffix or *."""
+    if not value or value == "*" or "*" not in value:
+        return bool(value)
+    return value.count("*") == 1 and (value.startswith("*") or value.endswith("*"))
 
 
 class _Unsaid(Exception):
@@ -162,13 +185,12 @@ def read_authorization_policies(
 ) -> dict[str, list[Dict]]:
     out: dict[str, list[Dict]] = {}
     for a in aps:
-        labels = a.get("spec", "selector", "matchLabels")
+        labels = a.mapping("spec", "selector", "matchLabels")
+        app = labels.get(kc.APP)
         if a.get("spec", "selector") is None and a.get("spec", "targetRefs") is None:
             dests = sorted(ctx.services)
-        elif (
-            isinstance(labels, dict) and set(labels) == {kc.APP} and labels[kc.APP] in ctx.services
-        ):
-            dests = [str(labels[kc.APP])]
+        elif set(labels) == {kc.APP} and isinstance(app, str) and app in ctx.services:
+            dests = [app]
         else:
             a.note((), "selects no one service of these files: left out")
             continue

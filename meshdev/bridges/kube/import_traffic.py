@@ -4,14 +4,15 @@ the local rate limits an EnvoyFilter puts on named routes."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
 from meshdev.bridges.kube import conventions as kc
-from meshdev.bridges.kube.import_docs import Path, Source
+from meshdev.bridges.kube.import_docs import Path, Source, is_port, whole
 from meshdev.bridges.kube.import_workloads import ImportedService, is_name
 from meshdev.common.envoy_names import RetryOn
-from meshdev.config.durations import format_duration
+from meshdev.config.durations import format_duration, parse_duration
 
 Dict = dict[str, Any]
 
@@ -23,6 +24,7 @@ _LB = {
 }
 _RETRY_ON: frozenset[str] = frozenset(get_args(RetryOn))
 # Istio's retry policy where a route names no retryOn (pilot's retry.DefaultPolicy).
+TYPED_STRUCT = "type.googleapis.com/udpa.type.v1.TypedStruct"
 _ISTIO_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled"
 
 
@@ -101,7 +103,7 @@ def traffic_policy(d: Source, p: Path, tcp: bool) -> Dict:
     if isinstance(lb, dict):
         simple = lb.get("simple")
         hashing = lb.get("consistentHash")
-        if simple in _LB:
+        if isinstance(simple, str) and simple in _LB:
             d.take(*p, "loadBalancer", "simple")
             out["lb"] = _LB[str(simple)]
         elif isinstance(hashing, dict):
@@ -125,13 +127,12 @@ def traffic_policy(d: Source, p: Path, tcp: bool) -> Dict:
         ("max_retries", ("http", "maxRetries")),
     ):
         value = d.get(*pool, *where)
-        if isinstance(value, int):
+        minimum = 0 if key in ("max_pending_requests", "max_retries") else 1
+        if whole(value, minimum):
             d.take(*pool, *where)
-            minimum = 0 if key in ("max_pending_requests", "max_retries") else 1
-            if value >= minimum:
-                cb[key] = value
-            else:
-                d.note((*pool, *where), f"meshdev's {key} is at least {minimum}: left out")
+            cb[key] = value
+        elif value is not None:
+            d.note((*pool, *where), f"meshdev's {key} is a whole number of at least {minimum}")
     if cb:
         out["circuit_breaker"] = cb
     connect = duration(d, (*pool, "tcp", "connectTimeout"))
@@ -153,7 +154,7 @@ def traffic_policy(d: Source, p: Path, tcp: bool) -> Dict:
         o: Path = (*p, "outlierDetection")
         detection: Dict = {}
         errors = d.take(*o, "consecutive5xxErrors")
-        if isinstance(errors, int) and errors >= 1:
+        if whole(errors, 1):
             detection["consecutive_5xx"] = errors
         elif errors is not None:
             d.note((*o, "consecutive5xxErrors"), "meshdev ejects after at least one 5xx")
@@ -161,9 +162,12 @@ def traffic_policy(d: Source, p: Path, tcp: bool) -> Dict:
             value = duration(d, (*o, name))
             if value is not None:
                 detection[key] = value
-        percent = d.take(*o, "maxEjectionPercent")
-        if isinstance(percent, int | float):
+        percent = d.get(*o, "maxEjectionPercent")
+        if whole(percent, 0, 100):
+            d.take(*o, "maxEjectionPercent")
             detection["max_ejection_percent"] = percent
+        elif percent is not None:
+            d.note((*o, "maxEjectionPercent"), "not a percentage: left out")
         out["outlier_detection"] = detection
     if d.get(*p, "tls") is not None:
         d.note(
@@ -186,29 +190,52 @@ def _string_match(v: Source, p: Path, present: bool) -> Dict | None:
             if not present:
                 v.note(p, "meshdev's header conditions cannot be negated: left out")
                 return None
+            if key == "regex" and not _compiles(str(sm[key])):
+                v.note(p, "a regex meshdev cannot compile: left out")
+                return None
             v.take(*p)
             return {key: str(sm[key])}
     v.take(*p)
     return {"present": present}
 
 
+_METHOD = re.compile(r"^[A-Z]+$")
+_TAKES_MORE = "left out, so the route takes more requests"
+
+
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
 def read_match(v: Source, p: Path) -> tuple[Dict, str | None]:
     """One Istio match entry -> meshdev's match without its method, and the method."""
     m: Dict = {}
-    uri = v.get(*p, "uri")
-    if isinstance(uri, dict):
-        for key, ours in (("prefix", "prefix"), ("exact", "path"), ("regex", "regex")):
-            if key in uri:
-                v.take(*p, "uri")
-                m[ours] = str(uri[key])
+    uri = v.mapping(*p, "uri")
+    for key, ours in (("prefix", "prefix"), ("exact", "path"), ("regex", "regex")):
+        if key not in uri:
+            continue
+        value = str(uri[key])
+        if key == "regex" and not _compiles(value):
+            v.note((*p, "uri"), f"a regex meshdev cannot compile: {_TAKES_MORE}")
+        elif key != "regex" and not value.startswith("/"):
+            v.note((*p, "uri"), f"meshdev's paths start with /: {_TAKES_MORE}")
+        else:
+            v.take(*p, "uri")
+            m[ours] = value
+        break
     method = v.get(*p, "method")
     found: str | None = None
     if isinstance(method, dict):
-        if "exact" in method:
+        exact = str(method.get("exact", ""))
+        if _METHOD.match(exact):
             v.take(*p, "method")
-            found = str(method["exact"])
+            found = exact
         else:
-            v.note((*p, "method"), "meshdev matches methods exactly: left out")
+            v.note((*p, "method"), f"meshdev matches upper-case methods exactly: {_TAKES_MORE}")
     headers: Dict = {}
     for key, present in (("headers", True), ("withoutHeaders", False)):
         given = v.get(*p, key)
@@ -219,12 +246,9 @@ def read_match(v: Source, p: Path) -> tuple[Dict, str | None]:
     if headers:
         m["headers"] = headers
     v.take(*p, "name")
-    for key in v.get(*p) or {}:
+    for key in v.mapping(*p):
         if key not in ("uri", "method", "headers", "withoutHeaders", "name"):
-            v.note(
-                (*p, key),
-                "mesh.yaml cannot match on this: left out, so the route takes more requests",
-            )
+            v.note((*p, key), f"mesh.yaml cannot match on this: {_TAKES_MORE}")
     return m, found
 
 
@@ -273,12 +297,15 @@ def read_destinations(v: Source, p: Path, ctx: Context) -> list[tuple[str, int |
             target = f"{svc}.{version}"
         port = v.get(*d, "port", "number")
         if port is not None:
-            if port in ctx.services[svc].ports:
+            if is_port(port) and port in ctx.services[svc].ports:
                 v.take(*d, "port")
             else:
                 v.note((*d, "port"), f"not a port of {svc}'s Service: left out")
         weight = v.take(*p, i, "weight") if isinstance(entry, dict) else None
-        out.append((target, weight if isinstance(weight, int) else None))
+        out.append((target, weight if whole(weight) else None))
+    if len(out) > 1 and not any(w for _, w in out):
+        v.note(p, "no destination has a weight: taken as equal weights")
+        out = [(t, 1) for t, _ in out]
     return out
 
 
@@ -288,8 +315,6 @@ def to_field(targets: list[tuple[str, int | None]], dest: str) -> Any:
         target = targets[0][0]
         return None if target == dest else target
     weights: dict[str, int] = {}
-    if all(w is None for _, w in targets):
-        targets = [(t, 1) for t, _ in targets]
     for target, weight in targets:
         weights[target] = weights.get(target, 0) + (weight or 0)
     return weights
@@ -299,9 +324,9 @@ def read_retries(v: Source, p: Path) -> Dict | None:
     if v.get(*p) is None:
         return None
     attempts = v.take(*p, "attempts")
-    if not isinstance(attempts, int) or attempts <= 0:
+    if not whole(attempts, 1):
         # Istio's attempts: 0 turns retries off, whatever else is said.
-        for key in v.get(*p) or {}:
+        for key in v.mapping(*p):
             v.take(*p, key)
         return None
     text = v.take(*p, "retryOn")
@@ -312,7 +337,7 @@ def read_retries(v: Source, p: Path) -> Dict | None:
     codes: list[int] = []
     for part in str(text).split(","):
         word = part.strip()
-        if word.isdigit():
+        if word.isdigit() and 100 <= int(word) <= 599:
             codes.append(int(word))
         elif word in _RETRY_ON:
             conditions.append(word)
@@ -329,13 +354,21 @@ def read_retries(v: Source, p: Path) -> Dict | None:
     return out
 
 
-def _percent(v: Source, p: Path) -> float:
-    value = v.take(*p, "percentage", "value")
-    if isinstance(value, int | float):
-        return float(value)
-    # Istio's deprecated integer percent; with neither, Envoy faults none.
-    old = v.take(*p, "percent")
-    return float(old) if isinstance(old, int | float) else 0.0
+def _percent(v: Source, p: Path) -> float | None:
+    """The share of requests faulted (None, noted, when it is no share at all)."""
+    value = v.get(*p, "percentage", "value")
+    key: Path = (*p, "percentage")
+    if value is None:
+        # Istio's deprecated integer percent; with neither, Envoy faults none.
+        value = v.get(*p, "percent")
+        key = (*p, "percent")
+        if value is None:
+            return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        v.note(key, "not a percentage: the fault is left out")
+        return None
+    v.take(*key)
+    return float(value)
 
 
 def read_fault(v: Source, p: Path) -> Dict | None:
@@ -345,14 +378,18 @@ def read_fault(v: Source, p: Path) -> Dict | None:
     if isinstance(v.get(*p, "delay"), dict):
         d: Path = (*p, "delay")
         fixed = duration(v, (*d, "fixedDelay"))
-        if fixed is not None:
-            out["delay"] = {"percent": _percent(v, d), "fixed": fixed}
+        percent = _percent(v, d)
+        if fixed is not None and percent is not None:
+            out["delay"] = {"percent": percent, "fixed": fixed}
     if isinstance(v.get(*p, "abort"), dict):
         a: Path = (*p, "abort")
-        abort: Dict = {"percent": _percent(v, a)}
+        share = _percent(v, a)
+        abort: Dict = {"percent": share}
         status = v.get(*a, "httpStatus")
         grpc = v.get(*a, "grpcStatus")
-        if isinstance(status, int) and 200 <= status <= 599:
+        if share is None:
+            abort = {}
+        elif whole(status, 200, 599):
             abort["status"] = v.take(*a, "httpStatus")
         elif isinstance(grpc, str) and grpc in kc.GRPC_STATUS:
             v.take(*a, "grpcStatus")
@@ -410,6 +447,16 @@ def read_http_route(v: Source, p: Path, ctx: Context) -> list[RouteDraft]:
     # Istio's default is no timeout: meshdev's 0s.
     timeout = duration(v, (*p, "timeout")) or "0s"
     retries = read_retries(v, (*p, "retries"))
+    per_try = retries.get("per_try_timeout") if retries else None
+    # Istio lets the route's timeout cut a longer try short; meshdev's loader refuses it.
+    if (
+        retries
+        and per_try
+        and timeout != "0s"
+        and parse_duration(per_try) > parse_duration(timeout)
+    ):
+        v.note((*p, "retries", "perTryTimeout"), "longer than the route's timeout: left out")
+        del retries["per_try_timeout"]
     fault = read_fault(v, (*p, "fault"))
     name = str(raw_name) if raw_name is not None else None
     if name is not None and not is_name(name):
@@ -417,7 +464,7 @@ def read_http_route(v: Source, p: Path, ctx: Context) -> list[RouteDraft]:
         name = None
     out = []
     for k, (m, method) in enumerate(matches):
-        own = name if k == 0 or name is None else f"{name}-{k + 1}"
+        own = name if k == 0 or name is None else suffixed(name, k + 1)
         out.append(
             RouteDraft(
                 own,
@@ -433,6 +480,12 @@ def read_http_route(v: Source, p: Path, ctx: Context) -> list[RouteDraft]:
     return out
 
 
+def suffixed(name: str, n: int) -> str:
+    """`name-n`, within meshdev's 40 characters of a name."""
+    tail = f"-{n}"
+    return name[: 40 - len(tail)].rstrip("-") + tail
+
+
 def unique_names(drafts: list[RouteDraft]) -> None:
     """meshdev's route names (or their r<N> defaults) are unique per destination."""
     seen: set[str] = set()
@@ -440,9 +493,9 @@ def unique_names(drafts: list[RouteDraft]) -> None:
         name = d.name or f"r{i}"
         if name in seen:
             n = 2
-            while f"{name}-{n}" in seen:
+            while suffixed(name, n) in seen:
                 n += 1
-            name = f"{name}-{n}"
+            name = suffixed(name, n)
             d.name = name
         seen.add(name)
 
@@ -454,12 +507,13 @@ def read_virtual_services(
     routes: dict[str, list[RouteDraft]] = {}
     gateway_bound: list[Source] = []
     for v in vss:
-        gateways = v.get("spec", "gateways") or []
+        gateways = v.sequence("spec", "gateways")
         if any(g != "mesh" for g in gateways):
             gateway_bound.append(v)
             continue
         v.take("spec", "gateways")
-        hosts = v.take("spec", "hosts") or []
+        v.take("spec", "hosts")
+        hosts = v.sequence("spec", "hosts")
         dests = []
         for i, host in enumerate(hosts):
             svc = ctx.service(host)
@@ -534,8 +588,9 @@ def read_gateways(gws: list[Source]) -> dict[str, GatewayInfo]:
         for i, _ in g.items("spec", "servers"):
             p: Path = ("spec", "servers", i)
             protocol = str(g.get(*p, "port", "protocol") or "").upper()
-            if port is None and protocol in ("HTTP", "HTTP2"):
-                port = g.take(*p, "port", "number")
+            number = g.get(*p, "port", "number")
+            if port is None and protocol in ("HTTP", "HTTP2") and is_port(number):
+                port = number
                 g.take(*p, "port")
                 g.take(*p, "hosts")
             else:
@@ -594,7 +649,7 @@ def ingress_from_spec(v: Source, ctx: Context, has_routes: set[str]) -> list[Dic
                 match["method"] = method
             route: Dict = {}
             if name is not None:
-                route["name"] = name if k == 0 else f"{name}-{k + 1}"
+                route["name"] = name if k == 0 else suffixed(name, k + 1)
             if match:
                 route["match"] = match
             route["to"] = service
@@ -605,40 +660,39 @@ def ingress_from_spec(v: Source, ctx: Context, has_routes: set[str]) -> list[Dic
 # -- EnvoyFilter: local rate limits -------------------------------------------------------
 
 
-def _bucket(e: Source, p: Path, config: Any) -> Dict | None:
+def _bucket(e: Source, p: Path) -> Dict | None:
     """A local rate limit config (direct or as a TypedStruct) -> meshdev's rate_limit."""
-    if not isinstance(config, dict):
+    if not isinstance(e.get(*p), dict):
         return None
     body: Path = p
-    if config.get("@type") == "type.googleapis.com/udpa.type.v1.TypedStruct":
-        e.take(*p, "@type")
+    e.take(*p, "@type")
+    if e.get(*p, "@type") == TYPED_STRUCT:
         e.take(*p, "type_url")
         body = (*p, "value")
-        config = config.get("value") or {}
-    else:
-        e.take(*p, "@type")
-    bucket = config.get("token_bucket")
-    if not isinstance(bucket, dict):
+    if not isinstance(e.get(*body, "token_bucket"), dict):
         return None
     e.take(*body, "stat_prefix")
     for key in ("filter_enabled", "filter_enforced"):
-        share = (
-            config.get(key, {}).get("default_value", {})
-            if isinstance(config.get(key), dict)
-            else {}
-        )
-        if share.get("numerator") == 100 and share.get("denominator") == "HUNDRED":
+        share = (*body, key, "default_value")
+        if e.get(*share, "numerator") == 100 and e.get(*share, "denominator") == "HUNDRED":
             e.take(*body, key)
         else:
             e.note((*body, key), "meshdev limits every request of the route: taken as 100%")
-    tokens = bucket.get("tokens_per_fill", 1)
-    interval = kc.parse_istio_duration(str(bucket.get("fill_interval", "")))
-    burst = bucket.get("max_tokens")
-    if not isinstance(tokens, int) or not interval or not isinstance(burst, int):
-        e.note((*body, "token_bucket"), "not a token bucket meshdev can read: left out")
+    bucket: Path = (*body, "token_bucket")
+    tokens = e.get(*bucket, "tokens_per_fill")
+    tokens = 1 if tokens is None else tokens
+    interval = kc.parse_istio_duration(str(e.get(*bucket, "fill_interval")))
+    burst = e.get(*bucket, "max_tokens")
+    if not (is_count(tokens) and is_count(burst) and interval):
+        e.note(bucket, "not a token bucket meshdev can read: left out")
         return None
-    e.take(*body, "token_bucket")
+    e.take(*bucket)
     return {"requests_per_second": tokens / interval, "burst": burst}
+
+
+def is_count(value: object) -> bool:
+    """A whole number of at least 1 (YAML's true is no count, though Python's bool is int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def read_rate_limits(efs: list[Source], ctx: Context, routes: dict[str, list[RouteDraft]]) -> None:
@@ -701,7 +755,7 @@ def _route_limit(e: Source, p: Path, ctx: Context, routes: dict[str, list[RouteD
     if not drafts:
         return False
     cp: Path = (*p, "patch", "value", "typed_per_filter_config", kc.RATE_LIMIT_FILTER)
-    limit = _bucket(e, cp, e.get(*cp))
+    limit = _bucket(e, cp)
     if limit is None:
         return False
     for d in drafts:

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from meshdev.bridges.kube import conventions as kc
-from meshdev.bridges.kube.import_docs import Path, Source
+from meshdev.bridges.kube.import_docs import Path, Source, is_port, whole
 from meshdev.bridges.kube.workloads import Workload
 from meshdev.common.envoy_names import ServiceProtocol
 from meshdev.config.model import NAME_PATTERN
@@ -80,8 +80,8 @@ def _container(d: Source, app: str) -> int | None:
 
 def _command(d: Source, c: Path) -> str | tuple[str, ...] | None:
     entry = d.take(*c, "command")
-    args = d.take(*c, "args")
-    parts = [str(x) for x in (entry or [])] + [str(x) for x in (args or [])]
+    d.take(*c, "args")
+    parts = [str(x) for x in d.sequence(*c, "command")] + [str(x) for x in d.sequence(*c, "args")]
     if entry:
         d.note(
             (*c, "command"),
@@ -141,7 +141,8 @@ def _excluded(d: Source) -> tuple[int, ...]:
             found.append(set())
             continue
         d.take("spec", "template", "metadata", "annotations", key)
-        found.append({int(p) for p in str(value).split(",") if p.strip().isdigit()})
+        ports = {int(p) for p in str(value).split(",") if p.strip().isdigit()}
+        found.append({p for p in ports if is_port(p)})
     inbound, outbound = found
     if inbound != outbound:
         d.note(
@@ -158,7 +159,7 @@ def container_ports(d: Source) -> dict[str, int]:
     for c in containers if isinstance(containers, list) else []:
         ports = c.get("ports") if isinstance(c, dict) else None
         for p in ports if isinstance(ports, list) else []:
-            if isinstance(p, dict) and isinstance(p.get("containerPort"), int):
+            if isinstance(p, dict) and is_port(p.get("containerPort")):
                 out.setdefault("", p["containerPort"])
                 if isinstance(p.get("name"), str):
                     out[p["name"]] = p["containerPort"]
@@ -180,7 +181,7 @@ def read_pod(d: Source, app: str, subset: str | None, port: int) -> Pod | None:
     account = d.take("spec", "template", "spec", "serviceAccountName") or "default"
     return Pod(
         subset=subset,
-        replicas=replicas if isinstance(replicas, int) else 1,
+        replicas=replicas if whole(replicas) else 1,
         env=_env(d, c),
         # A built image's name is the export's; its folder is what the mesh file says.
         build=build,
@@ -204,7 +205,7 @@ def _service_port(s: Source, named: dict[str, int]) -> tuple[int, ServiceProtoco
             continue
         p: Path = ("spec", "ports", i)
         number = s.take(*p, "port")
-        if isinstance(number, int):
+        if is_port(number):
             numbers.add(number)
         if s.get(*p, "protocol") in (None, "TCP"):
             s.take(*p, "protocol")
@@ -213,10 +214,13 @@ def _service_port(s: Source, named: dict[str, int]) -> tuple[int, ServiceProtoco
             target = number
         if isinstance(target, str):
             target = named.get(target)
-            if target is None:
-                s.note((*p, "targetPort"), "names no port of its Deployments' containers")
-                continue
-        protocol, lost = kc.port_protocol(s.take(*p, "name"), s.take(*p, "appProtocol"))
+        if not is_port(target):
+            s.note((*p, "targetPort"), "names no port of its Deployments' containers")
+            continue
+        name, app = s.take(*p, "name"), s.take(*p, "appProtocol")
+        protocol, lost = kc.port_protocol(
+            None if name is None else str(name), None if app is None else str(app)
+        )
         if lost:
             s.note((*p, "name"), lost)
         if chosen is None and isinstance(target, int):

@@ -36,6 +36,7 @@ from meshdev.bridges.kube.import_traffic import (
     read_gateways,
     read_rate_limits,
     read_virtual_services,
+    suffixed,
 )
 from meshdev.bridges.kube.import_workloads import ImportedService, is_name, read_services
 from meshdev.bridges.kube.report import Gaps, Note
@@ -270,7 +271,8 @@ def _ingress(
     port: int | None = None
     pending: PendingIngress | None = None
     for v in bound:
-        refs = v.take("spec", "gateways") or []
+        v.take("spec", "gateways")
+        refs = [str(g) for g in v.sequence("spec", "gateways")]
         found = [
             gateways[g.split("/")[-1]]
             for g in refs
@@ -286,6 +288,8 @@ def _ingress(
         port = port or found[0].port
         v.take("spec", "hosts")
         annotated = parse_ingress_annotation(v.annotations().get(kc.INGRESS_ROUTES_ANNOTATION, ""))
+        if annotated and any(r.to not in ctx.services for r in annotated):
+            annotated = None  # names services these files do not run: the spec decides
         if annotated and pending is None and not routes and len(bound) == 1:
             dumped = [r.model_dump(mode="json", exclude_defaults=True) for r in annotated]
             pending = PendingIngress(v, dumped, port)
@@ -293,8 +297,23 @@ def _ingress(
             continue
         routes += ingress_from_spec(v, ctx, has_routes)
     if routes and port is not None:
-        mesh["ingress"] = {"port": port, "routes": routes}
+        mesh["ingress"] = {"port": port, "routes": unique_ingress_names(routes)}
     return pending
+
+
+def unique_ingress_names(routes: list[Dict]) -> list[Dict]:
+    """meshdev's ingress route names (or their r<N> defaults) are unique."""
+    seen: set[str] = set()
+    for i, r in enumerate(routes):
+        name = str(r.get("name") or f"r{i}")
+        n = 2
+        while name in seen:
+            name = suffixed(str(r.get("name") or f"r{i}"), n)
+            n += 1
+        if name != (r.get("name") or f"r{i}"):
+            r["name"] = name
+        seen.add(name)
+    return routes
 
 
 def _check_ingress(
@@ -318,7 +337,7 @@ def _check_ingress(
     )
     routes = ingress_from_spec(v, ctx, has_routes)
     if routes:
-        mesh["ingress"] = {"port": pending.port, "routes": routes}
+        mesh["ingress"] = {"port": pending.port, "routes": unique_ingress_names(routes)}
     else:
         mesh.pop("ingress", None)
     _order(mesh)
