@@ -147,3 +147,36 @@ def validate_kubernetes(doc: dict[str, Any]) -> None:
 def all_documents(documents: dict[str, list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
     for docs in documents.values():
         yield from docs
+
+
+def local_rate_limit_errors(config: dict[str, Any]) -> list[str]:
+    """An EnvoyFilter's local rate limit config (direct, or a TypedStruct's value) read as
+    Envoy's own LocalRateLimit message (xds-protos: no unknown field) and checked with
+    protoc-gen-validate's rules, as Envoy checks it when the patch is applied."""
+    import warnings
+
+    from envoy.extensions.filters.http.local_ratelimit.v3 import (  # type: ignore[import-untyped]
+        local_rate_limit_pb2,
+    )
+    from google.protobuf import json_format
+    from protoc_gen_validate.validator import (  # type: ignore[import-untyped]
+        ValidationFailed,
+        validate_all,
+    )
+
+    body = dict(config)
+    type_url = body.pop("@type", None)
+    if type_url == "type.googleapis.com/udpa.type.v1.TypedStruct":
+        type_url, body = body.pop("type_url"), dict(body.pop("value"))
+    expected = "type.googleapis.com/" + local_rate_limit_pb2.LocalRateLimit.DESCRIPTOR.full_name
+    if type_url != expected:
+        return [f"type {type_url}, not {expected}"]
+    try:
+        message = json_format.ParseDict(body, local_rate_limit_pb2.LocalRateLimit())
+        with warnings.catch_warnings():
+            # protoc-gen-validate reads FieldDescriptor.label, which protobuf 6 deprecates.
+            warnings.filterwarnings("ignore", "label\\(\\) is deprecated", DeprecationWarning)
+            validate_all(message)
+    except (json_format.ParseError, ValidationFailed) as exc:
+        return [str(exc)]
+    return []

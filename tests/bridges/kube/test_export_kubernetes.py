@@ -16,6 +16,7 @@ from tests.bridges.kube.strict_schemas import (
     all_documents,
     errors,
     is_istio,
+    local_rate_limit_errors,
     validate_kubernetes,
 )
 
@@ -355,6 +356,29 @@ def test_local_rate_limits_are_an_envoy_filter_on_named_routes(
     assert gateway["spec"]["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
     routes = [p["match"].get("routeConfiguration") for p in gateway["spec"]["configPatches"]]
     assert routes[1] == {"portNumber": 8080, "vhost": {"route": {"name": "api.beta"}}}
+
+
+def test_rate_limit_configs_are_envoys_own_messages(example: Export, rich: Export) -> None:
+    """An EnvoyFilter's patch values are opaque to its CRD: Envoy's protos check them."""
+    checked = 0
+    for result in (example, rich):
+        for doc in all_documents(result.documents):
+            if doc["kind"] != "EnvoyFilter":
+                continue
+            for patch in doc["spec"]["configPatches"]:
+                value = patch["patch"]["value"]
+                configs = [value["typed_config"]] if "typed_config" in value else []
+                configs += list(value.get("typed_per_filter_config", {}).values())
+                for config in configs:
+                    assert local_rate_limit_errors(config) == []
+                    checked += 1
+    assert checked == 8  # 2 + 1 filters, 3 + 2 routes
+    broken = {
+        "@type": "type.googleapis.com/"
+        + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+    }
+    assert local_rate_limit_errors({**broken, "token_bucket": {"max_tokens": 0}})
+    assert local_rate_limit_errors({**broken, "stat_prefx": "x"})
 
 
 # -- security -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from meshdev.bridges.kube.importer import Imported, import_istio
 from meshdev.bridges.kube.yamltext import dump_all
 from meshdev.config import Mesh, MeshInvalid, load_mesh, parse_mesh
 from tests.bridges.kube.kube_meshes import RICH, mesh_of, meshes
-from tests.bridges.kube.strict_schemas import all_documents, errors
+from tests.bridges.kube.strict_schemas import all_documents, errors, local_rate_limit_errors
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "flask-app" / "mesh.yaml"
 
@@ -109,6 +109,9 @@ def test_generated_meshes_round_trip_and_pass_the_schemas(doc: dict[str, Any]) -
     exported = export_mesh(mesh, namespace="ns1")
     for obj in all_documents(exported.documents):
         assert errors(obj) == []
+        for patch in obj["spec"].get("configPatches", []) if obj["kind"] == "EnvoyFilter" else []:
+            for config in patch["patch"]["value"].get("typed_per_filter_config", {}).values():
+                assert local_rate_limit_errors(config) == []
     result = back(exported)
     same(result.mesh, canonical(mesh))
     # An import of an export's files has nothing to list: every field was meshdev's.
