@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import yaml
 
@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 TOKEN_HEADER = "x-meshdev-token"
 # Envoy's gauge of requests a listener is serving now; zero means a pod is drained.
 _IN_FLIGHT = r"^http\.(inbound|ingress)\.downstream_rq_active$"
+
+
+# Kubernetes' failureThreshold: this many failed liveness probes in a row restart the pod.
+LIVENESS_FAILURES = 3
 
 
 def load_defaults() -> dict[str, Any]:
@@ -157,6 +161,8 @@ class ControlPlane:
     pods: dict[str, Pod] = field(default_factory=dict)
     # How often the runtime is asked which pods' containers exited (self-healing).
     watch_interval: float = 0.5
+    # How often pods with a liveness_path are asked (Kubernetes' periodSeconds).
+    liveness_period: float = 2.0
     # What is remembered of each pod of the plan across its restarts, by its key.
     health: dict[str, healing.PodHealth] = field(default_factory=dict)
     _generation: dict[str, int] = field(default_factory=dict)
@@ -295,7 +301,9 @@ class ControlPlane:
     # -- self-healing -------------------------------------------------------------------------
 
     async def _supervise(self) -> None:
-        """Restart pods whose app or sidecar exited, as Kubernetes does (healing.py)."""
+        """Restart pods whose app or sidecar exited, or whose liveness probe keeps failing,
+        as Kubernetes does (healing.py)."""
+        last_probe = time.monotonic()
         while True:
             await asyncio.sleep(self.watch_interval)
             try:
@@ -303,6 +311,9 @@ class ControlPlane:
             except RuntimeFailure as exc:
                 self.progress(f"cannot watch the pods: {exc}")
                 continue
+            if time.monotonic() - last_probe >= self.liveness_period:
+                last_probe = time.monotonic()
+                exits += await self._liveness_failures()
             for gone in exits:
                 pod = self.pods.get(gone.pod)
                 if pod is None or not pod.routable or gone.pod in self._healing:
@@ -310,6 +321,33 @@ class ControlPlane:
                 self._healing[gone.pod] = asyncio.create_task(
                     self._heal(pod, gone), name=f"heal {gone.pod}"
                 )
+
+    async def _liveness_failures(self) -> list[PodExit]:
+        """Pods whose liveness_path failed LIVENESS_FAILURES times in a row (asked through
+        their sidecar's /app-health, straight to the app, as Istio rewrites probes)."""
+        pods = [p for p in self.pods.values() if p.routable and p.spec.liveness_path]
+
+        async def alive(pod: Pod) -> bool:
+            path = quote(pod.spec.liveness_path or "/", safe="/")
+            url = f"{pod.started.admin_url}/app-health?path={path}"
+            try:
+                answer = await loopback.request("GET", url, timeout=2)
+            except (OSError, loopback.LoopbackError):
+                return False
+            return answer.status == 200
+
+        out = []
+        for pod, ok in zip(pods, await asyncio.gather(*(alive(p) for p in pods)), strict=True):
+            health = self._health(pod.key)
+            health.liveness_failures = 0 if ok else health.liveness_failures + 1
+            if health.liveness_failures >= LIVENESS_FAILURES:
+                health.liveness_failures = 0
+                self.progress(
+                    f"pod {pod.name}: its liveness probe {pod.spec.liveness_path} failed "
+                    f"{LIVENESS_FAILURES} times in a row"
+                )
+                out.append(PodExit(pod.name, "app", None))
+        return out
 
     async def _heal(self, pod: Pod, gone: PodExit) -> None:
         try:
@@ -322,9 +360,14 @@ class ControlPlane:
         delay = health.exited(gone.exit_code)
         lines = await self.runtime.last_lines(pod.name, gone.container, 5)
         when = "now" if delay == 0 else f"in {delay:g} s ({health.describe()})"
+        what = (
+            f"exited with code {gone.exit_code}"
+            if gone.exit_code is not None
+            else "does not answer its liveness probe"
+        )
         self.progress(
-            f"pod {pod.name}: its {gone.container} exited with code {gone.exit_code}; "
-            f"restarting {when}" + "".join(f"\n    {line}" for line in lines)
+            f"pod {pod.name}: its {gone.container} {what}; restarting {when}"
+            + "".join(f"\n    {line}" for line in lines)
         )
         async with self._lock:
             if self.pods.get(pod.name) is not pod:

@@ -43,6 +43,7 @@ class PodHealth:
     crashes: int = 0
     started_at: float = field(default_factory=time.monotonic)
     next_try: float | None = None  # monotonic time of its next restart, while it waits
+    liveness_failures: int = 0  # failed liveness probes in a row
 
     def exited(self, exit_code: int | None, now: float | None = None) -> float:
         """Record an exit; returns how long to wait before restarting it."""

@@ -57,6 +57,8 @@ class PodSpec:
     tcp_services: tuple[tuple[str, int], ...] = ()
     # Ports the Docker runtime's traffic capture leaves alone (mesh.yaml's excluded_ports).
     excluded_ports: tuple[int, ...] = ()
+    # Asked while the pod runs; failing 3 times in a row restarts it (control.py).
+    liveness_path: str | None = None
 
     @property
     def is_ingress(self) -> bool:
@@ -144,6 +146,7 @@ def _service_pods(name: str, svc: Service, tcp: tuple[tuple[str, int], ...]) -> 
                 svc.protocol,
                 tcp,
                 svc.excluded_ports,
+                svc.liveness_path,
             )
             for i in range(svc.pod_count())
         ]
@@ -166,6 +169,7 @@ def _service_pods(name: str, svc: Service, tcp: tuple[tuple[str, int], ...]) -> 
                     svc.protocol,
                     tcp,
                     svc.excluded_ports,
+                    svc.liveness_path,
                 )
             )
     return out

@@ -264,6 +264,11 @@ class Service(_Model):
     health_path: str | None = Field(
         default=None, description="HTTP path answering 2xx when ready; none = port accepts."
     )
+    liveness_path: str | None = Field(
+        default=None,
+        description="HTTP path asked every 2 s while the pod runs (a Kubernetes liveness "
+        "probe): 3 failures in a row restart the pod.",
+    )
     versions: NamedMap[Version] = Field(
         default_factory=_empty, description="Subsets (e.g. v1, v2) with their own replicas and env."
     )

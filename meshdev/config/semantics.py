@@ -364,6 +364,10 @@ class _Check:
                 self.add((*vpath, "image"), "give build or image, not both")
         if svc.health_path is not None and not svc.health_path.startswith("/"):
             self.add((*path, "health_path"), "must start with /")
+        if svc.liveness_path is not None and not svc.liveness_path.startswith("/"):
+            self.add((*path, "liveness_path"), "must start with /")
+        if svc.liveness_path is not None and svc.protocol == "tcp":
+            self.add((*path, "liveness_path"), "a tcp service is not asked over HTTP")
         if svc.health_path is not None and svc.protocol == "tcp":
             self.add(
                 (*path, "health_path"),

@@ -29,8 +29,15 @@ if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "brok
     print("broken: exiting with 3", flush=True)
     sys.exit(3)
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/alive" and os.path.exists(os.path.join(HERE, "sick")):
+            self.send_response(500)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
         data = json.dumps({"pod": os.environ["POD"], "pid": os.getpid()}).encode()
         self.send_response(200)
         self.send_header("content-length", str(len(data)))
@@ -213,6 +220,42 @@ def test_a_service_that_crashes_at_start_does_not_take_the_mesh_down(tmp_path: P
         assert "doomed: no config" in "\n".join(up.lines)
         status = pod(up, "doomed-0")
         assert (status["state"], status["exit_code"]) == ("crash-looping", 3)
+    finally:
+        res = up.run("down", str(mesh_file))
+        up.stop()
+    assert res.returncode == 0, res.stderr
+
+
+LIVENESS = """\
+name: {name}
+services:
+  web: {{command: python3 app.py, health_path: /healthz, liveness_path: /alive}}
+ingress:
+  port: {port}
+  routes: [{{to: web}}]
+"""
+
+
+def test_a_failing_liveness_probe_restarts_the_pod(tmp_path: Path) -> None:
+    name = f"live-{os.getpid()}"
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(LIVENESS.format(name=name, port=port))
+    up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        first = served(port)
+        assert first is not None
+        (tmp_path / "sick").write_text("")
+        up.wait_for("pod web-0: its liveness probe /alive failed 3 times in a row", 30)
+        assert "does not answer its liveness probe; restarting now" in up.wait_for(
+            "pod web-0: its app does not answer"
+        )
+        (tmp_path / "sick").unlink()
+        up.wait_for("pod web-0: restarted (1 restarts)", 30)
+        back = wait_until("web-0 serving again", lambda: served(port))
+        assert back["pid"] != first["pid"]
     finally:
         res = up.run("down", str(mesh_file))
         up.stop()
