@@ -87,7 +87,11 @@ class Compiler:
                 engine = RbacEngine(lst.authorization)
                 rbac = RbacEntry(engine, RbacStatSet(self._store, f"http.{lst.name}"))
             listeners[lst.name] = ListenerEntry(
-                lst, ListenerStatSet(self._store, lst.name), inbound, ingress, rbac
+                lst,
+                ListenerStatSet(self._store, lst.name, lst.address, lst.port),
+                inbound,
+                ingress,
+                rbac,
             )
 
         index = HostIndex([(v.domains, vhost_entries[v.name]) for v in config.virtual_hosts])

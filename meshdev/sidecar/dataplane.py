@@ -23,6 +23,7 @@ from meshdev.sidecar.compiler import Compiler
 from meshdev.sidecar.filters.fault import check_runtime_entry, effective_fault
 from meshdev.sidecar.proxy.accesslog import AccessLog
 from meshdev.sidecar.router.deadline import Deadlines
+from meshdev.sidecar.stats.server import ServerStats, count_config_update
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tls.identity import WorkloadIdentity
 
@@ -43,6 +44,12 @@ class DataPlane:
         self.access_log = AccessLog(config.access_log, self.stats_store)
         self.deadlines = Deadlines()
         self._config_version = self.stats_store.gauge("config.version")
+        # Envoy's server.* (refreshed when stats are read); set by the sidecar that serves:
+        # whether it drains, and what else to refresh then (its listeners' connections).
+        self.server_stats = ServerStats(self.stats_store)
+        self.draining = False
+        self.connections: Callable[[], int] = lambda: 0
+        self.before_read: Callable[[], None] | None = None
         self.before_swap: Callable[[SidecarConfig, SidecarConfig], None] | None = None
         self.after_swap: Callable[[SidecarConfig, SidecarConfig], None] | None = None
         # The workload certificate (POST /certs): listeners and clusters read it per handshake,
@@ -52,6 +59,7 @@ class DataPlane:
         self._compiler = Compiler(self)
         self.current: Compiled = self._compiler.compile(config, self._runtime)
         self._config_version.value = config.version
+        count_config_update(self.stats_store, applied=True)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -106,6 +114,11 @@ class DataPlane:
     @property
     def stats(self) -> Store:
         self.sync_stats()
+        for state in self._compiler.clusters.values():
+            state.sync_buffered()
+        if self.before_read is not None:
+            self.before_read()
+        self.server_stats.refresh(draining=self.draining, connections=self.connections())
         return self.stats_store
 
     def apply(self, config: SidecarConfig) -> None:

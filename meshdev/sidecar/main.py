@@ -44,6 +44,7 @@ from meshdev.sidecar.dataplane import DataPlane
 from meshdev.sidecar.http import HttpServer, start_server, unbound_server
 from meshdev.sidecar.http2 import Http2StatSet, enable_h2c
 from meshdev.sidecar.proxy.pipeline import Proxy
+from meshdev.sidecar.stats.sets import DownstreamStatSet
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tcp.server import TcpProxyServer, start_tcp_proxy, unbound_tcp_proxy
 from meshdev.sidecar.tls.inbound import Adopter as TlsAdopter
@@ -121,6 +122,11 @@ class Sidecar:
         self._hosts_written: dict[str, str] | None = None
         self._rebinds: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        # The connection stats of each HTTP listener by (name, address, port): a connection
+        # counts in its listener's as named when it was accepted.
+        self._downstream: dict[tuple[str, str, int], DownstreamStatSet] = {}
+        self.plane.connections = self._connections
+        self.plane.before_read = self._refresh_buffered
 
     # -- ControlSurface ---------------------------------------------------------------------
 
@@ -204,6 +210,7 @@ class Sidecar:
         )
 
     async def stop(self, grace: float = DRAIN_GRACE) -> None:
+        self.plane.draining = True
         for task in list(self._rebinds):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -276,7 +283,33 @@ class Sidecar:
         # sidecars accept HTTP/2 on every HTTP port.
         store = self.plane.stats_store
         enable_h2c(server, lambda: Http2StatSet(store, proxy.listener))
+        server.tallies = lambda: self._downstream_stats(proxy.listener, lst.address, lst.port)
         self._servers[addr] = (server, proxy)
+
+    def _downstream_stats(self, listener: str, address: str, port: int) -> DownstreamStatSet:
+        key = (listener, address, port)
+        stats = self._downstream.get(key)
+        if stats is None:
+            stats = DownstreamStatSet(self.plane.stats_store, listener, address, port)
+            self._downstream[key] = stats
+        return stats
+
+    def _connections(self) -> int:
+        """Downstream connections open now (Envoy's server.total_connections)."""
+        http = sum(server.connections for server, _ in self._servers.values())
+        return http + sum(tcp.connections for tcp in self._tcp_servers.values())
+
+    def _refresh_buffered(self) -> None:
+        """What the listeners' connections hold unread and unsent now (read with stats)."""
+        by_listener: dict[str, tuple[int, int]] = {}
+        for server, proxy in self._servers.values():
+            rx, tx = server.buffered()
+            had = by_listener.get(proxy.listener, (0, 0))
+            by_listener[proxy.listener] = (had[0] + rx, had[1] + tx)
+        for (listener, _, _), stats in self._downstream.items():
+            rx, tx = by_listener.get(listener, (0, 0))
+            stats.rx_buffered.value = rx
+            stats.tx_buffered.value = tx
 
     def _route_captured(self, transport: asyncio.Transport, own: HttpServer) -> Adopter:
         """Who serves a connection the pod's iptables redirected to `own`'s listener: the

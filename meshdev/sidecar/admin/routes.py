@@ -45,6 +45,7 @@ from meshdev.sidecar.stats.formats import (
     render_prometheus,
     render_text,
 )
+from meshdev.sidecar.stats.server import count_config_update
 from meshdev.sidecar.stats.store import IntervalReader
 from meshdev.sidecar.stats.stream import ConfigIdentity, StreamCursor, node_info
 
@@ -292,6 +293,7 @@ class Endpoints:
             # The data plane refused it (a port it cannot bind...): it keeps the old config.
             return self._rejected(current, [f"apply failed: {exc}"])
         self.surface.stats.counter("config.update_success").inc()
+        count_config_update(self.surface.stats, applied=True)
         log.info("config version %s applied (was %s)", config.version, current.version)
         identity = self.identity
         return json_answer(
@@ -304,6 +306,7 @@ class Endpoints:
 
     def _rejected(self, current: SidecarConfig, reasons: list[str]) -> Answer:
         self.surface.stats.counter("config.update_rejected").inc()
+        count_config_update(self.surface.stats, applied=False)
         log.warning(
             "config rejected (%d reasons), keeping version %s", len(reasons), current.version
         )

@@ -62,7 +62,8 @@ the connection is closed after a short lingering read, so the client sees the an
 of a reset. Timers are one sweep per server, not one timer per request.
 
 This package is the engine's public face; its modules, each importing only those listed
-before it: ``wire`` (header names, status lines, canned answers, shared with the upstream
+before it: ``tally`` (what a connection counts, as a protocol: the names are the stats
+room's), ``wire`` (header names, status lines, canned answers, shared with the upstream
 client), ``flowbuffer`` (the flow-controlled buffer under the request body and the upstream
 response body), ``raw`` (an upgraded connection's byte stream and the splice of two, shared
 with the upstream client), ``body`` (the request body), ``request``, ``writer`` (one response),

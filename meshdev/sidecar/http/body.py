@@ -10,6 +10,7 @@ from collections import deque
 from typing import Final, Protocol
 
 from meshdev.sidecar.http.flowbuffer import LOW_WATER, FlowBuffer
+from meshdev.sidecar.http.tally import Tally
 from meshdev.sidecar.http.wire import CONTINUE
 
 
@@ -29,6 +30,9 @@ class BodyOwner(Protocol):
     def _transport(self) -> asyncio.Transport: ...
     @property
     def _closed(self) -> bool: ...
+    # Its bytes written (a 100 Continue adds to it).
+    @property
+    def _tx(self) -> Tally: ...
     @property
     def _rpaused(self) -> bool: ...
     # 100 Continue is only sent while the response being written has not started.
@@ -121,6 +125,7 @@ class BodyStream(FlowBuffer):
             active = conn._active
             if active is not None and not active.started and not conn._closed:
                 conn._transport.write(CONTINUE)
+                conn._tx.value += len(CONTINUE)
         waiter = conn._loop.create_future()
         self._waiter = waiter
         try:

@@ -20,6 +20,7 @@ from meshdev.sidecar.http.body import EMPTY_BODY, BodyError, BodyStream
 from meshdev.sidecar.http.flowbuffer import HIGH_WATER, LOW_WATER
 from meshdev.sidecar.http.raw import RawEnd
 from meshdev.sidecar.http.request import Request, split_target
+from meshdev.sidecar.http.tally import UNCOUNTED, ConnTally
 from meshdev.sidecar.http.wire import ERRORS, METHODS, error_response, header_name
 from meshdev.sidecar.http.writer import ResponseWriter, send_plain
 
@@ -41,9 +42,10 @@ Handler = Callable[[Request, ResponseWriter], Awaitable[None]]
 # opens with it, where an HTTP/1.1 client sends a request line.
 H2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Takes a new connection over when it opened with H2_PREFACE: the transport, the client's
-# address, and the bytes read so far (preface included). Installed by ``sidecar.http2``,
-# which this engine does not import.
-H2Handoff = Callable[[asyncio.Transport, tuple[str, int], bytes], None]
+# address, the bytes read so far (preface included, already counted) and the connection's
+# stats (counted open: the HTTP/2 connection counts its close). Installed by
+# ``sidecar.http2``, which this engine does not import.
+H2Handoff = Callable[[asyncio.Transport, tuple[str, int], bytes, ConnTally], None]
 
 
 class Served(Protocol):
@@ -55,6 +57,8 @@ class Served(Protocol):
     def _check_timers(self, now: float, limits: Limits) -> None: ...
     def _close_idle(self) -> None: ...
     def _abort(self) -> None: ...
+    # (bytes read and waiting for a handler, bytes written and waiting for the socket)
+    def _buffered(self) -> tuple[int, int]: ...
 
 
 class ServerSide(Protocol):
@@ -74,6 +78,9 @@ class ServerSide(Protocol):
     # Set: a connection opening with HTTP/2's preface is handed over to it.
     @property
     def _h2c(self) -> H2Handoff | None: ...
+    # Asked once per connection: the stats it counts in (None: counted nowhere).
+    @property
+    def tallies(self) -> Callable[[], ConnTally] | None: ...
     def _conn_lost(self, conn: Served) -> None: ...
 
 
@@ -93,6 +100,7 @@ class ClientConnection(asyncio.Protocol):
         "_cl",
         "_client",
         "_closed",
+        "_cx",
         "_drain_waiter",
         "_error_status",
         "_expect",
@@ -103,21 +111,26 @@ class ClientConnection(asyncio.Protocol):
         "_head_start",
         "_headers",
         "_host",
+        "_http1",
         "_idle_since",
         "_ignore",
         "_in_head",
         "_in_trailers",
         "_linger_since",
+        "_local",
         "_loop",
         "_parser",
         "_pbody",
         "_queue",
+        "_raw",
         "_rpaused",
+        "_rx",
         "_server",
         "_sniffed",
         "_task",
         "_te",
         "_transport",
+        "_tx",
         "_upgrade_buf",
         "_url",
         "_wakeup",
@@ -166,6 +179,17 @@ class ClientConnection(asyncio.Protocol):
         if server._h2c is not None:
             self._sniffed = b""
             self._ignore = True
+        tallies = server.tallies
+        cx = tallies() if tallies is not None else UNCOUNTED
+        self._cx = cx
+        # Bumped on every read and write: the tallies themselves, one attribute away.
+        self._rx = cx.rx_bytes
+        self._tx = cx.tx_bytes
+        # Closed by us (a timeout, an error answer, a drain, a reset), not by the client.
+        self._local = False
+        self._http1 = False
+        # After a 101: the raw stream it became (its bytes are counted as it closes).
+        self._raw: RawEnd | None = None
 
     # -- transport events -------------------------------------------------------------------
 
@@ -177,8 +201,14 @@ class ClientConnection(asyncio.Protocol):
             self._client = (str(peer[0]), int(peer[1]))
         self._idle_since = self._loop.time()
         self._server._conns.add(self)
+        cx = self._cx
+        cx.opened()
+        if self._sniffed is None:
+            self._http1 = True
+            cx.http1()
 
     def data_received(self, data: bytes) -> None:
+        self._rx.value += len(data)
         if self._ignore:
             if self._sniffed is not None:
                 self._sniff(data)
@@ -228,8 +258,11 @@ class ClientConnection(asyncio.Protocol):
             # HTTP/2 connection takes the transport and enters them itself.
             self._closed = True
             self._server._conn_lost(self)
-            handoff(self._transport, self._client, seen)
+            handoff(self._transport, self._client, seen, self._cx)
             return
+        self._http1 = True
+        self._cx.http1()
+        self._rx.value -= len(seen)  # counted as they arrived: fed again, not read again
         self.data_received(seen)
 
     def eof_received(self) -> bool:
@@ -238,8 +271,21 @@ class ClientConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._closed:
+            return  # handed over to HTTP/2, whose connection counts its own close
         self._closed = True
         self._server._conn_lost(self)
+        active = self._active
+        busy = (
+            (active is not None and not active.ended)
+            or bool(self._queue)
+            or self._in_head
+            or self._pbody is not None
+        )
+        cx = self._cx
+        if busy and not self._local:
+            cx.rq_rx_reset.value += 1
+        cx.closed(local=self._local, active_rq=busy, http1=self._http1)
         gone = BodyError("client connection closed")
         body = self._pbody
         if body is not None:
@@ -393,6 +439,7 @@ class ClientConnection(asyncio.Protocol):
             self._ignore = True
             self._upgrade_buf = bytearray()
             if rest:
+                self._rx.value -= len(rest)  # counted in the read that held it
                 self.data_received(rest)
             return
         if req.method == "CONNECT":
@@ -410,6 +457,7 @@ class ClientConnection(asyncio.Protocol):
             framing = "transfer-encoding: chunked" if chunked else f"content-length: {body.length}"
             self._parser.feed_data(f"PUT / HTTP/1.1\r\n{framing}\r\n\r\n".encode("latin-1"))
         if rest:
+            self._rx.value -= len(rest)  # counted in the read that held it
             self.data_received(rest)
 
     def _switch(self, head: bytes) -> RawEnd:
@@ -418,14 +466,29 @@ class ClientConnection(asyncio.Protocol):
         still, which ends its accounting as for any connection."""
         transport = self._transport
         transport.write(head)
+        self._tx.value += len(head)
         early = bytes(self._upgrade_buf or b"")
         self._upgrade_buf = None
         if not self._rpaused:
             self._rpaused = True
             transport.pause_reading()
-        end = RawEnd(transport, early, self.connection_lost)
+        end = RawEnd(transport, early, self._raw_lost)
         transport.set_protocol(end)
+        self._raw = end
+        # The raw stream counts what it reads from here on, these early bytes included.
+        self._rx.value -= len(early)
         return end
+
+    def _raw_lost(self, exc: Exception | None) -> None:
+        """The upgraded stream closed: what crossed it is counted (read from the client;
+        written to it, what the upstream's end read), then the connection's close."""
+        end = self._raw
+        if end is not None:
+            self._rx.value += end.received
+            peer = end._peer
+            if peer is not None:
+                self._tx.value += peer.received
+        self.connection_lost(exc)
 
     # -- the worker: requests answered in order ---------------------------------------------
 
@@ -478,6 +541,8 @@ class ClientConnection(asyncio.Protocol):
         if self._closed:
             return
         if writer._close or self._server._draining or not writer._req.body._done:
+            if self._server._draining:
+                self._cx.drain_close.value += 1
             self._linger_close()
             return
         if self._queue:
@@ -489,6 +554,10 @@ class ClientConnection(asyncio.Protocol):
 
     def _protocol_error(self, status: int) -> None:
         """Refuse the request being parsed: answer `status` in turn and close."""
+        if status == 408:
+            self._cx.header_timeout.value += 1
+        else:
+            self._cx.protocol_error.value += 1
         self._ignore = True
         self._in_head = False
         body = self._pbody
@@ -558,6 +627,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._linger_since:
             if now - self._linger_since > LINGER:
+                self._local = True
                 self._transport.abort()
             return
         if self._in_head:
@@ -569,20 +639,33 @@ class ClientConnection(asyncio.Protocol):
             and self._pbody is None
             and now - self._idle_since > limits.idle_timeout
         ):
+            self._local = True
+            self._cx.idle_timeout.value += 1
             self._transport.close()
+
+    def _buffered(self) -> tuple[int, int]:
+        body = self._pbody
+        held = self._upgrade_buf
+        rx = (body._size if body is not None else 0) + (len(held) if held is not None else 0)
+        transport = self._transport
+        tx = 0 if self._closed or transport is None else transport.get_write_buffer_size()
+        return rx, tx
 
     # -- closing ----------------------------------------------------------------------------
 
     def _send_error(self, status: int) -> None:
         if self._closed:
             return
-        self._transport.write(ERRORS.get(status) or error_response(status))
+        answer = ERRORS.get(status) or error_response(status)
+        self._transport.write(answer)
+        self._tx.value += len(answer)
         self._linger_close()
 
     def _linger_close(self) -> None:
         """Close after the written data, reading and discarding input meanwhile."""
         if self._closed or self._linger_since:
             return
+        self._local = True
         self._ignore = True
         # An upgrade that got no 101: its held bytes are discarded with the rest.
         self._upgrade_buf = None
@@ -599,11 +682,15 @@ class ClientConnection(asyncio.Protocol):
     def _abort(self) -> None:
         if self._closed:
             return
+        self._local = True
         self._ignore = True
         self._transport.abort()
 
     def _close_idle(self) -> None:
         if self._active is None and not self._queue and not self._in_head and self._pbody is None:
+            if not self._closed:
+                self._local = True
+                self._cx.drain_close.value += 1
             self._transport.close()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from meshdev.common.sidecar_config import Limits
 from meshdev.sidecar.http.connection import LINGER, ClientConnection, H2Handoff, Handler, Served
+from meshdev.sidecar.http.tally import ConnTally
 
 
 class HttpServer:
@@ -22,6 +23,9 @@ class HttpServer:
         # Installed by sidecar.http2 (enable_h2c): who takes a connection that opens with
         # HTTP/2's preface. None: HTTP/1.1 only, and no first-read check at all.
         self._h2c: H2Handoff | None = None
+        # Asked once per accepted connection: the stats it counts in (sidecar.http.tally).
+        # None: its connections are counted nowhere (the admin API's).
+        self.tallies: Callable[[], ConnTally] | None = None
         self._server: asyncio.Server | None = None
         self._draining = False
         self._sweeper: asyncio.TimerHandle | None = None
@@ -52,6 +56,16 @@ class HttpServer:
     def connections(self) -> int:
         """Open client connections, idle ones included."""
         return len(self._conns)
+
+    def buffered(self) -> tuple[int, int]:
+        """Bytes its open connections hold now: (read and not yet taken by a handler,
+        written and not yet taken by the socket). Walks the connections: for stats reads."""
+        rx = tx = 0
+        for conn in self._conns:
+            got, owed = conn._buffered()
+            rx += got
+            tx += owed
+        return rx, tx
 
     def _protocol(self) -> ClientConnection:
         return ClientConnection(self)

@@ -15,6 +15,7 @@ from meshdev.sidecar.http.wire import JOIN_MAX, LAST_CHUNK, STATUS_LINES, status
 if TYPE_CHECKING:
     from meshdev.sidecar.http.raw import RawEnd
     from meshdev.sidecar.http.request import Request
+    from meshdev.sidecar.http.tally import ConnTally, Tally
 
 # One logger for the whole engine, named after its public package.
 log = logging.getLogger("meshdev.sidecar.http")
@@ -36,6 +37,11 @@ class WriterOwner(Protocol):
     def _transport(self) -> asyncio.Transport: ...
     @property
     def _closed(self) -> bool: ...
+    # The connection's stats, and its bytes written (every write adds to it).
+    @property
+    def _cx(self) -> ConnTally: ...
+    @property
+    def _tx(self) -> Tally: ...
     # The client's socket buffer is full: wait in `_drain` before writing more.
     @property
     def _wpaused(self) -> bool: ...
@@ -148,7 +154,9 @@ class ResponseWriter:
         if self._head_only:
             if head is not None:
                 transport.write(head)
+                conn._tx.value += len(head)
             return
+        sent = 0 if head is None else len(head)
         if self._chunked:
             size = b"%x\r\n" % len(chunk)
             if head is not None:
@@ -158,6 +166,7 @@ class ResponseWriter:
                     transport.writelines((head, size, chunk, b"\r\n"))
             else:
                 transport.writelines((size, chunk, b"\r\n"))
+            sent += len(size) + len(chunk) + 2
         else:
             remaining = self._remaining
             if remaining is not None:
@@ -172,6 +181,8 @@ class ResponseWriter:
                 transport.write(head + chunk)
             else:
                 transport.writelines((head, chunk))
+            sent += len(chunk)
+        conn._tx.value += sent
         if conn._wpaused:
             await conn._drain()
 
@@ -182,6 +193,7 @@ class ResponseWriter:
         if head is not None and not self._conn._closed:
             self._head = None
             self._conn._transport.write(head)
+            self._conn._tx.value += len(head)
 
     async def end(self, trailers: list[tuple[str, str]] | None = None) -> None:
         """Finish the response: send what is left of the head and framing; idempotent.
@@ -205,12 +217,16 @@ class ResponseWriter:
         self._head = None
         if self._chunked:
             last = LAST_CHUNK if not trailers else _last_chunk(trailers)
-            conn._transport.write(last if head is None else head + last)
+            out = last if head is None else head + last
+            conn._transport.write(out)
+            conn._tx.value += len(out)
         elif head is not None:
             conn._transport.write(head)
+            conn._tx.value += len(head)
         if self._remaining:
             # Fewer bytes than the Content-Length promised: the framing is broken.
             log.warning("response ended %d bytes short of its content-length", self._remaining)
+            conn._cx.rq_tx_reset.value += 1
             conn._abort()
         conn._response_done(self)
 
@@ -221,7 +237,11 @@ class ResponseWriter:
             return
         # ended first: connection_lost then leaves the handler that asked for this running.
         self.ended = True
-        self._conn._abort()
+        conn = self._conn
+        if not conn._closed:
+            # A reset we send (the client's leaving is its own reset, counted as it closes).
+            conn._cx.rq_tx_reset.value += 1
+        conn._abort()
         self._conn._response_done(self)
 
     async def switch_protocols(self, headers: list[tuple[str, str]]) -> RawEnd:

@@ -36,6 +36,7 @@ import asyncio
 from collections.abc import Callable
 
 from meshdev.sidecar.http.server import HttpServer
+from meshdev.sidecar.http.tally import ConnTally
 from meshdev.sidecar.http2.codec import MAX_CONCURRENT_STREAMS, PREFACE
 from meshdev.sidecar.http2.server import H2ServerConnection
 from meshdev.sidecar.http2.stream import H2Body, H2StreamWriter
@@ -45,8 +46,10 @@ from meshdev.sidecar.stats.http2 import Http2StatSet
 def enable_h2c(server: HttpServer, stats: Callable[[], Http2StatSet]) -> None:
     """Serve HTTP/2 with prior knowledge on `server` too (see the package doc)."""
 
-    def handoff(transport: asyncio.Transport, client: tuple[str, int], data: bytes) -> None:
-        conn = H2ServerConnection(server, transport, client, stats())
+    def handoff(
+        transport: asyncio.Transport, client: tuple[str, int], data: bytes, cx: ConnTally
+    ) -> None:
+        conn = H2ServerConnection(server, transport, client, stats(), cx)
         transport.set_protocol(conn)
         conn.start(data)
 

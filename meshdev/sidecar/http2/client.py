@@ -158,6 +158,9 @@ class H2ClientConnection(asyncio.Protocol):
         self._wpaused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._flush_due = False
+        # The cluster's traffic counts (bytes both ways, the close), and whether we closed.
+        self._traffic = pool.budget.traffic
+        self._local = False
 
     # -- capacity ---------------------------------------------------------------------------
 
@@ -175,12 +178,14 @@ class H2ClientConnection(asyncio.Protocol):
         self._flush_now()
 
     def data_received(self, data: bytes) -> None:
+        self._traffic.rx_bytes += len(data)
         if self.closed:
             return
         try:
             events = self.codec.receive_data(data)
         except (ProtocolError, FlowControlError):
             self._flush_now()
+            self._local = True
             self.transport.abort()
             return
         for event in events:
@@ -191,6 +196,7 @@ class H2ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._traffic.closed(local=self._local, active_rq=bool(self.streams))
         gone = UpstreamReset(f"{self.pool.authority}: connection closed")
         for exchange in list(self.streams.values()):
             self._fail(exchange, gone)
@@ -422,6 +428,7 @@ class H2ClientConnection(asyncio.Protocol):
         data = self.codec.data_to_send()
         if data and not self.closed and self.transport is not None:
             self.transport.write(data)
+            self._traffic.tx_bytes += len(data)
 
     def close(self) -> None:
         """GOAWAY, then close once the streams in flight have ended."""
@@ -433,6 +440,7 @@ class H2ClientConnection(asyncio.Protocol):
                 self.codec.close_connection()
         self._flush_now()
         if not self.streams:
+            self._local = True
             self.transport.close()
 
 
@@ -548,6 +556,8 @@ class H2Pool(UpstreamPool):
         except (OSError, TimeoutError) as exc:
             self._unreserve()
             self.cx_connect_fail += 1
+            if isinstance(exc, TimeoutError):
+                self.budget.traffic.connect_timeout += 1
             reason = "connect timeout" if isinstance(exc, TimeoutError) else str(exc)
             failure = ConnectFailure(f"{self.authority}: {reason}")
             fut.set_exception(failure)
@@ -568,6 +578,7 @@ class H2Pool(UpstreamPool):
     def _stream_done(self, conn: H2ClientConnection) -> None:
         if conn.draining and not conn.streams and not conn.closed:
             conn._flush_now()
+            conn._local = True
             conn.transport.close()
         elif self._closed and not conn.streams:
             conn.close()
@@ -583,6 +594,14 @@ class H2Pool(UpstreamPool):
             if not w.done():
                 w.set_result(None)
                 return
+
+    def buffered(self) -> tuple[int, int]:
+        rx = tx = 0
+        for conn in self._conns:
+            rx += sum(ex.resp.pending_bytes for ex in conn.streams.values() if ex.resp)
+            if not conn.closed:
+                tx += conn.transport.get_write_buffer_size()
+        return rx, tx
 
     def _lost_h2(self, conn: H2ClientConnection) -> None:
         if conn in self._conns:

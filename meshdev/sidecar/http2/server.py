@@ -44,6 +44,7 @@ from meshdev.sidecar.http2.stream import H2Body, H2StreamWriter
 
 if TYPE_CHECKING:
     from meshdev.common.sidecar_config import Limits
+    from meshdev.sidecar.http.tally import ConnTally
     from meshdev.sidecar.stats.http2 import Http2StatSet
 
 log = logging.getLogger("meshdev.sidecar.http2")
@@ -79,6 +80,7 @@ class H2ServerConnection(asyncio.Protocol):
         transport: asyncio.Transport,
         client: tuple[str, int],
         stats: Http2StatSet,
+        cx: ConnTally,
     ) -> None:
         self._server = server
         self._handler = server._handler
@@ -86,6 +88,12 @@ class H2ServerConnection(asyncio.Protocol):
         self._transport = transport
         self._client = client
         self._stats = stats
+        # The listener's connection stats, counted open by the HTTP/1.1 side that handed the
+        # connection over; its bytes both ways, and whether we closed it.
+        self._cx = cx
+        self._rx = cx.rx_bytes
+        self._tx = cx.tx_bytes
+        self._local = False
         self._h2: Codec = server_codec(server._limits.max_header_bytes)
         self._streams: dict[int, _Stream] = {}
         self._closed = False
@@ -113,9 +121,11 @@ class H2ServerConnection(asyncio.Protocol):
         self._stats.downstream_cx_http2_total.value += 1
         self._stats.downstream_cx_http2_active.value += 1
         self._flush_now()
+        self._rx.value -= len(data)  # counted as they arrived, on the HTTP/1.1 side
         self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        self._rx.value += len(data)
         if self._closed or self._linger_since:
             return
         h2 = self._h2
@@ -125,10 +135,12 @@ class H2ServerConnection(asyncio.Protocol):
             # A header list over SETTINGS_MAX_HEADER_LIST_SIZE: HPACK state is lost with it,
             # so the connection goes (GOAWAY queued by h2).
             self._stats.header_overflow.value += 1
+            self._cx.protocol_error.value += 1
             self._fail()
             return
         except (ProtocolError, FlowControlError):
             self._stats.rx_messaging_error.value += 1
+            self._cx.protocol_error.value += 1
             self._fail()
             return
         for event in events:
@@ -152,6 +164,12 @@ class H2ServerConnection(asyncio.Protocol):
         self._closed = True
         self._stats.downstream_cx_http2_active.value -= 1
         self._server._conn_lost(self)
+        busy = sum(1 for stream in self._streams.values() if not stream.writer.ended)
+        cx = self._cx
+        if not self._local:
+            # Each stream in flight is reset by the client's leaving.
+            cx.rq_rx_reset.value += busy
+        cx.closed(local=self._local, active_rq=busy > 0, http1=False)
         gone = BodyError("client connection closed")
         for stream in self._streams.values():
             stream.body._finish(gone)
@@ -283,6 +301,8 @@ class H2ServerConnection(asyncio.Protocol):
         stream = self._streams.pop(sid, None)
         if stream is None:
             return
+        if not stream.writer.ended:
+            self._cx.rq_rx_reset.value += 1
         stream.body._finish(BodyError("stream reset by the client"))
         self._drop_body(stream)
         waiter = self._window_waiters.pop(sid, None)
@@ -362,6 +382,7 @@ class H2ServerConnection(asyncio.Protocol):
         if self._closed or stream_id not in self._streams:
             return
         self._stats.tx_reset.value += 1
+        self._cx.rq_tx_reset.value += 1
         self._h2.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
         self._flush()
 
@@ -454,6 +475,7 @@ class H2ServerConnection(asyncio.Protocol):
         # Once closing (our FIN sent), nothing more may be written.
         if data and not self._closed and not self._linger_since:
             self._transport.write(data)
+            self._tx.value += len(data)
 
     # -- timers and closing (the server's ``Served`` protocol) -------------------------------
 
@@ -462,9 +484,11 @@ class H2ServerConnection(asyncio.Protocol):
             return
         if self._linger_since:
             if now - self._linger_since > LINGER:
+                self._local = True
                 self._transport.abort()
             return
         if not self._streams and now - self._idle_since > limits.idle_timeout:
+            self._cx.idle_timeout.value += 1
             self._goaway_close(ErrorCodes.NO_ERROR)
 
     def _close_idle(self) -> None:
@@ -475,11 +499,18 @@ class H2ServerConnection(asyncio.Protocol):
         self._h2.close_connection(ErrorCodes.NO_ERROR)
         self._flush_now()
         if not self._streams:
+            self._cx.drain_close.value += 1
             self._close()
 
     def _abort(self) -> None:
         if not self._closed:
+            self._local = True
             self._transport.abort()
+
+    def _buffered(self) -> tuple[int, int]:
+        rx = sum(s.body._size for s in self._streams.values())
+        tx = 0 if self._closed else self._transport.get_write_buffer_size()
+        return rx, tx
 
     def _control_flood(self) -> None:
         """More control frames (PING and SETTINGS ACKs, refusals) queued than the peer
@@ -510,6 +541,7 @@ class H2ServerConnection(asyncio.Protocol):
             return
         # What streams queued this turn (the last answer's trailers, a GOAWAY) goes first.
         self._flush_now()
+        self._local = True
         self._linger_since = self._loop.time()
         for stream in list(self._streams.values()):
             if stream.task is not None and not stream.writer.ended:

@@ -48,7 +48,7 @@ from meshdev.sidecar.proxy.replies import (
 from meshdev.sidecar.proxy.upgrade import relay_upgraded
 from meshdev.sidecar.router.deadline import Deadline, Deadlines
 from meshdev.sidecar.router.retry import Failure, RetryRules
-from meshdev.sidecar.stats.sets import ClusterStatSet, RouteStatSet
+from meshdev.sidecar.stats.sets import ClusterStatSet, RouteStatSet, StatusCounters
 from meshdev.sidecar.upstream import (
     ConnectFailure,
     PendingOverflow,
@@ -87,7 +87,9 @@ async def forward(
                 retry = None
             else:
                 body = data
-    up_headers, rec.request_id = upstream_headers(req)
+    up_headers, rec.request_id, internal = upstream_headers(req)
+    # Envoy's router charges each answer under the request's category too.
+    answers = cs.upstream_internal if internal else cs.upstream
     if upgrade is not None:
         # Hop-by-hop, so stripped above like any; an upgrade passes it on (Envoy's
         # upgrade_configs, which Istio enables for websocket on every HTTP route).
@@ -109,6 +111,7 @@ async def forward(
             route,
             retry,
             cluster,
+            answers,
             up_headers,
             body,
             upgrade is not None,
@@ -124,7 +127,7 @@ async def forward(
         # The route timeout: Envoy answers 504 unless the answer has already started.
         cs.upstream_rq_timeout.value += 1
         route.stats.upstream_rq_timeout.value += 1
-        cs.upstream.charge(504)
+        answers.charge(504)
         rec.add_flag(UPSTREAM_REQUEST_TIMEOUT)
         if w.started:
             w.abort()
@@ -146,6 +149,7 @@ async def _tries(
     route: RouteEntry,
     retry: RetryRules | None,
     cluster: ClusterEntry,
+    answers: StatusCounters,
     up_headers: list[tuple[str, str]],
     body: bytes | BodyStream | None,
     upgrade: bool,
@@ -174,7 +178,7 @@ async def _tries(
             rec.add_flag(NO_HEALTHY_UPSTREAM)
             return Reply(503, b"no healthy upstream")
         if not breaker.try_request():
-            return overflow_reply(rec, cs)
+            return overflow_reply(rec, answers)
         rec.attempts += 1
         rec.upstream = host.key
         cs.upstream_rq_total.value += 1
@@ -199,10 +203,11 @@ async def _tries(
                 failure = Failure.CONNECT_FAILURE
             except UpstreamReset:
                 failure = Failure.RESET
+                cs.upstream_rq_rx_reset.value += 1
             except PendingOverflow:
                 # A local overflow: never retried, never held against the host.
                 cs.upstream_rq_pending_overflow.value += 1
-                return overflow_reply(rec, cs)
+                return overflow_reply(rec, answers)
             except CancelledError:
                 if (
                     try_timer is None
@@ -213,6 +218,8 @@ async def _tries(
                     # Envoy holds a route timeout against the host (LocalOriginTimeout);
                     # a client that leaves says nothing about it, and counting it would
                     # eject a healthy host whenever clients hang up on slow answers.
+                    # Either way the exchange is reset by us.
+                    cs.upstream_rq_tx_reset.value += 1
                     if route_timer is not None and route_timer.fired:
                         host.rq_error += 1
                         if detector is not None:
@@ -221,6 +228,7 @@ async def _tries(
                 try_timer.absorb()
                 failure = Failure.PER_TRY_TIMEOUT
                 cs.upstream_rq_per_try_timeout.value += 1
+                cs.upstream_rq_tx_reset.value += 1
             finally:
                 if try_timer is not None:
                     deadlines.disarm(try_timer)
@@ -262,13 +270,13 @@ async def _tries(
             elif failure is None and rec.attempts > 1:
                 cs.upstream_rq_retry_success.value += 1
             if failure is not None:
-                return failure_reply(failure, rec, cs)
+                return failure_reply(failure, rec, answers)
 
             if status >= 500:
                 host.rq_error += 1
             else:
                 host.rq_success += 1
-            cs.upstream.charge(status)
+            answers.charge(status)
             rs.upstream.charge(status)
             rec.status = status
             out = response_headers(resp, rec.attempts, (now() - t0) * 1000.0)

@@ -50,10 +50,12 @@ def new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
 
 
-def upstream_headers(req: Request) -> tuple[list[tuple[str, str]], str]:
-    """The headers to send upstream, and the request id."""
+def upstream_headers(req: Request) -> tuple[list[tuple[str, str]], str, bool]:
+    """The headers to send upstream, the request id, and whether the request is internal
+    (`x-envoy-internal: true`, which Envoy's router charges answers by: `internal.` stats)."""
     out: list[tuple[str, str]] = []
     rid: str | None = None
+    internal = False
     xff: str | None = None
     named: str | None = None
     proto = False
@@ -74,6 +76,8 @@ def upstream_headers(req: Request) -> tuple[list[tuple[str, str]], str]:
                 continue
             elif k == "x-forwarded-proto":
                 proto = True
+            elif k == "x-envoy-internal":
+                internal = v == "true"
         out.append((k, v))
     if named is not None:
         drop = {t.strip().lower() for t in named.split(",")} - {
@@ -94,7 +98,7 @@ def upstream_headers(req: Request) -> tuple[list[tuple[str, str]], str]:
     out.append(("x-forwarded-for", f"{xff}, {client}" if xff else client))
     if not proto:
         out.append(("x-forwarded-proto", "http"))
-    return out, rid
+    return out, rid, internal
 
 
 def response_headers(

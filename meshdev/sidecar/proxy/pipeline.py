@@ -107,6 +107,10 @@ class Proxy:
             return
         ls = entry.stats
         ls.downstream_rq_total.value += 1
+        if req.version == "2":
+            ls.downstream_rq_http2_total.value += 1
+        else:
+            ls.downstream_rq_http1_total.value += 1
         ls.rq_total.value += 1
         ls.downstream_rq_active.value += 1
         upgrade = req.upgrade

@@ -14,7 +14,7 @@ from meshdev.sidecar.proxy.accesslog import (
     Record,
 )
 from meshdev.sidecar.router.retry import Failure
-from meshdev.sidecar.stats.sets import ClusterStatSet
+from meshdev.sidecar.stats.sets import StatusCounters
 
 _TEXT: Final = ("content-type", "text/plain")
 _OVERLOADED: Final = ("x-envoy-overloaded", "true")
@@ -60,20 +60,22 @@ async def send_local(w: ResponseWriter, rec: Record, reply: Reply) -> None:
     await w.end()
 
 
-def overflow_reply(rec: Record, cs: ClusterStatSet) -> Reply:
-    """A circuit breaker's overflow: 503 at once, `UO`, `x-envoy-overloaded: true`."""
-    cs.upstream.charge(503)
+def overflow_reply(rec: Record, answers: StatusCounters) -> Reply:
+    """A circuit breaker's overflow: 503 at once, `UO`, `x-envoy-overloaded: true`; charged
+    to the cluster's `answers` (its `upstream`, or `upstream_internal`)."""
+    answers.charge(503)
     rec.add_flag(UPSTREAM_OVERFLOW)
     return Reply(503, _OVERFLOW_BODY, [_OVERLOADED])
 
 
-def failure_reply(failure: Failure, rec: Record, cs: ClusterStatSet) -> Reply:
-    """The answer to a last try that ended without an upstream answer."""
+def failure_reply(failure: Failure, rec: Record, answers: StatusCounters) -> Reply:
+    """The answer to a last try that ended without an upstream answer (charged as
+    `overflow_reply` charges)."""
     if failure is Failure.PER_TRY_TIMEOUT:
-        cs.upstream.charge(504)
+        answers.charge(504)
         rec.add_flag(UPSTREAM_REQUEST_TIMEOUT)
         return Reply(504, TIMEOUT_BODY)
-    cs.upstream.charge(503)
+    answers.charge(503)
     if failure is Failure.CONNECT_FAILURE:
         rec.add_flag(UPSTREAM_CONNECTION_FAILURE)
         reason = b"connection failure"

@@ -23,34 +23,67 @@ ROUTE_FLAG_STATS = {
 }
 
 
+def listener_prefix(address: str, port: int) -> str:
+    """Envoy's listener stat scope: the address with `:` made `_` (`[::]:80` -> `[__]_80`)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"listener.{host}_{port}."
+
+
 class StatusCounters:
-    """`<prefix>_2xx` style class counters plus `<prefix>_<code>` counters, lazily."""
+    """`<prefix>_2xx` style class counters plus `<prefix>_<code>` counters, lazily; and with
+    each status, the counters named in `every` (`..._completed`), the class and code counters
+    of the prefixes in `also` (Envoy's `external.upstream_rq`), and the class counters of those
+    in `classes` (a listener's `listener.<a>.http.<p>.downstream_rq`), made at first use.
+    A status costs one dict look-up; its counters are then bumped in turn."""
 
-    __slots__ = ("_classes", "_codes", "_prefix", "_store")
+    __slots__ = ("_also", "_classes", "_codes", "_every", "_more_classes", "_prefix", "_store")
 
-    def __init__(self, store: Store, prefix: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        prefix: str,
+        *,
+        every: tuple[str, ...] = (),
+        also: tuple[str, ...] = (),
+        classes: tuple[str, ...] = (),
+    ) -> None:
         self._store = store
         self._prefix = prefix
         self._classes = [store.counter(f"{prefix}_{i}xx") for i in range(1, 6)]
-        # status -> (its class counter or None, its own counter)
-        self._codes: dict[int, tuple[Counter | None, Counter]] = {}
+        self._every = every
+        self._also = also
+        self._more_classes = classes
+        # status -> the counters it bumps
+        self._codes: dict[int, tuple[Counter, ...]] = {}
 
     def charge(self, status: int) -> None:
-        pair = self._codes.get(status)
-        if pair is None:
-            pair = self._codes[status] = self._pair(status)
-        klass, code = pair
-        if klass is not None:
-            klass.value += 1
-        code.value += 1
+        bumps = self._codes.get(status)
+        if bumps is None:
+            bumps = self._codes[status] = self._bumps(status)
+        for counter in bumps:
+            counter.value += 1
 
-    def _pair(self, status: int) -> tuple[Counter | None, Counter]:
+    def _bumps(self, status: int) -> tuple[Counter, ...]:
+        store = self._store
         i = status // 100
-        klass = self._classes[i - 1] if 1 <= i <= 5 else None
-        return klass, self._store.counter(f"{self._prefix}_{status}")
+        known = 1 <= i <= 5
+        out = [self._classes[i - 1]] if known else []
+        out.append(store.counter(f"{self._prefix}_{status}"))
+        out += (store.counter(name) for name in self._every)
+        for prefix in self._also:
+            if known:
+                out.append(store.counter(f"{prefix}_{i}xx"))
+            out.append(store.counter(f"{prefix}_{status}"))
+        if known:
+            out += (store.counter(f"{prefix}_{i}xx") for prefix in self._more_classes)
+        return tuple(out)
 
 
 class ListenerStatSet:
+    """An HTTP listener's request stats: its connection manager's (`http.<listener>.`), and
+    the answers per listener address as well (`listener.<a>.http.<listener>.downstream_rq_2xx`
+    and `_completed`, Envoy's CONN_MAN_LISTENER_STATS)."""
+
     __slots__ = (
         "aborts_injected",
         "delays_injected",
@@ -58,6 +91,8 @@ class ListenerStatSet:
         "downstream_cx_upgrades_active",
         "downstream_cx_upgrades_total",
         "downstream_rq_active",
+        "downstream_rq_http1_total",
+        "downstream_rq_http2_total",
         "downstream_rq_idle_timeout",
         "downstream_rq_time",
         "downstream_rq_total",
@@ -65,12 +100,32 @@ class ListenerStatSet:
         "rq_total",
     )
 
-    def __init__(self, store: Store, listener: str) -> None:
+    def __init__(self, store: Store, listener: str, address: str = "", port: int = 0) -> None:
         p = f"http.{listener}."
         self.downstream_rq_total: Counter = store.counter(p + "downstream_rq_total")
         self.downstream_rq_active: Gauge = store.gauge(p + "downstream_rq_active")
         self.downstream_rq_time: Histogram = store.histogram(p + "downstream_rq_time")
-        self.downstream = StatusCounters(store, p + "downstream_rq")
+        self.downstream_rq_http1_total: Counter = store.counter(p + "downstream_rq_http1_total")
+        self.downstream_rq_http2_total: Counter = store.counter(p + "downstream_rq_http2_total")
+        # An answer to a request: `downstream_rq_completed` (aborted requests have none) and,
+        # per listener address, its class and completion again.
+        lp = (listener_prefix(address, port) + p) if address else ""
+        self.downstream = StatusCounters(
+            store,
+            p + "downstream_rq",
+            every=(
+                p + "downstream_rq_completed",
+                *((lp + "downstream_rq_completed",) if lp else ()),
+            ),
+            classes=(lp + "downstream_rq",) if lp else (),
+        )
+        if lp:
+            for i in range(1, 6):
+                store.counter(f"{lp}downstream_rq_{i}xx")
+            store.counter(lp + "downstream_rq_completed")
+        store.counter(p + "downstream_rq_completed")
+        # Envoy's request_timeout (off by default, as meshdev has none): declared, never moved.
+        store.counter(p + "downstream_rq_timeout")
         self.rq_total: Counter = store.counter(p + "rq_total")
         self.no_route: Counter = store.counter(p + "no_route")
         self.aborts_injected: Counter = store.counter(p + "fault.aborts_injected")
@@ -83,6 +138,98 @@ class ListenerStatSet:
         self.downstream_cx_upgrades_active: Gauge = store.gauge(p + "downstream_cx_upgrades_active")
         # Streams (upgraded ones, here) closed by the stream idle timeout.
         self.downstream_rq_idle_timeout: Counter = store.counter(p + "downstream_rq_idle_timeout")
+
+
+class DownstreamStatSet:
+    """The connection stats of one HTTP listener (`sidecar.http.tally.ConnTally`): the
+    listener's own at its address (`listener.<a>.downstream_cx_total`, `_destroy`, `_active`)
+    and its connection manager's (`http.<listener>.downstream_cx_*`, the bytes both ways,
+    destroys local/remote and with requests in flight, timeouts and errors, and the requests
+    reset either way). `downstream_cx_rx_bytes_buffered` / `_tx_bytes_buffered` are set when
+    stats are read (`buffered`). HTTP/2 connections count `downstream_cx_http2_*` in
+    `stats.http2.Http2StatSet`."""
+
+    __slots__ = (
+        "_active",
+        "_cx_total",
+        "_destroy",
+        "_destroy_active_rq",
+        "_destroy_local",
+        "_destroy_local_active_rq",
+        "_destroy_remote",
+        "_destroy_remote_active_rq",
+        "_http1_active",
+        "_http1_total",
+        "_listener_active",
+        "_listener_destroy",
+        "_listener_total",
+        "drain_close",
+        "header_timeout",
+        "idle_timeout",
+        "protocol_error",
+        "rq_rx_reset",
+        "rq_tx_reset",
+        "rx_buffered",
+        "rx_bytes",
+        "tx_buffered",
+        "tx_bytes",
+    )
+
+    def __init__(self, store: Store, listener: str, address: str, port: int) -> None:
+        lp = listener_prefix(address, port)
+        self._listener_total: Counter = store.counter(lp + "downstream_cx_total")
+        self._listener_destroy: Counter = store.counter(lp + "downstream_cx_destroy")
+        self._listener_active: Gauge = store.gauge(lp + "downstream_cx_active")
+        p = f"http.{listener}.downstream_"
+        c = store.counter
+        self._cx_total: Counter = c(p + "cx_total")
+        self._active: Gauge = store.gauge(p + "cx_active")
+        self._destroy: Counter = c(p + "cx_destroy")
+        self._destroy_local: Counter = c(p + "cx_destroy_local")
+        self._destroy_remote: Counter = c(p + "cx_destroy_remote")
+        self._destroy_active_rq: Counter = c(p + "cx_destroy_active_rq")
+        self._destroy_local_active_rq: Counter = c(p + "cx_destroy_local_active_rq")
+        self._destroy_remote_active_rq: Counter = c(p + "cx_destroy_remote_active_rq")
+        self._http1_total: Counter = c(p + "cx_http1_total")
+        self._http1_active: Gauge = store.gauge(p + "cx_http1_active")
+        self.rx_bytes: Counter = c(p + "cx_rx_bytes_total")
+        self.tx_bytes: Counter = c(p + "cx_tx_bytes_total")
+        self.rx_buffered: Gauge = store.gauge(p + "cx_rx_bytes_buffered")
+        self.tx_buffered: Gauge = store.gauge(p + "cx_tx_bytes_buffered")
+        self.idle_timeout: Counter = c(p + "cx_idle_timeout")
+        self.protocol_error: Counter = c(p + "cx_protocol_error")
+        self.drain_close: Counter = c(p + "cx_drain_close")
+        self.header_timeout: Counter = c(p + "rq_header_timeout")
+        self.rq_rx_reset: Counter = c(p + "rq_rx_reset")
+        self.rq_tx_reset: Counter = c(p + "rq_tx_reset")
+
+    def opened(self) -> None:
+        self._listener_total.value += 1
+        self._listener_active.value += 1
+        self._cx_total.value += 1
+        self._active.value += 1
+
+    def http1(self) -> None:
+        self._http1_total.value += 1
+        self._http1_active.value += 1
+
+    def closed(self, *, local: bool, active_rq: bool, http1: bool) -> None:
+        self._listener_destroy.value += 1
+        self._listener_active.value -= 1
+        self._destroy.value += 1
+        self._active.value -= 1
+        if http1:
+            self._http1_active.value -= 1
+        if local:
+            self._destroy_local.value += 1
+        else:
+            self._destroy_remote.value += 1
+        if active_rq:
+            self._destroy_active_rq.value += 1
+            if local:
+                self._destroy_local_active_rq.value += 1
+            else:
+                self._destroy_remote_active_rq.value += 1
 
 
 class RbacStatSet:
@@ -176,12 +323,22 @@ class RouteStatSet:
 
 
 class ClusterStatSet:
-    """A cluster's request stats. Connection and pending counts live as plain ints in the
-    connection budget and pools (sidecar/upstream/); `ClusterState.sync_stats` copies them in."""
+    """A cluster's request stats. Connection and pending counts, bytes and closes live as
+    plain ints in the connection budget and pools (sidecar/upstream/); `ClusterState.
+    sync_stats` copies them in.
+
+    An answer is charged as Envoy's router charges it: `upstream_rq_<code>`, `_<class>xx` and
+    `upstream_rq_completed`, and again under the request's category, `internal.` for a
+    request that carried `x-envoy-internal: true`, else `external.` (`upstream_internal` /
+    `upstream`). `lb_healthy_panic` stays 0 (meshdev's balancers have no panic mode: an ejected
+    host is never picked) and `circuit_breakers.default.cx_pool_open` too (no limit on
+    connection pools), as Envoy shows them for a cluster that never meets either."""
 
     __slots__ = (
         "cx_open",
+        "cx_pool_open",
         "grpc",
+        "lb_healthy_panic",
         "membership_healthy",
         "membership_total",
         "retry",
@@ -190,9 +347,22 @@ class ClusterStatSet:
         "upstream",
         "upstream_cx_active",
         "upstream_cx_connect_fail",
+        "upstream_cx_connect_timeout",
+        "upstream_cx_destroy",
+        "upstream_cx_destroy_local",
+        "upstream_cx_destroy_local_with_active_rq",
+        "upstream_cx_destroy_remote",
+        "upstream_cx_destroy_remote_with_active_rq",
+        "upstream_cx_destroy_with_active_rq",
+        "upstream_cx_http1_total",
         "upstream_cx_none_healthy",
         "upstream_cx_overflow",
+        "upstream_cx_rx_bytes_buffered",
+        "upstream_cx_rx_bytes_total",
         "upstream_cx_total",
+        "upstream_cx_tx_bytes_buffered",
+        "upstream_cx_tx_bytes_total",
+        "upstream_internal",
         "upstream_rq_pending_active",
         "upstream_rq_pending_overflow",
         "upstream_rq_pending_total",
@@ -200,15 +370,23 @@ class ClusterStatSet:
         "upstream_rq_retry",
         "upstream_rq_retry_limit_exceeded",
         "upstream_rq_retry_success",
+        "upstream_rq_rx_reset",
         "upstream_rq_time",
         "upstream_rq_timeout",
         "upstream_rq_total",
+        "upstream_rq_tx_reset",
     )
 
     def __init__(self, store: Store, cluster: str) -> None:
         p = f"cluster.{cluster}."
         self.upstream_rq_total: Counter = store.counter(p + "upstream_rq_total")
-        self.upstream = StatusCounters(store, p + "upstream_rq")
+        store.counter(p + "upstream_rq_completed")
+        self.upstream = self._answers(store, p, "external.")
+        self.upstream_internal = self._answers(store, p, "internal.")
+        # Requests whose upstream connection was reset under them, and those we reset (a
+        # timeout or the client's leaving ended the exchange).
+        self.upstream_rq_rx_reset: Counter = store.counter(p + "upstream_rq_rx_reset")
+        self.upstream_rq_tx_reset: Counter = store.counter(p + "upstream_rq_tx_reset")
         # Answers that were retried are charged here instead (Envoy's `retry.` scope).
         self.retry = StatusCounters(store, p + "retry.upstream_rq")
         self.upstream_rq_time: Histogram = store.histogram(p + "upstream_rq_time")
@@ -233,9 +411,39 @@ class ClusterStatSet:
             p + "upstream_rq_pending_overflow"
         )
         self.cx_open: Gauge = store.gauge(p + "circuit_breakers.default.cx_open")
+        self.cx_pool_open: Gauge = store.gauge(p + "circuit_breakers.default.cx_pool_open")
         self.rq_pending_open: Gauge = store.gauge(p + "circuit_breakers.default.rq_pending_open")
+        self.lb_healthy_panic: Counter = store.counter(p + "lb_healthy_panic")
+        # The connections' traffic and ends, HTTP's and relayed (tcp_proxy) ones alike.
+        self.upstream_cx_http1_total: Counter = store.counter(p + "upstream_cx_http1_total")
+        self.upstream_cx_connect_timeout: Counter = store.counter(p + "upstream_cx_connect_timeout")
+        self.upstream_cx_rx_bytes_total: Counter = store.counter(p + "upstream_cx_rx_bytes_total")
+        self.upstream_cx_tx_bytes_total: Counter = store.counter(p + "upstream_cx_tx_bytes_total")
+        self.upstream_cx_rx_bytes_buffered: Gauge = store.gauge(p + "upstream_cx_rx_bytes_buffered")
+        self.upstream_cx_tx_bytes_buffered: Gauge = store.gauge(p + "upstream_cx_tx_bytes_buffered")
+        self.upstream_cx_destroy: Counter = store.counter(p + "upstream_cx_destroy")
+        self.upstream_cx_destroy_local: Counter = store.counter(p + "upstream_cx_destroy_local")
+        self.upstream_cx_destroy_remote: Counter = store.counter(p + "upstream_cx_destroy_remote")
+        self.upstream_cx_destroy_with_active_rq: Counter = store.counter(
+            p + "upstream_cx_destroy_with_active_rq"
+        )
+        self.upstream_cx_destroy_local_with_active_rq: Counter = store.counter(
+            p + "upstream_cx_destroy_local_with_active_rq"
+        )
+        self.upstream_cx_destroy_remote_with_active_rq: Counter = store.counter(
+            p + "upstream_cx_destroy_remote_with_active_rq"
+        )
         # gRPC calls per method (no stat exists until a call was counted).
         self.grpc = GrpcStats(store, cluster)
+
+    @staticmethod
+    def _answers(store: Store, p: str, category: str) -> StatusCounters:
+        return StatusCounters(
+            store,
+            p + "upstream_rq",
+            every=(p + "upstream_rq_completed", p + category + "upstream_rq_completed"),
+            also=(p + category + "upstream_rq",),
+        )
 
 
 class TcpStatSet:
@@ -277,10 +485,9 @@ class TcpStatSet:
 
 
 class TcpClusterStatSet:
-    """The cluster stats that only relayed connections move (Envoy counts them for every
-    connection; meshdev's HTTP client does not yet, so HTTP-only clusters show none of them).
-    `upstream_cx_total`, `_active`, `_connect_fail`, `_overflow` and `_none_healthy` are the
-    `ClusterStatSet`'s, shared with HTTP."""
+    """The cluster stats a relayed connection moves. The flow control ones are only a relayed
+    connection's; the others are the `ClusterStatSet`'s counters (the Store's same objects),
+    which HTTP connections move too."""
 
     __slots__ = (
         "upstream_cx_connect_timeout",

@@ -21,13 +21,8 @@ from __future__ import annotations
 
 import ssl
 
+from meshdev.sidecar.stats.sets import listener_prefix
 from meshdev.sidecar.stats.store import Counter, Store
-
-
-def listener_prefix(address: str, port: int) -> str:
-    """Envoy's listener stat scope: the address with `:` made `_` (`[::]:80` -> `[__]_80`)."""
-    host = f"[{address}]" if ":" in address else address
-    return f"listener.{host}_{port}."
 
 
 class HandshakeStats:

@@ -26,8 +26,58 @@ class WaitingPool(Protocol):
     def _grant_slot(self) -> bool: ...
 
 
+class Traffic:
+    """What one cluster's connections moved and how they ended, as plain ints the pools and
+    their connections bump, and `ClusterState.sync_stats` copies into Envoy's
+    `upstream_cx_{rx,tx}_bytes_total`, `upstream_cx_destroy_{local,remote}[_with_active_rq]`
+    and `upstream_cx_connect_timeout`. Bytes are the plaintext exchanged (above TLS)."""
+
+    __slots__ = (
+        "connect_timeout",
+        "destroy_local",
+        "destroy_local_active_rq",
+        "destroy_remote",
+        "destroy_remote_active_rq",
+        "rx_bytes",
+        "tx_bytes",
+    )
+
+    def __init__(self) -> None:
+        self.rx_bytes = 0
+        self.tx_bytes = 0
+        self.destroy_local = 0
+        self.destroy_remote = 0
+        self.destroy_local_active_rq = 0
+        self.destroy_remote_active_rq = 0
+        self.connect_timeout = 0
+
+    def closed(self, *, local: bool, active_rq: bool) -> None:
+        """A connection ended: closed by us (`local`) or by the upstream, with an exchange in
+        flight or not."""
+        if local:
+            self.destroy_local += 1
+            if active_rq:
+                self.destroy_local_active_rq += 1
+        else:
+            self.destroy_remote += 1
+            if active_rq:
+                self.destroy_remote_active_rq += 1
+
+    def snapshot(self) -> tuple[int, ...]:
+        return (
+            self.rx_bytes,
+            self.tx_bytes,
+            self.destroy_local,
+            self.destroy_remote,
+            self.destroy_local_active_rq,
+            self.destroy_remote_active_rq,
+            self.connect_timeout,
+        )
+
+
 class ConnectionBudget:
-    """One cluster's connection limits and counts (see the package doc).
+    """One cluster's connection limits and counts (see the package doc), and its connections'
+    `traffic`.
 
     The counters are plain ints, read by the stats and changed by the pools only.
     """
@@ -41,6 +91,7 @@ class ConnectionBudget:
         "rq_pending_active",
         "rq_pending_overflow",
         "rq_pending_total",
+        "traffic",
     )
 
     def __init__(
@@ -55,6 +106,7 @@ class ConnectionBudget:
         self.rq_pending_active = 0
         self.rq_pending_total = 0
         self.rq_pending_overflow = 0
+        self.traffic = Traffic()
         # Pools with pending requests, in the order they started waiting (an ordered set).
         self._waiting: dict[WaitingPool, None] = {}
 

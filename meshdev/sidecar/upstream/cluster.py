@@ -69,6 +69,7 @@ class ClusterState:
         self._ticker: asyncio.Task[None] | None = None
         self._seen_cx_overflow = 0
         self._seen_pending_total = 0
+        self._seen_traffic = self.budget.traffic.snapshot()
         self._tcp_stats: TcpClusterStatSet | None = None
         # With `tls`: one origin per kind of connection (its ALPN), kept while the cluster's
         # tls stays the same, so each keeps its resumable sessions.
@@ -217,6 +218,9 @@ class ClusterState:
         self._seen_cx_overflow = budget.cx_overflow
         s.upstream_rq_pending_total.value += budget.rq_pending_total - self._seen_pending_total
         self._seen_pending_total = budget.rq_pending_total
+        traffic = budget.traffic.snapshot()
+        if traffic != self._seen_traffic:
+            self._add_traffic(traffic)
         for host in self._all_hosts():
             pool = host.pool
             if pool.cx_total != host._seen_cx_total:
@@ -225,12 +229,42 @@ class ClusterState:
                     self._owner.stats_store.counter(
                         f"cluster.{self.name}.upstream_cx_http2_total"
                     ).value += pool.cx_total - host._seen_cx_total
+                else:
+                    s.upstream_cx_http1_total.value += pool.cx_total - host._seen_cx_total
                 s.upstream_cx_total.value += pool.cx_total - host._seen_cx_total
                 host._seen_cx_total = pool.cx_total
             s.upstream_cx_connect_fail.value += pool.cx_connect_fail - host._seen_connect_fail
             host._seen_connect_fail = pool.cx_connect_fail
         # Retired hosts are dropped once their pool has nothing left open.
         self.retired = [h for h in self.retired if h.pool.cx_active or h.rq_active]
+
+    def _add_traffic(self, now: tuple[int, ...]) -> None:
+        """Copy what the connections moved since the last sync (Traffic's snapshot order)."""
+        rx, tx, local, remote, local_rq, remote_rq, timeout = (
+            a - b for a, b in zip(now, self._seen_traffic, strict=True)
+        )
+        self._seen_traffic = now
+        s = self.stats
+        s.upstream_cx_rx_bytes_total.value += rx
+        s.upstream_cx_tx_bytes_total.value += tx
+        s.upstream_cx_destroy.value += local + remote
+        s.upstream_cx_destroy_local.value += local
+        s.upstream_cx_destroy_remote.value += remote
+        s.upstream_cx_destroy_with_active_rq.value += local_rq + remote_rq
+        s.upstream_cx_destroy_local_with_active_rq.value += local_rq
+        s.upstream_cx_destroy_remote_with_active_rq.value += remote_rq
+        s.upstream_cx_connect_timeout.value += timeout
+
+    def sync_buffered(self) -> None:
+        """What the cluster's HTTP connections hold unread and unsent now (walks them: for
+        stats reads, not the periodic sync)."""
+        rx = tx = 0
+        for host in self._all_hosts():
+            got, owed = host.pool.buffered()
+            rx += got
+            tx += owed
+        self.stats.upstream_cx_rx_bytes_buffered.value = rx
+        self.stats.upstream_cx_tx_bytes_buffered.value = tx
 
     def _all_hosts(self) -> Iterable[Host]:
         yield from self.hosts.values()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
 
@@ -18,12 +18,19 @@ from meshdev.sidecar.http.wire import JOIN_MAX, LAST_CHUNK, header_name
 from meshdev.sidecar.upstream.errors import UpstreamReset
 from meshdev.sidecar.upstream.response import UpgradedResponse, UpstreamResponse
 
+if TYPE_CHECKING:
+    from meshdev.sidecar.upstream.budget import ConnectionBudget
+
 
 class PoolSide(Protocol):
     """What a connection needs of its pool (``pool.UpstreamPool``)."""
 
     # The pool's requests in flight: a response that ends counts itself off.
     rq_active: int
+
+    # The cluster's budget, whose `traffic` a connection counts its bytes and close in.
+    @property
+    def budget(self) -> ConnectionBudget: ...
 
     def _release(self, conn: _UpstreamConn) -> None: ...
     def _lost(self, conn: _UpstreamConn) -> None: ...
@@ -36,9 +43,12 @@ class _UpstreamConn(asyncio.Protocol):
         "_drain",
         "_head_only",
         "_headers",
+        "_local",
         "_pump",
         "_sent_all",
         "_skip",
+        "_traffic",
+        "_tunnel",
         "_upgrade",
         "_waiter",
         "closed",
@@ -72,6 +82,9 @@ class _UpstreamConn(asyncio.Protocol):
         # Its exchange is an upgrade request (UpstreamPool.upgrade): a 101 switches it to a
         # raw stream, any other answer closes it after; it never goes back to the pool.
         self._upgrade = False
+        self._traffic = pool.budget.traffic
+        # After a 101: the raw stream it became (its bytes are counted as it closes).
+        self._tunnel: RawEnd | None = None
 
     # -- the exchange -----------------------------------------------------------------------
 
@@ -91,9 +104,11 @@ class _UpstreamConn(asyncio.Protocol):
         if stream is not None:
             self._sent_all = False
             transport.write(head)
+            self._traffic.tx_bytes += len(head)
             self._pump = self.loop.create_task(self._send_body(stream, chunked))
         else:
             self._sent_all = True
+            self._traffic.tx_bytes += len(head) + (len(payload) if payload else 0)
             if not payload:
                 transport.write(head)
             elif len(payload) <= JOIN_MAX:
@@ -111,15 +126,19 @@ class _UpstreamConn(asyncio.Protocol):
                 if not chunk:
                     continue
                 if chunked:
-                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                    size = b"%x\r\n" % len(chunk)
+                    transport.writelines((size, chunk, b"\r\n"))
+                    self._traffic.tx_bytes += len(size) + len(chunk) + 2
                 else:
                     transport.write(chunk)
+                    self._traffic.tx_bytes += len(chunk)
                 if self.wpaused:
                     await self._wait_drain()
                     if self.closed:
                         return
             if chunked and not self.closed:
                 transport.write(LAST_CHUNK)
+                self._traffic.tx_bytes += len(LAST_CHUNK)
             self._sent_all = True
         except asyncio.CancelledError:
             return
@@ -152,11 +171,15 @@ class _UpstreamConn(asyncio.Protocol):
         else:
             self._discard(graceful=True)
 
-    def _discard(self, graceful: bool = False) -> None:
-        """Close the connection and give its budget back; idempotent."""
+    def _discard(self, graceful: bool = False, *, remote: bool = False) -> None:
+        """Close the connection and give its budget back; idempotent. `remote`: the upstream
+        closed it (else we do)."""
         if self.closed:
             return
         self.closed = True
+        self._traffic.closed(
+            local=not remote, active_rq=self._waiter is not None or self.resp is not None
+        )
         if graceful:
             self.transport.close()
         else:
@@ -177,6 +200,7 @@ class _UpstreamConn(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        self._traffic.rx_bytes += len(data)
         if self.closed:
             return
         if self._waiter is None and self.resp is None:
@@ -212,13 +236,26 @@ class _UpstreamConn(asyncio.Protocol):
         end = RawEnd(transport, rest, self._tunnel_lost)
         transport.set_protocol(end)
         resp.tunnel = end
+        self._tunnel = end
+        # The raw stream counts what it reads from here on, these early bytes included.
+        self._traffic.rx_bytes -= len(rest)
         # No body: the response is complete, and its request no longer in flight.
         resp._finish(None)
 
     def _tunnel_lost(self, exc: Exception | None) -> None:
-        """The switched connection closed: its budget goes back as for any connection."""
+        """The switched connection closed: its budget goes back as for any connection, and
+        what crossed it is counted (read from the upstream; written to it, what the client's
+        end read). Who closed it first is not known here: it counts as the upstream's close."""
+        end = self._tunnel
+        if end is not None:
+            traffic = self._traffic
+            traffic.rx_bytes += end.received
+            peer = end._peer
+            if peer is not None:
+                traffic.tx_bytes += peer.received
         if not self.closed:
             self.closed = True
+            self._traffic.closed(local=False, active_rq=False)
             self.pool._lost(self)
 
     def eof_received(self) -> bool:
@@ -233,7 +270,7 @@ class _UpstreamConn(asyncio.Protocol):
         waiter = self._waiter
         was_closed = self.closed
         if not was_closed:
-            self._discard()
+            self._discard(remote=True)
         if waiter is not None and not waiter.done():
             waiter.set_exception(UpstreamReset(f"upstream closed the connection: {exc or 'eof'}"))
         drain = self._drain

@@ -33,6 +33,7 @@ class UpstreamPool:
     __slots__ = (
         "_closed",
         "_idle",
+        "_live",
         "_loop",
         "_waiters",
         "address",
@@ -62,6 +63,8 @@ class UpstreamPool:
         self.rq_active = 0
         self.rq_total = 0
         self._idle: list[_UpstreamConn] = []
+        # Every connection open (idle or in use), for what they hold unsent (`buffered`).
+        self._live: set[_UpstreamConn] = set()
         # Pending requests: each gets a released connection, or None meaning "a budget slot
         # is reserved for you, connect".
         self._waiters: deque[asyncio.Future[_UpstreamConn | None]] = deque()
@@ -297,13 +300,28 @@ class UpstreamPool:
         except (OSError, TimeoutError) as exc:
             self._unreserve()
             self.cx_connect_fail += 1
+            if isinstance(exc, TimeoutError):
+                self.budget.traffic.connect_timeout += 1
             reason = "connect timeout" if isinstance(exc, TimeoutError) else str(exc)
             raise ConnectFailure(f"{self.authority}: {reason}") from exc
         except BaseException:
             self._unreserve()
             raise
         self.cx_total += 1
+        self._live.add(conn)
         return conn
+
+    def buffered(self) -> tuple[int, int]:
+        """Bytes its connections hold now: (read and not yet taken by the caller, written
+        and not yet taken by the socket). Walks the connections: for stats reads."""
+        rx = tx = 0
+        for conn in self._live:
+            resp = conn.resp
+            if resp is not None:
+                rx += resp.pending_bytes
+            if not conn.closed:
+                tx += conn.transport.get_write_buffer_size()
+        return rx, tx
 
     def _release(self, conn: _UpstreamConn) -> None:
         """A connection finished its exchange and may be reused."""
@@ -331,6 +349,7 @@ class UpstreamPool:
 
     def _lost(self, conn: _UpstreamConn) -> None:
         """Accounting for a connection that closed (called once per connection)."""
+        self._live.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
         self._unreserve()
