@@ -448,3 +448,24 @@ async def test_the_new_families_in_prometheus_text() -> None:
         'envoy_http_conn_manager_prefix="outbound"} 1'
     )
     assert line in text
+
+
+async def test_an_upgraded_streams_bytes_count_on_both_sides_as_it_closes() -> None:
+    from aiohttp import ClientSession
+
+    from tests.sidecar.proxy.test_websocket import connect, echo
+    from tests.sidecar.proxy.wsapp import outbound_to, ws_app
+
+    async with ws_app() as app, sidecar(outbound_to(app.port)) as sc, ClientSession() as s:
+        async with connect(s, sc) as ws:
+            assert await echo(ws, b"x" * 10_000) == b"x" * 10_000
+        await settled(sc, "http.outbound.downstream_cx_destroy", 1)
+        await settled(sc, "cluster.backend.upstream_cx_destroy", 1)
+        http = stats_of(sc, "http.outbound.")
+        cluster = stats_of(sc, "cluster.backend.")
+        # The 10,000 bytes crossed each way (plus the handshake and frame headers): what the
+        # client sent the sidecar wrote upstream, and what came back went to the client.
+        assert http["downstream_cx_rx_bytes_total"] > 10_000
+        assert http["downstream_cx_tx_bytes_total"] > 10_000
+        assert cluster["upstream_cx_tx_bytes_total"] > 10_000
+        assert cluster["upstream_cx_rx_bytes_total"] > 10_000
