@@ -247,11 +247,10 @@ async def test_pods_carry_labels_share_a_namespace_and_publish_on_loopback_only(
     assert networks[f"meshdev-{m.name}"]["IPAddress"] == started["web-0"].placement.address
     assert app.attrs["HostConfig"]["NetworkMode"] == f"container:{sidecar.id}"
     env = dict(e.split("=", 1) for e in app.attrs["Config"]["Env"])
-    assert (env["HOST"], env["PORT"], env["HTTP_PROXY"]) == (
-        "127.0.0.1",
-        "8080",
-        "http://127.0.0.1:15001",
-    )
+    assert (env["HOST"], env["PORT"]) == ("127.0.0.1", "8080")
+    # Traffic is captured (iptables, docs/capture.md): the app needs no proxy setting.
+    assert "HTTP_PROXY" not in env and "http_proxy" not in env
+    assert not app.attrs["HostConfig"].get("CapAdd")
     assert app.attrs["Config"]["WorkingDir"] == "/app"  # the image's WORKDIR
 
     # Every published port is on the host's loopback; the gateway's on its own port. The

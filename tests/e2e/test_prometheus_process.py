@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import urllib.error
 import urllib.parse
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from meshdev.runtime.process import procscan
 from tests.e2e.meshrun import MeshUp, env_for, get
-from tests.support import free_port
+from tests.support import free_port, wait_until_sync
 
 pytestmark = [pytest.mark.slow]
 
@@ -41,14 +40,7 @@ def query(prom: str, path: str) -> Any:
 
 
 def wait_for(what: str, check: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
+    return wait_until_sync(check, what, timeout=timeout, step=0.2)
 
 
 def up_targets(prom: str) -> dict[str, dict[str, str]]:

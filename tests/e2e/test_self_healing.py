@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.meshrun import MeshUp, env_for, get
-from tests.support import free_port
+from tests.support import free_port, wait_until_sync
 
 pytestmark = [pytest.mark.slow]
 
@@ -69,14 +68,7 @@ def pod(up: MeshUp, name: str) -> dict[str, Any]:
 
 
 def wait_until(what: str, check: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout:g}s (last: {last!r})")
+    return wait_until_sync(check, what, timeout=timeout, step=0.2)
 
 
 def served(port: int, path: str = "/") -> dict[str, Any] | None:
