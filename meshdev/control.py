@@ -34,7 +34,7 @@ from meshdev.plan import PodSpec
 from meshdev.runtime import loopback
 from meshdev.runtime.base import PodExit, Progress, Runtime, RuntimeFailure, StartedPod
 from meshdev.runtime.paths import mesh_dir
-from meshdev.security import rotation
+from meshdev.security import rotation, staging
 from meshdev.templates import template
 
 if TYPE_CHECKING:
@@ -74,6 +74,8 @@ class Pod:
     cert_renew_at: datetime | None = None
     # Renews its certificate at half its life while the pod runs (see ControlPlane._rotate).
     rotation: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
+    # The config its sidecar last took (what a save that turns TLS on moves it from).
+    config: SidecarConfig | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -478,7 +480,7 @@ class ControlPlane:
             placement = self.runtime.planned_placement(spec)
             cfg = self._render(spec, placement, endpoints)
             started = await self.runtime.start_pod(spec, cfg.model_dump_json().encode(), self.token)
-            pod = Pod(key, spec, started, hash=cfg.content_hash(), version=cfg.version)
+            pod = Pod(key, spec, started, hash=cfg.content_hash(), version=cfg.version, config=cfg)
             self.pods[spec.name] = pod
             if cfg.spiffe_id is None:
                 await self.runtime.wait_ready(spec, started, self.ready_timeout)
@@ -554,6 +556,15 @@ class ControlPlane:
             cfg = self._render(pod.spec, pod.started.placement, endpoints)
             if cfg.content_hash() != pod.hash:
                 targets.append((pod, cfg))
+        if any(staging.tightens(p.config, c) for p, c in targets):
+            # TLS is being turned on somewhere: through PERMISSIVE, in rounds (staging.py).
+            for clients in (False, True):
+                await asyncio.gather(
+                    *(
+                        self._reconfigure(p, staging.transitional(p.config, c, clients=clients))
+                        for p, c in targets
+                    )
+                )
         results = await asyncio.gather(*(self._reconfigure(p, c) for p, c in targets))
         # Pods on their way out get the new endpoints too (their in-flight requests may still
         # call out), but the mesh's count is of the pods that stay.
@@ -612,6 +623,7 @@ class ControlPlane:
             return f"{pod.name}: config rejected ({answer.status}): {text}"
         pod.hash = cfg.content_hash()
         pod.version = cfg.version
+        pod.config = cfg
         return None
 
     # -- certificates -----------------------------------------------------------------------

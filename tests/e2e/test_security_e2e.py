@@ -29,17 +29,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        if self.path.endswith("/call"):
+        code = 200
+        if self.path.endswith(("/call", "/relay")):
             try:
                 with urllib.request.urlopen("http://api/data", timeout=10) as r:
                     status, body = r.status, r.read().decode()
             except urllib.error.HTTPError as e:
                 status, body = e.code, e.read().decode()
             answer = {"status": status, "body": body}
+            if self.path.endswith("/relay"):  # the callee's status as its own
+                code = status
         else:
             answer = {"service": os.environ["SERVICE"], "path": self.path}
         data = json.dumps(answer).encode()
-        self.send_response(200)
+        self.send_response(code)
         self.send_header("content-length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -167,3 +170,61 @@ def _inbound(up: MeshUp, runtime: str, name: str, pod: dict[str, Any]) -> tuple[
         return "127.0.0.1", int(ports["15006/tcp"][0]["HostPort"])
     finally:
         client.close()
+
+
+PLAIN_MESH = """\
+name: {name}
+services:
+  good: {{command: python3 app.py, health_path: /healthz}}
+  api: {{command: python3 app.py, health_path: /healthz}}
+ingress:
+  port: {port}
+  routes: [{{match: {{prefix: /good}}, to: good}}]
+"""
+
+
+LOAD = ("load", "--rps", "100", "--duration", "6s", "--json")
+
+
+def test_turning_mtls_on_under_load_fails_no_request(tmp_path: Path) -> None:
+    """A save that adds `security: {mtls: STRICT}` while requests flow: the control plane goes
+    through PERMISSIVE in rounds (meshdev/security/staging.py), so none fails."""
+    import subprocess
+
+    from tests.support import MESHDEV
+
+    name = f"sec-on-{os.getpid()}"
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(PLAIN_MESH.format(name=name, port=port))
+    up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        load = subprocess.Popen(
+            [MESHDEV, *LOAD, f"http://127.0.0.1:{port}/good/relay"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        time_to_save = 2.0
+        import time
+
+        time.sleep(time_to_save)
+        mesh_file.write_text(PLAIN_MESH.format(name=name, port=port) + "security: {mtls: STRICT}\n")
+        up.wait_for("applied v2", WAIT)
+        out, _ = load.communicate(timeout=60)
+        result = json.loads(out)
+        # Every call through the gateway and good's sidecar to api's answered 200, before,
+        # during and after the switch.
+        assert result["requests"] >= 500
+        assert result["status"] == {"200": result["requests"]}, result["status"]
+        pods = {p["name"]: p for p in up.status()["pods"]}
+        assert pods["api-0"]["mtls"] == "STRICT"
+        assert _call(port, "good")["status"] == 200
+        stats = admin_stats(pods["api-0"]["admin_url"], r"ssl\.handshake")
+        assert sum(stats.values()) >= 1  # good's calls are mTLS now
+    finally:
+        res = up.run("down", str(mesh_file))
+        up.stop()
+    assert res.returncode == 0, res.stderr

@@ -1,0 +1,72 @@
+"""Turning TLS on without a failed request: the configs a save passes through.
+
+A save that adds `security:` or moves a destination from DISABLE to mTLS cannot reach every
+sidecar at the same instant. Pushed at once, a caller that already sends TLS can meet a callee
+still on plaintext (refused), or a callee already STRICT can meet a caller still on plaintext
+(refused). Istio's advice is to migrate through PERMISSIVE; the control plane does it for the
+user, in three rounds, each pushed to every sidecar before the next:
+
+1. identity: each sidecar gets its identity (and then its certificate); inbound listeners that
+   were plaintext take both (PERMISSIVE); callers send TLS only where they already did;
+2. clients: callers send TLS wherever the save asks (every callee takes it by now);
+3. the saved config itself (STRICT where asked: every caller sends TLS by now).
+
+Pure: configs in, configs out.
+"""
+
+from __future__ import annotations
+
+from meshdev.common.sidecar_config import Cluster, Listener, SidecarConfig
+
+
+def _tls_clusters(config: SidecarConfig | None) -> set[str]:
+    return set() if config is None else {c.name for c in config.clusters if c.tls is not None}
+
+
+def _inbound_modes(config: SidecarConfig | None) -> dict[str, str]:
+    if config is None:
+        return {}
+    return {lst.name: lst.mtls for lst in config.listeners if lst.kind == "inbound"}
+
+
+def tightens(current: SidecarConfig | None, target: SidecarConfig) -> bool:
+    """Whether pushing `target` over `current` at once could refuse traffic: a new identity,
+    a cluster that starts sending TLS, or an inbound listener leaving plaintext."""
+    if current is None:
+        return False  # a pod that just started with its config
+    if target.spiffe_id is not None and target.spiffe_id != current.spiffe_id:
+        return True
+    if _tls_clusters(target) - _tls_clusters(current):
+        return True
+    was = _inbound_modes(current)
+    return any(
+        was.get(name) == "DISABLE" and mode != "DISABLE"
+        for name, mode in _inbound_modes(target).items()
+    )
+
+
+def transitional(
+    current: SidecarConfig | None, target: SidecarConfig, *, clients: bool
+) -> SidecarConfig:
+    """Round 1 (`clients` False) or round 2 (`clients` True) on the way to `target`."""
+    keep_tls = _tls_clusters(current)
+    was = _inbound_modes(current)
+
+    def cluster(c: Cluster) -> Cluster:
+        if c.tls is None or clients or c.name in keep_tls:
+            return c
+        return c.model_copy(update={"tls": None})
+
+    def listener(lst: Listener) -> Listener:
+        if lst.kind != "inbound" or lst.mtls == "DISABLE" or was.get(lst.name) == lst.mtls:
+            return lst
+        if was.get(lst.name) == "STRICT":
+            return lst  # callers already send TLS to it
+        return lst.model_copy(update={"mtls": "PERMISSIVE"})
+
+    return target.model_copy(
+        update={
+            "clusters": tuple(cluster(c) for c in target.clusters),
+            "listeners": tuple(listener(lst) for lst in target.listeners),
+        }
+    )

@@ -1,0 +1,79 @@
+"""The configs a save that turns TLS on passes through (meshdev/security/staging.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.security.staging import tightens, transitional
+
+CALLEE = "spiffe://cluster.local/ns/m/sa/api"
+
+
+def config(*, mtls: str, tls: bool, spiffe: str | None, version: int = 1) -> SidecarConfig:
+    cluster: dict[str, Any] = {"name": "api", "endpoints": []}
+    if tls:
+        cluster["tls"] = {"spiffe_ids": [CALLEE]}
+    return SidecarConfig.model_validate(
+        {
+            "version": version,
+            "mesh": "m",
+            "node": "web-0",
+            "spiffe_id": spiffe,
+            "listeners": [
+                {
+                    "name": "inbound",
+                    "kind": "inbound",
+                    "address": "0.0.0.0",
+                    "port": 15006,
+                    "cluster": "inbound|8080",
+                    "mtls": mtls,
+                }
+            ],
+            "clusters": [
+                {"name": "inbound|8080", "endpoints": []},
+                cluster,
+            ],
+        }
+    )
+
+
+PLAIN = config(mtls="DISABLE", tls=False, spiffe=None)
+STRICT = config(mtls="STRICT", tls=True, spiffe="spiffe://cluster.local/ns/m/sa/web", version=2)
+
+
+def test_turning_tls_on_tightens_and_relaxing_it_does_not() -> None:
+    assert tightens(PLAIN, STRICT)
+    assert not tightens(STRICT, PLAIN)
+    assert not tightens(None, STRICT)  # a pod that started with it
+    assert not tightens(STRICT, STRICT)
+    permissive = config(mtls="PERMISSIVE", tls=True, spiffe=STRICT.spiffe_id)
+    # PERMISSIVE -> STRICT: every caller already sends TLS to it.
+    assert not tightens(permissive, STRICT)
+
+
+def inbound_mode(cfg: SidecarConfig) -> str:
+    return next(lst.mtls for lst in cfg.listeners if lst.kind == "inbound")
+
+
+def tls_of(cfg: SidecarConfig) -> bool:
+    return next(c for c in cfg.clusters if c.name == "api").tls is not None
+
+
+def test_the_rounds_go_through_permissive() -> None:
+    first = transitional(PLAIN, STRICT, clients=False)
+    assert (first.spiffe_id, inbound_mode(first), tls_of(first)) == (
+        STRICT.spiffe_id,
+        "PERMISSIVE",
+        False,
+    )
+    second = transitional(PLAIN, STRICT, clients=True)
+    assert (inbound_mode(second), tls_of(second)) == ("PERMISSIVE", True)
+    assert first.version == second.version == STRICT.version
+
+
+def test_a_listener_already_strict_is_never_loosened() -> None:
+    strict_no_client = config(mtls="STRICT", tls=False, spiffe=STRICT.spiffe_id)
+    assert inbound_mode(transitional(strict_no_client, STRICT, clients=False)) == "STRICT"
+    # A cluster that already sent TLS keeps it in the first round.
+    assert tls_of(transitional(STRICT, STRICT, clients=False))
