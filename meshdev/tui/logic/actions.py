@@ -18,6 +18,7 @@ import aiohttp
 from meshdev.config.model import Mesh, Route
 from meshdev.control import TOKEN_HEADER, ControlPlane, Pod
 from meshdev.loadgen import LoadSpec, run_load
+from meshdev.runtime import loopback
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 BURST_REQUESTS = 400
@@ -173,3 +174,13 @@ def shift_canary(
     new_mesh = mesh.model_copy(update={"routes": MappingProxyType(routes)})
     split = " / ".join(f"{k} {v}" for k, v in weights.items())
     return new_mesh, f"{key(chosen)}: {split}"
+
+
+async def plaintext_request(inbound_url: str) -> int | None:
+    """The status a plaintext GET straight at a pod's inbound listener gets; None when the
+    listener cuts it off (STRICT mTLS refuses plaintext)."""
+    try:
+        answer = await loopback.request("GET", inbound_url.rstrip("/") + "/", timeout=3)
+    except (OSError, loopback.LoopbackError):
+        return None
+    return answer.status

@@ -77,6 +77,38 @@ class Commands:
         self.chaos_pods.add(pod.name)
         return f"{pod.name} now fails every request (x again heals it); watch it get ejected"
 
+    # -- mutual TLS -------------------------------------------------------------------------
+
+    async def plaintext(self) -> str:
+        """A plaintext request from outside the mesh straight at a secured pod's inbound
+        listener: refused under STRICT, checked by authorization under PERMISSIVE."""
+        mesh = self._mesh()
+        secured = [
+            p
+            for p in self.session.control.pods.values()
+            if p.spec.service
+            and p.started.inbound_url
+            and p.spec.protocol != "tcp"
+            and mesh.mtls_mode(p.spec.service) != "DISABLE"
+        ]
+        if not secured:
+            raise ActionFailed(
+                "no pod takes mTLS: add `security: {mtls: STRICT}` to mesh.yaml and save"
+            )
+        strict = [p for p in secured if mesh.mtls_mode(p.spec.service) == "STRICT"]
+        pod = (strict or secured)[0]
+        mode = mesh.mtls_mode(pod.spec.service)
+        answer = await actions.plaintext_request(pod.started.inbound_url)
+        if answer is None:
+            return (
+                f"plaintext to {pod.name}'s inbound listener: refused ({mode}: mTLS only); "
+                "counted as no_filter_chain_match, see 5 Security"
+            )
+        return (
+            f"plaintext to {pod.name}'s inbound listener ({mode}): answered {answer} "
+            "(no identity: authorization decides; 403 means no ALLOW policy matched)"
+        )
+
     # -- fault at runtime --------------------------------------------------------------------
 
     async def fault(self, route_key: str | None) -> str:

@@ -70,6 +70,7 @@ class DashboardScreen(Screen[None]):
         Binding("minus", "rate(-1)", "Rate-", key_display="-"),
         Binding("b", "trip_breaker", "Trip breaker"),
         Binding("x", "chaos", "Fail replica"),
+        Binding("p", "plaintext", "Plaintext probe", show=False),
         Binding("f", "fault", "Fault"),
         Binding("w", "canary", "Canary"),
         Binding("s", "sort", "Sort"),
@@ -258,6 +259,10 @@ class DashboardScreen(Screen[None]):
         if (commands := self._commands()) is not None:
             selected = self.pods.cursor_key if self.tabs.active == "pods" else None
             self._act("fail a replica", commands.chaos(selected))
+
+    def action_plaintext(self) -> None:
+        if (commands := self._commands()) is not None:
+            self._act("plaintext probe", commands.plaintext())
 
     def action_fault(self) -> None:
         if (commands := self._commands()) is not None:

@@ -18,6 +18,7 @@ KEYS = (
     ("+ / -", "load rate up / down"),
     ("b", "trip the breaker: a burst of concurrent requests"),
     ("x", "make one replica fail (its chaos knob); again to heal it"),
+    ("p", "a plaintext request from outside straight at a secured pod (STRICT refuses it)"),
     ("f", "switch an abort fault on / off on the selected route, at runtime"),
     ("w", "shift the canary weight (applied now, not written to mesh.yaml)"),
     ("/", "filter the log (a regex per source)"),
