@@ -196,7 +196,7 @@ class Sidecar:
     async def start(self) -> None:
         await self.plane.start()
         config = self.config
-        self._sync_addresses(config)
+        self._sync_addresses(config, starting=True)
         self._sync_mtls(config)
         for lst in config.listeners:
             await self._bind(lst, config)
@@ -330,7 +330,7 @@ class Sidecar:
                     return http[0]
         return self._passthrough
 
-    def _sync_addresses(self, config: SidecarConfig) -> None:
+    def _sync_addresses(self, config: SidecarConfig, *, starting: bool = False) -> None:
         """Keep the service addresses captured connections are matched against, and the
         pod's hosts file naming them, in step with the config."""
         addresses = config.service_addresses
@@ -340,6 +340,11 @@ class Sidecar:
         try:
             write_hosts(config.hosts_file, addresses)
         except OSError as exc:
+            if starting:
+                # The pod's capture step (which writes these names itself) hands the file to
+                # us only after we start: the next config that changes them writes it.
+                log.debug("%s not writable yet: %s", config.hosts_file, exc)
+                return
             log.warning("cannot update %s with the services' addresses: %s", config.hosts_file, exc)
             self.plane.stats_store.counter("capture.hosts_write_failure").inc()
             return

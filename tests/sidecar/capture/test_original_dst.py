@@ -207,6 +207,13 @@ async def test_the_hosts_file_follows_the_services(tmp_path: Path) -> None:
 
 async def test_an_unwritable_hosts_file_is_counted_not_fatal(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir" / "hosts"
-    cfg = _config(free_port(), [], free_port(), hosts_file=str(missing))
+    port = free_port()
+    cfg = _config(port, [], free_port(), hosts_file=str(missing))
     async with sidecar(cfg) as sc:
+        # At start it is not yet the sidecar's (the capture step hands it over later).
+        assert stat(sc, "capture.hosts_write_failure") == 0
+        more = {"backend": VIP_BACKEND, "cache": VIP_CACHE, "new": "198.18.0.11"}
+        sc.apply(_config(port, [], free_port(), addresses=more, hosts_file=str(missing), version=2))
         assert stat(sc, "capture.hosts_write_failure") == 1
+        # Still serving: the swap happened.
+        assert sc.config.version == 2
