@@ -139,6 +139,9 @@ class VirtualHost(_Model):
     name: str = Field(min_length=1)
     domains: tuple[str, ...] = Field(min_length=1)
     routes: tuple[Route, ...] = ()
+    # Envoy's field of the same name: answers to this host's requests, local ones included,
+    # carry `x-envoy-attempt-count` (the tries this hop made), replacing an upstream's.
+    include_attempt_count_in_response: bool = False
 
 
 class CircuitBreaker(_Model):

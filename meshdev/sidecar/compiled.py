@@ -61,6 +61,7 @@ class RouteEntry:
     """A compiled route: where it goes and the policies on the way."""
 
     __slots__ = (
+        "attempt_count",
         "bucket",
         "clusters",
         "fault",
@@ -80,8 +81,11 @@ class RouteEntry:
         stats: RouteStatSet,
         bucket: TokenBucket | None,
         fault: FaultSpec | None,
+        attempt_count: bool = False,
     ) -> None:
         self.vhost = vhost
+        # The virtual host's include_attempt_count_in_response.
+        self.attempt_count = attempt_count
         self.name = route.name
         self.clusters = clusters
         self.timeout = route.timeout

@@ -111,7 +111,15 @@ class Compiler:
             bucket = self._bucket(v.name, r.name, r.rate_limit)
             buckets[(v.name, r.name)] = bucket
         fault = effective_fault(r.fault, v.name, r.name, runtime)
-        return RouteEntry(v.name, r, pick, RouteStatSet(self._store, v.name, r.name), bucket, fault)
+        return RouteEntry(
+            v.name,
+            r,
+            pick,
+            RouteStatSet(self._store, v.name, r.name),
+            bucket,
+            fault,
+            v.include_attempt_count_in_response,
+        )
 
     def _tcp_proxy(self, lst: Listener, cluster_entries: dict[str, ClusterEntry]) -> TcpProxyEntry:
         proxy = lst.tcp_proxy

@@ -187,6 +187,10 @@ def outbound_config(
     )
 
 
+# A virtual host whose answers carry x-envoy-attempt-count (Envoy sends it only when asked).
+COUNTED: dict[str, Any] = {"include_attempt_count_in_response": True}
+
+
 def simple_config(
     upstreams: list[Upstream],
     *,
@@ -195,8 +199,10 @@ def simple_config(
     version: int = 1,
     port: int | None = None,
     access_log: str = "off",
+    vhost: dict[str, Any] | None = None,
 ) -> SidecarConfig:
-    """One service `backend` (every upstream an endpoint) behind one route `main` on `/`."""
+    """One service `backend` (every upstream an endpoint) behind one route `main` on `/`;
+    `vhost` adds fields to its virtual host (see COUNTED)."""
     r = {
         "name": "main",
         "match": {"prefix": "/"},
@@ -207,7 +213,7 @@ def simple_config(
     c.update(cluster or {})
     return outbound_config(
         [c],
-        [{"name": "backend", "domains": ["backend"], "routes": [r]}],
+        [{"name": "backend", "domains": ["backend"], "routes": [r], **(vhost or {})}],
         version=version,
         port=port,
         access_log=access_log,

@@ -137,7 +137,9 @@ async def forward(
         if timer is not None:
             deadlines.disarm(timer)
     if reply is not None:
-        if rec.attempts:
+        # A request answered before its first try has no attempt count to send (Envoy's
+        # attempt_count_ of 0).
+        if rec.attempts and route.attempt_count:
             reply.headers.append(("x-envoy-attempt-count", str(rec.attempts)))
         await send_local(w, rec, reply)
 
@@ -279,7 +281,9 @@ async def _tries(
             answers.charge(status)
             rs.upstream.charge(status)
             rec.status = status
-            out = response_headers(resp, rec.attempts, (now() - t0) * 1000.0)
+            out = response_headers(
+                resp, (now() - t0) * 1000.0, rec.attempts if route.attempt_count else None
+            )
             if upgrade and isinstance(resp, UpgradedResponse):
                 # Timed to the 101: a stream's life is no latency (Envoy's upstream_rq_time
                 # spans the stream; the dashboard reads this histogram as the route's latency).

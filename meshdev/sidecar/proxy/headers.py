@@ -2,7 +2,10 @@
 
 Hop-by-hop headers (and those named in `Connection`) are dropped both ways; `x-request-id` is
 kept or created; `traceparent`/`tracestate` pass through; the client's address is appended to
-`x-forwarded-for`; answers carry `x-envoy-upstream-service-time` and `x-envoy-attempt-count`.
+`x-forwarded-for`. Answers carry this hop's `x-envoy-upstream-service-time`, and its
+`x-envoy-attempt-count` when the virtual host asks for it (Envoy's
+include_attempt_count_in_response): each replaces the upstream's own, so a caller behind
+several hops sees one of each, the outermost hop's, as from Envoy.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ HOP_BY_HOP: Final = frozenset(
         "upgrade",
     }
 )
-# The writer frames the answer itself, from the body it is given.
-_RESPONSE_DROP: Final = HOP_BY_HOP | {"content-length"}
+# The writer frames the answer itself, from the body it is given; the service time is ours.
+_RESPONSE_DROP: Final = HOP_BY_HOP | {"content-length", "x-envoy-upstream-service-time"}
+# Without the flag an upstream's attempt count passes through untouched, as in Envoy.
+_RESPONSE_DROP_COUNTED: Final = _RESPONSE_DROP | {"x-envoy-attempt-count"}
 
 
 class HeaderView:
@@ -102,13 +107,15 @@ def upstream_headers(req: Request) -> tuple[list[tuple[str, str]], str, bool]:
 
 
 def response_headers(
-    resp: UpstreamResponse, attempts: int, service_ms: float
+    resp: UpstreamResponse, service_ms: float, attempts: int | None
 ) -> list[tuple[str, str]]:
-    """The upstream answer's headers as they go downstream (without content-length)."""
-    drop = _RESPONSE_DROP
+    """The upstream answer's headers as they go downstream (without content-length);
+    `attempts` is None unless the virtual host includes the attempt count."""
+    drop = _RESPONSE_DROP if attempts is None else _RESPONSE_DROP_COUNTED
     out = [(k, v) for k, v in resp.headers if k not in drop]
     out.append(("x-envoy-upstream-service-time", str(int(service_ms))))
-    out.append(("x-envoy-attempt-count", str(attempts)))
+    if attempts is not None:
+        out.append(("x-envoy-attempt-count", str(attempts)))
     return out
 
 

@@ -10,6 +10,7 @@ import time
 
 from meshdev.sidecar.main import Sidecar
 from tests.sidecar.helpers import (
+    COUNTED,
     client,
     get,
     listener_url,
@@ -29,7 +30,7 @@ def port(sc: Sidecar, name: str = "outbound") -> int:
 
 
 async def test_get_routed_by_authority_and_counted() -> None:
-    async with upstreams("a") as ups, sidecar(simple_config(ups)) as sc:
+    async with upstreams("a") as ups, sidecar(simple_config(ups, vhost=COUNTED)) as sc:
         c = await H2Client.open(LOCALHOST, port(sc))
         try:
             a = await c.request("/items?x=1", authority="backend")

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 
+from meshdev.common.sidecar_config import SidecarConfig
 from tests.sidecar.helpers import (
+    COUNTED,
+    Upstream,
     client,
     dead_endpoint,
     get,
@@ -26,11 +29,16 @@ def retries(attempts: int, *retry_on: str, **extra: Any) -> dict[str, Any]:
     return {"retries": {"attempts": attempts, "retry_on": list(retry_on), **extra}}
 
 
+def config(ups: list[Upstream], **kwargs: Any) -> SidecarConfig:
+    """`simple_config` whose answers carry x-envoy-attempt-count: these tests read it."""
+    return simple_config(ups, vhost=COUNTED, **kwargs)
+
+
 async def test_5xx_retried_until_attempts_run_out(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
     async with upstreams("a") as (a,):
         a.status = 503
-        cfg = simple_config([a], route=retries(2, "5xx"), access_log=str(log))
+        cfg = config([a], route=retries(2, "5xx"), access_log=str(log))
         async with sidecar(cfg) as sc, client() as s:
             status, headers, _ = await get(s, listener_url(sc), "/x")
             assert status == 503
@@ -51,7 +59,7 @@ async def test_5xx_retried_until_attempts_run_out(tmp_path: Path) -> None:
 async def test_retry_success_returns_the_good_answer() -> None:
     async with upstreams("a") as (a,):
         a.script.extend(["503", "500"])
-        async with sidecar(simple_config([a], route=retries(3, "5xx"))) as sc, client() as s:
+        async with sidecar(config([a], route=retries(3, "5xx"))) as sc, client() as s:
             status, headers, _ = await get(s, listener_url(sc))
             assert status == 200
             assert headers["x-envoy-attempt-count"] == "3"
@@ -76,7 +84,7 @@ async def test_retry_success_returns_the_good_answer() -> None:
 async def test_retry_on_answers(retry_on: str, first: str, retried: bool) -> None:
     async with upstreams("a") as (a,):
         a.script.append(first)
-        cfg = simple_config([a], route=retries(1, retry_on))
+        cfg = config([a], route=retries(1, retry_on))
         async with sidecar(cfg) as sc, client() as s:
             status, headers, _ = await get(s, listener_url(sc))
             assert status == (200 if retried else int(first))
@@ -88,7 +96,7 @@ async def test_retriable_status_codes() -> None:
     async with upstreams("a") as (a,):
         a.script.extend(["418", "418"])
         route = retries(1, "retriable-status-codes", retriable_status_codes=[418])
-        async with sidecar(simple_config([a], route=route)) as sc, client() as s:
+        async with sidecar(config([a], route=route)) as sc, client() as s:
             status, headers, _ = await get(s, listener_url(sc))
             assert (status, headers["x-envoy-attempt-count"]) == (418, "2")
             status, headers, _ = await get(s, listener_url(sc), "/?status=500")
@@ -100,7 +108,7 @@ async def test_upstream_reset(tmp_path: Path, retry_on: str, retried: bool) -> N
     log = tmp_path / "access.log"
     async with upstreams("a") as (a,):
         a.script.append("reset")
-        cfg = simple_config([a], route=retries(1, retry_on), access_log=str(log))
+        cfg = config([a], route=retries(1, retry_on), access_log=str(log))
         async with sidecar(cfg) as sc, client() as s:
             status, _, body = await get(s, listener_url(sc))
             if retried:
@@ -115,7 +123,7 @@ async def test_upstream_reset(tmp_path: Path, retry_on: str, retried: bool) -> N
 
 async def test_connect_failure_retried_then_503_uf(tmp_path: Path) -> None:
     log = tmp_path / "access.log"
-    cfg = simple_config(
+    cfg = config(
         [],
         route=retries(2, "connect-failure"),
         cluster={"endpoints": [dead_endpoint()]},
@@ -136,7 +144,7 @@ async def test_per_try_timeout_is_retried() -> None:
     async with upstreams("a") as (a,):
         a.script.append("delay:2")
         route = retries(1, "5xx", per_try_timeout=0.2)
-        async with sidecar(simple_config([a], route=route)) as sc, client() as s:
+        async with sidecar(config([a], route=route)) as sc, client() as s:
             status, headers, _ = await get(s, listener_url(sc))
             assert status == 200
             assert headers["x-envoy-attempt-count"] == "2"
@@ -148,7 +156,7 @@ async def test_per_try_timeout_not_retried_by_connect_failure_policy() -> None:
     async with upstreams("a") as (a,):
         a.script.append("delay:2")
         route = retries(1, "connect-failure", per_try_timeout=0.2)
-        async with sidecar(simple_config([a], route=route)) as sc, client() as s:
+        async with sidecar(config([a], route=route)) as sc, client() as s:
             status, headers, body = await get(s, listener_url(sc))
             assert status == 504
             assert body == b"upstream request timeout"
@@ -161,7 +169,7 @@ async def test_route_timeout_covers_every_try(tmp_path: Path) -> None:
     async with upstreams("a") as (a,):
         a.delay = 0.3
         route = {"timeout": 0.5, **retries(10, "5xx", per_try_timeout=0.2)}
-        cfg = simple_config([a], route=route, access_log=str(log))
+        cfg = config([a], route=route, access_log=str(log))
         async with sidecar(cfg) as sc, client() as s:
             status, headers, body = await get(s, listener_url(sc))
             assert status == 504
@@ -180,9 +188,7 @@ async def test_route_timeout_covers_every_try(tmp_path: Path) -> None:
 async def test_max_retries_budget_overflow() -> None:
     async with upstreams("a") as (a,):
         a.status = 503
-        cfg = simple_config(
-            [a], route=retries(3, "5xx"), cluster={"circuit_breaker": {"max_retries": 0}}
-        )
+        cfg = config([a], route=retries(3, "5xx"), cluster={"circuit_breaker": {"max_retries": 0}})
         async with sidecar(cfg) as sc, client() as s:
             status, headers, _ = await get(s, listener_url(sc))
             assert status == 503
@@ -196,7 +202,7 @@ async def test_max_retries_budget_overflow() -> None:
 async def test_overloaded_answers_are_never_retried() -> None:
     async with upstreams("a") as (a,):
         a.script.append("overloaded")
-        async with sidecar(simple_config([a], route=retries(2, "5xx"))) as sc, client() as s:
+        async with sidecar(config([a], route=retries(2, "5xx"))) as sc, client() as s:
             status, headers, _ = await get(s, listener_url(sc))
             assert status == 503
             assert headers["x-envoy-attempt-count"] == "1"
@@ -206,7 +212,7 @@ async def test_overloaded_answers_are_never_retried() -> None:
 async def test_request_body_is_replayed_on_retry_up_to_the_buffer_limit() -> None:
     async with upstreams("a") as (a,):
         a.script.append("503")
-        async with sidecar(simple_config([a], route=retries(1, "5xx"))) as sc, client() as s:
+        async with sidecar(config([a], route=retries(1, "5xx"))) as sc, client() as s:
             body = b"payload" * 1000
             status, _, _ = await get(s, listener_url(sc), method="POST", data=body)
             assert status == 200

@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 from tests.sidecar.helpers import (
+    COUNTED,
     Upstream,
     client,
     endpoint,
@@ -148,7 +149,11 @@ async def test_weighted_split_within_statistical_bounds() -> None:
 
 
 async def test_request_id_traceparent_forwarded_for_and_hop_by_hop() -> None:
-    async with upstreams("a") as (a,), sidecar(simple_config([a])) as sc, client() as s:
+    async with (
+        upstreams("a") as (a,),
+        sidecar(simple_config([a], vhost=COUNTED)) as sc,
+        client() as s,
+    ):
         base = listener_url(sc)
         trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         status, headers, _ = await get(
