@@ -427,7 +427,13 @@ def _virtual_host(mesh: Mesh, service: str) -> sc.VirtualHost:
     # Called on port 80 (through HTTP_PROXY, or captured), or captured on the app's own port.
     ports = dict.fromkeys((80, mesh.services[service].port))
     domains = tuple(d for n in names for d in (n, *(f"{n}:{p}" for p in ports)))
-    return sc.VirtualHost(name=service, domains=domains, routes=converted)
+    policy = mesh.policies.get(service)
+    return sc.VirtualHost(
+        name=service,
+        domains=domains,
+        routes=converted,
+        include_attempt_count_in_response=policy is not None and policy.include_attempt_count,
+    )
 
 
 def _route(service: str, index: int, r: Route) -> sc.Route:

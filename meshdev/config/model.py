@@ -228,6 +228,12 @@ class Policy(_Model):
         "plaintext only. Default: security.mtls. Callers send mTLS to a STRICT or PERMISSIVE "
         "service (Istio's auto mTLS). Needs a security section.",
     )
+    include_attempt_count: bool = Field(
+        default=False,
+        description="Answers from this service carry x-envoy-attempt-count: the tries the "
+        "sidecar (or gateway) calling it made, retries included, as Envoy's virtual host "
+        "include_attempt_count_in_response. Default false, as in Envoy.",
+    )
 
 
 class Version(_Model):

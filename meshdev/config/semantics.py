@@ -132,6 +132,12 @@ class _Check:
                 self.add((*path, "lb"), "ring_hash needs hash_header: the header to hash on")
             if pol.hash_header and pol.lb != "ring_hash":
                 self.add((*path, "hash_header"), "hash_header only applies to lb: ring_hash")
+            if tcp and pol.include_attempt_count:
+                self.add(
+                    (*path, "include_attempt_count"),
+                    f"{dest} is a tcp service: connections have no answers to carry "
+                    "x-envoy-attempt-count",
+                )
         self.tcp_ports()
         self.security()
         for dest, policies in self.mesh.authorization.items():
