@@ -101,9 +101,16 @@ def _matcher(prefixes: tuple[str, ...], tokens: frozenset[str]) -> Callable[[str
 
 _is_plain_cluster_stat = _matcher(_CLUSTER_STAT_PREFIXES, _CLUSTER_STAT_TOKENS)
 # Envoy's response-code categories of a cluster's request stats (`cluster.<c>.external.
-# upstream_rq_200`, `internal.`, `canary.`). Those words may also name a subset (`web.canary`),
-# so they end a cluster's name only before a request stat; a configured name is tried first.
-_CLUSTER_CATEGORIES = ("external.upstream_rq_", "internal.upstream_rq_", "canary.upstream_rq_")
+# upstream_rq_200`, `internal.`, `canary.`), and its router's `retry.` scope (the answers it
+# retried: `cluster.<c>.retry.upstream_rq_503`, Envoy's `envoy_cluster_retry_upstream_rq`).
+# Those words may also name a subset (`web.canary`), so they end a cluster's name only before
+# a request stat; a configured name is tried first.
+_CLUSTER_CATEGORIES = (
+    "external.upstream_rq_",
+    "internal.upstream_rq_",
+    "canary.upstream_rq_",
+    "retry.upstream_rq_",
+)
 
 
 def _is_cluster_stat(stat: str) -> bool:

@@ -96,8 +96,6 @@ STREAM_FILTER: Final = (
 
 _CODE = re.compile(r"(up|down)stream_rq_(\d{3})")
 _CLASS = re.compile(r"(up|down)stream_rq_([1-5])xx")
-# Envoy's `cluster.<c>.retry.upstream_rq_<code>`: answers that were retried, not final ones.
-_RETRY_SCOPE = ".retry"
 
 # (scope kind, scope key, what, arg, is a breaker trip). The key is a cluster or listener
 # prefix (str) or a route (vhost, route): `Any` keeps the hot loop free of casts.
@@ -172,8 +170,6 @@ class StatNames:
         scope: tuple[int, object, str] | None = None
         if CLUSTER_LABEL in labels:
             c = labels[CLUSTER_LABEL]
-            if c.endswith(_RETRY_SCOPE) and name.startswith(f"cluster.{c}.upstream_rq"):
-                return None
             scope = (CLUSTER, c, f"cluster.{c}.")
         elif ROUTE_LABEL in labels and VHOST_LABEL in labels:
             v, r = labels[VHOST_LABEL], labels[ROUTE_LABEL]

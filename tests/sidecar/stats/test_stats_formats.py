@@ -34,6 +34,7 @@ def populated_store() -> Store:
         s.counter(f"cluster.{c}.upstream_rq_2xx").inc(10 * i)
         s.counter(f"cluster.{c}.upstream_rq_5xx").inc(2 * i)
         s.counter(f"cluster.{c}.upstream_rq_retry").inc(i)
+        s.counter(f"cluster.{c}.retry.upstream_rq_503").inc(i)
         s.counter(f"cluster.{c}.upstream_rq_pending_overflow").inc(i)
         s.counter(f"cluster.{c}.outlier_detection.ejections_enforced_total").inc(i)
         s.gauge(f"cluster.{c}.upstream_rq_active").set(i)
@@ -140,6 +141,17 @@ def populated_store() -> Store:
             "envoy_cluster_external_upstream_rq_completed",
             {"envoy_cluster_name": "backend.v1"},
         ),
+        # The router's retry scope (answers it retried) is no part of the cluster's name.
+        (
+            "cluster.backend.v1.retry.upstream_rq_503",
+            "envoy_cluster_retry_upstream_rq",
+            {"envoy_response_code": "503", "envoy_cluster_name": "backend.v1"},
+        ),
+        (
+            "cluster.inbound|8080.retry.upstream_rq_5xx",
+            "envoy_cluster_retry_upstream_rq_xx",
+            {"envoy_response_code_class": "5", "envoy_cluster_name": "inbound|8080"},
+        ),
         # The listener's own, and its connection manager's per listener.
         (
             "listener.0.0.0.0_15006.downstream_cx_total",
@@ -204,6 +216,11 @@ def test_a_subset_named_like_a_category_keeps_its_name_when_configured() -> None
     )
     assert dict(plain.labels)["envoy_cluster_name"] == "web.canary"
     assert plain.family == "envoy_cluster_upstream_rq"
+    retry = TagExtractor(clusters=["web", "web.retry"]).extract("cluster.web.retry.upstream_rq_200")
+    assert (retry.family, dict(retry.labels)["envoy_cluster_name"]) == (
+        "envoy_cluster_upstream_rq",
+        "web.retry",
+    )
 
 
 def test_template_names_the_labels() -> None:
@@ -337,6 +354,12 @@ def test_prometheus_tags_like_envoy() -> None:
         in text
     )
     assert 'envoy_http_rq_total{envoy_http_conn_manager_prefix="ingress"} 4\n' in text
+    # The answers retried: Envoy's retry family, on the cluster itself.
+    assert (
+        'envoy_cluster_retry_upstream_rq{envoy_response_code="503",'
+        'envoy_cluster_name="backend.v1"} 1\n' in text
+    )
+    assert 'envoy_cluster_name="backend.v1.retry"' not in text
     # Label values are escaped.
     assert 'envoy_cluster_name="we\\"ird\\\\one"' in text
 
