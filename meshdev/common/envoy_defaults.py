@@ -36,6 +36,10 @@ BASE_EJECTION_TIME: Final = 30.0
 # An int, as it always was: the published JSON Schema shows the default as `10`.
 MAX_EJECTION_PERCENT: Final = 10
 
+# envoy.config.cluster.v3.Cluster.CommonLbConfig.healthy_panic_threshold (%): with fewer of a
+# cluster's hosts healthy than this, its load balancer picks among all of them.
+HEALTHY_PANIC_THRESHOLD: Final = 50.0
+
 # envoy.config.cluster.v3.Cluster.connect_timeout (s).
 CONNECT_TIMEOUT: Final = 5.0
 

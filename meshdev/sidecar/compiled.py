@@ -51,7 +51,9 @@ class ClusterEntry:
         self.breaker = state.breaker
         self.detector = state.detector
         self.hosts = tuple(hosts)
-        self.balancer: Balancer[Host] = make_balancer(cfg.lb, hosts, state.epoch)
+        self.balancer: Balancer[Host] = make_balancer(
+            cfg.lb, hosts, state.epoch, state.stats.lb_healthy_panic
+        )
         self.hash_header = cfg.hash_header.lower() if cfg.hash_header else None
         self.connect_timeout = cfg.connect_timeout
         self.stream_idle_timeout = cfg.stream_idle_timeout

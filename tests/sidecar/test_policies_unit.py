@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from meshdev.common.backoff import Backoff
+from meshdev.common.envoy_names import LbPolicy
 from meshdev.common.sidecar_config import (
     Fault,
     FaultAbort,
@@ -34,6 +35,7 @@ from meshdev.sidecar.upstream.balancer import (
     Random,
     RingHash,
     RoundRobin,
+    make_balancer,
 )
 
 
@@ -61,10 +63,40 @@ def test_round_robin_cycles_and_skips_ejected_hosts() -> None:
     epoch.bump()
     picked = {rr.pick() for _ in range(10)}
     assert picked == {hs[0], hs[2]}
-    for h in hs:
-        h.ejected = True
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.value = 0
+
+
+@pytest.mark.parametrize("policy", ["round_robin", "least_request", "random", "ring_hash"])
+def test_under_half_healthy_every_policy_panics_onto_all_hosts(policy: LbPolicy) -> None:
+    hs = hosts(4)
+    epoch = HealthEpoch()
+    panics = Tally()
+    lb = make_balancer(policy, hs, epoch, panics)
+    keys = [f"user-{i}" for i in range(200)]
+    # Half healthy is not under Envoy's 50 %: the ejected half is skipped, nothing counted.
+    hs[0].ejected = hs[1].ejected = True
     epoch.bump()
-    assert rr.pick() is None
+    assert {lb.pick(k) for k in keys} == {hs[2], hs[3]}
+    assert panics.value == 0
+    # One in four healthy: every host is picked again, and each pick is a panic.
+    hs[2].ejected = True
+    epoch.bump()
+    assert {lb.pick(k) for k in keys} == set(hs)
+    assert panics.value == len(keys)
+    hs[0].ejected = hs[1].ejected = hs[2].ejected = False
+    epoch.bump()
+    lb.pick("x")
+    assert panics.value == len(keys)
+
+
+def test_a_cluster_without_hosts_is_in_panic_with_nothing_to_pick() -> None:
+    panics = Tally()
+    assert RoundRobin([], HealthEpoch(), panics).pick() is None
+    assert panics.value == 1
 
 
 def test_least_request_prefers_the_idle_host_three_times_in_four() -> None:

@@ -330,9 +330,9 @@ class ClusterStatSet:
     An answer is charged as Envoy's router charges it: `upstream_rq_<code>`, `_<class>xx` and
     `upstream_rq_completed`, and again under the request's category, `internal.` for a
     request that carried `x-envoy-internal: true`, else `external.` (`upstream_internal` /
-    `upstream`). `lb_healthy_panic` stays 0 (meshdev's balancers have no panic mode: an ejected
-    host is never picked) and `circuit_breakers.default.cx_pool_open` too (no limit on
-    connection pools), as Envoy shows them for a cluster that never meets either."""
+    `upstream`). `lb_healthy_panic` is counted by the balancer (upstream/balancer.py);
+    `circuit_breakers.default.cx_pool_open` stays 0 (no limit on connection pools), as Envoy
+    shows it for a cluster that never meets it."""
 
     __slots__ = (
         "cx_open",

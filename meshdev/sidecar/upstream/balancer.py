@@ -1,11 +1,14 @@
 """Load balancers: round_robin, least_request (power of two choices), random, ring_hash.
 
 A balancer is built per config apply over that config's hosts of one cluster. Every policy
-skips hosts ejected by outlier detection; `pick` answers None when no host is left, which the
-proxy turns into 503 `UH`. Unlike Envoy there is no panic threshold: an ejected host is never
-picked, even when that leaves no host (meshdev wants ejection to be visible).
+skips hosts ejected by outlier detection, unless fewer than Envoy's healthy panic threshold
+(50 %) of the hosts are healthy: then, as Envoy's load balancers do, it picks among all of
+them, ejected or not, and counts each such pick in `lb_healthy_panic` (a cluster with no host
+at all is in panic too). So one bad host of two keeps being skipped, while two of three, or a
+lone host, are still called rather than answered for; `pick` answers None only when the
+cluster has no host, which the proxy turns into 503 `UH`.
 
-The healthy list is recomputed only when the cluster's health epoch moves (an ejection or a
+The candidates are recomputed only when the cluster's health epoch moves (an ejection or a
 return), so a pick costs an int comparison plus the policy's own work.
 """
 
@@ -17,6 +20,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, TypeVar
 
+from meshdev.common.envoy_defaults import HEALTHY_PANIC_THRESHOLD
 from meshdev.common.envoy_names import LbPolicy
 
 
@@ -41,23 +45,48 @@ class HealthEpoch:
         self.value += 1
 
 
+class PanicCount(Protocol):
+    """Where picks made in panic are counted (the cluster's `lb_healthy_panic` counter)."""
+
+    value: int
+
+
+class _Uncounted:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
 H = TypeVar("H", bound=LbHost)
 
 
 class Balancer(Generic[H]):
-    __slots__ = ("_epoch", "_healthy", "_seen", "hosts")
+    __slots__ = ("_candidates", "_epoch", "_panic", "_panics", "_seen", "hosts")
 
-    def __init__(self, hosts: Sequence[H], epoch: HealthEpoch) -> None:
+    def __init__(
+        self, hosts: Sequence[H], epoch: HealthEpoch, panics: PanicCount | None = None
+    ) -> None:
         self.hosts: tuple[H, ...] = tuple(hosts)
         self._epoch = epoch
+        self._panics: PanicCount = panics if panics is not None else _Uncounted()
         self._seen = -1
-        self._healthy: tuple[H, ...] = ()
+        self._candidates: tuple[H, ...] = ()
+        self._panic = False
 
-    def healthy(self) -> tuple[H, ...]:
+    def candidates(self) -> tuple[H, ...]:
+        """The hosts this pick chooses among: the healthy ones, or in panic every host (the
+        pick is then counted, as Envoy counts lb_healthy_panic per host selection)."""
         if self._seen != self._epoch.value:
             self._seen = self._epoch.value
-            self._healthy = tuple(h for h in self.hosts if not h.ejected)
-        return self._healthy
+            healthy = tuple(h for h in self.hosts if not h.ejected)
+            n = len(self.hosts)
+            # Envoy's isHostSetInPanic: healthy share strictly below the threshold.
+            self._panic = n == 0 or 100.0 * len(healthy) < HEALTHY_PANIC_THRESHOLD * n
+            self._candidates = self.hosts if self._panic else healthy
+        if self._panic:
+            self._panics.value += 1
+        return self._candidates
 
     def pick(self, hash_key: str | None = None) -> H | None:
         raise NotImplementedError
@@ -66,14 +95,16 @@ class Balancer(Generic[H]):
 class RoundRobin(Balancer[H]):
     __slots__ = ("_next",)
 
-    def __init__(self, hosts: Sequence[H], epoch: HealthEpoch) -> None:
-        super().__init__(hosts, epoch)
+    def __init__(
+        self, hosts: Sequence[H], epoch: HealthEpoch, panics: PanicCount | None = None
+    ) -> None:
+        super().__init__(hosts, epoch, panics)
         # Envoy starts each worker's round robin at a random offset so that sidecars do not
         # all hit the first host together.
         self._next = random.randrange(len(self.hosts)) if self.hosts else 0
 
     def pick(self, hash_key: str | None = None) -> H | None:
-        healthy = self.healthy()
+        healthy = self.candidates()
         n = len(healthy)
         if n == 0:
             return None
@@ -88,9 +119,13 @@ class _Drawing(Balancer[H]):
     __slots__ = ("_rand",)
 
     def __init__(
-        self, hosts: Sequence[H], epoch: HealthEpoch, rand: Callable[[], float] = random.random
+        self,
+        hosts: Sequence[H],
+        epoch: HealthEpoch,
+        panics: PanicCount | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
-        super().__init__(hosts, epoch)
+        super().__init__(hosts, epoch, panics)
         self._rand = rand
 
 
@@ -100,7 +135,7 @@ class LeastRequest(_Drawing[H]):
     __slots__ = ()
 
     def pick(self, hash_key: str | None = None) -> H | None:
-        healthy = self.healthy()
+        healthy = self.candidates()
         n = len(healthy)
         if n == 0:
             return None
@@ -117,7 +152,7 @@ class Random(_Drawing[H]):
     __slots__ = ()
 
     def pick(self, hash_key: str | None = None) -> H | None:
-        healthy = self.healthy()
+        healthy = self.candidates()
         n = len(healthy)
         if n == 0:
             return None
@@ -136,8 +171,9 @@ class RingHash(_Drawing[H]):
     """A consistent-hash ring over every host (Envoy's ring_hash, ketama-style entries).
 
     The ring holds ejected hosts too: a key whose host is ejected walks on to the next healthy
-    entry, so ejections and returns move only the keys of the host concerned. A request
-    without the hash header gets a random point, as Envoy does when it has no hash.
+    entry, so ejections and returns move only the keys of the host concerned; in panic no
+    entry is skipped (Envoy's ring of all hosts). A request without the hash header gets a
+    random point, as Envoy does when it has no hash.
     """
 
     __slots__ = ("_owners", "_points")
@@ -146,10 +182,11 @@ class RingHash(_Drawing[H]):
         self,
         hosts: Sequence[H],
         epoch: HealthEpoch,
+        panics: PanicCount | None = None,
         ring_size: int = RING_SIZE,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        super().__init__(hosts, epoch, rand)
+        super().__init__(hosts, epoch, panics, rand)
         entries: list[tuple[int, int]] = []
         if self.hosts:
             per_host = max(1, -(-ring_size // len(self.hosts)))
@@ -160,7 +197,7 @@ class RingHash(_Drawing[H]):
         self._owners = [i for _, i in entries]
 
     def pick(self, hash_key: str | None = None) -> H | None:
-        if not self.healthy():
+        if not self.candidates():
             return None
         points = self._points
         n = len(points)
@@ -168,6 +205,8 @@ class RingHash(_Drawing[H]):
         start = bisect.bisect_left(points, point)
         hosts = self.hosts
         owners = self._owners
+        if self._panic:
+            return hosts[owners[start % n]]
         for step in range(n):
             h = hosts[owners[(start + step) % n]]
             if not h.ejected:
@@ -175,11 +214,13 @@ class RingHash(_Drawing[H]):
         return None
 
 
-def make_balancer(policy: LbPolicy, hosts: Sequence[H], epoch: HealthEpoch) -> Balancer[H]:
+def make_balancer(
+    policy: LbPolicy, hosts: Sequence[H], epoch: HealthEpoch, panics: PanicCount | None = None
+) -> Balancer[H]:
     if policy == "round_robin":
-        return RoundRobin(hosts, epoch)
+        return RoundRobin(hosts, epoch, panics)
     if policy == "least_request":
-        return LeastRequest(hosts, epoch)
+        return LeastRequest(hosts, epoch, panics)
     if policy == "random":
-        return Random(hosts, epoch)
-    return RingHash(hosts, epoch)
+        return Random(hosts, epoch, panics)
+    return RingHash(hosts, epoch, panics)

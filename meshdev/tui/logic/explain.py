@@ -136,19 +136,10 @@ def explain(
         meaning = "upstream overflow: a circuit-breaker limit was full, so 503 at once"
         return Cause(flag, "503", meaning, tuple(fields))
     if flag == "UH":
-        fields = []
-        for s in services:
-            od = _policy(mesh, s).outlier_detection
-            if od is not None:
-                fields.append(
-                    f"policies.{s}.outlier_detection.max_ejection_percent: "
-                    f"{od.max_ejection_percent:g}"
-                )
-                fields.append(
-                    f"policies.{s}.outlier_detection.consecutive_5xx: {od.consecutive_5xx}"
-                )
-            fields += _replicas(mesh, s)
-        meaning = "no healthy upstream: every endpoint is ejected or none is running"
+        # Ejections cannot cause it: under half the hosts healthy, the balancer calls them
+        # all (Envoy's panic threshold), so only a cluster with no endpoint answers UH.
+        fields = [f for s in services for f in _replicas(mesh, s)]
+        meaning = "no healthy upstream: no endpoint of the destination is running and ready"
         return Cause(flag, "503", meaning, tuple(fields))
     if flag == "UF":
         fields = [

@@ -403,9 +403,12 @@ async def test_connect_timeout_is_a_connect_failure_and_a_gateway_timeout() -> N
             assert stat(caller, "cluster.redis.upstream_cx_connect_timeout") == 1
             assert stat(caller, "cluster.redis.upstream_cx_connect_fail") == 1
             assert stat(caller, "cluster.redis.outlier_detection.ejections_active") == 1
-            # Its only host is ejected: the next connection finds no healthy upstream.
+            # Its only host is ejected: in panic (none of its hosts healthy) the next connection
+            # is still tried there, as by Envoy's balancer, and times out again.
             assert await closed_at_once(caller)
-            assert stat(caller, "cluster.redis.upstream_cx_none_healthy") == 1
+            assert stat(caller, "cluster.redis.upstream_cx_connect_timeout") == 2
+            assert stat(caller, "cluster.redis.lb_healthy_panic") == 1
+            assert stat(caller, "cluster.redis.upstream_cx_none_healthy") == 0
             assert stat(caller, "cluster.redis.upstream_cx_active") == 0
 
 

@@ -51,7 +51,7 @@ def mesh() -> Mesh:
             "delayed DI <- routes.backend[0].fault.delay: {percent: 10, fixed: 300ms}",
         ),
         ("items", "UF", "503 UF <- policies.backend.connect_timeout: 1s"),
-        ("items", "UH", "503 UH <- policies.backend.outlier_detection.max_ejection_percent: 50"),
+        ("items", "UH", "503 UH <- services.backend.versions.v1.replicas: 2"),
         ("items", "NR", "404 NR <- routes.backend: no match among its 3 routes"),
     ],
 )
