@@ -162,6 +162,13 @@ async def test_per_try_timeout_not_retried_by_connect_failure_policy() -> None:
             assert body == b"upstream request timeout"
             assert headers["x-envoy-attempt-count"] == "1"
             assert stat(sc, "cluster.backend.upstream_rq_504") == 1
+            # The last try's per-try timeout is no route timeout: Envoy's router
+            # (onPerTryTimeoutCommon) counts only upstream_rq_per_try_timeout; only
+            # onResponseTimeout counts upstream_rq_timeout (envoyproxy/envoy#23867 asks for
+            # the other and is open).
+            assert stat(sc, "cluster.backend.upstream_rq_per_try_timeout") == 1
+            assert stat(sc, "cluster.backend.upstream_rq_timeout") == 0
+            assert stat(sc, "vhost.backend.route.main.upstream_rq_timeout") == 0
 
 
 async def test_route_timeout_covers_every_try(tmp_path: Path) -> None:
