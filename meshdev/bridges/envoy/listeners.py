@@ -25,6 +25,7 @@ from meshdev.bridges.envoy.proto import Json
 from meshdev.bridges.envoy.routes import (
     ClusterFacts,
     inbound_virtual_host,
+    ingress_attempt_count,
     ingress_routes,
     virtual_host,
 )
@@ -302,16 +303,14 @@ def listener(lst: sc.Listener, cfg: sc.SidecarConfig, facts: ClusterFacts, notes
             "service's): they are flattened, so the gateway's route stats are "
             "vhost.ingress.route.<service>.<route>.* rather than vhost.<service>.route.<route>.*",
         )
-        route_config = {
-            "name": lst.name,
-            "virtual_hosts": [
-                {
-                    "name": "ingress",
-                    "domains": ["*"],
-                    "routes": ingress_routes(lst.routes, cfg.virtual_hosts, facts, notes),
-                }
-            ],
+        gateway: Json = {
+            "name": "ingress",
+            "domains": ["*"],
+            "routes": ingress_routes(lst.routes, cfg.virtual_hosts, facts, notes),
         }
+        if ingress_attempt_count(lst.routes, cfg.virtual_hosts, notes):
+            gateway["include_attempt_count_in_response"] = True
+        route_config = {"name": lst.name, "virtual_hosts": [gateway]}
         network_filter = _hcm_filter(http_connection_manager(lst.name, route_config, cfg, notes))
     else:
         route_config = {

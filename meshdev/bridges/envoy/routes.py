@@ -368,11 +368,35 @@ def vhost_route(
 
 
 def virtual_host(v: sc.VirtualHost, facts: ClusterFacts, notes: Notes) -> Json:
-    return {
+    out: Json = {
         "name": v.name,
         "domains": list(v.domains),
         "routes": [vhost_route(v.name, r, facts, notes) for r in v.routes],
     }
+    if v.include_attempt_count_in_response:
+        out["include_attempt_count_in_response"] = True
+    return out
+
+
+def ingress_attempt_count(
+    routes: Sequence[sc.IngressRoute], vhosts: Sequence[sc.VirtualHost], notes: Notes
+) -> bool:
+    """Whether the gateway's one virtual host includes the attempt count: meshdev sets it per
+    service, Envoy per virtual host, so it is on when any service the gateway reaches asks
+    for it, and the others' answers then carry it too (noted)."""
+    by_name = {v.name: v for v in vhosts}
+    reached = [by_name[n] for n in dict.fromkeys(ir.virtual_host for ir in routes)]
+    counted = [v.name for v in reached if v.include_attempt_count_in_response]
+    others = [v.name for v in reached if not v.include_attempt_count_in_response]
+    if counted and others:
+        for name in counted:
+            notes.add(
+                f"policies.{name}.include_attempt_count",
+                "the gateway is one Envoy virtual host for every service, and "
+                "include_attempt_count_in_response is a virtual host's: through the gateway, "
+                f"answers of {', '.join(others)} carry x-envoy-attempt-count too",
+            )
+    return bool(counted)
 
 
 def inbound_virtual_host(listener: str, cluster: str, facts: ClusterFacts) -> Json:

@@ -12,8 +12,8 @@ itself ignores, or a gap the export reports (docs/bridges-kubernetes.md lists th
   retries and `attempts: 0` are the same; a bucket's burst is explicit; a destination whose
   routes are meshdev's implicit one has none; a tcp destination's route has only `to`;
 - fault aborts keep httpStatus or grpcStatus (grpc for gRPC/HTTP/2 services);
-- policies: equal to the defaults is none; an HTTP service's idle_timeout is left out;
-  max_ejection_percent is whole;
+- policies: equal to the defaults is none; an HTTP service's idle_timeout and
+  include_attempt_count are left out; max_ejection_percent is whole;
 - security: DISABLE everywhere is no security section;
 - authorization: principals of the mesh's own services are those services.
 """
@@ -175,6 +175,7 @@ def _policy(mesh: Mesh, dest: str, p: Policy) -> Policy | None:
             "hash_header": None if tcp else p.hash_header,
             "connect_timeout": _ms(p.connect_timeout),
             "outlier_detection": od,
+            "include_attempt_count": False,
         }
     )
     return None if out == Policy() else out

@@ -310,6 +310,12 @@ def traffic_policy(mesh: Mesh, dest: str, policy: Policy, gaps: Gaps) -> Doc:
                 "connections), which Istio sets mesh-wide only; connectionPool.http.idleTimeout "
                 "closes idle pooled connections instead: left out",
             )
+    if policy.include_attempt_count:
+        gaps.add(
+            f"{where}.include_attempt_count",
+            "Envoy's include_attempt_count_in_response, which no Istio resource sets (an "
+            "EnvoyFilter patching the virtual host would): left out",
+        )
     # Every threshold is written: Istio's defaults are unlimited where Envoy's are 1024 (3
     # retries), which meshdev keeps.
     out["connectionPool"] = {

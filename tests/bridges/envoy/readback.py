@@ -355,6 +355,7 @@ def read(bootstrap: Msg) -> Doc:
                         "name": v.name,
                         "domains": list(v.domains),
                         "routes": [route(r, facts).model_dump(mode="json") for r in v.routes],
+                        "include_attempt_count_in_response": v.include_attempt_count_in_response,
                     }
                 )
         if doc["kind"] == "ingress":

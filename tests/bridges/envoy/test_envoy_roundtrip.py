@@ -21,7 +21,7 @@ from meshdev.bridges.envoy.export import EnvoyExport, PodBootstrap, export_envoy
 from meshdev.bridges.envoy.notes import Note
 from meshdev.bridges.envoy.routes import METADATA_KEY
 from meshdev.common import sidecar_config as sc
-from meshdev.config import load_mesh
+from meshdev.config import load_mesh, parse_mesh
 from meshdev.sidecar.router.table import Matcher, RouteTable, strip_query
 from tests.bridges.envoy import readback
 from tests.bridges.envoy.envoy_protos import parse
@@ -181,6 +181,7 @@ def check_pod(pb: PodBootstrap, export_notes: tuple[Note, ...] = ()) -> None:
                 "name": v.name,
                 "domains": list(v.domains),
                 "routes": [_fault_percents(_route(r)) for r in v.routes],
+                "include_attempt_count_in_response": v.include_attempt_count_in_response,
             }
             for v in cfg.virtual_hosts
         ]
@@ -248,6 +249,14 @@ def test_example_round_trip() -> None:
 @given(meshes())
 def test_generated_meshes_round_trip(doc: Doc) -> None:
     check_export(export_envoy(valid_mesh(doc)))
+
+
+def test_a_virtual_hosts_attempt_count_round_trips() -> None:
+    text = (
+        "name: m\nservices: {a: {image: x}, b: {image: x}}\n"
+        "policies: {a: {include_attempt_count: true}}\n"
+    )
+    check_export(export_envoy(parse_mesh(text.encode(), "mesh.yaml")))
 
 
 def test_round_trip_notices_a_difference() -> None:

@@ -246,6 +246,26 @@ def test_a_bucket_too_small_for_its_rate_is_noted() -> None:
     assert "at most 100 requests/s" in notes["routes.a[fast].rate_limit"]
 
 
+def test_include_attempt_count_is_the_virtual_hosts_and_the_gateways_is_noted() -> None:
+    mesh = mesh_of(
+        "name: m\nservices: {a: {image: x}, b: {image: x}}\n"
+        "ingress: {routes: [{match: {prefix: /a}, to: a}, {to: b}]}\n"
+        "policies: {a: {include_attempt_count: true}}\n"
+    )
+    export = export_envoy(mesh)
+    for pb in export.pods:
+        assert violations(parse(pb.bootstrap)) == [], pb.pod.name
+    vhosts = hcm(listener(pod(export, "b-0"), "outbound"))["route_config"]["virtual_hosts"]
+    flags = {v["name"]: v.get("include_attempt_count_in_response", False) for v in vhosts}
+    assert flags == {"a": True, "b": False}
+    [gateway] = hcm(listener(pod(export, "ingress"), "ingress"))["route_config"]["virtual_hosts"]
+    assert gateway["include_attempt_count_in_response"] is True
+    notes = {n.field: n.message for n in export.notes}
+    assert (
+        "answers of b carry x-envoy-attempt-count too" in notes["policies.a.include_attempt_count"]
+    )
+
+
 def test_durations_and_percents_in_protos_json() -> None:
     assert proto.duration(0.3) == "0.3s"
     assert proto.duration(15) == "15s"

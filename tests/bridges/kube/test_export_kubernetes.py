@@ -456,11 +456,13 @@ def test_knobs_istio_lacks_are_warnings_naming_the_field() -> None:
           a:
             idle_timeout: 30s
             outlier_detection: {max_ejection_percent: 12.5}
+            include_attempt_count: true
         """
     )
     result = export_mesh(mesh)
     assert sorted(g.field for g in result.gaps) == [
         "policies.a.idle_timeout",
+        "policies.a.include_attempt_count",
         "policies.a.outlier_detection.max_ejection_percent",
         "routes.a[0].fault.abort.grpc_status",
         "routes.a[0].rate_limit.requests_per_second",

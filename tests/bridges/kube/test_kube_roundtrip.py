@@ -60,6 +60,17 @@ def test_a_mesh_with_security_tcp_and_authorization_round_trips() -> None:
     assert only.from_.principals == ("cluster.local/ns/other/*",)
 
 
+def test_the_attempt_count_istio_cannot_say_is_all_a_round_trip_loses() -> None:
+    mesh = mesh_of(
+        "name: m\nservices: {a: {image: x}}\n"
+        "policies: {a: {include_attempt_count: true, lb: random}}\n"
+    )
+    result = back(export_mesh(mesh))
+    same(result.mesh, canonical(mesh))
+    assert result.mesh.policies["a"].lb == "random"
+    assert not result.mesh.policies["a"].include_attempt_count
+
+
 def test_canonical_changes_only_what_it_documents() -> None:
     mesh = load_mesh(EXAMPLE)
     normal = canonical(mesh)
