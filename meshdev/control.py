@@ -558,14 +558,24 @@ class ControlPlane:
                 targets.append((pod, cfg))
         if any(staging.tightens(p.config, c) for p, c in targets):
             # TLS is being turned on somewhere: through PERMISSIVE, in rounds (staging.py).
-            for clients in (False, True):
-                await asyncio.gather(
-                    *(
-                        self._reconfigure(p, staging.transitional(p.config, c, clients=clients))
-                        for p, c in targets
-                    )
+            # The first round brings identities and their certificates; the next two are
+            # configs only, and a certificate still being retried is not asked for again.
+            first = await asyncio.gather(
+                *(
+                    self._reconfigure(p, staging.transitional(p.config, c, clients=False))
+                    for p, c in targets
                 )
-        results = await asyncio.gather(*(self._reconfigure(p, c) for p, c in targets))
+            )
+            await asyncio.gather(
+                *(
+                    self._post(p, staging.transitional(p.config, c, clients=True))
+                    for p, c in targets
+                )
+            )
+            last = await asyncio.gather(*(self._post(p, c) for p, c in targets))
+            results = [a or b for a, b in zip(first, last, strict=True)]
+        else:
+            results = await asyncio.gather(*(self._reconfigure(p, c) for p, c in targets))
         # Pods on their way out get the new endpoints too (their in-flight requests may still
         # call out), but the mesh's count is of the pods that stay.
         staying = [p for p in self.pods.values() if p.name not in stopped]

@@ -181,7 +181,9 @@ async def test_a_reload_that_adds_security_delivers_certificates_right_after_the
     state: Path, runtime: StandIns
 ) -> None:
     """A sidecar takes only a certificate for the identity its config names (as the real one
-    does), so the config that names it goes first and its certificate straight after."""
+    does), so the config that names it goes first and its certificate straight after; the
+    configs that ask for TLS (the rounds through PERMISSIVE, meshdev/security/staging.py)
+    come once it has it."""
     order: list[tuple[str, int]] = []
     control = control_plane(runtime, [])
     await control.up(mesh(security=False))
@@ -195,7 +197,8 @@ async def test_a_reload_that_adds_security_delivers_certificates_right_after_the
     report = await control.apply(mesh())
     assert report.ok, report.errors
     assert report.started == ()
-    assert sorted(order) == sorted((name, 0) for name in runtime.sidecars)
+    for name in runtime.sidecars:
+        assert [seen for who, seen in order if who == name] == [0, 1, 1]
     for name, sidecar in runtime.sidecars.items():
         assert sidecar.config.spiffe_id is not None
         (certs,) = sidecar.received
