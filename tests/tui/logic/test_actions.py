@@ -43,8 +43,13 @@ async def test_l_starts_and_stops_load_and_plus_minus_change_its_rate(
         assert "load on" in bar
         assert f"{server.url}/items" in bar
         await pilot.press("l")
-        await wait_until(lambda: not load.running, "stopped", pause=pilot.pause)
-        assert any(m.text.startswith("load stopped:") for m in done(seen))
+        # `running` turns false as the stop begins; its sentence comes once the stop is done.
+        await wait_until(
+            lambda: any(m.text.startswith("load stopped:") for m in done(seen)),
+            "the stop's sentence",
+            pause=pilot.pause,
+        )
+        assert not load.running
         assert all(m.ok for m in done(seen))
 
 
