@@ -152,6 +152,12 @@ def _mesh_name(file: str, name: str | None) -> str:
     help="Serve the dashboard in a browser on 127.0.0.1:PORT instead of this terminal, "
     "which then prints progress as with --headless.",
 )
+@click.option(
+    "--no-capture",
+    is_flag=True,
+    help="Docker: do not capture the pods' traffic with iptables (for an engine that refuses "
+    "NET_ADMIN); apps reach services through HTTP_PROXY, as on the process runtime.",
+)
 def up(
     file: str,
     headless: bool,
@@ -160,6 +166,7 @@ def up(
     keep: bool,
     no_watch: bool,
     web_port: int | None,
+    no_capture: bool,
 ) -> None:
     """Build and start the mesh in FILE, then follow FILE: every save is re-applied.
 
@@ -179,7 +186,12 @@ def up(
 
     try:
         runtime = make_runtime(
-            runtime_kind, mesh, Path(file), pick_base_image(base_image, mesh), say
+            runtime_kind,
+            mesh,
+            Path(file),
+            pick_base_image(base_image, mesh),
+            say,
+            capture=not no_capture,
         )
         session = Session(mesh, Path(file), runtime, say, watch=not no_watch)
         if web_port is not None:

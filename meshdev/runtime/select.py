@@ -54,7 +54,15 @@ PROXY_NOTICE = (
 )
 
 
-def make_runtime(kind: str | None, mesh: Mesh, mesh_file: Path, base: str, notice: Any) -> Runtime:
+def make_runtime(
+    kind: str | None,
+    mesh: Mesh,
+    mesh_file: Path,
+    base: str,
+    notice: Any,
+    *,
+    capture: bool = True,
+) -> Runtime:
     if kind == "process":
         notice(PROXY_NOTICE)
         return ProcessRuntime(mesh, mesh_file)
@@ -70,4 +78,6 @@ def make_runtime(kind: str | None, mesh: Mesh, mesh_file: Path, base: str, notic
         return ProcessRuntime(mesh, mesh_file)
     from meshdev.runtime.docker.runtime import DockerRuntime
 
-    return DockerRuntime(mesh, mesh_file, base, client=client)
+    if not capture:
+        notice("docker runtime without traffic capture: apps reach services through HTTP_PROXY")
+    return DockerRuntime(mesh, mesh_file, base, client=client, capture=capture)

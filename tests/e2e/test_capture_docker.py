@@ -206,3 +206,34 @@ def test_an_app_without_proxy_settings_is_meshed_in_docker(
         res = up.run("down", str(mesh_file))
         up.stop()
     assert res.returncode == 0, res.stderr
+
+
+def test_no_capture_falls_back_to_http_proxy(
+    tmp_path: Path, docker_client: docker.DockerClient, docker_base_image: str
+) -> None:
+    """`up --no-capture` (an engine that refuses NET_ADMIN): no capture step, no iptables,
+    no service names in the pod's hosts file; apps reach services through HTTP_PROXY."""
+    name = f"dk-nocap-{os.getpid()}"
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "client.py").write_text(CLIENT)
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(MESH.format(name=name, port=port))
+    env = {**env_for(tmp_path), "MESHDEV_BASE_IMAGE": docker_base_image}
+    up = MeshUp(mesh_file, env, "--runtime", "docker", "--no-capture")
+    try:
+        assert "without traffic capture" in up.wait_for("docker runtime without traffic capture")
+        up.wait_for("ready:", 600)
+        app = f"meshdev-{name}-frontend-0-app"
+        env_lines = _exec(docker_client, app, "env")
+        assert "HTTP_PROXY=http://127.0.0.1:15001" in env_lines
+        assert "# meshdev service" not in _exec(docker_client, app, "cat", "/etc/hosts")
+        # urllib honours HTTP_PROXY (exec inherits the container's environment).
+        answers = json.loads(
+            _exec(docker_client, app, "python3", "/app/client.py", "http://backend/items")
+        )
+        assert answers["http://backend/items"] == [200, {"pod": "backend-0", "path": "/items"}]
+    finally:
+        res = up.run("down", str(mesh_file))
+        up.stop()
+    assert res.returncode == 0, res.stderr

@@ -40,10 +40,13 @@ CONFIG_ENV = "MESHDEV_SIDECAR_CONFIG"
 Binding = tuple[str] | tuple[str, int]
 
 
-def placement(pod: str, address: str = "") -> Placement:
+def placement(pod: str, address: str = "", *, captured: bool = True) -> Placement:
     """Inside a container every listener may bind all interfaces; the app and the outbound
-    listener share the pod's loopback; the pod's traffic is captured."""
-    return Placement(pod, address=address, listen=ANY, local=LOOPBACK, public=ANY, captured=True)
+    listener share the pod's loopback; the pod's traffic is captured (unless `up
+    --no-capture`: then its app uses HTTP_PROXY, as on the process runtime)."""
+    return Placement(
+        pod, address=address, listen=ANY, local=LOOPBACK, public=ANY, captured=captured
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +167,13 @@ def capture_plan(mesh: str, spec: PodSpec, image: str, hosts: Mapping[str, str])
 
 
 def app_plan(
-    mesh: str, spec: PodSpec, image: str | None, base_image: str, folder: Path
+    mesh: str,
+    spec: PodSpec,
+    image: str | None,
+    base_image: str,
+    folder: Path,
+    *,
+    captured: bool = True,
 ) -> ContainerPlan:
     """`image`: the pod's built or named image; None runs `command` in the base image with
     `folder` (the mesh file's) mounted as the working folder."""
@@ -178,7 +187,8 @@ def app_plan(
     # Docker's init (tini) as PID 1, signalling the whole process group: `docker stop`'s
     # SIGTERM then reaches the app even behind `sh -c` (dash does not exec its last command,
     # and a PID 1 without a handler ignores SIGTERM), so pods stop at once, not after a kill.
-    env = {**app_env(spec, placement(spec.name)), "TINI_KILL_PROCESS_GROUP": "1"}
+    where = placement(spec.name, captured=captured)
+    env = {**app_env(spec, where), "TINI_KILL_PROCESS_GROUP": "1"}
     if image is not None:
         # The image's own WORKDIR stays the working folder.
         return ContainerPlan(name, image, labels, env, command, init=True)

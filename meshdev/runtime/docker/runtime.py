@@ -62,6 +62,8 @@ class DockerRuntime:
         mesh_file: Path,
         base_image: str,
         client: docker.DockerClient | None = None,
+        *,
+        capture: bool = True,
     ) -> None:
         self._mesh = mesh
         self._root = Path(mesh_file).resolve().parent
@@ -70,6 +72,8 @@ class DockerRuntime:
         self._owns_client = client is None
         self._connect_lock = threading.Lock()
         self._proxy_image: str | None = None
+        # Pods' traffic captured with iptables (docs/capture.md); off: apps use HTTP_PROXY.
+        self._capture = capture
         # Pods whose inbound listener refuses an outside prober: probed via their sidecar.
         self._probe_via_admin: set[str] = set()
         # Pods started and not stopped since: only their exits are crashes.
@@ -136,11 +140,13 @@ class DockerRuntime:
 
     def planned_placement(self, spec: PodSpec) -> Placement:
         # The address is the sidecar's IP on the mesh network, known once it runs.
-        return placement(spec.name)
+        return placement(spec.name, captured=self._capture)
 
     def _app_plan(self, spec: PodSpec) -> ContainerPlan:
         image = image_tag(self._mesh, spec) if spec.build is not None else spec.image
-        return app_plan(self._mesh.name, spec, image, self._base_image, self._root)
+        return app_plan(
+            self._mesh.name, spec, image, self._base_image, self._root, captured=self._capture
+        )
 
     async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
         client = await self._engine()
@@ -155,9 +161,10 @@ class DockerRuntime:
         app = capture = None
         if not spec.is_ingress:
             app = self._app_plan(spec)
-            capture = capture_plan(
-                self._mesh.name, spec, self._proxy_image, service_hosts(self._mesh)
-            )
+            if self._capture:
+                capture = capture_plan(
+                    self._mesh.name, spec, self._proxy_image, service_hosts(self._mesh)
+                )
         if _refuses_outside_probes(sidecar_config):
             self._probe_via_admin.add(spec.name)
         else:
@@ -175,6 +182,7 @@ class DockerRuntime:
                 ingress_port,
                 created,
                 capture,
+                captured=self._capture,
             )
         except BaseException:
             # Nothing of a failed start stays; shielded so that a cancelled start cleans too.

@@ -86,6 +86,8 @@ async def start(
     ingress_port: int | None,
     created: list[str],
     capture: ContainerPlan | None = None,
+    *,
+    captured: bool = True,
 ) -> StartedPod:
     """Create and start the pod's containers (`app`: None for the gateway, a sidecar alone;
     `capture`: the step that captures the pod's traffic before its app starts)."""
@@ -123,7 +125,7 @@ async def start(
     if admin_port is None:
         raise RuntimeFailure(f"pod {spec.name}: Docker published no admin port for it")
     return StartedPod(
-        placement(spec.name, str(settings["Networks"][network]["IPAddress"])),
+        placement(spec.name, str(settings["Networks"][network]["IPAddress"]), captured=captured),
         admin_url=f"http://{LOOPBACK}:{admin_port}",
         inbound_url=f"http://{LOOPBACK}:{inbound_port}" if inbound_port else "",
     )
