@@ -3,7 +3,7 @@ the same words, so both models type them with these."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 # envoy.config.cluster.v3.Cluster.LbPolicy, lower-cased as Istio writes them.
 LbPolicy = Literal["round_robin", "least_request", "random", "ring_hash"]
@@ -28,3 +28,25 @@ RetryOn = Literal[
 ServiceProtocol = Literal["http", "http2", "grpc", "tcp"]
 # The protocols whose endpoints are called over HTTP/2.
 HTTP2_PROTOCOLS: frozenset[str] = frozenset({"http2", "grpc"})
+
+
+# gRPC's status names by code (grpc/status.h; Istio's grpcStatus spells them so).
+GRPC_STATUS_NAMES: Final = (
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+)

@@ -57,26 +57,6 @@ CALL_PORT: Final = 80
 LISTEN_HOST: Final = "0.0.0.0"
 DEFAULT_BASE_IMAGE: Final = "python:3.12-slim"
 
-# gRPC's status names by code (Istio's grpcStatus spells them so).
-GRPC_STATUS: Final = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)
 
 # The codes Go's net/http names: Istio takes a status code in retryOn only if it is one.
 KNOWN_STATUS_CODES: Final = frozenset(

@@ -14,7 +14,7 @@ from typing import Any
 from meshdev.bridges.kube import conventions as kc
 from meshdev.bridges.kube.export_workloads import Doc, Target, labels, metadata
 from meshdev.bridges.kube.report import Gaps
-from meshdev.common.envoy_names import HTTP2_PROTOCOLS
+from meshdev.common.envoy_names import GRPC_STATUS_NAMES, HTTP2_PROTOCOLS
 from meshdev.config.model import (
     HeaderMatch,
     Ingress,
@@ -183,7 +183,7 @@ def fault(r: Route, grpc: bool, where: str, gaps: Gaps) -> Doc | None:
         abort: Doc = {"percentage": {"value": a.percent}}
         # Istio's abort has one error type; meshdev's may answer gRPC callers and others apart.
         if a.grpc_status is not None and (a.status is None or grpc):
-            abort["grpcStatus"] = kc.GRPC_STATUS[a.grpc_status]
+            abort["grpcStatus"] = GRPC_STATUS_NAMES[a.grpc_status]
             if a.status is not None:
                 gaps.add(
                     f"{where}.fault.abort.status",

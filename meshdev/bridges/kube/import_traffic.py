@@ -11,7 +11,7 @@ from typing import Any, get_args
 from meshdev.bridges.kube import conventions as kc
 from meshdev.bridges.kube.import_docs import Path, Source, is_port, whole
 from meshdev.bridges.kube.import_workloads import ImportedService, is_name
-from meshdev.common.envoy_names import RetryOn
+from meshdev.common.envoy_names import GRPC_STATUS_NAMES, RetryOn
 from meshdev.config.durations import format_duration, parse_duration
 
 Dict = dict[str, Any]
@@ -391,9 +391,9 @@ def read_fault(v: Source, p: Path) -> Dict | None:
             abort = {}
         elif whole(status, 200, 599):
             abort["status"] = v.take(*a, "httpStatus")
-        elif isinstance(grpc, str) and grpc in kc.GRPC_STATUS:
+        elif isinstance(grpc, str) and grpc in GRPC_STATUS_NAMES:
             v.take(*a, "grpcStatus")
-            abort["grpc_status"] = kc.GRPC_STATUS.index(grpc)
+            abort["grpc_status"] = GRPC_STATUS_NAMES.index(grpc)
         else:
             v.note(a, "meshdev aborts with an HTTP status (200-599) or a gRPC status name")
             abort = {}

@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from meshdev.common.envoy_names import GRPC_STATUS_NAMES
 from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import FLAGS, MeshView, RouteStats
 from meshdev.tui.logic import format as fmt
@@ -195,28 +196,6 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
     return out
 
 
-# gRPC's status codes by number (grpc/status.h), as a user reads them.
-GRPC_NAMES = (
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-)
-
-
 def grpc_lines(codes: dict[str, int]) -> Text:
     """The grpc-status its gRPC callers got: HTTP says 200 for all of them."""
     out = Text()
@@ -224,7 +203,7 @@ def grpc_lines(codes: dict[str, int]) -> Text:
     out.append("\n")
     for code, n in sorted(codes.items(), key=lambda item: int(item[0])):
         i = int(code)
-        name = GRPC_NAMES[i] if i < len(GRPC_NAMES) else "?"
+        name = GRPC_STATUS_NAMES[i] if i < len(GRPC_STATUS_NAMES) else "?"
         out.append(f"  {code} {name} ", style="green" if i == 0 else "bold red")
         out.append(f"{n}")
     out.append("\n\n")
