@@ -310,7 +310,9 @@ def watch(
 
         try:
             mesh = load_mesh(mesh_file)
-        except (MeshInvalid, OSError):
+        except (MeshInvalid, OSError) as exc:
+            # Watching needs only the running pods; the model adds the policies' names.
+            click.echo(f"{mesh_file} does not load ({exc}): no policy names shown", err=True)
             mesh = None
     sys.exit(run_watch(targets, interval, mesh))
 
