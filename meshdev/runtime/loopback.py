@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -74,8 +75,10 @@ async def request(
     body: bytes = b"",
     headers: dict[str, str] | None = None,
     timeout: float = 5.0,
+    tls: ssl.SSLContext | None = None,
 ) -> LoopbackResponse:
-    """Send one request on a connection of its own and return the whole answer.
+    """Send one request on a connection of its own and return the whole answer (over TLS
+    with `tls`, e.g. as a workload of the mesh).
 
     Raises:
         TimeoutError: no whole answer within `timeout` seconds, connecting included (note
@@ -93,11 +96,13 @@ async def request(
     if body or method in ("POST", "PUT"):
         head.append(f"Content-Length: {len(body)}")
     message = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-    return await asyncio.wait_for(_exchange(host, port, method, message), timeout)
+    return await asyncio.wait_for(_exchange(host, port, method, message, tls), timeout)
 
 
-async def _exchange(host: str, port: int, method: str, message: bytes) -> LoopbackResponse:
-    reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD)
+async def _exchange(
+    host: str, port: int, method: str, message: bytes, tls: ssl.SSLContext | None
+) -> LoopbackResponse:
+    reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD, ssl=tls)
     try:
         writer.write(message)
         await writer.drain()

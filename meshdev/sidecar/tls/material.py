@@ -15,15 +15,13 @@ no memfd (not Linux) it goes through a private temporary file removed at once.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import ssl
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from meshdev.common.pem_memory import in_memory
 from meshdev.common.workload_certs import WorkloadCerts
 from meshdev.sidecar.tls.peer import SPIFFE, uri_sans
 
@@ -181,7 +179,7 @@ def _context(
         raise CertsRejected([f"ca: not PEM certificates ({exc})"]) from None
     if not ctx.get_ca_certs():
         raise CertsRejected(["ca: no CA certificate in it (basicConstraints CA:TRUE)"])
-    with _in_memory(certs.cert_chain) as chain_path, _in_memory(key) as key_path:
+    with in_memory(certs.cert_chain) as chain_path, in_memory(key) as key_path:
         try:
             ctx.load_cert_chain(chain_path, key_path)
         except ssl.SSLError as exc:
@@ -197,31 +195,6 @@ def _context(
     elif alpn is not None:
         ctx.set_alpn_protocols([alpn])
     return ctx
-
-
-@contextlib.contextmanager
-def _in_memory(text: str) -> Iterator[str]:
-    """A path ssl can open that holds `text`, gone when the block ends: an anonymous memory
-    file on Linux (never on a disk), else a private temporary file."""
-    data = text.encode("ascii", "replace")
-    memfd_create = getattr(os, "memfd_create", None)
-    if memfd_create is not None:
-        fd = memfd_create("meshdev-workload-cert", getattr(os, "MFD_CLOEXEC", 0))
-        try:
-            os.write(fd, data)
-            # ssl reads the path from its start, through a file of its own.
-            yield f"/proc/self/fd/{fd}"
-        finally:
-            os.close(fd)
-        return
-    with tempfile.TemporaryDirectory(prefix="meshdev-") as folder:  # pragma: no cover (Linux)
-        path = os.path.join(folder, "pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        yield path
 
 
 def _self_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> dict[str, Any]:

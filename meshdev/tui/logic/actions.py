@@ -4,18 +4,20 @@ or the control plane. The app runs them in workers and shows the sentence they r
 - trip the breaker: a burst of concurrent requests through the ingress;
 - make one replica fail: the example app's chaos knob (POST /chaos through its sidecar);
 - switch a fault: Envoy's runtime layer (POST /runtime_modify on every sidecar, no reload);
-- shift the canary weight: a changed mesh applied by the control plane (mesh.yaml untouched).
+- shift the canary weight: a changed mesh applied by the control plane (mesh.yaml untouched);
+- call a pod as an identity of the mesh (a certificate from its CA) or as no one (plaintext).
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from urllib.parse import urlencode
 
 import aiohttp
 
-from meshdev.config.model import Mesh, Route
+from meshdev.config.model import Authorization, Mesh, Route
 from meshdev.control import TOKEN_HEADER, ControlPlane, Pod
 from meshdev.loadgen import LoadSpec, run_load
 from meshdev.runtime import loopback
@@ -25,6 +27,9 @@ BURST_REQUESTS = 400
 BURST_SECONDS = 0.25
 FAULT_ABORT_PERCENT = "50"
 CANARY_STEP = 20
+# Requests one authorization probe may make per destination: each is a full mTLS handshake.
+MAX_PROBES = 6
+SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 def _direct() -> aiohttp.ClientSession:
@@ -184,3 +189,40 @@ async def plaintext_request(inbound_url: str) -> int | None:
     except (OSError, loopback.LoopbackError):
         return None
     return answer.status
+
+
+def probe_requests(policies: Sequence[Authorization]) -> list[tuple[str, str]]:
+    """(method, path) pairs a destination's policies speak of, in mesh.yaml's order, then a
+    plain GET /: where a request some caller may not make is likely to be found. Safe methods
+    only: a probe that is allowed reaches the app, which must not change anything for it."""
+    pairs: list[tuple[str, str]] = []
+    for p in policies:
+        to = p.to
+        named = to.methods if to is not None and to.methods else ("GET",)
+        methods = [m for m in named if m in SAFE_METHODS]
+        paths = (to.paths if to is not None and to.paths else None) or ("/",)
+        pairs += [(m, _a_path(pattern)) for m in methods for pattern in paths]
+    pairs.append(("GET", "/"))
+    return list(dict.fromkeys(pairs))[:MAX_PROBES]
+
+
+def _a_path(pattern: str) -> str:
+    """A path that Istio's pattern matches: `/items*` -> /items, `*.json` -> /x.json."""
+    if pattern == "*":
+        return "/"
+    if pattern.endswith("*"):
+        return pattern[:-1] or "/"
+    if pattern.startswith("*"):
+        return "/probe" + pattern[1:]
+    return pattern
+
+
+async def request_as(
+    inbound_url: str, method: str, path: str, tls: ssl.SSLContext | None
+) -> loopback.LoopbackResponse | None:
+    """One request straight at a pod's inbound listener, over mutual TLS when `tls` carries
+    a workload certificate; None when the listener cuts it off."""
+    try:
+        return await loopback.request(method, inbound_url.rstrip("/") + path, timeout=3, tls=tls)
+    except (OSError, ssl.SSLError, loopback.LoopbackError):
+        return None

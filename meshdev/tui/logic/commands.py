@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from meshdev.config.model import Mesh
+from meshdev.common.workload_certs import spiffe_id
+from meshdev.config.model import INGRESS_IDENTITY, Match, Mesh
+from meshdev.control import Pod
+from meshdev.security.client import client_context
 from meshdev.tui.logic import actions
 from meshdev.tui.logic.actions import ActionFailed
+from meshdev.tui.logic.explain import explain_denial
 from meshdev.tui.logic.load_control import DEFAULT_PATH, LoadControl
 from meshdev.tui.logic.ports import SessionPort
+
+# What the sidecar answers a request its RBAC filter refuses (Envoy's body).
+DENIED = b"RBAC: access denied"
+# The probe's certificates: enough for its requests, gone soon after.
+PROBE_CERT_TTL = 300.0
 
 
 class Commands:
@@ -107,6 +116,55 @@ class Commands:
         return (
             f"plaintext to {pod.name}'s inbound listener ({mode}): answered {answer} "
             "(no identity: authorization decides; 403 means no ALLOW policy matched)"
+        )
+
+    async def unauthorized(self) -> str:
+        """A request from a service of the mesh that no policy lets through to a guarded
+        destination: 403 `RBAC: access denied` from the destination's sidecar, explained
+        from mesh.yaml. The caller's identity is a certificate for its SPIFFE ID from the
+        mesh's CA (its sidecar's very identity); without mTLS the caller has none."""
+        mesh = self._mesh()
+        guarded: dict[str, Pod] = {}
+        for pod in self.session.control.pods.values():
+            service = pod.spec.service
+            if (
+                service
+                and mesh.authorization.get(service)
+                and pod.started.inbound_url
+                and pod.spec.protocol != "tcp"
+            ):
+                guarded.setdefault(service, pod)
+        if not guarded:
+            raise ActionFailed(
+                "no service has an authorization policy: add one under `authorization:` in "
+                "mesh.yaml (the example has one, commented out) and save"
+            )
+        ca = self.session.control.ca
+        tried: list[str] = []
+        for service, pod in sorted(guarded.items()):
+            mtls = ca is not None and mesh.mtls_mode(service) != "DISABLE"
+            # Every other identity of the mesh, the gateway's last; no identity without mTLS.
+            callers = [s for s in sorted(mesh.services) if s != service] + [INGRESS_IDENTITY]
+            for caller in callers if mtls else [None]:
+                tls = None
+                if ca is not None and caller is not None:
+                    tls = client_context(ca.issue(spiffe_id(mesh.name, caller), PROBE_CERT_TTL))
+                for method, path in actions.probe_requests(mesh.authorization[service]):
+                    answer = await actions.request_as(pod.started.inbound_url, method, path, tls)
+                    if answer is None or answer.status != 403:
+                        continue
+                    if not answer.body.startswith(DENIED):
+                        continue  # the app's own 403, not the sidecar's
+                    who = f"as {caller}" if caller else "without an identity (no mTLS)"
+                    cause = explain_denial(
+                        mesh, service, [caller] if caller else [], Match(path=path)
+                    )
+                    why = f": {cause.meaning}" if cause is not None else ""
+                    return f"{method} {path} to {pod.name} {who}: 403 RBAC: access denied{why}"
+            tried.append(service)
+        raise ActionFailed(
+            f"every caller may call {', '.join(tried)} on the paths its policies name: "
+            "no request to deny (add a DENY policy, or an ALLOW one for a single caller)"
         )
 
     # -- fault at runtime --------------------------------------------------------------------

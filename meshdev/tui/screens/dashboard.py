@@ -71,6 +71,7 @@ class DashboardScreen(Screen[None]):
         Binding("b", "trip_breaker", "Trip breaker"),
         Binding("x", "chaos", "Fail replica"),
         Binding("p", "plaintext", "Plaintext probe", show=False),
+        Binding("a", "unauthorized", "Unauthorized caller", show=False),
         Binding("f", "fault", "Fault"),
         Binding("w", "canary", "Canary"),
         Binding("s", "sort", "Sort"),
@@ -263,6 +264,10 @@ class DashboardScreen(Screen[None]):
     def action_plaintext(self) -> None:
         if (commands := self._commands()) is not None:
             self._act("plaintext probe", commands.plaintext())
+
+    def action_unauthorized(self) -> None:
+        if (commands := self._commands()) is not None:
+            self._act("unauthorized caller", commands.unauthorized())
 
     def action_fault(self) -> None:
         if (commands := self._commands()) is not None:

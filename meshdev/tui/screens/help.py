@@ -19,6 +19,7 @@ KEYS = (
     ("b", "trip the breaker: a burst of concurrent requests"),
     ("x", "make one replica fail (its chaos knob); again to heal it"),
     ("p", "a plaintext request from outside straight at a secured pod (STRICT refuses it)"),
+    ("a", "a request from a service no authorization policy allows (403, explained)"),
     ("f", "switch an abort fault on / off on the selected route, at runtime"),
     ("w", "shift the canary weight (applied now, not written to mesh.yaml)"),
     ("/", "filter the log (a regex per source)"),

@@ -1,0 +1,138 @@
+"""The `a` demo: a request from a service of the mesh that no policy allows, against a real
+sidecar whose certificate comes from a real mesh CA: the probe calls as each other service in
+turn (a certificate for its SPIFFE ID), finds the one the sidecar's RBAC filter refuses, and
+explains the 403 from mesh.yaml. An allowed caller gets through; a mesh with no policy says
+how to add one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from meshdev.common.workload_certs import spiffe_id
+from meshdev.config import parse_mesh
+from meshdev.control import ControlPlane, Pod
+from meshdev.plan import Placement, pods
+from meshdev.runtime.base import StartedPod
+from meshdev.security import ca as mesh_ca
+from meshdev.tui.logic.actions import ActionFailed, probe_requests
+from meshdev.tui.logic.commands import Commands
+from meshdev.tui.logic.ports import SessionPort
+from tests.sidecar.helpers import Upstream, sidecar, upstreams
+from tests.sidecar.tls.meshtls import callee_config, install, port_of
+from tests.support import LOCALHOST
+from tests.tui.tuifakes import FakeRuntime
+
+MESH = """\
+name: m
+services:
+  api: {command: x}
+  web: {command: x}
+  batch: {command: x}
+security: {mtls: STRICT}
+authorization:
+  api:
+"""
+# Only web may read /data; everything else is open to everyone but web's /admin.
+ONLY_WEB = "    - {name: web-reads, from: {services: [web]}, to: {paths: [/data*]}}\n"
+NO_ADMIN = "    - {name: no-admin, action: DENY, from: {services: [web]}, to: {paths: [/admin*]}}\n"
+
+
+def session(policies: str, inbound_port: int, ca: mesh_ca.MeshCA) -> SessionPort:
+    mesh = parse_mesh((MESH + policies).encode(), "mesh.yaml")
+    control = ControlPlane(FakeRuntime(), "token")
+    control.mesh = mesh
+    control.ca = ca
+    spec = next(s for s in pods(mesh) if s.service == "api")
+    where = Placement(spec.name, LOCALHOST, LOCALHOST, LOCALHOST)
+    inbound = f"http://{LOCALHOST}:{inbound_port}"
+    control.pods[spec.name] = Pod(spec.name, spec, StartedPod(where, "http://x", inbound))
+    return cast(SessionPort, SimpleNamespace(control=control, mesh=mesh))
+
+
+def guarded(app: Upstream, policies: list[dict[str, Any]]) -> Any:
+    """The callee's sidecar as the plan renders it: STRICT, with these RBAC policies."""
+    config = callee_config(app, mtls="STRICT", spiffe_id=spiffe_id("m", "api"))
+    data = config.model_dump(mode="json")
+    data["mesh"] = "m"
+    data["listeners"][0]["authorization"] = policies
+    return type(config).model_validate(data)
+
+
+async def test_the_caller_no_allow_policy_names_gets_403_explained(tmp_path: Path) -> None:
+    ca = mesh_ca.load_or_create(tmp_path, "m")
+    policies = [
+        {
+            "name": "web-reads",
+            "action": "ALLOW",
+            "rules": [{"principals": ["cluster.local/ns/m/sa/web"], "paths": ["/data*"]}],
+        }
+    ]
+    async with upstreams("app") as (app,), sidecar(guarded(app, policies)) as sc:
+        install(sc, ca.issue(spiffe_id("m", "api")))
+        said = await Commands(session(ONLY_WEB, port_of(sc), ca)).unauthorized()
+    # Services are tried in name order: batch comes before web, and is refused.
+    assert said.startswith("GET /data to api-0 as batch: 403 RBAC: access denied: ")
+    assert "no ALLOW policy of api matches this caller/path" in said
+
+
+async def test_a_deny_policy_is_named(tmp_path: Path) -> None:
+    ca = mesh_ca.load_or_create(tmp_path, "m")
+    policies = [
+        {
+            "name": "no-admin",
+            "action": "DENY",
+            "rules": [{"principals": ["cluster.local/ns/m/sa/web"], "paths": ["/admin*"]}],
+        }
+    ]
+    async with upstreams("app") as (app,), sidecar(guarded(app, policies)) as sc:
+        install(sc, ca.issue(spiffe_id("m", "api")))
+        said = await Commands(session(NO_ADMIN, port_of(sc), ca)).unauthorized()
+    # batch, tried first, is let through (the sidecar forwarded both its probes to the app);
+    # web is refused at once.
+    assert said.startswith("GET /admin to api-0 as web: 403 RBAC: access denied: ")
+    assert "denied by authorization policy no-admin (authorization.api[0] in mesh.yaml)" in said
+    assert app.seen_targets == ["/admin", "/"]
+
+
+async def test_when_every_caller_is_allowed_it_says_so(tmp_path: Path) -> None:
+    ca = mesh_ca.load_or_create(tmp_path, "m")
+    everyone = "    - {name: all, to: {paths: ['*']}}\n"
+    policies = [{"name": "all", "action": "ALLOW", "rules": [{"paths": ["*"]}]}]
+    async with upstreams("app") as (app,), sidecar(guarded(app, policies)) as sc:
+        install(sc, ca.issue(spiffe_id("m", "api")))
+        with pytest.raises(ActionFailed, match="every caller may call api"):
+            await Commands(session(everyone, port_of(sc), ca)).unauthorized()
+
+
+async def test_a_mesh_without_policies_says_how_to_add_one(tmp_path: Path) -> None:
+    mesh_text = MESH.replace("authorization:\n  api:\n", "")
+    mesh = parse_mesh(mesh_text.encode(), "mesh.yaml")
+    control = ControlPlane(FakeRuntime(), "token")
+    control.mesh = mesh
+    with pytest.raises(ActionFailed, match=re.escape("under `authorization:` in mesh.yaml")):
+        await Commands(
+            cast(SessionPort, SimpleNamespace(control=control, mesh=mesh))
+        ).unauthorized()
+
+
+def test_probe_requests_come_from_the_policies_patterns_with_safe_methods_only() -> None:
+    mesh = parse_mesh(
+        (
+            MESH
+            + "    - {name: a, to: {methods: [POST, HEAD], "
+            + "paths: ['/x*', '*.json', /exact, '*']}}\n"
+        ).encode(),
+        "mesh.yaml",
+    )
+    assert probe_requests(mesh.authorization["api"]) == [
+        ("HEAD", "/x"),
+        ("HEAD", "/probe.json"),
+        ("HEAD", "/exact"),
+        ("HEAD", "/"),
+        ("GET", "/"),
+    ]
