@@ -57,7 +57,7 @@ async def test_the_security_tab_shows_who_calls_whom_and_each_pods_certificate(
         assert edges.cell_text("frontend->backend", "denied").strip() == "2.5"
         assert "red" in style_of(edges, "frontend->backend", "denied")
         assert edges.cell_text("frontend->backend", "policies") == (
-            "no-admin DENY, frontend-reads ALLOW"
+            "denied by no-admin DENY or outside ALLOW frontend-reads"
         )
         assert edges.cell_text("ingress->frontend", "policies") == "none: every caller allowed"
         pods = sec.pods
@@ -226,7 +226,7 @@ async def test_watching_with_the_mesh_file_shows_its_policies(session: FakeSessi
         sec = app.dashboard.security
         assert sec.notice_text.startswith("mTLS STRICT mesh-wide")
         assert sec.edges.cell_text("frontend->backend", "policies") == (
-            "no-admin DENY, frontend-reads ALLOW"
+            "denied by no-admin DENY or outside ALLOW frontend-reads"
         )
 
 

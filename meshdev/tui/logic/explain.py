@@ -214,14 +214,8 @@ def explain_denial(
     policies = mesh.authorization.get(service, ())
     if not policies:
         return None
-    plaintext = mesh.mtls_mode(service) == "DISABLE"
-    who: list[str | None] = [principal(mesh.name, c) if not plaintext else "" for c in callers]
-
-    def may_apply(p: Authorization) -> bool:
-        return any(_from_matches(p, w) for w in who or [None]) and _to_may_match(p, match)
-
     indexed = list(enumerate(policies))
-    deny = [(i, p) for i, p in indexed if p.action == "DENY" and may_apply(p)]
+    deny = matching_denials(mesh, service, callers, match)
     allow = [(i, p) for i, p in indexed if p.action == "ALLOW"]
     no_allow = f"no ALLOW policy of {service} matches this caller/path"
     fields = [f"authorization.{service}[{i}]: {policy_text(p)}" for i, p in deny]
@@ -240,6 +234,28 @@ def explain_denial(
         meaning = f"denied by an authorization policy of {service}"
         fields = [f"authorization.{service}[{i}]: {policy_text(p)}" for i, p in indexed]
     return Cause("RBAC", "403", meaning, tuple(fields))
+
+
+def matching_denials(
+    mesh: Mesh, service: str, callers: Sequence[str] = (), match: Match | None = None
+) -> list[tuple[int, Authorization]]:
+    """The DENY policies of `service` (with their place in mesh.yaml) that may refuse these
+    callers on a route matching `match`, in Istio's order: the first one is the one named."""
+    plaintext = mesh.mtls_mode(service) == "DISABLE"
+    who: list[str | None] = [principal(mesh.name, c) if not plaintext else "" for c in callers]
+
+    def may_apply(p: Authorization) -> bool:
+        return any(_from_matches(p, w) for w in who or [None]) and _to_may_match(p, match)
+
+    policies = mesh.authorization.get(service, ())
+    return [(i, p) for i, p in enumerate(policies) if p.action == "DENY" and may_apply(p)]
+
+
+def allows_for(mesh: Mesh, service: str, caller: str) -> list[Authorization]:
+    """The ALLOW policies of `service` whose `from` takes `caller` (whatever the path)."""
+    who = "" if mesh.mtls_mode(service) == "DISABLE" else principal(mesh.name, caller)
+    policies = mesh.authorization.get(service, ())
+    return [p for p in policies if p.action == "ALLOW" and _from_matches(p, who)]
 
 
 def _denied_somehow(services: Sequence[str]) -> Cause:

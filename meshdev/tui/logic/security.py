@@ -17,7 +17,7 @@ from rich.text import Text
 from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import CertStatus, EdgeMode, EdgeStats, PodSecurity
 from meshdev.tui.logic import format as fmt
-from meshdev.tui.logic.explain import duration
+from meshdev.tui.logic.explain import allows_for, duration, matching_denials
 
 # A certificate this close to its end (a share of its life) is worth a colour: renewal is due
 # at half its life, so one that gets here was not renewed.
@@ -97,6 +97,27 @@ def policy_list(mesh: Mesh | None, service: str) -> Text:
             out.append(", ")
         out.append(p.name)
         out.append(f" {p.action}", style="red" if p.action == "DENY" else "green")
+    return out
+
+
+def denial_text(mesh: Mesh | None, service: str, caller: str) -> Text:
+    """What may refuse `caller` at `service`, for an edge that sees 403s: the DENY policies
+    that take this caller (Istio evaluates those first), then the ALLOW side: none names the
+    caller, or the ones that do leave some path or method out. The sidecar's access log has
+    the exact one per request; the dashboard reasons from mesh.yaml."""
+    if mesh is None or not mesh.authorization.get(service):
+        return policy_list(mesh, service)
+    parts = [f"{p.name} DENY" for _, p in matching_denials(mesh, service, [caller])]
+    if any(p.action == "ALLOW" for p in mesh.authorization[service]):
+        allowed = allows_for(mesh, service, caller)
+        if allowed:
+            parts.append(f"outside ALLOW {', '.join(p.name for p in allowed)}")
+        else:
+            parts.append(f"no ALLOW for {caller}")
+    if not parts:
+        return policy_list(mesh, service)
+    out = Text("denied by ", style="red")
+    out.append(" or ".join(parts), style="bold red")
     return out
 
 

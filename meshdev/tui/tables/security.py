@@ -12,6 +12,7 @@ from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import EdgeStats, PodSecurity
 from meshdev.tui.logic import format as fmt
 from meshdev.tui.logic.security import (
+    denial_text,
     expiry_text,
     failures_text,
     mode_text,
@@ -36,7 +37,9 @@ def edge_row(e: EdgeStats, mesh: Mesh | None, *, secured: bool) -> Row:
         _rate(e.rps),
         _rate(e.denied_per_s, bad=True),
         failures_text(e.tls_failures),
-        policy_list(mesh, e.destination),
+        denial_text(mesh, e.destination, e.source)
+        if e.denied_per_s
+        else policy_list(mesh, e.destination),
     )
     return Row(
         cells,

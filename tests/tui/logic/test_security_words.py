@@ -14,6 +14,7 @@ from meshdev.testing.sample_views import sample_view, secured_mesh
 from meshdev.tui.logic import format as fmt
 from meshdev.tui.logic.explain import duration, explain, explain_denial, pattern_matches
 from meshdev.tui.logic.security import (
+    denial_text,
     expiry_text,
     failures_text,
     mode_text,
@@ -98,6 +99,20 @@ def test_modes_and_refusals_read_as_words() -> None:
     assert refused.plain == "no cert 5  plaintext 3"
 
 
+def test_an_edge_with_403s_names_what_may_refuse_its_caller(mesh: Mesh) -> None:
+    # ingress is named by no ALLOW policy; a DENY for it alone comes first.
+    assert denial_text(mesh, "backend", "ingress").plain == (
+        "denied by no-admin DENY or no ALLOW for ingress"
+    )
+    only_deny = with_policies(
+        mesh, {"name": "no-web", "action": "DENY", "from": {"services": ["web"]}}
+    )
+    assert denial_text(only_deny, "backend", "web").plain == "denied by no-web DENY"
+    # A DENY that names another caller cannot be it: with nothing left, the list stands.
+    assert denial_text(only_deny, "backend", "frontend").plain == "no-web DENY"
+    assert denial_text(mesh, "frontend", "ingress").plain == "none: every caller allowed"
+
+
 def test_a_destinations_policies_deny_first(mesh: Mesh, plain: Mesh) -> None:
     assert policy_list(mesh, "backend").plain == "no-admin DENY, frontend-reads ALLOW"
     assert policy_list(mesh, "frontend").plain == "none: every caller allowed"
@@ -114,7 +129,8 @@ def test_rows_of_the_sample_views(mesh: Mesh) -> None:
         "90",
         "2.5",
         "",
-        "no-admin DENY, frontend-reads ALLOW",
+        # 403s on this edge: what may refuse frontend, not just the list.
+        "denied by no-admin DENY or outside ALLOW frontend-reads",
     ]
     gateway = pod_security_row(view.pod_security[0])
     # The gateway has no inbound listener, policies or TLS of its own; it has an identity.
