@@ -474,11 +474,11 @@ class ControlPlane:
     async def _start(self, specs: list[tuple[str, PodSpec]]) -> list[Pod]:
         """Start pods in parallel and wait until each is ready; on any failure stop them all."""
         assert self.mesh is not None
-        endpoints = self._endpoints()
+        renderer = self._renderer()
 
         async def one(key: str, spec: PodSpec) -> Pod:
             placement = self.runtime.planned_placement(spec)
-            cfg = self._render(spec, placement, endpoints)
+            cfg = renderer.render(spec, placement)
             started = await self.runtime.start_pod(spec, cfg.model_dump_json().encode(), self.token)
             pod = Pod(key, spec, started, hash=cfg.content_hash(), version=cfg.version, config=cfg)
             self.pods[spec.name] = pod
@@ -533,27 +533,22 @@ class ControlPlane:
 
     # -- configs --------------------------------------------------------------------------------
 
-    def _endpoints(self) -> list[tuple[PodSpec, plan.Placement]]:
-        return [(p.spec, p.started.placement) for p in self.pods.values() if p.routable]
-
-    def _render(
-        self,
-        spec: PodSpec,
-        placement: plan.Placement,
-        endpoints: list[tuple[PodSpec, plan.Placement]],
-    ) -> SidecarConfig:
+    def _renderer(self) -> plan.Renderer:
+        """Renders this version's configs, with the pods routable now as endpoints: one per
+        push, so what sidecars share is rendered once and the template read once."""
         assert self.mesh is not None
-        return plan.render(
-            self.mesh, spec, placement, endpoints, version=self.version, defaults=load_defaults()
-        )
+        endpoints = [(p.spec, p.started.placement) for p in self.pods.values() if p.routable]
+        return plan.Renderer(self.mesh, endpoints, version=self.version, defaults=load_defaults())
 
     async def _push(
         self, t0: float, *, started: tuple[str, ...] = (), stopped: tuple[str, ...] = ()
     ) -> ReloadReport:
-        endpoints = self._endpoints()
+        renderer = self._renderer()
         targets: list[tuple[Pod, SidecarConfig]] = []
         for pod in self.pods.values():
-            cfg = self._render(pod.spec, pod.started.placement, endpoints)
+            cfg = renderer.render(pod.spec, pod.started.placement)
+            # Only sidecars whose content changed get a push; the others keep serving it
+            # under their version (the report counts them as serving this one).
             if cfg.content_hash() != pod.hash:
                 targets.append((pod, cfg))
         if any(staging.tightens(p.config, c) for p, c in targets):

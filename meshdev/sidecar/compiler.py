@@ -29,6 +29,7 @@ from meshdev.sidecar.compiled import (
 from meshdev.sidecar.filters.fault import effective_fault
 from meshdev.sidecar.filters.ratelimit import TokenBucket
 from meshdev.sidecar.filters.rbac import RbacEngine
+from meshdev.sidecar.router.scope import EgressScope
 from meshdev.sidecar.router.table import HostIndex, Matcher, RouteTable, WeightedPick
 from meshdev.sidecar.stats.sets import ListenerStatSet, RbacStatSet, RouteStatSet, TcpStatSet
 from meshdev.sidecar.upstream.cluster import ClusterOwner, ClusterState
@@ -95,7 +96,10 @@ class Compiler:
             )
 
         index = HostIndex([(v.domains, vhost_entries[v.name]) for v in config.virtual_hosts])
-        return Compiled(config, listeners, index, tuple(routes), cluster_entries, tcp_listeners)
+        egress = None if config.egress is None else EgressScope(config.egress, config.mesh)
+        return Compiled(
+            config, listeners, index, tuple(routes), cluster_entries, tcp_listeners, egress
+        )
 
     def _route(
         self,
