@@ -428,9 +428,9 @@ def test_authorization_policies_name_service_accounts_of_the_namespace(rich: Exp
 # -- what cannot be said ------------------------------------------------------------------
 
 
-def test_the_example_warns_only_of_its_published_port(example: Export) -> None:
-    assert [g.field for g in example.gaps] == ["ingress.port"]
-    assert "ingress.port: meshdev publishes the gateway on 127.0.0.1:8000" in str(example.gaps[0])
+def test_the_example_warns_only_of_its_published_port_and_its_calls(example: Export) -> None:
+    assert [g.field for g in example.gaps] == ["services.frontend.calls", "ingress.port"]
+    assert "ingress.port: meshdev publishes the gateway on 127.0.0.1:8000" in str(example.gaps[1])
 
 
 def test_knobs_istio_lacks_are_warnings_naming_the_field() -> None:
