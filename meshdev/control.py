@@ -545,12 +545,18 @@ class ControlPlane:
     ) -> ReloadReport:
         renderer = self._renderer()
         targets: list[tuple[Pod, SidecarConfig]] = []
+        # Each config's hash, computed once: while 40 sidecars take a push on two cores,
+        # every serial step here waits for a core, and hashing again after each answer
+        # was most of this process's share of a save.
+        digests: dict[str, str] = {}
         for pod in self.pods.values():
             cfg = renderer.render(pod.spec, pod.started.placement)
             # Only sidecars whose content changed get a push; the others keep serving it
             # under their version (the report counts them as serving this one).
-            if cfg.content_hash() != pod.hash:
+            digest = cfg.content_hash()
+            if digest != pod.hash:
                 targets.append((pod, cfg))
+                digests[pod.name] = digest
         if any(staging.tightens(p.config, c) for p, c in targets):
             # TLS is being turned on somewhere: through PERMISSIVE, in rounds (staging.py).
             # The first round brings identities and their certificates; the next two are
@@ -567,10 +573,12 @@ class ControlPlane:
                     for p, c in targets
                 )
             )
-            last = await asyncio.gather(*(self._post(p, c) for p, c in targets))
+            last = await asyncio.gather(*(self._post(p, c, digests[p.name]) for p, c in targets))
             results = [a or b for a, b in zip(first, last, strict=True)]
         else:
-            results = await asyncio.gather(*(self._reconfigure(p, c) for p, c in targets))
+            results = await asyncio.gather(
+                *(self._reconfigure(p, c, digests[p.name]) for p, c in targets)
+            )
         # Pods on their way out get the new endpoints too (their in-flight requests may still
         # call out), but the mesh's count is of the pods that stay.
         staying = [p for p in self.pods.values() if p.name not in stopped]
@@ -588,13 +596,15 @@ class ControlPlane:
             errors=errors,
         )
 
-    async def _reconfigure(self, pod: Pod, cfg: SidecarConfig) -> str | None:
+    async def _reconfigure(
+        self, pod: Pod, cfg: SidecarConfig, digest: str | None = None
+    ) -> str | None:
         """Push `cfg`; when it names another identity than the sidecar holds a certificate
         for (a reload added the security section), the certificate follows at once. Not
         before: a sidecar takes only a certificate for the identity its config names. Until
         it arrives (a round trip), its new TLS connections fail; should the push fail, it is
         retried in the background like a renewal, and the reload reports it."""
-        error = await self._post(pod, cfg)
+        error = await self._post(pod, cfg, digest)
         if error is not None or cfg.spiffe_id == pod.spiffe_id:
             return error
         pod.forget_certs()
@@ -608,7 +618,8 @@ class ControlPlane:
             return f"{error}; its config v{cfg.version} asks for TLS: retrying the certificate"
         return None
 
-    async def _post(self, pod: Pod, cfg: SidecarConfig) -> str | None:
+    async def _post(self, pod: Pod, cfg: SidecarConfig, digest: str | None = None) -> str | None:
+        """Push `cfg` (whose content_hash is `digest`, when known)."""
         url = f"{pod.started.admin_url}/config"
         body = cfg.model_dump_json().encode()
         headers = {TOKEN_HEADER: self.token, "content-type": "application/json"}
@@ -626,7 +637,7 @@ class ControlPlane:
         if answer.status != 200:
             text = answer.body[:300].decode(errors="replace")
             return f"{pod.name}: config rejected ({answer.status}): {text}"
-        pod.hash = cfg.content_hash()
+        pod.hash = digest if digest is not None else cfg.content_hash()
         pod.version = cfg.version
         pod.config = cfg
         return None
