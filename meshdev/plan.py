@@ -327,7 +327,7 @@ class Renderer:
                 )
             )
         else:
-            listeners += self._pod_listeners(pod, placement, clusters, visible)
+            listeners += self._pod_listeners(pod, placement, clusters)
             if placement.captured:
                 extra["service_addresses"] = self.service_hosts()
                 extra["hosts_file"] = HOSTS_FILE
@@ -364,7 +364,6 @@ class Renderer:
         pod: PodSpec,
         placement: Placement,
         clusters: list[sc.Cluster],
-        visible: frozenset[str] | None,
     ) -> list[sc.Listener]:
         """An app's pod: its inbound listener (and cluster, added to `clusters`), its outbound
         listener, one per tcp service it reaches, and where captured, the HTTP ports."""
@@ -414,7 +413,7 @@ class Renderer:
             for dest, port in pod.tcp_services
         ]
         if placement.captured:
-            listeners += _captured_http(mesh, visible)
+            listeners += _captured_http(mesh)
         return listeners
 
 
@@ -442,16 +441,13 @@ def _authz_policy(mesh: str, a: Authorization) -> sc.AuthzPolicy:
     return sc.AuthzPolicy(name=a.name, action=a.action, rules=(rule,))
 
 
-def _captured_http(mesh: Mesh, visible: frozenset[str] | None) -> list[sc.Listener]:
+def _captured_http(mesh: Mesh) -> list[sc.Listener]:
     """Where a captured pod's HTTP calls land: one listener per port that HTTP services are
-    called on (80, and each one's own port; of the services in its scope), for every service
-    address at once (Istio's 0.0.0.0_<port>); the Host then picks the service, as through
-    HTTP_PROXY."""
-    ports = {80} | {
-        svc.port
-        for name, svc in mesh.services.items()
-        if svc.protocol != "tcp" and (visible is None or name in visible)
-    }
+    called on (80, and each one's own port), for every service address at once (Istio's
+    0.0.0.0_<port>); the Host then picks the service, as through HTTP_PROXY. Also the ports
+    of services outside the pod's `calls:`, so that a call to one is answered 404 NR saying
+    why, not relayed as passthrough to an address that leads nowhere."""
+    ports = {80} | {svc.port for svc in mesh.services.values() if svc.protocol != "tcp"}
     return [
         sc.Listener(
             name=f"0.0.0.0_{port}",

@@ -151,3 +151,25 @@ def test_a_policy_edit_changes_only_the_configs_that_route_to_its_service() -> N
         "ingress",
         "ratings-0",
     ]
+
+
+def test_a_captured_pod_still_catches_calls_to_services_outside_its_calls() -> None:
+    """Docker's capture: every HTTP service's port has its listener, so a call to a service
+    outside `calls:` meets the outbound router (404 NR saying why), not a passthrough."""
+    pairs = placed()
+    spec = next(s for s, _ in pairs if s.name == "reviews-0")
+    where = plan.Placement(spec.name, "10.0.0.5", "0.0.0.0", "127.0.0.1", captured=True)
+    cfg = plan.Renderer(MESH, pairs, version=2, defaults={}).render(spec, where)
+    assert cfg.virtual_hosts == ()
+    assert [lst.name for lst in cfg.listeners if lst.name.startswith("0.0.0.0_")] == [
+        "0.0.0.0_80",
+        "0.0.0.0_8080",
+    ]
+    assert cfg.egress is not None and cfg.egress.hidden == (
+        "frontend",
+        "reviews",
+        "ratings",
+        "backend",
+        "cache",
+        "db",
+    )
