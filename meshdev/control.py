@@ -474,11 +474,11 @@ class ControlPlane:
     async def _start(self, specs: list[tuple[str, PodSpec]]) -> list[Pod]:
         """Start pods in parallel and wait until each is ready; on any failure stop them all."""
         assert self.mesh is not None
-        endpoints = self._endpoints()
+        renderer = self._renderer()
 
         async def one(key: str, spec: PodSpec) -> Pod:
             placement = self.runtime.planned_placement(spec)
-            cfg = self._render(spec, placement, endpoints)
+            cfg = renderer.render(spec, placement)
             started = await self.runtime.start_pod(spec, cfg.model_dump_json().encode(), self.token)
             pod = Pod(key, spec, started, hash=cfg.content_hash(), version=cfg.version, config=cfg)
             self.pods[spec.name] = pod
@@ -533,29 +533,30 @@ class ControlPlane:
 
     # -- configs --------------------------------------------------------------------------------
 
-    def _endpoints(self) -> list[tuple[PodSpec, plan.Placement]]:
-        return [(p.spec, p.started.placement) for p in self.pods.values() if p.routable]
-
-    def _render(
-        self,
-        spec: PodSpec,
-        placement: plan.Placement,
-        endpoints: list[tuple[PodSpec, plan.Placement]],
-    ) -> SidecarConfig:
+    def _renderer(self) -> plan.Renderer:
+        """Renders this version's configs, with the pods routable now as endpoints: one per
+        push, so what sidecars share is rendered once and the template read once."""
         assert self.mesh is not None
-        return plan.render(
-            self.mesh, spec, placement, endpoints, version=self.version, defaults=load_defaults()
-        )
+        endpoints = [(p.spec, p.started.placement) for p in self.pods.values() if p.routable]
+        return plan.Renderer(self.mesh, endpoints, version=self.version, defaults=load_defaults())
 
     async def _push(
         self, t0: float, *, started: tuple[str, ...] = (), stopped: tuple[str, ...] = ()
     ) -> ReloadReport:
-        endpoints = self._endpoints()
+        renderer = self._renderer()
         targets: list[tuple[Pod, SidecarConfig]] = []
+        # Each config's hash, computed once: while 40 sidecars take a push on two cores,
+        # every serial step here waits for a core, and hashing again after each answer
+        # was most of this process's share of a save.
+        digests: dict[str, str] = {}
         for pod in self.pods.values():
-            cfg = self._render(pod.spec, pod.started.placement, endpoints)
-            if cfg.content_hash() != pod.hash:
+            cfg = renderer.render(pod.spec, pod.started.placement)
+            # Only sidecars whose content changed get a push; the others keep serving it
+            # under their version (the report counts them as serving this one).
+            digest = cfg.content_hash()
+            if digest != pod.hash:
                 targets.append((pod, cfg))
+                digests[pod.name] = digest
         if any(staging.tightens(p.config, c) for p, c in targets):
             # TLS is being turned on somewhere: through PERMISSIVE, in rounds (staging.py).
             # The first round brings identities and their certificates; the next two are
@@ -572,10 +573,12 @@ class ControlPlane:
                     for p, c in targets
                 )
             )
-            last = await asyncio.gather(*(self._post(p, c) for p, c in targets))
+            last = await asyncio.gather(*(self._post(p, c, digests[p.name]) for p, c in targets))
             results = [a or b for a, b in zip(first, last, strict=True)]
         else:
-            results = await asyncio.gather(*(self._reconfigure(p, c) for p, c in targets))
+            results = await asyncio.gather(
+                *(self._reconfigure(p, c, digests[p.name]) for p, c in targets)
+            )
         # Pods on their way out get the new endpoints too (their in-flight requests may still
         # call out), but the mesh's count is of the pods that stay.
         staying = [p for p in self.pods.values() if p.name not in stopped]
@@ -593,13 +596,15 @@ class ControlPlane:
             errors=errors,
         )
 
-    async def _reconfigure(self, pod: Pod, cfg: SidecarConfig) -> str | None:
+    async def _reconfigure(
+        self, pod: Pod, cfg: SidecarConfig, digest: str | None = None
+    ) -> str | None:
         """Push `cfg`; when it names another identity than the sidecar holds a certificate
         for (a reload added the security section), the certificate follows at once. Not
         before: a sidecar takes only a certificate for the identity its config names. Until
         it arrives (a round trip), its new TLS connections fail; should the push fail, it is
         retried in the background like a renewal, and the reload reports it."""
-        error = await self._post(pod, cfg)
+        error = await self._post(pod, cfg, digest)
         if error is not None or cfg.spiffe_id == pod.spiffe_id:
             return error
         pod.forget_certs()
@@ -613,7 +618,8 @@ class ControlPlane:
             return f"{error}; its config v{cfg.version} asks for TLS: retrying the certificate"
         return None
 
-    async def _post(self, pod: Pod, cfg: SidecarConfig) -> str | None:
+    async def _post(self, pod: Pod, cfg: SidecarConfig, digest: str | None = None) -> str | None:
+        """Push `cfg` (whose content_hash is `digest`, when known)."""
         url = f"{pod.started.admin_url}/config"
         body = cfg.model_dump_json().encode()
         headers = {TOKEN_HEADER: self.token, "content-type": "application/json"}
@@ -631,7 +637,7 @@ class ControlPlane:
         if answer.status != 200:
             text = answer.body[:300].decode(errors="replace")
             return f"{pod.name}: config rejected ({answer.status}): {text}"
-        pod.hash = cfg.content_hash()
+        pod.hash = digest if digest is not None else cfg.content_hash()
         pod.version = cfg.version
         pod.config = cfg
         return None

@@ -120,11 +120,13 @@ def pods(mesh: Mesh) -> list[PodSpec]:
 
 
 def tcp_destinations(mesh: Mesh, service: str) -> tuple[tuple[str, int], ...]:
-    """The tcp services a pod of `service` reaches, with their ports (see PodSpec)."""
+    """The tcp services a pod of `service` reaches, with their ports (see PodSpec): those
+    in its `calls:` when it has one."""
+    calls = mesh.services[service].calls
     return tuple(
         (name, svc.port)
         for name, svc in mesh.services.items()
-        if svc.protocol == "tcp" and name != service
+        if svc.protocol == "tcp" and name != service and (calls is None or name in calls)
     )
 
 
@@ -234,27 +236,138 @@ def render(
     defaults: Mapping[str, Any],
 ) -> sc.SidecarConfig:
     """The config `pod`'s sidecar serves. `endpoints`: the pods that may receive traffic now
-    (the control plane leaves out pods still starting and pods being drained)."""
-    listeners: list[sc.Listener] = []
-    extra: dict[str, Any] = {}
-    clusters = _clusters(mesh, endpoints)
-    if pod.is_ingress:
-        assert mesh.ingress is not None
-        listeners.append(
-            sc.Listener(
-                name="ingress",
-                kind="ingress",
-                address=placement.public,
-                port=mesh.ingress.port,
-                routes=tuple(
-                    sc.IngressRoute(
-                        name=r.name or f"r{i}", match=_match(r.match), virtual_host=r.to
-                    )
-                    for i, r in enumerate(mesh.ingress.routes)
-                ),
+    (the control plane leaves out pods still starting and pods being drained). To render
+    many pods' configs at once, use one `Renderer`."""
+    return Renderer(mesh, endpoints, version=version, defaults=defaults).render(pod, placement)
+
+
+def scope(mesh: Mesh, service: str) -> frozenset[str] | None:
+    """The services a sidecar of `service` routes to (Istio's Sidecar egress hosts): those
+    its `calls:` names, and those their routes send to (whose clusters its routes need);
+    None: every service (no `calls:`, or the gateway, `service` "")."""
+    svc = mesh.services.get(service)
+    if svc is None or svc.calls is None:
+        return None
+    out = set(svc.calls)
+    for dest in svc.calls:
+        for route in mesh.routes.get(dest, ()):
+            out.update(t.partition(".")[0] for t, _ in _targets(dest, route.to))
+    return frozenset(out)
+
+
+class Renderer:
+    """Renders the configs of one push: what sidecars share (a destination's virtual host, a
+    service's clusters) is built and validated once, not once per sidecar, which at 40 pods
+    was most of a save's time."""
+
+    def __init__(
+        self,
+        mesh: Mesh,
+        endpoints: Sequence[tuple[PodSpec, Placement]],
+        *,
+        version: int,
+        defaults: Mapping[str, Any],
+    ) -> None:
+        self.mesh = mesh
+        self.version = version
+        self.defaults = defaults
+        self._members: dict[str, list[tuple[PodSpec, Placement]]] = {}
+        for spec, where in endpoints:
+            self._members.setdefault(spec.service, []).append((spec, where))
+        self._vhosts: dict[str, sc.VirtualHost] = {}
+        self._clusters: dict[str, list[sc.Cluster]] = {}
+        self._hosts: dict[str, str] | None = None
+
+    def vhost(self, service: str) -> sc.VirtualHost:
+        found = self._vhosts.get(service)
+        if found is None:
+            found = self._vhosts[service] = _virtual_host(self.mesh, service)
+        return found
+
+    def clusters(self, service: str) -> list[sc.Cluster]:
+        """The service's cluster and one per version (subset)."""
+        found = self._clusters.get(service)
+        if found is None:
+            found = self._clusters[service] = _service_clusters(
+                self.mesh, service, self._members.get(service, [])
             )
+        return found
+
+    def service_hosts(self) -> dict[str, str]:
+        if self._hosts is None:
+            self._hosts = service_hosts(self.mesh)
+        return self._hosts
+
+    def render(self, pod: PodSpec, placement: Placement) -> sc.SidecarConfig:
+        """The config `pod`'s sidecar serves."""
+        mesh = self.mesh
+        visible = scope(mesh, pod.service)
+        listeners: list[sc.Listener] = []
+        extra: dict[str, Any] = {}
+        clusters = [
+            c
+            for name in mesh.services
+            if visible is None or name in visible
+            for c in self.clusters(name)
+        ]
+        if pod.is_ingress:
+            assert mesh.ingress is not None
+            listeners.append(
+                sc.Listener(
+                    name="ingress",
+                    kind="ingress",
+                    address=placement.public,
+                    port=mesh.ingress.port,
+                    routes=tuple(
+                        sc.IngressRoute(
+                            name=r.name or f"r{i}", match=_match(r.match), virtual_host=r.to
+                        )
+                        for i, r in enumerate(mesh.ingress.routes)
+                    ),
+                )
+            )
+        else:
+            listeners += self._pod_listeners(pod, placement, clusters)
+            if placement.captured:
+                extra["service_addresses"] = self.service_hosts()
+                extra["hosts_file"] = HOSTS_FILE
+        calls = mesh.services[pod.service].calls if pod.service else None
+        if calls is not None:
+            extra["egress"] = sc.Egress(
+                service=pod.service,
+                calls=calls,
+                hidden=tuple(name for name in mesh.services if name not in calls),
+            )
+        return sc.SidecarConfig.model_validate(
+            {
+                **self.defaults,
+                "version": self.version,
+                "mesh": mesh.name,
+                "node": pod.name,
+                "service": pod.service or None,
+                "subset": pod.subset,
+                "spiffe_id": spiffe_id(mesh, pod),
+                "admin": sc.Admin(address=placement.listen, port=sc.ADMIN_PORT),
+                "listeners": tuple(listeners),
+                "virtual_hosts": tuple(
+                    self.vhost(name)
+                    for name, svc in mesh.services.items()
+                    if svc.protocol != "tcp" and (calls is None or name in calls)
+                ),
+                "clusters": tuple(clusters),
+                **extra,
+            }
         )
-    else:
+
+    def _pod_listeners(
+        self,
+        pod: PodSpec,
+        placement: Placement,
+        clusters: list[sc.Cluster],
+    ) -> list[sc.Listener]:
+        """An app's pod: its inbound listener (and cluster, added to `clusters`), its outbound
+        listener, one per tcp service it reaches, and where captured, the HTTP ports."""
+        mesh = self.mesh
         inbound = f"inbound|{pod.port}"
         clusters.append(
             sc.Cluster(
@@ -275,7 +388,7 @@ def render(
                 clusters=(sc.WeightedCluster(cluster=inbound, weight=1),),
                 idle_timeout=_idle_timeout(mesh, pod.service),
             )
-        listeners.append(
+        listeners = [
             sc.Listener(
                 name="inbound",
                 kind="inbound",
@@ -285,46 +398,23 @@ def render(
                 tcp_proxy=own_tcp,
                 mtls=mtls_mode(mesh, pod.service),
                 authorization=_authorization(mesh, pod.service),
-            )
-        )
-        listeners.append(
+            ),
             sc.Listener(
                 name="outbound",
                 kind="outbound",
                 address=placement.local,
                 port=sc.OUTBOUND_PORT,
                 use_original_dst=placement.captured,
-            )
-        )
-        hosts = service_hosts(mesh) if placement.captured else {}
+            ),
+        ]
+        hosts = self.service_hosts() if placement.captured else {}
         listeners += [
             _tcp_outbound(mesh, dest, port, placement, hosts.get(dest))
             for dest, port in pod.tcp_services
         ]
         if placement.captured:
             listeners += _captured_http(mesh)
-            extra["service_addresses"] = hosts
-            extra["hosts_file"] = HOSTS_FILE
-    return sc.SidecarConfig.model_validate(
-        {
-            **defaults,
-            "version": version,
-            "mesh": mesh.name,
-            "node": pod.name,
-            "service": pod.service or None,
-            "subset": pod.subset,
-            "spiffe_id": spiffe_id(mesh, pod),
-            "admin": sc.Admin(address=placement.listen, port=sc.ADMIN_PORT),
-            "listeners": tuple(listeners),
-            "virtual_hosts": tuple(
-                _virtual_host(mesh, name)
-                for name, svc in mesh.services.items()
-                if svc.protocol != "tcp"
-            ),
-            "clusters": tuple(clusters),
-            **extra,
-        }
-    )
+        return listeners
 
 
 def _authorization(mesh: Mesh, service: str) -> tuple[sc.AuthzPolicy, ...]:
@@ -354,7 +444,9 @@ def _authz_policy(mesh: str, a: Authorization) -> sc.AuthzPolicy:
 def _captured_http(mesh: Mesh) -> list[sc.Listener]:
     """Where a captured pod's HTTP calls land: one listener per port that HTTP services are
     called on (80, and each one's own port), for every service address at once (Istio's
-    0.0.0.0_<port>); the Host then picks the service, as through HTTP_PROXY."""
+    0.0.0.0_<port>); the Host then picks the service, as through HTTP_PROXY. Also the ports
+    of services outside the pod's `calls:`, so that a call to one is answered 404 NR saying
+    why, not relayed as passthrough to an address that leads nowhere."""
     ports = {80} | {svc.port for svc in mesh.services.values() if svc.protocol != "tcp"}
     return [
         sc.Listener(
@@ -376,14 +468,7 @@ def _tcp_outbound(
     outbound listener hands it the connections made there). Its one route (if given) only
     splits connections among subsets."""
     routes = mesh.routes.get(service)
-    to = routes[0].to if routes else None
-    targets: Iterable[tuple[str, int]]
-    if to is None:
-        targets = [(service, 1)]
-    elif isinstance(to, str):
-        targets = [(to, 1)]
-    else:
-        targets = to.items()
+    targets = _targets(service, routes[0].to if routes else None)
     return sc.Listener(
         name=f"outbound|{port}|{service}",
         kind="outbound",
@@ -436,13 +521,17 @@ def _virtual_host(mesh: Mesh, service: str) -> sc.VirtualHost:
     )
 
 
+def _targets(service: str, to: str | Mapping[str, int] | None) -> Iterable[tuple[str, int]]:
+    """A route's `to` as (cluster, weight): by default the destination service itself."""
+    if to is None:
+        return [(service, 1)]
+    if isinstance(to, str):
+        return [(to, 1)]
+    return to.items()
+
+
 def _route(service: str, index: int, r: Route) -> sc.Route:
-    if r.to is None:
-        targets: Iterable[tuple[str, int]] = [(service, 1)]
-    elif isinstance(r.to, str):
-        targets = [(r.to, 1)]
-    else:
-        targets = r.to.items()
+    targets = _targets(service, r.to)
     retries = None
     if r.retries is not None:
         retries = sc.RetryPolicy(
@@ -497,21 +586,22 @@ def _match(m: Match) -> sc.RouteMatch:
     )
 
 
-def _clusters(mesh: Mesh, endpoints: Sequence[tuple[PodSpec, Placement]]) -> list[sc.Cluster]:
-    out: list[sc.Cluster] = []
-    for name, svc in mesh.services.items():
-        policy = mesh.policies.get(name) or Policy()
-        members = [(s, p) for s, p in endpoints if s.service == name]
-        h2 = svc.protocol in HTTP2_PROTOCOLS
-        # Istio's auto mTLS: a destination that takes mTLS (STRICT or PERMISSIVE) is called
-        # with it, and only its own workloads' certificates are accepted.
-        tls = None
-        if mtls_mode(mesh, name) != "DISABLE":
-            tls = sc.UpstreamTls(spiffe_ids=(wc.spiffe_id(mesh.name, name),))
-        out.append(_cluster(name, policy, members, h2, tls))
-        for vname in svc.versions:
-            subset = [(s, p) for s, p in members if s.subset == vname]
-            out.append(_cluster(f"{name}.{vname}", policy, subset, h2, tls))
+def _service_clusters(
+    mesh: Mesh, name: str, members: Sequence[tuple[PodSpec, Placement]]
+) -> list[sc.Cluster]:
+    """`name`'s cluster and one per version (subset); `members`: its routable pods."""
+    svc = mesh.services[name]
+    policy = mesh.policies.get(name) or Policy()
+    h2 = svc.protocol in HTTP2_PROTOCOLS
+    # Istio's auto mTLS: a destination that takes mTLS (STRICT or PERMISSIVE) is called
+    # with it, and only its own workloads' certificates are accepted.
+    tls = None
+    if mtls_mode(mesh, name) != "DISABLE":
+        tls = sc.UpstreamTls(spiffe_ids=(wc.spiffe_id(mesh.name, name),))
+    out = [_cluster(name, policy, members, h2, tls)]
+    for vname in svc.versions:
+        subset = [(s, p) for s, p in members if s.subset == vname]
+        out.append(_cluster(f"{name}.{vname}", policy, subset, h2, tls))
     return out
 
 

@@ -9,7 +9,6 @@ rejected config answers with every reason, not the first.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any, Literal
 
@@ -277,6 +276,16 @@ class Listener(_Model):
     use_original_dst: bool = False
 
 
+class Egress(_Model):
+    """Istio's Sidecar resource, egress hosts: this sidecar routes only to the services its
+    app calls (mesh.yaml's `calls:`). A request for one of `hidden` (the mesh's services it
+    does not call) is answered 404 NR, as for any unknown host, but saying why."""
+
+    service: str = Field(min_length=1)
+    calls: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
+
+
 class Admin(_Model):
     address: str = "127.0.0.1"
     port: int = Field(default=ADMIN_PORT, ge=1, le=65535)
@@ -317,6 +326,9 @@ class SidecarConfig(_Model):
     # every service name resolves in the pod, services added by a reload included.
     service_addresses: dict[str, str] = Field(default_factory=dict)
     hosts_file: str | None = None
+    # Set: the pod's service declares `calls:` and this config holds only those services'
+    # routes; None: every service of the mesh is routed.
+    egress: Egress | None = None
 
     @model_validator(mode="after")
     def _references(self) -> SidecarConfig:
@@ -326,9 +338,11 @@ class SidecarConfig(_Model):
         return self
 
     def content_hash(self) -> str:
-        """Hash of everything but the version, so an unchanged config keeps its hash."""
-        body = self.model_dump(mode="json", exclude={"version"})
-        raw = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        """Hash of everything but the version, so an unchanged config keeps its hash.
+
+        Of pydantic's own JSON, whose order is the fields' (and the renderer's for the one
+        mapping): a third of the time of a sorted `json.dumps`, which counted at 40 pods."""
+        raw = self.model_dump_json(exclude={"version"}).encode()
         return hashlib.sha256(raw).hexdigest()[:16]
 
     def cluster(self, name: str) -> Cluster | None:
@@ -406,6 +420,21 @@ def parse_config(data: object) -> SidecarConfig:
                 f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
                 for e in exc.errors(include_url=False)
             ]
+        ) from None
+
+
+def parse_config_json(body: bytes) -> SidecarConfig:
+    """`parse_config` of a JSON body, decoded by pydantic itself (faster than json.loads and
+    a validation of the objects); raises ConfigRejected listing every reason, a body that is
+    no JSON included."""
+    try:
+        return SidecarConfig.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise ConfigRejected([f"body is not JSON: {errors[0]['msg']}"]) from None
+        raise ConfigRejected(
+            [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in errors]
         ) from None
 
 

@@ -278,6 +278,13 @@ class Service(_Model):
     versions: NamedMap[Version] = Field(
         default_factory=_empty, description="Subsets (e.g. v1, v2) with their own replicas and env."
     )
+    calls: tuple[str, ...] | None = Field(
+        default=None,
+        description="The services this service's app calls (the hosts of Istio's Sidecar "
+        "resource, egress): its sidecar gets only their routes and clusters, so a save "
+        "touching another service pushes nothing to it, and a call to a service not listed "
+        "gets 404 with response flag NR and a log line saying why. Default: every service.",
+    )
     excluded_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(
         default=(),
         description="Ports the Docker runtime's traffic capture leaves alone, both ways (Istio's "

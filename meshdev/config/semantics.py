@@ -368,6 +368,8 @@ class _Check:
             self.build_folder((*vpath, "build"), ver.build)
             if ver.build and ver.image:
                 self.add((*vpath, "image"), "give build or image, not both")
+        if svc.calls is not None:
+            self.calls((*path, "calls"), svc.calls)
         if svc.health_path is not None and not svc.health_path.startswith("/"):
             self.add((*path, "health_path"), "must start with /")
         if svc.liveness_path is not None and not svc.liveness_path.startswith("/"):
@@ -379,6 +381,26 @@ class _Check:
                 (*path, "health_path"),
                 "a tcp service is not asked over HTTP: it is ready when its port accepts",
             )
+
+    def calls(self, path: Path, calls: tuple[str, ...]) -> None:
+        """Istio's Sidecar egress hosts name services: no subsets (a caller reaches a version
+        through the service's routes), no other mesh's hosts, each once."""
+        services = list(self.mesh.services)
+        seen: set[str] = set()
+        for i, name in enumerate(calls):
+            where = (*path, i)
+            service, dot, _ = name.partition(".")
+            if name in seen:
+                self.add(where, f"{name!r} is listed twice")
+            elif dot and service in self.mesh.services:
+                self.add(
+                    where,
+                    f"calls names services, not versions: give {service!r} (its routes pick "
+                    "the version)",
+                )
+            elif name not in self.mesh.services:
+                self.unknown(where, "service", name, services, at_key=False)
+            seen.add(name)
 
     def build_folder(self, path: Path, build: str | None) -> None:
         if build is None or self.base_dir is None:

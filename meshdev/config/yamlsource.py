@@ -40,6 +40,20 @@ class SourceMap:
         return self.keys.get(path) or self.value_pos(path)
 
 
+# libyaml composes a 40-service file in a fifth of the pure-Python parser's time (~25 ms of
+# every save at that size); positions are the same, its error messages are not.
+_FAST_LOADER: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+
+
+def _compose(text: str) -> Node | None:
+    if _FAST_LOADER is not None:
+        try:
+            return yaml.compose(text, Loader=_FAST_LOADER)
+        except yaml.YAMLError:
+            pass  # say it as the pure-Python parser does, which the messages were written for
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 class YamlProblems(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("; ".join(p.message for p in problems))
@@ -64,7 +78,7 @@ def read_yaml(raw: bytes, file: str) -> tuple[object, SourceMap]:
             ]
         )
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         raise YamlProblems([_syntax_problem(exc, file)]) from None
     except yaml.YAMLError as exc:

@@ -13,6 +13,7 @@ from meshdev.sidecar.filters.fault import FaultSpec
 from meshdev.sidecar.filters.ratelimit import TokenBucket
 from meshdev.sidecar.filters.rbac import RbacEngine
 from meshdev.sidecar.router.retry import RetryRules
+from meshdev.sidecar.router.scope import EgressScope
 from meshdev.sidecar.router.table import HostIndex, RouteTable, WeightedPick
 from meshdev.sidecar.stats.sets import (
     ListenerStatSet,
@@ -180,3 +181,5 @@ class Compiled:
     clusters: dict[str, ClusterEntry]
     # The tcp_proxy listeners, by name (the HTTP ones are `listeners`).
     tcp_listeners: dict[str, TcpProxyEntry] = field(default_factory=dict)
+    # Set: the config is scoped to the services its app calls (why a host has no route).
+    egress: EgressScope | None = None

@@ -29,6 +29,7 @@ from meshdev.sidecar.compiled import (
 from meshdev.sidecar.filters.fault import effective_fault
 from meshdev.sidecar.filters.ratelimit import TokenBucket
 from meshdev.sidecar.filters.rbac import RbacEngine
+from meshdev.sidecar.router.scope import EgressScope
 from meshdev.sidecar.router.table import HostIndex, Matcher, RouteTable, WeightedPick
 from meshdev.sidecar.stats.sets import ListenerStatSet, RbacStatSet, RouteStatSet, TcpStatSet
 from meshdev.sidecar.upstream.cluster import ClusterOwner, ClusterState
@@ -42,6 +43,10 @@ class Compiler:
         self._store = owner.stats_store
         self.clusters: dict[str, ClusterState] = {}
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
+        # A route's stat set only holds its Store's objects, which outlive every swap: kept
+        # by (virtual host, route) rather than fetched again from the Store, which was 40%
+        # of a compile (a save at 40 pods compiles in every sidecar at once).
+        self._route_stats: dict[tuple[str, str], RouteStatSet] = {}
 
     def compile(self, config: SidecarConfig, runtime: dict[str, str]) -> Compiled:
         """Build `config`'s entries; `runtime` holds the fault overrides in force."""
@@ -57,15 +62,17 @@ class Compiler:
 
         routes: list[RouteEntry] = []
         buckets: dict[tuple[str, str], TokenBucket] = {}
+        route_stats: dict[tuple[str, str], RouteStatSet] = {}
         vhost_entries: dict[str, VHostEntry] = {}
         for v in config.virtual_hosts:
             table: list[tuple[Matcher, RouteEntry]] = []
             for r in v.routes:
-                entry = self._route(v, r, cluster_entries, buckets, runtime)
+                entry = self._route(v, r, cluster_entries, buckets, route_stats, runtime)
                 routes.append(entry)
                 table.append((Matcher(r.match), entry))
             vhost_entries[v.name] = VHostEntry(v.name, RouteTable(table))
         self._buckets = buckets
+        self._route_stats = route_stats
 
         listeners: dict[str, ListenerEntry] = {}
         tcp_listeners: dict[str, TcpProxyEntry] = {}
@@ -95,7 +102,10 @@ class Compiler:
             )
 
         index = HostIndex([(v.domains, vhost_entries[v.name]) for v in config.virtual_hosts])
-        return Compiled(config, listeners, index, tuple(routes), cluster_entries, tcp_listeners)
+        egress = None if config.egress is None else EgressScope(config.egress, config.mesh)
+        return Compiled(
+            config, listeners, index, tuple(routes), cluster_entries, tcp_listeners, egress
+        )
 
     def _route(
         self,
@@ -103,9 +113,15 @@ class Compiler:
         r: Route,
         cluster_entries: dict[str, ClusterEntry],
         buckets: dict[tuple[str, str], TokenBucket],
+        route_stats: dict[tuple[str, str], RouteStatSet],
         runtime: dict[str, str],
     ) -> RouteEntry:
         pick = WeightedPick([(cluster_entries[wc.cluster], wc.weight) for wc in r.clusters])
+        key = (v.name, r.name)
+        stats = self._route_stats.get(key)
+        if stats is None:
+            stats = RouteStatSet(self._store, v.name, r.name)
+        route_stats[key] = stats
         bucket = None
         if r.rate_limit is not None:
             bucket = self._bucket(v.name, r.name, r.rate_limit)
@@ -115,7 +131,7 @@ class Compiler:
             v.name,
             r,
             pick,
-            RouteStatSet(self._store, v.name, r.name),
+            stats,
             bucket,
             fault,
             v.include_attempt_count_in_response,

@@ -87,6 +87,8 @@ def _services(mesh: Mesh) -> Dict:
         entry["excluded_ports"] = sorted(set(svc.excluded_ports))
         if "versions" in fields:
             entry["versions"] = fields["versions"]
+        if svc.calls is not None:
+            entry["calls"] = svc.calls
         out[name] = entry
     return out
 

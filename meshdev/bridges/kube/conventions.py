@@ -49,6 +49,9 @@ RATE_LIMIT_TYPE: Final = (
 )
 RATE_LIMIT_NAME: Final = "local-ratelimit"
 
+# A Sidecar's egress host that matches nothing: `~` is Istio's namespace of no service.
+NO_HOSTS: Final = "~/*"
+
 TRUST_DOMAIN: Final = "cluster.local"
 # meshdev's apps call a service on port 80 (http://backend), or on its own port where
 # traffic is captured: its Kubernetes Service offers both.

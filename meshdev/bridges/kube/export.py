@@ -1,7 +1,7 @@
 """A mesh -> the files that run it on Kubernetes with Istio: one YAML file per service (its
-identity, Service, Deployments, routes, policy, mTLS and authorization), one for the
-namespace, one for the ingress, one for local rate limits, and a README.txt saying how to
-build, push and apply them. Pure: the caller writes the files."""
+identity, Service, Deployments, routes, policy, the services it calls, mTLS and
+authorization), one for the namespace, one for the ingress, one for local rate limits, and a
+README.txt saying how to build, push and apply them. Pure: the caller writes the files."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from meshdev.bridges.kube.export_traffic import (
     rate_limit_gaps,
     sidecar_envoy_filter,
     sidecar_limits,
+    sidecar_scope,
     virtual_service,
 )
 from meshdev.bridges.kube.export_workloads import (
@@ -94,6 +95,9 @@ def export_mesh(
         vs = virtual_service(mesh, name, target, gaps)
         if vs is not None:
             docs.append(vs)
+        scope = sidecar_scope(mesh, name, target, gaps)
+        if scope is not None:
+            docs.append(scope)
         pa = service_peer_authentication(mesh, name, target)
         if pa is not None:
             docs.append(pa)

@@ -258,6 +258,33 @@ def virtual_service(mesh: Mesh, dest: str, target: Target, gaps: Gaps) -> Doc | 
     }
 
 
+def sidecar_scope(mesh: Mesh, service: str, target: Target, gaps: Gaps) -> Doc | None:
+    """`calls:` as Istio's Sidecar resource for the service's workloads: egress hosts in
+    `namespace/dnsName` form (`./` is the Sidecar's own namespace); no service at all is
+    Istio's `~/*` (a namespace that holds nothing). None: no `calls:`, every service."""
+    calls = mesh.services[service].calls
+    if calls is None:
+        return None
+    hosts = [f"./{kc.fqdn(dest, target.namespace)}" for dest in calls] or [kc.NO_HOSTS]
+    gaps.add(
+        f"services.{service}.calls",
+        "Istio's Sidecar scopes the config as calls: does, but with its default "
+        "outboundTrafficPolicy (ALLOW_ANY) a call outside it goes through as passthrough, "
+        "without the callee's routes and policies, where meshdev answers 404 NR; "
+        "outboundTrafficPolicy REGISTRY_ONLY would refuse it (502), and every host outside "
+        "the mesh with it",
+    )
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "Sidecar",
+        "metadata": metadata(service, target.namespace, labels(mesh, app=service)),
+        "spec": {
+            "workloadSelector": {"labels": {kc.APP: service}},
+            "egress": [{"hosts": hosts}],
+        },
+    }
+
+
 def sidecar_limits(mesh: Mesh, dest: str, target: Target) -> list[RateLimited]:
     svc = mesh.services[dest]
     out = []

@@ -764,3 +764,48 @@ def _route_limit(e: Source, p: Path, ctx: Context, routes: dict[str, list[RouteD
     e.take(*p, "match")
     e.take(*p, "patch", "operation")
     return True
+
+
+def read_sidecars(sidecars: list[Source], ctx: Context) -> dict[str, list[str]]:
+    """Istio's Sidecar resources that select one service: their egress hosts as that
+    service's `calls:` (`./<service>.<ns>.svc.cluster.local` and the shorter spellings of a
+    service of these files; `~/*` no service). A host pattern naming every service of the
+    namespace (`*/*`, `./*`) is meshdev's default: no `calls:`."""
+    out: dict[str, list[str]] = {}
+    for s in sidecars:
+        labels = s.mapping("spec", "workloadSelector", "labels")
+        app = labels.get(kc.APP)
+        if set(labels) != {kc.APP} or not isinstance(app, str) or app not in ctx.services:
+            s.note(
+                ("spec", "workloadSelector"),
+                "selects no one service of these files (meshdev's calls: is per service): left out",
+            )
+            continue
+        if app in out:
+            s.note((), f"a second Sidecar for {app}: left out")
+            continue
+        s.take("spec", "workloadSelector")
+        if len(s.sequence("spec", "egress")) != 1:
+            s.note(("spec", "egress"), "meshdev's calls: is one list of hosts: left out")
+            continue
+        calls: list[str] = []
+        every = False
+        for j, host in s.items("spec", "egress", 0, "hosts"):
+            where: Path = ("spec", "egress", 0, "hosts", j)
+            space, _, dns = str(host).partition("/")
+            here = space in (".", "*", ctx.namespace)
+            name = ctx.service(dns) if here else None
+            if host == kc.NO_HOSTS:
+                s.take(*where)
+            elif here and dns == "*":
+                every = True
+                s.take(*where)
+            elif name is not None:
+                if name not in calls:
+                    calls.append(name)
+                s.take(*where)
+            else:
+                s.note(where, "names no service of these files: left out")
+        if not every:
+            out[app] = calls
+    return out

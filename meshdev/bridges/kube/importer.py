@@ -35,6 +35,7 @@ from meshdev.bridges.kube.import_traffic import (
     read_destination_rules,
     read_gateways,
     read_rate_limits,
+    read_sidecars,
     read_virtual_services,
     suffixed,
 )
@@ -58,6 +59,7 @@ _KINDS = (
     "EnvoyFilter",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "Sidecar",
 )
 
 
@@ -167,7 +169,10 @@ def import_istio(
     mesh: Dict = {"name": mesh_name}
     if base_image is not None:
         mesh["base_image"] = base_image
+    calls = read_sidecars(kinds["Sidecar"], ctx)
     mesh["services"] = {n: _service(services[n], services) for n in sorted(services)}
+    for n, called in calls.items():
+        mesh["services"][n]["calls"] = called
     routes = {dest: _routes(dest, d) for dest, d in sorted(drafts.items())}
     mesh_routes = {dest: r for dest, r in routes.items() if r}
     gateways = read_gateways(kinds["Gateway"])

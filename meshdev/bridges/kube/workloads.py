@@ -94,11 +94,13 @@ class ImpliedEnv:
 
 
 def tcp_services(mesh: Mesh, service: str) -> tuple[tuple[str, int], ...]:
-    """The tcp services a workload of `service` reaches (plan.tcp_destinations)."""
+    """The tcp services a workload of `service` reaches (plan.tcp_destinations): those in
+    its `calls:` when it has one."""
+    calls = mesh.services[service].calls
     return tuple(
         (name, svc.port)
         for name, svc in mesh.services.items()
-        if svc.protocol == "tcp" and name != service
+        if svc.protocol == "tcp" and name != service and (calls is None or name in calls)
     )
 
 

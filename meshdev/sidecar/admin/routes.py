@@ -19,7 +19,11 @@ from urllib.parse import parse_qsl
 from pydantic import ValidationError
 
 from meshdev.common.histogram import HistogramSnapshot
-from meshdev.common.sidecar_config import ConfigRejected, SidecarConfig, parse_config
+from meshdev.common.sidecar_config import (
+    ConfigRejected,
+    SidecarConfig,
+    parse_config_json,
+)
 from meshdev.common.stattags import TagExtractor
 from meshdev.common.workload_certs import CERTS_PATH, WorkloadCerts
 from meshdev.sidecar.admin.app_health import ProbeRefused, app_endpoint, probe
@@ -282,7 +286,7 @@ class Endpoints:
         body = await read_body(call.request, self._body_limit())
         current = self.surface.config
         try:
-            config = parse_config(json.loads(body))
+            config = parse_config_json(body)
         except ConfigRejected as exc:
             return self._rejected(current, exc.reasons)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -292,8 +296,10 @@ class Endpoints:
         except (ValueError, OSError) as exc:
             # The data plane refused it (a port it cannot bind...): it keeps the old config.
             return self._rejected(current, [f"apply failed: {exc}"])
-        self.surface.stats.counter("config.update_success").inc()
-        count_config_update(self.surface.stats, applied=True)
+        # Read once: each read of `stats` first brings every cluster's counts up to date.
+        stats = self.surface.stats
+        stats.counter("config.update_success").inc()
+        count_config_update(stats, applied=True)
         log.info("config version %s applied (was %s)", config.version, current.version)
         identity = self.identity
         return json_answer(

@@ -4,7 +4,8 @@
     (delay, then abort) -> forward (proxy/forward.py: the tries under the route timeout)
 
 Envoy's answers and flags when something goes wrong (flags as in %RESPONSE_FLAGS%):
-no route 404 `NR` (`http.<listener>.no_route`); denied by the listener's authorization
+no route 404 `NR` (`http.<listener>.no_route`; for a service outside the app's `calls:`,
+with a body and a log line saying so, router/scope.py); denied by the listener's authorization
 policies (Envoy's RBAC filter, filters/rbac.py) 403 `RBAC: access denied`, flag `RBAC`, details
 `rbac_access_denied_matched_policy[<policy>|none]`, counted in `http.<listener>.rbac.denied`
 (and a request let through in `.rbac.allowed`); rate limited 429 `RL` with
@@ -134,6 +135,15 @@ class Proxy:
             if route is None:
                 ls.no_route.value += 1
                 rec.add_flag(NO_ROUTE_FOUND)
+                scope = compiled.egress
+                dest = scope.hidden(req.authority) if scope is not None else None
+                if scope is not None and dest is not None and kind == "outbound":
+                    # A service outside the app's `calls:`: say so, or the 404 looks like
+                    # a broken route.
+                    scope.tell(dest)
+                    rec.details = scope.details(dest)
+                    await send_local(w, rec, Reply(404, f"{scope.why(dest)}\n".encode()))
+                    return
                 await send_local(w, rec, Reply(404, b""))
                 return
             rec.route = route.name

@@ -26,16 +26,21 @@ QUANTILE_KEYS = tuple(f"p{percent(q)}" for q in SUMMARY_QUANTILES)
 
 
 class ConfigIdentity:
-    """`{"version", "hash"}` of the serving config; the hash is computed once per config."""
+    """`{"version", "hash"}` of the serving config; the hash is computed once per config.
+
+    Two are remembered, since a push's answer names the new config and the one it replaced:
+    with one, each push hashed the whole config four times."""
 
     def __init__(self) -> None:
-        self._config: SidecarConfig | None = None
-        self._hash = ""
+        self._hashes: list[tuple[SidecarConfig, str]] = []
 
     def hash(self, config: SidecarConfig) -> str:
-        if config is not self._config:
-            self._config, self._hash = config, config.content_hash()
-        return self._hash
+        for known, digest in self._hashes:
+            if known is config:
+                return digest
+        digest = config.content_hash()
+        self._hashes = [(config, digest), *self._hashes[:1]]
+        return digest
 
     def describe(self, config: SidecarConfig) -> dict[str, object]:
         return {"version": config.version, "hash": self.hash(config)}

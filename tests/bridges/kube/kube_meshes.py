@@ -23,6 +23,7 @@ services:
     health_path: /ready
     excluded_ports: [9090, 3306]
     env: {MODE: prod}
+    calls: [api, db]
   api:
     build: ./api
     port: 9000
@@ -286,6 +287,9 @@ def meshes(draw: st.DrawFn) -> dict[str, Any]:
         )
     )
     svcs = {n: draw(_service(p)) for n, p in zip(service_names, ports, strict=True)}
+    for svc in svcs.values():
+        if draw(st.booleans()):
+            svc["calls"] = draw(st.lists(st.sampled_from(service_names), unique=True))
     name = draw(names)
     doc: dict[str, Any] = {"name": name, "services": svcs}
     http = [n for n, s in svcs.items() if s["protocol"] != "tcp"]

@@ -428,9 +428,9 @@ def test_authorization_policies_name_service_accounts_of_the_namespace(rich: Exp
 # -- what cannot be said ------------------------------------------------------------------
 
 
-def test_the_example_warns_only_of_its_published_port(example: Export) -> None:
-    assert [g.field for g in example.gaps] == ["ingress.port"]
-    assert "ingress.port: meshdev publishes the gateway on 127.0.0.1:8000" in str(example.gaps[0])
+def test_the_example_warns_only_of_its_published_port_and_its_calls(example: Export) -> None:
+    assert [g.field for g in example.gaps] == ["services.frontend.calls", "ingress.port"]
+    assert "ingress.port: meshdev publishes the gateway on 127.0.0.1:8000" in str(example.gaps[1])
 
 
 def test_knobs_istio_lacks_are_warnings_naming_the_field() -> None:
@@ -550,3 +550,29 @@ def test_output_is_deterministic_whatever_the_mesh_files_order() -> None:
     two = Mesh.model_validate({**one.model_dump(by_alias=True), "services": services})
     assert export_mesh(one).files == export_mesh(one).files
     assert export_mesh(one).files == export_mesh(two).files
+
+
+def test_calls_become_a_sidecar_resource_with_its_egress_hosts() -> None:
+    mesh = mesh_of(
+        "name: m\nservices:\n  a: {image: x, calls: [b]}\n  b: {image: x, calls: []}\n"
+        "  c: {image: x}\n"
+    )
+    result = export_mesh(mesh, namespace="prod")
+    a, b = find(result, "Sidecar", "a"), find(result, "Sidecar", "b")
+    assert a["spec"] == {
+        "workloadSelector": {"labels": {"app": "a"}},
+        "egress": [{"hosts": ["./b.prod.svc.cluster.local"]}],
+    }
+    # Calling nothing: `~` is Istio's namespace of no service.
+    assert b["spec"]["egress"] == [{"hosts": ["~/*"]}]
+    assert not [
+        d
+        for d in all_documents(result.documents)
+        if d["metadata"]["name"] == "c" and d["kind"] == "Sidecar"
+    ]
+    for doc in (a, b):
+        assert errors(doc) == []
+    assert [g.field for g in result.gaps if g.field.endswith(".calls")] == [
+        "services.a.calls",
+        "services.b.calls",
+    ]

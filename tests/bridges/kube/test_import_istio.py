@@ -234,3 +234,58 @@ spec:
     )
     headers = "vs.yaml#1 VirtualService/ratings spec.http[1].route[0].headers"
     assert f"{headers}: mesh.yaml has no such field" in listed
+
+
+SIDECARS = """\
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress:
+    - hosts: [./reviews.default.svc.cluster.local, default/details, istio-system/*, ./nosuch]
+      port: {number: 9080, protocol: HTTP, name: http}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  egress: [{hosts: ["./*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: ratings}
+spec:
+  workloadSelector: {labels: {app: ratings}}
+  egress: [{hosts: ["~/*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  egress: [{hosts: ["./*", "istio-system/*"]}]
+"""
+
+
+def test_sidecars_become_calls_and_what_they_cannot_say_is_listed() -> None:
+    bookinfo = (FIXTURES / "bookinfo.yaml").read_text(encoding="utf-8")
+    result = import_istio([("bookinfo.yaml", bookinfo), ("sidecars.yaml", SIDECARS)])
+    calls = {name: svc.calls for name, svc in result.mesh.services.items()}
+    assert calls == {
+        "details": None,
+        "productpage": ("reviews", "details"),
+        "ratings": (),  # `~/*`: no service at all
+        "reviews": None,  # every service of its namespace: meshdev's default
+    }
+    listed = notes(result)
+    for expected in (
+        "sidecars.yaml#1 Sidecar/productpage spec.egress[0].hosts[2]: names no service of "
+        "these files: left out",
+        "sidecars.yaml#1 Sidecar/productpage spec.egress[0].hosts[3]: names no service of "
+        "these files: left out",
+        "sidecars.yaml#1 Sidecar/productpage spec.egress[0].port: mesh.yaml has no such field",
+        "sidecars.yaml#4 Sidecar/default spec.workloadSelector: selects no one service of "
+        "these files (meshdev's calls: is per service): left out",
+    ):
+        assert expected in listed, listed
