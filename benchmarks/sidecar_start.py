@@ -36,7 +36,7 @@ from meshdev import plan
 from meshdev.config import load_mesh
 from meshdev.control import load_defaults
 from meshdev.runtime.process import procscan
-from meshdev.runtime.process.runtime import ProcessRuntime, SidecarStart
+from meshdev.runtime.process.runtime import ENV_SIDECAR_START, ProcessRuntime, SidecarStart
 from meshdev.runtime.readiness import http_ok
 
 READY_TIMEOUT_S = 120.0
@@ -155,7 +155,8 @@ async def start_sidecars(folder: Path, k: int, mode: SidecarStart) -> dict[str, 
         await runtime.teardown()
 
 
-def time_up(folder: Path, services: int, env: dict[str, str]) -> dict[str, Any]:
+def time_up(folder: Path, services: int, mode: str) -> dict[str, Any]:
+    env = {**os.environ, ENV_SIDECAR_START: mode}
     name = f"scu{secrets.token_hex(3)}"
     app = folder / "app.py"
     app.write_text(APP)
@@ -181,9 +182,20 @@ def time_up(folder: Path, services: int, env: dict[str, str]) -> dict[str, Any]:
     assert proc.stdout is not None
     out: list[str] = []
     ready = None
+    # Where the time goes: seconds from the command's start to its progress lines.
+    marks: dict[str, float] = {}
+    pods_ready: list[float] = []
     try:
         for line in proc.stdout:
+            at = round(time.perf_counter() - t0, 2)
             out.append(line.rstrip())
+            if line.startswith("starting "):
+                marks["starting_pods"] = at
+            elif line.startswith("pod ") and line.rstrip().endswith(" ready"):
+                pods_ready.append(at)
+            elif line.startswith("applied "):
+                marks["pushed"] = at
+                marks["applied_line"] = line.strip()  # type: ignore[assignment]
             if line.startswith("ready:"):
                 ready = time.perf_counter() - t0
                 break
@@ -199,7 +211,15 @@ def time_up(folder: Path, services: int, env: dict[str, str]) -> dict[str, Any]:
         )
     if ready is None:
         raise RuntimeError("up never printed ready:\n" + "\n".join(out[-20:]))
-    return {"services": services, "pods": services * 2 + 1, "up_s": round(ready, 2)}
+    if pods_ready:
+        marks["first_pod_ready"], marks["last_pod_ready"] = pods_ready[0], pods_ready[-1]
+    return {
+        "mode": mode,
+        "services": services,
+        "pods": services * 2 + 1,
+        "up_s": round(ready, 2),
+        "marks": marks,
+    }
 
 
 def main() -> None:
@@ -222,9 +242,10 @@ def main() -> None:
                     print(json.dumps(results["sidecars"][-1]), file=sys.stderr)
         if args.up:
             for _ in range(args.up_runs):
-                for n in (5, 20):
-                    results["up"].append(time_up(folder, n, dict(os.environ)))
-                    print(json.dumps(results["up"][-1]), file=sys.stderr)
+                for mode in args.modes.split(","):
+                    for n in (5, 20):
+                        results["up"].append(time_up(folder, n, mode))
+                        print(json.dumps(results["up"][-1]), file=sys.stderr)
         results["load_after"] = os.getloadavg()
         results["summary"] = summarise(results)
     json.dump(results, sys.stdout, indent=2)
@@ -249,12 +270,18 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             "pss_mb_k20": med(20, "pss_mb_median"),
             "pss_mb_with_template_share_k20": med(20, "pss_mb_with_template_share"),
         }
-    if results["up"]:
+    for mode in {r["mode"] for r in results["up"]}:
         by = {
-            n: statistics.median(r["up_s"] for r in results["up"] if r["services"] == n)
+            n: statistics.median(
+                r["up_s"] for r in results["up"] if r["services"] == n and r["mode"] == mode
+            )
             for n in (5, 20)
         }
-        out["up"] = {"s_11_pods": by[5], "s_41_pods": by[20], "ratio": round(by[20] / by[5], 2)}
+        out[f"up_{mode}"] = {
+            "s_11_pods": by[5],
+            "s_41_pods": by[20],
+            "ratio": round(by[20] / by[5], 2),
+        }
     return out
 
 
