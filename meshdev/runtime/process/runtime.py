@@ -32,7 +32,7 @@ from meshdev.runtime.base import (
 from meshdev.runtime.paths import mesh_dir
 from meshdev.runtime.process import procscan
 from meshdev.runtime.process.logtail import follow, tail
-from meshdev.runtime.process.template import ForkedProcess, SidecarTemplate
+from meshdev.runtime.process.template import ForkedProcess, SidecarTemplate, StartRefused
 from meshdev.runtime.readiness import http_status, tcp_open
 
 # The suffix of the files that note which process runs a pod's container (see record_path).
@@ -158,8 +158,19 @@ class ProcessRuntime:
 
     async def _spawn(
         self, pod: str, container: Container, argv: list[str], *, env: dict[str, str], cwd: Path
-    ) -> asyncio.subprocess.Process:
+    ) -> Child:
         log = self.log_path(pod, container)
+        if self.sidecar_start == "template":
+            # Started by the template, not forked here: see meshdev/sidecar/template.py.
+            template = await self._sidecar_template()
+            try:
+                proc: Child = await template.spawn(argv=argv, env=env, log=log, cwd=cwd)
+            except StartRefused as exc:
+                raise RuntimeFailure(
+                    f"pod {pod}: cannot start {container} ({shlex.join(argv)}) in {cwd}: {exc}"
+                ) from None
+            procscan.record(self.record_path(pod, container), proc.pid)
+            return proc
         with log.open("ab") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -185,7 +196,12 @@ class ProcessRuntime:
     ) -> ForkedProcess:
         template = await self._sidecar_template()
         log = self.log_path(pod, "sidecar")
-        proc = await template.fork(argv=argv, env=env, config=config, log=log, cwd=self.dir)
+        try:
+            proc = await template.fork_sidecar(
+                argv=argv, env=env, config=config, log=log, cwd=self.dir
+            )
+        except StartRefused as exc:
+            raise RuntimeFailure(f"pod {pod}: cannot start its sidecar: {exc}") from None
         procscan.record(self.record_path(pod, "sidecar"), proc.pid)
         return proc
 

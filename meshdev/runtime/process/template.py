@@ -1,9 +1,9 @@
 """The runtime's side of the sidecar template (meshdev/sidecar/template.py): start it, ask it to
-fork sidecars, and follow their exits through it.
+fork sidecars and start apps, and follow their exits through it.
 
-A forked sidecar is not this process's child, so its exit code reaches here only as the
-template's message; a `ForkedProcess` stands in for asyncio's Process with what the runtime
-uses of one (pid, returncode, wait). Should the template die first, its sidecars run on as
+What the template starts is not this process's child, so its exit code reaches here only as
+the template's message; a `ForkedProcess` stands in for asyncio's Process with what the runtime
+uses of one (pid, returncode, wait). Should the template die first, its pods run on as
 orphans: they are then watched by polling, and an exit seen that way has no code to report.
 """
 
@@ -23,6 +23,10 @@ from meshdev.runtime.process.logtail import tail
 ROLE = "sidecar-template"
 # How often an orphan's liveness is checked once the template is gone.
 _ORPHAN_POLL_S = 0.1
+
+
+class StartRefused(OSError):
+    """The template could not start what it was asked to (its program missing, say)."""
 
 
 class ForkedProcess:
@@ -87,24 +91,28 @@ class SidecarTemplate:
     def alive(self) -> bool:
         return self.proc.returncode is None and not self._reader.done()
 
-    async def fork(
+    async def fork_sidecar(
         self, *, argv: list[str], env: dict[str, str], config: Path, log: Path, cwd: Path
     ) -> ForkedProcess:
+        """A sidecar serving `config`, showing `argv` as its command line."""
+        return await self._request(
+            {"argv": argv, "env": env, "config": str(config), "log": str(log), "cwd": str(cwd)}
+        )
+
+    async def spawn(
+        self, *, argv: list[str], env: dict[str, str], log: Path, cwd: Path
+    ) -> ForkedProcess:
+        """A program (a pod's app), as Popen starts one; OSError when it cannot be."""
+        return await self._request({"exec": argv, "env": env, "log": str(log), "cwd": str(cwd)})
+
+    async def _request(self, request: dict[str, Any]) -> ForkedProcess:
         assert self.proc.stdin is not None
         self._next_id += 1
         request_id = self._next_id
         answer: asyncio.Future[ForkedProcess] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = answer
-        request = {
-            "id": request_id,
-            "argv": argv,
-            "env": env,
-            "config": str(config),
-            "log": str(log),
-            "cwd": str(cwd),
-        }
         try:
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.write(json.dumps({"id": request_id, **request}).encode() + b"\n")
             await self.proc.stdin.drain()
         except (ConnectionError, RuntimeError):
             pass  # gone: the reader fails the answer with what its log says
@@ -131,7 +139,7 @@ class SidecarTemplate:
         if answer is None or answer.done():
             return
         if "error" in message:
-            answer.set_exception(RuntimeFailure(f"the sidecar template: {message['error']}"))
+            answer.set_exception(StartRefused(message["error"]))
             return
         forked = ForkedProcess(message["pid"])
         self._forked[forked.pid] = forked
