@@ -3,9 +3,11 @@
 1. sidecars: K pods started through `ProcessRuntime.start_pod` exactly as `up` starts them (their
    rendered configs, labels, logs), apps a bare `sleep` so that only sidecars are measured; timed
    from the first start_pod to every sidecar answering /ready, then the PSS of each sidecar from
-   /proc/PID/smaps_rollup (and of the template process, when sidecars are forked from one). Each
-   start mode (`exec`: a fresh interpreter per sidecar; `template`: forked from the mesh's
-   pre-imported template) runs at K = 5 and K = 20, alternating, `--runs` times.
+   /proc/PID/smaps_rollup (and of the template process, when sidecars are forked from one) a
+   second later, and again after `--traffic` requests through each pod's sidecar to its app
+   (this process answers at each app's address) plus one admin /stats in ten. Each start mode
+   (`exec`: a fresh interpreter per sidecar; `template`: forked from the mesh's pre-imported
+   template) runs at K = 5 and K = 20, alternating, `--runs` times.
 2. `--up`: `meshdev up --headless --runtime process` of a generated mesh with N services x 2
    replicas + ingress (N = 5 -> 11 pods, N = 20 -> 41 pods), each app a tiny HTTP server and each
    route with a local rate limit, timed from the command's start to its `ready:` line.
@@ -35,6 +37,7 @@ from typing import Any, cast, get_args
 from meshdev import plan
 from meshdev.config import load_mesh
 from meshdev.control import load_defaults
+from meshdev.runtime import loopback
 from meshdev.runtime.process import procscan
 from meshdev.runtime.process.runtime import ENV_SIDECAR_START, ProcessRuntime, SidecarStart
 from meshdev.runtime.readiness import http_ok
@@ -97,10 +100,27 @@ def pss_kb(pid: int) -> int | None:
     return None
 
 
-async def start_sidecars(folder: Path, k: int, mode: SidecarStart) -> dict[str, Any]:
-    """K sidecars (K-1 one-pod services + the ingress) started as `up` starts them."""
+async def fake_apps(addresses: list[tuple[str, int]]) -> list[asyncio.Server]:
+    """A 200 for every request, at each pod's app address (its app is a bare `sleep`)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return [await asyncio.start_server(serve, host, port) for host, port in addresses]
+
+
+async def start_sidecars(folder: Path, k: int, mode: SidecarStart, traffic: int) -> dict[str, Any]:
+    """K sidecars (K-1 one-pod services + the ingress) started as `up` starts them; then
+    `traffic` requests through each pod's sidecar to its app, and its admin API."""
     name = f"scs{secrets.token_hex(3)}"
     mesh_file = folder / f"{name}.yaml"
+    # The apps are this process (fake_apps): only sidecars start.
     mesh_file.write_text(mesh_yaml(name, k - 1, 1, "exec sleep 600"))
     mesh = load_mesh(mesh_file)
     runtime = ProcessRuntime(mesh, mesh_file, sidecar_start=mode)
@@ -136,6 +156,22 @@ async def start_sidecars(folder: Path, k: int, mode: SidecarStart) -> dict[str, 
         templates = [p.pid for p in labelled if p.role == "sidecar-template"]
         pss = [v for pid in sidecars if (v := pss_kb(pid)) is not None]
         template_pss = [v for pid in templates if (v := pss_kb(pid)) is not None]
+        # Serving touches objects (their reference counts), which copies the template's pages
+        # it shares into the sidecar: what each holds after some traffic is the fair figure.
+        pods = [(spec, s) for spec, s in zip(specs, started, strict=True) if not spec.is_ingress]
+        apps = await fake_apps([(s.placement.address, spec.port) for spec, s in pods])
+
+        async def drive(inbound: str, admin: str) -> None:
+            for i in range(traffic):
+                answer = await loopback.request("GET", f"{inbound}/")
+                assert answer.status == 200, answer.status
+                if i % 10 == 0:
+                    await loopback.request("GET", f"{admin}/stats?format=json")
+
+        await asyncio.gather(*(drive(s.inbound_url, s.admin_url) for _, s in pods))
+        pss_after = [v for pid in sidecars if (v := pss_kb(pid)) is not None]
+        for app in apps:
+            app.close()
         return {
             "mode": mode,
             "k": k,
@@ -146,6 +182,8 @@ async def start_sidecars(folder: Path, k: int, mode: SidecarStart) -> dict[str, 
             "pss_mb_median": round(statistics.median(pss) / 1024, 2),
             "pss_mb_max": round(max(pss) / 1024, 2),
             "template_pss_mb": round(sum(template_pss) / 1024, 2),
+            "requests_per_sidecar": traffic,
+            "pss_mb_after_traffic_median": round(statistics.median(pss_after) / 1024, 2),
             # The template's share spread over the sidecars it serves: the honest per-pod cost.
             "pss_mb_with_template_share": round(
                 (sum(pss) + sum(template_pss)) / len(pss) / 1024, 2
@@ -226,6 +264,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default="exec,template")
+    parser.add_argument("--traffic", type=int, default=500, help="requests per sidecar")
     parser.add_argument("--up", action="store_true", help="also time `up` of 11 and 41 pods")
     parser.add_argument("--up-runs", type=int, default=3)
     args = parser.parse_args()
@@ -237,7 +276,7 @@ def main() -> None:
             for mode in args.modes.split(","):
                 assert mode in get_args(SidecarStart), mode
                 for k in (5, 20):
-                    started = start_sidecars(folder, k, cast(SidecarStart, mode))
+                    started = start_sidecars(folder, k, cast(SidecarStart, mode), args.traffic)
                     results["sidecars"].append(asyncio.run(started))
                     print(json.dumps(results["sidecars"][-1]), file=sys.stderr)
         if args.up:
@@ -268,6 +307,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             "ready_s_k20": med(20, "all_ready_s"),
             "ratio_k20_k5": round(med(20, "all_ready_s") / med(5, "all_ready_s"), 2),
             "pss_mb_k20": med(20, "pss_mb_median"),
+            "pss_mb_k20_after_traffic": med(20, "pss_mb_after_traffic_median"),
             "pss_mb_with_template_share_k20": med(20, "pss_mb_with_template_share"),
         }
     for mode in {r["mode"] for r in results["up"]}:
