@@ -231,22 +231,24 @@ class ProcessRuntime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         addr = started.placement.local
+        # What answered once is not asked again (an exit after that is seen all the same): two
+        # probes a pod every 50 ms add up when dozens of pods start on a busy machine.
+        sidecar_ok, app_ok = False, spec.is_ingress
+        # Kept so that a timeout says what each last answered (garbage, a 500, nothing).
+        sidecar_why = app_why = ""
         while True:
             for proc in self._children.get(spec.name, []):
                 if _ended(proc):
                     role: Container = "sidecar" if proc is self._children[spec.name][0] else "app"
                     code = _exit_code(proc.returncode)
                     await self._fail(spec, role, f"exited with code {code} at start", code)
-            status, sidecar_why = await http_status(f"{started.admin_url}/ready")
-            sidecar_ok = status == 200
-            # Kept so that a timeout says what the app last answered (garbage, a 500, nothing).
-            app_why = ""
-            if spec.is_ingress:
-                app_ok = True
-            elif spec.health_path:
+            if not sidecar_ok:
+                status, sidecar_why = await http_status(f"{started.admin_url}/ready")
+                sidecar_ok = status == 200
+            if not app_ok and spec.health_path:
                 status, app_why = await http_status(f"http://{addr}:{spec.port}{spec.health_path}")
                 app_ok = status is not None and 200 <= status < 300
-            else:
+            elif not app_ok:
                 app_ok = await tcp_open(addr, spec.port)
             if sidecar_ok and app_ok:
                 return
