@@ -245,7 +245,10 @@ def time_up(folder: Path, services: int, mode: str) -> dict[str, Any]:
             proc.kill()
             proc.wait()
         subprocess.run(
-            [sys.executable, "-m", "meshdev", "down", str(mesh_file)], env=env, check=False
+            [sys.executable, "-m", "meshdev", "down", str(mesh_file)],
+            env=env,
+            check=False,
+            capture_output=True,  # stdout is the JSON result
         )
     if ready is None:
         raise RuntimeError("up never printed ready:\n" + "\n".join(out[-20:]))
