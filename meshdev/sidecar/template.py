@@ -26,7 +26,8 @@ Protocol on stdin/stdout, one JSON object a line:
     <- {"exited": 1234, "returncode": -9}   (Popen's convention: -N for a death by signal N)
 
 At EOF on stdin (the runtime that started it is gone) the template exits; the pods it
-started run on, found by their labels as any leftover.
+started run on, found by their labels as any leftover. At SIGTERM (`down` stops the template
+with the pods) it waits up to 3 s for its pods to end, so that their exit codes still arrive.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import os
 import select
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +51,9 @@ _LABEL_PREFIX = "MESHDEV_"
 _RESTORED_SIGNALS = ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
 # A child that could not exec its program (after writing why on its error pipe).
 _EXEC_FAILED = 127
+# How long a SIGTERM'd template waits for its pods to end (`down` stops them at the same time)
+# so that their exit codes still reach the runtime; after that it goes, and they are orphans.
+_STOP_WAIT_S = 3.0
 
 
 def main() -> None:
@@ -77,14 +82,27 @@ class _Template:
         self.starting: dict[int, tuple[int, int, bytes]] = {}
         # Exits of those, held until their start is answered (an answer comes first).
         self.early_exits: dict[int, int] = {}
+        self.children: set[int] = set()
+        # When SIGTERM came: from then on it starts nothing and waits for its children.
+        self.stop_by: float | None = None
+
+    def _on_sigterm(self, *_: object) -> None:
+        if self.stop_by is None:
+            self.stop_by = time.monotonic() + _STOP_WAIT_S
 
     def run(self) -> None:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         inbox = b""
         while True:
+            wait = None
+            if self.stop_by is not None:
+                wait = self.stop_by - time.monotonic()
+                if not self.children or wait <= 0:
+                    return
             try:
-                readable, _, _ = select.select([0, self.wake_r, *self.starting], [], [])
+                readable, _, _ = select.select([0, self.wake_r, *self.starting], [], [], wait)
             except InterruptedError:
                 continue
             for fd in readable:
@@ -114,6 +132,7 @@ class _Template:
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)  # -N for signal N, as Popen.returncode
+            self.children.discard(pid)
             if pid in starting:
                 self.early_exits[pid] = code
             else:
@@ -138,6 +157,9 @@ class _Template:
             _send({"exited": pid, "returncode": self.early_exits.pop(pid)})
 
     def _handle(self, req: dict[str, Any]) -> None:
+        if self.stop_by is not None:
+            _send({"id": req["id"], "error": "the sidecar template is stopping"})
+            return
         try:
             # Opened before the fork so that a bad path is an answer, not a silent death.
             log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -158,6 +180,7 @@ class _Template:
                 self._exec_child(req, log, errors_w)  # never returns
             self._sidecar_child(req, log)  # never returns
         os.close(log)
+        self.children.add(pid)
         if "exec" in req:
             os.close(errors_w)
             self.starting[errors_r] = (req["id"], pid, b"")
@@ -170,6 +193,7 @@ class _Template:
         os.setsid()  # its own session and group: stopping the pod stops what it forks
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)

@@ -103,3 +103,29 @@ async def test_pods_outlive_a_killed_template_and_are_still_watched(
     await _start(runtime, "sleeper")
     [again] = _pids(runtime, TEMPLATE_ROLE)
     assert again != template
+
+
+async def test_a_template_stopped_with_its_pods_still_reports_their_exit_codes(
+    runtime: ProcessRuntime,
+) -> None:
+    # As `down` in another terminal does: SIGTERM to the template and the pods at once.
+    await _start(runtime, "sleeper")
+    [template] = _pids(runtime, TEMPLATE_ROLE)
+    [sidecar] = _pids(runtime, "sidecar", "sleeper-0")
+    os.kill(template, signal.SIGTERM)
+    os.kill(sidecar, signal.SIGTERM)
+    for _ in range(50):
+        if await runtime.exits():
+            break
+        await asyncio.sleep(0.1)
+    [gone] = await runtime.exits()
+    assert (gone.pod, gone.container, gone.exit_code) == ("sleeper-0", "sidecar", 0)
+    # The pod's app was not stopped: the template waits for it no longer than 3 s, then goes
+    # and leaves it running, to be stopped with the pod.
+    for _ in range(50):
+        if not procscan.alive(template):
+            break
+        await asyncio.sleep(0.1)
+    assert not procscan.alive(template)
+    [app] = _pids(runtime, "app", "sleeper-0")
+    assert procscan.alive(app)

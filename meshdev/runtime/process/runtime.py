@@ -37,8 +37,9 @@ from meshdev.runtime.readiness import http_status, tcp_open
 
 # The suffix of the files that note which process runs a pod's container (see record_path).
 RECORD_SUFFIX = ".pid"
-# How sidecars start: forked by the mesh's pre-imported template (template.py), or each as a
-# fresh interpreter (`exec`: the way before the template, kept to compare and to fall back on).
+# How pods start: sidecars forked by the mesh's pre-imported template and apps started by it
+# (template.py), or (`exec`, the way before the template, kept to compare and to fall back on)
+# each sidecar a fresh interpreter and each process spawned by the control plane itself.
 SidecarStart = Literal["template", "exec"]
 ENV_SIDECAR_START = "MESHDEV_SIDECAR_START"
 # A pod's process: started here, or forked by the template.
