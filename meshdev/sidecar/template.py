@@ -57,6 +57,8 @@ _STOP_WAIT_S = 3.0
 
 
 def main() -> None:
+    # Its arguments (`--mesh NAME` and a blank one) are not read: they are for `ps`, and room
+    # for the command lines its sidecars write over them.
     # What every sidecar runs, imported once here; uvloop too (serve() picks it at run time),
     # and what a sidecar would import lazily on its first bind (the idna codec).
     from meshdev.sidecar.main import serve
@@ -70,7 +72,8 @@ def main() -> None:
     # collector's generations, no collection in a child touches (and so copies) their pages.
     gc.collect()
     gc.freeze()
-    _Template(serve).run()
+    with contextlib.suppress(BrokenPipeError):  # the runtime went away mid-answer: as at EOF
+        _Template(serve).run()
 
 
 class _Template:
