@@ -46,6 +46,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -234,6 +235,47 @@ def running(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class _Forked:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+
+@contextlib.contextmanager
+def forked_sidecar(
+    config: str, core: str, port: int, env: dict[str, str], log: str, nice: int = 0
+) -> Iterator[_Forked]:
+    """The sidecar as the process runtime starts it: forked by a sidecar template (which runs
+    pinned and niced as the exec'd one would; its child inherits both)."""
+    prefix = ["nice", "-n", str(nice)] if nice else []
+    command = [sys.executable, "-m", "meshdev.sidecar.template", "--mesh", "bench", " " * 256]
+    template = subprocess.Popen(
+        [*prefix, "taskset", "-c", core, *command],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert template.stdin is not None and template.stdout is not None
+    argv = [sys.executable, "-m", "meshdev", "sidecar", "--config", config]
+    request = {"id": 1, "argv": argv, "env": env, "config": config, "log": log, "cwd": "/"}
+    template.stdin.write(json.dumps(request).encode() + b"\n")
+    template.stdin.flush()
+    pid = int(json.loads(template.stdout.readline())["pid"])
+    try:
+        wait_port(port, template)
+        yield _Forked(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        while template.poll() is None:
+            line = template.stdout.readline()
+            if not line or json.loads(line).get("exited") == pid:
+                break
+        template.stdin.close()
+        template.wait(10)
+        template.stdout.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -461,11 +503,18 @@ def main() -> None:
         metavar="SECONDS",
         help="afterwards, sample the sidecar with py-spy during one wrk run this long",
     )
+    ap.add_argument(
+        "--forked",
+        action="store_true",
+        help="fork the sidecar from a sidecar template, as the process runtime starts it, "
+        "instead of exec'ing `meshdev sidecar`",
+    )
     args = ap.parse_args()
     for tool in ("nginx", "haproxy", "wrk", "taskset"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: apt-get install -y nginx haproxy wrk")
-    meshdev = ROOT / ".venv" / "bin" / "meshdev"
+    # This interpreter's meshdev (a git worktree has no .venv of its own).
+    meshdev = [sys.executable, "-m", "meshdev"]
     # This process runs the open-loop load (and wrk): keep it off the proxies' core.
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     if args.nice:
@@ -510,12 +559,23 @@ def main() -> None:
                 port["haproxy"],
                 nice=args.nice,
             ) as hap,
-            running(
-                [str(meshdev), "sidecar", "--config", f"{tmp}/sidecar.json"],
-                PROXY_CORE,
-                port["sidecar"],
-                env,
-                nice=args.nice,
+            (
+                forked_sidecar(
+                    f"{tmp}/sidecar.json",
+                    PROXY_CORE,
+                    port["sidecar"],
+                    env,
+                    f"{tmp}/car.log",
+                    nice=args.nice,
+                )
+                if args.forked
+                else running(
+                    [*meshdev, "sidecar", "--config", f"{tmp}/sidecar.json"],
+                    PROXY_CORE,
+                    port["sidecar"],
+                    env,
+                    nice=args.nice,
+                )
             ) as car,
         ):
             pids = {"sidecar": car.pid, "haproxy": hap.pid, "nginx_proxy": ngx.pid}
@@ -600,6 +660,7 @@ def report(
             "cores": f"proxies on core {PROXY_CORE}; wrk, nginx and the load generator on "
             f"core {LOAD_CORE}",
             "nice": args.nice,
+            "sidecar_started": "forked by a template" if args.forked else "exec'd",
         },
         **info,
         "throughput_rps": {t: summary(v, "max") for t, v in rates.items()},

@@ -15,7 +15,7 @@ import sys
 import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import get_args
+from typing import Literal, get_args
 
 from meshdev.common.sidecar_config import ADMIN_PORT, INBOUND_PORT
 from meshdev.config.model import Mesh
@@ -32,10 +32,18 @@ from meshdev.runtime.base import (
 from meshdev.runtime.paths import mesh_dir
 from meshdev.runtime.process import procscan
 from meshdev.runtime.process.logtail import follow, tail
+from meshdev.runtime.process.template import ForkedProcess, SidecarTemplate, StartRefused
 from meshdev.runtime.readiness import http_status, tcp_open
 
 # The suffix of the files that note which process runs a pod's container (see record_path).
 RECORD_SUFFIX = ".pid"
+# How pods start: sidecars forked by the mesh's pre-imported template and apps started by it
+# (template.py), or (`exec`, the way before the template, kept to compare and to fall back on)
+# each sidecar a fresh interpreter and each process spawned by the control plane itself.
+SidecarStart = Literal["template", "exec"]
+ENV_SIDECAR_START = "MESHDEV_SIDECAR_START"
+# A pod's process: started here, or forked by the template.
+Child = asyncio.subprocess.Process | ForkedProcess
 
 
 def subnet_of(mesh_name: str) -> str:
@@ -46,13 +54,21 @@ def subnet_of(mesh_name: str) -> str:
 class ProcessRuntime:
     kind: RuntimeKind = "process"
 
-    def __init__(self, mesh: Mesh, mesh_file: Path) -> None:
+    def __init__(
+        self, mesh: Mesh, mesh_file: Path, *, sidecar_start: SidecarStart | None = None
+    ) -> None:
         self.mesh = mesh
+        if sidecar_start is None:
+            chosen = os.environ.get(ENV_SIDECAR_START, "template")
+            sidecar_start = "exec" if chosen == "exec" else "template"
+        self.sidecar_start: SidecarStart = sidecar_start
         self.mesh_dir = mesh_file.resolve().parent
         self.subnet = subnet_of(mesh.name)
         self.dir = mesh_dir(mesh.name)
         self._hosts: dict[str, int] = {}
-        self._children: dict[str, list[asyncio.subprocess.Process]] = {}
+        self._children: dict[str, list[Child]] = {}
+        self._template: SidecarTemplate | None = None
+        self._template_lock = asyncio.Lock()
 
     # -- placement ------------------------------------------------------------------------
 
@@ -86,6 +102,8 @@ class ProcessRuntime:
             _check_free("127.0.0.1", mesh.ingress.port, "ingress.port in mesh.yaml")
             _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
         progress(f"process runtime: pods on {self.subnet}.0/24, logs in {self.dir}")
+        if self.sidecar_start == "template" and specs:
+            await self._sidecar_template()  # it imports while the pods' configs are rendered
 
     def _unrunnable(self, spec: PodSpec) -> str | None:
         if spec.is_ingress or spec.command:
@@ -113,14 +131,11 @@ class ProcessRuntime:
             # pydantic scans every installed package for plugins at import: ~90 ms per sidecar.
             "PYDANTIC_DISABLE_PLUGINS": "__all__",
         }
-        procs = [
-            await self._spawn(
-                spec.name,
-                "sidecar",
-                [sys.executable, "-m", "meshdev", "sidecar", "--config", str(config_path)],
-                env=sidecar_env,
-                cwd=self.dir,
-            )
+        argv = [sys.executable, "-m", "meshdev", "sidecar", "--config", str(config_path)]
+        procs: list[Child] = [
+            await self._fork_sidecar(spec.name, argv, env=sidecar_env, config=config_path)
+            if self.sidecar_start == "template"
+            else await self._spawn(spec.name, "sidecar", argv, env=sidecar_env, cwd=self.dir)
         ]
         if not spec.is_ingress:
             assert spec.command is not None
@@ -144,8 +159,19 @@ class ProcessRuntime:
 
     async def _spawn(
         self, pod: str, container: Container, argv: list[str], *, env: dict[str, str], cwd: Path
-    ) -> asyncio.subprocess.Process:
+    ) -> Child:
         log = self.log_path(pod, container)
+        if self.sidecar_start == "template":
+            # Started by the template, not forked here: see meshdev/sidecar/template.py.
+            template = await self._sidecar_template()
+            try:
+                proc: Child = await template.spawn(argv=argv, env=env, log=log, cwd=cwd)
+            except StartRefused as exc:
+                raise RuntimeFailure(
+                    f"pod {pod}: cannot start {container} ({shlex.join(argv)}) in {cwd}: {exc}"
+                ) from None
+            procscan.record(self.record_path(pod, container), proc.pid)
+            return proc
         with log.open("ab") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -166,6 +192,35 @@ class ProcessRuntime:
         procscan.record(self.record_path(pod, container), proc.pid)
         return proc
 
+    async def _fork_sidecar(
+        self, pod: str, argv: list[str], *, env: dict[str, str], config: Path
+    ) -> ForkedProcess:
+        template = await self._sidecar_template()
+        log = self.log_path(pod, "sidecar")
+        try:
+            proc = await template.fork_sidecar(
+                argv=argv, env=env, config=config, log=log, cwd=self.dir
+            )
+        except StartRefused as exc:
+            raise RuntimeFailure(f"pod {pod}: cannot start its sidecar: {exc}") from None
+        procscan.record(self.record_path(pod, "sidecar"), proc.pid)
+        return proc
+
+    async def _sidecar_template(self) -> SidecarTemplate:
+        """The mesh's template, started now if there is none or it died."""
+        async with self._template_lock:
+            if self._template is None or not self._template.alive:
+                self._template = await SidecarTemplate.start(
+                    self.mesh.name,
+                    # pydantic scans every installed package for plugins at import: ~90 ms.
+                    {**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"},
+                    cwd=self.dir,
+                    log=self.dir / "sidecar-template.log",
+                    # A sidecar's command line names its config file, in this folder.
+                    room=len(str(self.dir)) + 256,
+                )
+            return self._template
+
     def log_path(self, pod: str, container: Container) -> Path:
         return self.dir / f"{pod}.{container}.log"
 
@@ -177,22 +232,24 @@ class ProcessRuntime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         addr = started.placement.local
+        # What answered once is not asked again (an exit after that is seen all the same): two
+        # probes a pod every 50 ms add up when dozens of pods start on a busy machine.
+        sidecar_ok, app_ok = False, spec.is_ingress
+        # Kept so that a timeout says what each last answered (garbage, a 500, nothing).
+        sidecar_why = app_why = ""
         while True:
             for proc in self._children.get(spec.name, []):
-                if proc.returncode is not None:
+                if _ended(proc):
                     role: Container = "sidecar" if proc is self._children[spec.name][0] else "app"
                     code = _exit_code(proc.returncode)
                     await self._fail(spec, role, f"exited with code {code} at start", code)
-            status, sidecar_why = await http_status(f"{started.admin_url}/ready")
-            sidecar_ok = status == 200
-            # Kept so that a timeout says what the app last answered (garbage, a 500, nothing).
-            app_why = ""
-            if spec.is_ingress:
-                app_ok = True
-            elif spec.health_path:
+            if not sidecar_ok:
+                status, sidecar_why = await http_status(f"{started.admin_url}/ready")
+                sidecar_ok = status == 200
+            if not app_ok and spec.health_path:
                 status, app_why = await http_status(f"http://{addr}:{spec.port}{spec.health_path}")
                 app_ok = status is not None and 200 <= status < 300
-            else:
+            elif not app_ok:
                 app_ok = await tcp_open(addr, spec.port)
             if sidecar_ok and app_ok:
                 return
@@ -237,7 +294,7 @@ class ProcessRuntime:
         out = []
         for pod, procs in self._children.items():
             for i, proc in enumerate(procs):
-                if proc.returncode is not None:
+                if _ended(proc):
                     container: Container = "sidecar" if i == 0 else "app"
                     out.append(PodExit(pod, container, _exit_code(proc.returncode)))
                     break
@@ -248,7 +305,7 @@ class ProcessRuntime:
         for name, procs in list(self._children.items()):
             if pod is None or name == pod:
                 for proc in procs:
-                    if proc.returncode is None:
+                    if not _ended(proc):
                         await proc.wait()
 
     async def pod_states(self) -> list[PodState]:
@@ -283,9 +340,13 @@ class ProcessRuntime:
 
     async def teardown(self) -> list[str]:
         procs = procscan.labelled_processes(self.mesh.name)
-        removed = {f"{p.pod} ({p.role}, pid {p.pid})" for p in procs}
+        # The template and the mesh's Prometheus belong to no pod.
+        removed = {
+            f"{p.pod} ({p.role}, pid {p.pid})" if p.pod else f"{p.role} (pid {p.pid})"
+            for p in procs
+        }
         pids = {p.pid for p in procs} | {
-            proc.pid for ps in self._children.values() for proc in ps if proc.returncode is None
+            proc.pid for ps in self._children.values() for proc in ps if not _ended(proc)
         }
         records = sorted(self.dir.glob(f"*{RECORD_SUFFIX}"))
         for path in records:
@@ -298,6 +359,9 @@ class ProcessRuntime:
         await procscan.terminate(sorted(pids))
         await self._reap()
         self._children.clear()
+        if self._template is not None:
+            await self._template.close()
+            self._template = None
         for path in records:
             path.unlink(missing_ok=True)
         return sorted(removed)
@@ -315,6 +379,15 @@ def _check_free(host: str, port: int, what: str) -> None:
             ) from None
 
 
-def _exit_code(returncode: int) -> int:
+def _ended(proc: Child) -> bool:
+    # A forked sidecar whose template died before it ends with no code to report.
+    return proc.returncode is not None or (
+        isinstance(proc, ForkedProcess) and proc.finished.is_set()
+    )
+
+
+def _exit_code(returncode: int | None) -> int | None:
     """As a shell (and Docker) reports it: a death by signal N is 128 + N (kill -9: 137)."""
+    if returncode is None:
+        return None
     return 128 - returncode if returncode < 0 else returncode
