@@ -142,6 +142,45 @@ class ReloadReport:
         }
 
 
+@dataclass(frozen=True)
+class RollReport:
+    """How saving a service's code went: which pods were replaced (old -> new), one at a
+    time; on failure the error (with the new pod's log tail) and that the rest still serve
+    the code they had."""
+
+    service: str
+    ok: bool
+    replaced: tuple[tuple[str, str], ...]
+    elapsed_ms: float
+    error: str | None = None
+    # Pods that serve the old code after a failed roll (all of them, unless one failed after
+    # another was replaced).
+    kept: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        if not self.ok:
+            kept = f"{', '.join(self.kept)} keep serving" if self.kept else "nothing replaced"
+            done = f"; {len(self.replaced)} replaced before it" if self.replaced else ""
+            return (
+                f"{self.service}: new code not rolled out ({kept}{done}); fix and save "
+                f"again: {self.error}"
+            )
+        if not self.replaced:
+            return f"{self.service}: no running pod to roll"
+        pods = ", ".join(f"{old} -> {new}" for old, new in self.replaced)
+        return f"{self.service}: rolled {pods} in {self.elapsed_ms:.0f} ms"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "ok": self.ok,
+            "replaced": [list(pair) for pair in self.replaced],
+            "elapsed_ms": round(self.elapsed_ms, 1),
+            "error": self.error,
+            "kept": list(self.kept),
+        }
+
+
 @dataclass
 class ControlPlane:
     runtime: Runtime
@@ -251,6 +290,57 @@ class ControlPlane:
             )
             await asyncio.gather(*(self._drain_and_stop(p) for p in gone))
             return report
+
+    async def roll(self, service: str) -> RollReport:
+        """Replace the pods of `service` with pods running its code as it is now (its image
+        rebuilt first, when it has a build), one at a time and through the drain path of a
+        reload: the new pod is ready, it joins every caller's endpoints as the old one leaves
+        them, the old one drains and stops. A 1-replica service thus never has no pod. A new
+        pod that crashes or is not ready replaces nothing: it is stopped, the old pods keep
+        serving, and the report says why (with its log tail)."""
+        async with self._lock:
+            t0 = time.perf_counter()
+            mesh = self.mesh
+            wanted = [s for s in plan.pods(mesh) if s.service == service] if mesh else []
+            if mesh is None or not wanted:
+                return RollReport(service, True, (), _ms(t0))
+            replaced: list[tuple[str, str]] = []
+
+            def failed(error: str) -> RollReport:
+                done = {old for old, _ in replaced}
+                kept = tuple(
+                    p.name
+                    for p in self.pods.values()
+                    if p.spec.service == service and p.routable and p.key not in done
+                )
+                return RollReport(service, False, tuple(replaced), _ms(t0), error, kept)
+
+            try:
+                # The runtime's prepare rebuilds a build service's image (the engine's layer
+                # cache keeps it to the layers the save changed).
+                await self.runtime.prepare(mesh, wanted, self.progress)
+            except RuntimeFailure as exc:
+                return failed(str(exc))
+            for spec in wanted:
+                old = next(
+                    (p for p in self.pods.values() if p.key == spec.name and p.routable), None
+                )
+                if old is None:
+                    continue  # down and being restarted: its restart runs the new code
+                try:
+                    [fresh] = await self._start([(spec.name, self._instance(spec))])
+                except RuntimeFailure as exc:
+                    return failed(str(exc))
+                fresh.routable = True
+                old.routable = False
+                # One push: the new pod into every caller's endpoints, the old one out.
+                pushed = await self._push(t0, started=(fresh.name,), stopped=(old.name,))
+                for error in pushed.errors:
+                    self.progress(f"{service}: rolling {old.name}: {error}")
+                await self._drain_and_stop(old)
+                replaced.append((old.name, fresh.name))
+                self.changed()
+            return RollReport(service, True, tuple(replaced), _ms(t0))
 
     async def down(self) -> list[str]:
         """Remove everything of the mesh (the runtime's teardown); returns what was removed."""

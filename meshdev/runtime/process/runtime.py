@@ -231,6 +231,9 @@ class ProcessRuntime:
         await self._reap(pod)
         for path in records:
             path.unlink(missing_ok=True)
+        # Its address is free for the next pod: replacements (a reload's, a roll's) get new
+        # names, and 253 addresses per mesh would otherwise run out after enough saves.
+        self._hosts.pop(pod, None)
 
     async def exits(self) -> list[PodExit]:
         # The event loop's child watcher sets returncode when a child ends: no syscall here.
