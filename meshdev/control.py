@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -326,7 +327,14 @@ class ControlPlane:
                     (p for p in self.pods.values() if p.key == spec.name and p.routable), None
                 )
                 if old is None:
-                    continue  # down and being restarted: its restart runs the new code
+                    waiting = self._waiting_restart(spec.name)
+                    if waiting is not None and not self._runs(spec.name):
+                        # Crash-looping: this save may be the fix its backoff waits for.
+                        error = await self._restart_now(spec, waiting)
+                        if error is not None:
+                            return failed(error)
+                        replaced.append((f"{spec.name} (crash-looping)", spec.name))
+                    continue
                 try:
                     [fresh] = await self._start([(spec.name, self._instance(spec))])
                 except RuntimeFailure as exc:
@@ -341,6 +349,40 @@ class ControlPlane:
                 replaced.append((old.name, fresh.name))
                 self.changed()
             return RollReport(service, True, tuple(replaced), _ms(t0))
+
+    def _runs(self, key: str) -> bool:
+        return any(p.key == key for p in self.pods.values())
+
+    def _waiting_restart(self, key: str) -> str | None:
+        """The name its restart task is kept under, if the pod of the plan `key` is down
+        waiting for one: the key itself (crashed at start) or the instance that exited
+        (`key-rN`, see _instance)."""
+        instance = re.compile(rf"{re.escape(key)}(-r\d+)?")
+        return next((name for name in self._healing if instance.fullmatch(name)), None)
+
+    async def _restart_now(self, spec: PodSpec, waiting_as: str) -> str | None:
+        """Start the crash-looping pod `spec` at once rather than when its backoff ends (the
+        lock held); on failure its backoff goes on, longer. Returns the failure in words."""
+        waiting = self._healing.pop(waiting_as)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        health = self._health(spec.name)
+        health.restarting()
+        try:
+            [fresh] = await self._start([(spec.name, spec)])
+        except RuntimeFailure as exc:
+            delay = health.exited(exc.exit_code)
+            self._healing[spec.name] = asyncio.create_task(
+                self._heal_later(spec.name, delay), name=f"heal {spec.name}"
+            )
+            self.changed()
+            return f"{exc}\n(next try in {delay:g} s, or at the next save)"
+        fresh.routable = True
+        await self._push(time.perf_counter(), started=(fresh.name,))
+        health.running()
+        self.changed()
+        return None
 
     async def down(self) -> list[str]:
         """Remove everything of the mesh (the runtime's teardown); returns what was removed."""

@@ -69,11 +69,11 @@ def failed(result: LoadResult) -> int:
 
 
 class CodeMesh:
-    def __init__(self, tmp: Path, name: str, replicas: int = 2) -> None:
+    def __init__(self, tmp: Path, name: str, replicas: int = 2, extra: str = "") -> None:
         self.port = free_port()
         self.name = name
         self.app = tmp / "app.py"
-        self.save("v1")
+        self.save("v1", extra)
         self.path = tmp / "mesh.yaml"
         self.path.write_text(MESH.format(name=name, port=self.port, replicas=replicas))
         self.up = MeshUp(self.path, env_for(tmp), "--runtime", "process")
@@ -185,6 +185,27 @@ async def test_one_replica_starts_its_new_pod_before_stopping_the_old(tmp_path: 
         res = mesh.up.run("down", str(mesh.path))
         assert res.returncode == 0, res.stderr
         assert procscan.labelled_processes(mesh.name) == []
+    finally:
+        mesh.up.run("down", str(mesh.path))
+        mesh.up.stop()
+
+
+async def test_a_save_that_fixes_a_crash_looping_service_starts_it_at_once(
+    tmp_path: Path,
+) -> None:
+    mesh = CodeMesh(tmp_path, f"cf-{os.getpid()}", replicas=1, extra="raise SystemExit(3)")
+    try:
+        await asyncio.to_thread(mesh.up.wait_for, "ready:")
+        # Its backoff grows (10 s after the second crash): the fix must not wait for it.
+        await asyncio.to_thread(mesh.up.wait_for, "pod web-0: restart 1 failed", 30)
+        t0 = time.monotonic()
+        mesh.save("v2")
+        line = await asyncio.to_thread(mesh.up.wait_for, "web: rolled", 30)
+        assert "web-0 (crash-looping) -> web-0" in line, line
+        assert time.monotonic() - t0 < 5
+        assert await asyncio.to_thread(mesh.codes, 5) == {"v2"}
+        (web,) = [p for p in mesh.up.status()["pods"] if p["service"] == "web"]
+        assert web["state"] in ("running", "ready"), web
     finally:
         mesh.up.run("down", str(mesh.path))
         mesh.up.stop()
