@@ -88,7 +88,7 @@ def test_a_build_service_is_rebuilt_and_rolled_and_a_mounted_one_restarted(
     try:
         up.wait_for("ready:", 600)
         assert codes(port) == {"v1"}
-        images.add(docker_client.images.get(f"meshdev-{name}-web:latest").id)
+        images.add(str(docker_client.images.get(f"meshdev-{name}-web:latest").id))
 
         async def rolled_under_load() -> tuple[LoadResult, float]:
             gen = LoadGenerator(LoadSpec(f"http://127.0.0.1:{port}/", rps=40, retry_stale=False))
@@ -106,7 +106,7 @@ def test_a_build_service_is_rebuilt_and_rolled_and_a_mounted_one_restarted(
         result, took = asyncio.run(rolled_under_load())
         assert failed(result) == 0, json.dumps(result.to_json())
         assert took <= BUDGET_S, took
-        images.add(docker_client.images.get(f"meshdev-{name}-web:latest").id)
+        images.add(str(docker_client.images.get(f"meshdev-{name}-web:latest").id))
 
         # The mounted command service: a new container runs the saved file.
         job.write_text(APP.format(code="j2", extra=""))
@@ -119,7 +119,7 @@ def test_a_build_service_is_rebuilt_and_rolled_and_a_mounted_one_restarted(
         assert "web-0-r1, web-1-r1 keep serving" in line, line
         up.wait_for("  RuntimeError: boom in the image", 10)
         assert codes(port) == {"v2"}
-        images.add(docker_client.images.get(f"meshdev-{name}-web:latest").id)
+        images.add(str(docker_client.images.get(f"meshdev-{name}-web:latest").id))
         pods = sorted(p["name"] for p in up.status()["pods"])
         assert pods == ["ingress", "job-0-r1", "web-0-r1", "web-1-r1"]
 
