@@ -157,6 +157,9 @@ class RollReport:
     # Pods that serve the old code after a failed roll (all of them, unless one failed after
     # another was replaced).
     kept: tuple[str, ...] = ()
+    # When the last new pod took the last old one's place in every caller's endpoints: from
+    # then on only the new code answers (the old pod's drain and stop come after).
+    serving_ms: float | None = None
 
     def summary(self) -> str:
         if not self.ok:
@@ -169,7 +172,10 @@ class RollReport:
         if not self.replaced:
             return f"{self.service}: no running pod to roll"
         pods = ", ".join(f"{old} -> {new}" for old, new in self.replaced)
-        return f"{self.service}: rolled {pods} in {self.elapsed_ms:.0f} ms"
+        text = f"{self.service}: rolled {pods} in {self.elapsed_ms:.0f} ms"
+        if self.serving_ms is not None:
+            text += f" (only new code answering after {self.serving_ms:.0f} ms)"
+        return text
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -179,6 +185,7 @@ class RollReport:
             "elapsed_ms": round(self.elapsed_ms, 1),
             "error": self.error,
             "kept": list(self.kept),
+            "serving_ms": None if self.serving_ms is None else round(self.serving_ms, 1),
         }
 
 
@@ -306,6 +313,7 @@ class ControlPlane:
             if mesh is None or not wanted:
                 return RollReport(service, True, (), _ms(t0))
             replaced: list[tuple[str, str]] = []
+            serving: float | None = None
 
             def failed(error: str) -> RollReport:
                 done = {old for old, _ in replaced}
@@ -334,6 +342,7 @@ class ControlPlane:
                         if error is not None:
                             return failed(error)
                         replaced.append((f"{spec.name} (crash-looping)", spec.name))
+                        serving = _ms(t0)
                     continue
                 try:
                     [fresh] = await self._start([(spec.name, self._instance(spec))])
@@ -343,12 +352,13 @@ class ControlPlane:
                 old.routable = False
                 # One push: the new pod into every caller's endpoints, the old one out.
                 pushed = await self._push(t0, started=(fresh.name,), stopped=(old.name,))
+                serving = _ms(t0)
                 for error in pushed.errors:
                     self.progress(f"{service}: rolling {old.name}: {error}")
                 await self._drain_and_stop(old)
                 replaced.append((old.name, fresh.name))
                 self.changed()
-            return RollReport(service, True, tuple(replaced), _ms(t0))
+            return RollReport(service, True, tuple(replaced), _ms(t0), serving_ms=serving)
 
     def _runs(self, key: str) -> bool:
         return any(p.key == key for p in self.pods.values())
