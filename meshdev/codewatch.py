@@ -191,6 +191,8 @@ async def watch_code(
         return any(w.matches(path) for w in watched)
 
     roots = sorted({w.folder for w in watched if w.folder.is_dir()})
+    if not roots:
+        return
     queue: asyncio.Queue[set[Path]] = asyncio.Queue()
 
     async def pump() -> None:

@@ -152,11 +152,17 @@ class Session:
             changes = watch_code(
                 watched, exclude=(self.mesh_file, state_root()), stop=self._rewatch
             )
-            async for change in changes:
-                for service in change.services:
-                    self._roll_soon(service, change, on_roll)
-            if not self._rewatch.is_set() and not watched:
-                await self._rewatch.wait()
+            try:
+                async for change in changes:
+                    for service in change.services:
+                        self._roll_soon(service, change, on_roll)
+            except Exception as exc:  # e.g. a watched folder removed: said, not fatal
+                self.say(f"cannot watch the services' code ({exc!r}); trying again in 5 s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._rewatch.wait(), 5)
+                continue
+            # Ended without a reload asking: nothing to watch (no watch:, no folder) until one.
+            await self._rewatch.wait()
 
     def _roll_soon(
         self, service: str, change: CodeChanged, on_roll: Callable[[RollReport], None] | None
@@ -171,7 +177,11 @@ class Session:
     async def _roll(self, service: str, on_roll: Callable[[RollReport], None] | None) -> None:
         while (change := self._roll_due.pop(service, None)) is not None:
             self.say(f"{service}: {change.describe()} changed; rolling its pods one at a time")
-            report = await self.control.roll(service)
+            try:
+                report = await self.control.roll(service)
+            except Exception as exc:  # a bug must not end the code loop unseen
+                self.say(f"{service}: rolling it failed: {exc!r}")
+                continue
             self.last_rolls[service] = {"at": time.time(), **report.to_json()}
             self._pods_changed()
             self.say(report.summary())

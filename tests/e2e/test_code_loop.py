@@ -52,8 +52,7 @@ services:
     command: python app.py
     replicas: {replicas}
     health_path: /healthz
-    watch: ["*.py"]
-ingress:
+{watch}ingress:
   port: {port}
   routes:
     - {{match: {{prefix: /}}, to: web}}
@@ -69,13 +68,20 @@ def failed(result: LoadResult) -> int:
 
 
 class CodeMesh:
-    def __init__(self, tmp: Path, name: str, replicas: int = 2, extra: str = "") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        name: str,
+        replicas: int = 2,
+        extra: str = "",
+        watch: str = '    watch: ["*.py"]\n',
+    ) -> None:
         self.port = free_port()
         self.name = name
         self.app = tmp / "app.py"
         self.save("v1", extra)
         self.path = tmp / "mesh.yaml"
-        self.path.write_text(MESH.format(name=name, port=self.port, replicas=replicas))
+        self.path.write_text(MESH.format(name=name, port=self.port, replicas=replicas, watch=watch))
         self.up = MeshUp(self.path, env_for(tmp), "--runtime", "process")
 
     def save(self, code: str, extra: str = "") -> None:
@@ -206,6 +212,33 @@ async def test_a_save_that_fixes_a_crash_looping_service_starts_it_at_once(
         assert await asyncio.to_thread(mesh.codes, 5) == {"v2"}
         (web,) = [p for p in mesh.up.status()["pods"] if p["service"] == "web"]
         assert web["state"] in ("running", "ready"), web
+    finally:
+        mesh.up.run("down", str(mesh.path))
+        mesh.up.stop()
+
+
+async def test_watch_added_by_a_mesh_file_save_is_followed_at_once(tmp_path: Path) -> None:
+    mesh = CodeMesh(tmp_path, f"cw-{os.getpid()}", replicas=1, watch="")
+    unwatched = mesh.path.read_text()
+    try:
+        await asyncio.to_thread(mesh.up.wait_for, "ready:")
+        mesh.save("v2")
+        await asyncio.sleep(1.0)
+        assert not any("rolling" in ln for ln in mesh.up.lines), mesh.up.lines
+        assert await asyncio.to_thread(mesh.codes, 3) == {"v1"}
+        mesh.path.write_text(unwatched.replace("ingress:", "    watch: [app.py]\ningress:"))
+        await asyncio.to_thread(mesh.up.wait_for, "applied v2", 30)
+        # The code watcher starts again on the new list: a save before it is armed is not
+        # seen, so save until one is (each save new bytes).
+        for attempt in range(20):
+            mesh.save("v3", extra=f"# save {attempt}")
+            try:
+                await asyncio.to_thread(mesh.up.wait_for, "web: app.py changed", 1.0)
+                break
+            except AssertionError:
+                continue
+        await asyncio.to_thread(mesh.up.wait_for, "web: rolled", 60)
+        assert await asyncio.to_thread(mesh.codes, 5) == {"v3"}
     finally:
         mesh.up.run("down", str(mesh.path))
         mesh.up.stop()
