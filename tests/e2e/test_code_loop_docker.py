@@ -107,6 +107,11 @@ def test_a_build_service_is_rebuilt_and_rolled_and_a_mounted_one_restarted(
         assert failed(result) == 0, json.dumps(result.to_json())
         assert took <= BUDGET_S, took
         images.add(str(docker_client.images.get(f"meshdev-{name}-web:latest").id))
+        # The first code's image went with its last pod: saves do not pile up images.
+        first = sorted(images - {str(docker_client.images.get(f"meshdev-{name}-web:latest").id)})
+        assert len(first) == 1
+        with pytest.raises(ImageNotFound):
+            docker_client.images.get(first[0])
 
         # The mounted command service: a new container runs the saved file.
         job.write_text(APP.format(code="j2", extra=""))
