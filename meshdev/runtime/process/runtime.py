@@ -53,6 +53,8 @@ class ProcessRuntime:
         self.dir = mesh_dir(mesh.name)
         self._hosts: dict[str, int] = {}
         self._children: dict[str, list[asyncio.subprocess.Process]] = {}
+        # Where pods run is said at the first prepare; reloads and code rolls prepare again.
+        self._said_where = False
 
     # -- placement ------------------------------------------------------------------------
 
@@ -85,7 +87,9 @@ class ProcessRuntime:
         if mesh.ingress is not None and any(s.is_ingress for s in specs):
             _check_free("127.0.0.1", mesh.ingress.port, "ingress.port in mesh.yaml")
             _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
-        progress(f"process runtime: pods on {self.subnet}.0/24, logs in {self.dir}")
+        if not self._said_where:
+            self._said_where = True
+            progress(f"process runtime: pods on {self.subnet}.0/24, logs in {self.dir}")
 
     def _unrunnable(self, spec: PodSpec) -> str | None:
         if spec.is_ingress or spec.command:
