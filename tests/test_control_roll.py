@@ -35,6 +35,8 @@ class Recording(StandIns):
         super().__init__()
         self.log: list[str] = []
         self.fail: set[str] = set()
+        # Failing pods fail their health check rather than exit.
+        self.unhealthy = False
 
     def routed(self) -> list[str]:
         gateway = self.sidecars["ingress"].config
@@ -46,6 +48,8 @@ class Recording(StandIns):
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
         if spec.name.split("-r")[0] in self.fail:
+            if self.unhealthy:
+                raise RuntimeFailure(f"pod {spec.name}: app did not answer /healthz within 10s")
             raise RuntimeFailure(f"pod {spec.name}: app exited with code 1 at start", exit_code=1)
         await super().wait_ready(spec, started, timeout)
 
@@ -102,16 +106,19 @@ async def test_two_replicas_roll_one_at_a_time(running: tuple[ControlPlane, Reco
     assert again.replaced == (("web-0-r1", "web-0"), ("web-1-r1", "web-1"))
 
 
+@pytest.mark.parametrize("unhealthy", [False, True], ids=["crashes", "fails-health-check"])
 async def test_new_code_that_does_not_start_replaces_nothing(
-    running: tuple[ControlPlane, Recording],
+    running: tuple[ControlPlane, Recording], unhealthy: bool
 ) -> None:
     control, runtime = running
     runtime.fail.add("web-0")
+    runtime.unhealthy = unhealthy
     report = await control.roll("web")
     assert not report.ok
     assert report.replaced == ()
     assert report.kept == ("web-0", "web-1")
-    assert "app exited with code 1 at start" in (report.error or "")
+    why = "did not answer /healthz" if unhealthy else "app exited with code 1 at start"
+    assert why in (report.error or "")
     assert "keep serving" in report.summary()
     # The failed new pod is stopped; the old ones stay routed.
     assert runtime.log == ["start web-0-r1", "stop web-0-r1 (gateway routes to web-0, web-1)"]
