@@ -303,9 +303,10 @@ class ControlPlane:
         """Replace the pods of `service` with pods running its code as it is now (its image
         rebuilt first, when it has a build), one at a time and through the drain path of a
         reload: the new pod is ready, it joins every caller's endpoints as the old one leaves
-        them, the old one drains and stops. A 1-replica service thus never has no pod. A new
-        pod that crashes or is not ready replaces nothing: it is stopped, the old pods keep
-        serving, and the report says why (with its log tail)."""
+        them, the old one drains and stops (while the next new pod starts). A 1-replica
+        service thus never has no pod. A new pod that crashes or is not ready replaces
+        nothing: it is stopped, the old pods keep serving, and the report says why (with its
+        log tail)."""
         async with self._lock:
             t0 = time.perf_counter()
             mesh = self.mesh
@@ -330,34 +331,43 @@ class ControlPlane:
                 await self.runtime.prepare(mesh, wanted, self.progress)
             except RuntimeFailure as exc:
                 return failed(str(exc))
-            for spec in wanted:
-                old = next(
-                    (p for p in self.pods.values() if p.key == spec.name and p.routable), None
-                )
-                if old is None:
-                    waiting = self._waiting_restart(spec.name)
-                    if waiting is not None and not self._runs(spec.name):
-                        # Crash-looping: this save may be the fix its backoff waits for.
-                        error = await self._restart_now(spec, waiting)
-                        if error is not None:
-                            return failed(error)
-                        replaced.append((f"{spec.name} (crash-looping)", spec.name))
-                        serving = _ms(t0)
-                    continue
-                try:
-                    [fresh] = await self._start([(spec.name, self._instance(spec))])
-                except RuntimeFailure as exc:
-                    return failed(str(exc))
-                fresh.routable = True
-                old.routable = False
-                # One push: the new pod into every caller's endpoints, the old one out.
-                pushed = await self._push(t0, started=(fresh.name,), stopped=(old.name,))
-                serving = _ms(t0)
-                for error in pushed.errors:
-                    self.progress(f"{service}: rolling {old.name}: {error}")
-                await self._drain_and_stop(old)
-                replaced.append((old.name, fresh.name))
-                self.changed()
+            # Old pods out of every endpoint list drain and stop while the next new pod
+            # starts: that overlap keeps the service at its replica count all along.
+            draining: list[asyncio.Task[None]] = []
+            try:
+                for spec in wanted:
+                    old = next(
+                        (p for p in self.pods.values() if p.key == spec.name and p.routable),
+                        None,
+                    )
+                    if old is None:
+                        waiting = self._waiting_restart(spec.name)
+                        if waiting is not None and not self._runs(spec.name):
+                            # Crash-looping: this save may be the fix its backoff waits for.
+                            error = await self._restart_now(spec, waiting)
+                            if error is not None:
+                                return failed(error)
+                            replaced.append((f"{spec.name} (crash-looping)", spec.name))
+                            serving = _ms(t0)
+                        continue
+                    try:
+                        [fresh] = await self._start([(spec.name, self._instance(spec))])
+                    except RuntimeFailure as exc:
+                        return failed(str(exc))
+                    fresh.routable = True
+                    old.routable = False
+                    # One push: the new pod into every caller's endpoints, the old one out.
+                    pushed = await self._push(t0, started=(fresh.name,), stopped=(old.name,))
+                    serving = _ms(t0)
+                    for error in pushed.errors:
+                        self.progress(f"{service}: rolling {old.name}: {error}")
+                    draining.append(asyncio.create_task(self._drain_and_stop(old)))
+                    replaced.append((old.name, fresh.name))
+                    self.changed()
+            finally:
+                await asyncio.gather(*draining)
+                if draining:
+                    self.changed()
             return RollReport(service, True, tuple(replaced), _ms(t0), serving_ms=serving)
 
     def _runs(self, key: str) -> bool:

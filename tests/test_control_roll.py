@@ -43,7 +43,10 @@ class Recording(StandIns):
         return sorted(e.pod for c in gateway.clusters if c.name == "web" for e in c.endpoints)
 
     async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
-        self.log.append(f"start {spec.name}")
+        if "ingress" in self.sidecars and spec.name.startswith("web"):
+            self.log.append(f"start {spec.name} (gateway routes to {', '.join(self.routed())})")
+        else:
+            self.log.append(f"start {spec.name}")
         return await super().start_pod(spec, sidecar_config, token)
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
@@ -86,13 +89,15 @@ async def test_two_replicas_roll_one_at_a_time(running: tuple[ControlPlane, Reco
     assert report.ok, report.error
     assert report.replaced == (("web-0", "web-0-r1"), ("web-1", "web-1-r1"))
     assert report.serving_ms is not None and report.serving_ms <= report.elapsed_ms
-    # Each old pod stops once its new one is ready and routed in its place: 2 always routed.
-    assert runtime.log == [
-        "start web-0-r1",
+    # Each old pod stops once its new one is ready and routed in its place, and the next new
+    # pod starts only then (while the old one drains): 2 always routed, one swap at a time.
+    assert sorted(runtime.log) == [
+        "start web-0-r1 (gateway routes to web-0, web-1)",
+        "start web-1-r1 (gateway routes to web-0-r1, web-1)",
         "stop web-0 (gateway routes to web-0-r1, web-1)",
-        "start web-1-r1",
         "stop web-1 (gateway routes to web-0-r1, web-1-r1)",
     ]
+    assert runtime.log.index("start web-0-r1 (gateway routes to web-0, web-1)") == 0
     assert sorted(p.name for p in control.pods.values() if p.spec.service == "web") == [
         "web-0-r1",
         "web-1-r1",
@@ -121,7 +126,10 @@ async def test_new_code_that_does_not_start_replaces_nothing(
     assert why in (report.error or "")
     assert "keep serving" in report.summary()
     # The failed new pod is stopped; the old ones stay routed.
-    assert runtime.log == ["start web-0-r1", "stop web-0-r1 (gateway routes to web-0, web-1)"]
+    assert runtime.log == [
+        "start web-0-r1 (gateway routes to web-0, web-1)",
+        "stop web-0-r1 (gateway routes to web-0, web-1)",
+    ]
     assert runtime.routed() == ["web-0", "web-1"]
     # The next save tries again.
     runtime.fail.clear()
