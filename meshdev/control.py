@@ -317,11 +317,11 @@ class ControlPlane:
             serving: float | None = None
 
             def failed(error: str) -> RollReport:
-                done = {old for old, _ in replaced}
+                new = {name for _, name in replaced}
                 kept = tuple(
                     p.name
                     for p in self.pods.values()
-                    if p.spec.service == service and p.routable and p.key not in done
+                    if p.spec.service == service and p.routable and p.name not in new
                 )
                 return RollReport(service, False, tuple(replaced), _ms(t0), error, kept)
 

@@ -136,6 +136,20 @@ async def test_new_code_that_does_not_start_replaces_nothing(
     assert (await control.roll("web")).ok
 
 
+async def test_a_roll_that_fails_half_way_names_the_pods_left_on_the_old_code(
+    running: tuple[ControlPlane, Recording],
+) -> None:
+    control, runtime = running
+    assert (await control.roll("web")).ok  # now web-0-r1, web-1-r1
+    runtime.fail.add("web-1")
+    report = await control.roll("web")
+    assert not report.ok
+    assert report.replaced == (("web-0-r1", "web-0"),)
+    assert report.kept == ("web-1-r1",)
+    assert "1 replaced before it" in report.summary()
+    assert runtime.routed() == ["web-0", "web-1-r1"]
+
+
 async def test_a_service_without_pods_rolls_nothing(
     running: tuple[ControlPlane, Recording],
 ) -> None:
