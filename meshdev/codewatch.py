@@ -55,7 +55,9 @@ _HASH_LIMIT = 64 * 1024 * 1024
 
 
 def ignored(path: Path) -> bool:
-    """Is `path` never code: inside an ignored folder, or an editor's or tool's by-product?"""
+    """Is `path` (relative to a service's folder: where that folder itself is, e.g. under a
+    `venv`, is no business of this) never code: inside an ignored folder, or an editor's or
+    tool's by-product?"""
     return bool(_IGNORED_FILE.search(path.name)) or any(p in IGNORED_DIRS for p in path.parts)
 
 
@@ -110,10 +112,13 @@ class WatchedService:
 
     def matches(self, path: Path) -> bool:
         try:
-            rel = path.relative_to(self.folder).as_posix()
+            rel = path.relative_to(self.folder)
         except ValueError:
             return False
-        return rel != "." and any(r.fullmatch(rel) for r in self._regexes)
+        if rel == Path(".") or ignored(rel):
+            return False
+        posix = rel.as_posix()
+        return any(r.fullmatch(posix) for r in self._regexes)
 
     def files(self) -> Iterator[Path]:
         """The files its patterns match now (ignored folders and files left out)."""
@@ -121,7 +126,7 @@ class WatchedService:
             dirs[:] = [d for d in dirs if d not in IGNORED_DIRS]
             for name in names:
                 path = Path(top) / name
-                if not ignored(path) and self.matches(path):
+                if self.matches(path):
                     yield path
 
 
@@ -186,9 +191,7 @@ async def watch_code(
 
     def relevant(_change: watchfiles.Change, name: str) -> bool:
         path = Path(name)
-        if ignored(path) or excluded(path):
-            return False
-        return any(w.matches(path) for w in watched)
+        return not excluded(path) and any(w.matches(path) for w in watched)
 
     roots = sorted({w.folder for w in watched if w.folder.is_dir()})
     if not roots:

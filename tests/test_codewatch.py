@@ -63,8 +63,16 @@ def test_never_code(path: str) -> None:
 
 
 def test_app_files_are_code() -> None:
-    assert not ignored(Path("/project/app.py"))
-    assert not ignored(Path("/project/src/templates/index.html"))
+    assert not ignored(Path("app.py"))
+    assert not ignored(Path("src/templates/index.html"))
+
+
+def test_where_the_folder_itself_is_does_not_matter(tmp_path: Path) -> None:
+    folder = tmp_path / "venv" / "project"
+    watched = WatchedService("web", folder, ("**/*.py",))
+    assert watched.matches(folder / "app.py")
+    assert watched.matches(folder / "pkg" / "app.py")
+    assert not watched.matches(folder / ".venv" / "x.py")
 
 
 def test_a_service_watches_its_build_folder_else_the_mesh_files(tmp_path: Path) -> None:
