@@ -120,14 +120,19 @@ class WatchedService:
         posix = rel.as_posix()
         return any(r.fullmatch(posix) for r in self._regexes)
 
-    def files(self) -> Iterator[Path]:
-        """The files its patterns match now (ignored folders and files left out)."""
-        for top, dirs, names in os.walk(self.folder):
+    def files(self, below: Path | None = None) -> Iterator[Path]:
+        """The files its patterns match now (ignored folders and files left out), in its
+        folder or in `below`, a folder inside it."""
+        for top, dirs, names in os.walk(below or self.folder):
             dirs[:] = [d for d in dirs if d not in IGNORED_DIRS]
             for name in names:
                 path = Path(top) / name
                 if self.matches(path):
                     yield path
+
+
+def _below(path: Path, folder: Path) -> bool:
+    return folder in path.parents
 
 
 def watched_services(mesh: Mesh, mesh_file: Path) -> list[WatchedService]:
@@ -189,9 +194,26 @@ async def watch_code(
     def excluded(path: Path) -> bool:
         return any(path == s or s in path.parents for s in skip)
 
-    def relevant(_change: watchfiles.Change, name: str) -> bool:
+    def relevant(change: watchfiles.Change, name: str) -> bool:
         path = Path(name)
-        return not excluded(path) and any(w.matches(path) for w in watched)
+        if excluded(path):
+            return False
+        if change == watchfiles.Change.added and path.is_dir():
+            # Its files may be written before the notifier watches it: read it whole (below).
+            return any(
+                _below(path, w.folder) and not ignored(path.relative_to(w.folder)) for w in watched
+            )
+        return any(w.matches(path) for w in watched)
+
+    def digests_of(batch: set[Path]) -> dict[Path, bytes | None]:
+        """Of the changed files, and of every watched file in a folder made meanwhile."""
+        files = set()
+        for path in batch:
+            if path.is_dir():
+                files |= {f for w in watched for f in w.files(path) if not excluded(f)}
+            else:
+                files.add(path)
+        return _digests(files)
 
     roots = sorted({w.folder for w in watched if w.folder.is_dir()})
     if not roots:
@@ -219,7 +241,7 @@ async def watch_code(
             batch = await quiet_batch(queue, pump_task, quiet)
             if batch is None:
                 return
-            now = await asyncio.to_thread(_digests, batch)
+            now = await asyncio.to_thread(digests_of, batch)
             changed = sorted(p for p, d in now.items() if d != known.get(p))
             known.update(now)
             services = tuple(w.service for w in watched if any(w.matches(p) for p in changed))

@@ -224,3 +224,22 @@ async def test_a_new_file_and_a_deleted_one_are_changes(tmp_path: Path, app: Pat
         assert (await w.next()).paths == (new,)
         app.unlink()
         assert (await w.next()).paths == (app,)
+
+
+async def test_files_in_a_folder_made_just_now_are_seen(tmp_path: Path, app: Path) -> None:
+    # Written before the notifier can add a watch for the new folder, as `git checkout` or an
+    # unzip does: the folder's own event makes the watcher read it whole.
+    async with Watcher(tmp_path, WatchedService("web", tmp_path, ("**/*.py",))) as w:
+        for i in range(5):
+            folder = tmp_path / f"pkg{i}" / "sub"
+            folder.mkdir(parents=True)
+            (folder / "mod.py").write_text(f"X = {i}\n")
+            (folder / "notes.txt").write_text("not code\n")
+            ev = await w.next()
+            assert ev.services == ("web",)
+            assert folder / "mod.py" in ev.paths
+            assert folder / "notes.txt" not in ev.paths
+        # An ignored folder made with code in it stays ignored.
+        (tmp_path / "__pycache__").mkdir()
+        (tmp_path / "__pycache__" / "x.py").write_text("x = 1\n")
+        await w.nothing_for(0.5)
