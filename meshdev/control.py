@@ -77,6 +77,8 @@ class Pod:
     rotation: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
     # The config its sidecar last took (what a save that turns TLS on moves it from).
     config: SidecarConfig | None = field(default=None, repr=False, compare=False)
+    # What identifies the code it runs (Runtime.code_version), when the runtime can tell.
+    code: str | None = None
 
     @property
     def name(self) -> str:
@@ -160,6 +162,8 @@ class RollReport:
     # When the last new pod took the last old one's place in every caller's endpoints: from
     # then on only the new code answers (the old pod's drain and stop come after).
     serving_ms: float | None = None
+    # Its pods already run what the save built (the same image): none was replaced.
+    unchanged: bool = False
 
     def summary(self) -> str:
         if not self.ok:
@@ -169,6 +173,8 @@ class RollReport:
                 f"{self.service}: new code not rolled out ({kept}{done}); fix and save "
                 f"again: {self.error}"
             )
+        if self.unchanged:
+            return f"{self.service}: its image did not change; its pods keep running"
         if not self.replaced:
             return f"{self.service}: no running pod to roll"
         pods = ", ".join(f"{old} -> {new}" for old, new in self.replaced)
@@ -186,6 +192,7 @@ class RollReport:
             "error": self.error,
             "kept": list(self.kept),
             "serving_ms": None if self.serving_ms is None else round(self.serving_ms, 1),
+            "unchanged": self.unchanged,
         }
 
 
@@ -331,6 +338,13 @@ class ControlPlane:
                 await self.runtime.prepare(mesh, wanted, self.progress)
             except RuntimeFailure as exc:
                 return failed(str(exc))
+            running = [p for p in self.pods.values() if p.spec.service == service and p.routable]
+            if len(running) == len(wanted) and all(
+                p.code is not None and p.code == self.runtime.code_version(p.spec) for p in running
+            ):
+                # The rebuild made the very image they run (the save changed nothing that
+                # goes into it, e.g. a file the build ignores): nothing to replace.
+                return RollReport(service, True, (), _ms(t0), unchanged=True)
             # Old pods out of every endpoint list drain and stop while the next new pod
             # starts: that overlap keeps the service at its replica count all along.
             draining: list[asyncio.Task[None]] = []
@@ -632,7 +646,15 @@ class ControlPlane:
             placement = self.runtime.planned_placement(spec)
             cfg = self._render(spec, placement, endpoints)
             started = await self.runtime.start_pod(spec, cfg.model_dump_json().encode(), self.token)
-            pod = Pod(key, spec, started, hash=cfg.content_hash(), version=cfg.version, config=cfg)
+            pod = Pod(
+                key,
+                spec,
+                started,
+                hash=cfg.content_hash(),
+                version=cfg.version,
+                config=cfg,
+                code=self.runtime.code_version(spec),
+            )
             self.pods[spec.name] = pod
             if cfg.spiffe_id is None:
                 await self.runtime.wait_ready(spec, started, self.ready_timeout)

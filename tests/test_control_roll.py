@@ -37,6 +37,11 @@ class Recording(StandIns):
         self.fail: set[str] = set()
         # Failing pods fail their health check rather than exit.
         self.unhealthy = False
+        # What code_version says (None: it cannot tell, as the process runtime).
+        self.code: str | None = None
+
+    def code_version(self, spec: PodSpec) -> str | None:
+        return self.code
 
     def routed(self) -> list[str]:
         gateway = self.sidecars["ingress"].config
@@ -174,3 +179,18 @@ async def test_a_crash_looping_pod_is_started_at_once(
     assert "api-0" in control.pods and control.pods["api-0"].routable
     assert "api-0" not in control._healing
     assert _endpoint_pods(runtime.sidecars["web-0"].config, "api") == ["api-0"]
+
+
+async def test_pods_that_run_what_the_save_built_are_not_replaced(
+    running: tuple[ControlPlane, Recording],
+) -> None:
+    control, runtime = running
+    runtime.code = "sha256:aaa"
+    assert (await control.roll("web")).replaced  # started with code the runtime can name
+    runtime.log.clear()
+    report = await control.roll("web")  # the build gave the same image
+    assert report.ok and report.unchanged and report.replaced == ()
+    assert report.summary() == "web: its image did not change; its pods keep running"
+    assert runtime.log == []
+    runtime.code = "sha256:bbb"
+    assert len((await control.roll("web")).replaced) == 2

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 # Say-lines the typed reload messages already report; the events panel shows them once.
 _REPORTED = re.compile(
     r"^(applied v\d+ |v\d+ failed: |.*: not applied, still serving |  "
-    r"|[a-z0-9-]+: (rolled |no running pod to roll|new code not rolled out))"
+    r"|[a-z0-9-]+: (rolled |no running pod to roll|new code not rolled out|its image did not))"
 )
 # Worker descriptions: what a WorkerFailed names, and what the controller reacts to.
 _STARTING = "meshdev up"
@@ -401,7 +401,8 @@ class UpController:
         self.show_pods()
         if report.ok:
             app.dashboard.clear_banner(report.service)
-            app.notify(report.summary(), title=f"{report.service}: code rolled", timeout=4)
+            title = "nothing to roll" if report.unchanged or not report.replaced else "code rolled"
+            app.notify(report.summary(), title=f"{report.service}: {title}", timeout=4)
             app.add_event("roll", report.summary())
             return
         error = report.error or "failed"

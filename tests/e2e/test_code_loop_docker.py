@@ -113,6 +113,15 @@ def test_a_build_service_is_rebuilt_and_rolled_and_a_mounted_one_restarted(
         with pytest.raises(ImageNotFound):
             docker_client.images.get(first[0])
 
+        # A watched file the image does not take (the Dockerfile copies app.py only): the
+        # rebuild makes the very same image, and nothing is replaced.
+        (tmp_path / "web" / "notes.py").write_text("# not in the image\n")
+        assert up.wait_for("web: its image did not change", 120)
+        assert sorted(p["name"] for p in up.status()["pods"] if p["service"] == "web") == [
+            "web-0-r1",
+            "web-1-r1",
+        ]
+
         # The mounted command service: a new container runs the saved file.
         job.write_text(APP.format(code="j2", extra=""))
         assert "job-0 -> job-0-r1" in up.wait_for("job: rolled", 120)

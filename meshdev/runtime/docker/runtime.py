@@ -81,6 +81,8 @@ class DockerRuntime:
         # Images of services' earlier code a rebuild took the tag from (a save of watched
         # code): removed once no old pod runs them, so saves do not pile up images.
         self._superseded: set[str] = set()
+        # Each built image's id, as the last prepare that built it left it (by tag).
+        self._built: dict[str, str] = {}
 
     @property
     def network(self) -> str:
@@ -137,6 +139,7 @@ class DockerRuntime:
         if not isinstance(images, BaseException):
             self._proxy_image = images
             after = await engine.gather_all([image_id(client, tag) for tag in tags])
+            self._built.update({t: i for t, i in zip(tags, after, strict=True) if i})
             self._superseded |= {
                 old for old, new in zip(before, after, strict=True) if old and old != new
             }
@@ -153,6 +156,13 @@ class DockerRuntime:
     def planned_placement(self, spec: PodSpec) -> Placement:
         # The address is the sidecar's IP on the mesh network, known once it runs.
         return placement(spec.name, captured=self._capture)
+
+    def code_version(self, spec: PodSpec) -> str | None:
+        # A command in the base image runs the mounted folder's files: nothing says whether
+        # they changed. A named image is pulled once and never changes under a running mesh.
+        if spec.build is None or spec.is_ingress:
+            return None
+        return self._built.get(image_tag(self._mesh, spec))
 
     def _app_plan(self, spec: PodSpec) -> ContainerPlan:
         image = image_tag(self._mesh, spec) if spec.build is not None else spec.image

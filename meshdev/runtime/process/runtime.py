@@ -63,6 +63,9 @@ class ProcessRuntime:
         address = f"{self.subnet}.{host}"
         return Placement(spec.name, address, listen=address, local=address, public="127.0.0.1")
 
+    def code_version(self, spec: PodSpec) -> str | None:
+        return None  # its folder's files as they are when it starts
+
     def _host_of(self, pod: str) -> int:
         if pod not in self._hosts:
             if pod == INGRESS_POD:
