@@ -635,6 +635,9 @@ class TimedRuntime:
     def planned_placement(self, spec: PodSpec) -> Placement:
         return self.inner.planned_placement(spec)
 
+    def code_version(self, spec: PodSpec) -> str | None:
+        return self.inner.code_version(spec)
+
     async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
         with self.clock.span(f"pod.{spec.name}.start_pod"):
             return await self.inner.start_pod(spec, sidecar_config, token)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -76,6 +77,8 @@ class Pod:
     rotation: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
     # The config its sidecar last took (what a save that turns TLS on moves it from).
     config: SidecarConfig | None = field(default=None, repr=False, compare=False)
+    # What identifies the code it runs (Runtime.code_version), when the runtime can tell.
+    code: str | None = None
 
     @property
     def name(self) -> str:
@@ -139,6 +142,57 @@ class ReloadReport:
             "stopped": list(self.stopped),
             "errors": list(self.errors),
             "crashed": list(self.crashed),
+        }
+
+
+@dataclass(frozen=True)
+class RollReport:
+    """How saving a service's code went: which pods were replaced (old -> new), one at a
+    time; on failure the error (with the new pod's log tail) and that the rest still serve
+    the code they had."""
+
+    service: str
+    ok: bool
+    replaced: tuple[tuple[str, str], ...]
+    elapsed_ms: float
+    error: str | None = None
+    # Pods that serve the old code after a failed roll (all of them, unless one failed after
+    # another was replaced).
+    kept: tuple[str, ...] = ()
+    # When the last new pod took the last old one's place in every caller's endpoints: from
+    # then on only the new code answers (the old pod's drain and stop come after).
+    serving_ms: float | None = None
+    # Its pods already run what the save built (the same image): none was replaced.
+    unchanged: bool = False
+
+    def summary(self) -> str:
+        if not self.ok:
+            kept = f"{', '.join(self.kept)} keep serving" if self.kept else "nothing replaced"
+            done = f"; {len(self.replaced)} replaced before it" if self.replaced else ""
+            return (
+                f"{self.service}: new code not rolled out ({kept}{done}); fix and save "
+                f"again: {self.error}"
+            )
+        if self.unchanged:
+            return f"{self.service}: its image did not change; its pods keep running"
+        if not self.replaced:
+            return f"{self.service}: no running pod to roll"
+        pods = ", ".join(f"{old} -> {new}" for old, new in self.replaced)
+        text = f"{self.service}: rolled {pods} in {self.elapsed_ms:.0f} ms"
+        if self.serving_ms is not None:
+            text += f" (only new code answering after {self.serving_ms:.0f} ms)"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "service": self.service,
+            "ok": self.ok,
+            "replaced": [list(pair) for pair in self.replaced],
+            "elapsed_ms": round(self.elapsed_ms, 1),
+            "error": self.error,
+            "kept": list(self.kept),
+            "serving_ms": None if self.serving_ms is None else round(self.serving_ms, 1),
+            "unchanged": self.unchanged,
         }
 
 
@@ -251,6 +305,118 @@ class ControlPlane:
             )
             await asyncio.gather(*(self._drain_and_stop(p) for p in gone))
             return report
+
+    async def roll(self, service: str) -> RollReport:
+        """Replace the pods of `service` with pods running its code as it is now (its image
+        rebuilt first, when it has a build), one at a time and through the drain path of a
+        reload: the new pod is ready, it joins every caller's endpoints as the old one leaves
+        them, the old one drains and stops (while the next new pod starts). A 1-replica
+        service thus never has no pod. A new pod that crashes or is not ready replaces
+        nothing: it is stopped, the old pods keep serving, and the report says why (with its
+        log tail)."""
+        async with self._lock:
+            t0 = time.perf_counter()
+            mesh = self.mesh
+            wanted = [s for s in plan.pods(mesh) if s.service == service] if mesh else []
+            if mesh is None or not wanted:
+                return RollReport(service, True, (), _ms(t0))
+            replaced: list[tuple[str, str]] = []
+            serving: float | None = None
+
+            def failed(error: str) -> RollReport:
+                new = {name for _, name in replaced}
+                kept = tuple(
+                    p.name
+                    for p in self.pods.values()
+                    if p.spec.service == service and p.routable and p.name not in new
+                )
+                return RollReport(service, False, tuple(replaced), _ms(t0), error, kept)
+
+            try:
+                # The runtime's prepare rebuilds a build service's image (the engine's layer
+                # cache keeps it to the layers the save changed).
+                await self.runtime.prepare(mesh, wanted, self.progress)
+            except RuntimeFailure as exc:
+                return failed(str(exc))
+            running = [p for p in self.pods.values() if p.spec.service == service and p.routable]
+            if len(running) == len(wanted) and all(
+                p.code is not None and p.code == self.runtime.code_version(p.spec) for p in running
+            ):
+                # The rebuild made the very image they run (the save changed nothing that
+                # goes into it, e.g. a file the build ignores): nothing to replace.
+                return RollReport(service, True, (), _ms(t0), unchanged=True)
+            # Old pods out of every endpoint list drain and stop while the next new pod
+            # starts: that overlap keeps the service at its replica count all along.
+            draining: list[asyncio.Task[None]] = []
+            try:
+                for spec in wanted:
+                    old = next(
+                        (p for p in self.pods.values() if p.key == spec.name and p.routable),
+                        None,
+                    )
+                    if old is None:
+                        waiting = self._waiting_restart(spec.name)
+                        if waiting is not None and not self._runs(spec.name):
+                            # Crash-looping: this save may be the fix its backoff waits for.
+                            error = await self._restart_now(spec, waiting)
+                            if error is not None:
+                                return failed(error)
+                            replaced.append((f"{spec.name} (crash-looping)", spec.name))
+                            serving = _ms(t0)
+                        continue
+                    try:
+                        [fresh] = await self._start([(spec.name, self._instance(spec))])
+                    except RuntimeFailure as exc:
+                        return failed(str(exc))
+                    fresh.routable = True
+                    old.routable = False
+                    # One push: the new pod into every caller's endpoints, the old one out.
+                    pushed = await self._push(t0, started=(fresh.name,), stopped=(old.name,))
+                    serving = _ms(t0)
+                    for error in pushed.errors:
+                        self.progress(f"{service}: rolling {old.name}: {error}")
+                    draining.append(asyncio.create_task(self._drain_and_stop(old)))
+                    replaced.append((old.name, fresh.name))
+                    self.changed()
+            finally:
+                await asyncio.gather(*draining)
+                if draining:
+                    self.changed()
+            return RollReport(service, True, tuple(replaced), _ms(t0), serving_ms=serving)
+
+    def _runs(self, key: str) -> bool:
+        return any(p.key == key for p in self.pods.values())
+
+    def _waiting_restart(self, key: str) -> str | None:
+        """The name its restart task is kept under, if the pod of the plan `key` is down
+        waiting for one: the key itself (crashed at start) or the instance that exited
+        (`key-rN`, see _instance)."""
+        instance = re.compile(rf"{re.escape(key)}(-r\d+)?")
+        return next((name for name in self._healing if instance.fullmatch(name)), None)
+
+    async def _restart_now(self, spec: PodSpec, waiting_as: str) -> str | None:
+        """Start the crash-looping pod `spec` at once rather than when its backoff ends (the
+        lock held); on failure its backoff goes on, longer. Returns the failure in words."""
+        waiting = self._healing.pop(waiting_as)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        health = self._health(spec.name)
+        health.restarting()
+        try:
+            [fresh] = await self._start([(spec.name, spec)])
+        except RuntimeFailure as exc:
+            delay = health.exited(exc.exit_code)
+            self._healing[spec.name] = asyncio.create_task(
+                self._heal_later(spec.name, delay), name=f"heal {spec.name}"
+            )
+            self.changed()
+            return f"{exc}\n(next try in {delay:g} s, or at the next save)"
+        fresh.routable = True
+        await self._push(time.perf_counter(), started=(fresh.name,))
+        health.running()
+        self.changed()
+        return None
 
     async def down(self) -> list[str]:
         """Remove everything of the mesh (the runtime's teardown); returns what was removed."""
@@ -480,7 +646,15 @@ class ControlPlane:
             placement = self.runtime.planned_placement(spec)
             cfg = renderer.render(spec, placement)
             started = await self.runtime.start_pod(spec, cfg.model_dump_json().encode(), self.token)
-            pod = Pod(key, spec, started, hash=cfg.content_hash(), version=cfg.version, config=cfg)
+            pod = Pod(
+                key,
+                spec,
+                started,
+                hash=cfg.content_hash(),
+                version=cfg.version,
+                config=cfg,
+                code=self.runtime.code_version(spec),
+            )
             self.pods[spec.name] = pod
             if cfg.spiffe_id is None:
                 await self.runtime.wait_ready(spec, started, self.ready_timeout)

@@ -83,7 +83,7 @@ async def watch_mesh(
         await queue.put({path})
     try:
         while True:
-            changed = await _quiet_batch(queue, pump_task, quiet)
+            changed = await quiet_batch(queue, pump_task, quiet)
             if changed is None:
                 return
             templates = any(p.parent == tdir for p in changed)
@@ -100,12 +100,12 @@ async def watch_mesh(
                     break
                 # Maybe a save in progress: give the writer a moment before blaming the file.
                 try:
-                    first = await asyncio.wait_for(_next(queue, pump_task), settle)
+                    first = await asyncio.wait_for(next_batch(queue, pump_task), settle)
                 except TimeoutError:
                     break
                 if first is None:
                     return
-                more = await _quiet_batch(queue, pump_task, quiet, first)
+                more = await quiet_batch(queue, pump_task, quiet, first)
                 if more is None:
                     return
                 templates = templates or any(p.parent == tdir for p in more)
@@ -121,7 +121,7 @@ async def watch_mesh(
             await pump_task
 
 
-async def _next(queue: asyncio.Queue[set[Path]], pump: asyncio.Task[None]) -> set[Path] | None:
+async def next_batch(queue: asyncio.Queue[set[Path]], pump: asyncio.Task[None]) -> set[Path] | None:
     """The next batch of changed paths; None once the watcher has stopped."""
     if not queue.empty():
         return queue.get_nowait()
@@ -137,19 +137,19 @@ async def _next(queue: asyncio.Queue[set[Path]], pump: asyncio.Task[None]) -> se
     return None
 
 
-async def _quiet_batch(
+async def quiet_batch(
     queue: asyncio.Queue[set[Path]],
     pump: asyncio.Task[None],
     quiet: float,
     first: set[Path] | None = None,
 ) -> set[Path] | None:
     """The next changes, gathered until no new change came for `quiet` seconds."""
-    batch = first if first is not None else await _next(queue, pump)
+    batch = first if first is not None else await next_batch(queue, pump)
     if batch is None:
         return None
     while True:
         try:
-            more = await asyncio.wait_for(_next(queue, pump), quiet)
+            more = await asyncio.wait_for(next_batch(queue, pump), quiet)
         except TimeoutError:
             return batch
         if more is None:

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshdev.codewatch import CodeChanged, watch_code, watched_services
 from meshdev.config.model import Mesh
-from meshdev.control import ControlPlane, ReloadReport
+from meshdev.control import ControlPlane, ReloadReport, RollReport
 from meshdev.meshfile import MeshChanged, MeshRejected, watch_mesh
 from meshdev.observability.prometheus import (
     DockerLauncher,
@@ -30,7 +31,7 @@ from meshdev.observability.prometheus import (
     targets_of,
 )
 from meshdev.runtime.base import Runtime
-from meshdev.runtime.paths import STATE_FILE, mesh_dir
+from meshdev.runtime.paths import STATE_FILE, mesh_dir, state_root
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Session:
     watch: bool = True
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     last_reload: dict[str, Any] | None = None
+    # The last roll of each service whose code was saved (RollReport.to_json), for `status`.
+    last_rolls: dict[str, dict[str, Any]] = field(default_factory=dict)
     control: ControlPlane = field(init=False)
     prometheus: PrometheusServer | None = field(init=False, default=None)
 
@@ -53,6 +56,11 @@ class Session:
         )
         # What the model came from: a save while we start is applied once we follow the file.
         self._loaded = self.mesh_file.read_bytes()
+        # Set when a reload changes what is watched: the code watcher starts again on it.
+        self._rewatch = asyncio.Event()
+        # Per service: its roll in progress, and the save that came in while it ran.
+        self._rolls: dict[str, asyncio.Task[None]] = {}
+        self._roll_due: dict[str, CodeChanged] = {}
 
     def say(self, line: str) -> None:
         """One progress line, to wherever progress lines go now."""
@@ -124,13 +132,74 @@ class Session:
             assert isinstance(event, MeshChanged)
             report = await self.control.apply(event.mesh)
             if report.ok:
+                before = watched_services(self.mesh, self.mesh_file)
                 self.mesh = event.mesh
+                if watched_services(self.mesh, self.mesh_file) != before:
+                    self._rewatch.set()
             self._record(report)
             self.say(report.summary())
             if on_report is not None:
                 on_report(report)
 
+    async def follow_code(self, on_roll: Callable[[RollReport], None] | None = None) -> None:
+        """Roll a service whenever a save changes a file its `watch:` names (codewatch.py);
+        what is watched follows the mesh file's reloads. A save during a roll of the same
+        service rolls it again once that one is done (the newest code, whatever the count of
+        saves between)."""
+        while True:
+            self._rewatch.clear()
+            watched = watched_services(self.mesh, self.mesh_file)
+            changes = watch_code(
+                watched, exclude=(self.mesh_file, state_root()), stop=self._rewatch
+            )
+            try:
+                async for change in changes:
+                    for service in change.services:
+                        self._roll_soon(service, change, on_roll)
+            except Exception as exc:  # e.g. a watched folder removed: said, not fatal
+                self.say(f"cannot watch the services' code ({exc!r}); trying again in 5 s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._rewatch.wait(), 5)
+                continue
+            # Ended without a reload asking: nothing to watch (no watch:, no folder) until one.
+            await self._rewatch.wait()
+
+    def _roll_soon(
+        self, service: str, change: CodeChanged, on_roll: Callable[[RollReport], None] | None
+    ) -> None:
+        self._roll_due[service] = change
+        task = self._rolls.get(service)
+        if task is None or task.done():
+            self._rolls[service] = asyncio.create_task(
+                self._roll(service, on_roll), name=f"roll {service}"
+            )
+
+    async def _roll(self, service: str, on_roll: Callable[[RollReport], None] | None) -> None:
+        while (change := self._roll_due.pop(service, None)) is not None:
+            self.say(f"{service}: {change.describe()} changed; rolling its pods one at a time")
+            try:
+                report = await self.control.roll(service)
+            except Exception as exc:  # a bug must not end the code loop unseen
+                self.say(f"{service}: rolling it failed: {exc!r}")
+                continue
+            self.last_rolls[service] = {"at": time.time(), **report.to_json()}
+            self._pods_changed()
+            self.say(report.summary())
+            if on_roll is not None:
+                on_roll(report)
+
+    async def _stop_rolling(self) -> None:
+        tasks = list(self._rolls.values())
+        self._rolls.clear()
+        self._roll_due.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     async def stop(self) -> list[str]:
+        await self._stop_rolling()
         if self.prometheus is not None:
             await self.prometheus.stop()
             self.prometheus = None
@@ -161,6 +230,7 @@ class Session:
             "ingress_url": self.ingress_url,
             "token": self.token,
             "last_reload": self.last_reload,
+            "last_rolls": self.last_rolls,
             **self.control.snapshot(),
         }
         path = self.state_path()
@@ -182,7 +252,7 @@ async def run_headless(session: Session, *, keep: bool) -> int:
     try:
         # Follow the file from the start: a save during start-up applies right after it.
         if session.watch:
-            follower = asyncio.create_task(session.follow_file())
+            follower = asyncio.create_task(_follow(session))
         starting = asyncio.create_task(session.start())
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -216,3 +286,8 @@ async def run_headless(session: Session, *, keep: bool) -> int:
         else:
             removed = await session.stop()
             session.say(f"removed {len(removed)} processes/containers")
+
+
+async def _follow(session: Session) -> None:
+    """The mesh file and the apps' code, side by side."""
+    await asyncio.gather(session.follow_file(), session.follow_code())

@@ -7,6 +7,8 @@ The JSON form is a stable interface for scripts (documented in docs/status.md):
       "file": "/abs/mesh.yaml" | null, "ingress_url": "http://127.0.0.1:8000/" | null,
       "version": 3,                 # the version the session last applied (null: no session)
       "last_reload": {...} | null,  # ok, version, serving, sidecars, elapsed_ms, errors, at
+      "last_rolls": {"web": {...}},  # per service whose code was saved: ok, replaced,
+                                     # elapsed_ms, error, kept, at (docs/code-loop.md)
       "pods": [
         {"name": "backend-v1-0", "service": "backend", "subset": "v1", "protocol": "http",
          "state": "running", "ready": true, "address": "127.0.9.3",
@@ -123,6 +125,7 @@ async def gather_status(
         "ingress_url": (state or {}).get("ingress_url"),
         "version": (state or {}).get("version"),
         "last_reload": (state or {}).get("last_reload"),
+        "last_rolls": (state or {}).get("last_rolls") or {},
         "pods": rows,
     }
 
@@ -240,6 +243,16 @@ def render_table(status: dict[str, Any]) -> str:
         else:
             lines.append("last reload: rejected")
             lines += [f"  {e}" for e in reload.get("errors", [])]
+    for service, roll in sorted((status.get("last_rolls") or {}).items()):
+        if roll.get("ok"):
+            lines.append(
+                f"last code roll of {service}: {len(roll.get('replaced', []))} pods "
+                f"in {roll.get('elapsed_ms')} ms"
+            )
+        else:
+            error = str(roll.get("error") or "").splitlines()
+            lines.append(f"last code roll of {service}: failed, old pods serve")
+            lines += [f"  {e}" for e in error]
     if not status["pods"]:
         lines.append("no pods are running")
         return "\n".join(lines)

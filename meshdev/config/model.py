@@ -285,6 +285,14 @@ class Service(_Model):
         "touching another service pushes nothing to it, and a call to a service not listed "
         "gets 404 with response flag NR and a log line saying why. Default: every service.",
     )
+    watch: tuple[str, ...] = Field(
+        default=(),
+        description="Paths or globs of the app's code, relative to the service's folder (its "
+        "build folder, else the mesh file's): a save that changes one rolls the service, one "
+        "pod at a time (a build service's image is rebuilt first). `*.py` is that folder's, "
+        "`**/*.py` every folder's below it, a folder everything in it. As compose's "
+        "develop.watch and Tilt; meshdev only.",
+    )
     excluded_ports: tuple[Annotated[int, Field(ge=1, le=65535)], ...] = Field(
         default=(),
         description="Ports the Docker runtime's traffic capture leaves alone, both ways (Istio's "

@@ -381,6 +381,33 @@ class _Check:
                 (*path, "health_path"),
                 "a tcp service is not asked over HTTP: it is ready when its port accepts",
             )
+        self.watch((*path, "watch"), svc)
+
+    def watch(self, path: Path, svc: Service) -> None:
+        """Patterns of the app's code. One matching nothing is no problem: the file it names
+        may be created later, and a save then rolls the service."""
+        if not svc.watch:
+            return
+        versions = svc.versions.values()
+        has_code = bool(svc.build or svc.command) or any(v.build or v.command for v in versions)
+        if not has_code:
+            self.add(
+                path,
+                "this service runs an image only: no code of it is here to watch; "
+                "give it build: or command:",
+            )
+        for i, pattern in enumerate(svc.watch):
+            parts = pattern.replace("\\", "/").split("/")
+            if not pattern.strip():
+                self.add((*path, i), "give a path or a glob, e.g. '*.py' or 'src/'")
+            elif pattern.startswith(("/", "~")) or FsPath(pattern).is_absolute():
+                self.add(
+                    (*path, i),
+                    "must be relative to the service's folder (its build folder, else the "
+                    "mesh file's)",
+                )
+            elif ".." in parts:
+                self.add((*path, i), "must stay inside the service's folder (no ..)")
 
     def calls(self, path: Path, calls: tuple[str, ...]) -> None:
         """Istio's Sidecar egress hosts name services: no subsets (a caller reaches a version

@@ -81,6 +81,11 @@ class Runtime(Protocol):
     def planned_placement(self, spec: PodSpec) -> Placement:
         """Where the pod will listen, as far as known before it starts."""
 
+    def code_version(self, spec: PodSpec) -> str | None:
+        """What identifies the code the pod would run if started now (Docker: its built
+        image's id, as the last prepare left it); None when the runtime cannot tell (a
+        process runs its folder's files as they are), which makes every code roll replace it."""
+
     async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
         """Start the pod's sidecar and app; returns once both processes/containers run."""
 

@@ -39,6 +39,7 @@ from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import ViewSource
 from meshdev.tui.messages import (
     ActionDone,
+    CodeRolled,
     PodStates,
     ReloadApplied,
     ReloadRejected,
@@ -190,6 +191,7 @@ class MeshdevApp(App[int]):
     @on(StartupFinished)
     @on(ReloadApplied)
     @on(ReloadRejected)
+    @on(CodeRolled)
     @on(PodStates)
     @on(TornDown)
     def _session_message(self, message: SessionMessage) -> None:

@@ -16,15 +16,16 @@ from __future__ import annotations
 import gc
 import re
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from meshdev.config.model import Mesh
-from meshdev.control import ReloadReport
+from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.base import PodState, RuntimeFailure
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.tui.logic.commands import Commands
 from meshdev.tui.logic.ports import SessionPort, ViewSource
 from meshdev.tui.messages import (
+    CodeRolled,
     PodStates,
     ReloadApplied,
     ReloadRejected,
@@ -49,7 +50,10 @@ if TYPE_CHECKING:
     from meshdev.tui.screens.dashboard import DashboardScreen
 
 # Say-lines the typed reload messages already report; the events panel shows them once.
-_REPORTED = re.compile(r"^(applied v\d+ |v\d+ failed: |.*: not applied, still serving |  )")
+_REPORTED = re.compile(
+    r"^(applied v\d+ |v\d+ failed: |.*: not applied, still serving |  "
+    r"|[a-z0-9-]+: (rolled |no running pod to roll|new code not rolled out|its image did not))"
+)
 # Worker descriptions: what a WorkerFailed names, and what the controller reacts to.
 _STARTING = "meshdev up"
 _TEARING_DOWN = "tear down"
@@ -103,7 +107,14 @@ class DashboardApp(Protocol):
 
     def set_interval(self, interval: float, callback: Callable[[], None]) -> object: ...
 
-    def notify(self, message: str, *, title: str = "", timeout: float | None = None) -> None: ...
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: Literal["information", "warning", "error"] = "information",
+        timeout: float | None = None,
+    ) -> None: ...
 
     def exit(
         self, result: int | None = None, return_code: int = 0, message: str | None = None
@@ -269,6 +280,8 @@ class UpController:
                 self._reload_applied(report)
             case ReloadRejected(version=version, errors=errors):
                 self._reload_rejected(version, errors)
+            case CodeRolled(report=report):
+                self._code_rolled(report)
             case PodStates(states=states):
                 self._pod_states(states)
             case TornDown(text=text):
@@ -370,9 +383,34 @@ class UpController:
 
     def _follow(self) -> None:
         self._run(self._following, group="follow", description="following the file")
+        self._run(self._following_code, group="follow-code", description="following the code")
 
     async def _following(self) -> None:
         await self.session.follow_file(self._applied)
+
+    async def _following_code(self) -> None:
+        await self.session.follow_code(self._rolled)
+
+    def _rolled(self, report: RollReport) -> None:
+        self.app.post_message(CodeRolled(report))
+
+    def _code_rolled(self, report: RollReport) -> None:
+        app = self.app
+        # Pods changed names and addresses (also in a roll that failed half way).
+        self._set_targets()
+        self.show_pods()
+        if report.ok:
+            app.dashboard.clear_banner(report.service)
+            title = "nothing to roll" if report.unchanged or not report.replaced else "code rolled"
+            app.notify(report.summary(), title=f"{report.service}: {title}", timeout=4)
+            app.add_event("roll", report.summary())
+            return
+        error = report.error or "failed"
+        app.dashboard.show_roll_failure(report.service, tuple(error.splitlines()))
+        app.notify(
+            error.splitlines()[0], title=f"{report.service}: not rolled out", severity="error"
+        )
+        app.add_event("rejected", report.summary())
 
     def _applied(self, report: ReloadReport) -> None:
         self.app.post_message(ReloadApplied(report))

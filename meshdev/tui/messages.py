@@ -12,7 +12,7 @@ from typing import TypeAlias
 
 from textual.message import Message
 
-from meshdev.control import ReloadReport
+from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.base import PodState
 
 
@@ -62,6 +62,13 @@ class ReloadRejected(Message):
 
 
 @dataclass
+class CodeRolled(Message):
+    """A save of a service's code rolled it (or replaced nothing: see `report.ok`)."""
+
+    report: RollReport
+
+
+@dataclass
 class PodStates(Message):
     """What the runtime sees of the pods right now."""
 
@@ -100,6 +107,7 @@ SessionMessage: TypeAlias = (
     | StartupFailed
     | ReloadApplied
     | ReloadRejected
+    | CodeRolled
     | PodStates
     | TornDown
     | WorkerFailed

@@ -46,6 +46,9 @@ class PodsElsewhere:
     def planned_placement(self, spec: PodSpec) -> Placement:
         return Placement(spec.name, "127.0.0.1", "127.0.0.1", "127.0.0.1")
 
+    def code_version(self, spec: PodSpec) -> str | None:
+        return None
+
     async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
         raise RuntimeFailure("this runtime starts no pods")
 

@@ -45,6 +45,9 @@ class StandIns:
     def planned_placement(self, spec: PodSpec) -> Placement:
         return Placement(spec.name, "127.0.0.1", "127.0.0.1", "127.0.0.1")
 
+    def code_version(self, spec: PodSpec) -> str | None:
+        return None
+
     async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
         sidecar = CertsSidecar(SidecarConfig.model_validate_json(sidecar_config), token)
         self.prepare_sidecar(sidecar)

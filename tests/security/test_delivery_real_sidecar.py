@@ -66,6 +66,9 @@ class InProcess:
     async def prepare(self, mesh: Mesh, specs: list[PodSpec], progress: Progress) -> None:
         return None
 
+    def code_version(self, spec: PodSpec) -> str | None:
+        return None
+
     def planned_placement(self, spec: PodSpec) -> Placement:
         host = self._hosts.setdefault(spec.name, len(self._hosts) + 2)
         address = f"{self.subnet}.{host}"

@@ -9,7 +9,7 @@ from textual.geometry import Region
 from textual.message import Message
 from textual.widgets import RichLog, Static
 
-from meshdev.control import ReloadReport
+from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.base import PodState
 from meshdev.telemetry.aggregation.view import Event
 from meshdev.testing.sample_views import sample_view
@@ -179,6 +179,43 @@ async def test_reload_toast_and_a_banner_that_stays_until_a_good_save(
         events = app.dashboard.events.texts
         assert any("rejected" in t and "14:7" in t for t in events)
         assert any("reload" in t and "applied v2" in t for t in events)
+
+
+async def test_code_that_did_not_roll_out_has_a_banner_until_its_service_rolls(
+    session: FakeSession, source: FakeSource
+) -> None:
+    app = make_app(source, session)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await started(pilot, app, source)
+        banner = app.dashboard.query_one("#banner", ReloadBanner)
+        error = (
+            "pod frontend-0 did not come up: its app exited with code 1; last lines of its log:\n"
+            "    RuntimeError: boom"
+        )
+        await session.rolls.put(RollReport("frontend", False, (), 900.0, error, ("frontend-0",)))
+        await wait_until(lambda: banner.display, "the banner", pause=pilot.pause)
+        text = str(banner.render())
+        assert "frontend's new code not rolled out; its old pods keep serving" in text
+        assert "RuntimeError: boom" in text
+        events = app.dashboard.events.texts
+        assert any("rejected" in t and "frontend-0 keep serving" in t for t in events)
+        # Another service's roll leaves it; the mesh file's good save too.
+        await session.rolls.put(RollReport("backend", True, (("backend-v1-0", "x"),), 800.0))
+        await session.saves.put(ReloadReport(2, True, 5, 5, 1, 84.0))
+        await wait_until(
+            lambda: any("backend: rolled" in t for t in app.dashboard.events.texts),
+            "the other roll",
+            pause=pilot.pause,
+        )
+        await wait_until(lambda: up(app).reload_ok, "the reload", pause=pilot.pause)
+        assert banner.display
+        # Its own roll clears it.
+        await session.rolls.put(
+            RollReport("frontend", True, (("frontend-0", "frontend-0-r1"),), 700.0)
+        )
+        await wait_until(lambda: not banner.display, "banner cleared", pause=pilot.pause)
+        assert any("roll" in t and "frontend-0 -> frontend-0-r1" in t for t in events)
+        assert any(n.title == "frontend: code rolled" for n in app._notifications)
 
 
 async def test_pods_panel_joins_control_plane_runtime_and_telemetry(

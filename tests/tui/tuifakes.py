@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from meshdev import plan
 from meshdev.config import load_mesh
 from meshdev.config.model import Mesh
-from meshdev.control import TOKEN_HEADER, ControlPlane, Pod, ReloadReport
+from meshdev.control import TOKEN_HEADER, ControlPlane, Pod, ReloadReport, RollReport
 from meshdev.plan import Placement, PodSpec
 from meshdev.runtime.base import (
     Container,
@@ -148,6 +148,9 @@ class FakeRuntime:
     def planned_placement(self, spec: PodSpec) -> Placement:
         return Placement(spec.name, "127.0.0.1", "127.0.0.1", "127.0.0.1")
 
+    def code_version(self, spec: PodSpec) -> str | None:
+        return None
+
     async def start_pod(self, spec: PodSpec, sidecar_config: bytes, token: str) -> StartedPod:
         raise RuntimeFailure("FakeRuntime starts no pods")
 
@@ -202,6 +205,8 @@ class FakeSession:
         self.server = server
         self.fail = fail
         self.saves: asyncio.Queue[Scripted] = asyncio.Queue()
+        # What follow_code reports, as saves of the apps' code would.
+        self.rolls: asyncio.Queue[RollReport] = asyncio.Queue()
         self.stopped = 0
         self.start_delay = 0.0
         self.gate: asyncio.Event | None = None  # when set: start() waits for it at the end
@@ -253,6 +258,13 @@ class FakeSession:
                 self.say(f"{self.mesh_file}: not applied, still serving v1:")
                 for error in item:
                     self.say(f"  {error}")
+
+    async def follow_code(self, on_roll: Callable[[RollReport], None] | None = None) -> None:
+        while True:
+            report = await self.rolls.get()
+            self.say(report.summary())
+            if on_roll is not None:
+                on_roll(report)
 
     async def stop(self) -> list[str]:
         self.stopped += 1

@@ -11,12 +11,15 @@ is published on the host's 127.0.0.1, and so is each sidecar's read-only admin l
 `meshdev watch` can show the running Compose project.
 
 A service or version with no replicas has no pod; it is kept as an app service with
-`deploy.replicas: 0` so that the file still says it exists.
+`deploy.replicas: 0` so that the file still says it exists. A service's `watch:` becomes its
+apps' develop.watch, for `docker compose watch`.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,10 @@ class ComposeExport:
     def watch_command(self, separator: str = " ") -> str:
         targets = [f"{pod}=http://127.0.0.1:{p}" for pod, p in self.admin_ports.items()]
         return separator.join(["meshdev watch", *targets])
+
+
+# A glob's wildcard in one segment of a watch pattern.
+_WILDCARD = re.compile(r"[*?\[]")
 
 
 def _relative(target: Path, out_dir: Path) -> str:
@@ -147,6 +154,28 @@ class _Writer:
             **self.app_labels(pod.service, pod.subset, svc),
             layout.LABEL_POD: pod.name,
         }
+        watch = self.watch(pod, svc)
+        if watch:
+            out["develop"] = {"watch": watch}
+        return out
+
+    def watch(self, pod: PodSpec, svc: Service) -> list[Json]:
+        """`watch:` as Compose's develop.watch (`docker compose watch`): a built app is
+        rebuilt, a command run in the base image with the folder mounted is restarted; a pod
+        running a named image has no code here. Compose watches paths, not globs (its
+        `include` is too new for the parsers in use): a pattern's path is the folder before its
+        first wildcard, which the export notes."""
+        if not svc.watch or (pod.build is None and pod.image is not None):
+            return []
+        folder = self.mesh_dir / svc.build if svc.build else self.mesh_dir
+        action = "rebuild" if pod.build is not None else "restart"
+        out: list[Json] = []
+        for pattern in svc.watch:
+            parts = pattern.replace("\\", "/").strip().removeprefix("./").split("/")
+            literal = list(itertools.takewhile(lambda p: not _WILDCARD.search(p), parts))
+            entry = {"path": _relative(folder.joinpath(*literal), self.out_dir), "action": action}
+            if entry not in out:
+                out.append(entry)
         return out
 
     def stub(self, service: str, version: str | None) -> tuple[str, Json]:
@@ -229,6 +258,20 @@ def export_compose(
                 "Compose has no readiness gate like meshdev's: Envoy sends requests to a pod "
                 "as soon as its sidecar's name resolves, before the app answers "
                 f"{svc.health_path}",
+            )
+        if svc.watch:
+            globs = [p for p in svc.watch if _WILDCARD.search(p)]
+            broad = (
+                f"; Compose watches paths, so {', '.join(globs)} became the folder before the "
+                "first wildcard (any change there counts)"
+                if globs
+                else ""
+            )
+            notes.add(
+                f"services.{name}.watch",
+                "as develop.watch for `docker compose watch`, which replaces each container "
+                "in place: requests to it fail while it restarts (meshdev rolls one pod at a "
+                f"time through a drain){broad}",
             )
         if svc.excluded_ports:
             notes.add(

@@ -48,6 +48,7 @@ _READ = frozenset(
         "deploy",
         "scale",
         "healthcheck",
+        "develop",
     }
 )
 # Keys meshdev's own export writes and its reader takes for what they are.
@@ -251,6 +252,41 @@ class _Reader:
             return None
         return _relative(self.compose_dir / context, self.mesh_dir)
 
+    def watch(self, svc: Mapping[str, Any], build: str | None, where: str) -> list[str]:
+        """develop.watch (`docker compose watch`) as the service's watch: each path relative
+        to the service's folder (its build folder, else the mesh file's); meshdev rolls the
+        service on a change whatever the action."""
+        develop = svc.get("develop") or {}
+        for key in sorted(set(develop) - {"watch"}):
+            self.notes.add(f"{where}.develop.{key}", "meshdev has no such setting")
+        folder = (self.mesh_dir / build) if build is not None else self.mesh_dir
+        out: list[str] = []
+        for i, item in enumerate(develop.get("watch") or []):
+            at = f"{where}.develop.watch[{i}]"
+            action = item.get("action")
+            if action in ("sync", "sync+exec"):
+                self.notes.add(
+                    f"{at}.action",
+                    f"{action}: meshdev replaces the service's pods on a change (as rebuild or "
+                    "restart does), it copies no files into running ones",
+                )
+            for key in ("ignore", "include"):
+                if key in item:
+                    self.notes.add(
+                        f"{at}.{key}", "meshdev's watch is paths and globs: its whole path counts"
+                    )
+            rel = _relative(self.compose_dir / str(item["path"]), folder)
+            if rel == ".." or rel.startswith(("../", "/")):
+                self.notes.add(
+                    f"{at}.path",
+                    "outside the service's folder, which meshdev's watch is relative to: left out",
+                )
+                continue
+            pattern = "**" if rel == "." else rel
+            if pattern not in out:
+                out.append(pattern)
+        return out
+
     def command(self, raw: Any) -> str | list[str] | None:
         if raw is None:
             return None
@@ -345,6 +381,9 @@ def _services(services: Mapping[str, Any], reader: _Reader, notes: Notes) -> tup
         command = reader.command(svc.get("command"))
         if command is not None:
             entry["command"] = command
+        watch = reader.watch(svc, entry.get("build"), where)
+        if watch:
+            entry["watch"] = watch
         ports = _parse_ports(svc.get("ports") or [], f"{where}.ports", notes)
         exposed = _expose(svc.get("expose") or [], f"{where}.expose", notes)
         candidates = exposed + [p.target for p in ports if p.target not in exposed]
@@ -467,6 +506,7 @@ def _exported_services(services: Mapping[str, Any], reader: _Reader, notes: Note
     }
     groups: dict[str, dict[str | None, _Group]] = {}
     shape: dict[str, Doc] = {}
+    watches: dict[str, list[str]] = {}
     for compose_name, svc in apps.items():
         lab = _labels(svc)
         service = lab[layout.LABEL_SERVICE]
@@ -497,6 +537,11 @@ def _exported_services(services: Mapping[str, Any], reader: _Reader, notes: Note
             svc_shape["excluded_ports"] = [
                 int(p) for p in lab[layout.LABEL_EXCLUDED_PORTS].split(",")
             ]
+        if service not in watches:
+            # Every pod of a service has the same develop.watch: the first one's is read.
+            watches[service] = reader.watch(svc, runnable.get("build"), where)
+        if watches[service]:
+            svc_shape["watch"] = watches[service]
         shape[service] = svc_shape
     out: Doc = {}
     for service, versions in groups.items():

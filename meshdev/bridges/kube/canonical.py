@@ -15,7 +15,9 @@ itself ignores, or a gap the export reports (docs/bridges-kubernetes.md lists th
 - policies: equal to the defaults is none; an HTTP service's idle_timeout and
   include_attempt_count are left out; max_ejection_percent is whole;
 - security: DISABLE everywhere is no security section;
-- authorization: principals of the mesh's own services are those services.
+- authorization: principals of the mesh's own services are those services;
+- a service's watch (what a save on this machine rolls) is left out: nothing in a cluster
+  follows it.
 """
 
 from __future__ import annotations

@@ -228,3 +228,34 @@ async def ensure_image(
         raise RuntimeFailure(
             f"image {image} is not on this machine and cannot be pulled ({short(exc)}){hint}"
         ) from exc
+
+
+async def image_id(client: docker.DockerClient, ref: str) -> str | None:
+    """The id of the image `ref` names now; None when there is none."""
+    try:
+        info = await call(client.api.inspect_image, ref)
+    except NotFound:
+        return None
+    except APIError as exc:
+        raise refused(f"inspect image {ref}", exc) from exc
+    return str(info["Id"])
+
+
+async def remove_dangling(client: docker.DockerClient, images: set[str]) -> set[str]:
+    """Remove those of `images` (ids) that no tag names any more, once no container uses them:
+    the images of a service's earlier code, superseded by a rebuild. Returns those a container
+    still uses, to be tried again later. One that a tag names is left alone: another service
+    built from the same folder still runs it."""
+    left: set[str] = set()
+    for image in images:
+        try:
+            info = await call(client.api.inspect_image, image)
+            if info.get("RepoTags"):
+                continue
+            await call(client.api.remove_image, image)
+        except NotFound:
+            continue
+        except APIError as exc:
+            if exc.status_code == 409:  # a container (an old pod still draining) uses it
+                left.add(image)
+    return left

@@ -32,7 +32,7 @@ from meshdev.runtime.base import (
     StartedPod,
 )
 from meshdev.runtime.docker import engine
-from meshdev.runtime.docker.images import ensure_proxy
+from meshdev.runtime.docker.images import ensure_proxy, image_id, remove_dangling
 from meshdev.runtime.docker.logs import follow, last_lines
 from meshdev.runtime.docker.names import container_name, network_name
 from meshdev.runtime.docker.pods import (
@@ -78,6 +78,11 @@ class DockerRuntime:
         self._probe_via_admin: set[str] = set()
         # Pods started and not stopped since: only their exits are crashes.
         self._started: set[str] = set()
+        # Images of services' earlier code a rebuild took the tag from (a save of watched
+        # code): removed once no old pod runs them, so saves do not pile up images.
+        self._superseded: set[str] = set()
+        # Each built image's id, as the last prepare that built it left it (by tag).
+        self._built: dict[str, str] = {}
 
     @property
     def network(self) -> str:
@@ -107,7 +112,10 @@ class DockerRuntime:
     # -- removing ------------------------------------------------------------------------
 
     async def teardown(self) -> list[str]:
-        return await teardown(await self._engine(), self._mesh.name)
+        client = await self._engine()
+        removed = await teardown(client, self._mesh.name)
+        await self._remove_superseded(client)
+        return removed
 
     async def remove_leftovers(self) -> list[str]:
         return await self.teardown()
@@ -121,6 +129,8 @@ class DockerRuntime:
         client = await self._engine()
         if mesh.ingress is not None and any(s.is_ingress for s in specs):
             await check_ingress_port(client, mesh.name, mesh.ingress.port)
+        tags = sorted({image_tag(mesh, s) for s in specs if s.build is not None})
+        before = await engine.gather_all([image_id(client, tag) for tag in tags])
         network, images = await asyncio.gather(
             ensure_network(client, mesh.name, progress),
             ensure_images(client, mesh, self._root, self._base_image, specs, progress),
@@ -128,6 +138,11 @@ class DockerRuntime:
         )
         if not isinstance(images, BaseException):
             self._proxy_image = images
+            after = await engine.gather_all([image_id(client, tag) for tag in tags])
+            self._built.update({t: i for t, i in zip(tags, after, strict=True) if i})
+            self._superseded |= {
+                old for old, new in zip(before, after, strict=True) if old and old != new
+            }
         failure = images if isinstance(images, BaseException) else network
         if isinstance(failure, BaseException):
             if network is True:
@@ -141,6 +156,13 @@ class DockerRuntime:
     def planned_placement(self, spec: PodSpec) -> Placement:
         # The address is the sidecar's IP on the mesh network, known once it runs.
         return placement(spec.name, captured=self._capture)
+
+    def code_version(self, spec: PodSpec) -> str | None:
+        # A command in the base image runs the mounted folder's files: nothing says whether
+        # they changed. A named image is pulled once and never changes under a running mesh.
+        if spec.build is None or spec.is_ingress:
+            return None
+        return self._built.get(image_tag(self._mesh, spec))
 
     def _app_plan(self, spec: PodSpec) -> ContainerPlan:
         image = image_tag(self._mesh, spec) if spec.build is not None else spec.image
@@ -220,6 +242,13 @@ class DockerRuntime:
         await engine.gather_all(
             [stop(client, self._name(pod, "app")), stop(client, self._name(pod, "sidecar"))]
         )
+        await self._remove_superseded(client)
+
+    async def _remove_superseded(self, client: docker.DockerClient) -> None:
+        if self._superseded:
+            # Best effort: an image left behind costs disk, never a pod.
+            with contextlib.suppress(RuntimeFailure):
+                self._superseded = await remove_dangling(client, self._superseded)
 
     # -- observing -------------------------------------------------------------------------
 

@@ -69,6 +69,8 @@ class ProcessRuntime:
         self._children: dict[str, list[Child]] = {}
         self._template: SidecarTemplate | None = None
         self._template_lock = asyncio.Lock()
+        # Where pods run is said at the first prepare; reloads and code rolls prepare again.
+        self._said_where = False
 
     # -- placement ------------------------------------------------------------------------
 
@@ -76,6 +78,9 @@ class ProcessRuntime:
         host = self._host_of(spec.name)
         address = f"{self.subnet}.{host}"
         return Placement(spec.name, address, listen=address, local=address, public="127.0.0.1")
+
+    def code_version(self, spec: PodSpec) -> str | None:
+        return None  # its folder's files as they are when it starts
 
     def _host_of(self, pod: str) -> int:
         if pod not in self._hosts:
@@ -101,7 +106,9 @@ class ProcessRuntime:
         if mesh.ingress is not None and any(s.is_ingress for s in specs):
             _check_free("127.0.0.1", mesh.ingress.port, "ingress.port in mesh.yaml")
             _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
-        progress(f"process runtime: pods on {self.subnet}.0/24, logs in {self.dir}")
+        if not self._said_where:
+            self._said_where = True
+            progress(f"process runtime: pods on {self.subnet}.0/24, logs in {self.dir}")
         if self.sidecar_start == "template" and specs:
             await self._sidecar_template()  # it imports while the pods' configs are rendered
 
@@ -288,6 +295,9 @@ class ProcessRuntime:
         await self._reap(pod)
         for path in records:
             path.unlink(missing_ok=True)
+        # Its address is free for the next pod: replacements (a reload's, a roll's) get new
+        # names, and 253 addresses per mesh would otherwise run out after enough saves.
+        self._hosts.pop(pod, None)
 
     async def exits(self) -> list[PodExit]:
         # The event loop's child watcher sets returncode when a child ends: no syscall here.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshdev.config.model import Mesh
-from meshdev.control import ControlPlane, ReloadReport
+from meshdev.control import ControlPlane, ReloadReport, RollReport
 from meshdev.runtime.base import Runtime
 from meshdev.telemetry.io.source import OnView, ViewSource
 
@@ -59,5 +59,7 @@ class SessionPort(Protocol):
     async def follow_file(
         self, on_report: Callable[[ReloadReport], None] | None = None
     ) -> None: ...
+
+    async def follow_code(self, on_roll: Callable[[RollReport], None] | None = None) -> None: ...
 
     async def stop(self) -> list[str]: ...

@@ -193,9 +193,17 @@ class DashboardScreen(Screen[None]):
         if self.live:
             self.banner.show_errors(file, version, errors)
 
-    def clear_banner(self) -> None:
+    def show_roll_failure(self, service: str, errors: Sequence[str]) -> None:
         if self.live:
-            self.banner.clear()
+            self.banner.show_roll_failure(service, errors)
+
+    def clear_banner(self, about: str | None = None) -> None:
+        """Hide the banner if it tells of `about` (a service; None: the mesh file)."""
+        if self.live:
+            if about is None:
+                self.banner.clear()
+            else:
+                self.banner.clear(about)
 
     def show_facts(self, facts: HeaderFacts) -> None:
         self.facts = facts

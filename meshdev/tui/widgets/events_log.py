@@ -1,4 +1,5 @@
-"""Events: reloads, rejected configs, breaker trips, ejections, container exits, actions."""
+"""Events: reloads, rejected configs, code rolls, breaker trips, ejections, container exits,
+actions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from meshdev.telemetry.aggregation.view import Event
 MAX_EVENTS = 2000
 KIND_STYLES = {
     "reload": "green",
+    "roll": "green",
     "rejected": "bold red",
     "breaker": "bold red",
     "ejection": "bold magenta",

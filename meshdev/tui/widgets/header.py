@@ -1,5 +1,6 @@
 """The header: which mesh, which file, which config version, and how the last reload went;
-plus the red banner of a rejected save, which stays until a save applies."""
+plus the red banner of a rejected save (of the mesh file, or of a service's code that did not
+roll out), which stays until a save applies."""
 
 from __future__ import annotations
 
@@ -94,8 +95,22 @@ class MeshHeader(Static):
             self.update(header_text(facts), layout=False)
 
 
+# ReloadBanner.about for the mesh file's own errors (a service name is a DNS label: no clash).
+MESH_FILE = "mesh file"
+
+
 def banner_text(file: str, version: int, errors: Sequence[str]) -> Text:
-    text = Text(f" {file} not applied; still serving v{version}. Fix and save:\n", style="bold")
+    return _banner(f"{file} not applied; still serving v{version}. Fix and save:", errors)
+
+
+def roll_banner_text(service: str, errors: Sequence[str]) -> Text:
+    return _banner(
+        f"{service}'s new code not rolled out; its old pods keep serving. Fix and save:", errors
+    )
+
+
+def _banner(headline: str, errors: Sequence[str]) -> Text:
+    text = Text(f" {headline}\n", style="bold")
     for error in errors:
         text.append(f"   {error}\n")
     text.rstrip()
@@ -108,13 +123,26 @@ class ReloadBanner(Static):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__("", id=id)
         self.errors: tuple[str, ...] = ()
+        # What it tells of: MESH_FILE, or the service whose code did not roll out. The last
+        # failure shows; a success clears only its own.
+        self.about: str | None = None
         self.display = False
 
     def show_errors(self, file: str, version: int, errors: Sequence[str]) -> None:
+        self._show(MESH_FILE, errors, banner_text(file, version, errors))
+
+    def show_roll_failure(self, service: str, errors: Sequence[str]) -> None:
+        self._show(service, errors, roll_banner_text(service, errors))
+
+    def _show(self, about: str, errors: Sequence[str], text: Text) -> None:
         self.errors = tuple(errors)
-        self.update(banner_text(file, version, errors))
+        self.about = about
+        self.update(text)
         self.display = True
 
-    def clear(self) -> None:
+    def clear(self, about: str = MESH_FILE) -> None:
+        if self.about not in (None, about):
+            return
         self.errors = ()
+        self.about = None
         self.display = False

@@ -215,3 +215,44 @@ def test_generated_meshes_come_back(tmp_path: Path, doc: Doc) -> None:
     mesh = valid_mesh(doc)
     root = tmp_path / str(abs(hash(yaml.safe_dump(doc))))
     round_trip(mesh, root)
+
+
+def test_watch_becomes_develop_watch_and_comes_back(tmp_path: Path) -> None:
+    mesh_dir, out = tmp_path / "mesh", tmp_path / "out"
+    (mesh_dir / "web").mkdir(parents=True)
+    mesh = parse_mesh(
+        b"name: m\nservices:\n"
+        b"  web: {build: web, replicas: 2, watch: [app.py, 'src/**/*.py']}\n"
+        b"  job: {command: python job.py, watch: [job.py]}\n"
+        b"  db: {image: redis, protocol: tcp, port: 6379}\n",
+        "mesh.yaml",
+        mesh_dir,
+    )
+    export = export_compose(mesh, mesh_dir=mesh_dir, out_dir=out, base_image="python:3.12-slim")
+    services = export.document["services"]
+    # Compose watches paths: a glob becomes the folder before its first wildcard.
+    assert services["web-0-app"]["develop"] == {
+        "watch": [
+            {"path": "../mesh/web/app.py", "action": "rebuild"},
+            {"path": "../mesh/web/src", "action": "rebuild"},
+        ]
+    }
+    assert services["web-1-app"]["develop"] == services["web-0-app"]["develop"]
+    # A command in the base image runs the mounted folder: a restart runs the saved code.
+    assert services["job-0-app"]["develop"] == {
+        "watch": [{"path": "../mesh/job.py", "action": "restart"}]
+    }
+    assert "develop" not in services["db-0-app"]
+    assert schema_problems(export.document) == []
+    notes = {n.field: n.message for n in export.notes}
+    assert "replaces each container in place" in notes["services.web.watch"]
+    assert "src/**/*.py became the folder" in notes["services.web.watch"]
+    assert "became the folder" not in notes["services.job.watch"]
+
+    write_compose(export, out, "mesh.yaml")
+    result = import_compose(
+        (out / "docker-compose.yml").read_text(), compose_dir=out, mesh_dir=mesh_dir
+    )
+    assert result.mesh["services"]["web"]["watch"] == ["app.py", "src"]
+    assert result.mesh["services"]["job"]["watch"] == ["job.py"]
+    assert "watch" not in result.mesh["services"]["db"]

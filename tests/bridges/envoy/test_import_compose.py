@@ -179,3 +179,27 @@ def test_names_become_dns_labels(tmp_path: Path) -> None:
 def test_a_file_with_no_service_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ComposeInvalid, match="no service"):
         imported("services: {}\n", tmp_path)
+
+
+def test_develop_watch_becomes_watch(tmp_path: Path) -> None:
+    (tmp_path / "api").mkdir()
+    result = imported(
+        """
+services:
+  api:
+    build: ./api
+    ports: ["8080:8080"]
+    develop:
+      watch:
+        - {path: ./api/src, action: rebuild}
+        - {path: ./api, action: sync, target: /app, ignore: [node_modules/]}
+        - {path: ./shared, action: rebuild}
+""",
+        tmp_path,
+    )
+    assert result.mesh["services"]["api"]["watch"] == ["src", "**"]
+    notes = {n.field: n.message for n in result.notes}
+    assert "copies no files" in notes["services.api.develop.watch[1].action"]
+    assert "its whole path counts" in notes["services.api.develop.watch[1].ignore"]
+    assert "left out" in notes["services.api.develop.watch[2].path"]
+    parse_checked(result.mesh, "mesh.yaml")
