@@ -21,6 +21,7 @@ from meshdev.runtime.base import RuntimeFailure
 from meshdev.runtime.process import procscan
 from meshdev.runtime.process.runtime import ProcessRuntime
 from meshdev.runtime.process.template import ROLE as TEMPLATE_ROLE
+from meshdev.runtime.readiness import http_status
 
 MESH = """\
 name: {name}
@@ -45,7 +46,8 @@ async def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     assert procscan.labelled_processes(name) == []
 
 
-async def _start(rt: ProcessRuntime, service: str) -> None:
+async def _start(rt: ProcessRuntime, service: str) -> str:
+    """Starts the service's pod; returns its sidecar's admin URL."""
     specs = plan.pods(rt.mesh)
     endpoints = [(s, rt.planned_placement(s)) for s in specs]
     [(spec, placement)] = [(s, p) for s, p in endpoints if s.service == service]
@@ -54,6 +56,18 @@ async def _start(rt: ProcessRuntime, service: str) -> None:
     started = await rt.start_pod(spec, cfg.model_dump_json().encode(), "token")
     if service != "sleeper":
         await rt.wait_ready(spec, started, 20)
+    return started.admin_url
+
+
+async def _sidecar_up(admin_url: str) -> None:
+    """Until the sidecar answers: its SIGTERM handler is in place from then on (a SIGTERM
+    before that ends it with the default action, 143)."""
+    for _ in range(200):
+        status, _why = await http_status(f"{admin_url}/ready")
+        if status is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{admin_url} never answered")
 
 
 def _pids(rt: ProcessRuntime, role: str, pod: str = "") -> list[int]:
@@ -109,7 +123,7 @@ async def test_a_template_stopped_with_its_pods_still_reports_their_exit_codes(
     runtime: ProcessRuntime,
 ) -> None:
     # As `down` in another terminal does: SIGTERM to the template and the pods at once.
-    await _start(runtime, "sleeper")
+    await _sidecar_up(await _start(runtime, "sleeper"))
     [template] = _pids(runtime, TEMPLATE_ROLE)
     [sidecar] = _pids(runtime, "sidecar", "sleeper-0")
     os.kill(template, signal.SIGTERM)
