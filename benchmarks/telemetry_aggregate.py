@@ -32,209 +32,95 @@ import json
 import os
 import pstats
 import random
+import re
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from meshdev.common.breaker_view import BreakerView
-from meshdev.sidecar.admin.views import HostView
+from meshdev.sidecar.stats.stream import ConfigIdentity, DeltaCursor, StreamCursor
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
-from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
+from meshdev.telemetry.aggregation.topology import from_config_dump
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.sse import SSEParser
 from meshdev.telemetry.io.stream_reader import StreamReader
-from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
+from meshdev.testing.telemetry_mesh import MESHES, Mesh, make_sidecars, record_interval
 
 INTERVAL = 0.25
-RPS_PER_ROUTE = 100
 WARMUP_ROUNDS = 200
-
-Routes = dict[str, dict[str, dict[str, int]]]
-Endpoints = dict[str, list[tuple[str, int, str]]]
+WARMUP_VIEWS = 20
 
 
-@dataclass(frozen=True)
-class Mesh:
-    """Who is in the mesh, what every sidecar's config holds, and who calls which route."""
+class Wire:
+    """The mesh's sidecars with traffic, and a stream client's cursor on each: `next()` is
+    one interval's documents, SSE-framed as they come off the socket (v1: whole, as
+    `SyntheticSidecar.snapshot`; v2: changes only, as the admin API sends `?v=2`)."""
 
-    nodes: list[str]
-    routes: Routes  # routes[vhost][route] = {cluster: weight}: every sidecar has them all
-    endpoints: Endpoints
-    callers: dict[tuple[str, str], list[str]]  # (vhost, route) -> the nodes calling it
-    # node -> its pod's address, for pods with an app behind an inbound listener
-    inbound: dict[str, str] = field(default_factory=dict)
-    # Stats made at config time, as a real sidecar's compiler makes them (else on first use)
-    declared: bool = False
+    def __init__(self, mesh: Mesh, version: int) -> None:
+        self.mesh = mesh
+        self.rng = random.Random(1)
+        self.sidecars = make_sidecars(mesh)
+        self.topologies = {}
+        for node, sc in self.sidecars.items():
+            topo = from_config_dump({"config": sc.config.model_dump(mode="json")})
+            assert topo is not None
+            self.topologies[node] = topo
+        # Warm-up traffic until every status a route answers has its counter, as in a mesh
+        # that has run for a while (a new stat name costs a re-index once, not every view).
+        for _ in range(WARMUP_ROUNDS):
+            record_interval(mesh, self.sidecars, self.rng)
+        name_filter = re.compile(STREAM_FILTER)
+        cursor_type = DeltaCursor if version == 2 else StreamCursor
+        self.cursors = {
+            node: cursor_type(sc, ConfigIdentity(), name_filter)
+            for node, sc in self.sidecars.items()
+        }
 
-    @property
-    def route_count(self) -> int:
-        return sum(len(rs) for rs in self.routes.values())
-
-
-def mesh_7() -> Mesh:
-    """The example-sized mesh: an ingress and six app pods; five services with two versions
-    each; four routes per service, each called by the ingress and one app pod."""
-    services = [f"svc{i}" for i in range(5)]
-    nodes = ["ingress", *(f"{s}-0" for s in services), "svc0-1"]
-    routes = {s: {f"r{j}": {f"{s}.v1": 90, f"{s}.v2": 10} for j in range(4)} for s in services}
-    eps: Endpoints = {}
-    for i, s in enumerate(services):
-        for k, v in enumerate(("v1", "v2")):
-            eps[f"{s}.{v}"] = [(f"10.0.{i}.{2 * k + n}", 15006, f"{s}-{v}-{n}") for n in (0, 1)]
-        eps[s] = eps[f"{s}.v1"] + eps[f"{s}.v2"]
-    keys = [(s, r) for s in services for r in routes[s]]
-    callers = {key: ["ingress", nodes[1 + i % (len(nodes) - 1)]] for i, key in enumerate(keys)}
-    return Mesh(nodes, routes, eps, callers)
-
-
-def mesh_41() -> Mesh:
-    """benchmarks/scale_mesh.py's 41-pod mesh: 20 services x 2 replicas + ingress, two routes
-    per service (`probe`, `main`), one cluster per service; the ingress calls every route and
-    each service's two pods call the next service's (a chain), so every route has 3 callers
-    and every app pod serves requests through its inbound listener. Stats are made at config
-    time, as the real sidecar makes them: every sidecar shows all 40 routes and 20 clusters."""
-    services = [f"s{i:02d}" for i in range(20)]
-    pods = {s: [f"{s}-{n}" for n in (0, 1)] for s in services}
-    nodes = ["ingress", *(p for s in services for p in pods[s])]
-    routes = {s: {r: {s: 100} for r in ("probe", "main")} for s in services}
-    eps: Endpoints = {
-        s: [(f"10.1.{i}.{n + 2}", 15006, pods[s][n]) for n in (0, 1)]
-        for i, s in enumerate(services)
-    }
-    callers = {
-        (s, r): ["ingress", *pods[services[i - 1]]]
-        for i, s in enumerate(services)
-        for r in routes[s]
-    }
-    inbound = {pod: a for s in services for a, _, pod in eps[s]}
-    return Mesh(nodes, routes, eps, callers, inbound, declared=True)
+    def next(self) -> dict[str, bytes]:
+        record_interval(self.mesh, self.sidecars, self.rng)
+        return {
+            node: f"data: {json.dumps(c.next_snapshot(), separators=(',', ':'))}\n\n".encode()
+            for node, c in self.cursors.items()
+        }
 
 
-MESHES = {7: mesh_7, 41: mesh_41}
-
-
-def make_sidecars(mesh: Mesh) -> dict[str, SyntheticSidecar]:
-    out = {}
-    for node in mesh.nodes:
-        config = sidecar_config(node, mesh.routes, mesh.endpoints, inbound=mesh.inbound.get(node))
-        # The stream filtered as the dashboard's client asks for it.
-        sc = SyntheticSidecar(config, name_filter=STREAM_FILTER)
-        if mesh.declared:
-            sc.declare_stats()
-        sc.host_views = [
-            HostView(c, a, p, pod, False, 0.0, 0, 0, 1, 1, 0, 0, 0)
-            for c, members in mesh.endpoints.items()
-            for a, p, pod in members
-        ]
-        sc.breaker_views = [
-            BreakerView(c, 1024, 5, 20, 3, 2, 0, 3, 0, False, False, False, False)
-            for c in mesh.endpoints
-        ]
-        out[node] = sc
-    return out
-
-
-def record_interval(mesh: Mesh, sidecars: dict[str, SyntheticSidecar], rng: random.Random) -> None:
-    """One interval's traffic: ~RPS_PER_ROUTE on every route, split among its callers; with
-    inbound listeners, the pod that served a request counts it too."""
-    sent: dict[str, dict[str, int]] = {node: {} for node in mesh.nodes}
-    for vhost, rs in mesh.routes.items():
-        for route, targets in rs.items():
-            callers = mesh.callers[(vhost, route)]
-            per_caller = max(1, round(RPS_PER_ROUTE * INTERVAL / len(callers)))
-            total = sum(targets.values())
-            for node in callers:
-                sc = sidecars[node]
-                for _ in range(per_caller):
-                    x = rng.random() * total
-                    for cluster, weight in targets.items():  # noqa: B007 (else: the last)
-                        if x < weight:
-                            break
-                        x -= weight
-                    status = 503 if rng.random() < 0.02 else 200
-                    flags = ["UO"] if status == 503 and rng.random() < 0.5 else []
-                    latency = rng.lognormvariate(2.0, 0.5)
-                    sc.request(vhost, route, cluster, status, latency, flags=flags)
-                    if mesh.inbound and not flags:
-                        sent[node][cluster] = sent[node].get(cluster, 0) + 1
-                        pod = mesh.endpoints[cluster][rng.randrange(2)][2]
-                        sidecars[pod].inbound(status)
-    for node, sc in sidecars.items():
-        for k, h in enumerate(sc.host_views):
-            if mesh.inbound:
-                # A host's counts move on the sidecars that called its cluster, only.
-                n = (sent[node].get(h.cluster, 0) + 1) // 2 if h.cluster in sent[node] else 0
-            else:
-                n = rng.randint(0, 6)
-            if n:
-                sc.host_views[k] = HostView(
-                    h.cluster, h.address, h.port, h.pod, False, 0.0, 0, 0, 1, 1,
-                    h.rq_total + n, 0, h.rq_success + n,
-                )  # fmt: skip
-
-
-def wire_rounds(mesh: Mesh, rounds: int) -> tuple[list[dict[str, bytes]], dict[str, Topology]]:
-    """`rounds` intervals of SSE-framed documents per node, as they come off the socket."""
-    rng = random.Random(1)
-    sidecars = make_sidecars(mesh)
-    topologies = {}
-    for node, sc in sidecars.items():
-        topo = from_config_dump({"config": sc.config.model_dump(mode="json")})
-        assert topo is not None
-        topologies[node] = topo
-    # Warm-up traffic until every status a route answers has its counter, as in a mesh that
-    # has run for a while (a new stat name costs a re-index once, not every view).
-    for _ in range(WARMUP_ROUNDS):
-        record_interval(mesh, sidecars, rng)
-    for sc in sidecars.values():
-        sc.snapshot()
-    out = []
-    for _ in range(rounds):
-        record_interval(mesh, sidecars, rng)
-        out.append(
-            {
-                node: f"data: {json.dumps(sc.snapshot(), separators=(',', ':'))}\n\n".encode()
-                for node, sc in sidecars.items()
-            }
-        )
-    return out, topologies
-
-
-def loop_benchmark(mesh: Mesh, views: int, profile: bool) -> dict[str, float]:
-    rounds, topologies = wire_rounds(mesh, 40)
+def loop_benchmark(mesh: Mesh, views: int, version: int, profile: bool) -> dict[str, float]:
+    wire = Wire(mesh, version)
     readers = {node: StreamReader() for node in mesh.nodes}
     parsers = {node: SSEParser() for node in mesh.nodes}
     aggregator = Aggregator()
     decode_ns: list[int] = []
     aggregate_ns: list[int] = []
-    doc_bytes = sum(len(b) for b in rounds[-1].values()) / len(mesh.nodes)
+    doc_bytes: list[int] = []
     # CPU time of this thread: what the dashboard process would spend, unlike wall time,
-    # which other processes on a busy machine stretch.
+    # which other processes on a busy machine stretch. Making the traffic and the documents
+    # (the sidecars' work) is outside the clock.
     clock = time.thread_time_ns
     profiler = cProfile.Profile() if profile else None
     for k in range(views):
-        if profiler is not None and k == 20:
+        if profiler is not None:
+            profiler.disable()  # the sidecars' side is not the dashboard's
+        docs = wire.next()
+        if profiler is not None and k >= WARMUP_VIEWS:
             profiler.enable()
-        wire = rounds[k % len(rounds)]
         t0 = clock()
         snaps = {}
-        for node, raw in wire.items():
+        for node, raw in docs.items():
             (event,) = parsers[node].feed(raw)
             snaps[node] = readers[node].parse(json.loads(event.data), k * INTERVAL)
         t1 = clock()
         inputs = [
-            SidecarInput(node, f"http://{node}:15000", snaps[node], topologies[node])
+            SidecarInput(node, f"http://{node}:15000", snaps[node], wire.topologies[node])
             for node in mesh.nodes
         ]
         view = aggregator.build(inputs, k * INTERVAL)
         t2 = clock()
-        if k >= 20:  # past warm-up (name caches, first-seen routes)
+        if k >= WARMUP_VIEWS:  # past warm-up (name caches, first-seen routes, whole documents)
             decode_ns.append(t1 - t0)
             aggregate_ns.append(t2 - t1)
+            doc_bytes.append(sum(len(b) for b in docs.values()))
     if profiler is not None:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
@@ -248,18 +134,21 @@ def loop_benchmark(mesh: Mesh, views: int, profile: bool) -> dict[str, float]:
     total = [a + b for a, b in zip(decode_ns, aggregate_ns, strict=True)]
     share = statistics.mean(total) / 1e9 / INTERVAL * 100
     n = len(mesh.nodes)
+    kib = statistics.mean(doc_bytes) / n / 1024
     print(
-        f"{n} sidecars, {len(view.routes)} routes ({busy} with traffic), "
+        f"{n} sidecars, stream v{version}: {len(view.routes)} routes ({busy} with traffic), "
         f"{len(view.clusters)} clusters, {len(view.hosts)} hosts; "
-        f"~{doc_bytes / 1024:.1f} KiB per stream document"
+        f"~{kib:.1f} KiB per stream document"
     )
+    pad = " " * (6 - len(str(n)))
     print(f"CPU per view, decoding {n} documents: {us(decode_ns)}")
-    print(f"CPU per view, aggregating them:{' ' * (6 - len(str(n)))}{us(aggregate_ns)}")
-    print(f"CPU per view, together:        {' ' * (6 - len(str(n)))}{us(total)}")
+    print(f"CPU per view, aggregating them:{pad}{us(aggregate_ns)}")
+    print(f"CPU per view, together:        {pad}{us(total)}")
     print(f"at 4 views/s: {share:.2f} % of one core")
     return {
         "sidecars": n,
-        "doc_kib": round(doc_bytes / 1024, 2),
+        "v": version,
+        "doc_kib": round(kib, 2),
         "decode_us": statistics.median(decode_ns) / 1000,
         "aggregate_us": statistics.median(aggregate_ns) / 1000,
         "total_us": statistics.median(total) / 1000,
@@ -337,7 +226,15 @@ async def live(mesh: Mesh, seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--views", type=int, default=2000)
+    parser.add_argument("--views", type=int, default=400)
+    parser.add_argument(
+        "--stream",
+        type=int,
+        choices=(1, 2),
+        action="append",
+        help="the /stats/stream version decoded: 1 (whole documents) or 2 (changes, what the "
+        "dashboard's client asks for); repeatable, default 2",
+    )
     parser.add_argument(
         "--sidecars",
         type=int,
@@ -357,17 +254,19 @@ def main() -> None:
     results = []
     for size in sizes:
         mesh = MESHES[size]()
-        results.append(loop_benchmark(mesh, args.views, args.profile))
+        for version in args.stream or [2]:
+            results.append(loop_benchmark(mesh, args.views, version, args.profile))
         if args.live:
             asyncio.run(live(mesh, args.live))
-    if len(results) > 1:
-        a, b = results[0], results[-1]
-        print(
-            f"{b['sidecars']} vs {a['sidecars']} sidecars, per view: decode "
-            f"{b['decode_us'] / a['decode_us']:.1f}x, aggregate "
-            f"{b['aggregate_us'] / a['aggregate_us']:.1f}x, together "
-            f"{b['total_us'] / a['total_us']:.1f}x"
-        )
+    for a in results:
+        for b in results:
+            if b["sidecars"] > a["sidecars"] and b.get("v") == a.get("v"):
+                print(
+                    f"{b['sidecars']} vs {a['sidecars']} sidecars (v{a['v']}), per view: "
+                    f"decode {b['decode_us'] / a['decode_us']:.1f}x, aggregate "
+                    f"{b['aggregate_us'] / a['aggregate_us']:.1f}x, together "
+                    f"{b['total_us'] / a['total_us']:.1f}x"
+                )
     print(f"load average {os.getloadavg()[0]:.2f} after")
 
 
