@@ -61,6 +61,7 @@ class Counted:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.tick = 0
+        self.documents = 0  # stream documents the clients received (TelemetrySource only)
 
     @property
     def interval(self) -> float:
@@ -76,6 +77,9 @@ class Counted:
     async def run(self, on_view: Callable[[Any], None]) -> None:
         def counted(view: Any) -> None:
             self.tick += 1
+            clients = getattr(self.inner, "clients", None)
+            if clients is not None:
+                self.documents = sum(c.snapshots for c in clients().values())
             on_view(view)
 
         await self.inner.run(counted)
@@ -104,9 +108,22 @@ def child(share: float, stats: str) -> None:
         source = SampleSource(hz=float(os.environ.get("BENCH_HZ", HZ)), routes=ROUTES)
     pacer = FramePacer(share=share)
     app = MeshdevApp(source, WatchController("benchmark"), pacer=pacer)
-    app.run()
+    if profile := os.environ.get("BENCH_PROFILE"):
+        # Where the dashboard's time goes: `python -m pstats FILE` afterwards.
+        import cProfile
+
+        cProfile.runctx("app.run()", globals(), {"app": app}, profile)
+    else:
+        app.run()
     Path(stats).write_text(
-        json.dumps({"views": source.tick, "painted": app.painted, "deferred": pacer.deferred})
+        json.dumps(
+            {
+                "views": source.tick,
+                "painted": app.painted,
+                "deferred": pacer.deferred,
+                "documents": getattr(source, "documents", None),
+            }
+        )
     )
 
 
@@ -205,6 +222,8 @@ def measure_terminal(
         "frame_budget_share": share,
         "views_received": frames.get("views"),
         "views_painted": frames.get("painted"),
+        # Over the whole run, warm-up included: whether the served sidecars kept their pace.
+        "documents_received": frames.get("documents"),
         "cpu_pct_of_one_core": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 2),
         "cpu_seconds": round(cpu1 - cpu0, 3),
         "wall_seconds": round(wall1 - wall0, 2),
@@ -260,11 +279,11 @@ async def measure_pilot(presses: int) -> dict[str, Any]:
     return {"key_to_frame_pilot_ms": _summary(latencies)}
 
 
-_FRAMES = ("cpu_pct_of_one_core", "views_received", "views_painted")
+_FRAMES = ("cpu_pct_of_one_core", "views_received", "views_painted", "documents_received")
 
 
 def measure_live(
-    seconds: float, share: float, sidecars: int, presses: int
+    seconds: float, share: float, sidecars: int, presses: int, profile: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """The dashboard fed by TelemetrySource streaming from `sidecars` sidecars' real admin
     servers (telemetry_aggregate.py serves them from a process of its own, not counted here);
@@ -280,6 +299,9 @@ def measure_live(
             time.sleep(0.05)
         env = {"BENCH_LIVE_PORTS": str(ports)}
         runs = {"budget": (share, 0), "every view": (1.0, presses)}
+        if profile:
+            runs = {"every view": (1.0, presses)}
+            env["BENCH_PROFILE"] = profile
         keep = (*_FRAMES, "key_to_frame_pty_ms", "key_presses_missed")
         return {
             name: {
@@ -308,14 +330,20 @@ def _summary(values: list[float]) -> dict[str, float | int]:
 
 
 def live_only(
-    seconds: float, presses: int, sizes: list[int], as_json: bool, load_before: float
+    seconds: float,
+    presses: int,
+    sizes: list[int],
+    as_json: bool,
+    load_before: float,
+    profile: str | None = None,
 ) -> None:
     """--live --live-only: each mesh size in turn, in one run (their ratio is one machine's)."""
     from meshdev.tui.logic.pacer import FramePacer
 
     result: dict[str, Any] = {"hz": HZ, "terminal": f"{SIZE[0]}x{SIZE[1]}"}
     for n in sizes:
-        result[f"live_{n}"] = measure_live(seconds, FramePacer().share, n, presses)
+        where = f"{profile}.{n}" if profile else None
+        result[f"live_{n}"] = measure_live(seconds, FramePacer().share, n, presses, where)
     result["cores"] = os.cpu_count()
     result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     if as_json:
@@ -325,7 +353,8 @@ def live_only(
         for name, run in result[f"live_{n}"].items():
             line = (
                 f"{n} sidecars, live ({name}): {run['cpu_pct_of_one_core']}% of one core, "
-                f"painting {run['views_painted']} of {run['views_received']} views"
+                f"painting {run['views_painted']} of {run['views_received']} views "
+                f"({run['documents_received']} stream documents)"
             )
             pty = run.get("key_to_frame_pty_ms", {})
             if pty.get("n"):
@@ -355,6 +384,12 @@ def main() -> None:
     parser.add_argument(
         "--live-only", action="store_true", help="skip the SampleSource runs and Pilot"
     )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="with --live-only: cProfile the dashboard process of the every-view run into "
+        "FILE.<sidecars> (cProfile's own cost inflates the CPU figures of that run)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--share", type=float, default=0.1, help=argparse.SUPPRESS)
     parser.add_argument("--stats", default="", help=argparse.SUPPRESS)
@@ -368,7 +403,9 @@ def main() -> None:
     from meshdev.tui.logic.pacer import FramePacer
 
     if args.live_only:
-        live_only(args.seconds, args.presses, args.sidecars or [7], args.json, load_before)
+        live_only(
+            args.seconds, args.presses, args.sidecars or [7], args.json, load_before, args.profile
+        )
         return
     paced = measure_terminal(args.seconds, args.presses, share=FramePacer().share)
     # The same without the frame budget: every view painted, whatever it costs; and the

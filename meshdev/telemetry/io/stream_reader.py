@@ -258,8 +258,7 @@ class _DeltaState:
 
     def _record_hosts(self, hosts: list[HostSample], totals: HostTotals) -> None:
         for h in hosts:
-            idle = dataclasses.replace(h, rq_total=0, rq_success=0, rq_error=0)
-            self.hosts[h.key] = (totals[h.key], idle)
+            self.hosts[h.key] = (totals[h.key], h.idle())
 
 
 def _counter_deltas(before: dict[str, int], now: dict[str, int]) -> dict[str, int]:
