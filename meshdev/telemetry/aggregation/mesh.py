@@ -71,7 +71,12 @@ from meshdev.telemetry.aggregation.statnames import (
 from meshdev.telemetry.aggregation.tally import ClusterTally, HostTally, RouteTally, bump
 from meshdev.telemetry.aggregation.topology import RouteKey, Topology
 from meshdev.telemetry.aggregation.view import MeshView, SidecarStatus
-from meshdev.telemetry.aggregation.view_build import cluster_stats, host_stats, route_stats
+from meshdev.telemetry.aggregation.view_build import (
+    LimitsCache,
+    cluster_stats,
+    host_stats,
+    route_stats,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,7 @@ class _Layout:
 class Aggregator:
     def __init__(self, *, history: int = DEFAULT_LENGTH) -> None:
         self._layout_cache: tuple[list[object], _Layout] | None = None
+        self._limits: LimitsCache = {}
         self._names = StatNames()
         self._rps_history = History(history)
         self._trip_history = History(history)
@@ -160,7 +166,7 @@ class Aggregator:
             at=at,
             sidecars=tuple(statuses),
             routes=route_stats(routes, self._rps_history),
-            clusters=cluster_stats(clusters, hosts, self._trip_history),
+            clusters=cluster_stats(clusters, hosts, self._trip_history, self._limits),
             hosts=host_stats(hosts, {n for n, c in clusters.items() if c.tcp}),
             unattributed_flags=unattributed,
             edges=security.edges(),
