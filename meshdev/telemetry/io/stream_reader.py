@@ -112,7 +112,8 @@ class StreamReader:
         interval = max(0.0, check_num(d.get("interval_s", 0.0), "interval_s"))
         state = self._state
         if full:
-            if state is not None and state.instance == instance:
+            # Without an instance there is no telling a restart from a reconnection.
+            if state is not None and instance and state.instance == instance:
                 # Back on the same sidecar: its totals are comparable with ours, so this
                 # document's differences cover the whole time since our last one.
                 interval = max(interval, timestamp - state.timestamp)
