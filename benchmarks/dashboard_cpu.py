@@ -1,6 +1,7 @@
 """Dashboard budgets: <= 10% of one core streaming 20 routes at 4 Hz; key press to frame <= 50 ms.
 
     .venv/bin/python benchmarks/dashboard_cpu.py [--seconds 20] [--live] [--json]
+    .venv/bin/python benchmarks/dashboard_cpu.py --live --live-only --sidecars 7 --sidecars 41
 
 1. CPU: the dashboard runs as its own process in a real pseudo-terminal (160x50), fed by
    `SampleSource` (20 routes, 4 views a second, every view different), and everything it
@@ -12,6 +13,9 @@
 3. With --live, 1 again fed by the real TelemetrySource streaming from 7 sidecars' admin
    servers (benchmarks/telemetry_aggregate.py's mesh: 20 routes, 15 clusters, 40 hosts),
    with the frame budget and without: the whole dashboard process, telemetry included.
+   `--sidecars 41` streams from issue 15's 41-pod mesh instead (40 routes, 20 clusters, 40
+   hosts); `--live-only` runs only this part, for each `--sidecars` in turn, with key ->
+   frame (pods and traffic tabs) in the run that paints every view.
 4. The reference for 1: the same, every view painted, with meshdev's tables switched to
    DataTable's own row and cell painting (`FastDataTable.fast = False`; cells still cached
    per version, as meshdev painted before tui/tables/fast.py); reported as our CPU / its CPU.
@@ -47,6 +51,8 @@ ROUTES = 20
 WARMUP_S = 5.0
 # Text only the frame after the key contains (tab "2" shows pods, tab "3" the events log).
 KEY_MARKERS = (("2", b"Services and pods"), ("3", b"max_pending_requests 5/5 reached"))
+# The live mesh has no breaker event to show: between the pods and traffic tabs instead.
+LIVE_KEY_MARKERS = (("2", b"Services and pods"), ("1", b"breaker state now"))
 
 
 class Counted:
@@ -55,6 +61,7 @@ class Counted:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.tick = 0
+        self.documents = 0  # stream documents the clients received (TelemetrySource only)
 
     @property
     def interval(self) -> float:
@@ -70,6 +77,9 @@ class Counted:
     async def run(self, on_view: Callable[[Any], None]) -> None:
         def counted(view: Any) -> None:
             self.tick += 1
+            clients = getattr(self.inner, "clients", None)
+            if clients is not None:
+                self.documents = sum(c.snapshots for c in clients().values())
             on_view(view)
 
         await self.inner.run(counted)
@@ -98,9 +108,22 @@ def child(share: float, stats: str) -> None:
         source = SampleSource(hz=float(os.environ.get("BENCH_HZ", HZ)), routes=ROUTES)
     pacer = FramePacer(share=share)
     app = MeshdevApp(source, WatchController("benchmark"), pacer=pacer)
-    app.run()
+    if profile := os.environ.get("BENCH_PROFILE"):
+        # Where the dashboard's time goes: `python -m pstats FILE` afterwards.
+        import cProfile
+
+        cProfile.runctx("app.run()", globals(), {"app": app}, profile)
+    else:
+        app.run()
     Path(stats).write_text(
-        json.dumps({"views": source.tick, "painted": app.painted, "deferred": pacer.deferred})
+        json.dumps(
+            {
+                "views": source.tick,
+                "painted": app.painted,
+                "deferred": pacer.deferred,
+                "documents": getattr(source, "documents", None),
+            }
+        )
     )
 
 
@@ -167,7 +190,11 @@ class Terminal:
 
 
 def measure_terminal(
-    seconds: float, presses: int, share: float, env: dict[str, str] | None = None
+    seconds: float,
+    presses: int,
+    share: float,
+    env: dict[str, str] | None = None,
+    markers: tuple[tuple[str, bytes], ...] = KEY_MARKERS,
 ) -> dict[str, Any]:
     stats = Path(tempfile.mkdtemp()) / "stats.json"
     term = Terminal(share, stats, env or {})
@@ -180,7 +207,7 @@ def measure_terminal(
         latencies: list[float] = []
         missed = 0
         for i in range(presses):
-            key, marker = KEY_MARKERS[i % len(KEY_MARKERS)]
+            key, marker = markers[i % len(markers)]
             term.drain(0.1)  # let the previous frame finish
             t0 = time.perf_counter()
             term.press(key)
@@ -195,6 +222,8 @@ def measure_terminal(
         "frame_budget_share": share,
         "views_received": frames.get("views"),
         "views_painted": frames.get("painted"),
+        # Over the whole run, warm-up included: whether the served sidecars kept their pace.
+        "documents_received": frames.get("documents"),
         "cpu_pct_of_one_core": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 2),
         "cpu_seconds": round(cpu1 - cpu0, 3),
         "wall_seconds": round(wall1 - wall0, 2),
@@ -250,25 +279,37 @@ async def measure_pilot(presses: int) -> dict[str, Any]:
     return {"key_to_frame_pilot_ms": _summary(latencies)}
 
 
-_FRAMES = ("cpu_pct_of_one_core", "views_received", "views_painted")
+_FRAMES = ("cpu_pct_of_one_core", "views_received", "views_painted", "documents_received")
 
 
-def measure_live(seconds: float, share: float) -> dict[str, dict[str, Any]]:
-    """The dashboard fed by TelemetrySource streaming from 7 sidecars' real admin servers
-    (telemetry_aggregate.py serves them from a process of its own, not counted here)."""
+def measure_live(
+    seconds: float, share: float, sidecars: int, presses: int, profile: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """The dashboard fed by TelemetrySource streaming from `sidecars` sidecars' real admin
+    servers (telemetry_aggregate.py serves them from a process of its own, not counted here);
+    key -> frame measured in the run that paints every view."""
     ports = Path(tempfile.mkdtemp()) / "ports.json"
+    script = str(ROOT / "benchmarks" / "telemetry_aggregate.py")
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "telemetry_aggregate.py"), "--serve", str(ports)]
+        [sys.executable, script, "--sidecars", str(sidecars), "--serve", str(ports)]
     )
     try:
         deadline = time.monotonic() + 30
         while not ports.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         env = {"BENCH_LIVE_PORTS": str(ports)}
-        runs = {"budget": share, "every view": 1.0}
+        runs = {"budget": (share, 0), "every view": (1.0, presses)}
+        if profile:
+            runs = {"every view": (1.0, presses)}
+            env["BENCH_PROFILE"] = profile
+        keep = (*_FRAMES, "key_to_frame_pty_ms", "key_presses_missed")
         return {
-            name: {k: v for k, v in measure_terminal(seconds, 0, s, env).items() if k in _FRAMES}
-            for name, s in runs.items()
+            name: {
+                k: v
+                for k, v in measure_terminal(seconds, n, s, env, LIVE_KEY_MARKERS).items()
+                if k in keep
+            }
+            for name, (s, n) in runs.items()
         }
     finally:
         server.terminate()
@@ -288,6 +329,40 @@ def _summary(values: list[float]) -> dict[str, float | int]:
     }
 
 
+def live_only(
+    seconds: float,
+    presses: int,
+    sizes: list[int],
+    as_json: bool,
+    load_before: float,
+    profile: str | None = None,
+) -> None:
+    """--live --live-only: each mesh size in turn, in one run (their ratio is one machine's)."""
+    from meshdev.tui.logic.pacer import FramePacer
+
+    result: dict[str, Any] = {"hz": HZ, "terminal": f"{SIZE[0]}x{SIZE[1]}"}
+    for n in sizes:
+        where = f"{profile}.{n}" if profile else None
+        result[f"live_{n}"] = measure_live(seconds, FramePacer().share, n, presses, where)
+    result["cores"] = os.cpu_count()
+    result["load_avg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for n in sizes:
+        for name, run in result[f"live_{n}"].items():
+            line = (
+                f"{n} sidecars, live ({name}): {run['cpu_pct_of_one_core']}% of one core, "
+                f"painting {run['views_painted']} of {run['views_received']} views "
+                f"({run['documents_received']} stream documents)"
+            )
+            pty = run.get("key_to_frame_pty_ms", {})
+            if pty.get("n"):
+                line += f"; key -> frame p50 {pty['p50']} ms, p95 {pty['p95']} ms"
+            print(line)
+    print(f"  machine: {result['cores']} cores, load average {result['load_avg_1m']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -296,7 +371,24 @@ def main() -> None:
     parser.add_argument(
         "--live",
         action="store_true",
-        help="also: fed by the real TelemetrySource from 7 served sidecars (20 routes)",
+        help="also: fed by the real TelemetrySource from served sidecars (see --sidecars)",
+    )
+    parser.add_argument(
+        "--sidecars",
+        type=int,
+        choices=(7, 41),
+        action="append",
+        help="--live's mesh (telemetry_aggregate.py's): 7 (20 routes) or 41 (40 routes, "
+        "issue 15's 20 services x 2 + ingress); repeatable, default 7",
+    )
+    parser.add_argument(
+        "--live-only", action="store_true", help="skip the SampleSource runs and Pilot"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="with --live-only: cProfile the dashboard process of the every-view run into "
+        "FILE.<sidecars> (cProfile's own cost inflates the CPU figures of that run)",
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--share", type=float, default=0.1, help=argparse.SUPPRESS)
@@ -310,6 +402,11 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from meshdev.tui.logic.pacer import FramePacer
 
+    if args.live_only:
+        live_only(
+            args.seconds, args.presses, args.sidecars or [7], args.json, load_before, args.profile
+        )
+        return
     paced = measure_terminal(args.seconds, args.presses, share=FramePacer().share)
     # The same without the frame budget: every view painted, whatever it costs; and the
     # reference, painting every view with Textual's own DataTable painting.
@@ -329,7 +426,7 @@ def main() -> None:
         **asyncio.run(measure_pilot(args.presses)),
     }
     if args.live:
-        result["live"] = measure_live(args.seconds, FramePacer().share)
+        result["live"] = measure_live(args.seconds, FramePacer().share, 7, 0)
     if args.json:
         print(json.dumps(result, indent=2))
         return

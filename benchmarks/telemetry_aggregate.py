@@ -1,168 +1,130 @@
-"""What the dashboard's telemetry costs: 7 sidecars, 20 routes, 4 views a second.
+"""What the dashboard's telemetry costs at 4 views a second: 7 sidecars, or the 41-pod mesh.
 
-    .venv/bin/python benchmarks/telemetry_aggregate.py            # in-process loop
-    .venv/bin/python benchmarks/telemetry_aggregate.py --live 20  # + real HTTP for 20 s
+    .venv/bin/python benchmarks/telemetry_aggregate.py                      # 7 sidecars
+    .venv/bin/python benchmarks/telemetry_aggregate.py --sidecars 7 --sidecars 41
+    .venv/bin/python benchmarks/telemetry_aggregate.py --live 20            # + real HTTP, 20 s
+    .venv/bin/python benchmarks/telemetry_aggregate.py --sidecars 41 --profile
 
-The mesh: an ingress and six app pods; five services with two versions each (15 clusters,
-2 endpoints each); four routes per service (20 routes), each called from two sidecars at
-100 req/s in all, so every 250 ms interval carries ~25 requests per route with lognormal
-latencies. Every sidecar's config has every route and cluster (as `meshdev.plan` renders).
+The 7-sidecar mesh: an ingress and six app pods; five services with two versions each (15
+clusters, 2 endpoints each); four routes per service (20 routes), each called from two sidecars
+at 100 req/s in all, so every 250 ms interval carries ~25 requests per route with lognormal
+latencies. The 41-sidecar mesh is benchmarks/scale_mesh.py's (issue 15): 20 services x 2
+replicas + ingress, two routes per service (40 routes, 20 clusters, 40 hosts), each route
+called at 100 req/s by the ingress and the previous service's two pods, every app pod counting
+what it serves on its inbound listener, and every route's and cluster's stats made at config
+time as a real sidecar makes them. In both, every sidecar's config has every route and cluster
+(as `meshdev.plan` renders them without `calls:`).
 
-The loop measures, per view: decoding the 7 stream documents (SSE framing, JSON, snapshot
-checks) and aggregating them into a MeshView. `--live` serves the 7 sidecars' real admin apps
-from a child process and runs the real TelemetrySource here, reporting this process's CPU time
-as a share of one core (the servers' CPU is the child's, not counted).
+The loop measures, per view: decoding the stream documents (SSE framing, JSON, snapshot
+checks) and aggregating them into a MeshView; `--profile` says where that time goes. `--live`
+serves the sidecars' real admin apps from a child process and runs the real TelemetrySource
+here, reporting this process's CPU time as a share of one core (the servers' CPU is the
+child's, not counted). Sizes given together run in one process, one after the other, so their
+ratio is from one machine state.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
+import os
+import pstats
 import random
+import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from meshdev.common.breaker_view import BreakerView
-from meshdev.sidecar.admin.views import HostView
+from meshdev.sidecar.stats.stream import ConfigIdentity, DeltaCursor, StreamCursor
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
-from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
+from meshdev.telemetry.aggregation.topology import from_config_dump
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.sse import SSEParser
 from meshdev.telemetry.io.stream_reader import StreamReader
-from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
+from meshdev.testing.telemetry_mesh import MESHES, Mesh, make_sidecars, record_interval
 
 INTERVAL = 0.25
-SERVICES = [f"svc{i}" for i in range(5)]
-VERSIONS = ("v1", "v2")
-ROUTES_PER_SERVICE = 4
-NODES = ["ingress", *(f"{s}-0" for s in SERVICES), "svc0-1"]
-RPS_PER_ROUTE = 100
 WARMUP_ROUNDS = 200
+WARMUP_VIEWS = 20
 
 
-def mesh_routes() -> dict[str, dict[str, dict[str, int]]]:
-    return {
-        s: {f"r{j}": {f"{s}.v1": 90, f"{s}.v2": 10} for j in range(ROUTES_PER_SERVICE)}
-        for s in SERVICES
-    }
+class Wire:
+    """The mesh's sidecars with traffic, and a stream client's cursor on each: `next()` is
+    one interval's documents, SSE-framed as they come off the socket (v1: whole, as
+    `SyntheticSidecar.snapshot`; v2: changes only, as the admin API sends `?v=2`)."""
+
+    def __init__(self, mesh: Mesh, version: int) -> None:
+        self.mesh = mesh
+        self.rng = random.Random(1)
+        self.sidecars = make_sidecars(mesh)
+        self.topologies = {}
+        for node, sc in self.sidecars.items():
+            topo = from_config_dump({"config": sc.config.model_dump(mode="json")})
+            assert topo is not None
+            self.topologies[node] = topo
+        # Warm-up traffic until every status a route answers has its counter, as in a mesh
+        # that has run for a while (a new stat name costs a re-index once, not every view).
+        for _ in range(WARMUP_ROUNDS):
+            record_interval(mesh, self.sidecars, self.rng)
+        name_filter = re.compile(STREAM_FILTER)
+        cursor_type = DeltaCursor if version == 2 else StreamCursor
+        self.cursors = {
+            node: cursor_type(sc, ConfigIdentity(), name_filter)
+            for node, sc in self.sidecars.items()
+        }
+
+    def next(self) -> dict[str, bytes]:
+        record_interval(self.mesh, self.sidecars, self.rng)
+        return {
+            node: f"data: {json.dumps(c.next_snapshot(), separators=(',', ':'))}\n\n".encode()
+            for node, c in self.cursors.items()
+        }
 
 
-def endpoints() -> dict[str, list[tuple[str, int, str]]]:
-    out: dict[str, list[tuple[str, int, str]]] = {}
-    for i, s in enumerate(SERVICES):
-        for k, v in enumerate(VERSIONS):
-            out[f"{s}.{v}"] = [(f"10.0.{i}.{2 * k + n}", 15006, f"{s}-{v}-{n}") for n in (0, 1)]
-        out[s] = out[f"{s}.v1"] + out[f"{s}.v2"]
-    return out
-
-
-def callers(route_index: int) -> list[str]:
-    """Two sidecars call each route: the ingress and one app pod."""
-    return ["ingress", NODES[1 + route_index % (len(NODES) - 1)]]
-
-
-def make_sidecars() -> dict[str, SyntheticSidecar]:
-    eps = endpoints()
-    out = {}
-    for node in NODES:
-        # The stream filtered as the dashboard's client asks for it.
-        sc = SyntheticSidecar(sidecar_config(node, mesh_routes(), eps), name_filter=STREAM_FILTER)
-        sc.host_views = [
-            HostView(c, a, p, pod, False, 0.0, 0, 0, 1, 1, 0, 0, 0)
-            for c, members in eps.items()
-            for a, p, pod in members
-        ]
-        sc.breaker_views = [
-            BreakerView(c, 1024, 5, 20, 3, 2, 0, 3, 0, False, False, False, False) for c in eps
-        ]
-        out[node] = sc
-    return out
-
-
-def record_interval(sidecars: dict[str, SyntheticSidecar], rng: random.Random) -> None:
-    per_caller = max(1, round(RPS_PER_ROUTE * INTERVAL / 2))
-    i = 0
-    for s in SERVICES:
-        for j in range(ROUTES_PER_SERVICE):
-            for node in callers(i):
-                sc = sidecars[node]
-                for _ in range(per_caller):
-                    version = "v1" if rng.random() < 0.9 else "v2"
-                    status = 503 if rng.random() < 0.02 else 200
-                    flags = ["UO"] if status == 503 and rng.random() < 0.5 else []
-                    latency = rng.lognormvariate(2.0, 0.5)
-                    sc.request(s, f"r{j}", f"{s}.{version}", status, latency, flags=flags)
-            i += 1
-    for sc in sidecars.values():
-        for k, h in enumerate(sc.host_views):
-            n = rng.randint(0, 6)
-            sc.host_views[k] = HostView(
-                h.cluster, h.address, h.port, h.pod, False, 0.0, 0, 0, 1, 1,
-                h.rq_total + n, 0, h.rq_success + n,
-            )  # fmt: skip
-
-
-def wire_rounds(rounds: int) -> tuple[list[dict[str, bytes]], dict[str, Topology]]:
-    """`rounds` intervals of SSE-framed documents per node, as they come off the socket."""
-    rng = random.Random(1)
-    sidecars = make_sidecars()
-    topologies = {}
-    for node, sc in sidecars.items():
-        topo = from_config_dump({"config": sc.config.model_dump(mode="json")})
-        assert topo is not None
-        topologies[node] = topo
-    # Warm-up traffic until every status a route answers has its counter, as in a mesh that
-    # has run for a while (a new stat name costs a re-index once, not every view).
-    for _ in range(WARMUP_ROUNDS):
-        record_interval(sidecars, rng)
-    for sc in sidecars.values():
-        sc.snapshot()
-    out = []
-    for _ in range(rounds):
-        record_interval(sidecars, rng)
-        out.append(
-            {
-                node: f"data: {json.dumps(sc.snapshot(), separators=(',', ':'))}\n\n".encode()
-                for node, sc in sidecars.items()
-            }
-        )
-    return out, topologies
-
-
-def loop_benchmark(views: int) -> None:
-    rounds, topologies = wire_rounds(40)
-    readers = {node: StreamReader() for node in NODES}
-    parsers = {node: SSEParser() for node in NODES}
+def loop_benchmark(mesh: Mesh, views: int, version: int, profile: bool) -> dict[str, float]:
+    wire = Wire(mesh, version)
+    readers = {node: StreamReader() for node in mesh.nodes}
+    parsers = {node: SSEParser() for node in mesh.nodes}
     aggregator = Aggregator()
     decode_ns: list[int] = []
     aggregate_ns: list[int] = []
-    doc_bytes = sum(len(b) for b in rounds[-1].values()) / len(NODES)
+    doc_bytes: list[int] = []
     # CPU time of this thread: what the dashboard process would spend, unlike wall time,
-    # which other processes on a busy machine stretch.
+    # which other processes on a busy machine stretch. Making the traffic and the documents
+    # (the sidecars' work) is outside the clock.
     clock = time.thread_time_ns
+    profiler = cProfile.Profile() if profile else None
     for k in range(views):
-        wire = rounds[k % len(rounds)]
+        if profiler is not None:
+            profiler.disable()  # the sidecars' side is not the dashboard's
+        docs = wire.next()
+        if profiler is not None and k >= WARMUP_VIEWS:
+            profiler.enable()
         t0 = clock()
         snaps = {}
-        for node, raw in wire.items():
+        for node, raw in docs.items():
             (event,) = parsers[node].feed(raw)
             snaps[node] = readers[node].parse(json.loads(event.data), k * INTERVAL)
         t1 = clock()
         inputs = [
-            SidecarInput(node, f"http://{node}:15000", snaps[node], topologies[node])
-            for node in NODES
+            SidecarInput(node, f"http://{node}:15000", snaps[node], wire.topologies[node])
+            for node in mesh.nodes
         ]
         view = aggregator.build(inputs, k * INTERVAL)
         t2 = clock()
-        if k >= 20:  # past warm-up (name caches, first-seen routes)
+        if k >= WARMUP_VIEWS:  # past warm-up (name caches, first-seen routes, whole documents)
             decode_ns.append(t1 - t0)
             aggregate_ns.append(t2 - t1)
-    assert len(view.routes) == len(SERVICES) * ROUTES_PER_SERVICE
+            doc_bytes.append(sum(len(b) for b in docs.values()))
+    if profiler is not None:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    assert len(view.routes) == mesh.route_count, (len(view.routes), mesh.route_count)
     busy = sum(r.total > 0 for r in view.routes)
 
     def us(xs: list[int]) -> str:
@@ -171,25 +133,37 @@ def loop_benchmark(views: int) -> None:
 
     total = [a + b for a, b in zip(decode_ns, aggregate_ns, strict=True)]
     share = statistics.mean(total) / 1e9 / INTERVAL * 100
+    n = len(mesh.nodes)
+    kib = statistics.mean(doc_bytes) / n / 1024
     print(
-        f"{len(NODES)} sidecars, {len(view.routes)} routes ({busy} with traffic), "
+        f"{n} sidecars, stream v{version}: {len(view.routes)} routes ({busy} with traffic), "
         f"{len(view.clusters)} clusters, {len(view.hosts)} hosts; "
-        f"~{doc_bytes / 1024:.0f} KiB per stream document"
+        f"~{kib:.1f} KiB per stream document"
     )
-    print(f"CPU per view, decoding 7 documents: {us(decode_ns)}")
-    print(f"CPU per view, aggregating them:     {us(aggregate_ns)}")
-    print(f"CPU per view, together:             {us(total)}")
+    pad = " " * (6 - len(str(n)))
+    print(f"CPU per view, decoding {n} documents: {us(decode_ns)}")
+    print(f"CPU per view, aggregating them:{pad}{us(aggregate_ns)}")
+    print(f"CPU per view, together:        {pad}{us(total)}")
     print(f"at 4 views/s: {share:.2f} % of one core")
+    return {
+        "sidecars": n,
+        "v": version,
+        "doc_kib": round(kib, 2),
+        "decode_us": statistics.median(decode_ns) / 1000,
+        "aggregate_us": statistics.median(aggregate_ns) / 1000,
+        "total_us": statistics.median(total) / 1000,
+        "share_pct": share,
+    }
 
 
 # -- --live: real admin apps in a child process, the real TelemetrySource here -------------
 
 
-async def serve(ports_file: Path) -> None:
+async def serve(mesh: Mesh, ports_file: Path) -> None:
     from meshdev.sidecar.admin.server import start_admin
 
     rng = random.Random(2)
-    sidecars = make_sidecars()
+    sidecars = make_sidecars(mesh)
     servers = []
     ports = {}
     for node, sc in sidecars.items():
@@ -197,16 +171,25 @@ async def serve(ports_file: Path) -> None:
         servers.append(server)
         ports[node] = server.port
     ports_file.write_text(json.dumps(ports))
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
     while True:
-        record_interval(sidecars, rng)
-        await asyncio.sleep(INTERVAL)
+        record_interval(mesh, sidecars, rng)
+        # A steady cadence whatever recording costs (at 41 sidecars it is not nothing).
+        next_at = max(next_at + INTERVAL, loop.time())
+        await asyncio.sleep(next_at - loop.time())
 
 
-async def live(seconds: float) -> None:
+def serve_command(sidecars: int, ports_file: Path) -> list[str]:
+    """The child that serves the mesh's admin APIs (dashboard_cpu.py --live starts it too)."""
+    return [sys.executable, __file__, "--sidecars", str(sidecars), "--serve", str(ports_file)]
+
+
+async def live(mesh: Mesh, seconds: float) -> None:
     from meshdev.telemetry.io.source import TelemetrySource
 
     ports_file = Path(f"/tmp/meshdev-telemetry-bench-{time.time_ns()}.json")
-    child = subprocess.Popen([sys.executable, __file__, "--serve", str(ports_file)])
+    child = subprocess.Popen(serve_command(len(mesh.nodes), ports_file))
     try:
         while not ports_file.exists():
             await asyncio.sleep(0.05)
@@ -217,7 +200,7 @@ async def live(seconds: float) -> None:
         )
         views: list[MeshView] = []
         task = asyncio.create_task(source.run(views.append))
-        await asyncio.sleep(2.0)  # connect and warm up
+        await asyncio.sleep(3.0)  # connect and warm up
         warm = len(views)
         cpu0, wall0 = time.process_time(), time.monotonic()
         await asyncio.sleep(seconds)
@@ -243,16 +226,48 @@ async def live(seconds: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--views", type=int, default=2000)
+    parser.add_argument("--views", type=int, default=400)
+    parser.add_argument(
+        "--stream",
+        type=int,
+        choices=(1, 2),
+        action="append",
+        help="the /stats/stream version decoded: 1 (whole documents) or 2 (changes, what the "
+        "dashboard's client asks for); repeatable, default 2",
+    )
+    parser.add_argument(
+        "--sidecars",
+        type=int,
+        choices=sorted(MESHES),
+        action="append",
+        help="the mesh: 7 (the example's size) or 41 (20 services x 2 + ingress); repeatable",
+    )
     parser.add_argument("--live", type=float, metavar="SECONDS", default=0.0)
+    parser.add_argument("--profile", action="store_true", help="cProfile the in-process loop")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sizes = args.sidecars or [7]
     if args.serve:
-        asyncio.run(serve(args.serve))
+        asyncio.run(serve(MESHES[sizes[0]](), args.serve))
         return
-    loop_benchmark(args.views)
-    if args.live:
-        asyncio.run(live(args.live))
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    results = []
+    for size in sizes:
+        mesh = MESHES[size]()
+        for version in args.stream or [2]:
+            results.append(loop_benchmark(mesh, args.views, version, args.profile))
+        if args.live:
+            asyncio.run(live(mesh, args.live))
+    for a in results:
+        for b in results:
+            if b["sidecars"] > a["sidecars"] and b.get("v") == a.get("v"):
+                print(
+                    f"{b['sidecars']} vs {a['sidecars']} sidecars (v{a['v']}), per view: "
+                    f"decode {b['decode_us'] / a['decode_us']:.1f}x, aggregate "
+                    f"{b['aggregate_us'] / a['aggregate_us']:.1f}x, together "
+                    f"{b['total_us'] / a['total_us']:.1f}x"
+                )
+    print(f"load average {os.getloadavg()[0]:.2f} after")
 
 
 if __name__ == "__main__":

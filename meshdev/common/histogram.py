@@ -281,6 +281,11 @@ class IntervalTracker:
     def __init__(self) -> None:
         self._previous: dict[str, HistogramSnapshot] = {}
 
+    def moved(self, histogram: Histogram) -> bool:
+        """Whether `advance` would return a non-empty interval, or meets it for the first time."""
+        previous = self._previous.get(histogram.name)
+        return previous is None or previous.count != histogram.count
+
     def advance(self, histogram: Histogram) -> tuple[HistogramSnapshot, HistogramSnapshot]:
         previous = self._previous.get(histogram.name)
         if previous is not None and previous.count == histogram.count:

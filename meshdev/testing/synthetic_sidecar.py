@@ -18,6 +18,7 @@ from typing import Any
 from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import INBOUND_PORT, SidecarConfig, parse_config
 from meshdev.sidecar.admin.views import HostView
+from meshdev.sidecar.stats.sets import ClusterStatSet, ListenerStatSet, RouteStatSet
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.stats.stream import ConfigIdentity, StreamCursor
 
@@ -218,6 +219,23 @@ class SyntheticSidecar:
 
     def set_runtime(self, values: dict[str, str]) -> None:
         self._runtime.update(values)
+
+    def declare_stats(self) -> None:
+        """Make the stats a real sidecar makes when it compiles its config (sidecar/compiler.py):
+        every listener's, route's (the inbound one's too) and cluster's set, at zero. Without
+        this a route's stats appear with its first request, and a stream document is only as
+        big as the traffic so far; a real sidecar's shows every route and cluster of its
+        config from the start."""
+        s, config = self._store, self._config
+        for lst in config.listeners:
+            ListenerStatSet(s, lst.name, lst.address, lst.port)
+            if lst.kind == "inbound":
+                RouteStatSet(s, "inbound", lst.name)
+        for v in config.virtual_hosts:
+            for r in v.routes:
+                RouteStatSet(s, v.name, r.name)
+        for c in config.clusters:
+            ClusterStatSet(s, c.name)
 
     # -- traffic ---------------------------------------------------------------------------
 

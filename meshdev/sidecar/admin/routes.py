@@ -51,7 +51,7 @@ from meshdev.sidecar.stats.formats import (
 )
 from meshdev.sidecar.stats.server import count_config_update
 from meshdev.sidecar.stats.store import IntervalReader
-from meshdev.sidecar.stats.stream import ConfigIdentity, StreamCursor, node_info
+from meshdev.sidecar.stats.stream import ConfigIdentity, DeltaCursor, StreamCursor, node_info
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ _HELP = (
     ("/clusters", "upstream clusters and hosts (?format=json)"),
     ("/stats", "stats (?format=json|prometheus, ?filter=REGEX, ?histogram_buckets=detailed)"),
     ("/stats/prometheus", "stats in Prometheus text format"),
-    ("/stats/stream", "server-sent JSON snapshots (?interval=250ms, ?filter=REGEX)"),
+    ("/stats/stream", "server-sent JSON snapshots (?interval=250ms, ?filter=REGEX, ?v=2: deltas)"),
     ("/runtime", "runtime overrides"),
     ("POST /runtime_modify", "set runtime overrides: ?key=value (token)"),
     ("POST /config", "hot swap the whole config (token)"),
@@ -255,7 +255,11 @@ class Endpoints:
 
     async def stats_stream(self, call: Call) -> None:
         interval = parse_interval(call.query.get("interval"))
-        cursor = StreamCursor(self.surface, self.identity, _name_filter(call))
+        version = call.query.get("v", "1")
+        if version not in ("1", "2"):
+            raise AdminError(400, f"unknown stream version v={version!r}: use 1 or 2")
+        cursor_type = DeltaCursor if version == "2" else StreamCursor
+        cursor = cursor_type(self.surface, self.identity, _name_filter(call))
         writer = call.writer
         await writer.start(200, _STREAM_HEADERS)
         if call.request.method == "HEAD":

@@ -8,6 +8,7 @@ want "what happened since I last looked" keep their own `IntervalReader`.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +50,14 @@ class Store:
         self._counters: dict[str, Counter] = {}
         self._gauges: dict[str, Gauge] = {}
         self._histograms: dict[str, Histogram] = {}
+        # Names this store's values belong to, unlike another's (a restarted sidecar's): a
+        # stream reader that reconnects resumes its totals only on the same instance.
+        self.instance = os.urandom(6).hex()
+
+    def sizes(self) -> tuple[int, int, int]:
+        """How many counters, gauges and histograms: names are never removed, so this moves
+        exactly when a new one is made (what readers cache their name lists by)."""
+        return len(self._counters), len(self._gauges), len(self._histograms)
 
     def counter(self, name: str) -> Counter:
         c = self._counters.get(name)
@@ -96,11 +105,23 @@ class StoreReading:
     histograms: list[HistogramReading]
 
 
+@dataclass(frozen=True, slots=True)
+class StoreChanges:
+    """What changed since the reader's previous read: values of stats that moved or are new
+    (a new one at 0 too, so a reader learns every name), and the interval of every histogram
+    that recorded something or is new."""
+
+    counters: dict[str, int]
+    gauges: dict[str, int]
+    histograms: list[tuple[str, HistogramSnapshot]]
+
+
 class IntervalReader:
     """One consumer's cursor over a Store (a /stats/stream client, the /stats flush).
 
     Each consumer owns one, so its intervals are its own: two dashboards streaming from the
-    same sidecar each see every request once, whatever their pace.
+    same sidecar each see every request once, whatever their pace. The stats its filter keeps
+    are found once per set of names (`Store.sizes`), not matched and sorted at every read.
     """
 
     def __init__(
@@ -111,31 +132,62 @@ class IntervalReader:
         self._filter = name_filter
         self._histograms = IntervalTracker()
         self._counters: dict[str, int] = {}
+        self._gauges: dict[str, int] = {}
+        self._sizes = (-1, -1, -1)
+        self._kept: tuple[list[Counter], list[Gauge], list[Histogram]] = ([], [], [])
         if from_now:
             self.read()
 
+    def _stats(self) -> tuple[list[Counter], list[Gauge], list[Histogram]]:
+        sizes = self._store.sizes()
+        if sizes != self._sizes:
+            keep = self._filter.search if self._filter is not None else None
+            store = self._store
+            self._kept = (
+                [c for c in store.counters() if keep is None or keep(c.name) is not None],
+                [g for g in store.gauges() if keep is None or keep(g.name) is not None],
+                [h for h in store.histograms() if keep is None or keep(h.name) is not None],
+            )
+            self._sizes = sizes
+        return self._kept
+
     def read(self) -> StoreReading:
-        keep = self._filter.search if self._filter is not None else None
+        counter_list, gauge_list, histogram_list = self._stats()
         counters: dict[str, int] = {}
         deltas: dict[str, int] = {}
         previous = self._counters
-        for c in self._store.counters():
-            if keep is not None and keep(c.name) is None:
-                continue
+        for c in counter_list:
             counters[c.name] = c.value
             delta = c.value - previous.get(c.name, 0)
             if delta:
                 deltas[c.name] = delta
         self._counters = counters
-        gauges = {
-            g.name: g.value
-            for g in self._store.gauges()
-            if keep is None or keep(g.name) is not None
-        }
+        gauges = {g.name: g.value for g in gauge_list}
+        self._gauges = gauges
         histograms = []
-        for h in self._store.histograms():
-            if keep is not None and keep(h.name) is None:
-                continue
+        for h in histogram_list:
             interval, cumulative = self._histograms.advance(h)
             histograms.append(HistogramReading(h.name, interval, cumulative))
         return StoreReading(counters, deltas, gauges, histograms)
+
+    def changes(self) -> StoreChanges:
+        """Only what moved or is new since the previous read (`read` or `changes`)."""
+        counter_list, gauge_list, histogram_list = self._stats()
+        counters: dict[str, int] = {}
+        previous = self._counters
+        for c in counter_list:
+            v = c.value
+            if previous.get(c.name) != v:
+                previous[c.name] = counters[c.name] = v
+        gauges: dict[str, int] = {}
+        before = self._gauges
+        for g in gauge_list:
+            v = g.value
+            if before.get(g.name) != v:
+                before[g.name] = gauges[g.name] = v
+        histograms = []
+        tracker = self._histograms
+        for h in histogram_list:
+            if tracker.moved(h):
+                histograms.append((h.name, tracker.advance(h)[0]))
+        return StoreChanges(counters, gauges, histograms)

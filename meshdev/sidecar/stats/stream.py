@@ -1,9 +1,24 @@
 """The JSON snapshots of /stats/stream: what the dashboard draws, one per interval.
 
-Each stream client owns a `StreamCursor`, so its intervals (histogram buckets and counter
-deltas since its previous snapshot) are its own. The first snapshot comes at once and covers
-nothing (its interval starts when the client connected); each later one covers the time since
-the one before.
+Each stream client owns a cursor, so its intervals (histogram buckets and counter deltas
+since its previous snapshot) are its own. The first snapshot comes at once and covers nothing
+(its interval starts when the client connected); each later one covers the time since the one
+before.
+
+Two versions, chosen by the client (`?v=`):
+
+- 1 (`StreamCursor`, the default): every document is whole: every stat the filter keeps,
+  with counter deltas, every histogram's interval and cumulative quantiles, every host and
+  breaker. A document's size grows with the routes and clusters of the config, whatever moved.
+- 2 (`DeltaCursor`): `"v": 2`; the first document is whole (`"full": true`), each later one
+  holds only what changed since the one before: counters and gauges that moved or are new
+  (their current values: the reader keeps the totals and takes the differences), histograms
+  that recorded something or are new (their interval only), hosts and breakers whose state
+  changed, and the keys of those gone (`hosts_gone`, `breakers_gone`). `seq` counts from 0 on
+  each connection, so a reader can tell it missed one; the cure is a new connection, whose
+  first document is whole again. `instance` names the stats store (one per sidecar process):
+  a reader that reconnects to the same instance may take the differences of the new whole
+  document against the totals it kept, and so lose nothing of the time it was away.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ from meshdev.common.histogram import SUMMARY_QUANTILES, HistogramSnapshot
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.admin.views import ControlSurface, HostView
 from meshdev.sidecar.stats.formats import json_number, percent
-from meshdev.sidecar.stats.store import IntervalReader
+from meshdev.sidecar.stats.store import IntervalReader, StoreChanges
 
 _HOST_FIELDS = tuple(f.name for f in dataclasses.fields(HostView))
 _BREAKER_FIELDS = tuple(f.name for f in dataclasses.fields(BreakerView))
@@ -131,3 +146,98 @@ class StreamCursor:
         self._seq += 1
         self._last = now
         return snapshot
+
+
+def interval_json(interval: HistogramSnapshot) -> dict[str, object]:
+    """A histogram's interval as a v2 document carries it (v1's `interval`)."""
+    if not interval.count:
+        return {"count": 0, "sum": 0.0}
+    return {
+        "count": interval.count,
+        "sum": interval.sum,
+        "quantiles": _quantiles(interval),
+        "buckets": [list(b) for b in interval.bucket_data()],
+    }
+
+
+HostKey = tuple[str, str, int]
+
+
+class DeltaCursor:
+    """One v2 stream client's position: a whole first document, then only the changes."""
+
+    def __init__(
+        self,
+        surface: ControlSurface,
+        identity: ConfigIdentity,
+        name_filter: re.Pattern[str] | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._surface = surface
+        self._identity = identity
+        self._reader = IntervalReader(surface.stats, name_filter, from_now=True)
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._seq = 0
+        self._last = monotonic()
+        self._hosts: dict[HostKey, HostView] = {}
+        self._breakers: dict[str, BreakerView] = {}
+
+    def next_snapshot(self) -> dict[str, object]:
+        now = self._monotonic()
+        full = self._seq == 0
+        config = self._surface.config
+        doc: dict[str, object] = {
+            "v": 2,
+            "seq": self._seq,
+            "full": full,
+            "instance": self._surface.stats.instance,
+            "timestamp": self._wall_clock(),
+            "interval_s": round(now - self._last, 6),
+            "node": node_info(config),
+            "config": self._identity.describe(config),
+        }
+        if full:
+            reading = self._reader.read()
+            doc["counters"] = reading.counters
+            doc["gauges"] = reading.gauges
+            doc["histograms"] = {h.name: interval_json(h.interval) for h in reading.histograms}
+        else:
+            changes: StoreChanges = self._reader.changes()
+            doc["counters"] = changes.counters
+            doc["gauges"] = changes.gauges
+            doc["histograms"] = {name: interval_json(h) for name, h in changes.histograms}
+        self._diff_hosts(doc, full)
+        self._diff_breakers(doc, full)
+        self._seq += 1
+        self._last = now
+        return doc
+
+    def _diff_hosts(self, doc: dict[str, object], full: bool) -> None:
+        before = self._hosts
+        now: dict[HostKey, HostView] = {}
+        changed = []
+        for h in self._surface.hosts():
+            key = (h.cluster, h.address, h.port)
+            now[key] = h
+            if full or before.get(key) != h:
+                changed.append(host_json(h))
+        doc["hosts"] = changed
+        if not full:
+            doc["hosts_gone"] = [list(key) for key in before if key not in now]
+        self._hosts = now
+
+    def _diff_breakers(self, doc: dict[str, object], full: bool) -> None:
+        before = self._breakers
+        now: dict[str, BreakerView] = {}
+        changed = []
+        for b in self._surface.breakers():
+            now[b.cluster] = b
+            if full or before.get(b.cluster) != b:
+                changed.append(breaker_json(b))
+        doc["breakers"] = changed
+        if not full:
+            doc["breakers_gone"] = [c for c in before if c not in now]
+        self._breakers = now

@@ -71,7 +71,12 @@ from meshdev.telemetry.aggregation.statnames import (
 from meshdev.telemetry.aggregation.tally import ClusterTally, HostTally, RouteTally, bump
 from meshdev.telemetry.aggregation.topology import RouteKey, Topology
 from meshdev.telemetry.aggregation.view import MeshView, SidecarStatus
-from meshdev.telemetry.aggregation.view_build import cluster_stats, host_stats, route_stats
+from meshdev.telemetry.aggregation.view_build import (
+    LimitsCache,
+    cluster_stats,
+    host_stats,
+    route_stats,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +97,18 @@ class SidecarInput:
     cert: CertInfo | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    routes: tuple[RouteKey, ...]
+    down: tuple[RouteKey, ...]  # routes some sidecar counts the downstream side of
+    clusters: tuple[str, ...]
+    tcp: frozenset[str]  # clusters a tcp_proxy relays to (in some sidecar's config)
+
+
 class Aggregator:
     def __init__(self, *, history: int = DEFAULT_LENGTH) -> None:
+        self._layout_cache: tuple[list[object], _Layout] | None = None
+        self._limits: LimitsCache = {}
         self._names = StatNames()
         self._rps_history = History(history)
         self._trip_history = History(history)
@@ -104,29 +119,26 @@ class Aggregator:
 
     def build(self, sidecars: Sequence[SidecarInput], at: float) -> MeshView:
         """The view of `sidecars` now (`at`: wall-clock time, for the view and its events)."""
-        routes: dict[RouteKey, RouteTally] = {}
-        clusters: dict[str, ClusterTally] = {}
         hosts: dict[tuple[str, str], HostTally] = {}
         unattributed: dict[str, int] = {}
         security = SecurityTally(self._security_names)
         self._learn(sidecars)
+        indexes = [
+            self._index(sc, sc.latest) if sc.latest is not None and not sc.stale else None
+            for sc in sidecars
+        ]
+        layout = self._layout(sidecars, indexes)
+        routes = {key: RouteTally() for key in layout.routes}
+        for key in layout.down:
+            routes[key].prefer_down = True
+        clusters = {name: ClusterTally() for name in layout.clusters}
         statuses = []
-        for sc in sidecars:
+        for sc, index in zip(sidecars, indexes, strict=True):
             snap = sc.latest
             topo = sc.topology
-            if topo is not None:
-                for r in topo.routes:
-                    if r.key not in routes:
-                        routes[r.key] = RouteTally()
-                for c in topo.clusters:
-                    if c not in clusters and c not in topo.local_clusters and not is_local(c):
-                        clusters[c] = ClusterTally()
-                for c in topo.tcp_clusters:
-                    if c in clusters:
-                        clusters[c].tcp = True
             own = RouteTally()
-            if snap is not None and not sc.stale:
-                index = self._add(sc, snap, own, routes, clusters, hosts, unattributed)
+            if snap is not None and index is not None:
+                self._add(sc, snap, index, own, routes, clusters, hosts, unattributed)
                 security.add(sc.node, topo, snap, index.clusters, sc.cert, at)
             else:
                 security.add(sc.node, topo, None, (), sc.cert, at)
@@ -146,11 +158,15 @@ class Aggregator:
                     success_pct=side.success_pct,
                 )
             )
+        for name in layout.tcp:
+            c = clusters.get(name)
+            if c is not None:
+                c.tcp = True
         view = MeshView(
             at=at,
             sidecars=tuple(statuses),
             routes=route_stats(routes, self._rps_history),
-            clusters=cluster_stats(clusters, hosts, self._trip_history),
+            clusters=cluster_stats(clusters, hosts, self._trip_history, self._limits),
             hosts=host_stats(hosts, {n for n, c in clusters.items() if c.tcp}),
             unattributed_flags=unattributed,
             edges=security.edges(),
@@ -187,28 +203,56 @@ class Aggregator:
         index = self._indexes[sc.node] = index_stats(self._names.meaning, snap, topo, stamp)
         return index
 
+    def _layout(
+        self, sidecars: Sequence[SidecarInput], indexes: Sequence[StatIndex | None]
+    ) -> _Layout:
+        """The routes and clusters every view of these sidecars has (their configs' and those
+        their stats name), worked out again only when a config or a set of names changes:
+        with 41 sidecars that each name every route and cluster, walking them all at every
+        view cost more than the rest of the view."""
+        key: list[object] = [
+            x for sc, index in zip(sidecars, indexes, strict=True) for x in (sc.topology, index)
+        ]
+        cached = self._layout_cache
+        if cached is not None:
+            before, layout = cached
+            if len(before) == len(key) and all(a is b for a, b in zip(before, key, strict=True)):
+                return layout
+        routes: dict[RouteKey, None] = {}
+        down: dict[RouteKey, None] = {}
+        clusters: dict[str, None] = {}
+        tcp: set[str] = set()
+        for sc, index in zip(sidecars, indexes, strict=True):
+            topo = sc.topology
+            if topo is not None:
+                routes.update((r.key, None) for r in topo.routes)
+                clusters.update(
+                    (c, None)
+                    for c in topo.clusters
+                    if c not in topo.local_clusters and not is_local(c)
+                )
+                tcp.update(topo.tcp_clusters)
+            if index is not None:
+                routes.update((r, None) for r in index.routes)
+                down.update((r, None) for r in index.routes if r in index.down_routes)
+                clusters.update((c, None) for c in index.clusters)
+        layout = _Layout(tuple(routes), tuple(down), tuple(clusters), frozenset(tcp))
+        self._layout_cache = (key, layout)
+        return layout
+
     def _add(
         self,
         sc: SidecarInput,
         snap: SidecarInterval,
+        index: StatIndex,
         own: RouteTally,
         routes: dict[RouteKey, RouteTally],
         clusters: dict[str, ClusterTally],
         hosts: dict[tuple[str, str], HostTally],
         unattributed: dict[str, int],
-    ) -> StatIndex:
-        index = self._index(sc, snap)
+    ) -> None:
         local = index.local
-        for key in index.routes:
-            r = routes.get(key)
-            if r is None:
-                r = routes[key] = RouteTally()
-            if key in index.down_routes:
-                r.prefer_down = True
         own.prefer_down = bool(index.inbound & index.down_routes)
-        for c in index.clusters:
-            if c not in clusters:
-                clusters[c] = ClusterTally()
 
         dt = snap.interval_s
         if dt > 0:
@@ -231,24 +275,29 @@ class Aggregator:
 
         age = sc.age_s or 0.0
         inv = 1.0 / dt if dt > 0 else 0.0
+        # Most of a big mesh's host samples are idle (a sidecar calls few of the clusters it
+        # knows): only what is not zero is added.
         for h in snap.hosts:
-            if h.cluster in local:
+            cluster = h.cluster
+            if cluster in local:
                 continue
-            key = (h.cluster, h.endpoint)
+            key = (cluster, h.endpoint)
             host = hosts.get(key)
             if host is None:
                 host = hosts[key] = HostTally(h.pod)
-            host.rate += h.rq_total * inv
-            host.success += h.rq_success
-            host.error += h.rq_error
-            host.active += h.rq_active
+                if cluster not in clusters:
+                    clusters[cluster] = ClusterTally()
+            if h.rq_total or h.rq_success or h.rq_error:
+                host.rate += h.rq_total * inv
+                host.success += h.rq_success
+                host.error += h.rq_error
+            if h.rq_active:
+                host.active += h.rq_active
             if h.ejected:
                 host.ejected_by.append(sc.node)
                 host.returns = max(host.returns, h.ejected_for - age)
-            host.count = max(host.count, h.ejection_count)
-            if h.cluster not in clusters:
-                clusters[h.cluster] = ClusterTally()
-        return index
+            if h.ejection_count:
+                host.count = max(host.count, h.ejection_count)
 
     def _add_interval(
         self,

@@ -52,12 +52,19 @@ def route_stats(routes: dict[RouteKey, RouteTally], history: History) -> tuple[R
     return tuple(out)
 
 
+# cluster -> the breakers its limits were last worked out from, and those limits
+LimitsCache = dict[str, tuple[list[tuple[str, BreakerView]], tuple[BreakerLimit, ...]]]
+
+
 def cluster_stats(
     clusters: dict[str, ClusterTally],
     hosts: dict[tuple[str, str], HostTally],
     history: History,
+    limits_cache: LimitsCache | None = None,
 ) -> tuple[ClusterStats, ...]:
-    """`history`: the clusters' breaker trips per second, one value pushed per view."""
+    """`history`: the clusters' breaker trips per second, one value pushed per view;
+    `limits_cache`: kept between views, so limits are worked out again only when a breaker
+    changed (readers of the v2 stream hand on the same `BreakerView` while it does not)."""
     endpoints: dict[str, int] = {}
     ejected: dict[str, int] = {}
     for (cluster, _), h in hosts.items():
@@ -68,7 +75,7 @@ def cluster_stats(
     history.begin()
     for name in sorted(clusters):
         c = clusters[name]
-        limits = _limits(c.breakers)
+        limits = _cached_limits(name, c.breakers, limits_cache)
         if c.tcp:
             # A relayed connection takes no request, pending or retry slot.
             limits = tuple(lim for lim in limits if lim.name == "max_connections")
@@ -121,6 +128,23 @@ def host_stats(
         )
     out.sort(key=lambda h: (h.cluster, h.pod, h.address))
     return tuple(out)
+
+
+def _cached_limits(
+    name: str, breakers: list[tuple[str, BreakerView]], cache: LimitsCache | None
+) -> tuple[BreakerLimit, ...]:
+    if cache is None:
+        return _limits(breakers)
+    cached = cache.get(name)
+    if cached is not None:
+        before, limits = cached
+        if len(before) == len(breakers) and all(
+            a[1] is b[1] and a[0] == b[0] for a, b in zip(before, breakers, strict=True)
+        ):
+            return limits
+    limits = _limits(breakers)
+    cache[name] = (breakers, limits)
+    return limits
 
 
 def _limits(breakers: list[tuple[str, BreakerView]]) -> tuple[BreakerLimit, ...]:

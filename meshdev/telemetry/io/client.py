@@ -1,6 +1,10 @@
 """One sidecar's admin API, watched: its /stats/stream, or Envoy's /stats polled instead.
 
-The client connects to `/stats/stream?interval=...` and keeps the newest interval it got.
+The client connects to `/stats/stream?interval=...&v=2` and keeps the newest interval it got.
+v2 documents carry only what changed (sidecar/stats/stream.py); a sidecar that predates them
+ignores `v` and sends whole v1 documents, which are read as before. A change document that
+cannot follow the last one read (one went missing, or was unreadable) ends the connection: the
+next one starts with a whole document, from which the reader resumes its totals.
 A server without that endpoint (404: a real Envoy) is polled at the same interval through
 `/stats?format=json` (with `histogram_buckets=detailed` where it is understood, so latency
 still merges across proxies), `/clusters?format=json` and `/server_info`. Any failure drops
@@ -37,7 +41,7 @@ from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
 from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
 from meshdev.telemetry.io.poll_reader import PollReader
 from meshdev.telemetry.io.sse import SSEParser
-from meshdev.telemetry.io.stream_reader import StreamReader
+from meshdev.telemetry.io.stream_reader import StreamGap, StreamReader
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,8 @@ CONNECT_TIMEOUT = 2.0
 MIN_READ_TIMEOUT = 2.0
 READ_TIMEOUT_INTERVALS = 8.0
 REQUEST_TIMEOUT = 5.0
+# The /stats/stream documents asked for: changes only (sidecar/stats/stream.py).
+STREAM_VERSION = "2"
 # Reconnect delays (full jitter, see common/backoff.py): quick enough to catch a sidecar that
 # restarts, sparse enough that a dashboard watching a stopped mesh stays idle.
 RECONNECT_BASE = 0.1
@@ -244,7 +250,11 @@ class SidecarClient:
         )
         async with self._session.get(
             self.admin_url + "/stats/stream",
-            params={"interval": interval_param(self._interval), "filter": STREAM_FILTER},
+            params={
+                "interval": interval_param(self._interval),
+                "filter": STREAM_FILTER,
+                "v": STREAM_VERSION,
+            },
             timeout=timeout,
         ) as resp:
             if resp.status == 404:
@@ -262,9 +272,13 @@ class SidecarClient:
     async def _stream_event(self, data: str) -> None:
         try:
             snap = self._stream_reader.parse(json.loads(data), self._clock())
+        except StreamGap:
+            raise  # only a new connection's whole document can set it right
         except (ValueError, SnapshotError) as exc:
-            # One bad document is reported, not fatal: the next may be fine. A sidecar that
+            # One bad document is reported, not fatal: the next may be fine (a whole one is;
+            # a change document cannot follow it, and ends the connection). A sidecar that
             # only sends bad ones goes stale, which is what the dashboard should say.
+            self._stream_reader.missed()
             self.error = describe(exc)
             self._on_change()
             return
