@@ -322,9 +322,17 @@ def render(
                 if svc.protocol != "tcp"
             ),
             "clusters": tuple(clusters),
+            "tracing": tracing(mesh),
             **extra,
         }
     )
+
+
+def tracing(mesh: Mesh) -> sc.Tracing:
+    """Every sidecar's tracing, the gateway's included: the mesh's, whose spans name the pod's
+    service (the gateway's: `ingress`)."""
+    t = mesh.tracing
+    return sc.Tracing(sampling=t.sampling, zipkin=t.zipkin, otlp=t.otlp)
 
 
 def _authorization(mesh: Mesh, service: str) -> tuple[sc.AuthzPolicy, ...]:
