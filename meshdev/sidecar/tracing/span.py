@@ -1,0 +1,291 @@
+"""Spans: one request's trace as this hop builds it (`RequestTrace`) and the finished spans it
+hands to the tracer (`Span`), which become Zipkin v2 JSON only when someone reads them.
+
+The shape follows Envoy's Zipkin tracer as Istio runs it, with one CLIENT span per upstream
+try as the issue asks (docs/tracing.md):
+- an inbound listener makes one SERVER span per request; the app gets the SERVER span's id
+  as its parent, so what the app calls next hangs under it;
+- an outbound listener (the app calling out) makes one CLIENT span per try, each a child of
+  the span the app's headers name (the SERVER span of the request it is serving), each try
+  sent upstream with its own span id; a request answered before any try (no route, rate
+  limited, a fault, an overflow) gets one CLIENT span;
+- the ingress gateway makes a SERVER span for the request from outside and, under it, a
+  CLIENT span per try.
+A finished span is kept as plain slots (about 0.6 KB), not as the dict a reader gets, so the
+ring and the export queues stay small; tags left empty are left out.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final, Protocol
+
+from meshdev.common import trace_wire as tw
+from meshdev.sidecar.tracing.context import inject, new_span_id, without_propagation
+
+SERVER: Final = "SERVER"
+CLIENT: Final = "CLIENT"
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Span:
+    """A finished span, as the slots of a Zipkin v2 span."""
+
+    __slots__ = (
+        "attempt",
+        "cluster",
+        "duration",
+        "flags",
+        "id",
+        "kind",
+        "method",
+        "name",
+        "parent_id",
+        "peer",
+        "protocol",
+        "request_id",
+        "route",
+        "status",
+        "timestamp",
+        "trace_id",
+        "upstream",
+        "url",
+    )
+
+    def __init__(
+        self,
+        trace: RequestTrace,
+        span_id: str,
+        parent_id: str | None,
+        kind: str,
+        timestamp: int,
+        duration: int,
+        status: int,
+        flags: str,
+        upstream: str,
+        attempt: int,
+        request_id: str,
+    ) -> None:
+        self.trace_id = trace.trace_id
+        self.id = span_id
+        self.parent_id = parent_id
+        self.kind = kind
+        self.name = trace.name
+        self.timestamp = timestamp
+        self.duration = duration if duration > 0 else 1
+        self.method = trace.method
+        self.url = trace.url
+        self.protocol = trace.protocol
+        self.peer = trace.peer if kind == SERVER else ""
+        self.route = trace.route
+        self.cluster = trace.cluster
+        self.status = status
+        self.flags = flags
+        self.upstream = upstream
+        self.attempt = attempt
+        self.request_id = request_id
+
+    @property
+    def error(self) -> bool:
+        """Envoy's `error` tag: a 5xx, no answer at all, or a response flag."""
+        return self.status >= 500 or self.status == 0 or bool(self.flags)
+
+    def zipkin(self, local: tw.Endpoint, node: str) -> tw.ZipkinSpan:
+        tags = {
+            tw.TAG_COMPONENT: "proxy",
+            tw.TAG_NODE: node,
+            tw.TAG_METHOD: self.method,
+            tw.TAG_URL: self.url,
+            tw.TAG_PROTOCOL: self.protocol,
+            tw.TAG_FLAGS: self.flags or "-",
+        }
+        if self.status:
+            tags[tw.TAG_STATUS] = str(self.status)
+        if self.request_id:
+            tags[tw.TAG_REQUEST_ID] = self.request_id
+        if self.route:
+            tags[tw.TAG_ROUTE] = self.route
+        if self.cluster:
+            tags[tw.TAG_CLUSTER] = self.cluster
+        if self.upstream:
+            tags[tw.TAG_UPSTREAM] = self.upstream
+        if self.peer:
+            tags[tw.TAG_PEER] = self.peer
+        if self.attempt:
+            tags[tw.TAG_ATTEMPT] = str(self.attempt)
+        if self.error:
+            tags[tw.TAG_ERROR] = "true"
+        span: tw.ZipkinSpan = {
+            "traceId": self.trace_id,
+            "id": self.id,
+            "name": self.name,
+            "kind": SERVER if self.kind == SERVER else CLIENT,
+            "timestamp": self.timestamp,
+            "duration": self.duration,
+            "localEndpoint": local,
+            "tags": tags,
+        }
+        if self.parent_id is not None:
+            span["parentId"] = self.parent_id
+        if self.kind == CLIENT and self.cluster:
+            remote: tw.Endpoint = {"serviceName": self.cluster.partition(".")[0]}
+            host, _, port = self.upstream.rpartition(":")
+            if host and port.isdigit():
+                remote["ipv4"] = host
+                remote["port"] = int(port)
+            span["remoteEndpoint"] = remote
+        return span
+
+
+class SpanSink(Protocol):
+    """Where finished spans go (the tracer: its ring and exporters)."""
+
+    def record(self, span: Span) -> None: ...
+
+
+class RequestTrace:
+    """One sampled request's spans as this hop makes them (see the module doc).
+
+    The proxy calls, in order: `upstream_headers` (inbound) or `begin_try` / `end_try` per try
+    (outbound, ingress), then `finish` once the request has ended, which closes whatever is
+    still open with the request's outcome (a route timeout, a client that left)."""
+
+    __slots__ = (
+        "_ns",
+        "_try_id",
+        "_try_ns",
+        "_try_us",
+        "b3_single",
+        "cluster",
+        "kind",
+        "method",
+        "name",
+        "parent_id",
+        "peer",
+        "per_try",
+        "protocol",
+        "route",
+        "server_id",
+        "service",
+        "sink",
+        "start_us",
+        "trace_id",
+        "tries",
+        "url",
+    )
+
+    def __init__(
+        self,
+        sink: SpanSink,
+        trace_id: str,
+        parent_id: str | None,
+        listener_kind: str,
+        method: str,
+        url: str,
+        protocol: str,
+        peer: str,
+        b3_single: bool,
+        service: str,
+    ) -> None:
+        self.sink = sink
+        self.service = service
+        self.trace_id = trace_id
+        self.parent_id = parent_id
+        self.b3_single = b3_single
+        self.method = method
+        self.url = url
+        self.protocol = protocol
+        self.peer = peer
+        # An outbound listener makes CLIENT spans only; the others a SERVER span first.
+        self.server_id = None if listener_kind == "outbound" else new_span_id()
+        self.per_try = listener_kind != "inbound"
+        self.kind = listener_kind
+        self.name = "no_route"
+        self.route = ""
+        self.cluster = ""
+        self.tries = 0
+        self.start_us = _now_us()
+        self._ns = time.perf_counter_ns()
+        self._try_id: str | None = None
+        self._try_us = 0
+        self._try_ns = 0
+
+    def routed(self, vhost: str, route: str) -> None:
+        """Name the spans after the route taken: `<destination>/<route>` (`backend/items`),
+        an inbound hop's `<service>/inbound`: few names, as Istio's route decorators give."""
+        self.route = route
+        self.name = f"{self.service}/inbound" if self.kind == "inbound" else f"{vhost}/{route}"
+
+    def upstream_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The headers of an inbound request to the app: the SERVER span as their parent."""
+        out = without_propagation(headers)
+        assert self.server_id is not None
+        inject(out, self.trace_id, self.server_id, self.parent_id, b3_single=self.b3_single)
+        return out
+
+    def begin_try(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Open the CLIENT span of the next try; the headers to send it with."""
+        self.tries += 1
+        span_id = self._try_id = new_span_id()
+        self._try_us = _now_us()
+        self._try_ns = time.perf_counter_ns()
+        out = without_propagation(headers)
+        parent = self.server_id if self.server_id is not None else self.parent_id
+        inject(out, self.trace_id, span_id, parent, b3_single=self.b3_single)
+        return out
+
+    def end_try(self, status: int, flag: str, upstream: str, request_id: str) -> None:
+        """Close the open try's span (`status` 0: no answer; `flag`: what ended it)."""
+        span_id = self._try_id
+        if span_id is None:
+            return
+        self._try_id = None
+        duration = (time.perf_counter_ns() - self._try_ns) // 1000
+        parent = self.server_id if self.server_id is not None else self.parent_id
+        self.sink.record(
+            Span(
+                self,
+                span_id,
+                parent,
+                CLIENT,
+                self._try_us,
+                duration,
+                status,
+                flag,
+                upstream,
+                self.tries,
+                request_id,
+            )
+        )
+
+    def finish(self, status: int, flags: str, upstream: str, request_id: str) -> None:
+        """The request has ended (the access log record's facts): close a try still open,
+        and this hop's own span."""
+        if self._try_id is not None:
+            self.end_try(status, flags, upstream, request_id)
+        if self.server_id is None and self.tries:
+            return
+        duration = (time.perf_counter_ns() - self._ns) // 1000
+        if self.server_id is None:
+            # An outbound request answered before any try: one CLIENT span says why.
+            span_id, kind = new_span_id(), CLIENT
+        else:
+            span_id, kind = self.server_id, SERVER
+        self.sink.record(
+            Span(
+                self,
+                span_id,
+                self.parent_id,
+                kind,
+                self.start_us,
+                duration,
+                status,
+                flags,
+                "" if self.per_try else upstream,
+                0,
+                request_id,
+            )
+        )
