@@ -58,8 +58,7 @@ def test_tracing_with_both_collectors_and_a_sampling_share() -> None:
         ),
         (
             "tracing: {otlp: 'http://127.0.0.1:9411/api/v2/spans'}",
-            "mesh.yaml:5:17 tracing.otlp: this is a Zipkin path (/api/v2/spans): give it as "
-            "zipkin",
+            "mesh.yaml:5:17 tracing.otlp: this is a Zipkin path (/api/v2/spans): give it as zipkin",
         ),
     ],
 )
