@@ -56,6 +56,10 @@ class Incoming:
         self.b3_single = b3_single
 
 
+# Propagation headers that say nothing valid: read as no context, but still to be replaced.
+_NOTHING: Final = Incoming(None, None, None)
+
+
 def new_span_id() -> str:
     """16 hex digits, never all zeros (which both formats reserve for "no span")."""
     return "%016x" % (getrandbits(64) or 1)
@@ -136,7 +140,8 @@ def parse_b3_single(value: str) -> Incoming | None:
 
 
 def extract(headers: list[tuple[str, str]]) -> Incoming | None:
-    """The trace context of a request's headers (names lower-case), or None without any."""
+    """The trace context of a request's headers (names lower-case): None when none of the
+    propagation headers is there; all fields None when those there are all malformed."""
     traceparent = b3 = b3_trace = b3_span = b3_sampled = b3_flags = None
     for k, v in headers:
         c = k[0]
@@ -164,7 +169,9 @@ def extract(headers: list[tuple[str, str]]) -> Incoming | None:
         if found is not None:
             return found
     if b3_trace is None and b3_sampled is None and b3_flags is None:
-        return None
+        if traceparent is None and b3 is None and b3_span is None:
+            return None
+        return _NOTHING
     sampled = True if b3_flags is not None and b3_flags.strip() == "1" else None
     if sampled is None and b3_sampled is not None:
         sampled = _b3_sampled(b3_sampled)
@@ -172,7 +179,7 @@ def extract(headers: list[tuple[str, str]]) -> Incoming | None:
     span_id = _span_id(b3_span) if b3_span is not None else None
     if trace_id is None or span_id is None:
         # Ids half given or malformed: only a decision, if any, is worth keeping.
-        return None if sampled is None else Incoming(None, None, sampled)
+        return _NOTHING if sampled is None else Incoming(None, None, sampled)
     return Incoming(trace_id, span_id, sampled)
 
 

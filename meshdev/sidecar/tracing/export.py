@@ -30,7 +30,7 @@ from typing import Final, Literal
 from meshdev.common import trace_wire as tw
 from meshdev.common.sidecar_config import collector_address
 from meshdev.sidecar.stats.store import Counter, Store
-from meshdev.sidecar.tracing.span import SERVER, Span
+from meshdev.sidecar.tracing.span import SERVER, Span, is_error, zipkin
 from meshdev.sidecar.upstream import (
     ConnectFailure,
     ConnectionBudget,
@@ -60,7 +60,7 @@ _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 def zipkin_body(spans: list[Span], local: tw.Endpoint, node: str) -> bytes:
     """POST /api/v2/spans: a JSON list of Zipkin v2 spans."""
-    return _json.encode([s.zipkin(local, node) for s in spans]).encode()
+    return _json.encode([zipkin(s, local, node) for s in spans]).encode()
 
 
 _OTLP_KIND: Final = {"SERVER": 2, "CLIENT": 3}
@@ -72,7 +72,7 @@ def otlp_span(span: Span, local: tw.Endpoint, node: str) -> dict[str, object]:
     protobuf JSON mapping of 64-bit integers), kind and status as enum numbers (OTLP/JSON
     requires enum values as integers: 2 SPAN_KIND_SERVER, 3 SPAN_KIND_CLIENT), tags as string
     attributes."""
-    z = span.zipkin(local, node)
+    z = zipkin(span, local, node)
     start = z["timestamp"] * 1000
     out: dict[str, object] = {
         "traceId": z["traceId"].rjust(32, "0"),
@@ -82,7 +82,7 @@ def otlp_span(span: Span, local: tw.Endpoint, node: str) -> dict[str, object]:
         "startTimeUnixNano": str(start),
         "endTimeUnixNano": str(start + z["duration"] * 1000),
         "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in z["tags"].items()],
-        "status": {"code": _OTLP_ERROR} if span.error else {},
+        "status": {"code": _OTLP_ERROR} if is_error(span) else {},
     }
     if "parentId" in z:
         out["parentSpanId"] = z["parentId"]

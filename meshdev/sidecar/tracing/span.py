@@ -11,8 +11,8 @@ try as the issue asks (docs/tracing.md):
   limited, a fault, an overflow) gets one CLIENT span;
 - the ingress gateway makes a SERVER span for the request from outside and, under it, a
   CLIENT span per try.
-A finished span is kept as plain slots (about 0.6 KB), not as the dict a reader gets, so the
-ring and the export queues stay small; tags left empty are left out.
+A finished span is kept as a plain tuple (about 0.6 KB with its strings), not as the dict a
+reader gets, so the ring and the export queues stay small and out of the cycle collector's way.
 """
 
 from __future__ import annotations
@@ -31,113 +31,122 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-class Span:
-    """A finished span, as the slots of a Zipkin v2 span."""
+# A finished span: a plain tuple of strings, ints and None, in this order. The cycle collector
+# stops tracking such a tuple at its first pass, so the ring's thousands of spans cost the full
+# collections nothing (objects with slots would be traversed by each for as long as they live).
+Span = tuple[
+    str, str, str | None, str, str, int, int, str, str, str, str, str, str, int, str, str, int, str
+]
+TRACE_ID: Final = 0
+ID: Final = 1
+PARENT_ID: Final = 2
+KIND: Final = 3
+NAME: Final = 4
+TIMESTAMP: Final = 5
+DURATION: Final = 6
+METHOD: Final = 7
+URL: Final = 8
+PROTOCOL: Final = 9
+PEER: Final = 10
+ROUTE: Final = 11
+CLUSTER: Final = 12
+STATUS: Final = 13
+FLAGS: Final = 14
+UPSTREAM: Final = 15
+ATTEMPT: Final = 16
+REQUEST_ID: Final = 17
 
-    __slots__ = (
-        "attempt",
-        "cluster",
-        "duration",
-        "flags",
-        "id",
-        "kind",
-        "method",
-        "name",
-        "parent_id",
-        "peer",
-        "protocol",
-        "request_id",
-        "route",
-        "status",
-        "timestamp",
-        "trace_id",
-        "upstream",
-        "url",
+
+def finished(
+    trace: RequestTrace,
+    span_id: str,
+    parent_id: str | None,
+    kind: str,
+    timestamp: int,
+    duration: int,
+    status: int,
+    flags: str,
+    upstream: str,
+    attempt: int,
+    request_id: str,
+) -> Span:
+    """A span of `trace` that has ended (`duration` in µs, at least 1 as Zipkin wants)."""
+    return (
+        trace.trace_id,
+        span_id,
+        parent_id,
+        kind,
+        trace.name,
+        timestamp,
+        duration if duration > 0 else 1,
+        trace.method,
+        trace.url,
+        trace.protocol,
+        trace.peer if kind == SERVER else "",
+        trace.route,
+        trace.cluster,
+        status,
+        flags,
+        upstream,
+        attempt,
+        request_id,
     )
 
-    def __init__(
-        self,
-        trace: RequestTrace,
-        span_id: str,
-        parent_id: str | None,
-        kind: str,
-        timestamp: int,
-        duration: int,
-        status: int,
-        flags: str,
-        upstream: str,
-        attempt: int,
-        request_id: str,
-    ) -> None:
-        self.trace_id = trace.trace_id
-        self.id = span_id
-        self.parent_id = parent_id
-        self.kind = kind
-        self.name = trace.name
-        self.timestamp = timestamp
-        self.duration = duration if duration > 0 else 1
-        self.method = trace.method
-        self.url = trace.url
-        self.protocol = trace.protocol
-        self.peer = trace.peer if kind == SERVER else ""
-        self.route = trace.route
-        self.cluster = trace.cluster
-        self.status = status
-        self.flags = flags
-        self.upstream = upstream
-        self.attempt = attempt
-        self.request_id = request_id
 
-    @property
-    def error(self) -> bool:
-        """Envoy's `error` tag: a 5xx, no answer at all, or a response flag."""
-        return self.status >= 500 or self.status == 0 or bool(self.flags)
+def is_error(span: Span) -> bool:
+    """Envoy's `error` tag: a 5xx, no answer at all, or a response flag."""
+    status = span[STATUS]
+    return status >= 500 or status == 0 or bool(span[FLAGS])
 
-    def zipkin(self, local: tw.Endpoint, node: str) -> tw.ZipkinSpan:
-        tags = {
-            tw.TAG_COMPONENT: "proxy",
-            tw.TAG_NODE: node,
-            tw.TAG_METHOD: self.method,
-            tw.TAG_URL: self.url,
-            tw.TAG_PROTOCOL: self.protocol,
-            tw.TAG_FLAGS: self.flags or "-",
-        }
-        if self.status:
-            tags[tw.TAG_STATUS] = str(self.status)
-        if self.request_id:
-            tags[tw.TAG_REQUEST_ID] = self.request_id
-        if self.route:
-            tags[tw.TAG_ROUTE] = self.route
-        if self.cluster:
-            tags[tw.TAG_CLUSTER] = self.cluster
-        if self.upstream:
-            tags[tw.TAG_UPSTREAM] = self.upstream
-        if self.peer:
-            tags[tw.TAG_PEER] = self.peer
-        if self.attempt:
-            tags[tw.TAG_ATTEMPT] = str(self.attempt)
-        if self.error:
-            tags[tw.TAG_ERROR] = "true"
-        span: tw.ZipkinSpan = {
-            "traceId": self.trace_id,
-            "id": self.id,
-            "name": self.name,
-            "kind": SERVER if self.kind == SERVER else CLIENT,
-            "timestamp": self.timestamp,
-            "duration": self.duration,
-            "localEndpoint": local,
-            "tags": tags,
-        }
-        if self.parent_id is not None:
-            span["parentId"] = self.parent_id
-        if self.kind == CLIENT and self.cluster:
-            remote: tw.Endpoint = {"serviceName": self.cluster.partition(".")[0]}
-            host, _, port = self.upstream.rpartition(":")
-            if host and port.isdigit():
-                remote["ipv4"] = host
-                remote["port"] = int(port)
-            span["remoteEndpoint"] = remote
-        return span
+
+def zipkin(span: Span, local: tw.Endpoint, node: str) -> tw.ZipkinSpan:
+    """The span as Zipkin v2 JSON (common/trace_wire.py); tags left empty are left out."""
+    (trace_id, span_id, parent_id, kind, name, timestamp, duration, method, url, protocol, peer,
+     route, cluster, status, flags, upstream, attempt, request_id) = span  # fmt: skip
+    tags = {
+        tw.TAG_COMPONENT: "proxy",
+        tw.TAG_NODE: node,
+        tw.TAG_METHOD: method,
+        tw.TAG_URL: url,
+        tw.TAG_PROTOCOL: protocol,
+        tw.TAG_FLAGS: flags or "-",
+    }
+    if status:
+        tags[tw.TAG_STATUS] = str(status)
+    if request_id:
+        tags[tw.TAG_REQUEST_ID] = request_id
+    if route:
+        tags[tw.TAG_ROUTE] = route
+    if cluster:
+        tags[tw.TAG_CLUSTER] = cluster
+    if upstream:
+        tags[tw.TAG_UPSTREAM] = upstream
+    if peer:
+        tags[tw.TAG_PEER] = peer
+    if attempt:
+        tags[tw.TAG_ATTEMPT] = str(attempt)
+    if is_error(span):
+        tags[tw.TAG_ERROR] = "true"
+    out: tw.ZipkinSpan = {
+        "traceId": trace_id,
+        "id": span_id,
+        "name": name,
+        "kind": SERVER if kind == SERVER else CLIENT,
+        "timestamp": timestamp,
+        "duration": duration,
+        "localEndpoint": local,
+        "tags": tags,
+    }
+    if parent_id is not None:
+        out["parentId"] = parent_id
+    if kind == CLIENT and cluster:
+        remote: tw.Endpoint = {"serviceName": cluster.partition(".")[0]}
+        host, _, port = upstream.rpartition(":")
+        if host and port.isdigit():
+            remote["ipv4"] = host
+            remote["port"] = int(port)
+        out["remoteEndpoint"] = remote
+    return out
 
 
 class SpanSink(Protocol):
@@ -172,6 +181,7 @@ class RequestTrace:
         "service",
         "sink",
         "start_us",
+        "strip",
         "trace_id",
         "tries",
         "url",
@@ -189,9 +199,13 @@ class RequestTrace:
         peer: str,
         b3_single: bool,
         service: str,
+        strip: bool = True,
     ) -> None:
         self.sink = sink
         self.service = service
+        # Whether the request came with propagation headers to replace (a first hop's has
+        # none, and keeps its headers as they are).
+        self.strip = strip
         self.trace_id = trace_id
         self.parent_id = parent_id
         self.b3_single = b3_single
@@ -221,7 +235,7 @@ class RequestTrace:
 
     def upstream_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The headers of an inbound request to the app: the SERVER span as their parent."""
-        out = without_propagation(headers)
+        out = without_propagation(headers) if self.strip else headers.copy()
         assert self.server_id is not None
         inject(out, self.trace_id, self.server_id, self.parent_id, b3_single=self.b3_single)
         return out
@@ -232,7 +246,7 @@ class RequestTrace:
         span_id = self._try_id = new_span_id()
         self._try_us = _now_us()
         self._try_ns = time.perf_counter_ns()
-        out = without_propagation(headers)
+        out = without_propagation(headers) if self.strip else headers.copy()
         parent = self.server_id if self.server_id is not None else self.parent_id
         inject(out, self.trace_id, span_id, parent, b3_single=self.b3_single)
         return out
@@ -246,7 +260,7 @@ class RequestTrace:
         duration = (time.perf_counter_ns() - self._try_ns) // 1000
         parent = self.server_id if self.server_id is not None else self.parent_id
         self.sink.record(
-            Span(
+            finished(
                 self,
                 span_id,
                 parent,
@@ -275,7 +289,7 @@ class RequestTrace:
         else:
             span_id, kind = self.server_id, SERVER
         self.sink.record(
-            Span(
+            finished(
                 self,
                 span_id,
                 self.parent_id,

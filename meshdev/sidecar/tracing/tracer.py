@@ -22,7 +22,7 @@ from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tracing.context import extract, new_trace_id
 from meshdev.sidecar.tracing.export import Exporter, Format
 from meshdev.sidecar.tracing.ring import SpanRing
-from meshdev.sidecar.tracing.span import RequestTrace, Span
+from meshdev.sidecar.tracing.span import RequestTrace, Span, zipkin
 
 if TYPE_CHECKING:
     from meshdev.sidecar.http import Request
@@ -99,6 +99,7 @@ class Tracer:
             req.client[0],
             b3_single,
             self.local["serviceName"],
+            incoming is not None,
         )
 
     def record(self, span: Span) -> None:
@@ -119,7 +120,7 @@ class Tracer:
             "first": first,
             "next": first + len(spans),
             "dropped": self.dropped,
-            "spans": [s.zipkin(local, node) for s in spans],
+            "spans": [zipkin(s, local, node) for s in spans],
         }
 
     async def aclose(self) -> None:

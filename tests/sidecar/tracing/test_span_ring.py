@@ -10,6 +10,7 @@ from meshdev.sidecar.http import EMPTY_BODY, Request
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tracing import RequestTrace, Span, Tracer
 from meshdev.sidecar.tracing.ring import SpanRing
+from meshdev.sidecar.tracing.span import finished
 
 
 class _Sink:
@@ -24,7 +25,7 @@ def _span(n: int) -> Span:
     trace = RequestTrace(
         _Sink(), f"{n:032x}", None, "inbound", "GET", "/", "HTTP/1.1", "", False, "s"
     )
-    return Span(trace, f"{n + 1:016x}", None, "SERVER", 1, 1, 200, "", "", 0, "")
+    return finished(trace, f"{n + 1:016x}", None, "SERVER", 1, 1, 200, "", "", 0, "")
 
 
 def test_the_ring_keeps_the_last_spans_numbered() -> None:

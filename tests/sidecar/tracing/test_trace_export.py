@@ -11,6 +11,7 @@ from meshdev.common import trace_wire as tw
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tracing import RequestTrace, Span
 from meshdev.sidecar.tracing.export import BATCH, MAX_QUEUE, Exporter, Format
+from meshdev.sidecar.tracing.span import finished
 from tests.sidecar.helpers import client, get, listener_url, sidecar, simple_config, upstreams
 from tests.sidecar.tracing.collector import collector, wait_for
 from tests.sidecar.tracing.test_trace_spans import traced
@@ -25,11 +26,16 @@ class _Sink:
 
 
 def make_span(
-    n: int, *, kind: str = "CLIENT", status: int = 200, parent: str | None = None
+    n: int,
+    *,
+    kind: str = "CLIENT",
+    status: int = 200,
+    parent: str | None = None,
+    trace_id: str | None = None,
 ) -> Span:
     trace = RequestTrace(
         _Sink(),
-        f"{n + 1:032x}",
+        trace_id or f"{n + 1:032x}",
         parent,
         "outbound",
         "GET",
@@ -41,7 +47,7 @@ def make_span(
     )
     trace.routed("backend", "main")
     trace.cluster = "backend.v1"
-    return Span(
+    return finished(
         trace,
         f"{n + 1:016x}",
         parent,
@@ -130,9 +136,7 @@ async def test_otlp_reports_are_otlp_http_json() -> None:
 async def test_a_64_bit_trace_id_is_padded_for_otlp() -> None:
     async with collector() as col:
         exp = exporter("otlp", col.otlp_url, Store())
-        span = make_span(0)
-        span.trace_id = "a3ce929d0e0e4736"
-        exp.offer(span)
+        exp.offer(make_span(0, trace_id="a3ce929d0e0e4736"))
         await exp.aclose()
     [sent] = col.otlp_spans()
     assert sent["traceId"] == "0000000000000000a3ce929d0e0e4736"
