@@ -99,52 +99,67 @@ def is_error(span: Span) -> bool:
     return status >= 500 or status == 0 or bool(span[FLAGS])
 
 
-def zipkin(span: Span, local: tw.Endpoint, node: str) -> tw.ZipkinSpan:
-    """The span as Zipkin v2 JSON (common/trace_wire.py); tags left empty are left out."""
-    (trace_id, span_id, parent_id, kind, name, timestamp, duration, method, url, protocol, peer,
-     route, cluster, status, flags, upstream, attempt, request_id) = span  # fmt: skip
-    tags = {
-        tw.TAG_COMPONENT: "proxy",
-        tw.TAG_NODE: node,
-        tw.TAG_METHOD: method,
-        tw.TAG_URL: url,
-        tw.TAG_PROTOCOL: protocol,
-        tw.TAG_FLAGS: flags or "-",
-    }
+def tags(span: Span, node: str) -> list[tuple[str, str]]:
+    """The span's tags (common/trace_wire.py's names), those left empty left out."""
+    (_, _, _, _, _, _, _, method, url, protocol, peer, route, cluster, status, flags, upstream,
+     attempt, request_id) = span  # fmt: skip
+    out = [
+        (tw.TAG_COMPONENT, "proxy"),
+        (tw.TAG_NODE, node),
+        (tw.TAG_METHOD, method),
+        (tw.TAG_URL, url),
+        (tw.TAG_PROTOCOL, protocol),
+        (tw.TAG_FLAGS, flags or "-"),
+    ]
     if status:
-        tags[tw.TAG_STATUS] = str(status)
+        out.append((tw.TAG_STATUS, str(status)))
     if request_id:
-        tags[tw.TAG_REQUEST_ID] = request_id
+        out.append((tw.TAG_REQUEST_ID, request_id))
     if route:
-        tags[tw.TAG_ROUTE] = route
+        out.append((tw.TAG_ROUTE, route))
     if cluster:
-        tags[tw.TAG_CLUSTER] = cluster
+        out.append((tw.TAG_CLUSTER, cluster))
     if upstream:
-        tags[tw.TAG_UPSTREAM] = upstream
+        out.append((tw.TAG_UPSTREAM, upstream))
     if peer:
-        tags[tw.TAG_PEER] = peer
+        out.append((tw.TAG_PEER, peer))
     if attempt:
-        tags[tw.TAG_ATTEMPT] = str(attempt)
+        out.append((tw.TAG_ATTEMPT, str(attempt)))
     if is_error(span):
-        tags[tw.TAG_ERROR] = "true"
+        out.append((tw.TAG_ERROR, "true"))
+    return out
+
+
+def remote_endpoint(span: Span) -> tw.Endpoint | None:
+    """A CLIENT span's upstream: the cluster's service, and the host's address and port."""
+    cluster = span[CLUSTER]
+    if span[KIND] != CLIENT or not cluster:
+        return None
+    remote: tw.Endpoint = {"serviceName": cluster.partition(".")[0]}
+    host, _, port = span[UPSTREAM].rpartition(":")
+    if host and port.isdigit():
+        remote["ipv4"] = host
+        remote["port"] = int(port)
+    return remote
+
+
+def zipkin(span: Span, local: tw.Endpoint, node: str) -> tw.ZipkinSpan:
+    """The span as Zipkin v2 JSON (common/trace_wire.py)."""
     out: tw.ZipkinSpan = {
-        "traceId": trace_id,
-        "id": span_id,
-        "name": name,
-        "kind": SERVER if kind == SERVER else CLIENT,
-        "timestamp": timestamp,
-        "duration": duration,
+        "traceId": span[TRACE_ID],
+        "id": span[ID],
+        "name": span[NAME],
+        "kind": SERVER if span[KIND] == SERVER else CLIENT,
+        "timestamp": span[TIMESTAMP],
+        "duration": span[DURATION],
         "localEndpoint": local,
-        "tags": tags,
+        "tags": dict(tags(span, node)),
     }
+    parent_id = span[PARENT_ID]
     if parent_id is not None:
         out["parentId"] = parent_id
-    if kind == CLIENT and cluster:
-        remote: tw.Endpoint = {"serviceName": cluster.partition(".")[0]}
-        host, _, port = upstream.rpartition(":")
-        if host and port.isdigit():
-            remote["ipv4"] = host
-            remote["port"] = int(port)
+    remote = remote_endpoint(span)
+    if remote is not None:
         out["remoteEndpoint"] = remote
     return out
 

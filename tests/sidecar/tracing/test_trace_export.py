@@ -5,13 +5,21 @@ the Envoy-named stats of each."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 from meshdev.common import trace_wire as tw
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tracing import RequestTrace, Span
-from meshdev.sidecar.tracing.export import BATCH, MAX_QUEUE, Exporter, Format
-from meshdev.sidecar.tracing.span import finished
+from meshdev.sidecar.tracing.export import (
+    BATCH,
+    MAX_QUEUE,
+    Exporter,
+    Format,
+    otlp_body,
+    zipkin_body,
+)
+from meshdev.sidecar.tracing.span import finished, zipkin
 from tests.sidecar.helpers import client, get, listener_url, sidecar, simple_config, upstreams
 from tests.sidecar.tracing.collector import collector, wait_for
 from tests.sidecar.tracing.test_trace_spans import traced
@@ -201,3 +209,28 @@ async def test_a_slow_collector_never_slows_a_request() -> None:
             per_request = (time.perf_counter() - started) / 20
             assert sc.plane.tracer.dropped == 0
     assert per_request < 0.05
+
+
+def test_reports_written_as_text_are_the_json_of_the_spans_whatever_they_hold() -> None:
+    odd = 'a"b\\c\n\u00e9\u2028\x00{}\udc80'
+    trace = RequestTrace(
+        _Sink(), "ab" * 8, None, "inbound", odd, f"http://h/{odd}", "HTTP/2", odd, True, odd
+    )
+    trace.routed(odd, odd)
+    trace.cluster = f"{odd}.v1"
+    spans = [
+        finished(trace, "cd" * 8, "ef" * 8, "SERVER", 1, 2, 0, "UF,URX", f"{odd}:1", 0, odd),
+        finished(trace, "12" * 8, None, "CLIENT", 3, 4, 503, "", "10.0.0.1:80", 2, ""),
+        make_span(7, parent="00000000000000aa"),
+    ]
+    local: tw.Endpoint = {"serviceName": odd}
+    assert json.loads(zipkin_body(spans, local, odd)) == [zipkin(s, local, odd) for s in spans]
+    report = json.loads(otlp_body(spans, local, odd))
+    [rs] = report["resourceSpans"]
+    assert rs["resource"]["attributes"][0]["value"]["stringValue"] == odd
+    sent = rs["scopeSpans"][0]["spans"]
+    for span, got in zip(spans, sent, strict=True):
+        z = zipkin(span, local, odd)
+        attrs = {a["key"]: a["value"]["stringValue"] for a in got["attributes"]}
+        assert attrs == z["tags"] and got["name"] == z["name"]
+        assert got["spanId"] == z["id"] and got.get("parentSpanId") == z.get("parentId")
