@@ -180,7 +180,9 @@ def test_one_request_is_one_trace_across_every_hop(tmp_path: Path) -> None:
 
             # A save that turns tracing off applies at once: no more spans.
             mesh_file.write_text(
-                mesh_file.read_text().replace("tracing:\n", "tracing:\n  sampling: 0\n")
+                mesh_file.read_text().replace(
+                    "\ntracing:\n  zipkin:", "\ntracing:\n  sampling: 0\n  zipkin:"
+                )
             )
             up.wait_for("applied v2 ")
             with col.lock:
