@@ -23,6 +23,7 @@ from tests.sidecar.helpers import (
     stat,
     upstreams,
 )
+from tests.sidecar.proxy.wsapp import inbound_to, outbound_to, ws_app
 from tests.sidecar.tracing.collector import collector, wait_for
 from tests.support import LOCALHOST, free_port
 
@@ -264,3 +265,52 @@ async def test_a_save_that_changes_tracing_applies_at_once() -> None:
             assert stat(sc, "tracing.zipkin.spans_sent") == 1
     # The collector got the very span the ring keeps.
     assert col.zipkin_spans() == [kept]
+
+
+async def test_malformed_context_is_replaced_not_sent_beside_ours() -> None:
+    async with upstreams("a") as (a,), sidecar(traced(simple_config([a]))) as sc, client() as s:
+        bad = {"traceparent": "00-nothex-00f067aa0ba902b7-01", "x-b3-spanid": "zz"}
+        status, _, _ = await get(s, listener_url(sc), "/", headers=bad)
+        assert status == 200
+        [span] = spans(sc)
+    seen = a.seen_headers[0]
+    assert "parentId" not in span  # nothing valid came: a new trace
+    assert seen["traceparent"] == f"00-{span['traceId']}-{span['id']}-01"
+    assert seen["x-b3-spanid"] == span["id"]
+
+
+async def test_an_unsampled_first_hop_tells_the_next_hops() -> None:
+    async with upstreams("a") as (a,):
+        cfg = traced(simple_config([a]), sampling=0.001)
+        async with sidecar(cfg) as sc, client() as s:
+            for _ in range(20):
+                await get(s, listener_url(sc), "/")
+            sampled = len(spans(sc))
+            not_traced = stat(sc, "http.outbound.tracing.not_traceable")
+    unsampled = [h for h in a.seen_headers if "traceparent" not in h]
+    assert sampled + not_traced == 20 and len(unsampled) == not_traced
+    assert all(h["x-b3-sampled"] == "0" for h in unsampled)
+
+
+async def test_a_websocket_upgrade_is_traced_through_two_hops() -> None:
+    async with ws_app() as app:
+        inner_cfg = traced(inbound_to(app.port))
+        inner_port = next(lst.port for lst in inner_cfg.listeners if lst.name == "inbound")
+        outer_cfg = traced(outbound_to(inner_port))
+        async with (
+            sidecar(inner_cfg) as inner,
+            sidecar(outer_cfg) as outer,
+            client() as s,
+            s.ws_connect(listener_url(outer) + "/ws", headers={"Host": "backend"}) as ws,
+        ):
+            await ws.send_str("hello")
+            msg = await ws.receive()
+            assert msg.data == "hello"
+            # The try's span ends at the 101, while the stream goes on.
+            [attempt] = spans(outer)
+            await ws.close()
+            await wait_for(lambda: len(spans(inner)) == 1)
+            [server] = spans(inner)
+    assert attempt["kind"] == "CLIENT" and attempt["tags"][tw.TAG_STATUS] == "101"
+    assert server["kind"] == "SERVER" and server["parentId"] == attempt["id"]
+    assert server["tags"][tw.TAG_STATUS] == "101"
