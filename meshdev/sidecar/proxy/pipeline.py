@@ -124,14 +124,14 @@ class Proxy:
             ls.downstream_cx_upgrades_active.value += 1
         route: RouteEntry | None = None
         trace: RequestTrace | None = None
-        tracer = plane.tracer
-        if tracer.enabled:
-            trace = rec.trace = tracer.start(req, entry.kind)
-            if trace is None:
-                ls.tracing_not_traceable.value += 1
-            else:
-                ls.tracing_random_sampling.value += 1
         try:
+            tracer = plane.tracer
+            if tracer.enabled:
+                trace = rec.trace = tracer.start(req, entry.kind)
+                if trace is None:
+                    ls.tracing_not_traceable.value += 1
+                else:
+                    ls.tracing_random_sampling.value += 1
             headers = HeaderView(req.headers)
             kind = entry.kind
             if kind == "inbound":

@@ -11,8 +11,9 @@ B3 trace ids may be 64 or 128 bits. A 128-bit id whose high half is zero is the 
 its 64-bit form (Zipkin treats them so), so ids are kept in the short form then: every hop
 names the trace alike whichever header it read.
 
-Written (upstream): `traceparent` (the trace id left-padded to 32 hex), the B3 multi headers,
-and a `b3` single header only when the caller used one; `tracestate` stays as it came.
+Written (upstream): `traceparent` (the trace id left-padded to 32 hex) and B3's single `b3`
+header, two headers for both families; the B3 multi headers too when the caller sent them
+(an app that copies only those keeps working); `tracestate` stays as it came.
 """
 
 from __future__ import annotations
@@ -39,21 +40,22 @@ _ZERO16: Final = "0" * 16
 class Incoming:
     """What a request's headers say of its trace: any of the fields may be missing."""
 
-    __slots__ = ("b3_single", "parent_id", "sampled", "trace_id")
+    __slots__ = ("b3_multi", "parent_id", "sampled", "trace_id")
 
     def __init__(
         self,
         trace_id: str | None,
         parent_id: str | None,
         sampled: bool | None,
-        b3_single: bool = False,
+        b3_multi: bool = False,
     ) -> None:
         self.trace_id = trace_id
         # The caller's span: the parent of the span this hop makes.
         self.parent_id = parent_id
         # The caller's sampling decision; None: none was made.
         self.sampled = sampled
-        self.b3_single = b3_single
+        # The caller sent B3's multi headers (x-b3-*): they are written upstream too.
+        self.b3_multi = b3_multi
 
 
 # Propagation headers that say nothing valid: read as no context, but still to be replaced.
@@ -123,7 +125,7 @@ def parse_b3_single(value: str) -> Incoming | None:
     parts = value.strip().split("-")
     if len(parts) == 1:
         sampled = _b3_sampled(parts[0])
-        return None if sampled is None else Incoming(None, None, sampled, True)
+        return None if sampled is None else Incoming(None, None, sampled)
     if len(parts) > 4:
         return None
     trace_id, span_id = _trace_id(parts[0]), _span_id(parts[1])
@@ -136,30 +138,49 @@ def parse_b3_single(value: str) -> Incoming | None:
             return None
     if len(parts) == 4 and _span_id(parts[3]) is None:
         return None
-    return Incoming(trace_id, span_id, sampled, True)
+    return Incoming(trace_id, span_id, sampled)
 
 
 def extract(headers: list[tuple[str, str]]) -> Incoming | None:
     """The trace context of a request's headers (names lower-case): None when none of the
     propagation headers is there; all fields None when those there are all malformed."""
+    # One set look-up per header, in a comprehension: a first hop's request has none of them.
+    present = [(k, v) for k, v in headers if k in PROPAGATION_HEADERS]
+    if not present:
+        return None
     traceparent = b3 = b3_trace = b3_span = b3_sampled = b3_flags = None
-    for k, v in headers:
-        c = k[0]
-        if c == "t":
-            if k == "traceparent" and traceparent is None:
+    for k, v in present:
+        if k == "traceparent":
+            if traceparent is None:
                 traceparent = v
-        elif c == "b":
-            if k == "b3" and b3 is None:
+        elif k == "b3":
+            if b3 is None:
                 b3 = v
-        elif c == "x" and k.startswith("x-b3-"):
-            if k == "x-b3-traceid":
-                b3_trace = v
-            elif k == "x-b3-spanid":
-                b3_span = v
-            elif k == "x-b3-sampled":
-                b3_sampled = v
-            elif k == "x-b3-flags":
-                b3_flags = v
+        elif k == "x-b3-traceid":
+            b3_trace = v
+        elif k == "x-b3-spanid":
+            b3_span = v
+        elif k == "x-b3-sampled":
+            b3_sampled = v
+        elif k == "x-b3-flags":
+            b3_flags = v
+    multi = b3_trace is not None or b3_span is not None or b3_sampled is not None
+    found = _read(traceparent, b3, b3_trace, b3_span, b3_sampled, b3_flags)
+    if multi:
+        if found is _NOTHING:
+            return Incoming(None, None, None, True)
+        found.b3_multi = True
+    return found
+
+
+def _read(
+    traceparent: str | None,
+    b3: str | None,
+    b3_trace: str | None,
+    b3_span: str | None,
+    b3_sampled: str | None,
+    b3_flags: str | None,
+) -> Incoming:
     if traceparent is not None:
         found = parse_traceparent(traceparent)
         if found is not None:
@@ -169,8 +190,6 @@ def extract(headers: list[tuple[str, str]]) -> Incoming | None:
         if found is not None:
             return found
     if b3_trace is None and b3_sampled is None and b3_flags is None:
-        if traceparent is None and b3 is None and b3_span is None:
-            return None
         return _NOTHING
     sampled = True if b3_flags is not None and b3_flags.strip() == "1" else None
     if sampled is None and b3_sampled is not None:
@@ -189,19 +208,21 @@ def inject(
     span_id: str,
     parent_id: str | None,
     *,
-    b3_single: bool = False,
+    b3_multi: bool = False,
 ) -> None:
     """Append the headers that carry a sampled span `span_id` of `trace_id` upstream (the
     caller has dropped the incoming ones: PROPAGATION_HEADERS)."""
     out.append(("traceparent", f"00-{trace_id:0>32}-{span_id}-01"))
-    out.append(("x-b3-traceid", trace_id))
-    out.append(("x-b3-spanid", span_id))
-    if parent_id is not None:
-        out.append(("x-b3-parentspanid", parent_id))
-    out.append(("x-b3-sampled", "1"))
-    if b3_single:
-        tail = f"-{parent_id}" if parent_id is not None else ""
-        out.append(("b3", f"{trace_id}-{span_id}-1{tail}"))
+    if parent_id is None:
+        out.append(("b3", f"{trace_id}-{span_id}-1"))
+    else:
+        out.append(("b3", f"{trace_id}-{span_id}-1-{parent_id}"))
+    if b3_multi:
+        out.append(("x-b3-traceid", trace_id))
+        out.append(("x-b3-spanid", span_id))
+        if parent_id is not None:
+            out.append(("x-b3-parentspanid", parent_id))
+        out.append(("x-b3-sampled", "1"))
 
 
 def without_propagation(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

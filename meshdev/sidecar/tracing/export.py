@@ -35,7 +35,6 @@ from meshdev.sidecar.tracing.span import (
     DURATION,
     ID,
     KIND,
-    NAME,
     PARENT_ID,
     SERVER,
     TIMESTAMP,
@@ -43,6 +42,7 @@ from meshdev.sidecar.tracing.span import (
     Span,
     is_error,
     remote_endpoint,
+    span_name,
     tags,
 )
 from meshdev.sidecar.upstream import (
@@ -92,7 +92,7 @@ def _endpoint(e: tw.Endpoint) -> str:
     return f'{{"serviceName":{_q(e["serviceName"])}}}'
 
 
-def zipkin_json(span: Span, local: str, node: str) -> str:
+def zipkin_json(span: Span, local: str, service: str, node: str) -> str:
     """One Zipkin v2 span as JSON (`local`: the localEndpoint object, already JSON)."""
     parent = span[PARENT_ID]
     remote = remote_endpoint(span)
@@ -104,7 +104,7 @@ def zipkin_json(span: Span, local: str, node: str) -> str:
             span[ID],
             f'","parentId":"{parent}",' if parent is not None else '",',
             '"name":',
-            _q(span[NAME]),
+            _q(span_name(span, service)),
             ',"kind":"',
             SERVER if span[KIND] == SERVER else CLIENT,
             f'","timestamp":{span[TIMESTAMP]},"duration":{span[DURATION]},"localEndpoint":',
@@ -119,15 +119,15 @@ def zipkin_json(span: Span, local: str, node: str) -> str:
 
 def zipkin_body(spans: list[Span], local: tw.Endpoint, node: str) -> bytes:
     """POST /api/v2/spans: a JSON list of Zipkin v2 spans."""
-    local_json = _endpoint(local)
-    return f"[{','.join([zipkin_json(s, local_json, node) for s in spans])}]".encode()
+    local_json, service = _endpoint(local), local["serviceName"]
+    return f"[{','.join([zipkin_json(s, local_json, service, node) for s in spans])}]".encode()
 
 
 _OTLP_KIND: Final = {SERVER: 2, CLIENT: 3}
 _OTLP_ERROR: Final = 2
 
 
-def otlp_json(span: Span, node: str) -> str:
+def otlp_json(span: Span, service: str, node: str) -> str:
     """One span in OTLP/JSON: hex ids (W3C's 32-digit trace ids), times in ns as strings (the
     protobuf JSON mapping of 64-bit integers), kind and status as enum numbers (OTLP/JSON
     requires enum values as integers: 2 SPAN_KIND_SERVER, 3 SPAN_KIND_CLIENT), tags as string
@@ -145,7 +145,7 @@ def otlp_json(span: Span, node: str) -> str:
             span[ID],
             f'","parentSpanId":"{parent}",' if parent is not None else '",',
             '"name":',
-            _q(span[NAME]),
+            _q(span_name(span, service)),
             f',"kind":{_OTLP_KIND[span[KIND]]},"startTimeUnixNano":"{start}",',
             f'"endTimeUnixNano":"{start + span[DURATION] * 1000}","attributes":[',
             attributes,
@@ -164,7 +164,7 @@ def otlp_body(spans: list[Span], local: tw.Endpoint, node: str) -> bytes:
             '{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":',
             f'{{"stringValue":{service}}}}}]}},"scopeSpans":[{{"scope":{{"name":"meshdev"}},',
             '"spans":[',
-            ",".join([otlp_json(s, node) for s in spans]),
+            ",".join([otlp_json(s, local["serviceName"], node) for s in spans]),
             "]}]}]}",
         )
     ).encode()

@@ -18,6 +18,7 @@ reader gets, so the ring and the export queues stay small and out of the cycle c
 from __future__ import annotations
 
 import time
+from random import getrandbits
 from typing import Final, Protocol
 
 from meshdev.common import trace_wire as tw
@@ -27,16 +28,20 @@ SERVER: Final = "SERVER"
 CLIENT: Final = "CLIENT"
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
+# Bound once: the request path calls them several times per sampled request.
+_time_ns: Final = time.time_ns
+_perf_ns: Final = time.perf_counter_ns
 
 
 # A finished span: a plain tuple of strings, ints and None, in this order. The cycle collector
 # stops tracking such a tuple at its first pass, so the ring's thousands of spans cost the full
 # collections nothing (objects with slots would be traversed by each for as long as they live).
+# NAME holds the route's virtual host and URL the authority (formatted into the span's name
+# and http.url only when the span is read: `span_name`, `tags`).
 Span = tuple[
-    str, str, str | None, str, str, int, int, str, str, str, str, str, str, int, str, str, int, str
-]
+    str, str, str | None, str, str, int, int, str, str, str, str, str, str, int, str, str, int,
+    str, str,
+]  # fmt: skip
 TRACE_ID: Final = 0
 ID: Final = 1
 PARENT_ID: Final = 2
@@ -55,6 +60,7 @@ FLAGS: Final = 14
 UPSTREAM: Final = 15
 ATTEMPT: Final = 16
 REQUEST_ID: Final = 17
+TARGET: Final = 18
 
 
 def finished(
@@ -76,11 +82,11 @@ def finished(
         span_id,
         parent_id,
         kind,
-        trace.name,
+        trace.vhost,
         timestamp,
         duration if duration > 0 else 1,
         trace.method,
-        trace.url,
+        trace.authority,
         trace.protocol,
         trace.peer if kind == SERVER else "",
         trace.route,
@@ -90,7 +96,18 @@ def finished(
         upstream,
         attempt,
         request_id,
+        trace.target,
     )
+
+
+def span_name(span: Span, service: str) -> str:
+    """`<destination>/<route>` (`backend/items`), an inbound hop's `<service>/inbound`, or
+    `no_route`: few names, as Istio's route decorators give, so collectors index them well."""
+    route = span[ROUTE]
+    if not route:
+        return "no_route"
+    vhost = span[NAME]
+    return f"{service}/inbound" if vhost == "inbound" else f"{vhost}/{route}"
 
 
 def is_error(span: Span) -> bool:
@@ -101,8 +118,9 @@ def is_error(span: Span) -> bool:
 
 def tags(span: Span, node: str) -> list[tuple[str, str]]:
     """The span's tags (common/trace_wire.py's names), those left empty left out."""
-    (_, _, _, _, _, _, _, method, url, protocol, peer, route, cluster, status, flags, upstream,
-     attempt, request_id) = span  # fmt: skip
+    (_, _, _, _, _, _, _, method, authority, protocol, peer, route, cluster, status, flags,
+     upstream, attempt, request_id, target) = span  # fmt: skip
+    url = f"http://{authority}{target}" if authority else target
     out = [
         (tw.TAG_COMPONENT, "proxy"),
         (tw.TAG_NODE, node),
@@ -148,7 +166,7 @@ def zipkin(span: Span, local: tw.Endpoint, node: str) -> tw.ZipkinSpan:
     out: tw.ZipkinSpan = {
         "traceId": span[TRACE_ID],
         "id": span[ID],
-        "name": span[NAME],
+        "name": span_name(span, local["serviceName"]),
         "kind": SERVER if span[KIND] == SERVER else CLIENT,
         "timestamp": span[TIMESTAMP],
         "duration": span[DURATION],
@@ -178,28 +196,28 @@ class RequestTrace:
     still open with the request's outcome (a route timeout, a client that left)."""
 
     __slots__ = (
+        "_base",
         "_ns",
         "_try_id",
         "_try_ns",
         "_try_us",
-        "b3_single",
+        "authority",
+        "b3_multi",
         "cluster",
-        "kind",
         "method",
-        "name",
         "parent_id",
         "peer",
         "per_try",
         "protocol",
         "route",
         "server_id",
-        "service",
         "sink",
         "start_us",
         "strip",
+        "target",
         "trace_id",
         "tries",
-        "url",
+        "vhost",
     )
 
     def __init__(
@@ -209,62 +227,72 @@ class RequestTrace:
         parent_id: str | None,
         listener_kind: str,
         method: str,
-        url: str,
+        authority: str,
+        target: str,
         protocol: str,
         peer: str,
-        b3_single: bool,
-        service: str,
+        b3_multi: bool = False,
         strip: bool = True,
     ) -> None:
         self.sink = sink
-        self.service = service
         # Whether the request came with propagation headers to replace (a first hop's has
         # none, and keeps its headers as they are).
         self.strip = strip
         self.trace_id = trace_id
         self.parent_id = parent_id
-        self.b3_single = b3_single
+        self.b3_multi = b3_multi
+        # The request's facts, formatted only when a span is read (span_name, tags).
         self.method = method
-        self.url = url
+        self.authority = authority
+        self.target = target
         self.protocol = protocol
         self.peer = peer
         # An outbound listener makes CLIENT spans only; the others a SERVER span first.
         self.server_id = None if listener_kind == "outbound" else new_span_id()
         self.per_try = listener_kind != "inbound"
-        self.kind = listener_kind
-        self.name = "no_route"
+        self.vhost = ""
         self.route = ""
         self.cluster = ""
         self.tries = 0
-        self.start_us = _now_us()
-        self._ns = time.perf_counter_ns()
+        # Where the tries' propagation headers begin in the upstream headers.
+        self._base = 0
+        self.start_us = _time_ns() // 1000
+        self._ns = _perf_ns()
         self._try_id: str | None = None
         self._try_us = 0
         self._try_ns = 0
 
     def routed(self, vhost: str, route: str) -> None:
-        """Name the spans after the route taken: `<destination>/<route>` (`backend/items`),
-        an inbound hop's `<service>/inbound`: few names, as Istio's route decorators give."""
+        """The route taken, which names the spans (span_name)."""
+        self.vhost = vhost
         self.route = route
-        self.name = f"{self.service}/inbound" if self.kind == "inbound" else f"{vhost}/{route}"
 
     def upstream_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The headers of an inbound request to the app: the SERVER span as their parent."""
-        out = without_propagation(headers) if self.strip else headers.copy()
+        """The headers of an inbound request to the app, the SERVER span as their parent:
+        `headers` (the list made for this request's upstream) changed in place."""
+        if self.strip:
+            headers[:] = without_propagation(headers)
         assert self.server_id is not None
-        inject(out, self.trace_id, self.server_id, self.parent_id, b3_single=self.b3_single)
-        return out
+        inject(headers, self.trace_id, self.server_id, self.parent_id, b3_multi=self.b3_multi)
+        return headers
 
     def begin_try(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """Open the CLIENT span of the next try; the headers to send it with."""
+        """Open the CLIENT span of the next try: `headers` (the list made for this request's
+        upstream) get its propagation headers in place, replacing the previous try's."""
+        if self.tries:
+            del headers[self._base :]
+        else:
+            if self.strip:
+                headers[:] = without_propagation(headers)
+            self._base = len(headers)
         self.tries += 1
-        span_id = self._try_id = new_span_id()
-        self._try_us = _now_us()
-        self._try_ns = time.perf_counter_ns()
-        out = without_propagation(headers) if self.strip else headers.copy()
+        # new_span_id(), inline: this runs once per try of every sampled request.
+        span_id = self._try_id = "%016x" % (getrandbits(64) or 1)
+        self._try_us = _time_ns() // 1000
+        self._try_ns = _perf_ns()
         parent = self.server_id if self.server_id is not None else self.parent_id
-        inject(out, self.trace_id, span_id, parent, b3_single=self.b3_single)
-        return out
+        inject(headers, self.trace_id, span_id, parent, b3_multi=self.b3_multi)
+        return headers
 
     def end_try(self, status: int, flag: str, upstream: str, request_id: str) -> None:
         """Close the open try's span (`status` 0: no answer; `flag`: what ended it)."""
@@ -272,7 +300,7 @@ class RequestTrace:
         if span_id is None:
             return
         self._try_id = None
-        duration = (time.perf_counter_ns() - self._try_ns) // 1000
+        duration = (_perf_ns() - self._try_ns) // 1000
         parent = self.server_id if self.server_id is not None else self.parent_id
         self.sink.record(
             finished(
@@ -297,7 +325,7 @@ class RequestTrace:
             self.end_try(status, flags, upstream, request_id)
         if self.server_id is None and self.tries:
             return
-        duration = (time.perf_counter_ns() - self._ns) // 1000
+        duration = (_perf_ns() - self._ns) // 1000
         if self.server_id is None:
             # An outbound request answered before any try: one CLIENT span says why.
             span_id, kind = new_span_id(), CLIENT

@@ -13,13 +13,13 @@ does no tracing work at all (a caller's flag included).
 
 from __future__ import annotations
 
-from random import random
+from random import getrandbits, random
 from typing import TYPE_CHECKING
 
 from meshdev.common import trace_wire as tw
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.stats.store import Store
-from meshdev.sidecar.tracing.context import extract, new_trace_id
+from meshdev.sidecar.tracing.context import extract
 from meshdev.sidecar.tracing.export import Exporter, Format
 from meshdev.sidecar.tracing.ring import SpanRing
 from meshdev.sidecar.tracing.span import RequestTrace, Span, zipkin
@@ -84,21 +84,22 @@ class Tracer:
             req.headers.append(("x-b3-sampled", "0"))
             return None
         if incoming is not None and incoming.trace_id is not None:
-            trace_id, parent, b3_single = incoming.trace_id, incoming.parent_id, incoming.b3_single
+            trace_id, parent, b3_multi = incoming.trace_id, incoming.parent_id, incoming.b3_multi
         else:
-            trace_id, parent = new_trace_id(), None
-            b3_single = incoming is not None and incoming.b3_single
+            # new_trace_id(), inline: a first hop does this for every request.
+            trace_id, parent = "%032x" % (getrandbits(128) or 1), None
+            b3_multi = incoming is not None and incoming.b3_multi
         return RequestTrace(
             self,
             trace_id,
             parent,
             listener_kind,
             req.method,
-            f"http://{req.authority}{req.origin_form}" if req.authority else req.origin_form,
+            req.authority,
+            req.origin_form,
             "HTTP/2" if req.version == "2" else "HTTP/1.1",
             req.client[0],
-            b3_single,
-            self.local["serviceName"],
+            b3_multi,
             incoming is not None,
         )
 

@@ -22,9 +22,7 @@ class _Sink:
 
 
 def _span(n: int) -> Span:
-    trace = RequestTrace(
-        _Sink(), f"{n:032x}", None, "inbound", "GET", "/", "HTTP/1.1", "", False, "s"
-    )
+    trace = RequestTrace(_Sink(), f"{n:032x}", None, "inbound", "GET", "", "/", "HTTP/1.1", "")
     return finished(trace, f"{n + 1:016x}", None, "SERVER", 1, 1, 200, "", "", 0, "")
 
 
@@ -90,11 +88,11 @@ def test_a_callers_decision_is_honoured_either_way() -> None:
     low = Tracer(Store(), _config(sampling=0.0001))
     on = low.start(_request(("b3", f"{trace}-00f067aa0ba902b7-1")), "inbound")
     assert on is not None and on.trace_id == trace and on.parent_id == "00f067aa0ba902b7"
-    assert on.b3_single
+    assert not on.b3_multi
 
 
 def test_a_new_trace_starts_at_the_first_hop() -> None:
     tracer = Tracer(Store(), _config(sampling=100))
     got = tracer.start(_request(("x-request-id", "r")), "outbound")
     assert got is not None and len(got.trace_id) == 32 and got.parent_id is None
-    assert got.url == "http://backend/items?x=1"
+    assert (got.authority, got.target) == ("backend", "/items?x=1")

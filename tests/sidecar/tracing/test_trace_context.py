@@ -23,7 +23,7 @@ SPAN = "00f067aa0ba902b7"
 def test_traceparent_gives_trace_parent_and_decision() -> None:
     got = extract([("traceparent", f"00-{TRACE}-{SPAN}-01")])
     assert got is not None
-    assert (got.trace_id, got.parent_id, got.sampled, got.b3_single) == (TRACE, SPAN, True, False)
+    assert (got.trace_id, got.parent_id, got.sampled, got.b3_multi) == (TRACE, SPAN, True, False)
     off = extract([("traceparent", f"00-{TRACE}-{SPAN}-00")])
     assert off is not None and off.sampled is False
 
@@ -79,11 +79,11 @@ def test_traceparent_wins_over_b3() -> None:
 def test_b3_single(value: str, sampled: bool | None, parent: str) -> None:
     got = extract([("b3", value)])
     assert got is not None
-    assert (got.trace_id, got.parent_id, got.sampled, got.b3_single) == (
+    assert (got.trace_id, got.parent_id, got.sampled, got.b3_multi) == (
         TRACE,
         parent,
         sampled,
-        True,
+        False,
     )
 
 
@@ -137,6 +137,9 @@ def test_64_bit_trace_ids_stay_64_bit_whichever_header_carries_them() -> None:
 def test_no_context_at_all() -> None:
     assert extract([]) is None
     assert extract([("host", "x"), ("tracestate", "a=b"), ("x-request-id", "r")]) is None
+    # A stray parent id alone says nothing, but is still there to be replaced.
+    got = extract([("x-b3-parentspanid", SPAN)])
+    assert got is not None and (got.trace_id, got.sampled) == (None, None)
 
 
 def test_random_headers_never_crash_the_parser() -> None:
@@ -153,25 +156,37 @@ def test_random_headers_never_crash_the_parser() -> None:
             assert len(got.trace_id) in (16, 32) and got.parent_id is not None
 
 
-def test_inject_writes_w3c_and_b3_multi() -> None:
+def test_inject_writes_w3c_and_b3_single() -> None:
     out: list[tuple[str, str]] = []
     inject(out, TRACE, SPAN, "1111111111111111")
+    assert out == [
+        ("traceparent", f"00-{TRACE}-{SPAN}-01"),
+        ("b3", f"{TRACE}-{SPAN}-1-1111111111111111"),
+    ]
+
+
+def test_inject_writes_b3_multi_when_the_caller_used_it_and_pads_short_ids() -> None:
+    out: list[tuple[str, str]] = []
+    inject(out, "a3ce929d0e0e4736", SPAN, None, b3_multi=True)
     assert dict(out) == {
-        "traceparent": f"00-{TRACE}-{SPAN}-01",
-        "x-b3-traceid": TRACE,
+        "traceparent": f"00-{'0' * 16}a3ce929d0e0e4736-{SPAN}-01",
+        "b3": f"a3ce929d0e0e4736-{SPAN}-1",
+        "x-b3-traceid": "a3ce929d0e0e4736",
         "x-b3-spanid": SPAN,
-        "x-b3-parentspanid": "1111111111111111",
         "x-b3-sampled": "1",
     }
 
 
-def test_inject_writes_b3_single_when_the_caller_used_it_and_pads_short_ids() -> None:
-    out: list[tuple[str, str]] = []
-    inject(out, "a3ce929d0e0e4736", SPAN, None, b3_single=True)
-    headers = dict(out)
-    assert headers["traceparent"] == f"00-{'0' * 16}a3ce929d0e0e4736-{SPAN}-01"
-    assert headers["b3"] == f"a3ce929d0e0e4736-{SPAN}-1"
-    assert "x-b3-parentspanid" not in headers
+def test_the_callers_b3_multi_headers_are_noticed() -> None:
+    for headers in (
+        [("x-b3-traceid", TRACE), ("x-b3-spanid", SPAN)],
+        [("traceparent", f"00-{TRACE}-{SPAN}-01"), ("x-b3-sampled", "1")],
+        [("x-b3-spanid", "bad")],
+    ):
+        got = extract(headers)
+        assert got is not None and got.b3_multi
+    got = extract([("b3", f"{TRACE}-{SPAN}-1")])
+    assert got is not None and not got.b3_multi
 
 
 def test_what_inject_writes_reads_back() -> None:

@@ -47,11 +47,10 @@ def make_span(
         parent,
         "outbound",
         "GET",
-        "http://b/x",
+        "b",
+        "/x",
         "HTTP/1.1",
         "",
-        False,
-        "s",
     )
     trace.routed("backend", "main")
     trace.cluster = "backend.v1"
@@ -213,9 +212,7 @@ async def test_a_slow_collector_never_slows_a_request() -> None:
 
 def test_reports_written_as_text_are_the_json_of_the_spans_whatever_they_hold() -> None:
     odd = 'a"b\\c\n\u00e9\u2028\x00{}\udc80'
-    trace = RequestTrace(
-        _Sink(), "ab" * 8, None, "inbound", odd, f"http://h/{odd}", "HTTP/2", odd, True, odd
-    )
+    trace = RequestTrace(_Sink(), "ab" * 8, None, "inbound", odd, odd, f"/{odd}", "HTTP/2", odd)
     trace.routed(odd, odd)
     trace.cluster = f"{odd}.v1"
     spans = [

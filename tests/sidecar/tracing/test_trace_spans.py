@@ -72,11 +72,25 @@ async def test_outbound_makes_a_client_span_per_try_under_the_apps_span() -> Non
     assert first["tags"][tw.TAG_ERROR] == "true" and tw.TAG_ERROR not in second["tags"]
     assert first["id"] != second["id"]
     assert first["timestamp"] + first["duration"] <= second["timestamp"] + 1000
-    # Each try went upstream as its own span, the app's span as its parent.
+    # Each try went upstream as its own span, the app's span as its parent: W3C and B3.
     for seen, span in zip(a.seen_headers, (first, second), strict=True):
         assert seen["traceparent"] == f"00-{TRACE}-{span['id']}-01"
-        assert seen["x-b3-spanid"] == span["id"] and seen["x-b3-parentspanid"] == APP_SPAN
+        assert seen["b3"] == f"{TRACE}-{span['id']}-1-{APP_SPAN}"
+        assert not any(k.startswith("x-b3-") for k in seen)
+
+
+async def test_a_caller_using_b3_multi_headers_gets_them_replaced_per_try() -> None:
+    async with upstreams("a") as (a,):
+        a.script.extend(["503"])
+        cfg = traced(simple_config([a], route={"retries": {"attempts": 1, "retry_on": ["5xx"]}}))
+        async with sidecar(cfg) as sc, client() as s:
+            multi = {"x-b3-traceid": TRACE, "x-b3-spanid": APP_SPAN, "x-b3-sampled": "1"}
+            await get(s, listener_url(sc), "/", headers=multi)
+            first, second = spans(sc)
+    for seen, span in zip(a.seen_headers, (first, second), strict=True):
         assert seen["x-b3-traceid"] == TRACE and seen["x-b3-sampled"] == "1"
+        assert seen["x-b3-spanid"] == span["id"] and seen["x-b3-parentspanid"] == APP_SPAN
+        assert seen["traceparent"] == f"00-{TRACE}-{span['id']}-01"
 
 
 async def test_a_request_with_no_context_starts_a_trace() -> None:
@@ -207,7 +221,7 @@ async def test_gateway_and_inbound_hops_nest_in_one_trace() -> None:
         assert end <= parent["timestamp"] + parent["duration"] + 1000
     # The app gets the inbound SERVER span as its parent, so its own calls hang under it.
     seen = app.seen_headers[0]
-    assert seen["x-b3-spanid"] == inbound["id"] and seen["x-b3-parentspanid"] == gw_client["id"]
+    assert seen["b3"] == f"{inbound['traceId']}-{inbound['id']}-1-{gw_client['id']}"
 
 
 async def test_get_spans_on_the_admin_api_and_the_stats() -> None:
@@ -276,6 +290,7 @@ async def test_malformed_context_is_replaced_not_sent_beside_ours() -> None:
     seen = a.seen_headers[0]
     assert "parentId" not in span  # nothing valid came: a new trace
     assert seen["traceparent"] == f"00-{span['traceId']}-{span['id']}-01"
+    # The malformed x-b3-spanid is gone, ours in its place.
     assert seen["x-b3-spanid"] == span["id"]
 
 
