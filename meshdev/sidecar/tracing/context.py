@@ -144,9 +144,16 @@ def parse_b3_single(value: str) -> Incoming | None:
 def extract(headers: list[tuple[str, str]]) -> Incoming | None:
     """The trace context of a request's headers (names lower-case): None when none of the
     propagation headers is there; all fields None when those there are all malformed."""
-    # One set look-up per header, in a comprehension: a first hop's request has none of them.
-    present = [(k, v) for k, v in headers if k in PROPAGATION_HEADERS]
-    if not present:
+    # One set look-up per header (a loop, not a comprehension: that would make a function
+    # object per call); a first hop's request has none of them.
+    present: list[tuple[str, str]] | None = None
+    for item in headers:
+        if item[0] in PROPAGATION_HEADERS:
+            if present is None:
+                present = [item]
+            else:
+                present.append(item)
+    if present is None:
         return None
     traceparent = b3 = b3_trace = b3_span = b3_sampled = b3_flags = None
     for k, v in present:
