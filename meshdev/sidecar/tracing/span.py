@@ -11,7 +11,7 @@ try as the issue asks (docs/tracing.md):
   limited, a fault, an overflow) gets one CLIENT span;
 - the ingress gateway makes a SERVER span for the request from outside and, under it, a
   CLIENT span per try.
-A finished span is kept as a plain tuple (about 0.6 KB with its strings), not as the dict a
+A finished span is kept as a plain tuple (about 0.5 KB with its strings), not as the dict a
 reader gets, so the ring and the export queues stay small and out of the cycle collector's way.
 """
 
