@@ -3,8 +3,9 @@
 Spans are numbered from 0 in the order they finished; the ring keeps the last `size` of them
 and forgets older ones, so its memory is bounded by its size (a span is a tuple of about
 0.5 KB with its strings: a full ring of 2048 measured 1.1 MB more RSS than tracing off; a
-few seconds of a busy sidecar's traffic, minutes of a developer's). A reader asks for the spans from number `since` and gets what is left of
-them, numbered from `first`, and `next` to ask for next time.
+few seconds of a busy sidecar's traffic, minutes of a developer's). A reader asks for the
+spans from number `since` and gets what is left of them, numbered from `first`, and `next` to
+ask for next time.
 """
 
 from __future__ import annotations

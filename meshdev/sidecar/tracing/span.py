@@ -291,7 +291,16 @@ class RequestTrace:
         self._try_us = _time_ns() // 1000
         self._try_ns = _perf_ns()
         parent = self.server_id if self.server_id is not None else self.parent_id
-        inject(headers, self.trace_id, span_id, parent, b3_multi=self.b3_multi)
+        trace_id = self.trace_id
+        if self.b3_multi:
+            inject(headers, trace_id, span_id, parent, b3_multi=True)
+        else:
+            # inject(), inline for the usual case: this runs once per try.
+            headers.append(("traceparent", f"00-{trace_id:0>32}-{span_id}-01"))
+            if parent is None:
+                headers.append(("b3", f"{trace_id}-{span_id}-1"))
+            else:
+                headers.append(("b3", f"{trace_id}-{span_id}-1-{parent}"))
         return headers
 
     def end_try(self, status: int, flag: str, upstream: str, request_id: str) -> None:
@@ -301,20 +310,28 @@ class RequestTrace:
             return
         self._try_id = None
         duration = (_perf_ns() - self._try_ns) // 1000
-        parent = self.server_id if self.server_id is not None else self.parent_id
+        # finished(), inline: this runs once per try of every sampled request.
         self.sink.record(
-            finished(
-                self,
+            (
+                self.trace_id,
                 span_id,
-                parent,
+                self.server_id if self.server_id is not None else self.parent_id,
                 CLIENT,
+                self.vhost,
                 self._try_us,
-                duration,
+                duration if duration > 0 else 1,
+                self.method,
+                self.authority,
+                self.protocol,
+                "",
+                self.route,
+                self.cluster,
                 status,
                 flag,
                 upstream,
                 self.tries,
                 request_id,
+                self.target,
             )
         )
 

@@ -104,7 +104,10 @@ class Tracer:
         )
 
     def record(self, span: Span) -> None:
-        self.ring.append(span)
+        # The ring's append, inline: this runs for every span.
+        ring = self.ring
+        ring._spans.append(span)
+        ring.next += 1
         for sink in self._sinks:
             sink.offer(span)
 
