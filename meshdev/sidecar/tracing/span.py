@@ -36,8 +36,9 @@ _perf_ns: Final = time.perf_counter_ns
 # A finished span: a plain tuple of strings, ints and None, in this order. The cycle collector
 # stops tracking such a tuple at its first pass, so the ring's thousands of spans cost the full
 # collections nothing (objects with slots would be traversed by each for as long as they live).
-# NAME holds the route's virtual host and URL the authority (formatted into the span's name
-# and http.url only when the span is read: `span_name`, `tags`).
+# NAME holds the route's virtual host, URL the authority, PROTOCOL the HTTP version and TARGET
+# the request-target as it came (formatted into the span's name, http.url and http.protocol
+# only when the span is read: `span_name`, `tags`).
 Span = tuple[
     str, str, str | None, str, str, int, int, str, str, str, str, str, str, int, str, str, int,
     str, str,
@@ -87,7 +88,7 @@ def finished(
         duration if duration > 0 else 1,
         trace.method,
         trace.authority,
-        trace.protocol,
+        trace.version,
         trace.peer if kind == SERVER else "",
         trace.route,
         trace.cluster,
@@ -98,6 +99,16 @@ def finished(
         request_id,
         trace.target,
     )
+
+
+def _origin_form(target: str) -> str:
+    """The request-target as path and query: an absolute-form one (`http://backend/items`, an
+    app behind HTTP_PROXY) loses its scheme and authority."""
+    if target[:1] == "/" or "://" not in target:
+        return target
+    rest = target.partition("://")[2]
+    slash = rest.find("/")
+    return "/" if slash < 0 else rest[slash:]
 
 
 def span_name(span: Span, service: str) -> str:
@@ -118,9 +129,11 @@ def is_error(span: Span) -> bool:
 
 def tags(span: Span, node: str) -> list[tuple[str, str]]:
     """The span's tags (common/trace_wire.py's names), those left empty left out."""
-    (_, _, _, _, _, _, _, method, authority, protocol, peer, route, cluster, status, flags,
+    (_, _, _, _, _, _, _, method, authority, version, peer, route, cluster, status, flags,
      upstream, attempt, request_id, target) = span  # fmt: skip
+    target = _origin_form(target)
     url = f"http://{authority}{target}" if authority else target
+    protocol = "HTTP/2" if version == "2" else f"HTTP/{version}"
     out = [
         (tw.TAG_COMPONENT, "proxy"),
         (tw.TAG_NODE, node),
@@ -208,7 +221,6 @@ class RequestTrace:
         "parent_id",
         "peer",
         "per_try",
-        "protocol",
         "route",
         "server_id",
         "sink",
@@ -217,6 +229,7 @@ class RequestTrace:
         "target",
         "trace_id",
         "tries",
+        "version",
         "vhost",
     )
 
@@ -229,7 +242,7 @@ class RequestTrace:
         method: str,
         authority: str,
         target: str,
-        protocol: str,
+        version: str,
         peer: str,
         b3_multi: bool = False,
         strip: bool = True,
@@ -245,7 +258,7 @@ class RequestTrace:
         self.method = method
         self.authority = authority
         self.target = target
-        self.protocol = protocol
+        self.version = version
         self.peer = peer
         # An outbound listener makes CLIENT spans only; the others a SERVER span first.
         self.server_id = None if listener_kind == "outbound" else new_span_id()
@@ -322,7 +335,7 @@ class RequestTrace:
                 duration if duration > 0 else 1,
                 self.method,
                 self.authority,
-                self.protocol,
+                self.version,
                 "",
                 self.route,
                 self.cluster,

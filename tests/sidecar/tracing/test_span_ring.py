@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshdev.common import trace_wire as tw
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.http import EMPTY_BODY, Request
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tracing import RequestTrace, Span, Tracer
 from meshdev.sidecar.tracing.ring import SpanRing
-from meshdev.sidecar.tracing.span import finished
+from meshdev.sidecar.tracing.span import finished, zipkin
 
 
 class _Sink:
@@ -22,7 +23,7 @@ class _Sink:
 
 
 def _span(n: int) -> Span:
-    trace = RequestTrace(_Sink(), f"{n:032x}", None, "inbound", "GET", "", "/", "HTTP/1.1", "")
+    trace = RequestTrace(_Sink(), f"{n:032x}", None, "inbound", "GET", "", "/", "1.1", "")
     return finished(trace, f"{n + 1:016x}", None, "SERVER", 1, 1, 200, "", "", 0, "")
 
 
@@ -96,3 +97,15 @@ def test_a_new_trace_starts_at_the_first_hop() -> None:
     got = tracer.start(_request(("x-request-id", "r")), "outbound")
     assert got is not None and len(got.trace_id) == 32 and got.parent_id is None
     assert (got.authority, got.target) == ("backend", "/items?x=1")
+
+
+def test_http_url_and_protocol_are_formatted_when_read() -> None:
+    tags: dict[str, dict[str, str]] = {}
+    for target, version in (("http://backend/items?x=1", "1.1"), ("/items?x=1", "2")):
+        trace = RequestTrace(
+            _Sink(), "a" * 32, None, "outbound", "GET", "backend", target, version, ""
+        )
+        span = finished(trace, "b" * 16, None, "CLIENT", 1, 1, 200, "", "", 1, "")
+        tags[version] = zipkin(span, {"serviceName": "web"}, "web-0")["tags"]
+    assert tags["1.1"][tw.TAG_URL] == tags["2"][tw.TAG_URL] == "http://backend/items?x=1"
+    assert (tags["1.1"][tw.TAG_PROTOCOL], tags["2"][tw.TAG_PROTOCOL]) == ("HTTP/1.1", "HTTP/2")

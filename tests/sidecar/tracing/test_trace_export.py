@@ -49,7 +49,7 @@ def make_span(
         "GET",
         "b",
         "/x",
-        "HTTP/1.1",
+        "1.1",
         "",
     )
     trace.routed("backend", "main")
@@ -212,7 +212,7 @@ async def test_a_slow_collector_never_slows_a_request() -> None:
 
 def test_reports_written_as_text_are_the_json_of_the_spans_whatever_they_hold() -> None:
     odd = 'a"b\\c\n\u00e9\u2028\x00{}\udc80'
-    trace = RequestTrace(_Sink(), "ab" * 8, None, "inbound", odd, odd, f"/{odd}", "HTTP/2", odd)
+    trace = RequestTrace(_Sink(), "ab" * 8, None, "inbound", odd, odd, f"/{odd}", "2", odd)
     trace.routed(odd, odd)
     trace.cluster = f"{odd}.v1"
     spans = [
