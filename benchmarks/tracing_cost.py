@@ -27,6 +27,11 @@ slices of one pass, then their median:
 Afterwards the zipkin sidecar's `tracing.zipkin.*` stats must show its spans sent, and the
 ring sidecar's GET /spans must answer.
 
+`--one-process` runs the three as one sidecar whose tracing is hot-swapped (POST /config)
+before each slice: the same process, memory and sockets for all three, so that a neighbour's
+luck with one process does not pass for tracing's cost (per-target stats and RSS are then the
+one process's).
+
 `--micro` measures instead, in this process, the CPU time of the tracing work of one request
 (the tracer's decision, the trace, one try's span and headers, the finished span into the ring)
 and of writing one span into a Zipkin and an OTLP report: the best of several runs of many
@@ -36,6 +41,7 @@ request.
     apt-get install -y nginx wrk
     .venv/bin/python -m benchmarks.tracing_cost [--rounds 3] [--duration 2] [--wrk-slices 2]
         [--load-seconds 2] [--load-slices 3] [--connections 32] [--rps 500] [--nice -10]
+    .venv/bin/python -m benchmarks.tracing_cost --one-process [the same options]
     .venv/bin/python -m benchmarks.tracing_cost --micro
 
 Prints a summary to stderr and the JSON result to stdout.
@@ -139,6 +145,18 @@ def sidecar_config(listen: int, admin: int, upstream: int, tracing: sc.Tracing) 
     )
 
 
+def swap(admin: int, cfg: sc.SidecarConfig) -> None:
+    """POST /config: the sidecar serves `cfg` from the next request on."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{admin}/config",
+        data=cfg.model_dump_json().encode(),
+        headers={"x-meshdev-token": TOKEN, "content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        resp.read()
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 4) if values else float("nan")
 
@@ -207,6 +225,11 @@ def main() -> None:
     ap.add_argument("--load-slices", type=int, default=3, help="open-loop passes per round")
     ap.add_argument("--nice", type=int, default=0, help="niceness of every process (root: -10)")
     ap.add_argument("--micro", action="store_true", help="the in-process CPU cost only")
+    ap.add_argument(
+        "--one-process",
+        action="store_true",
+        help="one sidecar for the three targets, its tracing hot-swapped before each slice",
+    )
     args = ap.parse_args()
     if args.micro:
         measured = micro()
@@ -246,19 +269,33 @@ def main() -> None:
         )
         env = {**os.environ, "MESHDEV_ADMIN_TOKEN": TOKEN, "PYDANTIC_DISABLE_PLUGINS": "__all__"}
         pids: dict[str, int] = {}
-        for t in TARGETS:
+        for t in TARGETS[:1] if args.one_process else TARGETS:
             cfg = sidecar_config(port[t], admin[t], upstream, tracing[t])
             (d / f"{t}.json").write_text(cfg.model_dump_json())
             cmd = [sys.executable, "-m", "meshdev", "sidecar", "--config", f"{tmp}/{t}.json"]
             proc = stack.enter_context(running(cmd, PROXY_CORE, port[t], env, nice=args.nice))
             pids[t] = proc.pid
+        if args.one_process:
+            # One process for all three: the same memory, sockets and luck with the
+            # neighbours; its tracing is changed by a hot swap before each slice.
+            for t in TARGETS[1:]:
+                pids[t], port[t], admin[t] = pids["off"], port["off"], admin["off"]
+        versions = iter(range(2, 1_000_000))
+
+        def use(t: str) -> None:
+            if args.one_process:
+                cfg = sidecar_config(port[t], admin[t], upstream, tracing[t])
+                swap(admin[t], cfg.model_copy(update={"version": next(versions)}))
+
         for t in TARGETS:
+            use(t)
             wrk(t, port[t], 1, args.connections)  # warm-up: connections, pools, caches
         for r in range(args.rounds):
             for s in range(args.wrk_slices):
                 order = TARGETS if s % 2 == 0 else TARGETS[::-1]
                 got: dict[str, float] = {}
                 for t in order:
+                    use(t)
                     before = cpu_seconds(pids[t])
                     rate, count = wrk(t, port[t], args.duration, args.connections)
                     got[t] = rate
@@ -270,6 +307,7 @@ def main() -> None:
                 order = TARGETS if s % 2 == 0 else TARGETS[::-1]
                 lat: dict[str, dict[str, float]] = {}
                 for t in order:
+                    use(t)
                     lat[t] = open_loop(t, port[t], args.rps, args.load_seconds)
                     p50[t].append(lat[t]["service_p50_ms"])
                     p99[t].append(lat[t]["service_p99_ms"])
@@ -278,6 +316,7 @@ def main() -> None:
                     added_p99[t].append(lat[t]["service_p99_ms"] - lat["off"]["service_p99_ms"])
             loadavg.append(os.getloadavg()[0])
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        use("ring")
         stats = {t: sidecar_stats(admin[t]) for t in TARGETS}
         # The ring is full by now (2048 spans): what it holds shows in the traced ones' RSS.
         rss = {t: round(status_mb(pids[t], "VmRSS"), 1) for t in TARGETS}
@@ -287,7 +326,7 @@ def main() -> None:
 
     zipkin = {k: v for k, v in stats["zipkin"].items() if k.startswith("tracing.zipkin.")}
     served = {t: stats[t].get("http.outbound.downstream_rq_total", 0.0) for t in TARGETS}
-    if stats["off"].get("http.outbound.tracing.random_sampling", 0.0):
+    if not args.one_process and stats["off"].get("http.outbound.tracing.random_sampling", 0.0):
         raise SystemExit("the off sidecar traced requests")
     if zipkin.get("tracing.zipkin.reports_sent", 0) == 0:
         raise SystemExit(f"the zipkin sidecar sent no report: {zipkin}")
