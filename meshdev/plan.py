@@ -355,6 +355,7 @@ class Renderer:
                     if svc.protocol != "tcp" and (calls is None or name in calls)
                 ),
                 "clusters": tuple(clusters),
+                "tracing": tracing(mesh),
                 **extra,
             }
         )
@@ -415,6 +416,13 @@ class Renderer:
         if placement.captured:
             listeners += _captured_http(mesh)
         return listeners
+
+
+def tracing(mesh: Mesh) -> sc.Tracing:
+    """Every sidecar's tracing, the gateway's included: the mesh's, whose spans name the pod's
+    service (the gateway's: `ingress`)."""
+    t = mesh.tracing
+    return sc.Tracing(sampling=t.sampling, zipkin=t.zipkin, otlp=t.otlp)
 
 
 def _authorization(mesh: Mesh, service: str) -> tuple[sc.AuthzPolicy, ...]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -305,6 +306,53 @@ class Limits(_Model):
     tls_handshake_timeout: float = Field(default=10.0, gt=0)
 
 
+def collector_problem(url: str) -> str | None:
+    """Why `url` cannot be a trace collector's address, or None: a sidecar posts spans over
+    plain HTTP/1.1 to a host and port it connects to itself (no TLS to collectors: they run
+    beside the mesh, on loopback or the mesh's network)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "expected a URL like http://127.0.0.1:9411/api/v2/spans (its port is wrong)"
+    if parts.scheme != "http":
+        why = "https collectors are not supported; " if parts.scheme == "https" else ""
+        return f"{why}expected an http:// URL like http://127.0.0.1:9411/api/v2/spans"
+    if not parts.hostname or parts.username is not None or port == 0:
+        return "expected a host and an optional port after http://"
+    return None
+
+
+def collector_address(url: str) -> tuple[str, int, str]:
+    """Host, port and request target of a collector URL that `collector_problem` accepts."""
+    parts = urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    return parts.hostname or "", parts.port or 80, target
+
+
+class Tracing(_Model):
+    """Distributed tracing (docs/tracing.md): spans as Envoy's Zipkin tracer makes them, kept
+    in the sidecar's ring (GET /spans) and exported to the collectors given. `sampling` is the
+    percent of new traces sampled at their first hop (a caller's decision is honoured); 0
+    turns tracing off in this sidecar, so the request path does no tracing work at all."""
+
+    sampling: float = Field(default=0.0, ge=0, le=100)
+    # Zipkin v2 JSON (POST, usually .../api/v2/spans) and OTLP/HTTP JSON (.../v1/traces).
+    zipkin: str | None = None
+    otlp: str | None = None
+
+    @model_validator(mode="after")
+    def _urls(self) -> Tracing:
+        for key in ("zipkin", "otlp"):
+            url = getattr(self, key)
+            problem = None if url is None else collector_problem(url)
+            if problem is not None:
+                raise ValueError(f"tracing.{key}: {problem}")
+        return self
+
+
 class SidecarConfig(_Model):
     version: int = Field(ge=0)
     mesh: str
@@ -329,6 +377,8 @@ class SidecarConfig(_Model):
     # Set: the pod's service declares `calls:` and this config holds only those services'
     # routes; None: every service of the mesh is routed.
     egress: Egress | None = None
+    # Off unless the control plane says (mesh.yaml's `tracing:` is on by default; plan.py).
+    tracing: Tracing = Tracing()
 
     @model_validator(mode="after")
     def _references(self) -> SidecarConfig:

@@ -326,6 +326,32 @@ class PrometheusSettings(_Model):
     )
 
 
+class Tracing(_Model):
+    """Distributed tracing (docs/tracing.md): every sidecar and the gateway make spans as
+    Envoy's Zipkin tracer does and keep the recent ones for `meshdev traces`; a collector is
+    optional. On by default (sampling 100, no collector); `tracing: {sampling: 0}` turns it
+    off."""
+
+    sampling: float = Field(
+        default=100.0,
+        ge=0,
+        le=100,
+        description="Percent of new traces sampled at their first hop, 0-100 (a caller's "
+        "sampled flag is honoured); 0 turns tracing off. Default 100: a dev environment "
+        "wants every request.",
+    )
+    zipkin: str | None = Field(
+        default=None,
+        description="Zipkin v2 JSON collector to POST spans to, e.g. "
+        "http://127.0.0.1:9411/api/v2/spans (Zipkin, Jaeger, otel-tui accept it).",
+    )
+    otlp: str | None = Field(
+        default=None,
+        description="OTLP/HTTP JSON collector to POST spans to, e.g. "
+        "http://127.0.0.1:4318/v1/traces (an OpenTelemetry Collector, Jaeger, otel-tui).",
+    )
+
+
 class Ingress(_Model):
     port: int = Field(default=8000, ge=1, le=65535, description="Published on 127.0.0.1 only.")
     routes: tuple[IngressRoute, ...] = Field(min_length=1)
@@ -409,6 +435,11 @@ class Mesh(_Model):
     ingress: Ingress | None = None
     prometheus: PrometheusSettings | None = Field(
         default=None, description="Start a real Prometheus beside the mesh, scraping it."
+    )
+    tracing: Tracing = Field(
+        default_factory=Tracing,
+        description="Spans from every hop (W3C and B3 propagation), kept for `meshdev traces` "
+        "and sent to Zipkin / OTLP collectors; on by default ({sampling: 0}: off).",
     )
     routes: FrozenMap[tuple[Route, ...]] = Field(
         default_factory=_empty, description="Per destination service, like an Istio VirtualService."

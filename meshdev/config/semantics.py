@@ -9,6 +9,7 @@ import difflib
 import re
 from pathlib import Path as FsPath
 
+from meshdev.common.sidecar_config import collector_problem
 from meshdev.common.workload_certs import principal
 from meshdev.config.durations import format_duration
 from meshdev.config.model import (
@@ -140,11 +141,30 @@ class _Check:
                 )
         self.tcp_ports()
         self.security()
+        self.tracing()
         for dest, policies in self.mesh.authorization.items():
             self.authorization(dest, policies)
         if self.mesh.base_image is not None and not self.mesh.base_image.strip():
             self.add(("base_image",), "must not be empty")
         return self.problems
+
+    # -- tracing --------------------------------------------------------------------------
+
+    def tracing(self) -> None:
+        tracing = self.mesh.tracing
+        for key in ("zipkin", "otlp"):
+            url = getattr(tracing, key)
+            if url is None:
+                continue
+            problem = collector_problem(url)
+            if problem is not None:
+                self.add(("tracing", key), problem)
+            elif key == "zipkin" and url.rstrip("/").endswith("/v1/traces"):
+                self.add(("tracing", key), "this is an OTLP path (/v1/traces): give it as otlp")
+            elif key == "otlp" and "/api/v2/spans" in url:
+                self.add(
+                    ("tracing", key), "this is a Zipkin path (/api/v2/spans): give it as zipkin"
+                )
 
     # -- security -------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from meshdev.sidecar.router.deadline import Deadlines
 from meshdev.sidecar.stats.server import ServerStats, count_config_update
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tls.identity import WorkloadIdentity
+from meshdev.sidecar.tracing import Tracer
 
 # How often connection counts kept by the pools are copied into the Store.
 STATS_SYNC_INTERVAL = 0.1
@@ -42,6 +43,9 @@ class DataPlane:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sync_task: asyncio.Task[None] | None = None
         self.access_log = AccessLog(config.access_log, self.stats_store)
+        # Outlives swaps (its ring and exporters); a swap changes what it samples and where
+        # it exports.
+        self.tracer = Tracer(self.stats_store, config)
         self.deadlines = Deadlines()
         self._config_version = self.stats_store.gauge("config.version")
         # Envoy's server.* (refreshed when stats are read); set by the sidecar that serves:
@@ -84,6 +88,7 @@ class DataPlane:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.access_log.aclose()
+        await self.tracer.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a small housekeeping coroutine (pool closes) without awaiting it here."""
@@ -130,6 +135,8 @@ class DataPlane:
         self._config_version.value = config.version
         self.tls.handshake_timeout = config.limits.tls_handshake_timeout
         self.access_log.set_target(config.access_log)
+        for retired in self.tracer.configure(config):
+            self.spawn(retired.aclose())
         if self.after_swap is not None:
             self.after_swap(old, config)
 

@@ -207,6 +207,7 @@ class Sidecar:
             token=self._token,
             server_info={"version": __version__, "command_line_options": {}},
             certs=self,
+            spans=self.plane.tracer,
         )
 
     async def stop(self, grace: float = DRAIN_GRACE) -> None:

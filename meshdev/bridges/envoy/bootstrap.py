@@ -16,6 +16,7 @@ from meshdev.bridges.envoy.listeners import listener
 from meshdev.bridges.envoy.notes import Notes
 from meshdev.bridges.envoy.proto import Json
 from meshdev.bridges.envoy.routes import ClusterFacts
+from meshdev.bridges.envoy.tracing import collector_clusters
 from meshdev.common import sidecar_config as sc
 
 ADMIN_VIEW = "meshdev_admin"
@@ -98,7 +99,7 @@ def bootstrap(
     read-only admin listener binds, if the admin API is to be read from outside the pod."""
     facts = ClusterFacts(cfg.clusters)
     listeners = [listener(lst, cfg, facts, notes) for lst in cfg.listeners]
-    clusters = [cluster(c, notes) for c in cfg.clusters]
+    clusters = [cluster(c, notes) for c in cfg.clusters] + collector_clusters(cfg)
     out: Json = {
         "node": {
             "id": cfg.node,

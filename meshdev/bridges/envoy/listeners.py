@@ -29,6 +29,7 @@ from meshdev.bridges.envoy.routes import (
     ingress_routes,
     virtual_host,
 )
+from meshdev.bridges.envoy.tracing import hcm_tracing
 from meshdev.common import sidecar_config as sc
 
 # The template's limits (templates/sidecar.yaml), named for notes.
@@ -117,6 +118,9 @@ def http_connection_manager(
     logs = access_log(cfg.access_log)
     if logs:
         out["access_log"] = logs
+    tracing = hcm_tracing(cfg, notes)
+    if tracing is not None:
+        out["tracing"] = tracing
     if proxy_requests:
         out["http_protocol_options"] = {"allow_absolute_url": True}
     return out

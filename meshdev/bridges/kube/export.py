@@ -14,6 +14,7 @@ from meshdev.bridges.kube.export_security import (
     peer_authentications,
     service_peer_authentication,
 )
+from meshdev.bridges.kube.export_tracing import telemetry
 from meshdev.bridges.kube.export_traffic import (
     destination_rule,
     gateway,
@@ -82,7 +83,11 @@ def export_mesh(
     gaps = Gaps()
     builds = Builds()
     documents: dict[str, list[Doc]] = {
-        NAMESPACE_FILE: [namespace_doc(mesh, target), *peer_authentications(mesh, target, gaps)]
+        NAMESPACE_FILE: [
+            namespace_doc(mesh, target),
+            *peer_authentications(mesh, target, gaps),
+            *telemetry(mesh, target, gaps),
+        ]
     }
     by_service: dict[str, list[Doc]] = {name: [] for name in sorted(mesh.services)}
     for w in sorted(workloads(mesh), key=lambda w: (w.service, w.subset or "")):

@@ -25,6 +25,7 @@ from meshdev.common.sidecar_config import (
     parse_config_json,
 )
 from meshdev.common.stattags import TagExtractor
+from meshdev.common.trace_wire import SPANS_PATH
 from meshdev.common.workload_certs import CERTS_PATH, WorkloadCerts
 from meshdev.sidecar.admin.app_health import ProbeRefused, app_endpoint, probe
 from meshdev.sidecar.admin.clusters import render_clusters_json, render_clusters_text
@@ -40,7 +41,7 @@ from meshdev.sidecar.admin.transport import (
     read_body,
     text_answer,
 )
-from meshdev.sidecar.admin.views import CertsSurface, ControlSurface
+from meshdev.sidecar.admin.views import CertsSurface, ControlSurface, SpansSurface
 from meshdev.sidecar.stats.formats import (
     PROMETHEUS_CONTENT_TYPE,
     BadFilter,
@@ -114,6 +115,7 @@ _HELP = (
     ("/stats", "stats (?format=json|prometheus, ?filter=REGEX, ?histogram_buckets=detailed)"),
     ("/stats/prometheus", "stats in Prometheus text format"),
     ("/stats/stream", "server-sent JSON snapshots (?interval=250ms, ?filter=REGEX, ?v=2: deltas)"),
+    ("/spans", "recent spans, Zipkin v2 JSON (?since=N: from span number N on)"),
     ("/runtime", "runtime overrides"),
     ("POST /runtime_modify", "set runtime overrides: ?key=value (token)"),
     ("POST /config", "hot swap the whole config (token)"),
@@ -135,6 +137,8 @@ class Endpoints:
     identity: ConfigIdentity = field(default_factory=ConfigIdentity)
     # The workload certificate's side; None: this admin API takes no certificates.
     certs: CertsSurface | None = None
+    # The recent spans; None: this admin API has none (GET /spans answers an empty ring).
+    spans: SpansSurface | None = None
     _tags: tuple[SidecarConfig, TagExtractor] | None = None
 
     def routes(self) -> dict[str, Route]:
@@ -149,6 +153,7 @@ class Endpoints:
             "/stats": get(self.stats),
             "/stats/prometheus": get(self.stats_prometheus),
             "/stats/stream": get(self.stats_stream),
+            SPANS_PATH: get(self.spans_endpoint),
             "/runtime": get(self.runtime),
             "/runtime_modify": post(self.runtime_modify),
             "/config": post(self.post_config),
@@ -275,6 +280,15 @@ class Endpoints:
             next_at = max(next_at + interval, loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), next_at - loop.time())
+
+    async def spans_endpoint(self, call: Call) -> Answer:
+        raw = call.query.get("since", "0")
+        if not raw.isdigit():
+            raise AdminError(400, f"since {raw!r}: expected a span number (0 or more)")
+        if self.spans is None:
+            node = self.surface.config.node
+            return json_answer({"node": node, "first": 0, "next": 0, "dropped": 0, "spans": []})
+        return json_answer(self.spans.spans(int(raw)))
 
     async def runtime(self, call: Call) -> Answer:
         values = self.surface.runtime()

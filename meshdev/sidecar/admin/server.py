@@ -17,7 +17,7 @@ import contextlib
 from meshdev.common.sidecar_config import Limits
 from meshdev.sidecar.admin.routes import Endpoints, Flush, parse_interval
 from meshdev.sidecar.admin.transport import TOKEN_HEADER, Router
-from meshdev.sidecar.admin.views import CertsSurface, ControlSurface
+from meshdev.sidecar.admin.views import CertsSurface, ControlSurface, SpansSurface
 from meshdev.sidecar.http import HttpServer, Request, ResponseWriter, start_server
 from meshdev.sidecar.stats.store import IntervalReader
 
@@ -104,18 +104,21 @@ async def start_admin(
     limits: Limits | None = None,
     flush_interval: float = DEFAULT_FLUSH_INTERVAL,
     certs: CertsSurface | None = None,
+    spans: SpansSurface | None = None,
 ) -> AdminServer:
     """Serve the admin API on host:port (0 picks a free port) until `close()`.
 
     `limits` are the listener's hardening limits (sidecar/http/); by default it uses the serving
     config's and follows them across config swaps, as the data path's listeners do. `certs`:
     the workload certificate's side (POST and GET /certs, and /ready waits for it).
+    `spans`: the recent spans GET /spans reads (the data plane's tracer).
     """
     endpoints = Endpoints(
         surface=surface,
         base_info=dict(server_info),
         flush=Flush(IntervalReader(surface.stats)),
         certs=certs,
+        spans=spans,
     )
     admin = AdminServer(
         endpoints,

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from meshdev.common.breaker_view import BreakerView
 from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.common.trace_wire import SpansAnswer
 from meshdev.common.workload_certs import WorkloadCerts
 from meshdev.sidecar.stats.store import Store
 
@@ -71,3 +72,10 @@ class CertsSurface(Protocol):
 
     def not_ready(self) -> str | None:
         """Why the sidecar cannot serve yet (say, TLS is asked for and no certificate came)."""
+
+
+class SpansSurface(Protocol):
+    """The recent spans (the tracer's ring, sidecar/tracing/), for GET /spans."""
+
+    def spans(self, since: int) -> SpansAnswer:
+        """The spans numbered `since` and up that the ring still holds (common/trace_wire)."""

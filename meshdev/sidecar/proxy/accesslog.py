@@ -27,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TextIO
 
 from meshdev.sidecar.stats.store import Counter, Store
+from meshdev.sidecar.tracing.span import RequestTrace
 
 FLUSH_INTERVAL = 0.1
 MAX_BACKLOG = 50_000
@@ -63,6 +64,7 @@ class Record:
         "route",
         "start",
         "status",
+        "trace",
         "upstream",
     )
 
@@ -79,6 +81,9 @@ class Record:
         self.upstream = ""
         self.request_id = ""
         self.details = ""
+        # The request's spans when it is sampled (sidecar/tracing/); None otherwise, so the
+        # forwarding path tests one attribute and does nothing else for tracing.
+        self.trace: RequestTrace | None = None
 
     def add_flag(self, flag: str) -> None:
         self.flags = f"{self.flags},{flag}" if self.flags else flag

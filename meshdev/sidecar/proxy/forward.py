@@ -31,6 +31,8 @@ from meshdev.sidecar.http import BodyStream, Request, ResponseWriter
 from meshdev.sidecar.proxy import grpc
 from meshdev.sidecar.proxy.accesslog import (
     NO_HEALTHY_UPSTREAM,
+    UPSTREAM_CONNECTION_FAILURE,
+    UPSTREAM_CONNECTION_TERMINATION,
     UPSTREAM_OVERFLOW,
     UPSTREAM_REQUEST_TIMEOUT,
     UPSTREAM_RETRY_LIMIT_EXCEEDED,
@@ -62,6 +64,13 @@ RETRY_BUFFER_LIMIT: Final = 1024 * 1024  # Envoy's per_connection_buffer_limit_b
 # would put every sub-millisecond request into the 0 or 1 ms bucket of the histograms.
 # Deadlines stay on loop.time(), the clock their sweep reads.
 now: Final = time.monotonic
+# What ended a try without an answer, as the flag on its span (the request's own flags say
+# what became of it, once all tries are done).
+_FAILURE_FLAGS: Final = {
+    Failure.CONNECT_FAILURE: UPSTREAM_CONNECTION_FAILURE,
+    Failure.RESET: UPSTREAM_CONNECTION_TERMINATION,
+    Failure.PER_TRY_TIMEOUT: UPSTREAM_REQUEST_TIMEOUT,
+}
 
 
 async def forward(
@@ -88,6 +97,12 @@ async def forward(
             else:
                 body = data
     up_headers, rec.request_id, internal = upstream_headers(req)
+    trace = rec.trace
+    if trace is not None:
+        trace.cluster = cluster.name
+        if not trace.per_try:
+            # An inbound hop's app gets the SERVER span as its parent.
+            up_headers = trace.upstream_headers(up_headers)
     # Envoy's router charges each answer under the request's category too.
     answers = cs.upstream_internal if internal else cs.upstream
     if upgrade is not None:
@@ -173,6 +188,8 @@ async def _tries(
     method = req.method
     target = req.origin_form
     connect_timeout = cluster.connect_timeout
+    # A CLIENT span per try (outbound and ingress hops of a sampled request), else None.
+    trace = rec.trace if rec.trace is not None and rec.trace.per_try else None
     while True:
         host = balancer.pick(hash_key)
         if host is None:
@@ -189,17 +206,18 @@ async def _tries(
         host.rq_active += 1
         held = True
         t0 = now()
+        sent = up_headers if trace is None else trace.begin_try(up_headers)
         try:
             failure: Failure | None = None
             try_timer = deadlines.arm(task, loop.time() + per_try) if per_try is not None else None
             try:
                 if upgrade:
                     resp = await host.pool.upgrade(
-                        method, target, up_headers, connect_timeout=connect_timeout
+                        method, target, sent, connect_timeout=connect_timeout
                     )
                 else:
                     resp = await host.pool.request(
-                        method, target, up_headers, body, connect_timeout=connect_timeout
+                        method, target, sent, body, connect_timeout=connect_timeout
                     )
             except ConnectFailure:
                 failure = Failure.CONNECT_FAILURE
@@ -235,6 +253,8 @@ async def _tries(
                 if try_timer is not None:
                     deadlines.disarm(try_timer)
 
+            if trace is not None and failure is not None:
+                trace.end_try(0, _FAILURE_FLAGS[failure], host.key, rec.request_id)
             if failure is None:
                 status = resp.status
                 if detector is not None:
@@ -253,6 +273,8 @@ async def _tries(
                 if retries_left > 0:
                     retries_left -= 1
                     if breaker.try_retry():
+                        if trace is not None and failure is None:
+                            trace.end_try(status, "", host.key, rec.request_id)
                         if failure is None:
                             # The answer is dropped for the retry: an error of its host, and
                             # charged to the cluster's `retry.` scope instead of `upstream_rq_`.
@@ -290,6 +312,9 @@ async def _tries(
                 elapsed = (now() - t0) * 1000.0
                 cs.upstream_rq_time.record(elapsed)
                 rs.upstream_rq_time.record(elapsed)
+                if trace is not None:
+                    # The try's span ends at its 101; the stream's life is the request's span.
+                    trace.end_try(status, "", host.key, rec.request_id)
                 assert resp.tunnel is not None  # UpstreamPool.upgrade raises otherwise
                 await relay_upgraded(
                     w,

@@ -28,6 +28,10 @@ grpc-status, its grpc-timeout caps the route timeout, retry_on reads grpc-status
 grpc-status its caller got counts per route (meshdev's `vhost.<v>.route.<r>.grpc.<code>`) and
 per cluster and method (Envoy's grpc_stats names).
 
+A sampled request (sidecar/tracing/) carries its spans in `rec.trace`: a SERVER span on an
+inbound or ingress listener, a CLIENT span per try on an outbound or ingress one (forward.py),
+each finished here when the request ends; with tracing off the path tests one flag.
+
 The path is kept lean because it runs for every request: policies and stat objects were
 compiled at config apply (sidecar/compiler.py), and the stages run inline rather than as a call
 each, since every call is paid on every request.
@@ -61,6 +65,7 @@ from meshdev.sidecar.proxy.headers import HeaderView
 from meshdev.sidecar.proxy.replies import Reply, send_local
 from meshdev.sidecar.stats.sets import ListenerStatSet
 from meshdev.sidecar.tls.peer import peer_principal
+from meshdev.sidecar.tracing import RequestTrace
 
 
 class Proxy:
@@ -119,7 +124,15 @@ class Proxy:
             ls.downstream_cx_upgrades_total.value += 1
             ls.downstream_cx_upgrades_active.value += 1
         route: RouteEntry | None = None
+        trace: RequestTrace | None = None
         try:
+            tracer = plane.tracer
+            if tracer.enabled:
+                trace = rec.trace = tracer.start(req, entry.kind)
+                if trace is None:
+                    ls.tracing_not_traceable.value += 1
+                else:
+                    ls.tracing_random_sampling.value += 1
             headers = HeaderView(req.headers)
             kind = entry.kind
             if kind == "inbound":
@@ -147,6 +160,8 @@ class Proxy:
                 await send_local(w, rec, Reply(404, b""))
                 return
             rec.route = route.name
+            if trace is not None:
+                trace.routed(route.vhost, route.name)
             route.stats.downstream_rq_total.value += 1
             if upgrade is not None:
                 route.stats.upgrade_began()
@@ -208,6 +223,8 @@ class Proxy:
                 code = w.grpc_status
                 if code is not None:
                     route.stats.grpc_status(code)
+            if trace is not None:
+                trace.finish(rec.status, rec.flags, rec.upstream, rec.request_id)
             elapsed = (now() - started) * 1000.0
             ls.downstream_rq_time.record(elapsed)
             log = plane.access_log

@@ -98,6 +98,8 @@ class ListenerStatSet:
         "downstream_rq_total",
         "no_route",
         "rq_total",
+        "tracing_not_traceable",
+        "tracing_random_sampling",
     )
 
     def __init__(self, store: Store, listener: str, address: str = "", port: int = 0) -> None:
@@ -138,6 +140,13 @@ class ListenerStatSet:
         self.downstream_cx_upgrades_active: Gauge = store.gauge(p + "downstream_cx_upgrades_active")
         # Streams (upgraded ones, here) closed by the stream idle timeout.
         self.downstream_rq_idle_timeout: Counter = store.counter(p + "downstream_rq_idle_timeout")
+        # Envoy's connection manager's tracing decisions (docs/tracing.md): traced, or not
+        # (with tracing off, neither moves). Its forced and client-asked traces come from
+        # x-envoy-force-trace and x-client-trace-id, which meshdev does not read: declared.
+        self.tracing_random_sampling: Counter = store.counter(p + "tracing.random_sampling")
+        self.tracing_not_traceable: Counter = store.counter(p + "tracing.not_traceable")
+        for never in ("service_forced", "client_enabled", "health_check"):
+            store.counter(f"{p}tracing.{never}")
 
 
 class DownstreamStatSet:

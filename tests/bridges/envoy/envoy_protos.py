@@ -31,6 +31,8 @@ from protoc_gen_validate.validator import (  # type: ignore[import-untyped]
 # Loaded for their registration in the default descriptor pool: each is a typed_config type
 # or a message our bootstraps nest.
 EXTENSIONS = (
+    "envoy.config.trace.v3.opentelemetry_pb2",
+    "envoy.config.trace.v3.zipkin_pb2",
     "envoy.extensions.access_loggers.file.v3.file_pb2",
     "envoy.extensions.access_loggers.stream.v3.stream_pb2",
     "envoy.extensions.filters.http.fault.v3.fault_pb2",

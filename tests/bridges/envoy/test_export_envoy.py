@@ -143,6 +143,7 @@ def test_the_example_notes_name_their_fields() -> None:
     assert [n.field for n in export.notes] == [
         "ingress.routes",
         "templates/sidecar.yaml limits.max_header_line",
+        "tracing",
         "admin",
         "routes.backend[canary].fault",
     ]
@@ -151,6 +152,77 @@ def test_the_example_notes_name_their_fields() -> None:
 
 
 # -- translation choices ---------------------------------------------------------------------
+
+
+TRACED = """
+name: shop
+services:
+  web: {command: python app.py}
+ingress: {port: 8000, routes: [{match: {prefix: /}, to: web}]}
+"""
+
+
+def test_tracing_is_the_zipkin_tracer_on_every_connection_manager_with_its_cluster() -> None:
+    url = "http://zipkin.observability:9411/api/v2/spans"
+    text = (
+        TRACED
+        + f"tracing: {{sampling: 25, zipkin: '{url}', otlp: 'http://10.0.0.9:4318/v1/traces'}}\n"
+    )
+    export = export_envoy(mesh_of(text))
+    for pb in export.pods:
+        message = parse(pb.bootstrap)
+        assert violations(message) == [], pb.pod.name
+        hcms = [
+            hcm(x)
+            for x in pb.bootstrap["static_resources"]["listeners"]
+            if x["name"] != "meshdev_admin"
+        ]
+        assert hcms
+        for h in hcms:
+            tracing = h["tracing"]
+            assert tracing["random_sampling"] == {"value": 25.0}
+            provider = tracing["provider"]
+            assert provider["name"] == "envoy.tracers.zipkin"
+            config = provider["typed_config"]
+            assert config["collector_cluster"] == "zipkin"
+            assert config["collector_endpoint"] == "/api/v2/spans"
+            assert config["collector_endpoint_version"] == "HTTP_JSON"
+            assert config["trace_context_option"] == "USE_B3_WITH_W3C_PROPAGATION"
+        zipkin = cluster(pb, "zipkin")
+        assert zipkin["type"] == "STRICT_DNS"
+        address = zipkin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        assert address["address"]["socket_address"] == {
+            "address": "zipkin.observability",
+            "port_value": 9411,
+        }
+    fields = [n.field for n in export.notes]
+    assert "tracing" in fields and "tracing.otlp" in fields
+
+
+def test_otlp_alone_is_the_opentelemetry_tracer_and_no_collector_is_noted() -> None:
+    text = TRACED + "tracing: {otlp: 'http://10.0.0.9:4318/v1/traces'}\n"
+    export = export_envoy(mesh_of(text))
+    pb = pod(export, "web-0")
+    assert violations(parse(pb.bootstrap)) == []
+    provider = hcm(listener(pb, "inbound"))["tracing"]["provider"]
+    assert provider["name"] == "envoy.tracers.opentelemetry"
+    assert provider["typed_config"]["service_name"] == "web"
+    assert (
+        provider["typed_config"]["http_service"]["http_uri"]["uri"]
+        == "http://10.0.0.9:4318/v1/traces"
+    )
+    assert cluster(pb, "opentelemetry_collector")["type"] == "STATIC"
+    # The ring only (the default): nothing to send, so no tracer, and a note says why.
+    plain = export_envoy(mesh_of(TRACED))
+    assert all(
+        "tracing" not in hcm(listener(p, "inbound")) for p in plain.pods if p.pod.name != "ingress"
+    )
+    [note] = [n for n in plain.notes if n.field == "tracing"]
+    assert "meshdev traces" in note.message
+    off = export_envoy(
+        mesh_of(TRACED + "tracing: {sampling: 0, zipkin: 'http://z:9411/api/v2/spans'}\n")
+    )
+    assert not [n for n in off.notes if n.field.startswith("tracing")]
 
 
 def test_admin_is_on_the_loopback_and_read_through_a_get_only_listener() -> None:

@@ -576,3 +576,50 @@ def test_calls_become_a_sidecar_resource_with_its_egress_hosts() -> None:
         "services.a.calls",
         "services.b.calls",
     ]
+
+
+# -- tracing ------------------------------------------------------------------------------
+
+TRACED = """
+    name: shop
+    services:
+      web: {command: python app.py}
+"""
+
+
+def test_tracing_to_a_collector_is_a_telemetry_resource_and_its_provider_a_gap() -> None:
+    result = export_mesh(
+        mesh_of(
+            TRACED + "    tracing: {sampling: 10, zipkin: 'http://zipkin.obs:9411/api/v2/spans',"
+            " otlp: 'http://otel:4318/v1/traces'}\n"
+        )
+    )
+    doc = find(result, "Telemetry", "tracing")
+    assert errors(doc) == []
+    assert doc["apiVersion"] == "telemetry.istio.io/v1"
+    assert doc["metadata"]["namespace"] == "shop"
+    assert doc["spec"] == {
+        "tracing": [{"providers": [{"name": "meshdev-zipkin"}], "randomSamplingPercentage": 10.0}]
+    }
+    assert doc in result.documents["00-namespace.yaml"]
+    gaps = {g.field: g.message for g in result.gaps}
+    assert (
+        "{name: meshdev-zipkin, zipkin: {service: zipkin.obs, port: 9411}}"
+        in gaps["tracing.zipkin"]
+    )
+    assert "one tracing provider" in gaps["tracing.otlp"]
+
+
+def test_otlp_alone_and_the_ring_alone() -> None:
+    otlp = export_mesh(mesh_of(TRACED + "    tracing: {otlp: 'http://otel:4318/v1/traces'}\n"))
+    doc = find(otlp, "Telemetry", "tracing")
+    assert errors(doc) == []
+    assert doc["spec"]["tracing"][0]["providers"] == [{"name": "meshdev-otlp"}]
+    gap = next(g for g in otlp.gaps if g.field == "tracing.otlp")
+    assert "opentelemetry: {service: otel, port: 4318, http: {path: /v1/traces}}" in gap.message
+    # Written without a collector: said; not written (the default): nothing to say or export.
+    ring = export_mesh(mesh_of(TRACED + "    tracing: {sampling: 50}\n"))
+    plain = export_mesh(mesh_of(TRACED))
+    assert [g.field for g in ring.gaps] == ["tracing", *(g.field for g in plain.gaps)]
+    assert not [g for g in plain.gaps if g.field.startswith("tracing")]
+    assert "Telemetry" not in {d["kind"] for d in all_documents(plain.documents)}

@@ -1,0 +1,132 @@
+"""The sidecar's tracer: the sampling decision per request, and where finished spans go (the
+ring GET /spans reads, and the exporters of the collectors configured).
+
+It outlives config swaps (the data plane owns it): a swap changes the sampling at once and
+replaces an exporter only when its URL changed (the old one sends what it holds, then stops).
+
+The decision (Envoy's, for a Zipkin tracer): a caller's sampled flag (traceparent's flags,
+`x-b3-sampled`, `b3`) is honoured; without one, the first hop samples `sampling` percent of
+requests, and a request it does not sample is sent on with `x-b3-sampled: 0`, so the hops
+after it agree. With `sampling: 0` the tracer is off: `enabled` is false and the request path
+does no tracing work at all (a caller's flag included).
+"""
+
+from __future__ import annotations
+
+from random import getrandbits, random
+from typing import TYPE_CHECKING
+
+from meshdev.common import trace_wire as tw
+from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.sidecar.stats.store import Store
+from meshdev.sidecar.tracing.context import extract
+from meshdev.sidecar.tracing.export import Exporter, Format
+from meshdev.sidecar.tracing.ring import SpanRing
+from meshdev.sidecar.tracing.span import RequestTrace, Span, zipkin
+
+if TYPE_CHECKING:
+    from meshdev.sidecar.http import Request
+
+# The gateway's spans name it so (it has no service of its own): Istio's ingress gateway's.
+GATEWAY_SERVICE = "ingress"
+
+
+class Tracer:
+    def __init__(self, store: Store, config: SidecarConfig) -> None:
+        self._store = store
+        self.ring = SpanRing()
+        self.enabled = False
+        self.sampling = 0.0
+        self.node = config.node
+        self.local: tw.Endpoint = {"serviceName": config.service or GATEWAY_SERVICE}
+        self._exporters: dict[Format, Exporter] = {}
+        self._sinks: tuple[Exporter, ...] = ()
+        # Spans lost by exporters replaced since.
+        self._dropped_before = 0
+        self.configure(config)
+
+    def configure(self, config: SidecarConfig) -> list[Exporter]:
+        """Follow `config`'s tracing; answers the exporters it replaced, for the caller to
+        close (`aclose`, off the swap's path)."""
+        t = config.tracing
+        self.sampling = t.sampling
+        self.enabled = t.sampling > 0
+        self.node = config.node
+        self.local = {"serviceName": config.service or GATEWAY_SERVICE}
+        wanted: dict[Format, str | None] = {"zipkin": t.zipkin, "otlp": t.otlp}
+        retired: list[Exporter] = []
+        for fmt, url in wanted.items():
+            had = self._exporters.get(fmt)
+            if had is not None and had.url == url:
+                continue
+            if had is not None:
+                retired.append(self._exporters.pop(fmt))
+            if url is not None:
+                self._exporters[fmt] = Exporter(fmt, url, self._store, self.identity)
+        self._sinks = tuple(self._exporters.values())
+        for old in retired:
+            # Counted now: what it still loses while closing is counted in its own stats.
+            self._dropped_before += old.dropped
+        return retired
+
+    def identity(self) -> tuple[tw.Endpoint, str]:
+        return self.local, self.node
+
+    def start(self, req: Request, listener_kind: str) -> RequestTrace | None:
+        """The trace of a request arriving on a listener of `listener_kind`, or None when it
+        is not sampled."""
+        incoming = extract(req.headers)
+        if incoming is not None and incoming.sampled is not None:
+            if not incoming.sampled:
+                return None
+        elif not (self.sampling >= 100 or random() * 100 < self.sampling):
+            # Our decision: the hops after this one must not make another.
+            req.headers.append(("x-b3-sampled", "0"))
+            return None
+        if incoming is not None and incoming.trace_id is not None:
+            trace_id, parent, b3_multi = incoming.trace_id, incoming.parent_id, incoming.b3_multi
+        else:
+            # new_trace_id(), inline: a first hop does this for every request.
+            trace_id, parent = "%032x" % (getrandbits(128) or 1), None
+            b3_multi = incoming is not None and incoming.b3_multi
+        return RequestTrace(
+            self,
+            trace_id,
+            parent,
+            listener_kind,
+            req.method,
+            req.authority,
+            req.target,
+            req.version,
+            req.client[0],
+            b3_multi,
+            incoming is not None,
+        )
+
+    def record(self, span: Span) -> None:
+        # The ring's append, inline: this runs for every span.
+        ring = self.ring
+        ring._spans.append(span)
+        ring.next += 1
+        for sink in self._sinks:
+            sink.offer(span)
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped_before + sum(e.dropped for e in self._sinks)
+
+    def spans(self, since: int) -> tw.SpansAnswer:
+        """GET /spans?since=N (common/trace_wire.py)."""
+        first, spans = self.ring.since(since)
+        local, node = self.local, self.node
+        return {
+            "node": node,
+            "first": first,
+            "next": first + len(spans),
+            "dropped": self.dropped,
+            "spans": [zipkin(s, local, node) for s in spans],
+        }
+
+    async def aclose(self) -> None:
+        for exporter in list(self._exporters.values()):
+            await exporter.aclose()

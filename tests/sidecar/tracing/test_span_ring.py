@@ -1,0 +1,111 @@
+"""The ring of recent spans: numbered, bounded, read from a number on; and the tracer's
+sampling decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshdev.common import trace_wire as tw
+from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.sidecar.http import EMPTY_BODY, Request
+from meshdev.sidecar.stats.store import Store
+from meshdev.sidecar.tracing import RequestTrace, Span, Tracer
+from meshdev.sidecar.tracing.ring import SpanRing
+from meshdev.sidecar.tracing.span import finished, zipkin
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+
+    def record(self, span: Span) -> None:
+        self.spans.append(span)
+
+
+def _span(n: int) -> Span:
+    trace = RequestTrace(_Sink(), f"{n:032x}", None, "inbound", "GET", "", "/", "1.1", "")
+    return finished(trace, f"{n + 1:016x}", None, "SERVER", 1, 1, 200, "", "", 0, "")
+
+
+def test_the_ring_keeps_the_last_spans_numbered() -> None:
+    ring = SpanRing(size=4)
+    assert ring.since(0) == (0, [])
+    spans = [_span(i) for i in range(10)]
+    for s in spans:
+        ring.append(s)
+    assert ring.next == 10 and ring.first == 6
+    first, got = ring.since(0)
+    assert first == 6 and got == spans[6:]
+    assert ring.since(8) == (8, spans[8:])
+    assert ring.since(10) == (10, [])
+    # A reader ahead of the ring (the sidecar restarted) gets nothing, and next says where.
+    assert ring.since(50) == (10, [])
+    assert ring.since(6, limit=2) == (6, spans[6:8])
+
+
+def _config(**tracing: Any) -> SidecarConfig:
+    return SidecarConfig.model_validate(
+        {"version": 1, "mesh": "m", "node": "frontend-0", "service": "frontend", "tracing": tracing}
+    )
+
+
+def _request(*headers: tuple[str, str]) -> Request:
+    return Request(
+        "GET",
+        "/items?x=1",
+        "/items",
+        "x=1",
+        "backend",
+        list(headers),
+        True,
+        EMPTY_BODY,
+        ("127.0.0.1", 5000),
+        0.0,
+    )
+
+
+def test_sampling_off_by_default_in_a_sidecar_config() -> None:
+    tracer = Tracer(Store(), _config())
+    assert not tracer.enabled
+
+
+def test_sampling_percent_decides_new_traces_and_marks_the_unsampled() -> None:
+    tracer = Tracer(Store(), _config(sampling=30))
+    decided = [tracer.start(_request(), "outbound") for _ in range(4000)]
+    share = sum(t is not None for t in decided) / len(decided)
+    assert 0.25 < share < 0.35
+    req = _request()
+    while tracer.start(req, "outbound") is not None:
+        req = _request()
+    assert ("x-b3-sampled", "0") in req.headers
+
+
+def test_a_callers_decision_is_honoured_either_way() -> None:
+    tracer = Tracer(Store(), _config(sampling=100))
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    off = _request(("traceparent", f"00-{trace}-00f067aa0ba902b7-00"))
+    assert tracer.start(off, "inbound") is None
+    assert ("x-b3-sampled", "0") not in off.headers  # the caller's flag goes on as it came
+    low = Tracer(Store(), _config(sampling=0.0001))
+    on = low.start(_request(("b3", f"{trace}-00f067aa0ba902b7-1")), "inbound")
+    assert on is not None and on.trace_id == trace and on.parent_id == "00f067aa0ba902b7"
+    assert not on.b3_multi
+
+
+def test_a_new_trace_starts_at_the_first_hop() -> None:
+    tracer = Tracer(Store(), _config(sampling=100))
+    got = tracer.start(_request(("x-request-id", "r")), "outbound")
+    assert got is not None and len(got.trace_id) == 32 and got.parent_id is None
+    assert (got.authority, got.target) == ("backend", "/items?x=1")
+
+
+def test_http_url_and_protocol_are_formatted_when_read() -> None:
+    tags: dict[str, dict[str, str]] = {}
+    for target, version in (("http://backend/items?x=1", "1.1"), ("/items?x=1", "2")):
+        trace = RequestTrace(
+            _Sink(), "a" * 32, None, "outbound", "GET", "backend", target, version, ""
+        )
+        span = finished(trace, "b" * 16, None, "CLIENT", 1, 1, 200, "", "", 1, "")
+        tags[version] = zipkin(span, {"serviceName": "web"}, "web-0")["tags"]
+    assert tags["1.1"][tw.TAG_URL] == tags["2"][tw.TAG_URL] == "http://backend/items?x=1"
+    assert (tags["1.1"][tw.TAG_PROTOCOL], tags["2"][tw.TAG_PROTOCOL]) == ("HTTP/1.1", "HTTP/2")
