@@ -81,7 +81,8 @@ def test_hostile_fields_are_listed_or_refused_never_a_crash(
     else:
         assert parse_mesh(result.text.encode(), "mesh.yaml") == result.mesh
         return
-    # A refusal says why: no workload, no name, or the loader's located problem.
+    # A refusal says why: no workload, no name (quoted as repr quotes it: '...' or "..." when
+    # it holds a '), or the loader's located problem.
     assert refusal.startswith(
-        ("no workload", "'", "the imported mesh does not validate: mesh.yaml:")
+        ("no workload", "'", '"', "the imported mesh does not validate: mesh.yaml:")
     )
