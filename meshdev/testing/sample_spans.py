@@ -149,11 +149,12 @@ def answer(
 ) -> SpansAnswer:
     """What a sidecar's GET /spans?since=N answers when its ring holds `spans` numbered
     from `first`."""
-    start = max(since, first)
+    end = first + len(spans)
+    start = min(max(since, first), end)
     return {
         "node": node,
         "first": start,
-        "next": first + len(spans),
+        "next": end,
         "dropped": dropped,
         "spans": list(spans[start - first :]),
     }
