@@ -99,7 +99,8 @@ def request_spans(
     start_us: int | None = None,
 ) -> list[ZipkinSpan]:
     """One request through ingress -> frontend -> backend.v1 as five (+ retries) spans.
-    `status`/`flags` are what backend's caller got (every hop passes the status on); with
+    `status`/`flags` are what backend's caller got (every hop passes the status on, and the
+    flags stay on the span of the sidecar that set them); with
     `tries` > 1 the first tries failed with 503 and were retried by frontend's sidecar."""
     t = trace_id(n)
     at = start_us if start_us is not None else EPOCH_US + n * 1_000_000
@@ -109,7 +110,7 @@ def request_spans(
     total = front_total + 600
     spans: list[ZipkinSpan] = [
         span(t, _id(n, 1), None, kind="SERVER", service="ingress", name="ingress", start=at,
-             duration=total, flags=flags, node="ingress", status=status, path=path),
+             duration=total, node="ingress", status=status, path=path),
         span(t, _id(n, 2), _id(n, 1), kind="CLIENT", service="ingress",
              name="router frontend egress", start=at + 100, duration=total - 200, route="web",
              cluster="frontend", node="ingress", status=status, path=path),

@@ -224,6 +224,8 @@ def upgrades_line(route: RouteStats) -> Text:
 class RouteDetailScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,enter,q", "dismiss", "Back"),
+        # A modal screen hides the app's keys: this one is asked for here.
+        Binding("t", "app.trace", "Trace"),
     ]
 
     def __init__(self, route: RouteStats, mesh: Mesh | None, view: MeshView | None) -> None:
