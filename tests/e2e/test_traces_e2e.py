@@ -62,7 +62,7 @@ def _one_trace(up: MeshUp, request_id: str) -> dict[str, Any]:
 
 
 def _check_parenting(trace: dict[str, Any]) -> None:
-    spans = trace["spans"]
+    spans: list[dict[str, Any]] = trace["spans"]
     by_id: dict[str, list[dict[str, Any]]] = {}
     for s in spans:
         by_id.setdefault(s["id"], []).append(s)
@@ -78,7 +78,9 @@ def _check_parenting(trace: dict[str, Any]) -> None:
         return next((p for p in candidates if p["kind"] == "SERVER"), candidates[0])
 
     def only(service: str, kind: str) -> dict[str, Any]:
-        found = [s for s in spans if s["service"] == service and s["kind"] == kind]
+        found: list[dict[str, Any]] = [
+            s for s in spans if s["service"] == service and s["kind"] == kind
+        ]
         assert len(found) == 1, f"{service} {kind}: {found}"
         return found[0]
 

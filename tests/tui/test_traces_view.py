@@ -61,7 +61,7 @@ async def test_enter_on_a_trace_opens_its_waterfall_with_the_failure_explained(
 ) -> None:
     feed = FakeTraceFeed()
     app = make_app(source, session, traces=feed)
-    async with app.run_test(size=(160, 40)) as pilot:
+    async with app.run_test(size=(100, 40)) as pilot:
         await started(pilot, app, source)
         await wait_until(lambda: feed.running, "the feed", pause=pilot.pause)
         feed.push(request_spans(1))
@@ -82,6 +82,10 @@ async def test_enter_on_a_trace_opens_its_waterfall_with_the_failure_explained(
         assert "503 UO" in text
         # The explanation is the route detail's, from the mesh the session runs.
         assert "policies.backend.circuit_breaker.max_pending_requests" in text
+        # No waterfall line is wider than the box (the bars take what is left).
+        body = screen.query_one("#trace-body")
+        bars = [line for line in screen.text.splitlines() if "####" in line]
+        assert len(bars) == 4 and max(len(line) for line in bars) <= body.size.width
         await pilot.press("escape")
         await wait_until(lambda: app.screen is app.dashboard, "back", pause=pilot.pause)
 

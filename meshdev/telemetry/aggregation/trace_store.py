@@ -66,10 +66,17 @@ class TraceStore:
     def add(self, spans: Iterable[Span]) -> int:
         """Keep these spans; returns how many were new."""
         added = 0
+        # Once per call, not per span: a full store meets a new trace at every span.
+        floor = self._oldest_start()
         for span in spans:
             entry = self._entries.get(span.trace_id)
             if entry is None:
-                if len(self._entries) >= self.max_traces and self._older_than_all(span):
+                if (
+                    len(self._entries) >= self.max_traces
+                    and floor is not None
+                    and span.start_us is not None
+                    and span.start_us < floor
+                ):
                     continue
                 entry = self._entries[span.trace_id] = _Entry()
             key = (span.span_id, span.kind)
@@ -93,11 +100,15 @@ class TraceStore:
             self._evict()
         return added
 
-    def _older_than_all(self, span: Span) -> bool:
-        start = span.start_us
-        if start is None:
-            return False
-        return all(e.start_us is not None and start < e.start_us for e in self._entries.values())
+    def _oldest_start(self) -> int | None:
+        """The start of the oldest trace kept, when every kept trace has one (a trace whose
+        spans have no time could be of any age)."""
+        if len(self._entries) < self.max_traces:
+            return None
+        starts = [e.start_us for e in self._entries.values()]
+        if any(s is None for s in starts):
+            return None
+        return min(s for s in starts if s is not None)
 
     def _evict(self) -> None:
         over_traces = len(self._entries) - self.max_traces

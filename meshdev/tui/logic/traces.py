@@ -27,6 +27,12 @@ NAME_WIDTH = 34
 _LOCAL_FLAGS = ("UO", "UH", "UF", "NR", "FI", "RL")
 
 
+def bar_width(box_width: int) -> int:
+    """The waterfall's bar for a box this wide: what the name and the numbers leave (about 30
+    cells after the bar), within 10..80."""
+    return max(10, min(80, box_width - NAME_WIDTH - 1 - 30))
+
+
 def next_order(order: Order) -> Order:
     return ORDERS[(ORDERS.index(order) + 1) % len(ORDERS)]
 

@@ -98,3 +98,18 @@ def test_an_example_trace_is_the_newest_failed_one_of_that_route_or_cluster() ->
     assert by_cluster is not None and by_cluster.trace_id == trace_id(4)
     ok = example_trace(traces, route="items", service="backend", failed=False)
     assert ok is not None and ok.trace_id == trace_id(3)
+
+
+def test_a_full_store_takes_a_flood_of_new_traces_quickly() -> None:
+    import time
+
+    store = TraceStore(max_traces=500)
+    batches = [spans_of(n) for n in range(1, 3001)]  # 15,000 spans
+    began = time.perf_counter()
+    for n in range(0, len(batches), 100):  # as a poll would: many spans per add
+        store.add(s for batch in batches[n : n + 100] for s in batch)
+        store.select("slowest", limit=20)
+    elapsed = time.perf_counter() - began
+    assert len(store) == 500
+    assert store.select()[0].trace_id == trace_id(3000)
+    assert elapsed < 5.0
