@@ -6,10 +6,12 @@
     server = SpansServer(by_node)            # a loopback admin API serving them (async)
 
 `request_spans(n)` is a pure function of `n`: the same ids and times on every run, so tables
-and snapshots of them are stable. The hops are those of the example mesh: the gateway's
-SERVER and CLIENT spans, frontend's SERVER span and its CLIENT span to backend (one per try),
-and backend's SERVER span; parent ids as Envoy's Zipkin tracer sets them without shared
-spans (each hop its own id, the callee's SERVER span the child of the caller's CLIENT span).
+and snapshots of them are stable. The hops are those of the example mesh, named and tagged as
+docs/tracing.md says the sidecars make them: the gateway's SERVER and CLIENT spans
+(`frontend/web`), frontend's SERVER span (`frontend/inbound`, cluster `inbound|8080`) and its
+CLIENT span to backend (`backend/items`, one per try), and backend's SERVER span; parent ids
+without shared spans (each hop its own id, the callee's SERVER span the child of the caller's
+CLIENT span).
 """
 
 from __future__ import annotations
@@ -109,13 +111,15 @@ def request_spans(
     front_total = 300 + tries * per_try + 200
     total = front_total + 600
     spans: list[ZipkinSpan] = [
-        span(t, _id(n, 1), None, kind="SERVER", service="ingress", name="ingress", start=at,
-             duration=total, node="ingress", status=status, path=path),
+        span(t, _id(n, 1), None, kind="SERVER", service="ingress", name="frontend/web",
+             start=at, duration=total, route="web", cluster="frontend", node="ingress",
+             status=status, path=path),
         span(t, _id(n, 2), _id(n, 1), kind="CLIENT", service="ingress",
-             name="router frontend egress", start=at + 100, duration=total - 200, route="web",
+             name="frontend/web", start=at + 100, duration=total - 200, route="web",
              cluster="frontend", node="ingress", status=status, path=path),
-        span(t, _id(n, 3), _id(n, 2), kind="SERVER", service="frontend", name="frontend",
-             start=at + 300, duration=front_total, node="frontend-0", status=status, path=path),
+        span(t, _id(n, 3), _id(n, 2), kind="SERVER", service="frontend",
+             name="frontend/inbound", start=at + 300, duration=front_total,
+             cluster="inbound|8080", node="frontend-0", status=status, path=path),
     ]  # fmt: skip
     cursor = at + 600
     for i in range(1, tries + 1):
@@ -124,13 +128,14 @@ def request_spans(
         client_id, server_id = _id(n, 2 + 2 * i), _id(n, 3 + 2 * i)
         spans.append(
             span(t, client_id, _id(n, 3), kind="CLIENT", service="frontend",
-                 name="router backend egress", start=cursor, duration=per_try, status=code,
+                 name=f"backend/{route}", start=cursor, duration=per_try, status=code,
                  flags=flags if last else "-", route=route, cluster="backend.v1",
                  node="frontend-0", path=path, attempt=i)
         )  # fmt: skip
         spans.append(
-            span(t, server_id, client_id, kind="SERVER", service="backend", name="backend",
-                 start=cursor + 150, duration=back, status=code, node="backend-v1-0", path=path)
+            span(t, server_id, client_id, kind="SERVER", service="backend",
+                 name="backend/inbound", start=cursor + 150, duration=back, status=code,
+                 cluster="inbound|8080", node="backend-v1-0", path=path)
         )  # fmt: skip
         cursor += per_try
     if flags not in ("-", "") and status >= 500:
@@ -148,18 +153,24 @@ def split_by_node(spans: Iterable[ZipkinSpan]) -> dict[str, list[ZipkinSpan]]:
 
 
 def answer(
-    node: str, spans: Sequence[ZipkinSpan], since: int = 0, first: int = 0, dropped: int = 0
+    node: str,
+    spans: Sequence[ZipkinSpan],
+    since: int = 0,
+    first: int = 0,
+    dropped: int = 0,
+    page: int = 1000,
 ) -> SpansAnswer:
     """What a sidecar's GET /spans?since=N answers when its ring holds `spans` numbered
-    from `first`."""
+    from `first`: at most `page` of them (docs/tracing.md)."""
     end = first + len(spans)
     start = min(max(since, first), end)
+    out = list(spans[start - first : start - first + page])
     return {
         "node": node,
         "first": start,
-        "next": end,
+        "next": start + len(out),
         "dropped": dropped,
-        "spans": list(spans[start - first :]),
+        "spans": out,
     }
 
 
@@ -174,6 +185,7 @@ class SpansServer:
         self.rings: dict[str, list[ZipkinSpan]] = {k: list(v) for k, v in by_node.items()}
         self.firsts: dict[str, int] = dict.fromkeys(self.rings, 0)
         self.missing = set(missing)
+        self.page = 1000
         self.asked: dict[str, list[int]] = {}
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -202,7 +214,7 @@ class SpansServer:
         raw = request.query.get("since", "0")
         since = int(raw) if raw.isdigit() else 0
         self.asked.setdefault(node, []).append(since)
-        body: Any = answer(node, self.rings[node], since, self.firsts[node])
+        body: Any = answer(node, self.rings[node], since, self.firsts[node], page=self.page)
         return web.Response(text=json.dumps(body), content_type="application/json")
 
     async def start(self) -> None:

@@ -69,7 +69,7 @@ async def test_the_json_shape_has_every_span_properly_parented(sidecars: SpansSe
         "span_count", "status", "flags", "failed", "orphans", "truncated", "slowest", "spans",
     }  # fmt: skip
     assert doc["start"] == "2023-11-14T22:13:21.000000Z"
-    assert doc["root"] == {"service": "ingress", "name": "ingress", "route": "GET /items"}
+    assert doc["root"] == {"service": "ingress", "name": "frontend/web", "route": "GET /items"}
     assert (doc["hops"], doc["span_count"], doc["failed"], doc["status"]) == (2, 5, False, 200)
     spans = doc["spans"]
     by_id = {s["id"]: s for s in spans}

@@ -5,13 +5,15 @@
     await reader.run(lambda: source.targets, on_new) # every second, until cancelled: the dashboard
 
 Each sidecar numbers the spans of its ring (meshdev/common/trace_wire.py); the reader asks
-each for what follows the last one it got, so a poll of an idle mesh costs one small answer
-per sidecar. The cursor survives what can happen to a ring:
+each for what follows the last one it got, page after page until it is told nothing newer,
+so a poll of an idle mesh costs one small answer per sidecar (a busy one, one more). The
+cursor survives what can happen to a ring:
 
 - it wrapped past the cursor (the answer's `first` is above `since`): the missing spans are
   gone; they are counted in `lost` and reading goes on from `first`;
 - the sidecar restarted and numbers from 0 again (its `next` is below `since`): the cursor
-  goes back to 0, read at the next poll, and the store's deduplication absorbs any overlap.
+  goes back to 0 and its ring is read again at once; the store's deduplication absorbs any
+  overlap.
 
 A proxy without /spans (404: an older meshdev sidecar, or a real Envoy, whose spans go to a
 collector) is skipped quietly, and asked again only every `RECHECK_MISSING` seconds, in case
@@ -39,6 +41,9 @@ from meshdev.telemetry.io.source import ProxyTarget
 POLL_EVERY = 1.0
 REQUEST_TIMEOUT = 5.0
 RECHECK_MISSING = 30.0
+# Answers read from one sidecar in one poll at most: a ring of 2048 in pages of 1000 is three;
+# a sidecar that never says it is done must not hold the poll.
+MAX_PAGES = 8
 
 Outcome = Literal["ok", "missing", "error"]
 
@@ -89,17 +94,21 @@ class SpanReader:
         now = self._clock()
         if cursor.missing_at is not None and now - cursor.missing_at < RECHECK_MISSING:
             return
-        try:
-            doc = await self._get(session, url, cursor.since)
-        except _Missing:
-            cursor.outcome, cursor.missing_at, cursor.error = "missing", now, ""
-            return
-        except (aiohttp.ClientError, TimeoutError, ValueError, SpansError) as exc:
-            cursor.outcome, cursor.error = "error", describe(exc)
-            return
-        cursor.missing_at = None
-        cursor.outcome, cursor.error = "ok", ""
-        self._take(node, cursor, doc)
+        # A sidecar pages its answer (docs/tracing.md: at most 1000 spans): read on until it
+        # has nothing newer, so the newest spans are never a poll behind.
+        for _ in range(MAX_PAGES):
+            try:
+                doc = await self._get(session, url, cursor.since)
+            except _Missing:
+                cursor.outcome, cursor.missing_at, cursor.error = "missing", now, ""
+                return
+            except (aiohttp.ClientError, TimeoutError, ValueError, SpansError) as exc:
+                cursor.outcome, cursor.error = "error", describe(exc)
+                return
+            cursor.missing_at = None
+            cursor.outcome, cursor.error = "ok", ""
+            if not self._take(node, cursor, doc):
+                return
 
     async def _get(self, session: aiohttp.ClientSession, url: str, since: int) -> object:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
@@ -113,26 +122,29 @@ class SpanReader:
                 raise SpansError(f"{SPANS_PATH} answered HTTP {resp.status}")
             return json.loads(body)
 
-    def _take(self, node: str, cursor: NodeCursor, doc: object) -> None:
+    def _take(self, node: str, cursor: NodeCursor, doc: object) -> bool:
+        """Keep an answer's spans and move the cursor; True when more may be waiting."""
         fields = doc if isinstance(doc, dict) else {}
         first, nxt = _count(fields.get("first")), _count(fields.get("next"))
         spans = fields.get("spans")
         if first is None or nxt is None or not isinstance(spans, list):
             cursor.outcome = "error"
             cursor.error = f"bad {SPANS_PATH} answer: expected first, next and spans"
-            return
+            return False
         cursor.dropped = _count(fields.get("dropped")) or 0
         if nxt < cursor.since:
             # A restarted sidecar numbers from 0 again: read its ring from the start (0, not
             # `first`, which a sidecar may give as the `since` it was asked for).
             cursor.since = 0
-            return
+            return True
         if first > cursor.since:
             cursor.lost += first - cursor.since
         parsed, bad = parse_spans(spans, node)
         self.bad_spans += bad
         self.store.add(parsed)
+        more = bool(spans) and nxt > cursor.since
         cursor.since = nxt
+        return more
 
     async def run(
         self,

@@ -74,10 +74,22 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def destination(span: Span) -> str:
+    """The service a span's request was for: a CLIENT span's cluster's service (`backend`
+    for `backend.v1`); a SERVER span's own (its cluster is the app, `inbound|8080`)."""
+    if span.kind == "CLIENT" and span.cluster:
+        return span.cluster.split(".", 1)[0]
+    return span.service
+
+
 def span_label(span: Span) -> str:
-    kind = {"SERVER": "in", "CLIENT": "out"}.get(span.kind, "?")
-    target = span.cluster if span.kind == "CLIENT" and span.cluster else span.name
-    return f"{span.service} {kind} {target}".strip()
+    """`frontend out backend.v1` (frontend's sidecar calling a backend v1 pod), `backend in`
+    (a backend pod's sidecar receiving a request)."""
+    if span.kind == "CLIENT":
+        return f"{span.service} out {span.cluster or span.name}".strip()
+    if span.kind == "SERVER":
+        return f"{span.service} in"
+    return f"{span.service} {span.name}".strip()
 
 
 def bar(offset_us: int, width_us: int, total_us: int, width: int = BAR_WIDTH) -> str:
@@ -131,7 +143,7 @@ def causes(trace: Trace, mesh: Mesh | None) -> list[tuple[Span, Cause]]:
         span = node.span
         if not span.failed:
             continue
-        vhost = span.cluster.split(".", 1)[0] if span.cluster else span.service
+        vhost = destination(span)
         flags = [f for f in span.flags if f != "DI"]
         for flag in flags:
             key = (vhost, span.route, flag)
@@ -180,7 +192,7 @@ def detail_text(trace: Trace, mesh: Mesh | None, width: int = BAR_WIDTH) -> Text
     out.append("\n")
     found = causes(trace, mesh)
     for span, cause in found:
-        where = f"{span.service} {fmt.ARROW_RIGHT} {span.cluster}" if span.cluster else span.service
+        where = span_label(span)
         out.append(f"  {where}: ", style="bold")
         if cause.flag:
             out.append(cause.headline(fmt.ARROW), style="bold red")

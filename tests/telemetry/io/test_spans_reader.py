@@ -63,10 +63,10 @@ async def test_each_poll_asks_for_what_follows_the_last_answer(
 ) -> None:
     reader = SpanReader(TraceStore())
     await reader.poll(session, server.targets())
-    assert server.asked["ingress"] == [0]
+    assert server.asked["ingress"] == [0, 4]  # the second answer says nothing is newer
     server.add("ingress", request_spans(3)[:2])
     await reader.poll(session, server.targets())
-    assert server.asked["ingress"] == [0, 4]
+    assert server.asked["ingress"] == [0, 4, 4, 6]
     assert reader.cursors["ingress"].since == 6
     assert len(reader.store) == 3
     # The 404 is not asked again at every poll.
@@ -110,9 +110,8 @@ async def test_a_wrapped_ring_counts_what_was_lost_and_a_restart_rereads(
     # The sidecar restarts: a fresh ring numbered from 0 that holds one new span.
     server.rings["ingress"] = request_spans(6)[:1]
     server.firsts["ingress"] = 0
-    await reader.poll(session, targets)
-    assert reader.cursors["ingress"].since == 0
-    await reader.poll(session, targets)
+    await reader.poll(session, targets)  # told it restarted, and read again at once
+    assert server.asked["ingress"][-3:] == [10, 0, 1]
     assert reader.store.get(trace_id(6)) is not None
     assert reader.cursors["ingress"].since == 1
 
@@ -129,8 +128,10 @@ async def test_unreachable_and_bad_answers_are_errors_not_crashes(
         if kind == "shape":
             return web.json_response({"spans": "many"})
         if kind == "spans":
+            since = int(request.query["since"])
+            spans = [1, {}, None][since:]
             return web.json_response(
-                {"node": "x", "first": 0, "next": 3, "dropped": 2, "spans": [1, {}, None]}
+                {"node": "x", "first": since, "next": 3, "dropped": 2, "spans": spans}
             )
         return web.Response(status=500)
 
@@ -189,3 +190,20 @@ async def test_run_polls_the_targets_of_the_moment_and_says_when_something_is_ne
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_paged_answer_is_read_to_its_end_in_one_poll(
+    server: SpansServer, session: aiohttp.ClientSession
+) -> None:
+    server.page = 3
+    server.add("frontend-0", [s for n in range(3, 9) for s in request_spans(n)[2:4]])
+    reader = SpanReader(TraceStore())
+    await reader.poll(session, [("frontend-0", server.admin_url("frontend-0"))])
+    ring = len(server.rings["frontend-0"])  # 4 + 12
+    assert reader.cursors["frontend-0"].since == ring
+    assert server.asked["frontend-0"] == [0, 3, 6, 9, 12, 15, 16]
+    assert reader.store.get(trace_id(8)) is not None
+    # A sidecar that never stops paging cannot hold a poll.
+    server.add("frontend-0", [s for n in range(9, 40) for s in request_spans(n)[2:4]])
+    await reader.poll(session, [("frontend-0", server.admin_url("frontend-0"))])
+    assert len(server.asked["frontend-0"]) == 7 + spans_module.MAX_PAGES

@@ -33,7 +33,7 @@ def test_the_waterfall_has_a_line_per_span_indented_with_timings() -> None:
     trace = one(1, tries=2)
     lines = words.waterfall(trace, width=20).plain.splitlines()
     assert len(lines) == trace.span_count == 7
-    assert lines[0].startswith("ingress in ingress")
+    assert lines[0].startswith("ingress in ")
     assert lines[3].startswith("      frontend out backend.v1")
     assert "503" in lines[3] and "try 2" in lines[5]
     assert lines[0].split()[-1] == "200"
