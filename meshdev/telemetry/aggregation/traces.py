@@ -81,13 +81,18 @@ class Span:
 
     @property
     def failed(self) -> bool:
-        # Zipkin marks a failed span by the presence of `error` (its value is a message).
-        if tw.TAG_ERROR in self.tags and self.tags[tw.TAG_ERROR].lower() != "false":
-            return True
         status = self.status
         if status is not None and status >= 500:
             return True
-        return any(f not in _NOT_FAILURES for f in self.flags)
+        flags = self.flags
+        if any(f not in _NOT_FAILURES for f in flags):
+            return True
+        # Zipkin marks a failed span by the presence of `error` (its value is a message). A
+        # tracer that sets it for any response flag would make a request that was only
+        # delayed on purpose (DI) and then answered fine a failure: it is not one.
+        if tw.TAG_ERROR in self.tags and self.tags[tw.TAG_ERROR].lower() != "false":
+            return not (flags and status is not None and status < 500)
+        return False
 
 
 def normalize_id(raw: object, lengths: tuple[int, ...]) -> str | None:

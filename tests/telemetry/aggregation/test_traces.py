@@ -98,6 +98,11 @@ def test_flags_errors_and_status_mark_failures_but_a_delay_does_not() -> None:
     assert mk("1", tags={tw.TAG_ERROR: "upstream reset"}).failed
     assert not mk("1", tags={tw.TAG_ERROR: "false"}).failed
     assert not mk("1", tags={tw.TAG_FLAGS: "DI", tw.TAG_STATUS: "200"}).failed
+    # Delayed on purpose, then fine: not a failure, even where the tracer tagged it `error`.
+    delayed = {tw.TAG_FLAGS: "DI", tw.TAG_STATUS: "200", tw.TAG_ERROR: "true"}
+    assert not mk("1", tags=delayed).failed
+    assert mk("1", tags={**delayed, tw.TAG_STATUS: "503"}).failed
+    assert mk("1", tags={tw.TAG_ERROR: "true"}).failed  # no answer at all
     assert not mk("1", tags={tw.TAG_FLAGS: "-", tw.TAG_STATUS: "404"}).failed
     assert mk("1", tags={tw.TAG_FLAGS: "DI,UT"}).flags == ("DI", "UT")
     trace = assemble(T, parse_spans(request_spans(2, status=503, flags="UO"))[0])
