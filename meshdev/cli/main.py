@@ -346,6 +346,7 @@ def status(file: str, name: str | None, as_json: bool) -> None:
     type=click.IntRange(min=1),
     default=20,
     show_default=True,
+    metavar="N",
     help="Show at most N traces.",
 )
 @click.option("--slow", is_flag=True, help="Slowest first (by total duration), not newest.")
