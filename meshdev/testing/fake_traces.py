@@ -24,12 +24,16 @@ class FakeTraceFeed:
         self.store = TraceStore()
         self.runs = 0
         self.fail_first = fail_first
+        self.counts = {"ok": 0, "missing": 0, "error": 0}  # what outcomes() says
         self._targets: Callable[[], Sequence[ProxyTarget]] | None = None
         self._on_new: Callable[[], None] | None = None
 
     @property
     def running(self) -> bool:
         return self._on_new is not None
+
+    def outcomes(self) -> dict[str, int]:
+        return dict(self.counts)
 
     def targets(self) -> list[ProxyTarget]:
         """What the app would have the feed read now."""

@@ -153,7 +153,7 @@ class MeshdevApp(App[int]):
             return
         store = self.traces.store
         if self.dashboard.tabs.active == "traces":
-            self.dashboard.show_traces(store)
+            self.dashboard.show_traces(store, self.traces.outcomes())
         if isinstance(self.screen, TraceDetailScreen):
             trace = store.get(self.screen.trace.trace_id)
             if trace is not None:
@@ -283,7 +283,11 @@ class MeshdevApp(App[int]):
             elif tab == "security":
                 self.dashboard.show_security(self.controller.mesh())
             elif tab == "traces":
-                self.dashboard.show_traces(self.traces.store if self.traces else None)
+                feed = self.traces
+                if feed is None:
+                    self.dashboard.show_traces(None)
+                else:
+                    self.dashboard.show_traces(feed.store, feed.outcomes())
             self.dashboard.set_focus(target)
 
     def action_filter_logs(self) -> None:

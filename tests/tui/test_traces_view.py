@@ -15,6 +15,7 @@ from meshdev.tui.screens.help import HelpScreen, help_text
 from meshdev.tui.screens.route_detail import RouteDetailScreen
 from meshdev.tui.screens.trace_detail import TraceDetailScreen
 from meshdev.tui.widgets.keys_bar import keys_text
+from meshdev.tui.widgets.traces_view import NO_ANSWER, NO_SPANS_ENDPOINT
 from tests.support import wait_until
 from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started
 
@@ -167,3 +168,21 @@ async def test_without_a_feed_the_tab_says_so(session: FakeSession, source: Fake
         assert app.dashboard.traces.line_text == "no trace source here"
         await pilot.press("1", "t")
         assert app.screen is app.dashboard
+
+
+async def test_proxies_without_spans_are_told_apart_from_no_traffic(
+    session: FakeSession, source: FakeSource
+) -> None:
+    feed = FakeTraceFeed()
+    feed.counts = {"ok": 0, "missing": 2, "error": 0}  # Envoys, say
+    app = make_app(source, session, traces=feed)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await started(pilot, app, source)
+        await pilot.press("6")
+        assert app.dashboard.traces.line_text == NO_SPANS_ENDPOINT
+        feed.counts = {"ok": 0, "missing": 0, "error": 3}
+        await pilot.press("1", "6")
+        assert app.dashboard.traces.line_text == NO_ANSWER
+        feed.counts = {"ok": 3, "missing": 0, "error": 0}
+        await pilot.press("1", "6")
+        assert app.dashboard.traces.line_text.startswith("no traces yet")

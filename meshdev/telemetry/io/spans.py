@@ -77,6 +77,15 @@ class SpanReader:
         self.polls = 0
         self.bad_spans = 0  # spans that could not be placed in any trace
 
+    def outcomes(self) -> dict[str, int]:
+        """How many sidecars the last poll found answering ("ok"), without /spans
+        ("missing"), or failing ("error")."""
+        counts = {"ok": 0, "missing": 0, "error": 0}
+        for cursor in self.cursors.values():
+            if cursor.outcome is not None:
+                counts[cursor.outcome] += 1
+        return counts
+
     async def poll(
         self, session: aiohttp.ClientSession, targets: Sequence[ProxyTarget]
     ) -> dict[str, NodeCursor]:

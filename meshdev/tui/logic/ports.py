@@ -12,7 +12,7 @@ them, and only re-exported here so the dashboard finds both of its seams in one 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,6 +32,9 @@ class TraceFeed(Protocol):
     @property
     def store(self) -> TraceStore:
         """The traces kept so far (the feed adds to it; the view reads it)."""
+
+    def outcomes(self) -> Mapping[str, int]:
+        """How many sidecars answer /spans ("ok"), have none ("missing"), or fail ("error")."""
 
     async def run(
         self, targets: Callable[[], Sequence[ProxyTarget]], on_new: Callable[[], None]

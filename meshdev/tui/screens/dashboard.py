@@ -187,10 +187,12 @@ class DashboardScreen(Screen[None]):
         if self.live and self.view is not None:
             self.security.show(self.view, mesh)
 
-    def show_traces(self, store: TraceStore | None) -> None:
+    def show_traces(
+        self, store: TraceStore | None, outcomes: Mapping[str, int] | None = None
+    ) -> None:
         """The traces tab, from the trace feed's store (the app calls it while the tab shows)."""
         if self.live:
-            self.traces.show(store)
+            self.traces.show(store, outcomes)
 
     def show_pods(
         self, pods: Sequence[PodFacts], states: Mapping[str, PodState], current: int

@@ -4,6 +4,8 @@ when it is switched to, and again whenever new spans arrive while it stays."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -15,6 +17,11 @@ from meshdev.tui.logic.traces import ORDER_TITLES, next_order
 from meshdev.tui.tables.traces import TracesTable
 
 NO_FEED = "no trace source here"
+NO_SPANS_ENDPOINT = (
+    "none of the watched proxies keeps spans (GET /spans answered 404): older meshdev "
+    "sidecars, or Envoys, which send theirs to a collector"
+)
+NO_ANSWER = "no sidecar has answered GET /spans yet"
 NONE_YET = (
     "no traces yet: send requests through the ingress (l starts the load generator); the "
     "sidecars trace as `tracing: {sampling: N}` in mesh.yaml says (100% unless set)"
@@ -26,6 +33,7 @@ class TracesView(Vertical):
         super().__init__(id=id)
         self.order: Order = "newest"
         self.store: TraceStore | None = None
+        self.outcomes: Mapping[str, int] = {}
         self.shown: list[Trace] = []
         self._line = Text()
 
@@ -41,15 +49,18 @@ class TracesView(Vertical):
     def line_text(self) -> str:
         return self._line.plain
 
-    def show(self, store: TraceStore | None) -> None:
+    def show(self, store: TraceStore | None, outcomes: Mapping[str, int] | None = None) -> None:
+        """`outcomes`: how the sidecars answered /spans, to say why there is nothing yet."""
         self.store = store
+        if outcomes is not None:
+            self.outcomes = outcomes
         self.shown = store.select(self.order) if store is not None else []
         self.table.show(self.shown)
         self._set_line(self._line_for(store))
 
     def cycle_order(self) -> str:
         self.order = next_order(self.order)
-        self.show(self.store)
+        self.show(self.store, self.outcomes)
         return ORDER_TITLES[self.order]
 
     def selected(self) -> Trace | None:
@@ -60,6 +71,11 @@ class TracesView(Vertical):
         if store is None:
             return Text(NO_FEED, style="dim")
         if not len(store):
+            answered = self.outcomes.get("ok", 0)
+            if not answered and self.outcomes.get("missing", 0):
+                return Text(NO_SPANS_ENDPOINT, style="dim")
+            if not answered and self.outcomes.get("error", 0):
+                return Text(NO_ANSWER, style="dim")
             return Text(NONE_YET, style="dim")
         out = Text()
         out.append(ORDER_TITLES[self.order], style="bold")

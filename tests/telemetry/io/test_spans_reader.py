@@ -63,6 +63,7 @@ async def test_each_poll_asks_for_what_follows_the_last_answer(
 ) -> None:
     reader = SpanReader(TraceStore())
     await reader.poll(session, server.targets())
+    assert reader.outcomes() == {"ok": 3, "missing": 1, "error": 0}
     assert server.asked["ingress"] == [0, 4]  # the second answer says nothing is newer
     server.add("ingress", request_spans(3)[:2])
     await reader.poll(session, server.targets())
