@@ -138,8 +138,8 @@ def request_spans(
                  cluster="inbound|8080", node="backend-v1-0", path=path)
         )  # fmt: skip
         cursor += per_try
-    if flags not in ("-", "") and status >= 500:
-        # A flag the caller's sidecar set (UO, UF, ...): the request never reached backend.
+    if flags in ("UO", "UH", "UF", "NR", "FI", "RL"):
+        # The caller's sidecar answered itself: the request never reached backend.
         spans = [s for s in spans if s["localEndpoint"]["serviceName"] != "backend"]
     return spans
 

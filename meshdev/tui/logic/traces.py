@@ -11,7 +11,7 @@ from rich.text import Text
 
 from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.trace_store import ORDERS, Order, example_trace
-from meshdev.telemetry.aggregation.traces import Span, Trace
+from meshdev.telemetry.aggregation.traces import Span, Trace, TraceNode
 from meshdev.telemetry.aggregation.view import Event, RouteStats
 from meshdev.tui.logic import format as fmt
 from meshdev.tui.logic.explain import Cause, explain
@@ -23,8 +23,6 @@ ORDER_TITLES = {
 }
 BAR_WIDTH = 40
 NAME_WIDTH = 34
-# Flags whose cause is the caller's own sidecar (the request may never have left it).
-_LOCAL_FLAGS = ("UO", "UH", "UF", "NR", "FI", "RL")
 
 
 def bar_width(box_width: int) -> int:
@@ -140,6 +138,7 @@ def causes(trace: Trace, mesh: Mesh | None) -> list[tuple[Span, Cause]]:
     while stack:
         node = stack.pop()
         stack.extend(reversed(node.children))
+        out.extend(_hidden_by_retries(node, mesh, seen))
         span = node.span
         if not span.failed:
             continue
@@ -159,6 +158,38 @@ def causes(trace: Trace, mesh: Mesh | None) -> list[tuple[Span, Cause]]:
             seen.add(key)
             meaning = f"answered so by {who} itself (the mesh passed it on)"
             out.append((span, Cause("", str(status), meaning, ())))
+    return out
+
+
+RETRIED = "retried"
+
+
+def _hidden_by_retries(
+    node: TraceNode, mesh: Mesh | None, seen: set[tuple[str, str, str]]
+) -> list[tuple[Span, Cause]]:
+    """Tries of one request (CLIENT children of one span, to one destination and route) that
+    failed before a later one succeeded: the caller never saw them, the route's retries hid
+    them. Said once per destination and route, with the retry policy that did it."""
+    tries: dict[tuple[str, str], list[Span]] = {}
+    for child in node.children:
+        if child.span.kind == "CLIENT":
+            tries.setdefault((destination(child.span), child.span.route), []).append(child.span)
+    out: list[tuple[Span, Cause]] = []
+    for (vhost, route), spans in tries.items():
+        failed = [s for s in spans if s.failed]
+        last = spans[-1]  # children are in start order
+        key = (vhost, route, RETRIED)
+        if not failed or last.failed or key in seen:
+            continue
+        seen.add(key)
+        fields = explain(mesh, vhost, route, "URX").fields
+        n = len(failed)
+        meaning = (
+            f"{n} failed {'try was' if n == 1 else 'tries were'} retried; the caller got "
+            f"{last.status if last.status is not None else 'an answer'} from the last"
+        )
+        status = str(failed[0].status) if failed[0].status is not None else "no answer"
+        out.append((failed[0], Cause(RETRIED, status, meaning, fields)))
     return out
 
 
@@ -194,7 +225,9 @@ def detail_text(trace: Trace, mesh: Mesh | None, width: int = BAR_WIDTH) -> Text
     for span, cause in found:
         where = span_label(span)
         out.append(f"  {where}: ", style="bold")
-        if cause.flag:
+        if cause.flag == RETRIED:
+            out.append(cause.headline(fmt.ARROW), style="bold yellow")
+        elif cause.flag:
             out.append(cause.headline(fmt.ARROW), style="bold red")
         else:
             out.append(f"{cause.status} without a flag", style="bold red")

@@ -50,8 +50,17 @@ def test_failures_are_explained_by_the_mesh_once_each() -> None:
     # A retried 503 from the app: no flag, the app's own answer.
     retried = one(3, tries=2)
     own = words.causes(retried, mesh)
-    assert [(s.service, c.status, c.flag) for s, c in own] == [("backend", "503", "")]
-    assert "answered so by backend's app itself" in words.detail_text(retried, mesh).plain
+    assert [(s.service, c.status, c.flag) for s, c in own] == [
+        ("frontend", "503", "retried"),
+        ("backend", "503", ""),
+    ]
+    text = words.detail_text(retried, mesh).plain
+    assert "answered so by backend's app itself" in text
+    assert "503 retried ← routes.backend[1].retries.attempts: 2" in text.replace("<-", "←")
+    assert "1 failed try was retried; the caller got 200 from the last" in text
+    # Retries that did not help are URX's to explain, not a hidden failure.
+    exhausted = one(5, tries=3, status=503, flags="URX")
+    assert sorted(c.flag for _, c in words.causes(exhausted, mesh)) == ["", "URX"]
     assert "nothing failed" in words.detail_text(one(4), None).plain
 
 
