@@ -71,6 +71,10 @@ class Counted:
     def interval(self, seconds: float) -> None:
         self.inner.interval = seconds
 
+    @property
+    def targets(self) -> Any:
+        return self.inner.targets
+
     def set_targets(self, targets: Any) -> None:
         self.inner.set_targets(targets)
 

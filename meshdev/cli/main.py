@@ -229,11 +229,11 @@ async def _headless_with_web(
         await dashboard.stop()
 
 
-def _mesh_targets(file: str) -> list[str]:
+def _mesh_targets(file: str, name: str | None = None) -> list[str]:
     """The NAME=ADMIN_URL of every pod of the `meshdev up` running the mesh in `file`."""
     from meshdev.runtime.paths import read_state
 
-    mesh_name = _mesh_name(file, None)
+    mesh_name = _mesh_name(file, name)
     state = read_state(mesh_name)
     pods = state.get("pods") if state is not None else None
     if not isinstance(pods, list) or not pods:
@@ -333,6 +333,64 @@ def status(file: str, name: str | None, as_json: bool) -> None:
     runtime = running_runtime(mesh_name, Path(file), state)
     result = run(gather_status(mesh_name, runtime, state))
     click.echo(json.dumps(result, indent=2) if as_json else render_table(result))
+
+
+@main.command()
+@click.argument("file", default=DEFAULT_FILE, type=click.Path(dir_okay=False))
+@click.option("--name", help="The mesh's name, if FILE is gone or broken.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Each trace with all its spans (docs/traces.md)."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="Show at most N traces.",
+)
+@click.option("--slow", is_flag=True, help="Slowest first (by total duration), not newest.")
+@click.option(
+    "--failed",
+    is_flag=True,
+    help="Only traces in which some hop failed: a 5xx, a response flag, an error tag.",
+)
+def traces(
+    file: str, name: str | None, as_json: bool, limit: int, slow: bool, failed: bool
+) -> None:
+    """The recent traces of the mesh `meshdev up` runs from FILE (default ./mesh.yaml).
+
+    Every sidecar keeps its newest spans; this reads them all once, joins them by trace id
+    and lists the traces, newest first: when, the trace id, the route, the services the
+    request crossed, the total time, the span count, and the status the caller got with
+    Envoy's response flags. No collector is needed. --json prints every trace with its spans
+    (parent ids, timings, tags). Exit 1 when no sidecar of the mesh answers.
+    """
+    from meshdev.cli.traces import empty_reason, gather, pick, problems, render_table, trace_json
+    from meshdev.runtime.paths import read_state
+    from meshdev.telemetry.io.targets import TargetError, parse_targets
+
+    try:
+        targets = parse_targets(_mesh_targets(file, name))
+    except TargetError as exc:
+        raise click.ClickException(str(exc)) from None
+    state = read_state(_mesh_name(file, name)) or {}
+    store, outcomes = gather(targets)
+    for line in problems(outcomes):
+        click.echo(f"warning: {line}", err=True)
+    chosen = pick(store, slow=slow, failed=failed, limit=limit)
+    if as_json:
+        click.echo(json.dumps([trace_json(t) for t in chosen], indent=2))
+    elif chosen:
+        click.echo(render_table(chosen))
+    if not chosen:
+        ingress = state.get("ingress_url")
+        reason = empty_reason(outcomes, file, ingress if isinstance(ingress, str) else None)
+        if failed and len(store):
+            reason = f"no failed trace among the {len(store)} kept"
+        click.echo(reason, err=True)
+        if not any(c.outcome == "ok" for c in outcomes.values()):
+            sys.exit(1)
 
 
 @main.command()

@@ -11,7 +11,9 @@ onto the screens. No worker may end the app: each runs with exit_on_error=False 
 wrong arrives as WorkerFailed, which is shown as a toast and an event.
 
 Views pass through a one-slot mailbox, so a slow terminal drops stale views instead of
-queueing them, and are painted at the frame pacer's pace.
+queueing them, and are painted at the frame pacer's pace. Spans come apart from views: a trace
+feed (ports.TraceFeed) reads the same sidecars' /spans about once a second into its store,
+and the Traces tab is painted from that store while it shows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import gc
 import math
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 
 from textual import on, work
@@ -36,7 +39,8 @@ from meshdev.tui.controllers import SessionController
 from meshdev.tui.logic.load_control import load_line
 from meshdev.tui.logic.mailbox import ViewMailbox
 from meshdev.tui.logic.pacer import FramePacer
-from meshdev.tui.logic.ports import ViewSource
+from meshdev.tui.logic.ports import TraceFeed, ViewSource
+from meshdev.tui.logic.traces import trace_for_events, trace_for_route
 from meshdev.tui.messages import (
     ActionDone,
     CodeRolled,
@@ -49,14 +53,18 @@ from meshdev.tui.messages import (
     StartupFinished,
     StartupLine,
     TornDown,
+    TracesChanged,
     ViewReady,
     WorkerFailed,
 )
 from meshdev.tui.screens.dashboard import TABS, DashboardScreen
 from meshdev.tui.screens.help import HelpScreen
 from meshdev.tui.screens.route_detail import RouteDetailScreen
+from meshdev.tui.screens.trace_detail import TraceDetailScreen
 
 TELEMETRY_RETRY_S = 2.0
+# Failure events remembered for `t` in the events tab (the newest one with a trace wins).
+FAILURE_EVENTS = 50
 
 
 class MeshdevApp(App[int]):
@@ -67,6 +75,9 @@ class MeshdevApp(App[int]):
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help", key_display="?"),
+        # On the app, not the dashboard: the events log's Enter and the route detail's t
+        # ask for it too.
+        Binding("t", "trace", "Trace"),
     ]
 
     def __init__(
@@ -77,12 +88,14 @@ class MeshdevApp(App[int]):
         handle_signals: bool = False,
         clock: Callable[[], float] = time.time,
         pacer: FramePacer | None = None,
+        traces: TraceFeed | None = None,
     ) -> None:
         super().__init__()
         # No sliding tab underlines or smooth scrolling: each animation is a train of
         # frames, and a key should cost one.
         self.animation_level = "none"
         self.source = source
+        self.traces = traces
         self.controller = controller
         self.handle_signals = handle_signals
         self.clock = clock  # wall-clock time of events; fixed in snapshot tests
@@ -95,6 +108,7 @@ class MeshdevApp(App[int]):
         self.quitting = False
         self._failures: dict[str, str] = {}
         self._quit_pressed_at: float | None = None
+        self._failure_events: deque[Event] = deque(maxlen=FAILURE_EVENTS)
         controller.attach(self)
         self.dashboard = DashboardScreen(controller.header(None), controller.log_reader)
 
@@ -114,6 +128,8 @@ class MeshdevApp(App[int]):
         # collector's full passes, which otherwise stall a key press by 30-60 ms every few
         # seconds (benchmarks/README.md, Dashboard).
         gc.freeze()
+        if self.traces is not None:
+            self.run_traces()
         self.controller.begin()
 
     # -- telemetry ---------------------------------------------------------------------------
@@ -122,6 +138,27 @@ class MeshdevApp(App[int]):
     async def run_telemetry(self) -> None:
         """Stream views into the mailbox until cancelled (restarted after a failure)."""
         await self.source.run(self._on_view)
+
+    @work(group="traces", exclusive=True, exit_on_error=False, description="traces")
+    async def run_traces(self) -> None:
+        """Read the watched sidecars' spans into the feed's store until cancelled."""
+        assert self.traces is not None
+        await self.traces.run(lambda: self.source.targets, self._on_spans)
+
+    def _on_spans(self) -> None:
+        self.post_message(TracesChanged())
+
+    @on(TracesChanged)
+    def _traces_changed(self) -> None:
+        if self.traces is None or not self.dashboard.live:
+            return
+        store = self.traces.store
+        if self.dashboard.tabs.active == "traces":
+            self.dashboard.show_traces(store, self.traces.outcomes())
+        if isinstance(self.screen, TraceDetailScreen):
+            trace = store.get(self.screen.trace.trace_id)
+            if trace is not None:
+                self.screen.show(trace)
 
     def _on_view(self, view: MeshView) -> None:
         if self.mailbox.put(view):
@@ -141,6 +178,7 @@ class MeshdevApp(App[int]):
         self.pacer.painted()
         self.painted += 1
         self.view = view
+        self._failure_events.extend(e for e in events if e.cluster)
         # Trends get a bar per second, redrawn when a new second starts.
         step = max(1, round(1.0 / self.source.interval))
         second = math.floor(view.at)
@@ -215,6 +253,8 @@ class MeshdevApp(App[int]):
             self.add_event("error", f"{message.what}: {message.error}")
         if message.what == "telemetry" and not self.quitting:
             self.set_timer(TELEMETRY_RETRY_S, self.run_telemetry)
+        if message.what == "traces" and not self.quitting:
+            self.set_timer(TELEMETRY_RETRY_S, self.run_traces)
         self.controller.handle(message)
 
     @on(ActionDone)
@@ -233,6 +273,7 @@ class MeshdevApp(App[int]):
             "pods": "#pods-table",
             "events": "#events-log",
             "security": "#edges",
+            "traces": "#traces-table",
         }
         target = self.dashboard.query_one(first.get(tab, "#log-sources"))
         # One frame for the switch: the tab, its content and the focus change together
@@ -243,6 +284,12 @@ class MeshdevApp(App[int]):
                 self.controller.show_pods()
             elif tab == "security":
                 self.dashboard.show_security(self.controller.mesh())
+            elif tab == "traces":
+                feed = self.traces
+                if feed is None:
+                    self.dashboard.show_traces(None)
+                else:
+                    self.dashboard.show_traces(feed.store, feed.outcomes())
             self.dashboard.set_focus(target)
 
     def action_filter_logs(self) -> None:
@@ -266,6 +313,41 @@ class MeshdevApp(App[int]):
         if route is not None:
             self.push_screen(RouteDetailScreen(route, self.controller.mesh(), self.view))
 
+    @on(DataTable.RowSelected, "#traces-table")
+    def _trace_selected(self, event: DataTable.RowSelected) -> None:
+        trace = self.dashboard.traces.selected()
+        if trace is not None:
+            self.push_screen(TraceDetailScreen(trace, self.controller.mesh()))
+
+    def action_trace(self) -> None:
+        """`t`: an example trace of what is selected: the route of the route detail or of
+        the routes table (its newest failed trace, else its newest), or, in the events tab,
+        the newest failed trace through the cluster of the newest breaker or ejection."""
+        if self.traces is None:
+            self.notify("no trace source here", severity="warning", timeout=3)
+            return
+        traces = self.traces.store.traces()
+        screen = self.screen
+        if isinstance(screen, TraceDetailScreen):
+            return
+        if isinstance(screen, RouteDetailScreen):
+            found, what = trace_for_route(traces, screen.route), f"route {screen.route.key}"
+        elif screen is self.dashboard and self.dashboard.tabs.active == "events":
+            found, what = trace_for_events(traces, self._failure_events), "a breaker or ejection"
+        elif screen is self.dashboard and self.dashboard.tabs.active == "traffic":
+            key = self.dashboard.routes.cursor_key
+            route = next((r for r in self.view.routes if r.key == key), None) if self.view else None
+            if route is None:
+                self.notify("select a route first", severity="warning", timeout=3)
+                return
+            found, what = trace_for_route(traces, route), f"route {route.key}"
+        else:
+            return
+        if found is None:
+            self.notify(f"no trace of {what} yet", severity="warning", timeout=3)
+            return
+        self.push_screen(TraceDetailScreen(found, self.controller.mesh()))
+
     # -- quitting ------------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
@@ -277,6 +359,6 @@ class MeshdevApp(App[int]):
         self.quitting = True
         self.dashboard.commands = None  # no demo key acts while the mesh goes away
         self._quit_pressed_at = time.monotonic()
-        self.cancel_workers("telemetry", "logs")
+        self.cancel_workers("telemetry", "traces", "logs")
         self.dashboard.logs.workers.cancel_group(self.dashboard.logs, "logs")
         self.controller.quit()

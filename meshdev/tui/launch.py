@@ -9,14 +9,18 @@ import sys
 
 from meshdev.config.model import Mesh
 from meshdev.session import Session
+from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.io.source import ProxyTarget, TelemetrySource
+from meshdev.telemetry.io.spans import SpanReader
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.controllers import UpController, WatchController
 
 
 def run_dashboard(session: Session, *, keep: bool) -> int:
     controller = UpController(session, keep=keep)
-    app = MeshdevApp(TelemetrySource(), controller, handle_signals=True)
+    app = MeshdevApp(
+        TelemetrySource(), controller, handle_signals=True, traces=SpanReader(TraceStore())
+    )
     # Progress lines go to the app's start-up screen and events panel, not the terminal.
     terminal = session.send_progress_to(controller.say)
     try:
@@ -36,7 +40,7 @@ def run_watch(targets: list[ProxyTarget], interval: float, mesh: Mesh | None = N
     source = TelemetrySource(targets, interval=interval)
     noun = "proxy" if len(targets) == 1 else "proxies"
     controller = WatchController(f"watching {len(targets)} {noun}", mesh)
-    app = MeshdevApp(source, controller, handle_signals=True)
+    app = MeshdevApp(source, controller, handle_signals=True, traces=SpanReader(TraceStore()))
     app.run()
     return app.return_code or 0
 

@@ -25,6 +25,14 @@ class ViewReady(Message):
 
 
 @dataclass
+class TracesChanged(Message):
+    """New spans arrived in the trace feed's store (only ever one such message is pending)."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, TracesChanged)
+
+
+@dataclass
 class StartupLine(Message):
     """A progress line of `meshdev up` (image builds, pod starts)."""
 

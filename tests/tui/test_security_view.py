@@ -237,5 +237,5 @@ async def test_help_lists_the_security_key(session: FakeSession, source: FakeSou
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         body = str(app.screen.query_one("#help-body", Static).render())
-        assert "1-5  traffic, pods, events, logs, security" in body
+        assert "1-6  traffic, pods, events, logs, security, traces" in body
         assert "Security" in body and "certificate expires" in body

@@ -31,7 +31,7 @@ from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.controllers import UpController
 from meshdev.tui.logic.pacer import FramePacer
-from meshdev.tui.logic.ports import OnView
+from meshdev.tui.logic.ports import OnView, TraceFeed
 from tests.support import DEMO_MESH, wait_until
 
 TOKEN = "test-token"
@@ -278,8 +278,10 @@ def make_app(
     keep: bool = False,
     clock: Callable[[], float] | None = None,
     pacer: FramePacer | None = None,
+    traces: TraceFeed | None = None,
 ) -> MeshdevApp:
-    """The dashboard of `meshdev up` on `session`, wired as launch.py wires the real one."""
+    """The dashboard of `meshdev up` on `session`, wired as launch.py wires the real one
+    (`traces`: the Traces view's feed; without one the tab says it has none)."""
     controller = UpController(session, keep=keep, pods_every=0.05)
     app = MeshdevApp(
         source,
@@ -287,6 +289,7 @@ def make_app(
         clock=clock or time.time,
         # Every view painted: the test process's own CPU must not pace the frames.
         pacer=pacer or FramePacer(share=1.0),
+        traces=traces,
     )
     session.send_progress_to(controller.say)
     return app

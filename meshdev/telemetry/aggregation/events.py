@@ -81,6 +81,7 @@ def _breaker_events(
                 at,
                 "breaker",
                 f"breaker {c.name} {state}{detail} ({c.trips_per_s:.0f} overflows/s)",
+                cluster=c.name,
             )
         elif was and not _tripping(c):
             yield Event(at, "breaker", f"breaker {c.name} closed")
@@ -96,6 +97,11 @@ def _host_events(
         if h.ejected and not (p is not None and p.ejected):
             length = f" for {h.returns_in_s:.0f}s" if h.returns_in_s > 0 else ""
             count = f" (ejection #{h.ejection_count})" if h.ejection_count else ""
-            yield Event(at, "ejection", f"{name} ejected from {h.cluster}{length}{count}")
+            yield Event(
+                at,
+                "ejection",
+                f"{name} ejected from {h.cluster}{length}{count}",
+                cluster=h.cluster,
+            )
         elif p is not None and p.ejected and not h.ejected:
             yield Event(at, "return", f"{name} returned to {h.cluster}")

@@ -187,6 +187,9 @@ class Event:
     at: float
     kind: str  # reload, rejected, breaker, ejection, return, exit, sidecar, load, info
     text: str
+    # The upstream cluster a failure event is about (a breaker tripping, a host ejected): the
+    # Traces view finds a failed trace through it.
+    cluster: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,10 @@ class ViewSource(Protocol):
     @interval.setter
     def interval(self, seconds: float) -> None: ...
 
+    @property
+    def targets(self) -> Sequence[ProxyTarget]:
+        """The sidecars watched now (the dashboard reads their spans too)."""
+
     def set_targets(self, targets: Sequence[ProxyTarget]) -> None:
         """The sidecars to watch now."""
 

@@ -21,6 +21,7 @@ def _utf8_out() -> bool:
 GLYPHS = _BLOCKS if _utf8_out() else _ASCII
 DASH = "—" if GLYPHS is _BLOCKS else "-"
 ARROW = "←" if GLYPHS is _BLOCKS else "<-"
+ARROW_RIGHT = "→" if GLYPHS is _BLOCKS else "->"
 
 
 def sparkline(

@@ -1,8 +1,10 @@
-"""The two seams the dashboard is built against: where views come from, and the session.
+"""The seams the dashboard is built against: where views come from, the session, and where
+the Traces view's spans come from.
 
-The real implementations are `meshdev.telemetry.io.source.TelemetrySource` and
-`meshdev.session.Session`; tests hand in in-memory fakes that satisfy the same protocols, so
-every panel and action is exercised without sidecars, processes or containers.
+The real implementations are `meshdev.telemetry.io.source.TelemetrySource`,
+`meshdev.session.Session` and `meshdev.telemetry.io.spans.SpanReader`; tests hand in
+in-memory fakes that satisfy the same protocols, so every panel and action is exercised
+without sidecars, processes or containers.
 
 `ViewSource` and `OnView` are declared by telemetry, the lower package whose source implements
 them, and only re-exported here so the dashboard finds both of its seams in one module.
@@ -10,16 +12,35 @@ them, and only re-exported here so the dashboard finds both of its seams in one 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from meshdev.config.model import Mesh
 from meshdev.control import ControlPlane, ReloadReport, RollReport
 from meshdev.runtime.base import Runtime
-from meshdev.telemetry.io.source import OnView, ViewSource
+from meshdev.telemetry.aggregation.trace_store import TraceStore
+from meshdev.telemetry.io.source import OnView, ProxyTarget, ViewSource
 
-__all__ = ["OnView", "SessionPort", "ViewSource"]
+__all__ = ["OnView", "SessionPort", "TraceFeed", "ViewSource"]
+
+
+class TraceFeed(Protocol):
+    """Where the Traces view's spans come from: `meshdev.telemetry.io.spans.SpanReader`
+    (every sidecar's /spans, polled), or a test's in-memory feed."""
+
+    @property
+    def store(self) -> TraceStore:
+        """The traces kept so far (the feed adds to it; the view reads it)."""
+
+    def outcomes(self) -> Mapping[str, int]:
+        """How many sidecars answer /spans ("ok"), have none ("missing"), or fail ("error")."""
+
+    async def run(
+        self, targets: Callable[[], Sequence[ProxyTarget]], on_new: Callable[[], None]
+    ) -> None:
+        """Read the spans of `targets()` (the sidecars of the moment) into `store`, calling
+        `on_new` when some arrived; returns only when cancelled."""
 
 
 class SessionPort(Protocol):

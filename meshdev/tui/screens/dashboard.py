@@ -1,6 +1,6 @@
-"""The main screen: header and reload banner, five tabs (traffic, pods, events, logs,
-security), the load generator's line, and the footer of keys. It only renders what the app
-hands it."""
+"""The main screen: header and reload banner, six tabs (traffic, pods, events, logs,
+security, traces), the load generator's line, and the footer of keys. It only renders what
+the app hands it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from textual.widgets import Static, TabbedContent, TabPane
 
 from meshdev.config.model import Mesh
 from meshdev.runtime.base import Container, PodState
+from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.aggregation.view import Event, MeshView, SidecarStatus
 from meshdev.tui.logic.actions import ActionFailed
 from meshdev.tui.logic.commands import Commands
@@ -28,15 +29,19 @@ from meshdev.tui.tables.hosts import HostsTable
 from meshdev.tui.tables.keyed import KeyedTable
 from meshdev.tui.tables.pods import PodFacts, PodsTable
 from meshdev.tui.tables.routes import RoutesTable
+from meshdev.tui.tables.traces import TracesTable
 from meshdev.tui.widgets.events_log import EventsLog
 from meshdev.tui.widgets.header import HeaderFacts, MeshHeader, ReloadBanner
 from meshdev.tui.widgets.keys_bar import KeysBar
 from meshdev.tui.widgets.logs_view import LogReader, LogsView
 from meshdev.tui.widgets.security_view import SecurityView
+from meshdev.tui.widgets.traces_view import TracesView
 
-TABS = ("traffic", "pods", "events", "logs", "security")
+TABS = ("traffic", "pods", "events", "logs", "security", "traces")
+# One line that is cut at the terminal's edge: `t` (a trace of the selected route) is in the
+# help, so that ? and q keep their place at 120 columns.
 KEYS = (
-    ("1-5", "tabs"),
+    ("1-6", "tabs"),
     ("enter", "detail"),
     ("l", "load"),
     ("+/-", "rate"),
@@ -65,6 +70,7 @@ class DashboardScreen(Screen[None]):
         Binding("3", "app.tab('events')", "Events", show=False),
         Binding("4", "app.tab('logs')", "Logs", show=False),
         Binding("5", "app.tab('security')", "Security", show=False),
+        Binding("6", "app.tab('traces')", "Traces", show=False),
         Binding("l", "load", "Load"),
         Binding("plus,equals_sign", "rate(1)", "Rate+", key_display="+"),
         Binding("minus", "rate(-1)", "Rate-", key_display="-"),
@@ -110,6 +116,8 @@ class DashboardScreen(Screen[None]):
                 yield LogsView(self.log_reader, id="logs-view")
             with TabPane("5 Security", id="security"):
                 yield SecurityView(id="security-view")
+            with TabPane("6 Traces", id="traces"):
+                yield TracesView(id="traces-view")
         yield self._load_bar
         yield KeysBar(KEYS, id="keys")
 
@@ -155,6 +163,10 @@ class DashboardScreen(Screen[None]):
         return self.query_one("#security-view", SecurityView)
 
     @property
+    def traces(self) -> TracesView:
+        return self.query_one("#traces-view", TracesView)
+
+    @property
     def banner(self) -> ReloadBanner:
         return self.query_one("#banner", ReloadBanner)
 
@@ -175,6 +187,13 @@ class DashboardScreen(Screen[None]):
         """The security tab, from the newest view (the app calls it while the tab shows)."""
         if self.live and self.view is not None:
             self.security.show(self.view, mesh)
+
+    def show_traces(
+        self, store: TraceStore | None, outcomes: Mapping[str, int] | None = None
+    ) -> None:
+        """The traces tab, from the trace feed's store (the app calls it while the tab shows)."""
+        if self.live:
+            self.traces.show(store, outcomes)
 
     def show_pods(
         self, pods: Sequence[PodFacts], states: Mapping[str, PodState], current: int
@@ -293,5 +312,9 @@ class DashboardScreen(Screen[None]):
 
     def action_sort(self) -> None:
         focused = self.focused
+        if isinstance(focused, TracesTable) or self.tabs.active == "traces":
+            # The traces' order is the view's (newest, slowest, failed), not a column's.
+            self.notify(f"traces: {self.traces.cycle_order()}", timeout=2)
+            return
         table = focused if isinstance(focused, KeyedTable) else self.routes
         self.notify(f"{table.border_title or 'table'}: by {table.cycle_sort()}", timeout=2)

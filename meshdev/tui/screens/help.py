@@ -10,9 +10,18 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS = (
-    ("1-5", "traffic, pods, events, logs, security"),
-    ("enter", "route detail: latency histogram, failures explained by mesh.yaml"),
-    ("s", "sort the focused table by its next column"),
+    ("1-6", "traffic, pods, events, logs, security, traces"),
+    (
+        "enter",
+        "route detail: latency histogram, failures explained by mesh.yaml; on a "
+        "trace: its waterfall",
+    ),
+    (
+        "t",
+        "a trace of the selected route (its newest failed one), or in events of the "
+        "newest breaker or ejection's cluster",
+    ),
+    ("s", "sort the focused table by its next column; traces: newest, slowest, failed"),
     ("tab", "next panel"),
     ("l", "start / stop the load generator (to the ingress)"),
     ("+ / -", "load rate up / down"),
@@ -42,6 +51,12 @@ PANELS = (
         "each caller -> destination seen: mTLS or plaintext, RPS, 403/s (authorization), "
         "the destination's policies in mesh.yaml; per pod: RBAC allowed/denied, refused "
         "handshakes, and when its certificate expires (yellow: under 10% of its life).",
+    ),
+    (
+        "Traces",
+        "requests followed across hops, read from every sidecar's /spans once a second: "
+        "route, services crossed, total time, spans, status and response flags; enter opens "
+        "the waterfall with each failure explained by mesh.yaml.",
     ),
 )
 

@@ -187,6 +187,8 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
         )
     if not failing and own <= 0 and denial is None:
         out.append("  none in the last interval", style="green")
+    else:
+        out.append("\n  t: a trace of one of them, hop by hop (Traces view, 6)\n", style="dim")
     unattributed = view.unattributed_flags if view is not None else {}
     if any(unattributed.values()):
         listed = "  ".join(f"{f} {n}" for f, n in sorted(unattributed.items()) if n)
@@ -224,6 +226,8 @@ def upgrades_line(route: RouteStats) -> Text:
 class RouteDetailScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape,enter,q", "dismiss", "Back"),
+        # A modal screen hides the app's keys: this one is asked for here.
+        Binding("t", "app.trace", "Trace"),
     ]
 
     def __init__(self, route: RouteStats, mesh: Mesh | None, view: MeshView | None) -> None:

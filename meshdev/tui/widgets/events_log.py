@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import RichLog
 
 from meshdev.telemetry.aggregation.view import Event
@@ -37,6 +38,9 @@ def event_line(event: Event) -> Text:
 
 
 class EventsLog(RichLog):
+    # Enter on the events: a failed trace through the newest breaker or ejection's cluster.
+    BINDINGS = [Binding("enter", "app.trace", "Trace", show=False)]
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, max_lines=MAX_EVENTS, wrap=True, markup=False, auto_scroll=True)
         self.count = 0
