@@ -22,7 +22,7 @@ from pathlib import Path
 import watchfiles
 
 from meshdev.config.model import Mesh
-from meshdev.meshfile import QUIET_S, STEP_MS, quiet_batch
+from meshdev.meshfile import QUIET_S, STEP_MS, quiet_batch, start_pump
 
 # Folders that hold no source of the app, whatever a pattern says (watchfiles' own defaults).
 IGNORED_DIRS = frozenset(
@@ -220,18 +220,15 @@ async def watch_code(
         return
     queue: asyncio.Queue[set[Path]] = asyncio.Queue()
 
-    async def pump() -> None:
-        async for changes in watchfiles.awatch(
-            *roots,
-            watch_filter=relevant,
-            debounce=1600,
-            step=step_ms,
-            recursive=True,
-            stop_event=stop,
-        ):
-            await queue.put({Path(name) for _, name in changes})
-
-    pump_task = asyncio.create_task(pump(), name="meshdev-watch-code")
+    pump_task = start_pump(
+        queue,
+        roots,
+        relevant,
+        recursive=True,
+        stop=stop,
+        step_ms=step_ms,
+        name="meshdev-watch-code",
+    )
     # What the files hold now: only a change from this counts.
     known = await asyncio.to_thread(
         lambda: _digests(p for w in watched for p in w.files() if not excluded(p))

@@ -163,7 +163,7 @@ def interval_json(interval: HistogramSnapshot) -> dict[str, object]:
 HostKey = tuple[str, str, int]
 
 
-class DeltaCursor:
+class DeltaCursor(StreamCursor):
     """One v2 stream client's position: a whole first document, then only the changes."""
 
     def __init__(
@@ -175,13 +175,8 @@ class DeltaCursor:
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._surface = surface
-        self._identity = identity
-        self._reader = IntervalReader(surface.stats, name_filter, from_now=True)
-        self._wall_clock = wall_clock
-        self._monotonic = monotonic
-        self._seq = 0
-        self._last = monotonic()
+        super().__init__(surface, identity, name_filter, wall_clock=wall_clock, monotonic=monotonic)
+        # What this client was last sent, so the next document carries only what differs.
         self._hosts: dict[HostKey, HostView] = {}
         self._breakers: dict[str, BreakerView] = {}
 
