@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from meshdev.common import envoy_defaults as envoy
 from meshdev.common import sidecar_config as sc
@@ -77,6 +78,9 @@ class Placement:
     # The pod's TCP is captured (Docker): its app reaches services at their virtual addresses
     # and needs no HTTP_PROXY.
     captured: bool = False
+    # The host as the pod reaches it, where the pod's loopback is not the host's (Docker: the
+    # mesh network's gateway); None where it is (the process runtime).
+    host_address: str | None = None
 
 
 # Where services' virtual addresses (Kubernetes' ClusterIPs) come from: RFC 2544's benchmarking
@@ -355,7 +359,7 @@ class Renderer:
                     if svc.protocol != "tcp" and (calls is None or name in calls)
                 ),
                 "clusters": tuple(clusters),
-                "tracing": tracing(mesh),
+                "tracing": tracing(mesh, placement),
                 **extra,
             }
         )
@@ -418,11 +422,30 @@ class Renderer:
         return listeners
 
 
-def tracing(mesh: Mesh) -> sc.Tracing:
+def tracing(mesh: Mesh, placement: Placement | None = None) -> sc.Tracing:
     """Every sidecar's tracing, the gateway's included: the mesh's, whose spans name the pod's
-    service (the gateway's: `ingress`)."""
+    service (the gateway's: `ingress`). A collector on the host's loopback (the URL a user
+    writes for a Jaeger or Zipkin on their machine) is reached from a container through the
+    host's address on the mesh network instead: there, 127.0.0.1 is the pod itself."""
     t = mesh.tracing
-    return sc.Tracing(sampling=t.sampling, zipkin=t.zipkin, otlp=t.otlp)
+    host = placement.host_address if placement is not None else None
+    return sc.Tracing(
+        sampling=t.sampling, zipkin=_on_host(t.zipkin, host), otlp=_on_host(t.otlp, host)
+    )
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _on_host(url: str | None, host: str | None) -> str | None:
+    if url is None or host is None:
+        return url
+    parts = urlsplit(url)
+    if parts.hostname not in _LOOPBACK_HOSTS:
+        return url
+    # The mesh file's URLs have no user part (config/semantics.py refuses one).
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _authorization(mesh: Mesh, service: str) -> tuple[sc.AuthzPolicy, ...]:

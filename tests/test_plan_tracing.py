@@ -44,3 +44,27 @@ def test_the_mesh_tracing_reaches_every_sidecar_and_changes_its_hash() -> None:
     assert all(a.content_hash() != b.content_hash() for a, b in zip(after, before, strict=True))
     off = rendered(with_tracing("{sampling: 0}"))
     assert all(c.tracing.sampling == 0 for c in off)
+
+
+def test_a_collector_on_the_hosts_loopback_is_reached_through_the_host_from_a_container() -> None:
+    mesh = parse_mesh(
+        with_tracing(
+            "{zipkin: 'http://localhost:9411/api/v2/spans', "
+            "otlp: 'http://127.0.0.1:4318/v1/traces'}"
+        ).encode(),
+        "mesh.yaml",
+    )
+    docker = plan.Placement("frontend-0", "", "0.0.0.0", "127.0.0.1", host_address="172.18.0.1")
+    assert plan.tracing(mesh, docker) == sc.Tracing(
+        sampling=100,
+        zipkin="http://172.18.0.1:9411/api/v2/spans",
+        otlp="http://172.18.0.1:4318/v1/traces",
+    )
+    # Where the pod shares the host's loopback (the process runtime), the URLs stand.
+    process = plan.Placement("frontend-0", "127.0.1.2", "127.0.1.2", "127.0.1.2")
+    assert plan.tracing(mesh, process).zipkin == "http://localhost:9411/api/v2/spans"
+    # A collector elsewhere is elsewhere from a container too.
+    remote = parse_mesh(
+        with_tracing("{zipkin: 'http://zipkin.obs:9411/api/v2/spans'}").encode(), "m"
+    )
+    assert plan.tracing(remote, docker).zipkin == "http://zipkin.obs:9411/api/v2/spans"

@@ -31,8 +31,9 @@ pytestmark = pytest.mark.slow
 class _Collector(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        # `host`: where it listens; the mesh file names it at 127.0.0.1 all the same.
+        super().__init__((host, 0), _Handler)
         self.zipkin: list[dict[str, Any]] = []
         self.otlp: list[dict[str, Any]] = []
         self.lock = threading.Lock()
@@ -64,8 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def collector() -> Iterator[_Collector]:
-    server = _Collector()
+def collector(host: str = "127.0.0.1") -> Iterator[_Collector]:
+    server = _Collector(host)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -40,12 +40,21 @@ CONFIG_ENV = "MESHDEV_SIDECAR_CONFIG"
 Binding = tuple[str] | tuple[str, int]
 
 
-def placement(pod: str, address: str = "", *, captured: bool = True) -> Placement:
+def placement(
+    pod: str, address: str = "", *, captured: bool = True, host_address: str | None = None
+) -> Placement:
     """Inside a container every listener may bind all interfaces; the app and the outbound
     listener share the pod's loopback; the pod's traffic is captured (unless `up
-    --no-capture`: then its app uses HTTP_PROXY, as on the process runtime)."""
+    --no-capture`: then its app uses HTTP_PROXY, as on the process runtime); the host is the
+    mesh network's gateway (`host_address`, once the network exists)."""
     return Placement(
-        pod, address=address, listen=ANY, local=LOOPBACK, public=ANY, captured=captured
+        pod,
+        address=address,
+        listen=ANY,
+        local=LOOPBACK,
+        public=ANY,
+        captured=captured,
+        host_address=host_address,
     )
 
 

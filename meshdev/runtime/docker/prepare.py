@@ -98,3 +98,16 @@ async def ensure_images(
     jobs += [ensure_image(client, image, progress) for image in sorted(pulls)]
     results = await engine.gather_all(jobs)
     return str(results[0])
+
+
+async def network_gateway(client: docker.DockerClient, network: str) -> str | None:
+    """The host's address on the mesh's network (its gateway), as the pods reach the host."""
+    try:
+        info = await engine.call(client.api.inspect_network, network)
+    except APIError:
+        return None
+    for config in (info.get("IPAM") or {}).get("Config") or ():
+        gateway = config.get("Gateway") if isinstance(config, dict) else None
+        if isinstance(gateway, str) and gateway:
+            return gateway
+    return None

@@ -43,7 +43,12 @@ from meshdev.runtime.docker.pods import (
     sidecar_plan,
 )
 from meshdev.runtime.docker.ports import check_ingress_port
-from meshdev.runtime.docker.prepare import ensure_images, ensure_network, image_tag
+from meshdev.runtime.docker.prepare import (
+    ensure_images,
+    ensure_network,
+    image_tag,
+    network_gateway,
+)
 from meshdev.runtime.docker.ready import NotReady, Probe, wait_ready
 from meshdev.runtime.docker.start import ERROR_LOG_LINES, check_exits, shown, start
 from meshdev.runtime.docker.states import exited_pods, pod_states
@@ -74,6 +79,8 @@ class DockerRuntime:
         self._proxy_image: str | None = None
         # Pods' traffic captured with iptables (docs/capture.md); off: apps use HTTP_PROXY.
         self._capture = capture
+        # The host's address on the mesh network, once prepare has made or found it.
+        self._host_address: str | None = None
         # Pods whose inbound listener refuses an outside prober: probed via their sidecar.
         self._probe_via_admin: set[str] = set()
         # Pods started and not stopped since: only their exits are crashes.
@@ -150,12 +157,13 @@ class DockerRuntime:
                 with contextlib.suppress(APIError, RuntimeFailure):
                     await engine.call(client.api.remove_network, self.network)
             raise failure
+        self._host_address = await network_gateway(client, self.network)
 
     # -- pods ------------------------------------------------------------------------------
 
     def planned_placement(self, spec: PodSpec) -> Placement:
         # The address is the sidecar's IP on the mesh network, known once it runs.
-        return placement(spec.name, captured=self._capture)
+        return placement(spec.name, captured=self._capture, host_address=self._host_address)
 
     def code_version(self, spec: PodSpec) -> str | None:
         # A command in the base image runs the mounted folder's files: nothing says whether

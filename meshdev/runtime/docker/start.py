@@ -124,8 +124,14 @@ async def start(
     inbound_port = _host_port(settings["Ports"], INBOUND_PORT)
     if admin_port is None:
         raise RuntimeFailure(f"pod {spec.name}: Docker published no admin port for it")
+    on_network = settings["Networks"][network]
     return StartedPod(
-        placement(spec.name, str(settings["Networks"][network]["IPAddress"]), captured=captured),
+        placement(
+            spec.name,
+            str(on_network["IPAddress"]),
+            captured=captured,
+            host_address=on_network.get("Gateway") or None,
+        ),
         admin_url=f"http://{LOOPBACK}:{admin_port}",
         inbound_url=f"http://{LOOPBACK}:{inbound_port}" if inbound_port else "",
     )
