@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.sidecar_throughput import (
+    NGINX_UPSTREAM,
     cpu_seconds,
     free_port,
     machine,
@@ -92,28 +93,17 @@ PEER = ("127.0.0.1", 40000)
 MIN_RATIO = 0.9
 MAX_ADDED_P50_MS = 0.2
 
-NGINX = """
-worker_processes 1;
-daemon off;
-pid {dir}/upstream.pid;
-error_log {dir}/upstream.err warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir};
-  proxy_temp_path {dir};
-  fastcgi_temp_path {dir};
-  uwsgi_temp_path {dir};
-  scgi_temp_path {dir};
-  keepalive_requests 1000000;
-  client_max_body_size 64m;
-  server {{
-    listen 127.0.0.1:{port};
-    location = /api/v2/spans {{ return 202; }}
-    location / {{ return 200 "ok\\n"; }}
-  }}
-}}
-"""
+# sidecar_throughput's upstream, which also stands in for the Zipkin collector.
+NGINX = NGINX_UPSTREAM.replace(
+    "  keepalive_requests 1000000;\n",
+    "  keepalive_requests 1000000;\n  client_max_body_size 64m;\n",
+    1,
+).replace(
+    "    location / {{",
+    "    location = /api/v2/spans {{ return 202; }}\n    location / {{",
+    1,
+)
+assert "/api/v2/spans" in NGINX and "client_max_body_size" in NGINX
 
 
 def sidecar_config(listen: int, admin: int, upstream: int, tracing: sc.Tracing) -> sc.SidecarConfig:
