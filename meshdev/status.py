@@ -36,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from meshdev.common.workload_certs import CERTS_PATH
+from meshdev.common.workload_certs import CERTS_PATH, timestamp, workload_leaves
 from meshdev.runtime.base import PodState, Runtime
 
 
@@ -175,32 +175,13 @@ def _mtls(dump: dict[str, Any]) -> str | None:
 def cert_expiry(answer: object, spiffe_id: str) -> str | None:
     """When the workload certificate in an Envoy GET /certs answer ends, as ISO 8601 UTC: the
     first of a cert_chain that names `spiffe_id` (else the first of any cert_chain); None when
-    the answer holds none, or is not Envoy's shape."""
-    certificates = answer.get("certificates") if isinstance(answer, dict) else None
-    leaves: list[dict[str, Any]] = []
-    for cert in certificates if isinstance(certificates, list) else ():
-        chain = cert.get("cert_chain") if isinstance(cert, dict) else None
-        if isinstance(chain, list) and chain and isinstance(chain[0], dict):
-            leaves.append(chain[0])
-    named = [leaf for leaf in leaves if {"uri": spiffe_id} in (leaf.get("subject_alt_names") or [])]
-    for leaf in named or leaves:
-        moment = _timestamp(leaf.get("expiration_time"))
+    the answer holds none, or is not Envoy's shape. Envoy's whole-day `days_until_expiration`
+    is not turned into a moment here: a table of exact times would lie by up to a day."""
+    for leaf in workload_leaves(answer, spiffe_id):
+        moment = timestamp(leaf.get("expiration_time"))
         if moment is not None:
-            return moment
+            return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return None
-
-
-def _timestamp(value: object) -> str | None:
-    """A protobuf Timestamp in JSON (RFC 3339, any offset, any fraction) as ISO 8601 UTC."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _probe(session: aiohttp.ClientSession, admin_url: str) -> _Probe:

@@ -1,17 +1,11 @@
-"""A pod's workload certificate, from its admin API's GET /certs (Envoy's admin.v3.Certificates).
-
-    {"certificates": [{"ca_cert": [...], "cert_chain": [{"subject_alt_names": [{"uri": ...}],
-      "days_until_expiration": "0", "valid_from": "...Z", "expiration_time": "...Z"}]}]}
-
-Read leniently, as topology.py reads /config_dump: the dashboard may watch a newer sidecar,
-or a real Envoy, and a field it does not understand costs that field, not the answer.
-"""
+"""A pod's workload certificate as the dashboard keeps it, from its admin API's GET /certs
+(read by common/workload_certs.py, as `meshdev status` reads it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+
+from meshdev.common.workload_certs import leaf_uris, timestamp, workload_leaves
 
 _DAY = 86400.0
 
@@ -28,17 +22,11 @@ class CertInfo:
 def from_envoy_certs(doc: object, spiffe_id: str, now: float) -> CertInfo | None:
     """The leaf that names `spiffe_id` (else the first leaf of any chain); None when the
     answer holds no certificate it can date. `now` (POSIX seconds) dates an answer that
-    gives only Envoy's `days_until_expiration`."""
-    certificates = doc.get("certificates") if isinstance(doc, dict) else None
-    leaves: list[dict[str, Any]] = []
-    for cert in certificates if isinstance(certificates, list) else ():
-        chain = cert.get("cert_chain") if isinstance(cert, dict) else None
-        if isinstance(chain, list) and chain and isinstance(chain[0], dict):
-            leaves.append(chain[0])
-    named = [leaf for leaf in leaves if spiffe_id in _uris(leaf)]
-    for leaf in named or leaves:
-        uris = _uris(leaf)
-        expires = _timestamp(leaf.get("expiration_time"))
+    gives only Envoy's `days_until_expiration`: the dashboard counts down in days and hours,
+    where a day's precision still says when to worry."""
+    for leaf in workload_leaves(doc, spiffe_id):
+        uris = leaf_uris(leaf)
+        expires = _seconds(leaf.get("expiration_time"))
         if expires is None:
             days = _number(leaf.get("days_until_expiration"))
             if days is None:
@@ -47,27 +35,14 @@ def from_envoy_certs(doc: object, spiffe_id: str, now: float) -> CertInfo | None
         return CertInfo(
             spiffe_id=spiffe_id if spiffe_id in uris else (uris[0] if uris else ""),
             expires_at=expires,
-            valid_from=_timestamp(leaf.get("valid_from")),
+            valid_from=_seconds(leaf.get("valid_from")),
         )
     return None
 
 
-def _uris(leaf: dict[str, Any]) -> list[str]:
-    names = leaf.get("subject_alt_names")
-    if not isinstance(names, list):
-        return []
-    return [n["uri"] for n in names if isinstance(n, dict) and isinstance(n.get("uri"), str)]
-
-
-def _timestamp(value: object) -> float | None:
-    """A protobuf Timestamp in JSON (RFC 3339, any offset, any fraction)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.timestamp() if moment.tzinfo is not None else None
+def _seconds(value: object) -> float | None:
+    moment = timestamp(value)
+    return moment.timestamp() if moment is not None else None
 
 
 def _number(value: object) -> float | None:
