@@ -94,6 +94,38 @@ async def test_tables_are_updated_cell_by_cell_never_rebuilt(
         assert routes.keys == [r.key for r in first.routes[:-1]]
 
 
+async def test_a_view_repaints_only_the_lines_of_the_rows_it_changed(
+    session: FakeSession, source: FakeSource
+) -> None:
+    app = make_app(source, session)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app, source)
+        first = sample_view(1)
+        source.emit(first)
+        await wait_until(lambda: app.view is first, "first view", pause=pilot.pause)
+        d = app.dashboard
+        tables = (d.routes, d.clusters, d.hosts)
+        await wait_until(
+            lambda: all(t.lines_rendered for t in tables), "painted", pause=pilot.pause
+        )
+        await pilot.pause(0.2)
+        before = [t.lines_rendered for t in tables]
+        # One route's p99 changes: one line of one table is rendered again, nothing else.
+        changed = list(first.routes)
+        changed[3] = dataclasses.replace(changed[3], p99=999.0)
+        nxt = dataclasses.replace(first, routes=tuple(changed), at=first.at + 1)
+        source.emit(nxt)
+        await wait_until(lambda: app.view is nxt, "changed view", pause=pilot.pause)
+        await wait_until(
+            lambda: d.routes.lines_rendered > before[0], "repainted", pause=pilot.pause
+        )
+        await pilot.pause(0.2)
+        assert [t.lines_rendered - n for t, n in zip(tables, before, strict=True)] == [1, 0, 0]
+        y = d.routes.keys.index(changed[3].key) + d.routes.header_height
+        line = d.routes.render_line(y)  # the line the frame showed (Textual keeps it)
+        assert "999ms" in line.text
+
+
 async def test_a_burst_of_views_paints_only_the_newest_and_keeps_every_event(
     session: FakeSession, source: FakeSource
 ) -> None:

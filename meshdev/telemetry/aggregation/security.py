@@ -70,6 +70,9 @@ class _Call:
     failures: tuple[tuple[str, str], ...]
     mode: int
     tcp: bool
+    # The failures' stat names alone: most calls a big mesh's sidecar knows it never makes,
+    # and each view asks all of them whether it did.
+    failure_stats: tuple[str, ...] = ()
 
 
 class SecurityNames:
@@ -138,17 +141,19 @@ class SecurityNames:
                 tcp = n.rq_total not in counters and n.cx_total in counters
                 # A real Envoy's TLS stats say what its config (not read) would.
                 mode = _MTLS if n.handshake in counters else _UNKNOWN
+            # Made with the cluster's first TLS connection (and the calls anew, as the set of
+            # names changed): a plaintext cluster has none to read.
+            failures = n.failures if n.handshake in counters else ()
             calls.append(
                 _Call(
                     # Service names are DNS labels: a subset's cluster is `<service>.<subset>`.
                     cluster.split(".", 1)[0],
                     n.cx_total if tcp else n.rq_total,
                     n.rq_403,
-                    # Made with the cluster's first TLS connection (and the calls anew, as
-                    # the set of names changed): a plaintext cluster has none to read.
-                    n.failures if n.handshake in counters else (),
+                    failures,
                     mode,
                     tcp,
+                    tuple(stat for _, stat in failures),
                 )
             )
         if len(self._calls) > _MAX_CACHED:
@@ -239,9 +244,7 @@ class SecurityTally:
         counters, deltas = snap.counters, snap.deltas
         edges = self._edges
         for call in calls:
-            if counters.get(call.total, 0) <= 0 and not any(
-                counters.get(stat, 0) for _, stat in call.failures
-            ):
+            if counters.get(call.total, 0) <= 0 and not any(map(counters.get, call.failure_stats)):
                 continue  # never called by this pod (a failed handshake was a call)
             key = (source, call.destination)
             edge = edges.get(key)

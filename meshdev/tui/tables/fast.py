@@ -18,6 +18,7 @@ Everything else (headers, and tables unlike ours) takes DataTable's own path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from rich.padding import Padding
@@ -67,6 +68,7 @@ class FastDataTable(DataTable[Cell]):
         # The widths the last frame was painted at (the widget's, then each column's).
         self._painted_layout: tuple[int, ...] = ()
         self.fast_rows = 0  # rows painted by the fast path
+        self.lines_rendered = 0  # lines Textual asked the table for (it keeps the others)
         super().__init__(
             id=id, classes=classes, cursor_type="row", zebra_stripes=True, cell_padding=1
         )
@@ -103,6 +105,33 @@ class FastDataTable(DataTable[Cell]):
         self._data[row_key][column_key] = value
         self._update_count += 1
         self.changed(row, column)
+
+    def refresh_rows(self, rows: Iterable[str]) -> None:
+        """Repaint only the lines of these rows: Textual keeps every other line of the table
+        (borders and header included) from the last frame, and the compositor neither
+        renders nor sends them to the terminal again. One repaint request for all of them;
+        rows scrolled out of sight ask for none."""
+        if any(row.height != 1 for row in self.rows.values()):
+            self.refresh()  # not a table like meshdev's: a row's line is not its index
+            return
+        # DataTable.refresh_row's region, without its walk over every row above it (per row).
+        top = self.header_height if self.show_header else 0
+        width = max(
+            self.size.width,
+            sum(c.get_render_width(self) for c in self.columns.values())
+            + self._row_label_column_width,
+        )
+        window = self.window_region
+        scroll = self.scroll_offset
+        regions = []
+        for key in rows:
+            at = self._row_locations.get(RowKey(key))
+            if at is not None:
+                region = Region(0, top + at, width, 1)
+                if window.overlaps(region):
+                    regions.append(region.translate(-scroll))
+        if regions:
+            self.refresh(*regions)
 
     def _row_version(self, row: RowKey) -> int:
         return max(self._layout_version, self._row_versions.get(row, 0))
@@ -180,6 +209,7 @@ class FastDataTable(DataTable[Cell]):
     def _render_line(self, y: int, x1: int, x2: int, base_style: Style) -> Strip:
         # DataTable builds a new Strip for every line at every frame (its line cache keys on
         # the table-wide counter); a row whose line was not painted anew keeps its Strip.
+        self.lines_rendered += 1
         try:
             row_key, line_no = self._get_offsets(y)
         except LookupError:

@@ -1,8 +1,9 @@
 """A DataTable whose rows are kept by key and changed cell by cell, never rebuilt.
 
 Panels hand `sync` the full set of rows they want; the table adds new keys, removes gone
-ones, and sets only the cells whose text or style changed (with one repaint request per sync),
-so a live table neither flickers nor loses its cursor and scroll position (dolphie's way).
+ones, and sets only the cells whose text or style changed (one repaint request per sync, for
+the lines of the changed rows only), so a live table neither flickers nor loses its cursor
+and scroll position (dolphie's way).
 The caller wraps a frame's syncs in `App.batch_update()` so they paint once.
 
 It tells its base (fast.py) which cells changed and when the layout moved, so a frame
@@ -122,6 +123,7 @@ class KeyedTable(FastDataTable):
 
     def sync(self, rows: Mapping[str, Row]) -> None:
         widths = [c.width for c in self.shown_columns]
+        relaid = False  # rows or columns moved: every line shows something else
         for key in [k for k in self._rows if k not in rows]:
             del self._rows[key]
             try:
@@ -129,7 +131,9 @@ class KeyedTable(FastDataTable):
             except RowDoesNotExist:
                 continue
             self.moved()
-        dirty = False
+            relaid = True
+        # Rows of which only some cells changed, in a table whose layout stayed.
+        dirty: dict[str, None] = {}
         for key, wanted in rows.items():
             old = self._rows.get(key)
             if old is None:
@@ -138,6 +142,7 @@ class KeyedTable(FastDataTable):
                 self.add_row(*(as_cell(c) for c in wanted.cells), key=key)
                 self.updates += len(wanted.cells)
                 self.moved()
+                relaid = True
             else:
                 # Compared as given: most cells of a row are unchanged from the last view.
                 for column, width, before, after in zip(
@@ -149,12 +154,15 @@ class KeyedTable(FastDataTable):
                     if width is None and self._wider(column.key, after):
                         self.update_cell(key, column.key, as_cell(after), update_width=True)
                         self.moved()  # a wider column shifts every cell right of it
+                        relaid = True
                     else:
                         self.set_cell(key, column.key, as_cell(after))
-                        dirty = True
+                        dirty[key] = None
             self._rows[key] = wanted
-        if dirty:
-            self.refresh()  # once for all the cells set
+        if relaid:
+            self.refresh()
+        else:
+            self.refresh_rows(dirty)  # only the changed rows' lines
         self._apply_sort()
 
     def _wider(self, column: str, cell: Cell) -> bool:

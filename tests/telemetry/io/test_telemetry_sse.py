@@ -109,3 +109,21 @@ def test_any_cut_of_any_stream_gives_the_same_events(
     whole = feed_all([raw])
     assert [e.data for e in whole] == datas
     assert feed_all(cut(raw, points)) == whole
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [b"data: {}\n\n", b'data: {"a": 1}\n\n', b"data:x\n\n"],
+        [b"id: 7\n\n", b"data: one\n\n", b"data:  two spaces\n\n", b"data:\n\n"],
+        [b"data: a\n", b"data: b\n\n", b"data: c\n\n"],  # a pending line, then one whole
+        [b"event: ping\n", b"data: p\n\n", b"data: q\n\n"],  # a pending event name
+        [b"data: caf\xc3\xa9\n\n", b"data: \xff\n\n", b"data: r\r\n\r\n"],
+    ],
+)
+def test_a_whole_event_to_a_chunk_reads_as_byte_by_byte(events: list[bytes]) -> None:
+    # The chunks a sidecar sends (one event each) take a shortcut; it must not show.
+    raw = b"".join(events)
+    by_byte = feed_all([raw[i : i + 1] for i in range(len(raw))])
+    assert feed_all(events) == by_byte
+    assert feed_all([b": hello\n\n", *events]) == by_byte

@@ -83,6 +83,7 @@ OWN_STATE = frozenset(
         "_frame_width",
         "_painted_layout",
         "fast_rows",
+        "lines_rendered",
     }
 )
 
