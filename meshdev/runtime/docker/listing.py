@@ -19,7 +19,7 @@ from meshdev.runtime.docker.teardown import containers
 
 class SharedListing:
     def __init__(self, client: docker.DockerClient, mesh: str) -> None:
-        self._client = client
+        self.client = client
         self._mesh = mesh
         # When the last listing was asked for (monotonic), and what it found.
         self._last: tuple[float, list[dict[str, Any]]] | None = None
@@ -39,5 +39,5 @@ class SharedListing:
 
     async def _list(self) -> None:
         asked = time.monotonic()
-        found = await containers(self._client, self._mesh)
+        found = await containers(self.client, self._mesh)
         self._last = (asked, found)

@@ -226,7 +226,8 @@ class DockerRuntime:
             raise
 
     def _listing(self, client: docker.DockerClient) -> SharedListing:
-        if self._shared_listing is None:
+        # A new one after a reconnect: the old one would list through a closed client.
+        if self._shared_listing is None or self._shared_listing.client is not client:
             self._shared_listing = SharedListing(client, self._mesh.name)
         return self._shared_listing
 
