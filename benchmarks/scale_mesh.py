@@ -6,10 +6,14 @@ path route per service, and on every service two routes with a local rate limit 
 `main`). With --calls every service declares `calls: [<the next service>]` and its app is the
 next one's only caller; without it every sidecar sees every service, as before `calls:`.
 
-For each size and run, on the process runtime:
+For each size and run, on the process runtime (or with --runtime docker, on Docker: the apps
+then run in the base image, $MESHDEV_BASE_IMAGE, with the mesh's folder mounted, so the app is
+copied beside each generated mesh file instead of named by `build:`, which on Docker wants a
+Dockerfile; one untimed `up` first builds the proxy image if meshdev's code changed):
 
 1. `up`: `meshdev up --headless` from its spawn to its `ready:` line.
-2. PSS of every sidecar and app, from /proc/PID/smaps_rollup, a moment after `ready:`.
+2. PSS of every sidecar and app, from /proc/PID/smaps_rollup, a moment after `ready:`
+   (process runtime only).
 3. saves: each edit toggles a fault abort (100%, status 418) on one service's `probe` route and
    is timed from just before the file is written
    - until a request stream through the gateway to that route sees the new answer (418 or
@@ -21,7 +25,7 @@ The sizes run one after the other in one process, so their ratios are from the s
 state; absolute times on a shared 2-core VM are not (the load average is recorded).
 
     PYTHONPATH=. .venv/bin/python benchmarks/scale_mesh.py [--quick] [--calls] \
-        [--sizes 5,20] [--runs 1] [--edits 20]
+        [--sizes 5,20] [--runs 1] [--edits 20] [--runtime docker]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,13 +73,14 @@ def service(i: int) -> str:
     return f"s{i:02d}"
 
 
-def mesh_text(name: str, n: int, port: int, *, calls: bool, fault: bool) -> str:
-    """The mesh file: n services, the `probe` route of service EDITED aborting if `fault`."""
+def mesh_text(name: str, n: int, port: int, *, calls: bool, fault: bool, build: bool = True) -> str:
+    """The mesh file: n services, the `probe` route of service EDITED aborting if `fault`.
+    Without `build`, the app is the mesh folder's app.py."""
     lines = [f"name: {name}", "services:"]
     for i in range(n):
         lines += [
             f"  {service(i)}:",
-            f"    build: {APP_DIR}",
+            *([f"    build: {APP_DIR}"] if build else []),
             "    command: python app.py",
             "    replicas: 2",
             "    health_path: /healthz",
@@ -191,7 +197,9 @@ class Stream:
         raise TimeoutError(f"no {status} from {self.url} within {timeout}s")
 
 
-async def saves(up: TimedUp, n: int, port: int, edits: int, calls: bool) -> dict[str, Any]:
+async def saves(
+    up: TimedUp, n: int, port: int, edits: int, calls: bool, build: bool
+) -> dict[str, Any]:
     name = up_name(up)
     stream = Stream(f"http://127.0.0.1:{port}/{service(EDITED)}/probe")
     task = asyncio.create_task(stream.run())
@@ -202,7 +210,7 @@ async def saves(up: TimedUp, n: int, port: int, edits: int, calls: bool) -> dict
         await stream.seen(200, 0.0, 30)
         for i in range(edits):
             fault = i % 2 == 0
-            text = mesh_text(name, n, port, calls=calls, fault=fault)
+            text = mesh_text(name, n, port, calls=calls, fault=fault, build=build)
             seen_lines = len(up.stamps)
             t0 = time.perf_counter()
             up.mesh_file.write_text(text)
@@ -253,21 +261,26 @@ def up_name(up: MeshUp) -> str:
     return first.split(": ", 1)[1].strip()
 
 
-def one_run(workdir: Path, n: int, edits: int, calls: bool) -> dict[str, Any]:
+def one_run(
+    workdir: Path, n: int, edits: int, calls: bool, runtime: str = "process"
+) -> dict[str, Any]:
     name = f"scale{n}-{os.getpid()}"
     port = free_port()
     workdir.mkdir(parents=True)
+    build = runtime == "process"
+    if not build:
+        shutil.copy(APP_DIR / "app.py", workdir / "app.py")
     mesh_file = workdir / "mesh.yaml"
-    mesh_file.write_text(mesh_text(name, n, port, calls=calls, fault=False))
+    mesh_file.write_text(mesh_text(name, n, port, calls=calls, fault=False, build=build))
     env = env_for(workdir)
-    up = TimedUp(mesh_file, env, "--runtime", "process")
+    up = TimedUp(mesh_file, env, "--runtime", runtime)
     try:
         up.wait_for("ready:", READY_TIMEOUT_S)
         ready = next(t for t, line in up.stamps if line.startswith("ready:"))
         first = next((APPLIED.match(line) for _, line in up.stamps if APPLIED.match(line)), None)
         time.sleep(1.0)  # the sidecars' first requests and imports settle before PSS is read
         mem = memory(name)
-        result = asyncio.run(saves(up, n, port, edits, calls))
+        result = asyncio.run(saves(up, n, port, edits, calls, build))
     except BaseException:
         note("\n".join(up.lines[-30:]))
         raise
@@ -276,8 +289,9 @@ def one_run(workdir: Path, n: int, edits: int, calls: bool) -> dict[str, Any]:
         if code != 0:
             note(f"meshdev up exited with {code}")
         left = labelled_processes(name)
-        if left:
-            note(f"leftovers of {name}: {len(left)} processes; meshdev down")
+        if left or runtime != "process":
+            if left:
+                note(f"leftovers of {name}: {len(left)} processes; meshdev down")
             subprocess.run(
                 [MESHDEV, "down", "--name", name, str(mesh_file)],
                 env=env,
@@ -285,6 +299,7 @@ def one_run(workdir: Path, n: int, edits: int, calls: bool) -> dict[str, Any]:
                 check=False,
             )
     return {
+        "runtime": runtime,
         "services": n,
         "pods": 2 * n + 1,
         "up_ready_s": round(ready, 2),
@@ -319,6 +334,7 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=20, help="saves per run")
     parser.add_argument("--calls", action="store_true", help="each service declares calls:")
     parser.add_argument("--quick", action="store_true", help="1 run per size, 6 saves")
+    parser.add_argument("--runtime", choices=["process", "docker"], default="process")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.edits = 1, 6
@@ -329,15 +345,19 @@ def main() -> None:
             "python": platform.python_version(),
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         },
+        "runtime": args.runtime,
         "calls": args.calls,
         "runs": args.runs,
         "edits": args.edits,
     }
     rows: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
     with tempfile.TemporaryDirectory(prefix="scale_mesh-") as tmp:
+        if args.runtime == "docker":
+            # Untimed: builds the proxy image when meshdev's code changed since its last build.
+            one_run(Path(tmp) / "warm-up", EDITED + 1, 1, args.calls, args.runtime)
         for run in range(args.runs):
             for n in sizes:
-                row = one_run(Path(tmp) / f"{n}-{run}", n, args.edits, args.calls)
+                row = one_run(Path(tmp) / f"{n}-{run}", n, args.edits, args.calls, args.runtime)
                 rows[n].append(row)
                 note(
                     f"{row['pods']} pods, run {run + 1}: ready {row['up_ready_s']} s, "

@@ -276,7 +276,9 @@ class Renderer:
         self.version = version
         self.defaults = defaults
         self._members: dict[str, list[tuple[PodSpec, Placement]]] = {}
-        for spec, where in endpoints:
+        # By pod name, not in the order pods happened to start: a config lists the same
+        # endpoints the same way, so its content hash says whether it changed (control.py).
+        for spec, where in sorted(endpoints, key=lambda e: e[0].name):
             self._members.setdefault(spec.service, []).append((spec, where))
         self._vhosts: dict[str, sc.VirtualHost] = {}
         self._clusters: dict[str, list[sc.Cluster]] = {}

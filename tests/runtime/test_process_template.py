@@ -1,7 +1,8 @@
 """The process runtime's pods as its sidecar template starts them, with real processes: a
-program that cannot be exec'd fails the start in words, an app that exits at once reports its
-code, and should the template be killed its pods run on, are still watched, and the next start
-brings a new template."""
+program that cannot be exec'd fails the start in words and leaves no half of its pod running,
+a command's program is found on the PATH the app is given, an app that exits at once reports
+its code, and should the template be killed its pods run on, are still watched, and the next
+start brings a new template."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import os
 import secrets
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +31,9 @@ services:
   sleeper: {{command: exec sleep 600, port: 8080}}
   quitter: {{command: exit 7, port: 8080}}
   missing: {{command: [/nonexistent/program], port: 8080}}
+  which:
+    command: [python, -c, "import sys, time; print(sys.executable, flush=True); time.sleep(99)"]
+    port: 8080
 """
 
 
@@ -54,7 +59,7 @@ async def _start(rt: ProcessRuntime, service: str) -> str:
     cfg = plan.render(rt.mesh, spec, placement, endpoints, version=1, defaults=load_defaults())
     await rt.prepare(rt.mesh, [spec], lambda _: None)
     started = await rt.start_pod(spec, cfg.model_dump_json().encode(), "token")
-    if service != "sleeper":
+    if service not in ("sleeper", "which"):
         await rt.wait_ready(spec, started, 20)
     return started.admin_url
 
@@ -85,6 +90,24 @@ async def test_a_program_that_cannot_be_execd_fails_its_start_in_words(
         await _start(runtime, "missing")
     assert "pod missing-0: cannot start app (/nonexistent/program)" in str(failed.value)
     assert "No such file or directory" in str(failed.value)
+    # Its sidecar, asked for at the same time and started, was stopped with the failure.
+    assert _pids(runtime, "sidecar", "missing-0") == []
+    assert not runtime.record_path("missing-0", "sidecar").exists()
+
+
+async def test_a_commands_program_is_found_on_the_path_its_app_is_given(
+    runtime: ProcessRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not on the template's PATH: `python` is the Python meshdev runs on because the runtime
+    # puts its folder first on the app's PATH.
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    await _start(runtime, "which")
+    log = runtime.log_path("which-0", "app")
+    for _ in range(100):
+        if log.exists() and log.read_text().strip():
+            break
+        await asyncio.sleep(0.05)
+    assert Path(log.read_text().split()[0]).parent == Path(sys.executable).parent
 
 
 async def test_an_app_that_exits_at_once_reports_its_code(runtime: ProcessRuntime) -> None:
@@ -97,7 +120,9 @@ async def test_an_app_that_exits_at_once_reports_its_code(runtime: ProcessRuntim
 async def test_pods_outlive_a_killed_template_and_are_still_watched(
     runtime: ProcessRuntime,
 ) -> None:
-    await _start(runtime, "sleeper")
+    # Once it answers, the sidecar has written its labels over the template's it was forked
+    # with (and its app was started with it).
+    await _sidecar_up(await _start(runtime, "sleeper"))
     [template] = _pids(runtime, TEMPLATE_ROLE)
     [sidecar] = _pids(runtime, "sidecar", "sleeper-0")
     os.kill(template, signal.SIGKILL)

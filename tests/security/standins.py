@@ -27,13 +27,15 @@ class StandIns:
 
     kind: RuntimeKind = "process"
 
-    def __init__(self, *, exits_at_start: bool = False) -> None:
+    def __init__(self, *, exits_at_start: bool = False, crash_at_start: str = "") -> None:
         self.sidecars: dict[str, CertsSidecar] = {}
         self.stopped: list[str] = []
         # Called with each new stand-in before it listens (to make it misbehave).
         self.prepare_sidecar: Callable[[CertsSidecar], None] = lambda _s: None
         # Every pod "exits" while starting: its admin API never answers.
         self.exits_at_start = exits_at_start
+        # This pod's app "exits with code 1" while starting: a crash `up` tolerates.
+        self.crash_at_start = crash_at_start
         self._listening: list[asyncio.Task[None]] = []
 
     async def remove_leftovers(self) -> list[str]:
@@ -64,6 +66,8 @@ class StandIns:
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
         if self.exits_at_start:
             raise RuntimeFailure(f"pod {spec.name} exited while starting (code 1)")
+        if spec.name == self.crash_at_start:
+            raise RuntimeFailure(f"pod {spec.name}: app exited with code 1", exit_code=1)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

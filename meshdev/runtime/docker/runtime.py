@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from meshdev.runtime.base import (
 )
 from meshdev.runtime.docker import engine
 from meshdev.runtime.docker.images import ensure_proxy, image_id, remove_dangling
+from meshdev.runtime.docker.listing import SharedListing
 from meshdev.runtime.docker.logs import follow, last_lines
 from meshdev.runtime.docker.names import container_name, network_name
 from meshdev.runtime.docker.pods import (
@@ -49,7 +51,7 @@ from meshdev.runtime.docker.prepare import (
     image_tag,
     network_gateway,
 )
-from meshdev.runtime.docker.ready import NotReady, Probe, wait_ready
+from meshdev.runtime.docker.ready import EXIT_CHECK_INTERVAL_S, NotReady, Probe, wait_ready
 from meshdev.runtime.docker.start import ERROR_LOG_LINES, check_exits, shown, start
 from meshdev.runtime.docker.states import exited_pods, pod_states
 from meshdev.runtime.docker.teardown import containers, remove, stop, teardown
@@ -90,6 +92,8 @@ class DockerRuntime:
         self._superseded: set[str] = set()
         # Each built image's id, as the last prepare that built it left it (by tag).
         self._built: dict[str, str] = {}
+        # What the pods waiting to be ready check their containers' exits against.
+        self._shared_listing: SharedListing | None = None
 
     @property
     def network(self) -> str:
@@ -221,6 +225,12 @@ class DockerRuntime:
             )
             raise
 
+    def _listing(self, client: docker.DockerClient) -> SharedListing:
+        # A new one after a reconnect: the old one would list through a closed client.
+        if self._shared_listing is None or self._shared_listing.client is not client:
+            self._shared_listing = SharedListing(client, self._mesh.name)
+        return self._shared_listing
+
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
         client = await self._engine()
         probe = Probe(
@@ -230,8 +240,17 @@ class DockerRuntime:
             spec.protocol,
             through_sidecar_admin=spec.name in self._probe_via_admin,
         )
+        listing = self._listing(client)
+        waiting_since = time.monotonic()
+
+        async def exits() -> None:
+            # Any listing asked for since the last check will do, but none from before the
+            # wait began (the pod's containers might not be in it yet).
+            fresh = max(waiting_since, time.monotonic() - EXIT_CHECK_INTERVAL_S)
+            await check_exits(client, self._mesh.name, spec, await listing.since(fresh))
+
         try:
-            await wait_ready(probe, timeout, lambda: check_exits(client, self._mesh.name, spec))
+            await wait_ready(probe, timeout, exits)
         except NotReady as exc:
             lines = await self.last_lines(spec.name, exc.waiting, ERROR_LOG_LINES)
             raise RuntimeFailure(

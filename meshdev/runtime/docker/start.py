@@ -171,25 +171,24 @@ async def exited(
     )
 
 
-async def check_exits(client: docker.DockerClient, mesh: str, spec: PodSpec) -> None:
-    """Raises RuntimeFailure when one of the pod's containers is gone or has exited."""
+async def check_exits(
+    client: docker.DockerClient, mesh: str, spec: PodSpec, summaries: list[dict[str, Any]]
+) -> None:
+    """Raises RuntimeFailure when one of the pod's containers is gone or has exited, as
+    `summaries` (a listing of the mesh's containers taken after they started) shows."""
     which: list[Container] = ["sidecar"] if spec.is_ingress else ["sidecar", "app"]
-
-    async def state(c: Container) -> dict[str, Any] | None:
-        try:
-            info = await engine.call(
-                client.api.inspect_container, container_name(mesh, spec.name, c)
-            )
-        except NotFound:
-            return None
-        result: dict[str, Any] = info["State"]
-        return result
-
-    for c, st in zip(which, await engine.gather_all([state(c) for c in which]), strict=True):
-        if st is None:
-            raise RuntimeFailure(
-                f"pod {spec.name} did not come up: its container "
-                f"{container_name(mesh, spec.name, c)} is gone"
-            )
-        if st["Status"] in ("exited", "dead"):
-            raise await exited(client, mesh, spec.name, c, st.get("ExitCode"))
+    by_name = {n.lstrip("/"): s for s in summaries for n in s.get("Names") or ()}
+    for c in which:
+        name = container_name(mesh, spec.name, c)
+        summary = by_name.get(name)
+        if summary is None:
+            raise RuntimeFailure(f"pod {spec.name} did not come up: its container {name} is gone")
+        if summary.get("State") in ("exited", "dead"):
+            # A listing has no exit code; the one container that has one is asked for it.
+            try:
+                info = await engine.call(client.api.inspect_container, name)
+            except NotFound:
+                raise RuntimeFailure(
+                    f"pod {spec.name} did not come up: its container {name} is gone"
+                ) from None
+            raise await exited(client, mesh, spec.name, c, info["State"].get("ExitCode"))

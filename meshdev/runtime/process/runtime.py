@@ -14,6 +14,7 @@ import socket
 import sys
 import zlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -139,11 +140,7 @@ class ProcessRuntime:
             "PYDANTIC_DISABLE_PLUGINS": "__all__",
         }
         argv = [sys.executable, "-m", "meshdev", "sidecar", "--config", str(config_path)]
-        procs: list[Child] = [
-            await self._fork_sidecar(spec.name, argv, env=sidecar_env, config=config_path)
-            if self.sidecar_start == "template"
-            else await self._spawn(spec.name, "sidecar", argv, env=sidecar_env, cwd=self.dir)
-        ]
+        app: _Program | None = None
         if not spec.is_ingress:
             assert spec.command is not None
             folder = (self.mesh_dir / spec.build) if spec.build else self.mesh_dir
@@ -151,12 +148,22 @@ class ProcessRuntime:
             path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
             env = {**os.environ, **app_env(spec, placement), **labels, "PATH": path}
             env[procscan.ENV_ROLE] = "app"
-            argv = (
+            app_argv = (
                 ["/bin/sh", "-c", spec.command]
                 if isinstance(spec.command, str)
                 else list(spec.command)
             )
-            procs.append(await self._spawn(spec.name, "app", argv, env=env, cwd=folder))
+            app = _Program(app_argv, env, folder)
+        if self.sidecar_start == "template":
+            procs = await self._start_forked(
+                spec.name, _Program(argv, sidecar_env, self.dir), config_path, app
+            )
+        else:
+            procs = [await self._spawn(spec.name, "sidecar", argv, env=sidecar_env, cwd=self.dir)]
+            if app is not None:
+                procs.append(
+                    await self._spawn(spec.name, "app", app.argv, env=app.env, cwd=app.cwd)
+                )
         self._children[spec.name] = procs
         return StartedPod(
             placement,
@@ -167,18 +174,8 @@ class ProcessRuntime:
     async def _spawn(
         self, pod: str, container: Container, argv: list[str], *, env: dict[str, str], cwd: Path
     ) -> Child:
+        """Start a program from this process (the `exec` way)."""
         log = self.log_path(pod, container)
-        if self.sidecar_start == "template":
-            # Started by the template, not forked here: see meshdev/sidecar/template.py.
-            template = await self._sidecar_template()
-            try:
-                proc: Child = await template.spawn(argv=argv, env=env, log=log, cwd=cwd)
-            except StartRefused as exc:
-                raise RuntimeFailure(
-                    f"pod {pod}: cannot start {container} ({shlex.join(argv)}) in {cwd}: {exc}"
-                ) from None
-            procscan.record(self.record_path(pod, container), proc.pid)
-            return proc
         with log.open("ab") as out:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -191,27 +188,58 @@ class ProcessRuntime:
                     start_new_session=True,  # its own group: stopping it stops its children
                 )
             except OSError as exc:
-                raise RuntimeFailure(
-                    f"pod {pod}: cannot start {container} ({shlex.join(argv)}) in {cwd}: {exc}"
-                ) from None
+                raise RuntimeFailure(_cannot_start(pod, container, argv, cwd, exc)) from None
         # An app may wipe its label (redis-server rewrites its environ with its title); this is
         # how `down` finds it anyway, after this process crashed.
         procscan.record(self.record_path(pod, container), proc.pid)
         return proc
 
-    async def _fork_sidecar(
-        self, pod: str, argv: list[str], *, env: dict[str, str], config: Path
-    ) -> ForkedProcess:
+    async def _start_forked(
+        self, pod: str, sidecar: _Program, config: Path, app: _Program | None
+    ) -> list[Child]:
+        """The pod's sidecar forked and its app started by the template (see
+        meshdev/sidecar/template.py), both asked for at once: when 40 pods start on two busy
+        cores, waiting for the sidecar's answer before asking for the app (a round trip
+        through two starved processes) spread the apps' starts over a second."""
         template = await self._sidecar_template()
-        log = self.log_path(pod, "sidecar")
-        try:
-            proc = await template.fork_sidecar(
-                argv=argv, env=env, config=config, log=log, cwd=self.dir
+        asked = [
+            template.fork_sidecar(
+                argv=sidecar.argv,
+                env=sidecar.env,
+                config=config,
+                log=self.log_path(pod, "sidecar"),
+                cwd=sidecar.cwd,
             )
-        except StartRefused as exc:
-            raise RuntimeFailure(f"pod {pod}: cannot start its sidecar: {exc}") from None
-        procscan.record(self.record_path(pod, "sidecar"), proc.pid)
-        return proc
+        ]
+        if app is not None:
+            asked.append(
+                template.spawn(
+                    argv=app.argv, env=app.env, log=self.log_path(pod, "app"), cwd=app.cwd
+                )
+            )
+        outcomes = await asyncio.gather(*asked, return_exceptions=True)
+        started: list[Child] = [p for p in outcomes if isinstance(p, ForkedProcess)]
+        roles: tuple[Container, ...] = ("sidecar", "app")
+        for container, outcome in zip(roles, outcomes, strict=False):
+            if isinstance(outcome, ForkedProcess):
+                # An app may wipe its label (redis-server rewrites its environ with its title);
+                # this is how `down` finds it anyway, after this process crashed.
+                procscan.record(self.record_path(pod, container), outcome.pid)
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is None:
+            return started
+        # Half a pod is no pod: what did start is stopped, not left to the next teardown.
+        await procscan.terminate([p.pid for p in started])
+        for proc in started:
+            await proc.wait()
+        for role in roles:
+            self.record_path(pod, role).unlink(missing_ok=True)
+        if isinstance(failed, StartRefused):
+            if outcomes[0] is failed:
+                raise RuntimeFailure(f"pod {pod}: cannot start its sidecar: {failed}") from None
+            assert app is not None
+            raise RuntimeFailure(_cannot_start(pod, "app", app.argv, app.cwd, failed)) from None
+        raise failed
 
     async def _sidecar_template(self) -> SidecarTemplate:
         """The mesh's template, started now if there is none or it died."""
@@ -375,6 +403,19 @@ class ProcessRuntime:
         for path in records:
             path.unlink(missing_ok=True)
         return sorted(removed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Program:
+    """What a pod's container runs: its command line, environment and folder."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+def _cannot_start(pod: str, container: Container, argv: list[str], cwd: Path, why: OSError) -> str:
+    return f"pod {pod}: cannot start {container} ({shlex.join(argv)}) in {cwd}: {why}"
 
 
 def _check_free(host: str, port: int, what: str) -> None:
