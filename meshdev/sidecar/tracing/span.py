@@ -300,7 +300,7 @@ class RequestTrace:
             self._base = len(headers)
         self.tries += 1
         # new_span_id(), inline: this runs once per try of every sampled request.
-        span_id = self._try_id = "%016x" % (getrandbits(64) or 1)
+        span_id = self._try_id = (getrandbits(64) or 1).to_bytes(8).hex()
         self._try_us = _time_ns() // 1000
         self._try_ns = _perf_ns()
         parent = self.server_id if self.server_id is not None else self.parent_id

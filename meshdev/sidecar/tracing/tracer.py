@@ -87,7 +87,7 @@ class Tracer:
             trace_id, parent, b3_multi = incoming.trace_id, incoming.parent_id, incoming.b3_multi
         else:
             # new_trace_id(), inline: a first hop does this for every request.
-            trace_id, parent = "%032x" % (getrandbits(128) or 1), None
+            trace_id, parent = (getrandbits(128) or 1).to_bytes(16).hex(), None
             b3_multi = incoming is not None and incoming.b3_multi
         return RequestTrace(
             self,

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from meshdev.common import trace_wire as tw
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.http import EMPTY_BODY, Request
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tracing import RequestTrace, Span, Tracer
+from meshdev.sidecar.tracing import span as span_module
+from meshdev.sidecar.tracing import tracer as tracer_module
 from meshdev.sidecar.tracing.ring import SpanRing
 from meshdev.sidecar.tracing.span import finished, zipkin
 
@@ -109,3 +113,17 @@ def test_http_url_and_protocol_are_formatted_when_read() -> None:
         tags[version] = zipkin(span, {"serviceName": "web"}, "web-0")["tags"]
     assert tags["1.1"][tw.TAG_URL] == tags["2"][tw.TAG_URL] == "http://backend/items?x=1"
     assert (tags["1.1"][tw.TAG_PROTOCOL], tags["2"][tw.TAG_PROTOCOL]) == ("HTTP/1.1", "HTTP/2")
+
+
+def test_a_first_hops_ids_go_upstream_at_full_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Draws with leading zeros (and a zero, which no id may be) still make 32 and 16 digits.
+    monkeypatch.setattr(tracer_module, "getrandbits", lambda bits: 0)
+    monkeypatch.setattr(span_module, "getrandbits", lambda bits: 0xAB)
+    trace = Tracer(Store(), _config(sampling=100)).start(_request(), "outbound")
+    assert trace is not None
+    up = trace.begin_try([("x-request-id", "r")])
+    trace_id, span_id = "0" * 31 + "1", "0" * 14 + "ab"
+    assert up[1:] == [
+        ("traceparent", f"00-{trace_id}-{span_id}-01"),
+        ("b3", f"{trace_id}-{span_id}-1"),
+    ]
