@@ -213,7 +213,6 @@ class RequestTrace:
         "_ns",
         "_try_id",
         "_try_ns",
-        "_try_us",
         "authority",
         "b3_multi",
         "cluster",
@@ -232,6 +231,9 @@ class RequestTrace:
         "version",
         "vhost",
     )
+    # Set by the first begin_try (see __init__).
+    _base: int
+    _try_ns: int
 
     def __init__(
         self,
@@ -267,13 +269,12 @@ class RequestTrace:
         self.route = ""
         self.cluster = ""
         self.tries = 0
-        # Where the tries' propagation headers begin in the upstream headers.
-        self._base = 0
         self.start_us = _time_ns() // 1000
         self._ns = _perf_ns()
+        # The open try's span id. Its start (_try_ns) and where the tries' propagation headers
+        # begin in the upstream headers (_base) are left unset until the first try: most
+        # requests have one, and every read of them follows it.
         self._try_id: str | None = None
-        self._try_us = 0
-        self._try_ns = 0
 
     def routed(self, vhost: str, route: str) -> None:
         """The route taken, which names the spans (span_name)."""
@@ -301,15 +302,17 @@ class RequestTrace:
         self.tries += 1
         # new_span_id(), inline: this runs once per try of every sampled request.
         span_id = self._try_id = (getrandbits(64) or 1).to_bytes(8).hex()
-        self._try_us = _time_ns() // 1000
+        # One clock read: the try's wall-clock start is derived from it in end_try.
         self._try_ns = _perf_ns()
         parent = self.server_id if self.server_id is not None else self.parent_id
         trace_id = self.trace_id
         if self.b3_multi:
             inject(headers, trace_id, span_id, parent, b3_multi=True)
         else:
-            # inject(), inline for the usual case: this runs once per try.
-            headers.append(("traceparent", f"00-{trace_id:0>32}-{span_id}-01"))
+            # inject(), inline for the usual case: this runs once per try. A 128-bit trace id
+            # needs no padding, and a pad in the f-string costs more than the length test.
+            w3c = trace_id if len(trace_id) == 32 else f"{trace_id:0>32}"
+            headers.append(("traceparent", f"00-{w3c}-{span_id}-01"))
             if parent is None:
                 headers.append(("b3", f"{trace_id}-{span_id}-1"))
             else:
@@ -322,7 +325,8 @@ class RequestTrace:
         if span_id is None:
             return
         self._try_id = None
-        duration = (_perf_ns() - self._try_ns) // 1000
+        began = self._try_ns
+        duration = (_perf_ns() - began) // 1000
         # finished(), inline: this runs once per try of every sampled request.
         self.sink.record(
             (
@@ -331,7 +335,9 @@ class RequestTrace:
                 self.server_id if self.server_id is not None else self.parent_id,
                 CLIENT,
                 self.vhost,
-                self._try_us,
+                # The request's wall-clock start plus the monotonic time to the try's: one
+                # time_ns a request, and a try never starts before its request.
+                self.start_us + (began - self._ns) // 1000,
                 duration if duration > 0 else 1,
                 self.method,
                 self.authority,

@@ -127,3 +127,34 @@ def test_a_first_hops_ids_go_upstream_at_full_width(monkeypatch: pytest.MonkeyPa
         ("traceparent", f"00-{trace_id}-{span_id}-01"),
         ("b3", f"{trace_id}-{span_id}-1"),
     ]
+
+
+def test_a_64_bit_trace_id_is_padded_for_w3c_only() -> None:
+    sink = _Sink()
+    trace = RequestTrace(sink, "a3ce929d0e0e4736", "00f067aa0ba902b7", "outbound", "GET", "b",
+                         "/", "1.1", "")  # fmt: skip
+    up = trace.begin_try([])
+    span_id = up[0][1].split("-")[2]
+    assert up == [
+        ("traceparent", f"00-{'0' * 16}a3ce929d0e0e4736-{span_id}-01"),
+        ("b3", f"a3ce929d0e0e4736-{span_id}-1-00f067aa0ba902b7"),
+    ]
+    trace.finish(200, "", "10.0.0.1:80", "r")
+    [got] = sink.spans
+    assert (got[0], got[1], got[2]) == ("a3ce929d0e0e4736", span_id, "00f067aa0ba902b7")
+
+
+def test_a_tries_timestamp_is_within_its_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wall clock is read once, when the request starts: a step back of the clock (NTP)
+    # after that does not put a try before its request.
+    wall = iter([1_700_000_000_000_000_999, 1_699_999_999_000_000_000])
+    perf = iter([5_000_000, 5_250_999, 5_900_000])
+    monkeypatch.setattr(span_module, "_time_ns", lambda: next(wall))
+    monkeypatch.setattr(span_module, "_perf_ns", lambda: next(perf))
+    sink = _Sink()
+    trace = RequestTrace(sink, "a" * 32, None, "outbound", "GET", "b", "/", "1.1", "")
+    trace.begin_try([])
+    trace.finish(200, "", "10.0.0.1:80", "r")
+    [got] = sink.spans
+    # Started 250.999 µs into a request that began at ...000.999 µs; took 649.001 µs.
+    assert got[5:7] == (1_700_000_000_000_000 + 250, 649)
