@@ -3,6 +3,7 @@ sampling decision."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,8 +15,9 @@ from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tracing import RequestTrace, Span, Tracer
 from meshdev.sidecar.tracing import span as span_module
 from meshdev.sidecar.tracing import tracer as tracer_module
+from meshdev.sidecar.tracing.export import otlp_body, zipkin_body
 from meshdev.sidecar.tracing.ring import SpanRing
-from meshdev.sidecar.tracing.span import finished, zipkin
+from meshdev.sidecar.tracing.span import duration_us, finished, timestamp_us, zipkin
 
 
 class _Sink:
@@ -157,4 +159,25 @@ def test_a_tries_timestamp_is_within_its_request(monkeypatch: pytest.MonkeyPatch
     trace.finish(200, "", "10.0.0.1:80", "r")
     [got] = sink.spans
     # Started 250.999 µs into a request that began at ...000.999 µs; took 649.001 µs.
-    assert got[5:7] == (1_700_000_000_000_000 + 250, 649)
+    assert (timestamp_us(got), duration_us(got)) == (1_700_000_000_000_000 + 251, 649)
+
+
+def test_times_taken_in_ns_are_reported_in_whole_us(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request that began at ...000.999 µs and took 0.4 µs: Zipkin has it begin at ...000
+    # and last 1 µs (its least), OTLP in ns but from those same µs.
+    wall = iter([1_700_000_000_000_000_999])
+    perf = iter([5_000_000, 5_000_400])
+    monkeypatch.setattr(span_module, "_time_ns", lambda: next(wall))
+    monkeypatch.setattr(span_module, "_perf_ns", lambda: next(perf))
+    sink = _Sink()
+    trace = RequestTrace(sink, "a" * 32, "b" * 16, "inbound", "GET", "b", "/", "1.1", "10.0.0.9")
+    trace.finish(200, "", "", "r")
+    [got] = sink.spans
+    local: tw.Endpoint = {"serviceName": "web"}
+    z = zipkin(got, local, "web-0")
+    assert (z["timestamp"], z["duration"]) == (1_700_000_000_000_000, 1)
+    assert json.loads(zipkin_body([got], local, "web-0")) == [z]
+    [rs] = json.loads(otlp_body([got], local, "web-0"))["resourceSpans"]
+    otlp = rs["scopeSpans"][0]["spans"][0]
+    start, end = 1_700_000_000_000_000_000, 1_700_000_000_000_001_000
+    assert (otlp["startTimeUnixNano"], otlp["endTimeUnixNano"]) == (str(start), str(end))
