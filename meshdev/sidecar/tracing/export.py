@@ -32,18 +32,18 @@ from meshdev.common.sidecar_config import collector_address
 from meshdev.sidecar.stats.store import Counter, Store
 from meshdev.sidecar.tracing.span import (
     CLIENT,
-    DURATION,
     ID,
     KIND,
     PARENT_ID,
     SERVER,
-    TIMESTAMP,
     TRACE_ID,
     Span,
+    duration_us,
     is_error,
     remote_endpoint,
     span_name,
     tags,
+    timestamp_us,
 )
 from meshdev.sidecar.upstream import (
     ConnectFailure,
@@ -107,7 +107,7 @@ def zipkin_json(span: Span, local: str, service: str, node: str) -> str:
             _q(span_name(span, service)),
             ',"kind":"',
             SERVER if span[KIND] == SERVER else CLIENT,
-            f'","timestamp":{span[TIMESTAMP]},"duration":{span[DURATION]},"localEndpoint":',
+            f'","timestamp":{timestamp_us(span)},"duration":{duration_us(span)},"localEndpoint":',
             local,
             "" if remote is None else f',"remoteEndpoint":{_endpoint(remote)}',
             ',"tags":{',
@@ -132,7 +132,7 @@ def otlp_json(span: Span, service: str, node: str) -> str:
     protobuf JSON mapping of 64-bit integers), kind and status as enum numbers (OTLP/JSON
     requires enum values as integers: 2 SPAN_KIND_SERVER, 3 SPAN_KIND_CLIENT), tags as string
     attributes."""
-    start = span[TIMESTAMP] * 1000
+    start = timestamp_us(span) * 1000
     parent = span[PARENT_ID]
     attributes = ",".join(
         [f'{{"key":{_KEYS[k]},"value":{{"stringValue":{_q(v)}}}}}' for k, v in tags(span, node)]
@@ -147,7 +147,7 @@ def otlp_json(span: Span, service: str, node: str) -> str:
             '"name":',
             _q(span_name(span, service)),
             f',"kind":{_OTLP_KIND[span[KIND]]},"startTimeUnixNano":"{start}",',
-            f'"endTimeUnixNano":"{start + span[DURATION] * 1000}","attributes":[',
+            f'"endTimeUnixNano":"{start + duration_us(span) * 1000}","attributes":[',
             attributes,
             '],"status":',
             f'{{"code":{_OTLP_ERROR}}}' if is_error(span) else "{}",

@@ -38,7 +38,10 @@ _perf_ns: Final = time.perf_counter_ns
 # collections nothing (objects with slots would be traversed by each for as long as they live).
 # NAME holds the route's virtual host, URL the authority, PROTOCOL the HTTP version and TARGET
 # the request-target as it came (formatted into the span's name, http.url and http.protocol
-# only when the span is read: `span_name`, `tags`).
+# only when the span is read: `span_name`, `tags`). TIMESTAMP (since the epoch) and DURATION
+# are in ns as the clocks gave them, in µs only when read (`timestamp_us`, `duration_us`):
+# Python's int division is ~450 instructions, twice per span, and a span is written on every
+# sampled request but read by few.
 Span = tuple[
     str, str, str | None, str, str, int, int, str, str, str, str, str, str, int, str, str, int,
     str, str,
@@ -77,15 +80,43 @@ def finished(
     attempt: int,
     request_id: str,
 ) -> Span:
-    """A span of `trace` that has ended (`duration` in µs, at least 1 as Zipkin wants)."""
+    """A span of `trace` that has ended (`timestamp` since the epoch and `duration` in µs)."""
+    return _ended(
+        trace,
+        span_id,
+        parent_id,
+        kind,
+        timestamp * 1000,
+        duration * 1000,
+        status,
+        flags,
+        upstream,
+        attempt,
+        request_id,
+    )
+
+
+def _ended(
+    trace: RequestTrace,
+    span_id: str,
+    parent_id: str | None,
+    kind: str,
+    timestamp_ns: int,
+    duration_ns: int,
+    status: int,
+    flags: str,
+    upstream: str,
+    attempt: int,
+    request_id: str,
+) -> Span:
     return (
         trace.trace_id,
         span_id,
         parent_id,
         kind,
         trace.vhost,
-        timestamp,
-        duration if duration > 0 else 1,
+        timestamp_ns,
+        duration_ns,
         trace.method,
         trace.authority,
         trace.version,
@@ -99,6 +130,17 @@ def finished(
         request_id,
         trace.target,
     )
+
+
+def timestamp_us(span: Span) -> int:
+    """When the span began, in µs since the epoch."""
+    return span[TIMESTAMP] // 1000
+
+
+def duration_us(span: Span) -> int:
+    """How long the span took in µs, at least 1 as Zipkin wants."""
+    duration = span[DURATION] // 1000
+    return duration if duration > 0 else 1
 
 
 def _origin_form(target: str) -> str:
@@ -181,8 +223,8 @@ def zipkin(span: Span, local: tw.Endpoint, node: str) -> tw.ZipkinSpan:
         "id": span[ID],
         "name": span_name(span, local["serviceName"]),
         "kind": SERVER if span[KIND] == SERVER else CLIENT,
-        "timestamp": span[TIMESTAMP],
-        "duration": span[DURATION],
+        "timestamp": timestamp_us(span),
+        "duration": duration_us(span),
         "localEndpoint": local,
         "tags": dict(tags(span, node)),
     }
@@ -213,7 +255,7 @@ class RequestTrace:
         "_ns",
         "_try_id",
         "_try_ns",
-        "_try_us",
+        "_wall",
         "authority",
         "b3_multi",
         "cluster",
@@ -224,7 +266,6 @@ class RequestTrace:
         "route",
         "server_id",
         "sink",
-        "start_us",
         "strip",
         "target",
         "trace_id",
@@ -232,6 +273,9 @@ class RequestTrace:
         "version",
         "vhost",
     )
+    # Set by the first begin_try (see __init__).
+    _base: int
+    _try_ns: int
 
     def __init__(
         self,
@@ -267,13 +311,14 @@ class RequestTrace:
         self.route = ""
         self.cluster = ""
         self.tries = 0
-        # Where the tries' propagation headers begin in the upstream headers.
-        self._base = 0
-        self.start_us = _time_ns() // 1000
+        # The request's start by the wall clock (its span's timestamp) and the monotonic one
+        # (the durations, and its tries' timestamps: the one time_ns a request).
+        self._wall = _time_ns()
         self._ns = _perf_ns()
+        # The open try's span id. Its start (_try_ns) and where the tries' propagation headers
+        # begin in the upstream headers (_base) are left unset until the first try: most
+        # requests have one, and every read of them follows it.
         self._try_id: str | None = None
-        self._try_us = 0
-        self._try_ns = 0
 
     def routed(self, vhost: str, route: str) -> None:
         """The route taken, which names the spans (span_name)."""
@@ -300,16 +345,18 @@ class RequestTrace:
             self._base = len(headers)
         self.tries += 1
         # new_span_id(), inline: this runs once per try of every sampled request.
-        span_id = self._try_id = "%016x" % (getrandbits(64) or 1)
-        self._try_us = _time_ns() // 1000
+        span_id = self._try_id = (getrandbits(64) or 1).to_bytes(8).hex()
+        # One clock read: the try's wall-clock start is derived from it in end_try.
         self._try_ns = _perf_ns()
         parent = self.server_id if self.server_id is not None else self.parent_id
         trace_id = self.trace_id
         if self.b3_multi:
             inject(headers, trace_id, span_id, parent, b3_multi=True)
         else:
-            # inject(), inline for the usual case: this runs once per try.
-            headers.append(("traceparent", f"00-{trace_id:0>32}-{span_id}-01"))
+            # inject(), inline for the usual case: this runs once per try. A 128-bit trace id
+            # needs no padding, and a pad in the f-string costs more than the length test.
+            w3c = trace_id if len(trace_id) == 32 else f"{trace_id:0>32}"
+            headers.append(("traceparent", f"00-{w3c}-{span_id}-01"))
             if parent is None:
                 headers.append(("b3", f"{trace_id}-{span_id}-1"))
             else:
@@ -322,8 +369,9 @@ class RequestTrace:
         if span_id is None:
             return
         self._try_id = None
-        duration = (_perf_ns() - self._try_ns) // 1000
-        # finished(), inline: this runs once per try of every sampled request.
+        began = self._try_ns
+        duration = _perf_ns() - began
+        # _ended(), inline: this runs once per try of every sampled request.
         self.sink.record(
             (
                 self.trace_id,
@@ -331,8 +379,9 @@ class RequestTrace:
                 self.server_id if self.server_id is not None else self.parent_id,
                 CLIENT,
                 self.vhost,
-                self._try_us,
-                duration if duration > 0 else 1,
+                # A try never starts before its request, whatever the wall clock did since.
+                self._wall + (began - self._ns),
+                duration,
                 self.method,
                 self.authority,
                 self.version,
@@ -355,19 +404,19 @@ class RequestTrace:
             self.end_try(status, flags, upstream, request_id)
         if self.server_id is None and self.tries:
             return
-        duration = (_perf_ns() - self._ns) // 1000
+        duration = _perf_ns() - self._ns
         if self.server_id is None:
             # An outbound request answered before any try: one CLIENT span says why.
             span_id, kind = new_span_id(), CLIENT
         else:
             span_id, kind = self.server_id, SERVER
         self.sink.record(
-            finished(
+            _ended(
                 self,
                 span_id,
                 self.parent_id,
                 kind,
-                self.start_us,
+                self._wall,
                 duration,
                 status,
                 flags,

@@ -14,18 +14,21 @@ does no tracing work at all (a caller's flag included).
 from __future__ import annotations
 
 from random import getrandbits, random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from meshdev.common import trace_wire as tw
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.stats.store import Store
-from meshdev.sidecar.tracing.context import extract
+from meshdev.sidecar.tracing.context import PROPAGATION_HEADERS, extract, new_trace_id
 from meshdev.sidecar.tracing.export import Exporter, Format
 from meshdev.sidecar.tracing.ring import SpanRing
 from meshdev.sidecar.tracing.span import RequestTrace, Span, zipkin
 
 if TYPE_CHECKING:
     from meshdev.sidecar.http import Request
+
+_new: Final = object.__new__
+_init_trace: Final = RequestTrace.__init__
 
 # The gateway's spans name it so (it has no service of its own): Istio's ingress gateway's.
 GATEWAY_SERVICE = "ingress"
@@ -37,6 +40,7 @@ class Tracer:
         self.ring = SpanRing()
         self.enabled = False
         self.sampling = 0.0
+        self._always = False
         self.node = config.node
         self.local: tw.Endpoint = {"serviceName": config.service or GATEWAY_SERVICE}
         self._exporters: dict[Format, Exporter] = {}
@@ -51,6 +55,9 @@ class Tracer:
         t = config.tracing
         self.sampling = t.sampling
         self.enabled = t.sampling > 0
+        # Every request sampled (the default at 100): no draw, and no float compared per
+        # request.
+        self._always = t.sampling >= 100
         self.node = config.node
         self.local = {"serviceName": config.service or GATEWAY_SERVICE}
         wanted: dict[Format, str | None] = {"zipkin": t.zipkin, "otlp": t.otlp}
@@ -75,21 +82,33 @@ class Tracer:
     def start(self, req: Request, listener_kind: str) -> RequestTrace | None:
         """The trace of a request arriving on a listener of `listener_kind`, or None when it
         is not sampled."""
-        incoming = extract(req.headers)
-        if incoming is not None and incoming.sampled is not None:
-            if not incoming.sampled:
+        # extract() only for a request that has a propagation header: a first hop's has none,
+        # and the scan here costs a third of the call.
+        incoming = None
+        headers = req.headers
+        for item in headers:
+            if item[0] in PROPAGATION_HEADERS:
+                incoming = extract(headers)
+                break
+        if incoming is None or incoming.sampled is None:
+            if not self._always and random() * 100 >= self.sampling:
+                # Our decision: the hops after this one must not make another.
+                headers.append(("x-b3-sampled", "0"))
                 return None
-        elif not (self.sampling >= 100 or random() * 100 < self.sampling):
-            # Our decision: the hops after this one must not make another.
-            req.headers.append(("x-b3-sampled", "0"))
+        elif not incoming.sampled:
             return None
-        if incoming is not None and incoming.trace_id is not None:
+        if incoming is None:
+            # A first hop's request: no context to replace. new_trace_id(), inline.
+            trace_id, parent, b3_multi = (getrandbits(128) or 1).to_bytes(16).hex(), None, False
+        elif incoming.trace_id is not None:
             trace_id, parent, b3_multi = incoming.trace_id, incoming.parent_id, incoming.b3_multi
         else:
-            # new_trace_id(), inline: a first hop does this for every request.
-            trace_id, parent = "%032x" % (getrandbits(128) or 1), None
-            b3_multi = incoming is not None and incoming.b3_multi
-        return RequestTrace(
+            trace_id, parent, b3_multi = new_trace_id(), None, incoming.b3_multi
+        # RequestTrace(...) without the class call's detour (type.__call__ runs __init__
+        # through a new tuple of the arguments): ~450 fewer instructions a request.
+        trace = _new(RequestTrace)
+        _init_trace(
+            trace,
             self,
             trace_id,
             parent,
@@ -102,6 +121,7 @@ class Tracer:
             b3_multi,
             incoming is not None,
         )
+        return trace
 
     def record(self, span: Span) -> None:
         # The ring's append, inline: this runs for every span.

@@ -3,15 +3,21 @@ sampling decision."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import pytest
 
 from meshdev.common import trace_wire as tw
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.sidecar.http import EMPTY_BODY, Request
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tracing import RequestTrace, Span, Tracer
+from meshdev.sidecar.tracing import span as span_module
+from meshdev.sidecar.tracing import tracer as tracer_module
+from meshdev.sidecar.tracing.export import otlp_body, zipkin_body
 from meshdev.sidecar.tracing.ring import SpanRing
-from meshdev.sidecar.tracing.span import finished, zipkin
+from meshdev.sidecar.tracing.span import duration_us, finished, timestamp_us, zipkin
 
 
 class _Sink:
@@ -109,3 +115,69 @@ def test_http_url_and_protocol_are_formatted_when_read() -> None:
         tags[version] = zipkin(span, {"serviceName": "web"}, "web-0")["tags"]
     assert tags["1.1"][tw.TAG_URL] == tags["2"][tw.TAG_URL] == "http://backend/items?x=1"
     assert (tags["1.1"][tw.TAG_PROTOCOL], tags["2"][tw.TAG_PROTOCOL]) == ("HTTP/1.1", "HTTP/2")
+
+
+def test_a_first_hops_ids_go_upstream_at_full_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Draws with leading zeros (and a zero, which no id may be) still make 32 and 16 digits.
+    monkeypatch.setattr(tracer_module, "getrandbits", lambda bits: 0)
+    monkeypatch.setattr(span_module, "getrandbits", lambda bits: 0xAB)
+    trace = Tracer(Store(), _config(sampling=100)).start(_request(), "outbound")
+    assert trace is not None
+    up = trace.begin_try([("x-request-id", "r")])
+    trace_id, span_id = "0" * 31 + "1", "0" * 14 + "ab"
+    assert up[1:] == [
+        ("traceparent", f"00-{trace_id}-{span_id}-01"),
+        ("b3", f"{trace_id}-{span_id}-1"),
+    ]
+
+
+def test_a_64_bit_trace_id_is_padded_for_w3c_only() -> None:
+    sink = _Sink()
+    trace = RequestTrace(sink, "a3ce929d0e0e4736", "00f067aa0ba902b7", "outbound", "GET", "b",
+                         "/", "1.1", "")  # fmt: skip
+    up = trace.begin_try([])
+    span_id = up[0][1].split("-")[2]
+    assert up == [
+        ("traceparent", f"00-{'0' * 16}a3ce929d0e0e4736-{span_id}-01"),
+        ("b3", f"a3ce929d0e0e4736-{span_id}-1-00f067aa0ba902b7"),
+    ]
+    trace.finish(200, "", "10.0.0.1:80", "r")
+    [got] = sink.spans
+    assert (got[0], got[1], got[2]) == ("a3ce929d0e0e4736", span_id, "00f067aa0ba902b7")
+
+
+def test_a_tries_timestamp_is_within_its_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The wall clock is read once, when the request starts: a step back of the clock (NTP)
+    # after that does not put a try before its request.
+    wall = iter([1_700_000_000_000_000_999, 1_699_999_999_000_000_000])
+    perf = iter([5_000_000, 5_250_999, 5_900_000])
+    monkeypatch.setattr(span_module, "_time_ns", lambda: next(wall))
+    monkeypatch.setattr(span_module, "_perf_ns", lambda: next(perf))
+    sink = _Sink()
+    trace = RequestTrace(sink, "a" * 32, None, "outbound", "GET", "b", "/", "1.1", "")
+    trace.begin_try([])
+    trace.finish(200, "", "10.0.0.1:80", "r")
+    [got] = sink.spans
+    # Started 250.999 µs into a request that began at ...000.999 µs; took 649.001 µs.
+    assert (timestamp_us(got), duration_us(got)) == (1_700_000_000_000_000 + 251, 649)
+
+
+def test_times_taken_in_ns_are_reported_in_whole_us(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request that began at ...000.999 µs and took 0.4 µs: Zipkin has it begin at ...000
+    # and last 1 µs (its least), OTLP in ns but from those same µs.
+    wall = iter([1_700_000_000_000_000_999])
+    perf = iter([5_000_000, 5_000_400])
+    monkeypatch.setattr(span_module, "_time_ns", lambda: next(wall))
+    monkeypatch.setattr(span_module, "_perf_ns", lambda: next(perf))
+    sink = _Sink()
+    trace = RequestTrace(sink, "a" * 32, "b" * 16, "inbound", "GET", "b", "/", "1.1", "10.0.0.9")
+    trace.finish(200, "", "", "r")
+    [got] = sink.spans
+    local: tw.Endpoint = {"serviceName": "web"}
+    z = zipkin(got, local, "web-0")
+    assert (z["timestamp"], z["duration"]) == (1_700_000_000_000_000, 1)
+    assert json.loads(zipkin_body([got], local, "web-0")) == [z]
+    [rs] = json.loads(otlp_body([got], local, "web-0"))["resourceSpans"]
+    otlp = rs["scopeSpans"][0]["spans"][0]
+    start, end = 1_700_000_000_000_000_000, 1_700_000_000_000_001_000
+    assert (otlp["startTimeUnixNano"], otlp["endTimeUnixNano"]) == (str(start), str(end))
