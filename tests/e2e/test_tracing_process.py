@@ -91,13 +91,19 @@ def trace_of(col: _Collector, request_id: str, count: int, timeout: float = 20) 
     raise AssertionError(f"trace of {request_id}: {len(ids)} traces, spans: {spans}")
 
 
+_SCHEDULING_SLACK_US = 50_000
+
+
 def check_nested(parent: dict[str, Any], child: dict[str, Any]) -> None:
     assert child["parentId"] == parent["id"], (parent, child)
     assert child["traceId"] == parent["traceId"]
-    # Within the parent, give or take a millisecond (µs timestamps, one host's clock).
+    # A child starts within its parent (µs timestamps, one host's clock): the parent stamps its
+    # start before it sends, the child after it has read the request.
     assert parent["timestamp"] - 1000 <= child["timestamp"]
+    # Its end is stamped after its last write, by another process: the parent may read that
+    # write and end first while the scheduler holds the child back (seen: 1.3 ms at load 10).
     end, parent_end = (s["timestamp"] + s["duration"] for s in (child, parent))
-    assert end <= parent_end + 1000, (parent, child)
+    assert end <= parent_end + _SCHEDULING_SLACK_US, (parent, child)
 
 
 def span_id(span: dict[str, Any]) -> str:
