@@ -1,7 +1,7 @@
 """A `MeshView` whose security parts (`edges`, `pod_security`) are worked out when first read.
 
 Only the Security tab and the route detail read them, and no event is derived from them, yet
-at 41 sidecars working them out was a fifth of every view's aggregation. The aggregator hands
+at 41 sidecars working them out was a sixth of every view's aggregation. The aggregator hands
 such a view the work to do (bound to that view's inputs, so what it reads is what a view built
 at once would have read); the first read does it, later reads and copies get the same tuples.
 A view nobody asks for them costs nothing more.

@@ -5,7 +5,8 @@ what a view needs of the past: sparkline histories, the previous view (events ar
 differences), and per-name caches. Its parts: tally.py (the running sums of one view),
 stat_index.py (what a sidecar's stat names say), attribution.py (flags shared among routes),
 latency.py (merged quantiles), view_build.py (sums -> the view's stats), security.py (who
-calls whom: edges between services, each pod's authorization, TLS and certificate).
+calls whom: edges between services, each pod's authorization, TLS and certificate), worked out
+only when a view's reader asks (deferred_view.py).
 
 How the numbers are made (each sidecar contributes its latest interval; stale ones nothing):
 - Rates are a sidecar's counter deltas over its own interval, summed over sidecars. A route's
