@@ -65,6 +65,12 @@ from meshdev.tui.screens.trace_detail import TraceDetailScreen
 TELEMETRY_RETRY_S = 2.0
 # Failure events remembered for `t` in the events tab (the newest one with a trace wins).
 FAILURE_EVENTS = 50
+# The collector's youngest generation, once the app is up (Python's default: 700). Each view
+# of a 41-pod mesh allocates thousands of short-lived objects; at 700 the collector passed
+# over them ~50 times a second and promoted enough to run a full pass every few seconds: 12-16 %
+# of the dashboard's CPU, ~4 % at 10,000, where most are freed by their reference counts
+# before a pass sees them (benchmarks/README.md, Dashboard telemetry at 41 sidecars).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class MeshdevApp(App[int]):
@@ -128,6 +134,7 @@ class MeshdevApp(App[int]):
         # collector's full passes, which otherwise stall a key press by 30-60 ms every few
         # seconds (benchmarks/README.md, Dashboard).
         gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         if self.traces is not None:
             self.run_traces()
         self.controller.begin()

@@ -30,9 +30,12 @@ def _utc() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _unfreeze() -> Iterator[None]:
     # The app freezes the collector's view of what it built (one app per process); here
-    # many apps run in one process, and each must be collectable after its test.
+    # many apps run in one process, and each must be collectable after its test; and the
+    # collector's thresholds the app sets are the dashboard process's, not the tests'.
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ updated by key (never rebuilt), stale views are dropped, and failures are told."
 from __future__ import annotations
 
 import dataclasses
+import gc
 
 from textual.geometry import Region
 from textual.message import Message
@@ -13,6 +14,7 @@ from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.base import PodState
 from meshdev.telemetry.aggregation.view import Event
 from meshdev.testing.sample_views import sample_view
+from meshdev.tui.app import GC_YOUNG_THRESHOLD
 from meshdev.tui.logic import format as fmt
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.messages import ViewReady, WorkerFailed
@@ -147,6 +149,17 @@ async def test_a_burst_of_views_paints_only_the_newest_and_keeps_every_event(
         assert app.mailbox.dropped == 9
         texts = app.dashboard.events.texts
         assert [t.split()[-1] for t in texts if "event" in t] == [str(i) for i in range(10)]
+
+
+async def test_once_up_the_app_has_the_collector_pass_over_fewer_young_objects(
+    session: FakeSession, source: FakeSource
+) -> None:
+    gc.set_threshold(700, 10, 10)  # Python's default
+    app = make_app(source, session)
+    async with app.run_test() as pilot:
+        await started(pilot, app, source)
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 10, 10)
+        assert gc.get_freeze_count() > 0
 
 
 async def test_route_detail_explains_failures_by_the_field_behind_them(

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import partial
 
 from rich.text import Text
 from textual.widgets import Static
 
+from meshdev.telemetry.aggregation.deferred_view import DeferredSecurityView
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
 from meshdev.telemetry.aggregation.topology import from_config_dump
@@ -175,6 +177,50 @@ async def test_a_sidecars_real_counts_reach_the_tab(
         assert pods.cell_text("backend-v1-0", "refused") == "plaintext 2"
         # Its config names an identity, and no certificate was read: that is worth red.
         assert pods.cell_text("backend-v1-0", "cert") == "no certificate"
+
+
+async def test_the_security_parts_are_worked_out_only_once_the_tab_or_a_detail_asks(
+    session: FakeSession, source: FakeSource
+) -> None:
+    session.mesh = secured_mesh(session.mesh)
+    clock = Clock()
+    routes = {"backend": {"items": {"backend.v1": 1}}}
+    config = sidecar_config("frontend-0", routes, service="frontend", tls=["backend.v1"])
+    topology = from_config_dump({"config": config.model_dump(mode="json")})
+    sidecar = SyntheticSidecar(config, clock=clock, name_filter=STREAM_FILTER)
+    reader = StreamReader()
+    aggregator = Aggregator()
+
+    def aggregate() -> DeferredSecurityView:
+        clock.advance(0.5)
+        sidecar.request("backend", "items", "backend.v1", 200, 4.0, count=8)
+        snap = reader.parse(json.loads(json.dumps(sidecar.snapshot())), clock())
+        inputs = [SidecarInput("frontend-0", "http://frontend-0:15000", snap, topology)]
+        view = aggregator.build(inputs, at=clock())
+        assert isinstance(view, DeferredSecurityView)
+        source.emit(view)
+        return view
+
+    app = make_app(source, session)
+    async with app.run_test(size=(140, 45)) as pilot:
+        await started(pilot, app, source)
+        for _ in range(3):
+            view = aggregate()
+            await wait_until(partial(lambda v: app.view is v, view), "the view", pause=pilot.pause)
+            assert view.security_pending  # the traffic tab shows
+        await pilot.press("5")
+        assert not view.security_pending
+        assert app.dashboard.security.edges.keys == ["frontend->backend"]
+        await pilot.press("1")
+        view = aggregate()
+        await wait_until(lambda: app.view is view, "the view", pause=pilot.pause)
+        assert view.security_pending
+        app.dashboard.routes.focus()
+        await pilot.press("enter")  # the route detail reads the edges (its 403s' callers)
+        await wait_until(
+            lambda: isinstance(app.screen, RouteDetailScreen), "detail", pause=pilot.pause
+        )
+        assert not view.security_pending
 
 
 async def test_the_route_detail_explains_a_routes_403s(

@@ -5,7 +5,8 @@ what a view needs of the past: sparkline histories, the previous view (events ar
 differences), and per-name caches. Its parts: tally.py (the running sums of one view),
 stat_index.py (what a sidecar's stat names say), attribution.py (flags shared among routes),
 latency.py (merged quantiles), view_build.py (sums -> the view's stats), security.py (who
-calls whom: edges between services, each pod's authorization, TLS and certificate).
+calls whom: edges between services, each pod's authorization, TLS and certificate), worked out
+only when a view's reader asks (deferred_view.py).
 
 How the numbers are made (each sidecar contributes its latest interval; stale ones nothing):
 - Rates are a sidecar's counter deltas over its own interval, summed over sidecars. A route's
@@ -38,12 +39,13 @@ How the numbers are made (each sidecar contributes its latest interval; stale on
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from meshdev.telemetry.aggregation.attribution import attribute
 from meshdev.telemetry.aggregation.certs import CertInfo
+from meshdev.telemetry.aggregation.deferred_view import DeferredSecurityView, SecurityParts
 from meshdev.telemetry.aggregation.events import diff_views
 from meshdev.telemetry.aggregation.history import DEFAULT_LENGTH, History
 from meshdev.telemetry.aggregation.security import SecurityNames, SecurityTally
@@ -121,7 +123,6 @@ class Aggregator:
         """The view of `sidecars` now (`at`: wall-clock time, for the view and its events)."""
         hosts: dict[tuple[str, str], HostTally] = {}
         unattributed: dict[str, int] = {}
-        security = SecurityTally(self._security_names)
         self._learn(sidecars)
         indexes = [
             self._index(sc, sc.latest) if sc.latest is not None and not sc.stale else None
@@ -135,13 +136,9 @@ class Aggregator:
         statuses = []
         for sc, index in zip(sidecars, indexes, strict=True):
             snap = sc.latest
-            topo = sc.topology
             own = RouteTally()
             if snap is not None and index is not None:
                 self._add(sc, snap, index, own, routes, clusters, hosts, unattributed)
-                security.add(sc.node, topo, snap, index.clusters, sc.cert, at)
-            else:
-                security.add(sc.node, topo, None, (), sc.cert, at)
             side = own.side
             statuses.append(
                 SidecarStatus(
@@ -162,19 +159,44 @@ class Aggregator:
             c = clusters.get(name)
             if c is not None:
                 c.tcp = True
-        view = MeshView(
+        # What the next view's events are the differences from: no security parts in it.
+        base = MeshView(
             at=at,
             sidecars=tuple(statuses),
             routes=route_stats(routes, self._rps_history),
             clusters=cluster_stats(clusters, hosts, self._trip_history, self._limits),
             hosts=host_stats(hosts, {n for n, c in clusters.items() if c.tcp}),
             unattributed_flags=unattributed,
-            edges=security.edges(),
-            pod_security=security.pods(),
         )
-        view = dataclasses.replace(view, events=diff_views(self._previous, view))
-        self._previous = view
-        return view
+        events = diff_views(self._previous, base)
+        self._previous = base
+        return DeferredSecurityView(
+            at=at,
+            sidecars=base.sidecars,
+            routes=base.routes,
+            clusters=base.clusters,
+            hosts=base.hosts,
+            events=events,
+            unattributed_flags=unattributed,
+            security=partial(self._security, tuple(sidecars), tuple(indexes), at),
+        )
+
+    def _security(
+        self,
+        sidecars: tuple[SidecarInput, ...],
+        indexes: tuple[StatIndex | None, ...],
+        at: float,
+    ) -> SecurityParts:
+        """A view's edges and pods, from the inputs it was built of (`DeferredSecurityView`
+        asks, when first read)."""
+        security = SecurityTally(self._security_names)
+        for sc, index in zip(sidecars, indexes, strict=True):
+            snap = sc.latest
+            if snap is not None and index is not None:
+                security.add(sc.node, sc.topology, snap, index.clusters, sc.cert, at)
+            else:
+                security.add(sc.node, sc.topology, None, (), sc.cert, at)
+        return security.edges(), security.pods()
 
     # -- one sidecar ---------------------------------------------------------------------
 

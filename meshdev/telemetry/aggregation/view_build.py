@@ -52,8 +52,9 @@ def route_stats(routes: dict[RouteKey, RouteTally], history: History) -> tuple[R
     return tuple(out)
 
 
-# cluster -> the breakers its limits were last worked out from, and those limits
-LimitsCache = dict[str, tuple[list[tuple[str, BreakerView]], tuple[BreakerLimit, ...]]]
+# cluster -> the breakers its limits were last worked out from, those limits, and its callers'
+# open connections (a sum over every sidecar's breaker: 41 x 20 clusters at every view)
+LimitsCache = dict[str, tuple[list[tuple[str, BreakerView]], tuple[BreakerLimit, ...], int]]
 
 
 def cluster_stats(
@@ -75,7 +76,7 @@ def cluster_stats(
     history.begin()
     for name in sorted(clusters):
         c = clusters[name]
-        limits = _cached_limits(name, c.breakers, limits_cache)
+        limits, cx_active = _cached_limits(name, c.breakers, limits_cache)
         if c.tcp:
             # A relayed connection takes no request, pending or retry slot.
             limits = tuple(lim for lim in limits if lim.name == "max_connections")
@@ -94,7 +95,7 @@ def cluster_stats(
                 success_pct=c.up.success_pct,
                 flags=c.flags,
                 protocol="tcp" if c.tcp else "http",
-                cx_active=sum(b.cx_active for _, b in c.breakers),
+                cx_active=cx_active,
                 cx_per_s=c.cx,
                 bytes_per_s=c.bytes,
                 connect_fail_per_s=c.fail,
@@ -132,19 +133,21 @@ def host_stats(
 
 def _cached_limits(
     name: str, breakers: list[tuple[str, BreakerView]], cache: LimitsCache | None
-) -> tuple[BreakerLimit, ...]:
-    if cache is None:
-        return _limits(breakers)
-    cached = cache.get(name)
-    if cached is not None:
-        before, limits = cached
-        if len(before) == len(breakers) and all(
-            a[1] is b[1] and a[0] == b[0] for a, b in zip(before, breakers, strict=True)
-        ):
-            return limits
+) -> tuple[tuple[BreakerLimit, ...], int]:
+    """The cluster's limits and its callers' open connections."""
+    if cache is not None:
+        cached = cache.get(name)
+        if cached is not None:
+            before, limits, cx_active = cached
+            if len(before) == len(breakers) and all(
+                a[1] is b[1] and a[0] == b[0] for a, b in zip(before, breakers, strict=True)
+            ):
+                return limits, cx_active
     limits = _limits(breakers)
-    cache[name] = (breakers, limits)
-    return limits
+    cx_active = sum(b.cx_active for _, b in breakers)
+    if cache is not None:
+        cache[name] = (breakers, limits, cx_active)
+    return limits, cx_active
 
 
 def _limits(breakers: list[tuple[str, BreakerView]]) -> tuple[BreakerLimit, ...]:

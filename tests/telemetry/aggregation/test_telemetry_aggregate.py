@@ -13,10 +13,13 @@ import pytest
 from meshdev.common.breaker_view import BreakerView
 from meshdev.common.histogram import HistogramSnapshot, round_significant
 from meshdev.sidecar.admin.views import HostView
+from meshdev.telemetry.aggregation.history import History
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.sidecar_interval import combine
+from meshdev.telemetry.aggregation.tally import ClusterTally
 from meshdev.telemetry.aggregation.topology import Topology, from_config_dump
 from meshdev.telemetry.aggregation.view import ClusterStats, HostStats, MeshView, RouteStats
+from meshdev.telemetry.aggregation.view_build import LimitsCache, cluster_stats
 from meshdev.telemetry.io.stream_reader import StreamReader
 from meshdev.testing.synthetic_sidecar import SyntheticSidecar, sidecar_config
 from tests.telemetry.support import Clock
@@ -413,6 +416,42 @@ def test_breaker_open_on_any_sidecar_shows_that_sidecars_limit() -> None:
     closed = cluster(mesh.tick(DT), "backend.v1")
     assert not closed.open_now
     assert next(lim for lim in closed.limits if lim.name == "max_requests").node == "frontend-0"
+
+
+def test_a_clusters_open_connections_follow_its_breakers_from_view_to_view() -> None:
+    mesh = Mesh()
+    mesh["frontend-0"].breaker_views = [breaker_view("backend.v1", rq_active=1)]
+    mesh["frontend-1"].breaker_views = [breaker_view("backend.v1", rq_active=2)]
+    assert cluster(mesh.tick(DT), "backend.v1").cx_active == 8
+    busier = replace(breaker_view("backend.v1", rq_active=2), cx_active=9)
+    mesh["frontend-1"].breaker_views = [busier]
+    assert [cluster(mesh.tick(DT), "backend.v1").cx_active for _ in range(2)] == [13, 13]
+    mesh["frontend-0"].breaker_views = []
+    assert cluster(mesh.tick(DT), "backend.v1").cx_active == 9
+
+
+def test_limits_and_open_connections_kept_between_views_follow_a_changed_breaker() -> None:
+    """A v2 reader hands on the same `BreakerView` while a breaker does not change, and the
+    view keeps what it worked out of them until one does."""
+    cache: LimitsCache = {}
+    history = History(5)
+    a, b = breaker_view("backend.v1", rq_active=1), breaker_view("backend.v1", rq_active=2)
+
+    def stats(breakers: list[tuple[str, BreakerView]]) -> ClusterStats:
+        tally = ClusterTally()
+        tally.breakers = breakers
+        (out,) = cluster_stats({"backend.v1": tally}, {}, history, cache)
+        return out
+
+    for _ in range(2):
+        now = stats([("f0", a), ("f1", b)])
+        assert (now.cx_active, now.open_now) == (8, False)
+    full = replace(breaker_view("backend.v1", rq_active=20), cx_active=9)
+    for _ in range(2):
+        now = stats([("f0", a), ("f1", full)])
+        assert (now.cx_active, now.open_now) == (13, True)
+    assert stats([("f0", a)]).cx_active == 4
+    assert stats([("f1", a), ("f0", a)]).limits[0].node == "f1"
 
 
 def test_idle_pooled_connections_at_the_limit_do_not_read_as_open() -> None:

@@ -3,7 +3,9 @@ figures, and certificates' expiry, from synthetic sidecars' real stream document
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ import pytest
 from meshdev.sidecar.stats.store import Store
 from meshdev.sidecar.tls.stats import ClusterTlsStats, ListenerTlsStats
 from meshdev.telemetry.aggregation.certs import CertInfo, from_envoy_certs
+from meshdev.telemetry.aggregation.deferred_view import DeferredSecurityView
 from meshdev.telemetry.aggregation.mesh import Aggregator, SidecarInput
 from meshdev.telemetry.aggregation.statnames import STREAM_FILTER
 from meshdev.telemetry.aggregation.topology import (
@@ -260,6 +263,63 @@ def test_the_synthetic_sidecar_counts_tls_under_the_data_planes_names() -> None:
     # What the dashboard reads of them passes the stream's filter; the rest does not.
     read = {n for n in names if re.search(STREAM_FILTER, n)}
     assert {n.rsplit(".", 1)[-1] for n in names - read} == {"session_reused", "no_certificate"}
+
+
+# -- worked out when read ------------------------------------------------------------------------
+
+
+def _traffic(mesh: Mesh, rng: random.Random) -> None:
+    for node in ("frontend-0", "frontend-1"):
+        if rng.random() < 0.7:
+            status = 403 if rng.random() < 0.3 else 200
+            subset = rng.choice(BACKEND)
+            mesh[node].request("backend", "items", subset, status, 2.0, count=rng.randint(1, 9))
+        if rng.random() < 0.2:
+            mesh[node].upstream_tls(rng.choice(BACKEND), fail_verify_san=rng.randint(1, 3))
+    if rng.random() < 0.5:
+        mesh["batch-0"].request("payments", "charge", "payments", 200, 3.0, count=rng.randint(1, 5))
+    if rng.random() < 0.5:
+        mesh["backend-v1-0"].rbac(allowed=rng.randint(0, 9), denied=rng.randint(0, 3))
+        mesh["backend-v1-0"].inbound_tls("127.0.1.4", handshake=rng.randint(0, 3))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_views_security_is_worked_out_when_read_as_it_was_when_built(seed: int) -> None:
+    """Views of one sequence of documents: one mesh reads each view's security at once, the
+    other only some views', later and out of order; both must read the same."""
+    rng = random.Random(seed)
+    now, later = secured(), secured()
+    built = []
+    for _ in range(12):
+        state = rng.getstate()
+        _traffic(now, rng)
+        rng.setstate(state)
+        _traffic(later, rng)
+        if rng.random() < 0.2:  # a sidecar goes stale, or comes back
+            stale = {"frontend-1"} if not now.stale else set()
+            now.stale, later.stale = stale, set(stale)
+        at_once = now.tick()
+        expected = (at_once.edges, at_once.pod_security)
+        view = later.tick()
+        assert isinstance(view, DeferredSecurityView) and view.security_pending
+        built.append((view, expected))
+    rng.shuffle(built)
+    for view, (edges, pods) in built[:6]:
+        assert (view.edges, view.pod_security) == (edges, pods)
+        assert not view.security_pending
+        # A copy (the TUI's tests make some) carries what was worked out.
+        assert dataclasses.replace(view, at=0.0).edges == edges
+    assert any(e.rps > 0 for _, (edges, _) in built for e in edges)
+
+
+def test_events_do_not_wait_for_the_security_parts() -> None:
+    mesh = secured()
+    first = mesh.tick()
+    mesh.stale = {"frontend-1"}
+    view = mesh.tick()
+    assert [e.text for e in view.events] == ["frontend-1 is silent: its numbers are stale"]
+    assert isinstance(first, DeferredSecurityView) and first.security_pending
+    assert isinstance(view, DeferredSecurityView) and view.security_pending
 
 
 # -- certificates -------------------------------------------------------------------------------
