@@ -49,6 +49,7 @@ import aiohttp
 
 # Run from a checkout: the e2e helpers start `meshdev up` the way the tests do.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.up_speed import TimedUp
 from meshdev.runtime.process.procscan import labelled_processes
 from tests.e2e.meshrun import MESHDEV, MeshUp, env_for, free_port
 from tests.support import ROOT
@@ -108,23 +109,6 @@ def mesh_text(name: str, n: int, port: int, *, calls: bool, fault: bool, build: 
     for i in range(n):
         lines.append(f"  {service(i)}: {{circuit_breaker: {{max_requests: 500}}}}")
     return "\n".join(lines) + "\n"
-
-
-class TimedUp(MeshUp):
-    """MeshUp that also notes when each output line arrived, from just before the spawn."""
-
-    def __init__(self, mesh_file: Path, env: dict[str, str], *extra: str) -> None:
-        self.stamps: list[tuple[float, str]] = []
-        self.t0 = time.perf_counter()
-        super().__init__(mesh_file, env, *extra)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.rstrip("\n")
-            self.stamps.append((time.perf_counter() - self.t0, line))
-            self.lines.append(line)
-            self._q.put(line)
 
 
 def pss_kb(pid: int) -> int | None:

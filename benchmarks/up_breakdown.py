@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.scale_mesh import TimedUp, mesh_text
+from benchmarks.scale_mesh import mesh_text
+from benchmarks.up_speed import TimedUp
 from meshdev.runtime.process.procscan import labelled_processes
 from tests.e2e.meshrun import MESHDEV, env_for, free_port
 
