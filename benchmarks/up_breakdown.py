@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.scale_mesh import mesh_text
+from benchmarks.scale_mesh import app_env, mesh_text
 from benchmarks.up_speed import TimedUp
 from meshdev.runtime.process.procscan import labelled_processes
-from tests.e2e.meshrun import MESHDEV, env_for, free_port
+from tests.e2e.meshrun import MESHDEV, free_port
 
 TICK = os.sysconf("SC_CLK_TCK")
 BOOT = float(Path("/proc/stat").read_text().split("btime ")[1].split()[0])
@@ -65,7 +65,7 @@ def one_up(workdir: Path, n: int) -> dict[str, Any]:
     workdir.mkdir(parents=True)
     mesh_file = workdir / "mesh.yaml"
     mesh_file.write_text(mesh_text(name, n, free_port(), calls=False, fault=False))
-    env = env_for(workdir)
+    env = app_env(workdir)
     before = machine()
     up = TimedUp(mesh_file, env, "--runtime", "process")
     started = time.time() - (time.perf_counter() - up.t0)
