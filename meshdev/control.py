@@ -18,7 +18,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -130,6 +130,23 @@ class ReloadReport:
             text += f"; crash-looping: {', '.join(self.crashed)}"
         return text
 
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ReloadReport:
+        """The inverse of `to_json` (a session's state file, read by another process); raises
+        KeyError, TypeError or ValueError for a document that is not one."""
+        return cls(
+            version=int(doc["version"]),
+            ok=bool(doc["ok"]),
+            sidecars=int(doc["sidecars"]),
+            serving=int(doc["serving"]),
+            pushed=int(doc["pushed"]),
+            elapsed_ms=float(doc["elapsed_ms"]),
+            started=tuple(map(str, doc.get("started", ()))),
+            stopped=tuple(map(str, doc.get("stopped", ()))),
+            errors=tuple(map(str, doc.get("errors", ()))),
+            crashed=tuple(map(str, doc.get("crashed", ()))),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": self.version,
@@ -182,6 +199,23 @@ class RollReport:
         if self.serving_ms is not None:
             text += f" (only new code answering after {self.serving_ms:.0f} ms)"
         return text
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> RollReport:
+        """The inverse of `to_json`; raises KeyError, TypeError or ValueError for a document
+        that is not one."""
+        serving = doc.get("serving_ms")
+        error = doc.get("error")
+        return cls(
+            service=str(doc["service"]),
+            ok=bool(doc["ok"]),
+            replaced=tuple((str(old), str(new)) for old, new in doc.get("replaced", ())),
+            elapsed_ms=float(doc["elapsed_ms"]),
+            error=None if error is None else str(error),
+            kept=tuple(map(str, doc.get("kept", ()))),
+            serving_ms=None if serving is None else float(serving),
+            unchanged=bool(doc.get("unchanged", False)),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -314,7 +314,8 @@ def watch(
             # Watching needs only the running pods; the model adds the policies' names.
             click.echo(f"{mesh_file} does not load ({exc}): no policy names shown", err=True)
             mesh = None
-    sys.exit(run_watch(targets, interval, mesh))
+    session_of = _mesh_name(mesh_file, None) if mesh_file else None
+    sys.exit(run_watch(targets, interval, mesh, session_of))
 
 
 @main.command()

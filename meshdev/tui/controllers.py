@@ -2,7 +2,8 @@
 
 `meshdev up` starts its session inside the app, follows mesh.yaml and tears the mesh down on
 quit (`UpController`); `meshdev watch` shows proxies something else runs, and starts and
-stops nothing (`WatchController`). The app (app.py) asks its controller instead of knowing
+stops nothing (`WatchController`; session_watch.py's for a `meshdev up` of another process,
+followed through its state file). The app (app.py) asks its controller instead of knowing
 which of the two it runs: what to start once it is ready, what the header and the pods tab
 show, what the demo keys act on, and what quitting means. The session's workers run on the
 app and post their messages to it; the app hands those to the controller, in order.
@@ -192,14 +193,14 @@ class WatchController:
         self._app = app
 
     def begin(self) -> None:
-        _attached(self._app).run_telemetry()
+        attached(self._app).run_telemetry()
 
     def handle(self, message: SessionMessage) -> None:
         # No session here: only worker failures arrive, and the app tells those itself.
         return
 
     def quit(self) -> None:
-        _attached(self._app).exit(0)
+        attached(self._app).exit(0)
 
     def header(self, view: MeshView | None) -> HeaderFacts:
         return header_facts(view, mesh=self.title or "(watching)", reload="not running the mesh")
@@ -236,7 +237,7 @@ class UpController:
 
     @property
     def app(self) -> DashboardApp:
-        return _attached(self._app)
+        return attached(self._app)
 
     @property
     def log_reader(self) -> LogReader:
@@ -500,6 +501,6 @@ class UpController:
         self.app.exit(code, return_code=code, message=text)
 
 
-def _attached(app: DashboardApp | None) -> DashboardApp:
+def attached(app: DashboardApp | None) -> DashboardApp:
     assert app is not None, "the app attaches its controller when it is built"
     return app

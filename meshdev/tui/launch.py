@@ -13,7 +13,8 @@ from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.io.source import ProxyTarget, TelemetrySource
 from meshdev.telemetry.io.spans import SpanReader
 from meshdev.tui.app import MeshdevApp
-from meshdev.tui.controllers import UpController, WatchController
+from meshdev.tui.controllers import SessionController, UpController, WatchController
+from meshdev.tui.session_watch import SessionWatchController
 
 
 def run_dashboard(session: Session, *, keep: bool) -> int:
@@ -35,11 +36,22 @@ def run_dashboard(session: Session, *, keep: bool) -> int:
     return app.return_code or 0
 
 
-def run_watch(targets: list[ProxyTarget], interval: float, mesh: Mesh | None = None) -> int:
-    """`mesh`: the watched mesh's model, when its file was given (`watch --mesh FILE`)."""
+def run_watch(
+    targets: list[ProxyTarget],
+    interval: float,
+    mesh: Mesh | None = None,
+    session_of: str | None = None,
+) -> int:
+    """`mesh`: the watched mesh's model, when its file was given (`watch --mesh FILE`);
+    `session_of`: the name of the mesh whose running `meshdev up` is followed through its
+    state file (the pods it adds and removes, its reloads, its pods' states)."""
     source = TelemetrySource(targets, interval=interval)
-    noun = "proxy" if len(targets) == 1 else "proxies"
-    controller = WatchController(f"watching {len(targets)} {noun}", mesh)
+    controller: SessionController
+    if session_of is not None:
+        controller = SessionWatchController(session_of, mesh)
+    else:
+        noun = "proxy" if len(targets) == 1 else "proxies"
+        controller = WatchController(f"watching {len(targets)} {noun}", mesh)
     app = MeshdevApp(source, controller, handle_signals=True, traces=SpanReader(TraceStore()))
     app.run()
     return app.return_code or 0

@@ -2,9 +2,8 @@
 
 textual-serve runs the given command once per browser connection, with Textual's web driver,
 and relays the terminal between the subprocess and the page (xterm.js). The command is the same
-`meshdev watch` dashboard a terminal shows; for a mesh started by `meshdev up` it finds the
-sidecars in the session's state file at each connection, so a tab opened after a reload sees
-the mesh as it is then (a reload of the page picks up pods added meanwhile).
+`meshdev watch` dashboard a terminal shows; for a mesh started by `meshdev up` it follows the
+session through its state file (tui/session_watch.py): pods, their states, reloads.
 
 Bound to 127.0.0.1 only: the dashboard can change the mesh (fault toggles through the admin
 token) and has no authentication of its own.

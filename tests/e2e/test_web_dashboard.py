@@ -99,7 +99,11 @@ def test_the_dashboard_in_a_real_browser(tmp_path: Path, browser: webdriver.Chro
         )
         up.wait_for("ready:")
         browser.get(f"http://127.0.0.1:{web}/")
-        wait_text(browser, lambda t: "sidecars 7/7 live" in t, "every sidecar streaming")
+        text = wait_text(browser, lambda t: "sidecars 7/7 live" in t, "every sidecar streaming")
+        # The header is `up`'s: its runtime, config version and how the start went (the tab
+        # follows the session through its state file).
+        wait_text(browser, lambda t: "applied v1 to 7/7 sidecars" in t, "up's last reload")
+        assert "process" in text and "not running the mesh" not in text
 
         # Live figures: while requests flow, the /items route shows a non-zero rate.
         stop = threading.Event()
@@ -127,11 +131,19 @@ def test_the_dashboard_in_a_real_browser(tmp_path: Path, browser: webdriver.Chro
         before = len(received(browser))
         browser.find_element(By.CSS_SELECTOR, ".textual-terminal").click()
         ActionChains(browser).send_keys("2").perform()
-        wait_text(
+        text = wait_text(
             browser,
             lambda t: "Services and pods" in t[before:] and "greeter-1" in t[before:],
             "the Pods view after pressing 2",
         )
+        # Each pod with the state `up` knows it in (the session's, not the telemetry's).
+        assert re.search(r"greeter-1\s+greeter\s+(\S+\s+)?running", text[before:]), text[-3000:]
+
+        # A save reaches the page: `up` applies it, the tab's header says so.
+        before = len(received(browser))
+        mesh_file.write_text(mesh_file.read_text().replace("timeout: 2s", "timeout: 3s", 1))
+        up.wait_for("applied v2")
+        wait_text(browser, lambda t: "applied v2" in t[before:], "the save applied, in the page")
         shot = tmp_path / "web.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:

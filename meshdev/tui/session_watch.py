@@ -1,0 +1,299 @@
+"""A watch of a mesh that a `meshdev up` in another process runs, followed through the state
+file that session keeps (`watch --mesh FILE`, and each browser tab of `up --web`).
+
+The session writes its state file whenever something changes (start, a reload applied or
+rejected, a code roll, a pod that exits, restarts or comes back: session.py). Read once a
+second (only when it changed), it gives this dashboard what `up`'s own shows: the header's
+runtime, config version, ingress and last reload; the reload banner of a rejected save; the
+pods with their states and restarts; the sidecars to stream from as pods come and go. What it
+cannot do is act on the mesh: the demo keys say so (the session's objects are in the other
+process), and quitting closes this dashboard only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from meshdev import plan
+from meshdev.config import MeshInvalid, load_mesh
+from meshdev.config.model import Mesh
+from meshdev.control import ReloadReport, RollReport
+from meshdev.runtime.base import PodState
+from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
+from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.telemetry.io.source import ProxyTarget
+from meshdev.tui.controllers import DashboardApp, attached
+from meshdev.tui.messages import SessionMessage
+from meshdev.tui.tables.pods import PodFacts
+from meshdev.tui.widgets.header import HeaderFacts, header_facts
+
+# Seconds between two looks at the state file (a stat; a read only when it changed).
+POLL_EVERY = 1.0
+GONE = "the mesh is not running (its `meshdev up` has stopped)"
+
+
+class SessionWatchController:
+    """The dashboard's controller (tui/controllers.py) for a session run elsewhere."""
+
+    def __init__(
+        self,
+        mesh_name: str,
+        mesh: Mesh | None = None,
+        *,
+        poll_every: float = POLL_EVERY,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mesh_name = mesh_name
+        self.poll_every = poll_every
+        self._mesh = mesh
+        self._wall_clock = wall_clock
+        self._app: DashboardApp | None = None
+        self._stamp: tuple[int, int] | None = None
+        self._state: dict[str, Any] | None = None
+        self._gone = False
+        self._targets: list[ProxyTarget] = []
+        self._facts: list[PodFacts] = []
+        self._states: dict[str, PodState] = {}
+        self._seen_reload: object = None
+        self._seen_rolls: dict[str, object] = {}
+        self._model_version: int | None = None
+        self.reload_text = "reading the session's state"
+        self.reload_ok = True
+        self.reload_at: float | None = None
+
+    # -- what the app asks of a controller ---------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return True
+
+    @property
+    def commands(self) -> None:
+        return None
+
+    @property
+    def log_reader(self) -> None:
+        return None
+
+    @property
+    def ingress_url(self) -> str | None:
+        url = self._state.get("ingress_url") if self._state is not None else None
+        return url if isinstance(url, str) else None
+
+    @property
+    def app(self) -> DashboardApp:
+        return attached(self._app)
+
+    @property
+    def state_path(self) -> Path:
+        return mesh_dir(self.mesh_name) / STATE_FILE
+
+    def attach(self, app: DashboardApp) -> None:
+        self._app = app
+
+    def begin(self) -> None:
+        self.poll()
+        self.app.run_telemetry()
+        self.app.set_interval(self.poll_every, self.poll)
+
+    def handle(self, message: SessionMessage) -> None:
+        # No session here: only worker failures arrive, and the app tells those itself.
+        return
+
+    def quit(self) -> None:
+        self.app.exit(0)
+
+    def mesh(self) -> Mesh | None:
+        return self._mesh
+
+    def header(self, view: MeshView | None) -> HeaderFacts:
+        state = self._state or {}
+        return header_facts(
+            view,
+            mesh=self.mesh_name,
+            file=str(state.get("file", "")),
+            runtime=str(state.get("runtime", "")),
+            version=_int(state.get("version")),
+            ingress=self.ingress_url,
+            reload=self.reload_text,
+            reload_ok=self.reload_ok,
+            reload_at=self.reload_at,
+        )
+
+    def show_pods(self) -> None:
+        version = _int(self._state.get("version")) if self._state is not None else 0
+        self.app.dashboard.show_pods(self._facts, self._states, version)
+
+    # -- following the state file -------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Read the state file if it changed since the last look, and show what is new."""
+        try:
+            st = self.state_path.stat()
+        except FileNotFoundError:
+            self._lost()
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        state = read_state(self.mesh_name)
+        if state is None:
+            return  # between its write and its rename, or not ours: the next look will do
+        self._stamp = stamp
+        self._gone = False
+        self._state = state
+        self._follow_model(state)
+        self._pods(state)
+        self._reload(state.get("last_reload"))
+        self._rolls(state.get("last_rolls"))
+        self.app.show_header()
+        self.show_pods()
+
+    def _lost(self) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        self._stamp = None
+        self.reload_text, self.reload_ok, self.reload_at = GONE, False, self.app.clock()
+        self.app.add_event("info", GONE)
+        self.app.show_header()
+
+    def _follow_model(self, state: Mapping[str, Any]) -> None:
+        # Each applied version is a new model (its policies, its pods' services); a file that
+        # no longer loads keeps the last one.
+        version = _int(state.get("version"))
+        file = state.get("file")
+        if version == self._model_version or not isinstance(file, str):
+            return
+        with contextlib.suppress(MeshInvalid, OSError):
+            self._mesh = load_mesh(file)
+        self._model_version = version
+
+    def _pods(self, state: Mapping[str, Any]) -> None:
+        pods = [p for p in state.get("pods", ()) if isinstance(p, dict) and "name" in p]
+        facts = [_facts(p) for p in pods]
+        states = {str(p["name"]): _pod_state(p) for p in pods}
+        health = state.get("health")
+        health = health if isinstance(health, dict) else {}
+        specs = {s.name: s for s in plan.pods(self._mesh)} if self._mesh is not None else {}
+        for key in state.get("down", ()):
+            # A pod of the plan that is down, waiting for its restart (as `up` lists it).
+            h = health.get(key)
+            if not isinstance(key, str) or not isinstance(h, dict):
+                continue
+            spec = specs.get(key)
+            service, subset = (spec.service, spec.subset) if spec is not None else ("", None)
+            facts.append(PodFacts(key, service, subset, "", False, 0, None))
+            states[key] = _pod_state({"name": key, "service": service, **h})
+        self._facts, self._states = facts, states
+        targets = [(str(p["name"]), str(p["admin_url"])) for p in pods if p.get("admin_url")]
+        if targets != self._targets:
+            self._targets = targets
+            self.app.source.set_targets(targets)
+
+    def _reload(self, last: object) -> None:
+        if not isinstance(last, dict) or last.get("at") == self._seen_reload:
+            return
+        first = self._seen_reload is None
+        self._seen_reload = last.get("at")
+        at = self._when(last.get("at"))
+        app = self.app
+        if last.get("ok") is False and "sidecars" not in last:
+            # A save that did not validate: nothing was applied (session.follow_file).
+            errors = tuple(str(e) for e in last.get("errors", ()))
+            version = _int(last.get("version"))
+            app.dashboard.show_banner(self._file_name, version, errors)
+            count = len(errors)
+            self._said(f"not applied ({count} error{'' if count == 1 else 's'})", False, at)
+            for error in errors:
+                app.add_event("rejected", error)
+            return
+        try:
+            report = ReloadReport.from_json(last)
+        except (KeyError, TypeError, ValueError):
+            return
+        if report.ok:
+            app.dashboard.clear_banner()
+            if not first:
+                app.notify(report.summary(), title="mesh.yaml reloaded", timeout=4)
+        else:
+            app.dashboard.show_banner(self._file_name, report.version, report.errors)
+        self._said(report.summary(), report.ok, at)
+        app.add_event("reload" if report.ok else "rejected", report.summary())
+
+    def _rolls(self, rolls: object) -> None:
+        if not isinstance(rolls, dict):
+            return
+        for service, doc in sorted(rolls.items()):
+            if not isinstance(doc, dict) or self._seen_rolls.get(service) == doc.get("at"):
+                continue
+            self._seen_rolls[service] = doc.get("at")
+            try:
+                report = RollReport.from_json(doc)
+            except (KeyError, TypeError, ValueError):
+                continue
+            dashboard = self.app.dashboard
+            if report.ok:
+                dashboard.clear_banner(report.service)
+                self.app.add_event("roll", report.summary())
+            else:
+                error = report.error or "failed"
+                dashboard.show_roll_failure(report.service, tuple(error.splitlines()))
+                self.app.add_event("rejected", report.summary())
+
+    def _said(self, text: str, ok: bool, at: float | None) -> None:
+        self.reload_text, self.reload_ok, self.reload_at = text, ok, at
+
+    def _when(self, at: object) -> float | None:
+        """A wall-clock time of the state file on the app's clock (the header's ages)."""
+        if not isinstance(at, int | float):
+            return None
+        return self.app.clock() - max(0.0, self._wall_clock() - float(at))
+
+    @property
+    def _file_name(self) -> str:
+        file = self._state.get("file") if self._state is not None else None
+        return Path(file).name if isinstance(file, str) else ""
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _facts(pod: Mapping[str, Any]) -> PodFacts:
+    digest = pod.get("config_hash")
+    return PodFacts(
+        name=str(pod["name"]),
+        service=str(pod.get("service") or ""),
+        subset=pod.get("subset") if isinstance(pod.get("subset"), str) else None,
+        address=str(pod.get("address") or ""),
+        routable=pod.get("routable") is True,
+        version=_int(pod.get("config_version")),
+        config_hash=digest if isinstance(digest, str) else None,
+    )
+
+
+def _pod_state(pod: Mapping[str, Any]) -> PodState:
+    """A pod's state as the session's control plane last wrote it (its healing record)."""
+    exit_code = pod.get("exit_code")
+    restarts = _int(pod.get("restarts"))
+    detail = ""
+    if restarts and exit_code is not None:
+        detail = f"last exit {exit_code}"
+    retry = pod.get("next_try_in")
+    if isinstance(retry, int | float) and pod.get("state") != "running":
+        detail = ", ".join(w for w in (detail, f"next try in {round(retry)} s") if w)
+    return PodState(
+        pod=str(pod["name"]),
+        service=str(pod.get("service") or ""),
+        subset=pod.get("subset") if isinstance(pod.get("subset"), str) else None,
+        state=str(pod.get("state") or "running"),
+        address=str(pod.get("address") or ""),
+        admin_url=str(pod.get("admin_url") or ""),
+        restarts=restarts,
+        detail=detail,
+    )

@@ -1,0 +1,175 @@
+"""`watch --mesh FILE` (and each tab of `up --web`): the dashboard follows a `meshdev up` that
+runs in another process through its state file: header, pods and their states, the sidecars to
+stream from, reloads applied and rejected, and the session going away."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshdev.control import ReloadReport, RollReport
+from meshdev.runtime.paths import STATE_FILE, mesh_dir
+from meshdev.tui.app import MeshdevApp
+from meshdev.tui.session_watch import GONE, SessionWatchController
+from meshdev.tui.widgets.header import ReloadBanner
+from tests.support import wait_until
+from tests.tui.tuifakes import FakeSource
+
+MESH = "followed"
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MESHDEV_STATE_DIR", str(tmp_path / "state"))
+    return mesh_dir(MESH)
+
+
+def pod(name: str, service: str, port: int, **health: Any) -> dict[str, Any]:
+    # The keys ControlPlane.snapshot() writes for a pod (control.py), with its health record.
+    return {
+        "name": name,
+        "key": name,
+        "service": service or None,
+        "subset": None,
+        "protocol": "http" if service else None,
+        "address": "127.0.0.1",
+        "admin_url": f"http://127.0.0.1:{port}",
+        "routable": True,
+        "config_version": 3,
+        "config_hash": "0123456789abcdef",
+        "spiffe_id": None,
+        "cert_expires": None,
+        "state": "running",
+        "restarts": 0,
+        "exit_code": None,
+        "last_exit": None,
+        "next_try_in": None,
+        **health,
+    }
+
+
+def write(where: Path, **changes: Any) -> dict[str, Any]:
+    applied = ReloadReport(version=3, ok=True, sidecars=2, serving=2, pushed=1, elapsed_ms=12.0)
+    state: dict[str, Any] = {
+        "mesh": MESH,
+        "file": str(where / "mesh.yaml"),
+        "runtime": "process",
+        "pid": 1,
+        "ingress_url": "http://127.0.0.1:18080",
+        "token": "t",
+        "last_reload": {"at": time.time() - 5, **applied.to_json()},
+        "last_rolls": {},
+        "version": 3,
+        "health": {},
+        "down": [],
+        "pods": [
+            pod("ingress", "", 15000),
+            pod("backend-0", "backend", 15001, state="crash-looping", restarts=2, exit_code=1),
+        ],
+        **changes,
+    }
+    path = where / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)  # as the session writes it: never half a file
+    return state
+
+
+def header(app: MeshdevApp) -> str:
+    return str(app.dashboard.query_one("#header").render())
+
+
+async def test_the_dashboard_shows_the_session_as_its_state_file_says(state_dir: Path) -> None:
+    state = write(state_dir)
+    source = FakeSource()
+    app = MeshdevApp(source, SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50)) as pilot:
+        d = app.dashboard
+        await wait_until(lambda: "applied v3" in header(app), "the header", pause=pilot.pause)
+        text = header(app)
+        assert "process" in text and "v3" in text and "127.0.0.1:18080" in text
+        assert "applied v3 to 2/2 sidecars in 12 ms (1 changed)" in text
+        assert source.targets == [
+            ("ingress", "http://127.0.0.1:15000"),
+            ("backend-0", "http://127.0.0.1:15001"),
+        ]
+        await pilot.press("2")
+        await wait_until(lambda: "backend-0" in d.pods.keys, "the pods", pause=pilot.pause)
+        assert d.pods.cell_text("backend-0", "state").strip() == "crash-looping"
+        assert d.pods.cell_text("backend-0", "restarts").strip() == "2"
+        assert "last exit 1" in d.pods.cell_text("backend-0", "detail")
+        assert d.pods.cell_text("ingress", "state").strip() == "running"
+
+        # A save that did not validate: the banner, the events, the header, as `up` shows them.
+        write(
+            state_dir,
+            last_reload={
+                "ok": False,
+                "at": time.time(),
+                "version": 3,
+                "errors": ["mesh.yaml:7: routes.backend[0].timeout: not a duration"],
+            },
+        )
+        banner = d.query_one("#banner", ReloadBanner)
+        await wait_until(lambda: banner.display, "the banner", pause=pilot.pause)
+        assert banner.errors == ("mesh.yaml:7: routes.backend[0].timeout: not a duration",)
+        assert "not applied (1 error)" in header(app)
+
+        # The next save applies with a pod more: the banner goes, the new pod is streamed from.
+        pods = [*state["pods"], pod("backend-1", "backend", 15002)]
+        applied = ReloadReport(version=4, ok=True, sidecars=3, serving=3, pushed=3, elapsed_ms=40)
+        write(state_dir, version=4, pods=pods, last_reload={"at": time.time(), **applied.to_json()})
+        await wait_until(lambda: "applied v4" in header(app), "v4", pause=pilot.pause)
+        assert not banner.display
+        assert ("backend-1", "http://127.0.0.1:15002") in source.targets
+        await wait_until(lambda: "backend-1" in d.pods.keys, "the new pod", pause=pilot.pause)
+
+        # `up` ended: its state file is gone, and the header says so.
+        (state_dir / STATE_FILE).unlink()
+        await wait_until(lambda: GONE in header(app), "the session gone", pause=pilot.pause)
+        # Nothing here can act on the mesh: the demo keys say so.
+        await pilot.press("b")
+        await wait_until(
+            lambda: any("not running here" in n.message for n in app._notifications),
+            "the refusal",
+            pause=pilot.pause,
+        )
+
+
+async def test_a_pod_down_waiting_for_its_restart_is_listed(state_dir: Path) -> None:
+    write(
+        state_dir,
+        pods=[pod("ingress", "", 15000)],
+        down=["backend-0"],
+        health={
+            "backend-0": {
+                "state": "exited",
+                "restarts": 3,
+                "exit_code": 137,
+                "last_exit": None,
+                "next_try_in": 8.0,
+            }
+        },
+    )
+    app = MeshdevApp(FakeSource(), SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.press("2")
+        d = app.dashboard
+        await wait_until(lambda: "backend-0" in d.pods.keys, "the down pod", pause=pilot.pause)
+        assert d.pods.cell_text("backend-0", "state").strip() == "exited"
+        assert d.pods.cell_text("backend-0", "restarts").strip() == "3"
+        detail = d.pods.cell_text("backend-0", "detail")
+        assert "last exit 137" in detail and "next try in 8 s" in detail
+
+
+def test_reports_come_back_from_their_json() -> None:
+    reload = ReloadReport(3, True, 5, 5, 2, 17.5, ("a-1",), ("a-0",), (), ("b-0",))
+    assert ReloadReport.from_json(json.loads(json.dumps(reload.to_json()))) == reload
+    roll = RollReport("web", False, (("web-0", "web-2"),), 900.0, "boom", ("web-1",), None)
+    assert RollReport.from_json(json.loads(json.dumps(roll.to_json()))) == roll
+    with pytest.raises(KeyError):
+        ReloadReport.from_json({"ok": True})
