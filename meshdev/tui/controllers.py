@@ -186,7 +186,7 @@ class WatchController:
         return None
 
     @property
-    def ingress_url(self) -> None:
+    def ingress_url(self) -> str | None:
         return None
 
     def attach(self, app: DashboardApp) -> None:

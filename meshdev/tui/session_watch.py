@@ -26,8 +26,7 @@ from meshdev.runtime.base import PodState
 from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.source import ProxyTarget
-from meshdev.tui.controllers import DashboardApp, attached
-from meshdev.tui.messages import SessionMessage
+from meshdev.tui.controllers import DashboardApp, WatchController, attached
 from meshdev.tui.tables.pods import PodFacts
 from meshdev.tui.widgets.header import HeaderFacts, header_facts
 
@@ -36,8 +35,9 @@ POLL_EVERY = 1.0
 GONE = "the mesh is not running (its `meshdev up` has stopped)"
 
 
-class SessionWatchController:
-    """The dashboard's controller (tui/controllers.py) for a session run elsewhere."""
+class SessionWatchController(WatchController):
+    """The dashboard's controller (tui/controllers.py) for a session run elsewhere: a watch
+    (nothing to start, stop or act on) that knows the session."""
 
     def __init__(
         self,
@@ -47,11 +47,10 @@ class SessionWatchController:
         poll_every: float = POLL_EVERY,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(mesh_name, mesh)
         self.mesh_name = mesh_name
         self.poll_every = poll_every
-        self._mesh = mesh
         self._wall_clock = wall_clock
-        self._app: DashboardApp | None = None
         self._stamp: tuple[int, int] | None = None
         self._state: dict[str, Any] | None = None
         self._gone = False
@@ -64,20 +63,6 @@ class SessionWatchController:
         self.reload_text = "reading the session's state"
         self.reload_ok = True
         self.reload_at: float | None = None
-
-    # -- what the app asks of a controller ---------------------------------------------------
-
-    @property
-    def started(self) -> bool:
-        return True
-
-    @property
-    def commands(self) -> None:
-        return None
-
-    @property
-    def log_reader(self) -> None:
-        return None
 
     @property
     def ingress_url(self) -> str | None:
@@ -92,23 +77,10 @@ class SessionWatchController:
     def state_path(self) -> Path:
         return mesh_dir(self.mesh_name) / STATE_FILE
 
-    def attach(self, app: DashboardApp) -> None:
-        self._app = app
-
     def begin(self) -> None:
         self.poll()
         self.app.run_telemetry()
         self.app.set_interval(self.poll_every, self.poll)
-
-    def handle(self, message: SessionMessage) -> None:
-        # No session here: only worker failures arrive, and the app tells those itself.
-        return
-
-    def quit(self) -> None:
-        self.app.exit(0)
-
-    def mesh(self) -> Mesh | None:
-        return self._mesh
 
     def header(self, view: MeshView | None) -> HeaderFacts:
         state = self._state or {}
