@@ -461,11 +461,19 @@ async def test_an_upgraded_streams_bytes_count_on_both_sides_as_it_closes() -> N
             assert await echo(ws, b"x" * 10_000) == b"x" * 10_000
         await settled(sc, "http.outbound.downstream_cx_destroy", 1)
         await settled(sc, "cluster.backend.upstream_cx_destroy", 1)
+        # A stream's bytes are counted as each of its two connections closes, and the upgrade
+        # ends (its handler returns) only once both have. The listener-wide destroy count
+        # above is moved by any connection to the port, and the port comes from free_port():
+        # a stray connection from another process closing first satisfies it before this
+        # stream's client side has closed, its bytes not counted yet. Only this upgrade moves
+        # the route's upgrade gauge: wait for it to drop.
+        assert stat(sc, "vhost.backend.route.main.downstream_cx_upgrades_total") == 1
+        await settled(sc, "vhost.backend.route.main.downstream_cx_upgrades_active", 0)
         http = stats_of(sc, "http.outbound.")
         cluster = stats_of(sc, "cluster.backend.")
         # The 10,000 bytes crossed each way (plus the handshake and frame headers): what the
         # client sent the sidecar wrote upstream, and what came back went to the client.
-        assert http["downstream_cx_rx_bytes_total"] > 10_000
-        assert http["downstream_cx_tx_bytes_total"] > 10_000
-        assert cluster["upstream_cx_tx_bytes_total"] > 10_000
-        assert cluster["upstream_cx_rx_bytes_total"] > 10_000
+        assert http["downstream_cx_rx_bytes_total"] > 10_000, http
+        assert http["downstream_cx_tx_bytes_total"] > 10_000, http
+        assert cluster["upstream_cx_tx_bytes_total"] > 10_000, cluster
+        assert cluster["upstream_cx_rx_bytes_total"] > 10_000, cluster
