@@ -213,10 +213,18 @@ async def _headless_with_web(
     """`up --web`: the mesh as with --headless, its dashboard served to browsers meanwhile
     (each tab a `meshdev watch --mesh FILE`, which finds the pods in the session's state)."""
     from meshdev.session import run_headless
-    from meshdev.tui.web import WebDashboard, WebError, watch_command
+    from meshdev.tui.logic.commands import Commands
+    from meshdev.tui.remote_keys import KeyService
+    from meshdev.tui.web import HOST, WebDashboard, WebError, watch_command
 
+    # The tabs' demo keys act here, on this session (each tab is a process of its own).
+    commands = Commands(session)
+    tab = ["--mesh", str(session.mesh_file), "--keys", f"http://{HOST}:{port}/"]
     dashboard = WebDashboard(
-        watch_command(["--mesh", str(session.mesh_file)]), port, f"meshdev: {session.mesh.name}"
+        watch_command(tab),
+        port,
+        f"meshdev: {session.mesh.name}",
+        KeyService(commands, session.token),
     )
     try:
         url = await dashboard.start()
@@ -226,6 +234,7 @@ async def _headless_with_web(
     try:
         return await run_headless(session, keep=keep)
     finally:
+        await commands.stop_load()
         await dashboard.stop()
 
 
@@ -266,8 +275,14 @@ def _mesh_targets(file: str, name: str | None = None) -> list[str]:
     metavar="PORT",
     help="Serve the dashboard to browsers on 127.0.0.1:PORT instead of this terminal.",
 )
+# `up --web` gives it to each tab: where that `up` acts on the demo keys (tui/remote_keys.py).
+@click.option("--keys", "keys_url", hidden=True)
 def watch(
-    admin_urls: tuple[str, ...], mesh_file: str | None, interval: float, web_port: int | None
+    admin_urls: tuple[str, ...],
+    mesh_file: str | None,
+    interval: float,
+    web_port: int | None,
+    keys_url: str | None,
 ) -> None:
     """Open the dashboard on proxies that already run: meshdev sidecars, or Envoys.
 
@@ -315,7 +330,7 @@ def watch(
             click.echo(f"{mesh_file} does not load ({exc}): no policy names shown", err=True)
             mesh = None
     session_of = _mesh_name(mesh_file, None) if mesh_file else None
-    sys.exit(run_watch(targets, interval, mesh, session_of))
+    sys.exit(run_watch(targets, interval, mesh, session_of, keys_url if session_of else None))
 
 
 @main.command()

@@ -36,7 +36,7 @@ from textual.worker import Worker, WorkerState
 
 from meshdev.telemetry.aggregation.view import Event, MeshView
 from meshdev.tui.controllers import SessionController
-from meshdev.tui.logic.load_control import load_line
+from meshdev.tui.logic.load_control import load_line, load_text
 from meshdev.tui.logic.mailbox import ViewMailbox
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import TraceFeed, ViewSource
@@ -225,8 +225,10 @@ class MeshdevApp(App[int]):
 
     def _show_load(self) -> None:
         commands = self.controller.commands
-        load = commands.load if commands is not None else None
-        self.dashboard.show_load(load_line(load, self.controller.ingress_url))
+        if commands is not None:
+            self.dashboard.show_load(commands.load_text())
+        else:
+            self.dashboard.show_load(load_text(load_line(None, self.controller.ingress_url)))
 
     # -- the session's messages: its controller's to handle ---------------------------------
 

@@ -24,7 +24,7 @@ from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.base import PodState, RuntimeFailure
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.tui.logic.commands import Commands
-from meshdev.tui.logic.ports import SessionPort, ViewSource
+from meshdev.tui.logic.ports import DemoKeys, SessionPort, ViewSource
 from meshdev.tui.messages import (
     CodeRolled,
     PodStates,
@@ -130,7 +130,7 @@ class SessionController(Protocol):
         """The mesh is up: a watched one always is, ours once its start succeeded."""
 
     @property
-    def commands(self) -> Commands | None:
+    def commands(self) -> DemoKeys | None:
         """The demo keys' actions; None where no mesh of ours runs for them to act on."""
 
     @property
@@ -178,7 +178,7 @@ class WatchController:
         return True
 
     @property
-    def commands(self) -> None:
+    def commands(self) -> DemoKeys | None:
         return None
 
     @property

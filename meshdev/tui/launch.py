@@ -41,14 +41,16 @@ def run_watch(
     interval: float,
     mesh: Mesh | None = None,
     session_of: str | None = None,
+    keys_url: str | None = None,
 ) -> int:
     """`mesh`: the watched mesh's model, when its file was given (`watch --mesh FILE`);
     `session_of`: the name of the mesh whose running `meshdev up` is followed through its
-    state file (the pods it adds and removes, its reloads, its pods' states)."""
+    state file (the pods it adds and removes, its reloads, its pods' states); `keys_url`: where
+    that `up` (`--web`) acts on the demo keys (tui/remote_keys.py)."""
     source = TelemetrySource(targets, interval=interval)
     controller: SessionController
     if session_of is not None:
-        controller = SessionWatchController(session_of, mesh)
+        controller = SessionWatchController(session_of, mesh, keys_url=keys_url)
     else:
         noun = "proxy" if len(targets) == 1 else "proxies"
         controller = WatchController(f"watching {len(targets)} {noun}", mesh)

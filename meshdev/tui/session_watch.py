@@ -5,9 +5,10 @@ The session writes its state file whenever something changes (start, a reload ap
 rejected, a code roll, a pod that exits, restarts or comes back: session.py). Read once a
 second (only when it changed), it gives this dashboard what `up`'s own shows: the header's
 runtime, config version, ingress and last reload; the reload banner of a rejected save; the
-pods with their states and restarts; the sidecars to stream from as pods come and go. What it
-cannot do is act on the mesh: the demo keys say so (the session's objects are in the other
-process), and quitting closes this dashboard only.
+pods with their states and restarts; the sidecars to stream from as pods come and go. The demo
+keys act on the mesh through that `up`'s web server when it serves one (`up --web`: its tabs,
+tui/remote_keys.py); otherwise they say that the mesh is not running here. Quitting closes
+this dashboard only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.source import ProxyTarget
 from meshdev.tui.controllers import DashboardApp, WatchController, attached
+from meshdev.tui.logic.ports import DemoKeys
+from meshdev.tui.remote_keys import RemoteKeys
 from meshdev.tui.tables.pods import PodFacts
 from meshdev.tui.widgets.header import HeaderFacts, header_facts
 
@@ -46,8 +49,12 @@ class SessionWatchController(WatchController):
         *,
         poll_every: float = POLL_EVERY,
         wall_clock: Callable[[], float] = time.time,
+        keys_url: str | None = None,
     ) -> None:
         super().__init__(mesh_name, mesh)
+        # `up --web`'s tabs: the demo keys act in that `up` (tui/remote_keys.py).
+        self._keys_url = keys_url
+        self._keys: RemoteKeys | None = None
         self.mesh_name = mesh_name
         self.poll_every = poll_every
         self._wall_clock = wall_clock
@@ -65,6 +72,10 @@ class SessionWatchController(WatchController):
         self.reload_at: float | None = None
 
     @property
+    def commands(self) -> DemoKeys | None:
+        return self._keys
+
+    @property
     def ingress_url(self) -> str | None:
         url = self._state.get("ingress_url") if self._state is not None else None
         return url if isinstance(url, str) else None
@@ -79,6 +90,10 @@ class SessionWatchController(WatchController):
 
     def begin(self) -> None:
         self.poll()
+        token = self._state.get("token") if self._state is not None else None
+        if self._keys_url is not None and isinstance(token, str):
+            self._keys = RemoteKeys(self._keys_url, token)
+            self.app.dashboard.commands = self._keys
         self.app.run_telemetry()
         self.app.set_interval(self.poll_every, self.poll)
 

@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 from textual_serve.server import Server
 
+from meshdev.tui.remote_keys import KeyService
+
 HOST = "127.0.0.1"
 
 
@@ -37,9 +39,11 @@ def watch_command(args: Sequence[str]) -> str:
 class WebDashboard:
     """textual-serve's web application, run in the caller's event loop."""
 
-    def __init__(self, command: str, port: int, title: str) -> None:
+    def __init__(self, command: str, port: int, title: str, keys: KeyService | None = None) -> None:
         self.port = port
         self._server = Server(command, host=HOST, port=port, title=title)
+        # `up --web`: the tabs' demo keys, acted on here (tui/remote_keys.py).
+        self._keys = keys
         self._runner: web.AppRunner | None = None
 
     @property
@@ -51,6 +55,8 @@ class WebDashboard:
         # textual-serve's own serve() owns the event loop (web.run_app); its application is
         # the same one, made here so that it runs beside the mesh in our loop.
         app = await self._server._make_app()
+        if self._keys is not None:
+            self._keys.install(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, HOST, self.port)

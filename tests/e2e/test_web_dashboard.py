@@ -1,6 +1,7 @@
 """The dashboard in a real browser: `meshdev up --web PORT` on the example (process runtime),
 a headless Chromium driven by chromedriver opens the page, the dashboard streams the mesh's
-live figures into it, and a key pressed in the page switches the view.
+live figures into it, a key pressed in the page switches the view, the header and pods are
+`up`'s (a save shows up in the page), and a demo key acts on the mesh through `up`.
 
 xterm.js paints the terminal on a canvas, so the page has no text to read; what the browser
 received is read instead: a script installed before the page's own wraps its WebSocket and
@@ -144,6 +145,16 @@ def test_the_dashboard_in_a_real_browser(tmp_path: Path, browser: webdriver.Chro
         mesh_file.write_text(mesh_file.read_text().replace("timeout: 2s", "timeout: 3s", 1))
         up.wait_for("applied v2")
         wait_text(browser, lambda t: "applied v2" in t[before:], "the save applied, in the page")
+
+        # A demo key acts on the mesh through `up`: l starts the load there (the page's load
+        # bar is up's), l again stops it and says how many requests went.
+        before = len(received(browser))
+        ActionChains(browser).send_keys("l").perform()
+        wait_text(browser, lambda t: "load on" in t[before:], "the load that l started")
+        ActionChains(browser).send_keys("l").perform()
+        stopped = wait_text(browser, lambda t: "load stopped:" in t[before:], "l again")
+        sent = re.search(r"load stopped: (\d+) requests", stopped[before:])
+        assert sent is not None and int(sent.group(1)) > 0, stopped[-2000:]
         shot = tmp_path / "web.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.text import Text
+
 from meshdev.common.workload_certs import spiffe_id
 from meshdev.config.model import INGRESS_IDENTITY, Match, Mesh
 from meshdev.control import Pod
@@ -16,7 +18,7 @@ from meshdev.security.client import client_context
 from meshdev.tui.logic import actions
 from meshdev.tui.logic.actions import ActionFailed
 from meshdev.tui.logic.explain import explain_denial
-from meshdev.tui.logic.load_control import DEFAULT_PATH, LoadControl
+from meshdev.tui.logic.load_control import DEFAULT_PATH, LoadControl, load_line, load_text
 from meshdev.tui.logic.ports import SessionPort
 
 # What the sidecar answers a request its RBAC filter refuses (Envoy's body).
@@ -55,6 +57,12 @@ class Commands:
         if self.load is None:
             self.load = LoadControl(self._ingress(), self.path)
         return self.load.step(direction)
+
+    async def rate(self, direction: int) -> str:
+        return self.step_rate(direction)
+
+    def load_text(self) -> Text:
+        return load_text(load_line(self.load, self.session.ingress_url))
 
     async def stop_load(self) -> None:
         if self.load is not None and self.load.running:

@@ -16,13 +16,42 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from rich.text import Text
+
 from meshdev.config.model import Mesh
 from meshdev.control import ControlPlane, ReloadReport, RollReport
 from meshdev.runtime.base import Runtime
 from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.io.source import OnView, ProxyTarget, ViewSource
 
-__all__ = ["OnView", "SessionPort", "TraceFeed", "ViewSource"]
+__all__ = ["DemoKeys", "OnView", "SessionPort", "TraceFeed", "ViewSource"]
+
+
+class DemoKeys(Protocol):
+    """What the demo keys act on: `commands.Commands` (a session of this process), or
+    `tui/remote_keys.RemoteKeys` (the session of a `meshdev up --web` in another process,
+    through its web server). Each answers the sentence the dashboard shows, or raises
+    `actions.ActionFailed` with one that says why nothing happened."""
+
+    async def toggle_load(self) -> str: ...
+
+    async def rate(self, direction: int) -> str:
+        """One rung up (+1) or down (-1) the load's rate ladder."""
+
+    async def trip_breaker(self) -> str: ...
+
+    async def chaos(self, selected: str | None = None) -> str: ...
+
+    async def plaintext(self) -> str: ...
+
+    async def unauthorized(self) -> str: ...
+
+    async def fault(self, route_key: str | None) -> str: ...
+
+    async def canary(self, prefer: Sequence[str] = ()) -> str: ...
+
+    def load_text(self) -> Text:
+        """The load bar: whether load runs, at what rate, to where, how it goes."""
 
 
 class TraceFeed(Protocol):

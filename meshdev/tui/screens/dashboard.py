@@ -21,8 +21,7 @@ from meshdev.runtime.base import Container, PodState
 from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.aggregation.view import Event, MeshView, SidecarStatus
 from meshdev.tui.logic.actions import ActionFailed
-from meshdev.tui.logic.commands import Commands
-from meshdev.tui.logic.load_control import LoadLine, load_text
+from meshdev.tui.logic.ports import DemoKeys
 from meshdev.tui.messages import ActionDone
 from meshdev.tui.tables.clusters import ClustersTable
 from meshdev.tui.tables.hosts import HostsTable
@@ -92,7 +91,7 @@ class DashboardScreen(Screen[None]):
         self.view: MeshView | None = None
         # Set while the mesh runs, by `meshdev up`'s controller (controllers.py); None while
         # it starts or stops, and while only watching.
-        self.commands: Commands | None = None
+        self.commands: DemoKeys | None = None
         self._load_text = Text()
         self._load_bar = Static("", id="load-bar")
         # True between mount and unmount: workers' messages may arrive outside that window
@@ -234,17 +233,16 @@ class DashboardScreen(Screen[None]):
         if self.live:
             self.events.add(events)
 
-    def show_load(self, line: LoadLine) -> None:
+    def show_load(self, text: Text) -> None:
         bar = self._load_bar
         # The 1 s timer may fire while the app shuts down, after the bar is gone.
-        if self.live and bar.is_attached:
-            text = load_text(line)
-            if text != self._load_text or str(text.style) != str(self._load_text.style):
-                self._load_text = text
-                # One line, fixed by the stylesheet: no layout pass for a new text.
-                bar.update(text, layout=False)
+        changed = text != self._load_text or str(text.style) != str(self._load_text.style)
+        if self.live and bar.is_attached and changed:
+            self._load_text = text
+            # One line, fixed by the stylesheet: no layout pass for a new text.
+            bar.update(text, layout=False)
 
-    # -- the demo keys: each runs one Commands method in a worker ---------------------------
+    # -- the demo keys: each runs one DemoKeys method in a worker ---------------------------
 
     def _act(self, what: str, work: Coroutine[Any, Any, str]) -> None:
         """Run an action in a worker; its sentence (or why it failed) goes up as ActionDone."""
@@ -259,7 +257,7 @@ class DashboardScreen(Screen[None]):
 
         self.run_worker(run(), group="actions", exit_on_error=False, description=what)
 
-    def _commands(self) -> Commands | None:
+    def _commands(self) -> DemoKeys | None:
         if self.commands is None:
             self.notify("the mesh is not running here", severity="warning", timeout=3)
         return self.commands
@@ -273,10 +271,7 @@ class DashboardScreen(Screen[None]):
 
     def action_rate(self, direction: int) -> None:
         if (commands := self._commands()) is not None:
-            try:
-                self.post_message(ActionDone(commands.step_rate(direction)))
-            except ActionFailed as exc:
-                self.post_message(ActionDone(f"load: {exc}", ok=False))
+            self._act("load", commands.rate(direction))
 
     def action_trip_breaker(self) -> None:
         if (commands := self._commands()) is not None:

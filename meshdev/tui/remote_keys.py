@@ -1,0 +1,165 @@
+"""The demo keys of a browser tab of `meshdev up --web`, acted on by the `up` that runs the mesh.
+
+Each tab is a dashboard process of its own (textual-serve runs one per connection, tui/web.py),
+while the mesh's session and its `Commands` live in `up`'s process. So `up --web` serves them
+beside the page, on the same 127.0.0.1 port, and each tab's `RemoteKeys` calls them:
+
+    POST /meshdev/keys/{name}   {"selected": ..., "prefer": [...], "direction": 1|-1}
+         -> 200 {"ok": true, "text": "what happened"} or {"ok": false, "text": "why not"}
+    GET  /meshdev/load          -> 200 {"markup": the load bar, as Rich markup}
+
+Both need `Authorization: Bearer <the session's admin token>` (401 without): a page of any
+other site open in the same browser can reach 127.0.0.1 too, but cannot read the token, which
+only the session's state file (0600) holds. One `Commands` serves every tab, so a load started
+in one tab shows in all of them, as it would in one terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+from rich.errors import MarkupError
+from rich.text import Text
+
+from meshdev.tui.logic.actions import ActionFailed
+from meshdev.tui.logic.ports import DemoKeys
+
+PREFIX: Final = "/meshdev/"
+TIMEOUT_S: Final = 30.0  # a burst or a probe takes seconds; a stop waits for answers
+# The load bar is asked for at most this often (the dashboard shows it every second).
+LOAD_EVERY_S: Final = 0.5
+
+
+def _keys(keys: DemoKeys, body: dict[str, Any]) -> dict[str, Callable[[], Awaitable[str]]]:
+    selected = body.get("selected")
+    selected = selected if isinstance(selected, str) else None
+    prefer = [p for p in body.get("prefer", ()) if isinstance(p, str)]
+    direction = 1 if body.get("direction", 1) == 1 else -1
+    return {
+        "load": keys.toggle_load,
+        "rate": lambda: keys.rate(direction),
+        "breaker": keys.trip_breaker,
+        "chaos": lambda: keys.chaos(selected),
+        "plaintext": keys.plaintext,
+        "unauthorized": keys.unauthorized,
+        "fault": lambda: keys.fault(selected),
+        "canary": lambda: keys.canary(prefer),
+    }
+
+
+class KeyService:
+    """The server side, added to `up --web`'s web application."""
+
+    def __init__(self, keys: DemoKeys, token: str) -> None:
+        self.keys = keys
+        self._token = token
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post(PREFIX + "keys/{name}", self._key)
+        app.router.add_get(PREFIX + "load", self._load)
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self._token}"
+
+    async def _key(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "a session token is needed"}, status=401)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        action = _keys(self.keys, body if isinstance(body, dict) else {}).get(
+            request.match_info["name"]
+        )
+        if action is None:
+            return web.json_response({"error": "no such key"}, status=404)
+        try:
+            text = await action()
+        except ActionFailed as exc:
+            return web.json_response({"ok": False, "text": str(exc)})
+        return web.json_response({"ok": True, "text": text})
+
+    async def _load(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": "a session token is needed"}, status=401)
+        return web.json_response({"markup": self.keys.load_text().markup})
+
+
+class RemoteKeys:
+    """The client side: a `DemoKeys` whose actions run in the `up` at `base_url`."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url.rstrip("/") + PREFIX
+        self._token = token
+        self._load_text = Text("load: asking the mesh's `meshdev up`...", style="dim")
+        self._load_task: asyncio.Task[None] | None = None
+        self._load_at = 0.0
+
+    async def toggle_load(self) -> str:
+        return await self._press("load")
+
+    async def rate(self, direction: int) -> str:
+        return await self._press("rate", direction=direction)
+
+    async def trip_breaker(self) -> str:
+        return await self._press("breaker")
+
+    async def chaos(self, selected: str | None = None) -> str:
+        return await self._press("chaos", selected=selected)
+
+    async def plaintext(self) -> str:
+        return await self._press("plaintext")
+
+    async def unauthorized(self) -> str:
+        return await self._press("unauthorized")
+
+    async def fault(self, route_key: str | None) -> str:
+        return await self._press("fault", selected=route_key)
+
+    async def canary(self, prefer: Sequence[str] = ()) -> str:
+        return await self._press("canary", prefer=list(prefer))
+
+    def load_text(self) -> Text:
+        """The last load bar `up` gave; asks for a newer one (answered by the next call)."""
+        loop = asyncio.get_running_loop()
+        busy = self._load_task is not None and not self._load_task.done()
+        if not busy and loop.time() - self._load_at >= LOAD_EVERY_S:
+            self._load_at = loop.time()
+            self._load_task = loop.create_task(self._fetch_load())
+        return self._load_text
+
+    async def _fetch_load(self) -> None:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, MarkupError):
+            doc = await self._call("GET", "load", None)
+            markup = doc.get("markup")
+            if isinstance(markup, str):
+                self._load_text = Text.from_markup(markup)
+
+    async def _press(self, name: str, **body: object) -> str:
+        try:
+            doc = await self._call("POST", f"keys/{name}", body)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise ActionFailed(
+                f"the `meshdev up` serving this page did not answer ({exc or type(exc).__name__})"
+            ) from None
+        text = str(doc.get("text") or doc.get("error") or "no answer")
+        if doc.get("ok") is not True:
+            raise ActionFailed(text)
+        return text
+
+    async def _call(self, method: str, path: str, body: object) -> dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        headers = {"Authorization": f"Bearer {self._token}"}
+        async with (
+            aiohttp.ClientSession(timeout=timeout, trust_env=False) as http,
+            http.request(method, self.base_url + path, json=body, headers=headers) as resp,
+        ):
+            doc = await resp.json(content_type=None)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path} answered {doc!r}")
+        return doc
