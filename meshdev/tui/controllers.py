@@ -182,7 +182,7 @@ class WatchController:
         return None
 
     @property
-    def log_reader(self) -> None:
+    def log_reader(self) -> LogReader | None:
         return None
 
     @property

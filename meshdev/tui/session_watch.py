@@ -5,7 +5,8 @@ The session writes its state file whenever something changes (start, a reload ap
 rejected, a code roll, a pod that exits, restarts or comes back: session.py). Read once a
 second (only when it changed), it gives this dashboard what `up`'s own shows: the header's
 runtime, config version, ingress and last reload; the reload banner of a rejected save; the
-pods with their states and restarts; the sidecars to stream from as pods come and go. The demo
+pods with their states and restarts; the sidecars to stream from as pods come and go; and the
+pods' logs, read where the runtime keeps them. The demo
 keys act on the mesh through that `up`'s web server when it serves one (`up --web`: its tabs,
 tui/remote_keys.py); otherwise they say that the mesh is not running here. Quitting closes
 this dashboard only.
@@ -24,6 +25,7 @@ from meshdev.config import MeshInvalid, load_mesh
 from meshdev.config.model import Mesh
 from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.base import PodState
+from meshdev.runtime.detect import running_runtime
 from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.source import ProxyTarget
@@ -32,6 +34,7 @@ from meshdev.tui.logic.ports import DemoKeys
 from meshdev.tui.remote_keys import RemoteKeys
 from meshdev.tui.tables.pods import PodFacts
 from meshdev.tui.widgets.header import HeaderFacts, header_facts
+from meshdev.tui.widgets.logs_view import LogReader
 
 # Seconds between two looks at the state file (a stat; a read only when it changed).
 POLL_EVERY = 1.0
@@ -55,6 +58,12 @@ class SessionWatchController(WatchController):
         # `up --web`'s tabs: the demo keys act in that `up` (tui/remote_keys.py).
         self._keys_url = keys_url
         self._keys: RemoteKeys | None = None
+        # The pods' logs, read where that runtime keeps them (files, or the engine's); the
+        # Logs tab is built with the app, so the runtime is known from the state as it is now.
+        state = read_state(mesh_name)
+        file = state.get("file") if state is not None else None
+        runtime = running_runtime(mesh_name, Path(file), state) if isinstance(file, str) else None
+        self._log_reader: LogReader | None = runtime.logs if runtime is not None else None
         self.mesh_name = mesh_name
         self.poll_every = poll_every
         self._wall_clock = wall_clock
@@ -74,6 +83,10 @@ class SessionWatchController(WatchController):
     @property
     def commands(self) -> DemoKeys | None:
         return self._keys
+
+    @property
+    def log_reader(self) -> LogReader | None:
+        return self._log_reader
 
     @property
     def ingress_url(self) -> str | None:

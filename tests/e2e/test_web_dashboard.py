@@ -155,6 +155,12 @@ def test_the_dashboard_in_a_real_browser(tmp_path: Path, browser: webdriver.Chro
         stopped = wait_text(browser, lambda t: "load stopped:" in t[before:], "l again")
         sent = re.search(r"load stopped: (\d+) requests", stopped[before:])
         assert sent is not None and int(sent.group(1)) > 0, stopped[-2000:]
+
+        # The Logs view reads the pods' logs where the runtime keeps them: the gateway's
+        # access log has the load's requests.
+        before = len(received(browser))
+        ActionChains(browser).send_keys("4").perform()
+        wait_text(browser, lambda t: '"GET /items HTTP/1.1" 200' in t[before:], "the access log")
         shot = tmp_path / "web.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:

@@ -173,3 +173,22 @@ def test_reports_come_back_from_their_json() -> None:
     assert RollReport.from_json(json.loads(json.dumps(roll.to_json()))) == roll
     with pytest.raises(KeyError):
         ReloadReport.from_json({"ok": True})
+
+
+async def test_the_logs_tab_reads_the_pods_logs_where_the_runtime_keeps_them(
+    state_dir: Path,
+) -> None:
+    write(state_dir)
+    # The process runtime's log files, in the mesh's state folder (runtime/process).
+    (state_dir / "ingress.sidecar.log").write_text("GET /items 200\nGET /x 503 UO\n")
+    app = MeshdevApp(FakeSource(), SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.press("4")
+        logs = app.dashboard.logs
+        await wait_until(lambda: len(logs.lines) == 2, "the ingress's lines", pause=pilot.pause)
+        assert logs.current == ("ingress", "sidecar")
+        assert list(logs.lines) == ["GET /items 200", "GET /x 503 UO"]
+        assert ("backend-0", "app") in logs.sources
+        with (state_dir / "ingress.sidecar.log").open("a") as log:
+            log.write("GET /items 200 (later)\n")
+        await wait_until(lambda: len(logs.lines) == 3, "a line written since", pause=pilot.pause)
