@@ -298,7 +298,11 @@ def watch(
         raise click.UsageError("give either ADMIN_URLs or --mesh FILE")
     try:
         check_interval(interval)
-        if web_port is None:
+        if web_port is None and keys_url is not None and mesh_file:
+            # A tab of `up --web`, maybe opened while that `up` starts: its pods come with
+            # the session's state (tui/session_watch.py), not here.
+            targets = []
+        elif web_port is None:
             targets = parse_targets(list(admin_urls) or _mesh_targets(str(mesh_file)))
         else:
             parse_targets(admin_urls)  # refused here, not in every browser tab

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from meshdev import plan
 from meshdev.config import MeshInvalid, load_mesh
 from meshdev.config.model import Mesh
 from meshdev.control import ReloadReport, RollReport
-from meshdev.runtime.base import PodState
+from meshdev.runtime.base import Container, PodState, Runtime
 from meshdev.runtime.detect import running_runtime
 from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
 from meshdev.telemetry.aggregation.view import MeshView
@@ -39,6 +39,7 @@ from meshdev.tui.widgets.logs_view import LogReader
 # Seconds between two looks at the state file (a stat; a read only when it changed).
 POLL_EVERY = 1.0
 GONE = "the mesh is not running (its `meshdev up` has stopped)"
+WAITING = "waiting for `meshdev up` to start the mesh"
 
 
 class SessionWatchController(WatchController):
@@ -58,12 +59,9 @@ class SessionWatchController(WatchController):
         # `up --web`'s tabs: the demo keys act in that `up` (tui/remote_keys.py).
         self._keys_url = keys_url
         self._keys: RemoteKeys | None = None
-        # The pods' logs, read where that runtime keeps them (files, or the engine's); the
-        # Logs tab is built with the app, so the runtime is known from the state as it is now.
-        state = read_state(mesh_name)
-        file = state.get("file") if state is not None else None
-        runtime = running_runtime(mesh_name, Path(file), state) if isinstance(file, str) else None
-        self._log_reader: LogReader | None = runtime.logs if runtime is not None else None
+        # Where the pods' logs are read (files, or the engine's): the session's runtime, known
+        # from its first state.
+        self._runtime: Runtime | None = None
         self.mesh_name = mesh_name
         self.poll_every = poll_every
         self._wall_clock = wall_clock
@@ -86,7 +84,13 @@ class SessionWatchController(WatchController):
 
     @property
     def log_reader(self) -> LogReader | None:
-        return self._log_reader
+        return self._logs
+
+    def _logs(self, pod: str, container: Container) -> AsyncIterator[str]:
+        # The Logs view follows a pod only once the pods are listed, from the same state.
+        if self._runtime is None:
+            return _no_lines()
+        return self._runtime.logs(pod, container)
 
     @property
     def ingress_url(self) -> str | None:
@@ -147,6 +151,8 @@ class SessionWatchController(WatchController):
         self._gone = False
         self._state = state
         self._follow_model(state)
+        if self._runtime is None and isinstance(state.get("file"), str):
+            self._runtime = running_runtime(self.mesh_name, Path(state["file"]), state)
         self._pods(state)
         self._reload(state.get("last_reload"))
         self._rolls(state.get("last_rolls"))
@@ -158,8 +164,12 @@ class SessionWatchController(WatchController):
             return
         self._gone = True
         self._stamp = None
-        self.reload_text, self.reload_ok, self.reload_at = GONE, False, self.app.clock()
-        self.app.add_event("info", GONE)
+        if self._state is None:
+            # A tab of `up --web` opened while that `up` starts: the state comes when it is up.
+            self.reload_text, self.reload_ok = WAITING, True
+        else:
+            self.reload_text, self.reload_ok, self.reload_at = GONE, False, self.app.clock()
+            self.app.add_event("info", GONE)
         self.app.show_header()
 
     def _follow_model(self, state: Mapping[str, Any]) -> None:
@@ -189,6 +199,12 @@ class SessionWatchController(WatchController):
             service, subset = (spec.service, spec.subset) if spec is not None else ("", None)
             facts.append(PodFacts(key, service, subset, "", False, 0, None))
             states[key] = _pod_state({"name": key, "service": service, **h})
+        for name, now in states.items():
+            # As `up` tells them: a pod that went from one state to another that is not running.
+            before = self._states.get(name)
+            if before is not None and now.state not in (before.state, "running"):
+                detail = f": {now.detail}" if now.detail else ""
+                self.app.add_event("exit", f"pod {name} is {now.state}{detail}")
         self._facts, self._states = facts, states
         targets = [(str(p["name"]), str(p["admin_url"])) for p in pods if p.get("admin_url")]
         if targets != self._targets:
@@ -258,6 +274,11 @@ class SessionWatchController(WatchController):
     def _file_name(self) -> str:
         file = self._state.get("file") if self._state is not None else None
         return Path(file).name if isinstance(file, str) else ""
+
+
+async def _no_lines() -> AsyncIterator[str]:
+    return
+    yield  # an async generator that ends at once
 
 
 def _int(value: object) -> int:

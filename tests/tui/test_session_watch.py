@@ -14,7 +14,7 @@ import pytest
 from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.paths import STATE_FILE, mesh_dir
 from meshdev.tui.app import MeshdevApp
-from meshdev.tui.session_watch import GONE, SessionWatchController
+from meshdev.tui.session_watch import GONE, WAITING, SessionWatchController
 from meshdev.tui.widgets.header import ReloadBanner
 from tests.support import wait_until
 from tests.tui.tuifakes import FakeSource
@@ -192,3 +192,24 @@ async def test_the_logs_tab_reads_the_pods_logs_where_the_runtime_keeps_them(
         with (state_dir / "ingress.sidecar.log").open("a") as log:
             log.write("GET /items 200 (later)\n")
         await wait_until(lambda: len(logs.lines) == 3, "a line written since", pause=pilot.pause)
+
+
+async def test_a_tab_opened_while_up_starts_waits_for_the_session(state_dir: Path) -> None:
+    source = FakeSource()
+    app = MeshdevApp(source, SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(lambda: WAITING in header(app), "waiting", pause=pilot.pause)
+        assert source.targets == []
+        state = write(state_dir)
+        await wait_until(lambda: "applied v3" in header(app), "the session", pause=pilot.pause)
+        assert len(source.targets) == 2
+        # A pod that exits is an event, as `up` tells it.
+        pods = [state["pods"][0], pod("backend-0", "backend", 15001, state="exited", exit_code=3)]
+        write(state_dir, pods=pods)
+        events = app.dashboard.events
+        await wait_until(
+            lambda: any("pod backend-0 is exited" in line for line in events.texts),
+            "the exit event",
+            pause=pilot.pause,
+        )
+        assert GONE not in header(app)
