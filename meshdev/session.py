@@ -14,7 +14,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,8 +242,14 @@ class Session:
         tmp.replace(path)
 
 
-async def run_headless(session: Session, *, keep: bool) -> int:
-    """Start, print `ready:`, follow the file until SIGINT/SIGTERM, then tear down."""
+async def run_headless(
+    session: Session,
+    *,
+    keep: bool,
+    before_stop: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Start, print `ready:`, follow the file until SIGINT/SIGTERM, then tear down;
+    `before_stop` runs first (what acts on the mesh must stop before it goes)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -279,6 +285,8 @@ async def run_headless(session: Session, *, keep: bool) -> int:
                 await follower
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if before_stop is not None:
+            await before_stop()
         if keep:
             session.say(
                 f"--keep: the mesh keeps running; `meshdev down {session.mesh_file}` removes it"

@@ -220,20 +220,23 @@ async def _headless_with_web(
     # The tabs' demo keys act here, on this session (each tab is a process of its own).
     commands = Commands(session)
     tab = ["--mesh", str(session.mesh_file), "--keys", f"http://{HOST}:{port}/"]
-    dashboard = WebDashboard(
-        watch_command(tab),
-        port,
-        f"meshdev: {session.mesh.name}",
-        KeyService(commands, session.token),
-    )
+    keys = KeyService(commands, session.token)
+    dashboard = WebDashboard(watch_command(tab), port, f"meshdev: {session.mesh.name}", keys)
     try:
         url = await dashboard.start()
     except WebError as exc:
         raise click.ClickException(str(exc)) from None
     say(f"web dashboard: {url} (it shows the mesh once it is ready)")
+
+    async def before_stop() -> None:
+        # As the terminal dashboard does: no key acts, and no load runs, while the mesh goes.
+        keys.close()
+        await commands.stop_load()
+
     try:
-        return await run_headless(session, keep=keep)
+        return await run_headless(session, keep=keep, before_stop=before_stop)
     finally:
+        keys.close()
         await commands.stop_load()
         await dashboard.stop()
 
@@ -296,6 +299,13 @@ def watch(
 
     if bool(admin_urls) == bool(mesh_file):
         raise click.UsageError("give either ADMIN_URLs or --mesh FILE")
+    if keys_url is not None:
+        from meshdev.tui.remote_keys import check_keys_url
+
+        try:
+            check_keys_url(keys_url)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     try:
         check_interval(interval)
         if web_port is None and keys_url is not None and mesh_file:

@@ -8,18 +8,20 @@ beside the page, on the same 127.0.0.1 port, and each tab's `RemoteKeys` calls t
          -> 200 {"ok": true, "text": "what happened"} or {"ok": false, "text": "why not"}
     GET  /meshdev/load          -> 200 {"markup": the load bar, as Rich markup}
 
-Both need `Authorization: Bearer <the session's admin token>` (401 without): a page of any
-other site open in the same browser can reach 127.0.0.1 too, but cannot read the token, which
-only the session's state file (0600) holds. One `Commands` serves every tab, so a load started
-in one tab shows in all of them, as it would in one terminal.
+Both need `Authorization: Bearer <the session's admin token>` (401 without), which only the
+session's state file (0600) holds: a page of another site open in the same browser reaches
+127.0.0.1 too but cannot read it, and cannot open a tab's terminal either (tui/web.py's
+`local_only` refuses its Origin). One `Commands` serves every tab, so a load started in one tab
+shows in all of them, as it would in one terminal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -30,6 +32,7 @@ from meshdev.tui.logic.actions import ActionFailed
 from meshdev.tui.logic.ports import DemoKeys
 
 PREFIX: Final = "/meshdev/"
+LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 TIMEOUT_S: Final = 30.0  # a burst or a probe takes seconds; a stop waits for answers
 # The load bar is asked for at most this often (the dashboard shows it every second).
 LOAD_EVERY_S: Final = 0.5
@@ -52,23 +55,38 @@ def _keys(keys: DemoKeys, body: dict[str, Any]) -> dict[str, Callable[[], Awaita
     }
 
 
+def check_keys_url(url: str) -> None:
+    """Raises ValueError unless `url` is on this machine: the token sent there reconfigures
+    the mesh's sidecars."""
+    if urlsplit(url).hostname not in LOOPBACK:
+        raise ValueError(f"{url}: the demo keys are served on 127.0.0.1 only")
+
+
 class KeyService:
     """The server side, added to `up --web`'s web application."""
 
     def __init__(self, keys: DemoKeys, token: str) -> None:
         self.keys = keys
         self._token = token
+        self._closed = False
+
+    def close(self) -> None:
+        """The mesh is going away: no key acts any more (503)."""
+        self._closed = True
 
     def install(self, app: web.Application) -> None:
         app.router.add_post(PREFIX + "keys/{name}", self._key)
         app.router.add_get(PREFIX + "load", self._load)
 
     def _authorized(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization") == f"Bearer {self._token}"
+        given = request.headers.get("Authorization", "").encode()
+        return secrets.compare_digest(given, f"Bearer {self._token}".encode())
 
     async def _key(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return web.json_response({"error": "a session token is needed"}, status=401)
+        if self._closed:
+            return web.json_response({"error": "the mesh is stopping"}, status=503)
         try:
             body = await request.json()
         except ValueError:
@@ -94,8 +112,9 @@ class RemoteKeys:
     """The client side: a `DemoKeys` whose actions run in the `up` at `base_url`."""
 
     def __init__(self, base_url: str, token: str) -> None:
+        check_keys_url(base_url)
         self.base_url = base_url.rstrip("/") + PREFIX
-        self._token = token
+        self.token = token
         self._load_text = Text("load: asking the mesh's `meshdev up`...", style="dim")
         self._load_task: asyncio.Task[None] | None = None
         self._load_at = 0.0
@@ -134,11 +153,12 @@ class RemoteKeys:
         return self._load_text
 
     async def _fetch_load(self) -> None:
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, MarkupError):
+        try:
             doc = await self._call("GET", "load", None)
-            markup = doc.get("markup")
-            if isinstance(markup, str):
-                self._load_text = Text.from_markup(markup)
+            self._load_text = Text.from_markup(str(doc["markup"]))
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, MarkupError):
+            # Never the last bar for good (a "load on" that stopped with its `up`).
+            self._load_text = Text("load: the `meshdev up` serving this page does not answer")
 
     async def _press(self, name: str, **body: object) -> str:
         try:
@@ -154,7 +174,7 @@ class RemoteKeys:
 
     async def _call(self, method: str, path: str, body: object) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
-        headers = {"Authorization": f"Bearer {self._token}"}
+        headers = {"Authorization": f"Bearer {self.token}"}
         async with (
             aiohttp.ClientSession(timeout=timeout, trust_env=False) as http,
             http.request(method, self.base_url + path, json=body, headers=headers) as resp,

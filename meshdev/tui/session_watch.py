@@ -14,9 +14,11 @@ this dashboard only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.base import Container, PodState, Runtime
 from meshdev.runtime.detect import running_runtime
 from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
+from meshdev.runtime.process.procscan import alive
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.source import ProxyTarget
 from meshdev.tui.controllers import DashboardApp, WatchController, attached
@@ -59,19 +62,22 @@ class SessionWatchController(WatchController):
         # `up --web`'s tabs: the demo keys act in that `up` (tui/remote_keys.py).
         self._keys_url = keys_url
         self._keys: RemoteKeys | None = None
-        # Where the pods' logs are read (files, or the engine's): the session's runtime, known
-        # from its first state.
-        self._runtime: Runtime | None = None
+        # Where the pods' logs are read (files, or the engine's): the session's runtime, found
+        # from its state in a thread (a Docker client's first ping may take seconds).
+        self._runtime: asyncio.Task[Runtime | None] | None = None
+        # Wall-clock times at which pods down for a restart get their next try (a countdown).
+        self._retry_at: dict[str, float] = {}
         self.mesh_name = mesh_name
         self.poll_every = poll_every
         self._wall_clock = wall_clock
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._state: dict[str, Any] | None = None
         self._gone = False
         self._targets: list[ProxyTarget] = []
         self._facts: list[PodFacts] = []
         self._states: dict[str, PodState] = {}
         self._seen_reload: object = None
+        self._by_key: dict[str, PodState] = {}
         self._seen_rolls: dict[str, object] = {}
         self._model_version: int | None = None
         self.reload_text = "reading the session's state"
@@ -86,11 +92,19 @@ class SessionWatchController(WatchController):
     def log_reader(self) -> LogReader | None:
         return self._logs
 
-    def _logs(self, pod: str, container: Container) -> AsyncIterator[str]:
+    async def _logs(self, pod: str, container: Container) -> AsyncIterator[str]:
         # The Logs view follows a pod only once the pods are listed, from the same state.
-        if self._runtime is None:
-            return _no_lines()
-        return self._runtime.logs(pod, container)
+        runtime = await self._runtime if self._runtime is not None else None
+        if runtime is None:
+            yield f"(no logs: this mesh's {self._runtime_kind} runtime cannot be reached from here)"
+            return
+        async for line in runtime.logs(pod, container):
+            yield line
+
+    @property
+    def _runtime_kind(self) -> str:
+        kind = self._state.get("runtime") if self._state is not None else None
+        return kind if isinstance(kind, str) else "unknown"
 
     @property
     def ingress_url(self) -> str | None:
@@ -107,10 +121,6 @@ class SessionWatchController(WatchController):
 
     def begin(self) -> None:
         self.poll()
-        token = self._state.get("token") if self._state is not None else None
-        if self._keys_url is not None and isinstance(token, str):
-            self._keys = RemoteKeys(self._keys_url, token)
-            self.app.dashboard.commands = self._keys
         self.app.run_telemetry()
         self.app.set_interval(self.poll_every, self.poll)
 
@@ -130,7 +140,17 @@ class SessionWatchController(WatchController):
 
     def show_pods(self) -> None:
         version = _int(self._state.get("version")) if self._state is not None else 0
-        self.app.dashboard.show_pods(self._facts, self._states, version)
+        states = dict(self._states)
+        now = self._wall_clock()
+        for name, at in self._retry_at.items():
+            # The countdown as `up` shows it, from when the session wrote it.
+            state = states.get(name)
+            if state is not None:
+                when = f"next try in {max(0, round(at - now))} s"
+                states[name] = replace(
+                    state, detail=", ".join(w for w in (state.detail, when) if w)
+                )
+        self.app.dashboard.show_pods(self._facts, states, version)
 
     # -- following the state file -------------------------------------------------------------
 
@@ -141,23 +161,51 @@ class SessionWatchController(WatchController):
         except FileNotFoundError:
             self._lost()
             return
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return
-        state = read_state(self.mesh_name)
-        if state is None:
-            return  # between its write and its rename, or not ours: the next look will do
-        self._stamp = stamp
+        # Every write is a new file renamed over the old one: its inode tells two writes apart
+        # that land within one tick of the clock with the same size.
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            state = read_state(self.mesh_name)
+            if state is None:
+                return  # not a state (being replaced, or not ours): the next look will do
+            self._stamp = stamp
+            self._follow(state, st.st_mtime)
+        elif self._retry_at:
+            self.show_pods()  # the restart countdowns
+        pid = self._state.get("pid") if self._state is not None else None
+        if isinstance(pid, int) and not alive(pid):
+            # `up` was killed (kill -9): its state file stays, and nothing serves the mesh.
+            self._lost()
+
+    def _follow(self, state: dict[str, Any], written_at: float) -> None:
+        before = self._state
+        if before is not None and before.get("pid") != state.get("pid"):
+            # Another `up` of the mesh: what was seen of the last one is not news of this one.
+            self._seen_reload, self._seen_rolls, self._by_key = None, {}, {}
+            self._model_version, self._runtime = None, None
         self._gone = False
         self._state = state
+        self._keys_for(state.get("token"))
         self._follow_model(state)
-        if self._runtime is None and isinstance(state.get("file"), str):
-            self._runtime = running_runtime(self.mesh_name, Path(state["file"]), state)
-        self._pods(state)
+        file = state.get("file")
+        if self._runtime is None and isinstance(file, str):
+            self._runtime = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(running_runtime, self.mesh_name, Path(file), state)
+            )
+        self._pods(state, written_at)
         self._reload(state.get("last_reload"))
         self._rolls(state.get("last_rolls"))
         self.app.show_header()
         self.show_pods()
+
+    def _keys_for(self, token: object) -> None:
+        """`up --web`'s tabs: the keys act there with the session's token (a new one for a new
+        session)."""
+        if self._keys_url is None or not isinstance(token, str):
+            return
+        if self._keys is None or self._keys.token != token:
+            self._keys = RemoteKeys(self._keys_url, token)
+            self.app.dashboard.commands = self._keys
 
     def _lost(self) -> None:
         if self._gone:
@@ -183,10 +231,11 @@ class SessionWatchController(WatchController):
             self._mesh = load_mesh(file)
         self._model_version = version
 
-    def _pods(self, state: Mapping[str, Any]) -> None:
+    def _pods(self, state: Mapping[str, Any], written_at: float) -> None:
         pods = [p for p in state.get("pods", ()) if isinstance(p, dict) and "name" in p]
         facts = [_facts(p) for p in pods]
-        states = {str(p["name"]): _pod_state(p) for p in pods}
+        # By the plan's key (a rolled pod is named key-rN while it runs, key once it is down).
+        entries = [(str(p.get("key") or p["name"]), p) for p in pods]
         health = state.get("health")
         health = health if isinstance(health, dict) else {}
         specs = {s.name: s for s in plan.pods(self._mesh)} if self._mesh is not None else {}
@@ -198,14 +247,21 @@ class SessionWatchController(WatchController):
             spec = specs.get(key)
             service, subset = (spec.service, spec.subset) if spec is not None else ("", None)
             facts.append(PodFacts(key, service, subset, "", False, 0, None))
-            states[key] = _pod_state({"name": key, "service": service, **h})
-        for name, now in states.items():
+            entries.append((key, {"name": key, "service": service, **h}))
+        by_key = {key: _pod_state(p) for key, p in entries}
+        for key, now in by_key.items():
             # As `up` tells them: a pod that went from one state to another that is not running.
-            before = self._states.get(name)
+            before = self._by_key.get(key)
             if before is not None and now.state not in (before.state, "running"):
                 detail = f": {now.detail}" if now.detail else ""
-                self.app.add_event("exit", f"pod {name} is {now.state}{detail}")
-        self._facts, self._states = facts, states
+                self.app.add_event("exit", f"pod {now.pod} is {now.state}{detail}")
+        self._by_key = by_key
+        self._facts, self._states = facts, {s.pod: s for s in by_key.values()}
+        self._retry_at = {
+            str(p["name"]): written_at + float(p["next_try_in"])
+            for _, p in entries
+            if isinstance(p.get("next_try_in"), int | float) and p.get("state") != "running"
+        }
         targets = [(str(p["name"]), str(p["admin_url"])) for p in pods if p.get("admin_url")]
         if targets != self._targets:
             self._targets = targets
@@ -224,7 +280,9 @@ class SessionWatchController(WatchController):
             version = _int(last.get("version"))
             app.dashboard.show_banner(self._file_name, version, errors)
             count = len(errors)
-            self._said(f"not applied ({count} error{'' if count == 1 else 's'})", False, at)
+            text = f"not applied ({count} error{'' if count == 1 else 's'})"
+            self._said(text, False, at)
+            app.add_event("rejected", text)
             for error in errors:
                 app.add_event("rejected", error)
             return
@@ -244,6 +302,7 @@ class SessionWatchController(WatchController):
     def _rolls(self, rolls: object) -> None:
         if not isinstance(rolls, dict):
             return
+        first = self._seen_reload is None and not self._seen_rolls
         for service, doc in sorted(rolls.items()):
             if not isinstance(doc, dict) or self._seen_rolls.get(service) == doc.get("at"):
                 continue
@@ -252,14 +311,25 @@ class SessionWatchController(WatchController):
                 report = RollReport.from_json(doc)
             except (KeyError, TypeError, ValueError):
                 continue
-            dashboard = self.app.dashboard
-            if report.ok:
-                dashboard.clear_banner(report.service)
-                self.app.add_event("roll", report.summary())
-            else:
-                error = report.error or "failed"
-                dashboard.show_roll_failure(report.service, tuple(error.splitlines()))
-                self.app.add_event("rejected", report.summary())
+            self._rolled(report, toast=not first)
+
+    def _rolled(self, report: RollReport, *, toast: bool) -> None:
+        # As UpController._code_rolled says it; a roll from before this dashboard opened is
+        # an event and a banner, not news (no toast).
+        app, service = self.app, report.service
+        if report.ok:
+            app.dashboard.clear_banner(service)
+            if toast:
+                nothing = report.unchanged or not report.replaced
+                title = "nothing to roll" if nothing else "code rolled"
+                app.notify(report.summary(), title=f"{service}: {title}", timeout=4)
+            app.add_event("roll", report.summary())
+            return
+        error = report.error or "failed"
+        app.dashboard.show_roll_failure(service, tuple(error.splitlines()))
+        if toast:
+            app.notify(error.splitlines()[0], title=f"{service}: not rolled out", severity="error")
+        app.add_event("rejected", report.summary())
 
     def _said(self, text: str, ok: bool, at: float | None) -> None:
         self.reload_text, self.reload_ok, self.reload_at = text, ok, at
@@ -274,11 +344,6 @@ class SessionWatchController(WatchController):
     def _file_name(self) -> str:
         file = self._state.get("file") if self._state is not None else None
         return Path(file).name if isinstance(file, str) else ""
-
-
-async def _no_lines() -> AsyncIterator[str]:
-    return
-    yield  # an async generator that ends at once
 
 
 def _int(value: object) -> int:
@@ -299,15 +364,13 @@ def _facts(pod: Mapping[str, Any]) -> PodFacts:
 
 
 def _pod_state(pod: Mapping[str, Any]) -> PodState:
-    """A pod's state as the session's control plane last wrote it (its healing record)."""
+    """A pod's state as the session's control plane last wrote it (its healing record; the
+    countdown to its next try is added when shown)."""
     exit_code = pod.get("exit_code")
     restarts = _int(pod.get("restarts"))
     detail = ""
     if restarts and exit_code is not None:
         detail = f"last exit {exit_code}"
-    retry = pod.get("next_try_in")
-    if isinstance(retry, int | float) and pod.get("state") != "running":
-        detail = ", ".join(w for w in (detail, f"next try in {round(retry)} s") if w)
     return PodState(
         pod=str(pod["name"]),
         service=str(pod.get("service") or ""),

@@ -5,8 +5,8 @@ and relays the terminal between the subprocess and the page (xterm.js). The comm
 `meshdev watch` dashboard a terminal shows; for a mesh started by `meshdev up` it follows the
 session through its state file (tui/session_watch.py): pods, their states, reloads.
 
-Bound to 127.0.0.1 only: the dashboard can change the mesh (fault toggles through the admin
-token) and has no authentication of its own.
+Bound to 127.0.0.1 only, and only to this machine's own pages (`local_only`): the dashboard
+can change the mesh (`up --web`'s demo keys, tui/remote_keys.py) and has no login of its own.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 from textual_serve.server import Server
 
 from meshdev.tui.remote_keys import KeyService
 
 HOST = "127.0.0.1"
+# textual-serve's route for the page's terminal.
+WEBSOCKET_PATH = "/ws"
 
 
 class WebError(Exception):
@@ -34,6 +37,29 @@ class WebError(Exception):
 def watch_command(args: Sequence[str]) -> str:
     """The shell command textual-serve runs per tab: this Python's `meshdev watch ARGS`."""
     return shlex.join([sys.executable, "-m", "meshdev", "watch", *args])
+
+
+def local_only(port: int) -> Middleware:
+    """Refuse what did not come from this machine's own pages: a Host other than ours (a DNS
+    rebinding: another site's name resolved to 127.0.0.1) and, on the page's WebSocket, an
+    Origin other than ours. Browsers apply no same-origin rule to WebSockets, so without this
+    any site open in the browser could open a tab's dashboard and press its keys, which act on
+    the mesh."""
+    hosts = {f"{HOST}:{port}", f"localhost:{port}"}
+    origins = {f"http://{host}" for host in hosts}
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if request.host not in hosts:
+            return web.Response(status=403, text="meshdev's dashboard answers on 127.0.0.1 only")
+        if origin is not None and origin not in origins:
+            return web.Response(status=403, text=f"not from this dashboard's page: {origin}")
+        if request.path == WEBSOCKET_PATH and origin is None:
+            return web.Response(status=403, text="a browser's page opens the dashboard")
+        return await handler(request)
+
+    return guard
 
 
 class WebDashboard:
@@ -55,6 +81,7 @@ class WebDashboard:
         # textual-serve's own serve() owns the event loop (web.run_app); its application is
         # the same one, made here so that it runs beside the mesh in our loop.
         app = await self._server._make_app()
+        app.middlewares.append(local_only(self.port))
         if self._keys is not None:
             self._keys.install(app)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)

@@ -60,19 +60,26 @@ class RecordingKeys:
         return Text.from_markup("[bold green] load on [/]  20 req/s -> http://x/items")
 
 
+SERVICES: dict[str, KeyService] = {}
+
+
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[RecordingKeys, str]]:
     keys = RecordingKeys()
     app = web.Application()
-    KeyService(keys, TOKEN).install(app)
+    service = KeyService(keys, TOKEN)
+    service.install(app)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/"
+    SERVICES[url] = service
     try:
-        yield keys, f"http://127.0.0.1:{port}/"
+        yield keys, url
     finally:
+        SERVICES.pop(url)
         await runner.cleanup()
 
 
@@ -131,3 +138,22 @@ async def test_an_up_that_is_gone_is_said_as_such() -> None:
     remote = RemoteKeys("http://127.0.0.1:9/", TOKEN)  # the discard port: nothing listens
     with pytest.raises(ActionFailed, match="did not answer"):
         await remote.trip_breaker()
+
+
+async def test_no_key_acts_once_the_mesh_is_stopping(served: tuple[RecordingKeys, str]) -> None:
+    keys, url = served
+    SERVICES[url].close()
+    with pytest.raises(ActionFailed, match="stopping"):
+        await RemoteKeys(url, TOKEN).toggle_load()
+    assert keys.pressed == []
+
+
+async def test_a_load_bar_is_never_left_from_an_up_that_stopped_answering() -> None:
+    remote = RemoteKeys("http://127.0.0.1:9/", TOKEN)
+    remote.load_text()
+    await wait_until(lambda: "does not answer" in remote.load_text().plain, "the bar saying so")
+
+
+def test_the_token_goes_to_this_machine_only() -> None:
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1 only"):
+        RemoteKeys("http://mesh.example:8080/", TOKEN)

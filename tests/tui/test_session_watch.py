@@ -5,6 +5,8 @@ stream from, reloads applied and rejected, and the session going away."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.paths import STATE_FILE, mesh_dir
 from meshdev.tui.app import MeshdevApp
+from meshdev.tui.remote_keys import RemoteKeys
 from meshdev.tui.session_watch import GONE, WAITING, SessionWatchController
 from meshdev.tui.widgets.header import ReloadBanner
 from tests.support import wait_until
@@ -212,4 +215,55 @@ async def test_a_tab_opened_while_up_starts_waits_for_the_session(state_dir: Pat
             "the exit event",
             pause=pilot.pause,
         )
-        assert GONE not in header(app)
+
+
+async def test_a_tabs_keys_come_with_the_session_and_follow_its_token(state_dir: Path) -> None:
+    controller = SessionWatchController(MESH, poll_every=0.05, keys_url="http://127.0.0.1:18090/")
+    app = MeshdevApp(FakeSource(), controller)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(lambda: WAITING in header(app), "waiting", pause=pilot.pause)
+        assert app.dashboard.commands is None  # nothing to act on yet
+        write(state_dir, token="first")
+        await wait_until(lambda: app.dashboard.commands is not None, "keys", pause=pilot.pause)
+        keys = app.dashboard.commands
+        assert isinstance(keys, RemoteKeys) and keys.token == "first"
+        assert keys.base_url == "http://127.0.0.1:18090/meshdev/"
+        # `up` restarted: a new session, a new token; its start is not a reload to toast.
+        write(state_dir, token="second", pid=os.getpid())
+        await wait_until(
+            lambda: (
+                isinstance(app.dashboard.commands, RemoteKeys)
+                and app.dashboard.commands.token == "second"
+            ),
+            "the new token",
+            pause=pilot.pause,
+        )
+        assert not any("reloaded" in (n.title or "") for n in app._notifications)
+
+
+async def test_an_up_killed_with_its_state_left_behind_is_gone(state_dir: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    write(state_dir, pid=dead.pid)
+    app = MeshdevApp(FakeSource(), SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(lambda: GONE in header(app), "gone", pause=pilot.pause)
+        events = app.dashboard.events.texts
+        assert sum(GONE in line for line in events) == 1  # said once, not at every look
+
+
+async def test_a_code_roll_is_told_as_up_tells_it(state_dir: Path) -> None:
+    write(state_dir)
+    app = MeshdevApp(FakeSource(), SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(lambda: "applied v3" in header(app), "the session", pause=pilot.pause)
+        rolled = RollReport("backend", True, (("backend-0", "backend-0-r1"),), 812.0)
+        write(state_dir, last_rolls={"backend": {"at": time.time(), **rolled.to_json()}})
+        await wait_until(
+            lambda: any(n.title == "backend: code rolled" for n in app._notifications),
+            "the roll's toast",
+            pause=pilot.pause,
+        )
+        assert any(
+            "backend: rolled backend-0 -> backend-0-r1" in t for t in app.dashboard.events.texts
+        )
