@@ -359,10 +359,13 @@ class ControlPlane:
 
             def failed(error: str) -> RollReport:
                 new = {name for _, name in replaced}
+                # By name: the pods' order is the order they last (re)started in.
                 kept = tuple(
-                    p.name
-                    for p in self.pods.values()
-                    if p.spec.service == service and p.routable and p.name not in new
+                    sorted(
+                        p.name
+                        for p in self.pods.values()
+                        if p.spec.service == service and p.routable and p.name not in new
+                    )
                 )
                 return RollReport(service, False, tuple(replaced), _ms(t0), error, kept)
 
