@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 import socket
 import sys
 import time
@@ -41,12 +42,28 @@ T = TypeVar("T")
 What = str | Callable[[], str]
 
 
+# Below Linux's ephemeral range (32768-60999 by default), where the kernel picks the local port
+# of every outgoing connection: a port handed out from there could be taken by one of the
+# suite's own connections before the test's server binds it ("address already in use").
+_PORTS = range(20000, 32768)
+_given: set[int] = set()
+_pick = random.Random()
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on (for a while: the kernel just freed it)."""
-    with socket.socket() as s:
-        s.bind((LOCALHOST, 0))
-        port: int = s.getsockname()[1]
+    """A loopback port nothing listens on now, and not handed out before in this run."""
+    for _ in range(1000):
+        port = _pick.choice(_PORTS)
+        if port in _given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((LOCALHOST, port))
+            except OSError:
+                continue
+        _given.add(port)
         return port
+    raise RuntimeError(f"no free loopback port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def _timed_out(what: What, timeout: float) -> AssertionError:
