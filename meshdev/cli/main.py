@@ -262,7 +262,8 @@ def _mesh_targets(file: str, name: str | None = None) -> list[str]:
     "--mesh",
     "mesh_file",
     type=click.Path(dir_okay=False),
-    help="Watch the pods of the `meshdev up` running this mesh file, instead of ADMIN_URLs.",
+    help="Follow the `meshdev up` running this mesh file (its pods and their states, its "
+    "reloads, its logs), instead of ADMIN_URLs.",
 )
 @click.option(
     "--interval",
