@@ -91,7 +91,9 @@ async def watch_mesh(
                     break
                 # Maybe a save in progress: give the writer a moment before blaming the file.
                 try:
-                    first = await asyncio.wait_for(next_batch(queue, pump_task), settle)
+                    # Not wait_for: it can lose a cancellation (common/waiting.py).
+                    async with asyncio.timeout(settle):
+                        first = await next_batch(queue, pump_task)
                 except TimeoutError:
                     break
                 if first is None:
@@ -167,7 +169,8 @@ async def quiet_batch(
         return None
     while True:
         try:
-            more = await asyncio.wait_for(next_batch(queue, pump), quiet)
+            async with asyncio.timeout(quiet):  # not wait_for (common/waiting.py)
+                more = await next_batch(queue, pump)
         except TimeoutError:
             return batch
         if more is None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from meshdev.codewatch import CodeChanged, watch_code, watched_services
+from meshdev.common.waiting import wait_set
 from meshdev.config.model import Mesh
 from meshdev.control import ControlPlane, ReloadReport, RollReport
 from meshdev.meshfile import MeshChanged, MeshRejected, watch_mesh
@@ -158,8 +159,7 @@ class Session:
                         self._roll_soon(service, change, on_roll)
             except Exception as exc:  # e.g. a watched folder removed: said, not fatal
                 self.say(f"cannot watch the services' code ({exc!r}); trying again in 5 s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._rewatch.wait(), 5)
+                await wait_set(self._rewatch, 5)
                 continue
             # Ended without a reload asking: nothing to watch (no watch:, no folder) until one.
             await self._rewatch.wait()

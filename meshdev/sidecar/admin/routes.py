@@ -7,7 +7,6 @@ answer what Envoy answers (text or JSON); every error is `{"error": ...}` (admin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -26,6 +25,7 @@ from meshdev.common.sidecar_config import (
 )
 from meshdev.common.stattags import TagExtractor
 from meshdev.common.trace_wire import SPANS_PATH
+from meshdev.common.waiting import wait_set
 from meshdev.common.workload_certs import CERTS_PATH, WorkloadCerts
 from meshdev.sidecar.admin.app_health import ProbeRefused, app_endpoint, probe
 from meshdev.sidecar.admin.clusters import render_clusters_json, render_clusters_text
@@ -278,8 +278,7 @@ class Endpoints:
             await writer.write(f"data: {payload}\n\n".encode())
             # Keep a steady cadence; after a stall (slow client) start afresh, don't burst.
             next_at = max(next_at + interval, loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), next_at - loop.time())
+            await wait_set(self.stopping, next_at - loop.time())
 
     async def spans_endpoint(self, call: Call) -> Answer:
         raw = call.query.get("since", "0")

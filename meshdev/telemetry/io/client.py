@@ -23,7 +23,6 @@ it (`combine`), so however slow the dashboard is, it only ever holds one interva
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import aiohttp
 
 from meshdev.common.backoff import Backoff
+from meshdev.common.waiting import wait_set
 from meshdev.common.workload_certs import CERTS_PATH
 from meshdev.telemetry.aggregation.certs import CertInfo, from_envoy_certs
 from meshdev.telemetry.aggregation.mesh import SidecarInput
@@ -215,8 +215,7 @@ class SidecarClient:
                 continue  # a new interval was asked for: reconnect now, that is no failure
             self._lost(error)
             self._prefer_stream = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._restart.wait(), self._backoff.next_delay())
+            await wait_set(self._restart, self._backoff.next_delay())
 
     def _lost(self, error: str) -> None:
         changed = self.connected or error != self.error
@@ -302,8 +301,7 @@ class SidecarClient:
             await self._refresh_certs()
             self._store(snap, POLL)
             delay = self._interval - (self._clock() - started)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._restart.wait(), max(0.0, delay))
+            await wait_set(self._restart, delay)
             if self._restart.is_set():
                 return
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from meshdev.common.backoff import Backoff
+from meshdev.common.waiting import wait_set
 from meshdev.telemetry.aggregation.history import DEFAULT_LENGTH
 from meshdev.telemetry.aggregation.mesh import Aggregator
 from meshdev.telemetry.aggregation.view import MeshView
@@ -170,8 +171,7 @@ class TelemetrySource:
                     delay = next_at - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._dirty.wait(), self._interval)
+                    await wait_set(self._dirty, self._interval)
                     self._dirty.clear()
                     view = self._build()
                     on_view(view)
