@@ -396,22 +396,10 @@ class UpController:
         self.app.post_message(CodeRolled(report))
 
     def _code_rolled(self, report: RollReport) -> None:
-        app = self.app
         # Pods changed names and addresses (also in a roll that failed half way).
         self._set_targets()
         self.show_pods()
-        if report.ok:
-            app.dashboard.clear_banner(report.service)
-            title = "nothing to roll" if report.unchanged or not report.replaced else "code rolled"
-            app.notify(report.summary(), title=f"{report.service}: {title}", timeout=4)
-            app.add_event("roll", report.summary())
-            return
-        error = report.error or "failed"
-        app.dashboard.show_roll_failure(report.service, tuple(error.splitlines()))
-        app.notify(
-            error.splitlines()[0], title=f"{report.service}: not rolled out", severity="error"
-        )
-        app.add_event("rejected", report.summary())
+        tell_roll(self.app, report)
 
     def _applied(self, report: ReloadReport) -> None:
         self.app.post_message(ReloadApplied(report))
@@ -428,9 +416,7 @@ class UpController:
 
     def _reload_rejected(self, version: int, errors: tuple[str, ...]) -> None:
         self._show_banner(version, errors)
-        count = len(errors)
-        what = f"{count} error" + ("" if count == 1 else "s")
-        self._reloaded(f"not applied ({what})", ok=False, kind="rejected")
+        self._reloaded(rejected_text(errors), ok=False, kind="rejected")
         for error in errors:
             self.app.add_event("rejected", error)
 
@@ -463,10 +449,8 @@ class UpController:
         before = self.pod_states
         self.pod_states = {s.pod: s for s in states}
         for name, state in self.pod_states.items():
-            old = before.get(name)
-            if old is not None and state.state not in (old.state, "running"):
-                detail = f": {state.detail}" if state.detail else ""
-                self.app.add_event("exit", f"pod {name} is {state.state}{detail}")
+            if (text := left_running(before.get(name), state)) is not None:
+                self.app.add_event("exit", text)
         self.show_pods()
 
     def show_pods(self) -> None:
@@ -499,6 +483,39 @@ class UpController:
         # Quitting after a failed start is still a failed `meshdev up`.
         code = 0 if self.started else 1
         self.app.exit(code, return_code=code, message=text)
+
+
+# -- what both `up`'s dashboard and a dashboard following it say ---------------------------
+
+
+def tell_roll(app: DashboardApp, report: RollReport, *, toast: bool = True) -> None:
+    """A code roll: its banner, event and (unless `toast` is off: old news) its toast."""
+    service = report.service
+    if report.ok:
+        app.dashboard.clear_banner(service)
+        if toast:
+            title = "nothing to roll" if report.unchanged or not report.replaced else "code rolled"
+            app.notify(report.summary(), title=f"{service}: {title}", timeout=4)
+        app.add_event("roll", report.summary())
+        return
+    error = report.error or "failed"
+    app.dashboard.show_roll_failure(service, tuple(error.splitlines()))
+    if toast:
+        app.notify(error.splitlines()[0], title=f"{service}: not rolled out", severity="error")
+    app.add_event("rejected", report.summary())
+
+
+def rejected_text(errors: tuple[str, ...]) -> str:
+    """The header's words for a save that did not validate."""
+    return f"not applied ({len(errors)} error{'' if len(errors) == 1 else 's'})"
+
+
+def left_running(before: PodState | None, now: PodState) -> str | None:
+    """The event of a pod that went from one state to another that is not running."""
+    if before is None or now.state in (before.state, "running"):
+        return None
+    detail = f": {now.detail}" if now.detail else ""
+    return f"pod {now.pod} is {now.state}{detail}"
 
 
 def attached(app: DashboardApp | None) -> DashboardApp:

@@ -32,7 +32,14 @@ from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
 from meshdev.runtime.process.procscan import alive
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.source import ProxyTarget
-from meshdev.tui.controllers import DashboardApp, WatchController, attached
+from meshdev.tui.controllers import (
+    DashboardApp,
+    WatchController,
+    attached,
+    left_running,
+    rejected_text,
+    tell_roll,
+)
 from meshdev.tui.logic.ports import DemoKeys
 from meshdev.tui.remote_keys import RemoteKeys
 from meshdev.tui.tables.pods import PodFacts
@@ -250,11 +257,8 @@ class SessionWatchController(WatchController):
             entries.append((key, {"name": key, "service": service, **h}))
         by_key = {key: _pod_state(p) for key, p in entries}
         for key, now in by_key.items():
-            # As `up` tells them: a pod that went from one state to another that is not running.
-            before = self._by_key.get(key)
-            if before is not None and now.state not in (before.state, "running"):
-                detail = f": {now.detail}" if now.detail else ""
-                self.app.add_event("exit", f"pod {now.pod} is {now.state}{detail}")
+            if (text := left_running(self._by_key.get(key), now)) is not None:
+                self.app.add_event("exit", text)
         self._by_key = by_key
         self._facts, self._states = facts, {s.pod: s for s in by_key.values()}
         self._retry_at = {
@@ -279,8 +283,7 @@ class SessionWatchController(WatchController):
             errors = tuple(str(e) for e in last.get("errors", ()))
             version = _int(last.get("version"))
             app.dashboard.show_banner(self._file_name, version, errors)
-            count = len(errors)
-            text = f"not applied ({count} error{'' if count == 1 else 's'})"
+            text = rejected_text(errors)
             self._said(text, False, at)
             app.add_event("rejected", text)
             for error in errors:
@@ -311,25 +314,8 @@ class SessionWatchController(WatchController):
                 report = RollReport.from_json(doc)
             except (KeyError, TypeError, ValueError):
                 continue
-            self._rolled(report, toast=not first)
-
-    def _rolled(self, report: RollReport, *, toast: bool) -> None:
-        # As UpController._code_rolled says it; a roll from before this dashboard opened is
-        # an event and a banner, not news (no toast).
-        app, service = self.app, report.service
-        if report.ok:
-            app.dashboard.clear_banner(service)
-            if toast:
-                nothing = report.unchanged or not report.replaced
-                title = "nothing to roll" if nothing else "code rolled"
-                app.notify(report.summary(), title=f"{service}: {title}", timeout=4)
-            app.add_event("roll", report.summary())
-            return
-        error = report.error or "failed"
-        app.dashboard.show_roll_failure(service, tuple(error.splitlines()))
-        if toast:
-            app.notify(error.splitlines()[0], title=f"{service}: not rolled out", severity="error")
-        app.add_event("rejected", report.summary())
+            # A roll from before this dashboard opened is an event and a banner, not news.
+            tell_roll(self.app, report, toast=not first)
 
     def _said(self, text: str, ok: bool, at: float | None) -> None:
         self.reload_text, self.reload_ok, self.reload_at = text, ok, at
