@@ -200,8 +200,11 @@ class SessionWatchController(WatchController):
                 asyncio.to_thread(running_runtime, self.mesh_name, Path(file), state)
             )
         self._pods(state, written_at)
-        self._reload(state.get("last_reload"))
-        self._rolls(state.get("last_rolls"))
+        # The first read of a session tells what happened before this dashboard opened: events
+        # and banners, but no toasts (old news).
+        first = self._seen_reload is None and not self._seen_rolls
+        self._reload(state.get("last_reload"), first)
+        self._rolls(state.get("last_rolls"), first)
         self.app.show_header()
         self.show_pods()
 
@@ -271,10 +274,9 @@ class SessionWatchController(WatchController):
             self._targets = targets
             self.app.source.set_targets(targets)
 
-    def _reload(self, last: object) -> None:
+    def _reload(self, last: object, first: bool) -> None:
         if not isinstance(last, dict) or last.get("at") == self._seen_reload:
             return
-        first = self._seen_reload is None
         self._seen_reload = last.get("at")
         at = self._when(last.get("at"))
         app = self.app
@@ -302,10 +304,9 @@ class SessionWatchController(WatchController):
         self._said(report.summary(), report.ok, at)
         app.add_event("reload" if report.ok else "rejected", report.summary())
 
-    def _rolls(self, rolls: object) -> None:
+    def _rolls(self, rolls: object, first: bool) -> None:
         if not isinstance(rolls, dict):
             return
-        first = self._seen_reload is None and not self._seen_rolls
         for service, doc in sorted(rolls.items()):
             if not isinstance(doc, dict) or self._seen_rolls.get(service) == doc.get("at"):
                 continue
@@ -314,7 +315,6 @@ class SessionWatchController(WatchController):
                 report = RollReport.from_json(doc)
             except (KeyError, TypeError, ValueError):
                 continue
-            # A roll from before this dashboard opened is an event and a banner, not news.
             tell_roll(self.app, report, toast=not first)
 
     def _said(self, text: str, ok: bool, at: float | None) -> None:

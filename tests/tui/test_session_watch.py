@@ -267,3 +267,16 @@ async def test_a_code_roll_is_told_as_up_tells_it(state_dir: Path) -> None:
         assert any(
             "backend: rolled backend-0 -> backend-0-r1" in t for t in app.dashboard.events.texts
         )
+
+
+async def test_rolls_from_before_the_dashboard_opened_are_events_not_toasts(
+    state_dir: Path,
+) -> None:
+    rolled = RollReport("backend", True, (("backend-0", "backend-0-r1"),), 812.0)
+    write(state_dir, last_rolls={"backend": {"at": time.time() - 60, **rolled.to_json()}})
+    app = MeshdevApp(FakeSource(), SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(lambda: "applied v3" in header(app), "the session", pause=pilot.pause)
+        texts = app.dashboard.events.texts
+        assert any("backend: rolled backend-0 -> backend-0-r1" in t for t in texts)
+        assert not any("rolled" in (n.title or "") for n in app._notifications)
