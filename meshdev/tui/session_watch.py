@@ -6,10 +6,9 @@ rejected, a code roll, a pod that exits, restarts or comes back: session.py). Re
 second (only when it changed), it gives this dashboard what `up`'s own shows: the header's
 runtime, config version, ingress and last reload; the reload banner of a rejected save; the
 pods with their states and restarts; the sidecars to stream from as pods come and go; and the
-pods' logs, read where the runtime keeps them. The demo
-keys act on the mesh through that `up`'s web server when it serves one (`up --web`: its tabs,
-tui/remote_keys.py); otherwise they say that the mesh is not running here. Quitting closes
-this dashboard only.
+pods' logs, read where the runtime keeps them. The demo keys act on the mesh through that
+`up`'s web server when it serves one (`up --web`: its tabs, tui/remote_keys.py); otherwise
+they say that the mesh is not running here. Quitting closes this dashboard only.
 """
 
 from __future__ import annotations
