@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from pydantic_core import from_json
 
 from meshdev.common.backoff import Backoff
 from meshdev.common.waiting import wait_set
@@ -270,20 +271,31 @@ class SidecarClient:
 
     async def _stream_event(self, data: str) -> None:
         try:
-            snap = self._stream_reader.parse(json.loads(data), self._clock())
+            # pydantic-core's parser, not json.loads: at 41 sidecars x 4 documents a second
+            # decoding was a sixth of the dashboard's CPU, and it takes half the time (the
+            # same values; NaN and Infinity read alike).
+            doc = from_json(data)
+        except ValueError as exc:
+            self._bad_document(f"bad JSON: {exc}")
+            return
+        try:
+            snap = self._stream_reader.parse(doc, self._clock())
         except StreamGap:
             raise  # only a new connection's whole document can set it right
         except (ValueError, SnapshotError) as exc:
             # One bad document is reported, not fatal: the next may be fine (a whole one is;
             # a change document cannot follow it, and ends the connection). A sidecar that
             # only sends bad ones goes stale, which is what the dashboard should say.
-            self._stream_reader.missed()
-            self.error = describe(exc)
-            self._on_change()
+            self._bad_document(describe(exc))
             return
         await self._refresh_topology(snap.config_hash)
         await self._refresh_certs()
         self._store(snap, STREAM)
+
+    def _bad_document(self, error: str) -> None:
+        self._stream_reader.missed()
+        self.error = error
+        self._on_change()
 
     # -- polling Envoy's /stats -------------------------------------------------------------
 
