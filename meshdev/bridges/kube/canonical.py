@@ -137,7 +137,7 @@ def _route(mesh: Mesh, dest: str, index: int, r: Route) -> Route:
         update["fault"] = r.fault.model_copy(update={"delay": delay, "abort": abort})
     if r.rate_limit is not None:
         rps, burst = bucket(r)
-        doc, _ = token_bucket(rps, burst)
+        doc = token_bucket(rps, burst).doc
         seconds = kc.parse_istio_duration(doc["fill_interval"]) or 1.0
         update["rate_limit"] = r.rate_limit.model_copy(
             update={"requests_per_second": doc["tokens_per_fill"] / seconds, "burst": burst}
