@@ -80,8 +80,9 @@ def _documents(files: Sequence[tuple[str, str]], loose: list[Note]) -> list[Sour
         try:
             docs = load_all(text)
         except yaml.YAMLError as exc:
-            loose.append(Note(label, "", f"not YAML: {exc}"))
-            continue
+            # A file that does not parse may hold any of the mesh: importing without it
+            # would write a different mesh, so the import stops, pointing at the mistake.
+            raise ImportFailed(f"{_where(label, exc)}: not YAML: {_problem(exc)}") from None
         for i, doc in enumerate(docs):
             if doc is None:
                 continue
@@ -93,6 +94,22 @@ def _documents(files: Sequence[tuple[str, str]], loose: list[Note]) -> list[Sour
                 if isinstance(item, dict):
                     out.append(Source(label, i, item))
     return out
+
+
+def _where(label: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return label
+    return f"{label}:{mark.line + 1}:{mark.column + 1}"
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's str() spans lines and names "<unicode string>" rather than the file.
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    return f"{problem} ({context})" if context else str(problem)
 
 
 def _namespace(sources: list[Source], given: str | None) -> str:
@@ -452,5 +469,7 @@ def _text(mesh: Dict, files: list[str], notes: list[Note]) -> str:
     lines = [f"# Imported by `meshdev import istio` from {', '.join(files)}."]
     if notes:
         lines.append("# Not carried over (mesh.yaml cannot say it), by document and field:")
-        lines += [f"#   {n}" for n in notes]
+        # A note quoting a document's text can span lines: each must stay a comment, or
+        # the mesh.yaml written would not load.
+        lines += [f"#   {line}" for n in notes for line in str(n).splitlines()]
     return "\n".join(lines) + "\n" + dump(mesh)

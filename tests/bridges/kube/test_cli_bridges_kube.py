@@ -121,3 +121,21 @@ def test_import_of_nothing_runnable_fails_plainly(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "no workload" in result.output
+
+
+def test_import_stops_at_a_file_that_is_not_yaml(tmp_path: Path) -> None:
+    # A typo in one of the files: importing the others alone would write a mesh without
+    # whatever that file held (and PyYAML's message, several lines long, broke the comment
+    # header of the mesh.yaml written, which then did not load).
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: a\n  bad\n", "utf-8")
+    out = tmp_path / "mesh.yaml"
+    for files in ([broken], [broken, FIXTURES / "bookinfo.yaml"]):
+        result = CliRunner().invoke(
+            main, ["import", "istio", *map(str, files), "-o", str(out), "--force"]
+        )
+        assert result.exit_code == 1, result.output
+        assert f"Error: {broken}:5:1: not YAML: did not find expected ',' or '}}'" in (
+            result.stderr
+        )
+        assert not out.exists()
