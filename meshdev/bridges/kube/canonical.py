@@ -17,7 +17,8 @@ itself ignores, or a gap the export reports (docs/bridges-kubernetes.md lists th
 - security: DISABLE everywhere is no security section;
 - authorization: principals of the mesh's own services are those services;
 - a service's watch (what a save on this machine rolls) is left out: nothing in a cluster
-  follows it.
+  follows it; so are `prometheus:` and a `tracing:` without a collector (or sampling 0),
+  which no Telemetry says.
 """
 
 from __future__ import annotations
@@ -223,6 +224,9 @@ def canonical(mesh: Mesh) -> Mesh:
     data: Dict = {"name": mesh.name, "base_image": mesh.base_image}
     data["services"] = _services(mesh)
     data["ingress"] = mesh.ingress
+    t = mesh.tracing
+    if t.sampling > 0 and (t.zipkin is not None or t.otlp is not None):
+        data["tracing"] = t
     data["routes"] = _routes(mesh)
     policies = {d: _policy(mesh, d, p) for d, p in mesh.policies.items()}
     data["policies"] = {d: p for d, p in policies.items() if p is not None}

@@ -27,6 +27,9 @@ BUILD_ANNOTATION: Final = "meshdev.dev/build"
 INGRESS_PORT_ANNOTATION: Final = "meshdev.dev/ingress-port"
 INGRESS_ROUTES_ANNOTATION: Final = "meshdev.dev/ingress-routes"
 CERT_TTL_ANNOTATION: Final = "meshdev.dev/cert-ttl"
+# The collectors as the mesh file wrote them: the Telemetry names only a provider of the mesh
+# config, where Istio keeps their addresses.
+TRACING_ANNOTATION: Final = "meshdev.dev/tracing"
 
 # Istio's per-pod capture exclusions (istio-init reads them): meshdev's excluded_ports.
 EXCLUDE_INBOUND: Final = "traffic.sidecar.istio.io/excludeInboundPorts"

@@ -27,6 +27,7 @@ from meshdev.bridges.kube.import_security import (
     read_authorization_policies,
     read_peer_authentications,
 )
+from meshdev.bridges.kube.import_tracing import read_telemetries
 from meshdev.bridges.kube.import_traffic import (
     Context,
     GatewayInfo,
@@ -44,7 +45,7 @@ from meshdev.bridges.kube.report import Gaps, Note
 from meshdev.bridges.kube.workloads import ImpliedEnv, common, service_fields
 from meshdev.bridges.kube.yamltext import dump, load_all
 from meshdev.config import Mesh, MeshInvalid, parse_mesh
-from meshdev.config.model import Policy, Route
+from meshdev.config.model import Policy, Route, Tracing
 
 Dict = dict[str, Any]
 
@@ -60,6 +61,7 @@ _KINDS = (
     "PeerAuthentication",
     "AuthorizationPolicy",
     "Sidecar",
+    "Telemetry",
 )
 
 
@@ -194,6 +196,9 @@ def import_istio(
     mesh_routes = {dest: r for dest, r in routes.items() if r}
     gateways = read_gateways(kinds["Gateway"])
     pending = _ingress(gateway_bound, gateways, ctx, set(mesh_routes), mesh)
+    tracing = read_telemetries(kinds["Telemetry"])
+    if tracing is not None and Tracing.model_validate(tracing) != Tracing():
+        mesh["tracing"] = tracing
     if mesh_routes:
         mesh["routes"] = mesh_routes
     _security(mesh, peers, policies, loose)
@@ -447,6 +452,7 @@ def _order(mesh: Dict) -> None:
         "base_image",
         "services",
         "ingress",
+        "tracing",
         "routes",
         "policies",
         "security",
