@@ -103,6 +103,14 @@ class Session:
         self._record(report)
         return report
 
+    def _prometheus_waits(self) -> str:
+        if self.prometheus is None:
+            return "prometheus: starts at the next `meshdev up` (a save does not start it)"
+        return (
+            "prometheus: the change applies at the next `meshdev up`; until then Prometheus "
+            "runs as it started"
+        )
+
     def _prometheus(self) -> PrometheusServer | None:
         settings = self.mesh.prometheus
         if settings is None:
@@ -133,6 +141,9 @@ class Session:
             assert isinstance(event, MeshChanged)
             report = await self.control.apply(event.mesh)
             if report.ok:
+                if event.mesh.prometheus != self.mesh.prometheus:
+                    # Said, or the save's "applied" line would claim it for Prometheus too.
+                    self.say(self._prometheus_waits())
                 before = watched_services(self.mesh, self.mesh_file)
                 self.mesh = event.mesh
                 if watched_services(self.mesh, self.mesh_file) != before:

@@ -90,8 +90,12 @@ def test_prometheus_scrapes_every_sidecar_and_follows_the_mesh(tmp_path: Path) -
 
         # A scale-up: the new pod is a target within a few scrapes, with no reload of
         # Prometheus (it follows the targets file).
-        mesh_file.write_text(MESH.format(name=name, port=port, prom=prom_port, replicas=2))
+        # The save also changes the prometheus: section, which only the next `up` applies:
+        # said, not left for the "applied" line to seem to cover.
+        scaled = MESH.format(name=name, port=port, prom=prom_port, replicas=2)
+        mesh_file.write_text(scaled.replace("scrape_interval: 1s", "scrape_interval: 2s"))
         up.wait_for("applied v2", 60)
+        assert "prometheus: the change applies at the next `meshdev up`" in "\n".join(up.lines)
         wait_for("web-1 scraped", lambda: "web-1" in up_targets(prom))
         # meshdev status lists pods only, not Prometheus.
         assert {p["name"] for p in up.status()["pods"]} == {"ingress", "web-0", "web-1"}
