@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from meshdev.bridges.kube.canonical import canonical
@@ -139,3 +140,16 @@ def test_import_stops_at_a_file_that_is_not_yaml(tmp_path: Path) -> None:
             result.stderr
         )
         assert not out.exists()
+
+
+def test_readme_builds_from_the_mesh_folder_when_the_file_is_given_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `meshdev export kubernetes mesh.yaml -o DIR` from the mesh's folder: README.txt, read
+    # from DIR, said `cd .` before its `docker build`.
+    monkeypatch.chdir(EXAMPLE.parent)
+    out = tmp_path / "k8s"
+    result = CliRunner().invoke(main, ["export", "kubernetes", EXAMPLE.name, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    assert f"     cd {EXAMPLE.parent.resolve()}\n" in readme
