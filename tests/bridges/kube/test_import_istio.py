@@ -157,8 +157,18 @@ def test_security_policies_come_through() -> None:
     # The DENY's first rule comes through; its second (by namespace) cannot, nor `when`.
     (deny,) = mesh.authorization["ratings"]
     assert (deny.action, deny.to.methods if deny.to else None) == ("DENY", ("DELETE",))
-    assert "details" not in mesh.authorization
+    # details' only ALLOW rule has a `when`: left out, but details must keep refusing what
+    # no rule allows (without any ALLOW policy it would take every request, where Istio
+    # refuses all but productpage's with version: v1): an ALLOW that matches nothing.
+    (nothing,) = mesh.authorization["details"]
+    assert nothing.action == "ALLOW" and nothing.from_ is None
+    assert nothing.to is not None and nothing.to.not_paths == ("*",)
     listed = notes(result)
+    assert any(
+        "details-viewer spec.rules: every rule is left out: kept as an ALLOW no request "
+        "matches, so details refuses what these rules allow too (Istio allows it)" in n
+        for n in listed
+    )
     assert any("ratings-deny-delete spec.rules[1].from[0].source.namespaces" in n for n in listed)
     assert any("details-viewer spec.rules[0].when" in n for n in listed)
 
