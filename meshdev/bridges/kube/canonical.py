@@ -85,6 +85,7 @@ def _services(mesh: Mesh) -> Dict:
         if "replicas" in fields:
             entry["replicas"] = fields["replicas"]
         entry["health_path"] = svc.health_path
+        entry["liveness_path"] = svc.liveness_path
         if "env" in fields:
             entry["env"] = fields["env"]
         entry["excluded_ports"] = sorted(set(svc.excluded_ports))

@@ -253,6 +253,15 @@ def _service(svc: ImportedService, services: dict[str, ImportedService]) -> Dict
         health = first
     if health and svc.protocol != "tcp":
         out["health_path"] = health
+    alive = svc.pods[0].liveness_path
+    for p in svc.pods[1:]:
+        if p.liveness_path != alive:
+            p.source.note(
+                ("spec", "template", "spec", "containers"),
+                f"meshdev probes one liveness path per service ({alive or 'none'})",
+            )
+    if alive:
+        out["liveness_path"] = alive
     if "env" in fields:
         out["env"] = fields["env"]
     excluded = svc.pods[0].excluded

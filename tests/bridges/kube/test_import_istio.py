@@ -299,3 +299,27 @@ def test_sidecars_become_calls_and_what_they_cannot_say_is_listed() -> None:
         "these files (meshdev's calls: is per service): left out",
     ):
         assert expected in listed, listed
+
+
+def test_a_liveness_probe_is_a_liveness_path_and_other_timings_are_said() -> None:
+    text = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: a}
+spec:
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec:
+      containers:
+      - name: a
+        image: x
+        ports: [{containerPort: 8080}]
+        livenessProbe: {httpGet: {path: /alive, port: 8080}, periodSeconds: 10}
+"""
+    result = import_istio([("a.yaml", text)])
+    assert result.mesh.services["a"].liveness_path == "/alive"
+    assert [str(n) for n in result.notes if "livenessProbe" in str(n)] == [
+        "a.yaml#1 Deployment/a spec.template.spec.containers[0].livenessProbe.periodSeconds: "
+        "meshdev asks every 2s, allows 2s, and restarts after 3 failures in a row"
+    ]

@@ -165,3 +165,28 @@ def test_generated_meshes_round_trip_and_pass_the_schemas(doc: dict[str, Any]) -
     assert result.notes == ()
     # And it loads as the mesh file it is.
     assert parse_mesh(result.text.encode(), "mesh.yaml") == result.mesh
+
+
+def test_a_liveness_path_is_a_liveness_probe_and_comes_back() -> None:
+    # It was dropped without a word: no livenessProbe, so a hung app was never restarted.
+    mesh = mesh_of(
+        "name: m\nservices:\n"
+        "  a: {image: x, health_path: /ready, liveness_path: /alive,"
+        " versions: {v1: {}, v2: {}}}\n"
+    )
+    exported = export_mesh(mesh)
+    deployments = [d for d in all_documents(exported.documents) if d["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for d in deployments:
+        assert errors(d) == []
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        assert container["livenessProbe"] == {
+            "httpGet": {"path": "/alive", "port": 8080},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        }
+    result = back(exported)
+    same(result.mesh, canonical(mesh))
+    assert result.mesh.services["a"].liveness_path == "/alive"
+    assert result.notes == ()
