@@ -259,6 +259,13 @@ def export_compose(
                 "as soon as its sidecar's name resolves, before the app answers "
                 f"{svc.health_path}",
             )
+        if svc.liveness_path is not None:
+            notes.add(
+                f"services.{name}.liveness_path",
+                "Compose never restarts a container that stops answering (a healthcheck "
+                f"only marks it unhealthy): a hung app is not restarted after "
+                f"{svc.liveness_path} fails, as meshdev and Kubernetes do",
+            )
         if svc.watch:
             globs = [p for p in svc.watch if _WILDCARD.search(p)]
             broad = (

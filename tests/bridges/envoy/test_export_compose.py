@@ -278,3 +278,16 @@ def test_watch_becomes_develop_watch_and_comes_back(tmp_path: Path) -> None:
     assert result.mesh["services"]["web"]["watch"] == ["app.py", "src"]
     assert result.mesh["services"]["job"]["watch"] == ["job.py"]
     assert "watch" not in result.mesh["services"]["db"]
+
+
+def test_a_liveness_path_compose_cannot_act_on_is_noted(tmp_path: Path) -> None:
+    # It went unsaid: the Compose file restarts no hung app, where meshdev does.
+    mesh = parse_mesh(
+        b"name: m\nservices:\n  a: {command: python a.py, liveness_path: /alive}\n", "mesh.yaml"
+    )
+    (tmp_path / "mesh").mkdir()
+    export = export_compose(
+        mesh, mesh_dir=tmp_path / "mesh", out_dir=tmp_path / "out", base_image="python:3.12-slim"
+    )
+    notes = {n.field: n.message for n in export.notes}
+    assert "a hung app is not restarted after /alive fails" in notes["services.a.liveness_path"]
