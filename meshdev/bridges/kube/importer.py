@@ -169,7 +169,7 @@ def import_istio(
 
     services = read_services(kinds["Service"], kinds["Deployment"])
     if not services:
-        raise ImportFailed("no workload: these files have no Deployment meshdev can run")
+        raise ImportFailed(_no_workload(files, sources, ns))
     for sa in kinds["ServiceAccount"]:
         sa.take("automountServiceAccountToken")
     ctx = Context(ns, services)
@@ -216,6 +216,19 @@ def import_istio(
     notes = [*loose, *(n for s in sources for n in s.report())]
     text = _text(mesh, [f for f, _ in files], notes)
     return Imported(result, text, tuple(notes))
+
+
+def _no_workload(files: Sequence[tuple[str, str]], sources: list[Source], ns: str) -> str:
+    # The notes are not printed when nothing is written: the reason has to be in the error.
+    if not files:
+        return "no workload: no file to read (a folder is read for *.yaml, *.yml and *.json)"
+    elsewhere = sorted({s.namespace or "default" for s in sources if s.kind == "Deployment"} - {ns})
+    if elsewhere:
+        return (
+            f"no workload in namespace {ns}: these files' Deployments are in "
+            f"{', '.join(elsewhere)} (--namespace picks one)"
+        )
+    return "no workload: these files have no Deployment meshdev can run"
 
 
 def _service(svc: ImportedService, services: dict[str, ImportedService]) -> Dict:

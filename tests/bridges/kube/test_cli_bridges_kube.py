@@ -153,3 +153,29 @@ def test_readme_builds_from_the_mesh_folder_when_the_file_is_given_relative(
     assert result.exit_code == 0, result.output
     readme = (out / "README.txt").read_text(encoding="utf-8")
     assert f"     cd {EXAMPLE.parent.resolve()}\n" in readme
+
+
+def test_import_of_another_namespace_or_an_empty_folder_says_why_nothing_runs(
+    tmp_path: Path,
+) -> None:
+    # Both said "these files have no Deployment meshdev can run": the first has three.
+    exported = tmp_path / "k8s"
+    runner = CliRunner()
+    assert (
+        runner.invoke(main, ["export", "kubernetes", str(EXAMPLE), "-o", str(exported)]).exit_code
+        == 0
+    )
+    out = tmp_path / "m.yaml"
+    wrong = runner.invoke(
+        main, ["import", "istio", str(exported), "-o", str(out), "--namespace", "prod"]
+    )
+    assert wrong.exit_code == 1
+    assert (
+        "Error: no workload in namespace prod: these files' Deployments are in demo "
+        "(--namespace picks one)" in wrong.stderr
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = runner.invoke(main, ["import", "istio", str(empty), "-o", str(out)])
+    assert none.exit_code == 1
+    assert "no file to read (a folder is read for *.yaml, *.yml and *.json)" in none.stderr
