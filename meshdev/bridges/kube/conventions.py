@@ -37,6 +37,15 @@ LIVENESS_PERIOD_SECONDS: Final = 2
 LIVENESS_TIMEOUT_SECONDS: Final = 2
 LIVENESS_FAILURES: Final = 3
 
+# meshdev's 429 says why as Envoy's global rate limit does; Envoy's local rate limit adds
+# the header only when its config asks for it.
+RATE_LIMITED_HEADERS: Final = (
+    {
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        "header": {"key": "x-envoy-ratelimited", "value": "true"},
+    },
+)
+
 # Istio's per-pod capture exclusions (istio-init reads them): meshdev's excluded_ports.
 EXCLUDE_INBOUND: Final = "traffic.sidecar.istio.io/excludeInboundPorts"
 EXCLUDE_OUTBOUND: Final = "traffic.sidecar.istio.io/excludeOutboundPorts"

@@ -655,6 +655,7 @@ def _route_patch(context: str, route_match: Doc, limit: RateLimited) -> Doc:
                         "token_bucket": bucket_doc,
                         "filter_enabled": _percent("local_rate_limit_enabled"),
                         "filter_enforced": _percent("local_rate_limit_enforced"),
+                        "response_headers_to_add": [dict(h) for h in kc.RATE_LIMITED_HEADERS],
                     }
                 }
             },

@@ -395,6 +395,23 @@ def test_a_rate_limit_lets_through_its_rate_in_envoy_not_its_burst(rps: float, b
     assert abs(_envoy_allows(bucket, 20) - (burst + 20 * rps)) <= 1
 
 
+def test_a_rate_limited_answer_says_so_as_meshdev_s_does(example: Export) -> None:
+    # meshdev answers 429 with x-envoy-ratelimited: true (README); Envoy's local rate limit
+    # adds it only when told, and the EnvoyFilter did not tell it.
+    ef = find(example, "EnvoyFilter", "local-ratelimit")
+    for patch in ef["spec"]["configPatches"][1:]:
+        limit = patch["patch"]["value"]["typed_per_filter_config"][
+            "envoy.filters.http.local_ratelimit"
+        ]
+        assert local_rate_limit_errors(limit) == []
+        assert limit["response_headers_to_add"] == [
+            {
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                "header": {"key": "x-envoy-ratelimited", "value": "true"},
+            }
+        ]
+
+
 def test_a_rate_limit_envoy_cannot_refill_in_time_is_said() -> None:
     # 1000/s needs 50 tokens each 50 ms, more than a bucket of 10 holds.
     mesh = mesh_of(
