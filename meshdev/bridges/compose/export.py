@@ -41,6 +41,8 @@ from meshdev.plan import PodSpec, app_env
 
 COMPOSE_FILE = "docker-compose.yml"
 README_FILE = "README.txt"
+# README.txt's first words: how a later export knows the folder's files are its own.
+README_MARKER = "meshdev export compose: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +298,7 @@ def export_compose(
 def readme(export: ComposeExport, source: str) -> str:
     mesh = export.mesh
     lines = [
-        f"meshdev export compose: the mesh {mesh.name!r} ({source}) with Envoy sidecars",
+        f"{README_MARKER}the mesh {mesh.name!r} ({source}) with Envoy sidecars",
         "",
         "Run it (Docker Compose v2):",
         "",
