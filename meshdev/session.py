@@ -49,6 +49,8 @@ class Session:
     last_rolls: dict[str, dict[str, Any]] = field(default_factory=dict)
     control: ControlPlane = field(init=False)
     prometheus: PrometheusServer | None = field(init=False, default=None)
+    # What a failed start removed already, for `stop` to count with what it removes.
+    _removed: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         # Its lines take ours' way: redirecting the session's lines redirects them too.
@@ -96,7 +98,7 @@ class Session:
             try:
                 url = await started
             except BaseException:
-                await self.control.down()
+                self._removed += await self.control.down()
                 raise
             self.prometheus = prometheus
             self.say(f"prometheus: {url} scraping the sidecars' /stats/prometheus")
@@ -214,7 +216,8 @@ class Session:
         if self.prometheus is not None:
             await self.prometheus.stop()
             self.prometheus = None
-        removed = await self.control.down()
+        removed = [*self._removed, *await self.control.down()]
+        self._removed = []
         with contextlib.suppress(FileNotFoundError):
             self.state_path().unlink()
         return removed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import urllib.error
@@ -147,6 +148,9 @@ def test_another_prometheus_on_the_port_is_not_taken_for_the_mesh_s(tmp_path: Pa
         assert "address already in use" in output
         assert f"127.0.0.1:{prom_port} (prometheus.port in mesh.yaml) taken?" in output
         assert "scraping the sidecars" not in output
+        # The pods it had started are removed, and counted (it said "removed 0").
+        assert "removed 0 processes/containers" not in output
+        assert re.search(r"^removed [1-9]\d* processes/containers$", output, re.M), output
         assert not procscan.labelled_processes(name)
     finally:
         other.terminate()
