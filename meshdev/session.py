@@ -49,6 +49,8 @@ class Session:
     last_rolls: dict[str, dict[str, Any]] = field(default_factory=dict)
     control: ControlPlane = field(init=False)
     prometheus: PrometheusServer | None = field(init=False, default=None)
+    # What a failed start removed already, for `stop` to count with what it removes.
+    _removed: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         # Its lines take ours' way: redirecting the session's lines redirects them too.
@@ -96,12 +98,20 @@ class Session:
             try:
                 url = await started
             except BaseException:
-                await self.control.down()
+                self._removed += await self.control.down()
                 raise
             self.prometheus = prometheus
             self.say(f"prometheus: {url} scraping the sidecars' /stats/prometheus")
         self._record(report)
         return report
+
+    def _prometheus_waits(self) -> str:
+        if self.prometheus is None:
+            return "prometheus: starts at the next `meshdev up` (a save does not start it)"
+        return (
+            "prometheus: the change applies at the next `meshdev up`; until then Prometheus "
+            "runs as it started"
+        )
 
     def _prometheus(self) -> PrometheusServer | None:
         settings = self.mesh.prometheus
@@ -133,6 +143,9 @@ class Session:
             assert isinstance(event, MeshChanged)
             report = await self.control.apply(event.mesh)
             if report.ok:
+                if event.mesh.prometheus != self.mesh.prometheus:
+                    # Said, or the save's "applied" line would claim it for Prometheus too.
+                    self.say(self._prometheus_waits())
                 before = watched_services(self.mesh, self.mesh_file)
                 self.mesh = event.mesh
                 if watched_services(self.mesh, self.mesh_file) != before:
@@ -203,7 +216,8 @@ class Session:
         if self.prometheus is not None:
             await self.prometheus.stop()
             self.prometheus = None
-        removed = await self.control.down()
+        removed = [*self._removed, *await self.control.down()]
+        self._removed = []
         with contextlib.suppress(FileNotFoundError):
             self.state_path().unlink()
         return removed

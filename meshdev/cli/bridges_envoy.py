@@ -6,9 +6,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
+
+from meshdev.cli.overwrite import is_bootstrap, is_compose_file, refuse_strangers, starts_with
 
 if TYPE_CHECKING:
     from meshdev.bridges.envoy.notes import Note
@@ -60,7 +62,9 @@ def export_envoy(file: str, out_dir: str, fmt: str) -> None:
 
     mesh = _load_or_exit(file)
     result = build(mesh, defaults=load_defaults())
-    written = write_bootstraps(result, Path(out_dir), "json" if fmt == "json" else "yaml")
+    kind: Literal["yaml", "json"] = "json" if fmt == "json" else "yaml"
+    refuse_strangers((Path(out_dir) / p.file_name(kind), is_bootstrap) for p in result.pods)
+    written = write_bootstraps(result, Path(out_dir), kind)
     click.echo(f"wrote {len(written)} Envoy bootstrap(s) to {out_dir}")
     _say_notes(result.notes, "Envoy does differently")
 
@@ -87,8 +91,14 @@ def export_compose(
     Writes docker-compose.yml, each pod's bootstrap in envoy/, and README.txt (how to run it,
     and the `meshdev watch` line for its sidecars' admin APIs).
     """
+    from meshdev.bridges.compose.export import (
+        COMPOSE_FILE,
+        README_FILE,
+        README_MARKER,
+        write_compose,
+    )
     from meshdev.bridges.compose.export import export_compose as build
-    from meshdev.bridges.compose.export import write_compose
+    from meshdev.bridges.compose.layout import BOOTSTRAP_DIR
     from meshdev.control import load_defaults
     from meshdev.runtime.select import base_image as pick_base_image
 
@@ -102,6 +112,13 @@ def export_compose(
         base_image=pick_base_image(base_image, mesh),
         envoy_image=envoy_image,
         defaults=load_defaults(),
+    )
+    refuse_strangers(
+        [
+            (out / COMPOSE_FILE, is_compose_file),
+            (out / README_FILE, starts_with(README_MARKER)),
+            *((out / BOOTSTRAP_DIR / p.file_name("yaml"), is_bootstrap) for p in result.envoy.pods),
+        ]
     )
     write_compose(result, out, file)
     click.echo(f"wrote {out / 'docker-compose.yml'}; run it: cd {out} && docker compose up --build")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from meshdev.cli.overwrite import is_dashboard, refuse_strangers
+
 DEFAULT_FILE = "mesh.yaml"
 
 
@@ -31,6 +33,7 @@ def grafana(file: str, output: str) -> None:
         mesh = load_mesh(file)
     except MeshInvalid as exc:
         raise click.ClickException("\n".join(str(p) for p in exc.problems)) from None
+    refuse_strangers([(Path(output), is_dashboard)])
     Path(output).write_text(json.dumps(dashboard(mesh.name), indent=2) + "\n", encoding="utf-8")
     click.echo(f"wrote {output}: import it in Grafana and pick the Prometheus of this mesh")
 

@@ -85,7 +85,8 @@ def export_kubernetes(file: str, out: Path, namespace: str | None, image_prefix:
             mesh,
             namespace,
             image_prefix,
-            mesh_dir=str(Path(file).parent),
+            # Absolute: README.txt is read from the output folder, wherever the export ran.
+            mesh_dir=str(Path(file).resolve().parent),
             out_dir=str(out),
         )
     except ExportError as exc:

@@ -90,6 +90,14 @@ class Launcher(Protocol):
 
     async def stop(self) -> None: ...
 
+    def config_file(self, folder: Path) -> str:
+        """The --config.file the server is given: how it is told from another Prometheus."""
+        ...
+
+    def exited(self) -> bool:
+        """Whether the server has ended already (False when the launcher cannot tell)."""
+        ...
+
 
 class PrometheusServer:
     """Prometheus for one mesh: `start`, then `update` on every topology change, `stop`."""
@@ -125,10 +133,18 @@ class PrometheusServer:
         await self._launcher.start(self.folder, self.settings.port)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
-            with contextlib.suppress(OSError, loopback.LoopbackError):
+            with contextlib.suppress(OSError, loopback.LoopbackError, ValueError):
                 answer = await loopback.request("GET", f"{self.url}/-/ready", timeout=1)
-                if answer.status == 200:
+                # Another Prometheus on the port (9090 is every Prometheus's default) answers
+                # ready too, and scrapes nothing of the mesh: only ours counts.
+                if answer.status == 200 and await self._ours():
                     return self.url
+            if self._launcher.exited():
+                raise RuntimeFailure(
+                    f"prometheus exited at its start ({self._last_log_line()}); is "
+                    f"{HOST}:{self.settings.port} (prometheus.port in mesh.yaml) taken? "
+                    f"its log: {self.folder / 'prometheus.log'}"
+                )
             if time.monotonic() > deadline:
                 await self._launcher.stop()
                 raise RuntimeFailure(
@@ -136,6 +152,20 @@ class PrometheusServer:
                     f"{START_TIMEOUT:g}s; its log: {self.folder / 'prometheus.log'}"
                 )
             await asyncio.sleep(0.2)
+
+    async def _ours(self) -> bool:
+        answer = await loopback.request("GET", f"{self.url}/api/v1/status/flags", timeout=1)
+        if answer.status != 200:
+            return False
+        flags = json.loads(answer.body).get("data") or {}
+        return bool(flags.get("config.file") == self._launcher.config_file(self.folder))
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = (self.folder / "prometheus.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return "no log"
+        return next((line for line in reversed(lines) if line.strip()), "an empty log")
 
     def update(self, targets: Iterable[Target]) -> bool:
         """Rewrite the targets file when the pods changed; True when it did."""
@@ -180,7 +210,7 @@ class ProcessLauncher:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 path,
-                *_args(folder, port, folder / "prometheus.json"),
+                *_args(folder, port, Path(self.config_file(folder))),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -191,12 +221,22 @@ class ProcessLauncher:
         finally:
             log.close()
 
+    def config_file(self, folder: Path) -> str:
+        return str(folder / "prometheus.json")
+
+    def exited(self) -> bool:
+        return self._proc is not None and self._proc.returncode is not None
+
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             await procscan.terminate([proc.pid])
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
+
+
+# Where the container sees the mesh's Prometheus folder.
+_MOUNT = "/prometheus-meshdev"
 
 
 def container_name(mesh: str) -> str:
@@ -222,8 +262,7 @@ class DockerLauncher:
                 lambda _line: None,
                 hint="; set prometheus.image in mesh.yaml to a mirror's copy",
             )
-            config = "/prometheus-meshdev/prometheus.json"
-            command = _args(Path("/prometheus-meshdev"), port, Path(config))
+            command = _args(Path(_MOUNT), port, Path(self.config_file(folder)))
             container = await engine.call(
                 client.api.create_container,
                 image=self.image,
@@ -232,12 +271,18 @@ class DockerLauncher:
                 labels={LABEL_MESH: self.mesh, LABEL_ROLE: ROLE},
                 host_config=client.api.create_host_config(
                     network_mode="host",
-                    binds={str(folder): {"bind": "/prometheus-meshdev", "mode": "rw"}},
+                    binds={str(folder): {"bind": _MOUNT, "mode": "rw"}},
                 ),
             )
             await engine.call(client.api.start, container["Id"])
         finally:
             client.close()
+
+    def config_file(self, folder: Path) -> str:
+        return f"{_MOUNT}/prometheus.json"
+
+    def exited(self) -> bool:
+        return False  # not asked of the engine: the readiness deadline ends a failed start
 
     async def stop(self) -> None:
         from meshdev.runtime.docker import engine

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import urllib.error
 import urllib.parse
 from pathlib import Path
@@ -90,8 +92,12 @@ def test_prometheus_scrapes_every_sidecar_and_follows_the_mesh(tmp_path: Path) -
 
         # A scale-up: the new pod is a target within a few scrapes, with no reload of
         # Prometheus (it follows the targets file).
-        mesh_file.write_text(MESH.format(name=name, port=port, prom=prom_port, replicas=2))
+        # The save also changes the prometheus: section, which only the next `up` applies:
+        # said, not left for the "applied" line to seem to cover.
+        scaled = MESH.format(name=name, port=port, prom=prom_port, replicas=2)
+        mesh_file.write_text(scaled.replace("scrape_interval: 1s", "scrape_interval: 2s"))
         up.wait_for("applied v2", 60)
+        assert "prometheus: the change applies at the next `meshdev up`" in "\n".join(up.lines)
         wait_for("web-1 scraped", lambda: "web-1" in up_targets(prom))
         # meshdev status lists pods only, not Prometheus.
         assert {p["name"] for p in up.status()["pods"]} == {"ingress", "web-0", "web-1"}
@@ -102,6 +108,60 @@ def test_prometheus_scrapes_every_sidecar_and_follows_the_mesh(tmp_path: Path) -
     assert not procscan.labelled_processes(name)
     with pytest.raises(urllib.error.URLError):
         get(f"{prom}/-/ready", timeout=2)
+
+
+def test_another_prometheus_on_the_port_is_not_taken_for_the_mesh_s(tmp_path: Path) -> None:
+    # 9090, the default, is every Prometheus's: one already there answered /-/ready, so `up`
+    # said "prometheus: ... scraping the sidecars" while nothing scraped them.
+    if shutil.which("prometheus") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("prometheus is required in CI (scripts/test.sh installs it)")
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    name = f"promtaken-{os.getpid()}"
+    port, prom_port = free_port(), free_port()
+    (tmp_path / "other.yml").write_text("scrape_configs: []\n")
+    other = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={tmp_path / 'other.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'other-data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            "the other Prometheus ready",
+            lambda: _answers(f"http://127.0.0.1:{prom_port}/-/ready"),
+        )
+        mesh_file = tmp_path / "mesh.yaml"
+        mesh_file.write_text(MESH.format(name=name, port=port, prom=prom_port, replicas=1))
+        up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+        try:
+            up.proc.wait(60)
+        finally:
+            code = up.stop()  # ends it if it took the other Prometheus for its own
+        output = "\n".join(up.lines)
+        assert code == 1, output
+        assert "Error: prometheus exited at its start" in output
+        assert "address already in use" in output
+        assert f"127.0.0.1:{prom_port} (prometheus.port in mesh.yaml) taken?" in output
+        assert "scraping the sidecars" not in output
+        # The pods it had started are removed, and counted (it said "removed 0").
+        assert "removed 0 processes/containers" not in output
+        assert re.search(r"^removed [1-9]\d* processes/containers$", output, re.M), output
+        assert not procscan.labelled_processes(name)
+    finally:
+        other.terminate()
+        other.wait(30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return get(url, timeout=2)[0] == 200
+    except OSError:
+        return False
 
 
 # The official image's shape (ENTRYPOINT the server, flags as the command), from Debian's

@@ -41,6 +41,8 @@ from meshdev.plan import PodSpec, app_env
 
 COMPOSE_FILE = "docker-compose.yml"
 README_FILE = "README.txt"
+# README.txt's first words: how a later export knows the folder's files are its own.
+README_MARKER = "meshdev export compose: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +261,13 @@ def export_compose(
                 "as soon as its sidecar's name resolves, before the app answers "
                 f"{svc.health_path}",
             )
+        if svc.liveness_path is not None:
+            notes.add(
+                f"services.{name}.liveness_path",
+                "Compose never restarts a container that stops answering (a healthcheck "
+                f"only marks it unhealthy): a hung app is not restarted after "
+                f"{svc.liveness_path} fails, as meshdev and Kubernetes do",
+            )
         if svc.watch:
             globs = [p for p in svc.watch if _WILDCARD.search(p)]
             broad = (
@@ -289,7 +298,7 @@ def export_compose(
 def readme(export: ComposeExport, source: str) -> str:
     mesh = export.mesh
     lines = [
-        f"meshdev export compose: the mesh {mesh.name!r} ({source}) with Envoy sidecars",
+        f"{README_MARKER}the mesh {mesh.name!r} ({source}) with Envoy sidecars",
         "",
         "Run it (Docker Compose v2):",
         "",

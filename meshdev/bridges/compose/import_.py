@@ -330,12 +330,16 @@ def import_compose(
     mesh: Doc = {"name": mesh_name(name or str(document.get("name") or compose_dir.resolve().name))}
     if exported:
         mesh["services"] = _exported_services(services, reader, notes)
-        if any(_labels(s or {}).get(layout.LABEL_ROLE) == "gateway" for s in services.values()):
-            notes.add(
-                "ingress",
-                "the gateway's routes, and every service's routes, policies and security, are "
-                "in the Envoy bootstraps (envoy/*.yaml), which are not read back",
-            )
+        gateway = any(
+            _labels(s or {}).get(layout.LABEL_ROLE) == "gateway" for s in services.values()
+        )
+        # Said with or without a gateway: a mesh without one still loses its calls and routes.
+        notes.add(
+            "ingress" if gateway else "routes",
+            ("the gateway (its port and routes), and " if gateway else "")
+            + "every service's routes, policies, security and calls, and tracing, are in the "
+            "Envoy bootstraps (envoy/*.yaml), which are not read back",
+        )
     else:
         mesh["services"], ingress = _services(services, reader, notes)
         if ingress is not None:

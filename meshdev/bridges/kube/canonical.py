@@ -17,7 +17,8 @@ itself ignores, or a gap the export reports (docs/bridges-kubernetes.md lists th
 - security: DISABLE everywhere is no security section;
 - authorization: principals of the mesh's own services are those services;
 - a service's watch (what a save on this machine rolls) is left out: nothing in a cluster
-  follows it.
+  follows it; so are `prometheus:` and a `tracing:` without a collector (or sampling 0),
+  which no Telemetry says.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def _services(mesh: Mesh) -> Dict:
         if "replicas" in fields:
             entry["replicas"] = fields["replicas"]
         entry["health_path"] = svc.health_path
+        entry["liveness_path"] = svc.liveness_path
         if "env" in fields:
             entry["env"] = fields["env"]
         entry["excluded_ports"] = sorted(set(svc.excluded_ports))
@@ -137,7 +139,7 @@ def _route(mesh: Mesh, dest: str, index: int, r: Route) -> Route:
         update["fault"] = r.fault.model_copy(update={"delay": delay, "abort": abort})
     if r.rate_limit is not None:
         rps, burst = bucket(r)
-        doc, _ = token_bucket(rps, burst)
+        doc = token_bucket(rps, burst).doc
         seconds = kc.parse_istio_duration(doc["fill_interval"]) or 1.0
         update["rate_limit"] = r.rate_limit.model_copy(
             update={"requests_per_second": doc["tokens_per_fill"] / seconds, "burst": burst}
@@ -223,6 +225,9 @@ def canonical(mesh: Mesh) -> Mesh:
     data: Dict = {"name": mesh.name, "base_image": mesh.base_image}
     data["services"] = _services(mesh)
     data["ingress"] = mesh.ingress
+    t = mesh.tracing
+    if t.sampling > 0 and (t.zipkin is not None or t.otlp is not None):
+        data["tracing"] = t
     data["routes"] = _routes(mesh)
     policies = {d: _policy(mesh, d, p) for d, p in mesh.policies.items()}
     data["policies"] = {d: p for d, p in policies.items() if p is not None}

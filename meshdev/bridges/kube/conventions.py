@@ -27,6 +27,24 @@ BUILD_ANNOTATION: Final = "meshdev.dev/build"
 INGRESS_PORT_ANNOTATION: Final = "meshdev.dev/ingress-port"
 INGRESS_ROUTES_ANNOTATION: Final = "meshdev.dev/ingress-routes"
 CERT_TTL_ANNOTATION: Final = "meshdev.dev/cert-ttl"
+# The collectors as the mesh file wrote them: the Telemetry names only a provider of the mesh
+# config, where Istio keeps their addresses.
+TRACING_ANNOTATION: Final = "meshdev.dev/tracing"
+
+# How meshdev's control plane asks a liveness_path (control.py): every 2 s, 2 s to answer,
+# restarting the pod after 3 failures in a row; Kubernetes' own defaults are 10 s, 1 s, 3.
+LIVENESS_PERIOD_SECONDS: Final = 2
+LIVENESS_TIMEOUT_SECONDS: Final = 2
+LIVENESS_FAILURES: Final = 3
+
+# meshdev's 429 says why as Envoy's global rate limit does; Envoy's local rate limit adds
+# the header only when its config asks for it.
+RATE_LIMITED_HEADERS: Final = (
+    {
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        "header": {"key": "x-envoy-ratelimited", "value": "true"},
+    },
+)
 
 # Istio's per-pod capture exclusions (istio-init reads them): meshdev's excluded_ports.
 EXCLUDE_INBOUND: Final = "traffic.sidecar.istio.io/excludeInboundPorts"

@@ -8,6 +8,9 @@ exported (a `tracing:` other than the default is said)."""
 
 from __future__ import annotations
 
+import json
+
+from meshdev.bridges.kube import conventions as kc
 from meshdev.bridges.kube.export_workloads import Doc, Target, labels, metadata
 from meshdev.bridges.kube.report import Gaps
 from meshdev.common.sidecar_config import collector_address
@@ -66,7 +69,16 @@ def telemetry(mesh: Mesh, target: Target, gaps: Gaps) -> list[Doc]:
         {
             "apiVersion": TELEMETRY,
             "kind": "Telemetry",
-            "metadata": metadata(TELEMETRY_NAME, target.namespace, labels(mesh)),
+            "metadata": metadata(
+                TELEMETRY_NAME,
+                target.namespace,
+                labels(mesh),
+                {kc.TRACING_ANNOTATION: collectors_annotation(t)},
+            ),
             "spec": spec,
         }
     ]
+
+
+def collectors_annotation(t: Tracing) -> str:
+    return json.dumps(t.model_dump(include={"zipkin", "otlp"}, exclude_none=True), sort_keys=True)

@@ -581,17 +581,42 @@ def _percent(key: str) -> Doc:
     return {"runtime_key": key, "default_value": {"numerator": 100, "denominator": "HUNDRED"}}
 
 
-def token_bucket(rps: float, burst: int) -> tuple[Doc, bool]:
-    """Envoy's bucket for `rps` requests a second: `tokens_per_fill` every `fill_interval`
-    (whole seconds, so a fraction like 0.5/s is 1 every 2s); and whether it is exact."""
+# Envoy's local rate limit refuses a fill_interval under 50 ms.
+_MIN_FILL_INTERVAL = Fraction(1, 20)
+
+
+@dataclass(frozen=True)
+class TokenBucket:
+    doc: Doc
+    exact: bool  # the rate is requests_per_second itself, not a rounding of it
+    allows: float  # requests a second Envoy lets through at most
+
+
+def token_bucket(rps: float, burst: int) -> TokenBucket:
+    """Envoy's bucket for `rps` requests a second and a bucket of `burst`.
+
+    Envoy adds `tokens_per_fill` every `fill_interval` but never beyond `max_tokens`, so a
+    step larger than the bucket caps the rate at `max_tokens` a fill (200/s with a burst of 50
+    in steps of 200 a second would be 50/s). The steps are therefore as small as Envoy allows
+    (an interval of at least 50 ms), in whole tokens, with an interval that is a whole number
+    of nanoseconds (protobuf's precision) when one that fits the bucket exists."""
     fraction = Fraction(rps).limit_denominator(1000)
-    tokens, seconds = fraction.numerator, fraction.denominator
-    if tokens == 0:
-        tokens, seconds = 1, 1000
-    exact = tokens / seconds == rps
-    return (
-        {"max_tokens": burst, "tokens_per_fill": tokens, "fill_interval": f"{seconds}s"},
-        exact,
+    if fraction == 0:
+        fraction = Fraction(1, 1000)
+    least = max(1, math.ceil(fraction * _MIN_FILL_INTERVAL))
+    # tokens / fraction is whole nanoseconds when tokens is a multiple of `step`.
+    step = fraction.numerator // math.gcd(fraction.numerator, fraction.denominator * 10**9)
+    tokens = -(-least // step) * step
+    if tokens > max(burst, least):
+        tokens = least
+    nanos = Fraction(tokens) / fraction * 10**9
+    whole, frac = divmod(round(nanos), 10**9)
+    interval = f"{whole}s" if not frac else f"{whole}.{frac:09d}".rstrip("0") + "s"
+    seconds = round(nanos) / 10**9
+    return TokenBucket(
+        doc={"max_tokens": burst, "tokens_per_fill": tokens, "fill_interval": interval},
+        exact=fraction == rps and nanos.denominator == 1,
+        allows=min(tokens, burst) / seconds,
     )
 
 
@@ -616,7 +641,7 @@ def _insert_filter(context: str) -> Doc:
 
 
 def _route_patch(context: str, route_match: Doc, limit: RateLimited) -> Doc:
-    bucket_doc, _ = token_bucket(limit.requests_per_second, limit.burst)
+    bucket_doc = token_bucket(limit.requests_per_second, limit.burst).doc
     return {
         "applyTo": "HTTP_ROUTE",
         "match": {"context": context, "routeConfiguration": route_match},
@@ -630,6 +655,7 @@ def _route_patch(context: str, route_match: Doc, limit: RateLimited) -> Doc:
                         "token_bucket": bucket_doc,
                         "filter_enabled": _percent("local_rate_limit_enabled"),
                         "filter_enforced": _percent("local_rate_limit_enforced"),
+                        "response_headers_to_add": [dict(h) for h in kc.RATE_LIMITED_HEADERS],
                     }
                 }
             },
@@ -642,12 +668,20 @@ def rate_limit_gaps(mesh: Mesh, gaps: Gaps) -> None:
         for i, r in enumerate(routes):
             if r.rate_limit is None:
                 continue
-            _, exact = token_bucket(*bucket(r))
-            if not exact:
+            rps, burst = bucket(r)
+            tb = token_bucket(rps, burst)
+            field = f"routes.{dest}[{i}].rate_limit"
+            if tb.allows < rps * (1 - 1e-6):
                 gaps.add(
-                    f"routes.{dest}[{i}].rate_limit.requests_per_second",
-                    "Envoy's token bucket refills whole tokens every whole second here: "
-                    "rounded to the nearest fraction with a denominator up to 1000",
+                    f"{field}.burst",
+                    f"Envoy refills a bucket at most every 50 ms, so a burst of {burst} "
+                    f"allows at most {tb.allows:g} requests/s, not {rps:g}",
+                )
+            elif not tb.exact:
+                gaps.add(
+                    f"{field}.requests_per_second",
+                    "Envoy's token bucket refills whole tokens at whole nanoseconds: rounded "
+                    f"to {tb.allows:.9g} requests/s",
                 )
 
 

@@ -143,6 +143,15 @@ def readiness(svc: Service) -> Doc:
     return {"tcpSocket": {"port": svc.port}}
 
 
+def liveness(path: str, port: int) -> Doc:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": kc.LIVENESS_PERIOD_SECONDS,
+        "timeoutSeconds": kc.LIVENESS_TIMEOUT_SECONDS,
+        "failureThreshold": kc.LIVENESS_FAILURES,
+    }
+
+
 def deployment(mesh: Mesh, w: Workload, target: Target, builds: Builds, gaps: Gaps) -> Doc:
     svc = mesh.services[w.service]
     pod_labels = {kc.APP: w.service}
@@ -155,6 +164,8 @@ def deployment(mesh: Mesh, w: Workload, target: Target, builds: Builds, gaps: Ga
     container["env"] = env(mesh, w, svc)
     container["ports"] = [{"containerPort": svc.port}]
     container["readinessProbe"] = readiness(svc)
+    if svc.liveness_path is not None:
+        container["livenessProbe"] = liveness(svc.liveness_path, svc.port)
     template_meta: Doc = {"labels": dict(pod_labels)}
     if svc.excluded_ports:
         ports = ",".join(str(p) for p in sorted(set(svc.excluded_ports)))

@@ -234,10 +234,31 @@ def read_authorization_policies(
             base = a.name.removeprefix(f"{dest}-") if len(dests) == 1 else a.name
             base = base if is_name(base) else name_like(base)
             taken = {p["name"] for p in out.get(dest, [])}
+            tcp = dest in ctx.services and ctx.services[dest].protocol == "tcp"
+            kept = []
             for policy in policies:
-                if dest in ctx.services and ctx.services[dest].protocol == "tcp" and "to" in policy:
+                if tcp and "to" in policy:
                     a.note(("spec", "rules"), f"{dest} is a tcp service: no method or path")
                     continue
+                kept.append(policy)
+            if action == "ALLOW" and rules and not kept:
+                # An ALLOW policy makes its workload refuse what no ALLOW rule matches: with
+                # every rule left out and nothing in its place the service would take every
+                # request. Kept as allowing nothing, which refuses more than Istio does.
+                if tcp:
+                    a.say(
+                        ("spec", "rules"),
+                        f"every rule is left out, so {dest} takes every caller, where Istio "
+                        "refuses the ones no rule allows",
+                    )
+                else:
+                    a.say(
+                        ("spec", "rules"),
+                        f"every rule is left out: kept as an ALLOW no request matches, so "
+                        f"{dest} refuses what these rules allow too (Istio allows it)",
+                    )
+                    kept.append({"to": {"not_paths": ["*"]}})
+            for policy in kept:
                 name, n = base, 2
                 while name in taken:
                     name = f"{base[:36]}-{n}"

@@ -678,6 +678,14 @@ def _bucket(e: Source, p: Path) -> Dict | None:
             e.take(*body, key)
         else:
             e.note((*body, key), "meshdev limits every request of the route: taken as 100%")
+    headers = e.get(*body, "response_headers_to_add")
+    if headers == list(kc.RATE_LIMITED_HEADERS):
+        e.take(*body, "response_headers_to_add")
+    elif headers is not None:
+        e.note(
+            (*body, "response_headers_to_add"),
+            "meshdev's 429 carries x-envoy-ratelimited: true, and no other header",
+        )
     bucket: Path = (*body, "token_bucket")
     tokens = e.get(*bucket, "tokens_per_fill")
     tokens = 1 if tokens is None else tokens

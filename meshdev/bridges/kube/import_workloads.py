@@ -33,6 +33,7 @@ class Pod:
     account: str
     health_path: str | None
     probed: bool
+    liveness_path: str | None
     excluded: tuple[int, ...]
     source: Source
 
@@ -133,6 +134,36 @@ def _probe(d: Source, c: Path, port: int) -> tuple[str | None, bool]:
     return None, True
 
 
+def _liveness(d: Source, c: Path, port: int) -> str | None:
+    """The liveness probe's HTTP path; its timings when they are not meshdev's are said."""
+    probe = d.get(*c, "livenessProbe")
+    if not isinstance(probe, dict):
+        return None
+    p: Path = (*c, "livenessProbe")
+    if not isinstance(probe.get("httpGet"), dict):
+        d.note(p, "meshdev's liveness probe asks an HTTP path: left out")
+        return None
+    path = d.take(*p, "httpGet", "path")
+    given = d.take(*p, "httpGet", "port")
+    if given not in (port, None) and not isinstance(given, str):
+        d.note((*p, "httpGet", "port"), f"meshdev asks the app's own port, {port}")
+    meshdev = {
+        "periodSeconds": kc.LIVENESS_PERIOD_SECONDS,
+        "timeoutSeconds": kc.LIVENESS_TIMEOUT_SECONDS,
+        "failureThreshold": kc.LIVENESS_FAILURES,
+    }
+    for key, ours in meshdev.items():
+        if d.take(*p, key) != ours:
+            d.note(
+                (*p, key),
+                f"meshdev asks every {kc.LIVENESS_PERIOD_SECONDS}s, allows "
+                f"{kc.LIVENESS_TIMEOUT_SECONDS}s, and restarts after {kc.LIVENESS_FAILURES} "
+                "failures in a row",
+            )
+            break
+    return str(path) if path else "/"
+
+
 def _excluded(d: Source) -> tuple[int, ...]:
     found: list[set[int]] = []
     for key in (kc.EXCLUDE_INBOUND, kc.EXCLUDE_OUTBOUND):
@@ -177,6 +208,7 @@ def read_pod(d: Source, app: str, subset: str | None, port: int) -> Pod | None:
     image = d.take(*c, "image")
     replicas = d.take("spec", "replicas")
     health, probed = _probe(d, c, port)
+    alive = _liveness(d, c, port)
     d.take("spec", "selector")
     account = d.take("spec", "template", "spec", "serviceAccountName") or "default"
     return Pod(
@@ -190,6 +222,7 @@ def read_pod(d: Source, app: str, subset: str | None, port: int) -> Pod | None:
         account=str(account),
         health_path=health,
         probed=probed,
+        liveness_path=alive,
         excluded=_excluded(d),
         source=d,
     )

@@ -27,6 +27,7 @@ from meshdev.bridges.kube.import_security import (
     read_authorization_policies,
     read_peer_authentications,
 )
+from meshdev.bridges.kube.import_tracing import read_telemetries
 from meshdev.bridges.kube.import_traffic import (
     Context,
     GatewayInfo,
@@ -44,7 +45,7 @@ from meshdev.bridges.kube.report import Gaps, Note
 from meshdev.bridges.kube.workloads import ImpliedEnv, common, service_fields
 from meshdev.bridges.kube.yamltext import dump, load_all
 from meshdev.config import Mesh, MeshInvalid, parse_mesh
-from meshdev.config.model import Policy, Route
+from meshdev.config.model import Policy, Route, Tracing
 
 Dict = dict[str, Any]
 
@@ -60,6 +61,7 @@ _KINDS = (
     "PeerAuthentication",
     "AuthorizationPolicy",
     "Sidecar",
+    "Telemetry",
 )
 
 
@@ -80,8 +82,9 @@ def _documents(files: Sequence[tuple[str, str]], loose: list[Note]) -> list[Sour
         try:
             docs = load_all(text)
         except yaml.YAMLError as exc:
-            loose.append(Note(label, "", f"not YAML: {exc}"))
-            continue
+            # A file that does not parse may hold any of the mesh: importing without it
+            # would write a different mesh, so the import stops, pointing at the mistake.
+            raise ImportFailed(f"{_where(label, exc)}: not YAML: {_problem(exc)}") from None
         for i, doc in enumerate(docs):
             if doc is None:
                 continue
@@ -93,6 +96,22 @@ def _documents(files: Sequence[tuple[str, str]], loose: list[Note]) -> list[Sour
                 if isinstance(item, dict):
                     out.append(Source(label, i, item))
     return out
+
+
+def _where(label: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return label
+    return f"{label}:{mark.line + 1}:{mark.column + 1}"
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's str() spans lines and names "<unicode string>" rather than the file.
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    return f"{problem} ({context})" if context else str(problem)
 
 
 def _namespace(sources: list[Source], given: str | None) -> str:
@@ -150,7 +169,7 @@ def import_istio(
 
     services = read_services(kinds["Service"], kinds["Deployment"])
     if not services:
-        raise ImportFailed("no workload: these files have no Deployment meshdev can run")
+        raise ImportFailed(_no_workload(files, sources, ns))
     for sa in kinds["ServiceAccount"]:
         sa.take("automountServiceAccountToken")
     ctx = Context(ns, services)
@@ -177,6 +196,9 @@ def import_istio(
     mesh_routes = {dest: r for dest, r in routes.items() if r}
     gateways = read_gateways(kinds["Gateway"])
     pending = _ingress(gateway_bound, gateways, ctx, set(mesh_routes), mesh)
+    tracing = read_telemetries(kinds["Telemetry"])
+    if tracing is not None and Tracing.model_validate(tracing) != Tracing():
+        mesh["tracing"] = tracing
     if mesh_routes:
         mesh["routes"] = mesh_routes
     _security(mesh, peers, policies, loose)
@@ -194,6 +216,19 @@ def import_istio(
     notes = [*loose, *(n for s in sources for n in s.report())]
     text = _text(mesh, [f for f, _ in files], notes)
     return Imported(result, text, tuple(notes))
+
+
+def _no_workload(files: Sequence[tuple[str, str]], sources: list[Source], ns: str) -> str:
+    # The notes are not printed when nothing is written: the reason has to be in the error.
+    if not files:
+        return "no workload: no file to read (a folder is read for *.yaml, *.yml and *.json)"
+    elsewhere = sorted({s.namespace or "default" for s in sources if s.kind == "Deployment"} - {ns})
+    if elsewhere:
+        return (
+            f"no workload in namespace {ns}: these files' Deployments are in "
+            f"{', '.join(elsewhere)} (--namespace picks one)"
+        )
+    return "no workload: these files have no Deployment meshdev can run"
 
 
 def _service(svc: ImportedService, services: dict[str, ImportedService]) -> Dict:
@@ -231,6 +266,15 @@ def _service(svc: ImportedService, services: dict[str, ImportedService]) -> Dict
         health = first
     if health and svc.protocol != "tcp":
         out["health_path"] = health
+    alive = svc.pods[0].liveness_path
+    for p in svc.pods[1:]:
+        if p.liveness_path != alive:
+            p.source.note(
+                ("spec", "template", "spec", "containers"),
+                f"meshdev probes one liveness path per service ({alive or 'none'})",
+            )
+    if alive:
+        out["liveness_path"] = alive
     if "env" in fields:
         out["env"] = fields["env"]
     excluded = svc.pods[0].excluded
@@ -430,6 +474,7 @@ def _order(mesh: Dict) -> None:
         "base_image",
         "services",
         "ingress",
+        "tracing",
         "routes",
         "policies",
         "security",
@@ -452,5 +497,7 @@ def _text(mesh: Dict, files: list[str], notes: list[Note]) -> str:
     lines = [f"# Imported by `meshdev import istio` from {', '.join(files)}."]
     if notes:
         lines.append("# Not carried over (mesh.yaml cannot say it), by document and field:")
-        lines += [f"#   {n}" for n in notes]
+        # A note quoting a document's text can span lines: each must stay a comment, or
+        # the mesh.yaml written would not load.
+        lines += [f"#   {line}" for n in notes for line in str(n).splitlines()]
     return "\n".join(lines) + "\n" + dump(mesh)

@@ -73,3 +73,41 @@ def test_import_of_invalid_compose_lists_the_schemas_reasons(tmp_path: Path) -> 
     assert code == 1
     assert "services.web.ports: {'http': 80} is not of type 'array'" in err
     assert not target.exists()
+
+
+def test_exports_write_over_their_own_files_never_the_user_s(tmp_path: Path) -> None:
+    # `export compose mesh.yaml -o .` in a project replaced its docker-compose.yml, and
+    # `export envoy` a file of the pod's name, without a word.
+    project = tmp_path / "project"
+    project.mkdir()
+    mine = "services: {web: {image: nginx}}\n"
+    (project / "docker-compose.yml").write_text(mine)
+    code, _, err = run("export", "compose", str(EXAMPLE), "-o", str(project))
+    assert code == 1
+    assert f"{project / 'docker-compose.yml'} exists and no earlier export wrote it" in err
+    assert (project / "docker-compose.yml").read_text() == mine
+    assert not (project / "README.txt").exists()  # nothing written
+    # An earlier export's files are its own: written over.
+    fresh = tmp_path / "fresh"
+    assert run("export", "compose", str(EXAMPLE), "-o", str(fresh))[0] == 0
+    assert run("export", "compose", str(EXAMPLE), "-o", str(fresh))[0] == 0
+
+    envoy = tmp_path / "envoy"
+    envoy.mkdir()
+    (envoy / "ingress.yaml").write_text("my: notes\n")
+    code, _, err = run("export", "envoy", str(EXAMPLE), "-o", str(envoy))
+    assert code == 1
+    assert f"{envoy / 'ingress.yaml'} exists and no earlier export wrote it" in err
+    assert (envoy / "ingress.yaml").read_text() == "my: notes\n"
+    (envoy / "ingress.yaml").unlink()
+    assert run("export", "envoy", str(EXAMPLE), "-o", str(envoy))[0] == 0
+    assert run("export", "envoy", str(EXAMPLE), "-o", str(envoy))[0] == 0
+
+    board = tmp_path / "dashboard.json"
+    board.write_text('{"title": "mine"}')
+    code, _, err = run("export", "grafana", str(EXAMPLE), "-o", str(board))
+    assert code == 1
+    assert board.read_text() == '{"title": "mine"}'
+    board.unlink()
+    assert run("export", "grafana", str(EXAMPLE), "-o", str(board))[0] == 0
+    assert run("export", "grafana", str(EXAMPLE), "-o", str(board))[0] == 0

@@ -197,8 +197,30 @@ def test_example_comes_back(tmp_path: Path) -> None:
     back = parse_mesh(yaml.safe_dump(result.mesh, sort_keys=False).encode(), "mesh.yaml")
     same_services(mesh, EXAMPLE.parent, back, tmp_path)
     assert back.name == "demo"
-    # What the bootstraps hold (routes, policies, the gateway) is said, not silently lost.
+    # What the bootstraps hold (routes, policies, the gateway, frontend's calls) is said, not
+    # silently lost.
     assert [n.field for n in result.notes] == ["ingress"]
+    assert mesh.services["frontend"].calls and not back.services["frontend"].calls
+    assert "the gateway (its port and routes)" in result.notes[0].message
+    assert "calls" in result.notes[0].message
+
+
+def test_a_mesh_without_a_gateway_still_says_what_the_bootstraps_keep(tmp_path: Path) -> None:
+    # No ingress: nothing was said, though a's calls (and any routes) were gone.
+    mesh = parse_mesh(
+        b"name: m\nservices:\n  a: {command: python a.py, calls: [b]}\n"
+        b"  b: {command: python b.py}\n",
+        "mesh.yaml",
+    )
+    mesh_dir, out = tmp_path / "mesh", tmp_path / "out"
+    mesh_dir.mkdir()
+    export = export_compose(mesh, mesh_dir=mesh_dir, out_dir=out, base_image="python:3.12-slim")
+    write_compose(export, out, "mesh.yaml")
+    result = import_compose(
+        (out / "docker-compose.yml").read_text(), compose_dir=out, mesh_dir=mesh_dir
+    )
+    assert [n.field for n in result.notes] == ["routes"]
+    assert "calls" in result.notes[0].message
 
 
 @settings(
@@ -256,3 +278,16 @@ def test_watch_becomes_develop_watch_and_comes_back(tmp_path: Path) -> None:
     assert result.mesh["services"]["web"]["watch"] == ["app.py", "src"]
     assert result.mesh["services"]["job"]["watch"] == ["job.py"]
     assert "watch" not in result.mesh["services"]["db"]
+
+
+def test_a_liveness_path_compose_cannot_act_on_is_noted(tmp_path: Path) -> None:
+    # It went unsaid: the Compose file restarts no hung app, where meshdev does.
+    mesh = parse_mesh(
+        b"name: m\nservices:\n  a: {command: python a.py, liveness_path: /alive}\n", "mesh.yaml"
+    )
+    (tmp_path / "mesh").mkdir()
+    export = export_compose(
+        mesh, mesh_dir=tmp_path / "mesh", out_dir=tmp_path / "out", base_image="python:3.12-slim"
+    )
+    notes = {n.field: n.message for n in export.notes}
+    assert "a hung app is not restarted after /alive fails" in notes["services.a.liveness_path"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from meshdev.bridges.kube.canonical import canonical
@@ -121,3 +122,60 @@ def test_import_of_nothing_runnable_fails_plainly(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "no workload" in result.output
+
+
+def test_import_stops_at_a_file_that_is_not_yaml(tmp_path: Path) -> None:
+    # A typo in one of the files: importing the others alone would write a mesh without
+    # whatever that file held (and PyYAML's message, several lines long, broke the comment
+    # header of the mesh.yaml written, which then did not load).
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: a\n  bad\n", "utf-8")
+    out = tmp_path / "mesh.yaml"
+    for files in ([broken], [broken, FIXTURES / "bookinfo.yaml"]):
+        result = CliRunner().invoke(
+            main, ["import", "istio", *map(str, files), "-o", str(out), "--force"]
+        )
+        assert result.exit_code == 1, result.output
+        assert f"Error: {broken}:5:1: not YAML: did not find expected ',' or '}}'" in (
+            result.stderr
+        )
+        assert not out.exists()
+
+
+def test_readme_builds_from_the_mesh_folder_when_the_file_is_given_relative(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `meshdev export kubernetes mesh.yaml -o DIR` from the mesh's folder: README.txt, read
+    # from DIR, said `cd .` before its `docker build`.
+    monkeypatch.chdir(EXAMPLE.parent)
+    out = tmp_path / "k8s"
+    result = CliRunner().invoke(main, ["export", "kubernetes", EXAMPLE.name, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    readme = (out / "README.txt").read_text(encoding="utf-8")
+    assert f"     cd {EXAMPLE.parent.resolve()}\n" in readme
+
+
+def test_import_of_another_namespace_or_an_empty_folder_says_why_nothing_runs(
+    tmp_path: Path,
+) -> None:
+    # Both said "these files have no Deployment meshdev can run": the first has three.
+    exported = tmp_path / "k8s"
+    runner = CliRunner()
+    assert (
+        runner.invoke(main, ["export", "kubernetes", str(EXAMPLE), "-o", str(exported)]).exit_code
+        == 0
+    )
+    out = tmp_path / "m.yaml"
+    wrong = runner.invoke(
+        main, ["import", "istio", str(exported), "-o", str(out), "--namespace", "prod"]
+    )
+    assert wrong.exit_code == 1
+    assert (
+        "Error: no workload in namespace prod: these files' Deployments are in demo "
+        "(--namespace picks one)" in wrong.stderr
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = runner.invoke(main, ["import", "istio", str(empty), "-o", str(out)])
+    assert none.exit_code == 1
+    assert "no file to read (a folder is read for *.yaml, *.yml and *.json)" in none.stderr

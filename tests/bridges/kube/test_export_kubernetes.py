@@ -4,11 +4,13 @@ Kubernetes' and Istio's real schemas (strict) and against what meshdev means."""
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meshdev.bridges.kube.conventions import parse_istio_duration
 from meshdev.bridges.kube.export import Export, ExportError, export_mesh
 from meshdev.config import Mesh, load_mesh
 from tests.bridges.kube.kube_meshes import RICH, mesh_of
@@ -343,7 +345,9 @@ def test_local_rate_limits_are_an_envoy_filter_on_named_routes(
     ]
     config = patches[1]["patch"]["value"]["typed_per_filter_config"]
     bucket = config["envoy.filters.http.local_ratelimit"]["token_bucket"]
-    assert bucket == {"max_tokens": 50, "tokens_per_fill": 200, "fill_interval": "1s"}
+    # 200/s with a burst of 50: 10 tokens every 50 ms (Envoy's shortest refill), so the
+    # bucket, capped at 50, still lets 200 a second through.
+    assert bucket == {"max_tokens": 50, "tokens_per_fill": 10, "fill_interval": "0.05s"}
     # Half a request a second: one token every two seconds, and the plan's burst of 1.
     rich_ef = find(rich, "EnvoyFilter", "local-ratelimit")["spec"]["configPatches"][1]
     rich_bucket = rich_ef["patch"]["value"]["typed_per_filter_config"][
@@ -356,6 +360,70 @@ def test_local_rate_limits_are_an_envoy_filter_on_named_routes(
     assert gateway["spec"]["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
     routes = [p["match"].get("routeConfiguration") for p in gateway["spec"]["configPatches"]]
     assert routes[1] == {"portNumber": 8080, "vhost": {"route": {"name": "api.beta"}}}
+
+
+def _envoy_allows(bucket: dict[str, Any], seconds: int) -> int:
+    """Requests Envoy's stepped bucket lets through in `seconds` of a flood: full at the
+    start, then `tokens_per_fill` added each `fill_interval` but never beyond `max_tokens`."""
+    interval = parse_istio_duration(bucket["fill_interval"])
+    assert interval is not None
+    fills = math.floor(seconds / interval + 1e-9)
+    return int(bucket["max_tokens"] + fills * min(bucket["tokens_per_fill"], bucket["max_tokens"]))
+
+
+@pytest.mark.parametrize(
+    ("rps", "burst"), [(200, 50), (1000, 50), (7, 3), (30, 5), (0.5, 1), (2.5, 10)]
+)
+def test_a_rate_limit_lets_through_its_rate_in_envoy_not_its_burst(rps: float, burst: int) -> None:
+    mesh = mesh_of(
+        f"""
+        name: rl
+        services: {{a: {{command: python a.py}}}}
+        routes:
+          a: [{{name: r, rate_limit: {{requests_per_second: {rps}, burst: {burst}}}}}]
+        """
+    )
+    result = export_mesh(mesh)
+    ef = find(result, "EnvoyFilter", "local-ratelimit")
+    config = ef["spec"]["configPatches"][1]["patch"]["value"]["typed_per_filter_config"]
+    limit = config["envoy.filters.http.local_ratelimit"]
+    assert local_rate_limit_errors(limit) == []
+    bucket = limit["token_bucket"]
+    # Envoy refuses a shorter fill_interval.
+    assert (parse_istio_duration(bucket["fill_interval"]) or 0) >= 0.05
+    # Over 20 s of a flood, the burst plus 20 s at the rate (to a token), as meshdev allows.
+    assert abs(_envoy_allows(bucket, 20) - (burst + 20 * rps)) <= 1
+
+
+def test_a_rate_limited_answer_says_so_as_meshdev_s_does(example: Export) -> None:
+    # meshdev answers 429 with x-envoy-ratelimited: true (README); Envoy's local rate limit
+    # adds it only when told, and the EnvoyFilter did not tell it.
+    ef = find(example, "EnvoyFilter", "local-ratelimit")
+    for patch in ef["spec"]["configPatches"][1:]:
+        limit = patch["patch"]["value"]["typed_per_filter_config"][
+            "envoy.filters.http.local_ratelimit"
+        ]
+        assert local_rate_limit_errors(limit) == []
+        assert limit["response_headers_to_add"] == [
+            {
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                "header": {"key": "x-envoy-ratelimited", "value": "true"},
+            }
+        ]
+
+
+def test_a_rate_limit_envoy_cannot_refill_in_time_is_said() -> None:
+    # 1000/s needs 50 tokens each 50 ms, more than a bucket of 10 holds.
+    mesh = mesh_of(
+        """
+        name: rl
+        services: {a: {command: python a.py}}
+        routes:
+          a: [{name: r, rate_limit: {requests_per_second: 1000, burst: 10}}]
+        """
+    )
+    gaps = {g.field: g.message for g in export_mesh(mesh).gaps}
+    assert "at most 200 requests/s, not 1000" in gaps["routes.a[0].rate_limit.burst"]
 
 
 def test_rate_limit_configs_are_envoys_own_messages(example: Export, rich: Export) -> None:

@@ -157,8 +157,18 @@ def test_security_policies_come_through() -> None:
     # The DENY's first rule comes through; its second (by namespace) cannot, nor `when`.
     (deny,) = mesh.authorization["ratings"]
     assert (deny.action, deny.to.methods if deny.to else None) == ("DENY", ("DELETE",))
-    assert "details" not in mesh.authorization
+    # details' only ALLOW rule has a `when`: left out, but details must keep refusing what
+    # no rule allows (without any ALLOW policy it would take every request, where Istio
+    # refuses all but productpage's with version: v1): an ALLOW that matches nothing.
+    (nothing,) = mesh.authorization["details"]
+    assert nothing.action == "ALLOW" and nothing.from_ is None
+    assert nothing.to is not None and nothing.to.not_paths == ("*",)
     listed = notes(result)
+    assert any(
+        "details-viewer spec.rules: every rule is left out: kept as an ALLOW no request "
+        "matches, so details refuses what these rules allow too (Istio allows it)" in n
+        for n in listed
+    )
     assert any("ratings-deny-delete spec.rules[1].from[0].source.namespaces" in n for n in listed)
     assert any("details-viewer spec.rules[0].when" in n for n in listed)
 
@@ -289,3 +299,27 @@ def test_sidecars_become_calls_and_what_they_cannot_say_is_listed() -> None:
         "these files (meshdev's calls: is per service): left out",
     ):
         assert expected in listed, listed
+
+
+def test_a_liveness_probe_is_a_liveness_path_and_other_timings_are_said() -> None:
+    text = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: a}
+spec:
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec:
+      containers:
+      - name: a
+        image: x
+        ports: [{containerPort: 8080}]
+        livenessProbe: {httpGet: {path: /alive, port: 8080}, periodSeconds: 10}
+"""
+    result = import_istio([("a.yaml", text)])
+    assert result.mesh.services["a"].liveness_path == "/alive"
+    assert [str(n) for n in result.notes if "livenessProbe" in str(n)] == [
+        "a.yaml#1 Deployment/a spec.template.spec.containers[0].livenessProbe.periodSeconds: "
+        "meshdev asks every 2s, allows 2s, and restarts after 3 failures in a row"
+    ]

@@ -71,6 +71,42 @@ def test_the_attempt_count_istio_cannot_say_is_all_a_round_trip_loses() -> None:
     assert not result.mesh.policies["a"].include_attempt_count
 
 
+@pytest.mark.parametrize(
+    "tracing",
+    [
+        "{sampling: 25, zipkin: 'http://zipkin.obs:9411/api/v2/spans'}",
+        "{otlp: 'http://otel:4318/v1/traces'}",
+        "{sampling: 0.5, zipkin: 'http://z:9411/api/v2/spans', otlp: 'http://o:4318/v1/traces'}",
+    ],
+)
+def test_tracing_to_a_collector_round_trips(tracing: str) -> None:
+    # The Telemetry was listed as "no place for a Telemetry": sampling and collectors lost.
+    mesh = mesh_of(f"name: m\nservices: {{a: {{image: x}}}}\ntracing: {tracing}\n")
+    result = back(export_mesh(mesh))
+    same(result.mesh, canonical(mesh))
+    assert result.mesh.tracing == mesh.tracing
+    assert result.notes == ()
+
+
+def test_a_telemetry_of_istio_s_own_keeps_its_sampling_and_names_its_provider() -> None:
+    exported = export_mesh(mesh_of("name: m\nservices: {a: {image: x}}\n"))
+    files = [(n, t) for n, t in exported.files.items() if n.endswith(".yaml")]
+    telemetry = {
+        "apiVersion": "telemetry.istio.io/v1",
+        "kind": "Telemetry",
+        "metadata": {"name": "mesh-default", "namespace": "m"},
+        "spec": {"tracing": [{"providers": [{"name": "zipkin"}], "randomSamplingPercentage": 5}]},
+    }
+    result = import_istio([*files, ("telemetry.yaml", dump_all([telemetry]))])
+    assert result.mesh.tracing.sampling == 5
+    assert result.mesh.tracing.zipkin is None
+    assert [str(n) for n in result.notes] == [
+        "telemetry.yaml#1 Telemetry/mesh-default spec.tracing[0].providers: Istio's tracing "
+        "providers are its mesh config's, whose addresses these files do not hold: give "
+        "tracing.zipkin or tracing.otlp"
+    ]
+
+
 def test_canonical_changes_only_what_it_documents() -> None:
     mesh = load_mesh(EXAMPLE)
     normal = canonical(mesh)
@@ -129,3 +165,28 @@ def test_generated_meshes_round_trip_and_pass_the_schemas(doc: dict[str, Any]) -
     assert result.notes == ()
     # And it loads as the mesh file it is.
     assert parse_mesh(result.text.encode(), "mesh.yaml") == result.mesh
+
+
+def test_a_liveness_path_is_a_liveness_probe_and_comes_back() -> None:
+    # It was dropped without a word: no livenessProbe, so a hung app was never restarted.
+    mesh = mesh_of(
+        "name: m\nservices:\n"
+        "  a: {image: x, health_path: /ready, liveness_path: /alive,"
+        " versions: {v1: {}, v2: {}}}\n"
+    )
+    exported = export_mesh(mesh)
+    deployments = [d for d in all_documents(exported.documents) if d["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for d in deployments:
+        assert errors(d) == []
+        (container,) = d["spec"]["template"]["spec"]["containers"]
+        assert container["livenessProbe"] == {
+            "httpGet": {"path": "/alive", "port": 8080},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 3,
+        }
+    result = back(exported)
+    same(result.mesh, canonical(mesh))
+    assert result.mesh.services["a"].liveness_path == "/alive"
+    assert result.notes == ()
