@@ -23,13 +23,13 @@ a newer sidecar took its place. An unreachable one is retried at the next poll.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
+from pydantic_core import from_json
 
 from meshdev.common.trace_wire import SPANS_PATH
 from meshdev.telemetry.aggregation.trace_store import TraceStore
@@ -129,7 +129,12 @@ class SpanReader:
                 raise _Missing
             if resp.status != 200:
                 raise SpansError(f"{SPANS_PATH} answered HTTP {resp.status}")
-            return json.loads(body)
+            try:
+                # pydantic-core's parser (as the stats stream's): a full ring's page is 1000
+                # spans, ~2 us each through json.loads.
+                return from_json(body)
+            except ValueError as exc:
+                raise SpansError(f"bad JSON from {SPANS_PATH}: {exc}") from None
 
     def _take(self, node: str, cursor: NodeCursor, doc: object) -> bool:
         """Keep an answer's spans and move the cursor; True when more may be waiting."""

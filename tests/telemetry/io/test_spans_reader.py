@@ -163,6 +163,7 @@ async def test_unreachable_and_bad_answers_are_errors_not_crashes(
             "down": "error",
         }
         assert "HTTP 500" in cursors["status"].error
+        assert cursors["json"].error.startswith("bad JSON from /spans: ")
         assert "expected first, next and spans" in cursors["shape"].error
         assert cursors["down"].error.startswith("cannot connect")
         assert reader.bad_spans == 3 and cursors["spans"].dropped == 2
