@@ -1,0 +1,58 @@
+"""Saves that add and remove whole services while `meshdev up --headless` runs on the process
+runtime, as a user makes them: each is applied, and the saves after them still are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.meshrun import MeshUp, env_for, get
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+# Python's own file server: a pod starts in a fraction of a second.
+SERVER = "python3 -m http.server --bind $HOST $PORT"
+
+MESH = """\
+name: {name}
+services:
+{extra}  web:
+    command: {server}
+    replicas: {replicas}
+ingress:
+  port: {port}
+  routes:
+    - {{match: {{prefix: /}}, to: web}}
+"""
+
+
+def mesh_text(name: str, port: int, *, extra: bool, replicas: int = 1) -> str:
+    more = f"  extra:\n    command: {SERVER}\n" if extra else ""
+    return MESH.format(name=name, port=port, extra=more, server=SERVER, replicas=replicas)
+
+
+def test_a_save_that_removes_a_service_is_applied_and_later_saves_still_are(
+    tmp_path: Path,
+) -> None:
+    name, port = f"rs-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    path.write_text(mesh_text(name, port, extra=False))
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        path.write_text(mesh_text(name, port, extra=True))
+        assert "started 1, stopped 0 pods" in up.wait_for("applied v2", timeout=60)
+        # The removed service's pod still takes the new endpoints while it drains; rendering
+        # its config once raised KeyError and ended the file's follower for good.
+        path.write_text(mesh_text(name, port, extra=False))
+        assert "stopped 1 pods" in up.wait_for("applied v3", timeout=60)
+        assert {p["name"] for p in up.status()["pods"]} == {"ingress", "web-0"}
+        path.write_text(mesh_text(name, port, extra=False, replicas=2))
+        assert "started 1, stopped 0 pods" in up.wait_for("applied v4", timeout=60)
+        assert get(f"http://127.0.0.1:{port}/")[0] == 200
+    finally:
+        up.run("down", str(path))
+        up.stop()
