@@ -129,6 +129,12 @@ def _mesh_name(file: str, name: str | None) -> str:
         found = data.get("name") if isinstance(data, dict) else None
         if isinstance(found, str):
             return found
+        from meshdev.runtime.paths import mesh_following
+
+        # A save in progress (or a broken one) still has an `up` following it by its path.
+        following = mesh_following(Path(file))
+        if following is not None:
+            return following
         raise click.ClickException(f"{exc.problems[0]}; pass --name NAME") from None
 
 
@@ -180,6 +186,7 @@ def up(
     from meshdev.session import Session, run_headless
 
     mesh = _load_or_exit(file)
+    _refuse_a_second_up(mesh.name)
 
     def say(line: str) -> None:
         click.echo(line)
@@ -205,6 +212,22 @@ def up(
     except RuntimeFailure as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+def _refuse_a_second_up(mesh_name: str) -> None:
+    """Exit when a live `meshdev up` runs this mesh already: this one would take its pods
+    for leftovers of a crashed run, remove them and fight it for their addresses."""
+    from meshdev.runtime.paths import live_session_pid, read_state
+
+    state = read_state(mesh_name)
+    pid = live_session_pid(state)
+    if pid is None or state is None:
+        return
+    raise click.ClickException(
+        f"mesh {mesh_name} is already running: `meshdev up` (pid {pid}) serves it from "
+        f"{state.get('file', '?')}; stop that one first (Ctrl-C there, or `meshdev down "
+        f"--name {mesh_name}`), or give this mesh another name"
+    )
 
 
 async def _headless_with_web(

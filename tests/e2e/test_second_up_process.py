@@ -1,0 +1,70 @@
+"""A mesh that a `meshdev up` runs already, met again by the user: a second `up` of it is
+refused and leaves the first serving; `status` finds it while its file is mid-edit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from meshdev.runtime.paths import live_session_pid
+from tests.e2e.meshrun import MeshUp, env_for, get
+from tests.support import free_port
+
+MESH = """\
+name: {name}
+services:
+  web:
+    command: python3 -m http.server --bind $HOST $PORT
+ingress:
+  port: {port}
+  routes:
+    - {{match: {{prefix: /}}, to: web}}
+"""
+
+
+@pytest.mark.slow
+def test_a_second_up_of_a_running_mesh_is_refused_and_the_first_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    name, port = f"su-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    path.write_text(MESH.format(name=name, port=port))
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        # It took the first one's pods for leftovers of a crashed run and removed them.
+        second = up.run("up", "--headless", "--runtime", "process", str(path))
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert f"mesh {name} is already running" in second.stderr
+        assert f"(pid {up.proc.pid})" in second.stderr
+        assert "leftovers" not in second.stdout
+        assert get(f"http://127.0.0.1:{port}/")[0] == 200
+        assert up.proc.poll() is None
+        assert not any("exited" in line for line in up.lines), up.lines
+
+        # A save in progress names no mesh; the `up` following the file still does.
+        path.write_text(f"name: {name}\nservices: [\n")
+        status = up.run("status", "--json", str(path))
+        assert status.returncode == 0, status.stderr
+        assert {p["name"] for p in json.loads(status.stdout)["pods"]} == {"ingress", "web-0"}
+    finally:
+        up.run("down", "--name", name)
+        up.stop()
+
+
+def test_a_dead_or_foreign_pid_in_a_state_file_is_no_running_up() -> None:
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        # The pid of a program that is not meshdev (an `up` killed, its pid reused).
+        assert live_session_pid({"pid": other.pid}) is None
+    finally:
+        other.kill()
+        other.wait()
+    assert live_session_pid({"pid": other.pid}) is None  # gone
+    assert live_session_pid({"pid": "7"}) is None
+    assert live_session_pid(None) is None
+    assert live_session_pid({"pid": os.getpid()}) is None  # this very process
