@@ -69,6 +69,9 @@ async def watch_mesh(
         queue, roots, relevant, recursive=False, stop=stop, step_ms=step_ms, name="meshdev-watch"
     )
     last_digest = hashlib.sha256(loaded).digest() if loaded is not None else _digest(path)
+    # A rejection is on show (the dashboard's banner, status's last reload) until a good save
+    # comes; the file put back as it was when last applied is one, though nothing changed.
+    rejected = False
     await asyncio.sleep(0.05)  # the notifier is armed once the pump has started
     if _digest(path) != last_digest:
         await queue.put({path})
@@ -103,10 +106,16 @@ async def watch_mesh(
                     return
                 templates = templates or any(p.parent == tdir for p in more)
             digest = hashlib.sha256(raw or b"").digest()
-            if isinstance(result, MeshChanged) and digest == last_digest and not templates:
+            if (
+                isinstance(result, MeshChanged)
+                and digest == last_digest
+                and not templates
+                and not rejected
+            ):
                 continue  # touched, not changed
             if isinstance(result, MeshChanged):
                 last_digest = digest
+            rejected = isinstance(result, MeshRejected)
             yield result
     finally:
         pump_task.cancel()

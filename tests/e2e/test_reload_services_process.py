@@ -56,3 +56,24 @@ def test_a_save_that_removes_a_service_is_applied_and_later_saves_still_are(
     finally:
         up.run("down", str(path))
         up.stop()
+
+
+def test_a_file_put_back_after_a_rejected_save_ends_the_rejection(tmp_path: Path) -> None:
+    name, port = f"rb-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    good = mesh_text(name, port, extra=False)
+    path.write_text(good)
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        path.write_text(good.replace("replicas: 1", "replicas: -1"))
+        up.wait_for(f"{path}: not applied, still serving v1", timeout=60)
+        assert up.status()["last_reload"]["ok"] is False
+        # The user undoes the edit: the file is what v1 serves again. Skipped as "touched,
+        # not changed", it left the rejection on show (status, the dashboard's banner).
+        path.write_text(good)
+        assert "(0 changed)" in up.wait_for("applied v2", timeout=60)
+        assert up.status()["last_reload"]["ok"] is True
+    finally:
+        up.run("down", str(path))
+        up.stop()
