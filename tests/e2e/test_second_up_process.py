@@ -1,5 +1,6 @@
 """A mesh that a `meshdev up` runs already, met again by the user: a second `up` of it is
-refused and leaves the first serving; `status` finds it while its file is mid-edit."""
+refused and leaves the first serving; `status` finds it while its file is mid-edit; a mesh
+whose name maps to the same loopback /24 is refused with the reason, not crash-looped."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from meshdev.runtime.paths import live_session_pid
+from meshdev.runtime.process.runtime import subnet_of
 from tests.e2e.meshrun import MeshUp, env_for, get
 from tests.support import free_port
 
@@ -68,3 +70,30 @@ def test_a_dead_or_foreign_pid_in_a_state_file_is_no_running_up() -> None:
     assert live_session_pid({"pid": "7"}) is None
     assert live_session_pid(None) is None
     assert live_session_pid({"pid": os.getpid()}) is None  # this very process
+
+
+@pytest.mark.slow
+def test_a_mesh_whose_name_maps_to_a_running_meshs_subnet_is_refused(tmp_path: Path) -> None:
+    name, port = f"sa-{os.getpid()}", free_port()
+    twin = next(f"sb-{i}" for i in range(100_000) if subnet_of(f"sb-{i}") == subnet_of(name))
+    first = tmp_path / "a" / "mesh.yaml"
+    first.parent.mkdir()
+    first.write_text(MESH.format(name=name, port=port))
+    # No ingress: no published port to be found taken; its pods took the first one's
+    # addresses and crash-looped on "address already in use".
+    second = tmp_path / "b" / "mesh.yaml"
+    second.parent.mkdir()
+    second.write_text(MESH.format(name=twin, port=0).split("ingress:")[0])
+    up = MeshUp(first, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        other = up.run("up", "--headless", "--runtime", "process", str(second))
+        assert other.returncode == 1, other.stdout + other.stderr
+        assert f"the pods of mesh {name} run on {subnet_of(name)}.0/24" in other.stderr
+        assert "another `name:`" in other.stderr
+        assert get(f"http://127.0.0.1:{port}/")[0] == 200
+        assert not any("exited" in line for line in up.lines), up.lines
+    finally:
+        up.run("down", "--name", twin)
+        up.run("down", "--name", name)
+        up.stop()
