@@ -97,3 +97,24 @@ def test_a_mesh_whose_name_maps_to_a_running_meshs_subnet_is_refused(tmp_path: P
         up.run("down", "--name", twin)
         up.run("down", "--name", name)
         up.stop()
+
+
+@pytest.mark.slow
+def test_status_says_when_no_up_follows_the_mesh_any_more(tmp_path: Path) -> None:
+    name, port = f"sk-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    path.write_text(MESH.format(name=name, port=port))
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        assert up.status()["followed"] is True
+        assert "no `meshdev up` follows" not in up.run("status", str(path)).stdout
+        up.proc.kill()  # as a closed terminal or an OOM kill: its pods serve on
+        up.proc.wait(30)
+        status = up.status()
+        assert (status["running"], status["followed"]) == (True, False)
+        table = up.run("status", str(path)).stdout
+        assert f"no `meshdev up` follows {path.resolve()}: saves are not applied" in table
+    finally:
+        up.run("down", "--name", name)
+        up.stop()
