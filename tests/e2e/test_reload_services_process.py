@@ -77,3 +77,22 @@ def test_a_file_put_back_after_a_rejected_save_ends_the_rejection(tmp_path: Path
     finally:
         up.run("down", str(path))
         up.stop()
+
+
+def test_a_save_that_moves_the_ingress_port_moves_the_gateway(tmp_path: Path) -> None:
+    name, port, moved = f"rp-{os.getpid()}", free_port(), free_port()
+    path = tmp_path / "mesh.yaml"
+    path.write_text(mesh_text(name, port, extra=False))
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        # The new gateway's admin address was checked while the old gateway still held it:
+        # "reload failed ... the gateway's admin port ... free it or change the port".
+        path.write_text(mesh_text(name, moved, extra=False))
+        line = up.wait_for("applied v2", timeout=60)
+        assert "started 1" in line, up.lines
+        assert get(f"http://127.0.0.1:{moved}/")[0] == 200
+        assert not any("reload failed" in line for line in up.lines), up.lines
+    finally:
+        up.run("down", str(path))
+        up.stop()

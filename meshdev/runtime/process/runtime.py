@@ -106,7 +106,10 @@ class ProcessRuntime:
         # Only pods about to start need their ports (a reload's prepare sees just those).
         if mesh.ingress is not None and any(s.is_ingress for s in specs):
             _check_free("127.0.0.1", mesh.ingress.port, "ingress.port in mesh.yaml")
-            _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
+            # A save that moves ingress.port replaces our own gateway, which holds this port
+            # until the reload stops it, just before the new one starts.
+            if INGRESS_POD not in self._children:
+                _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
         if not self._said_where:
             self._check_subnet_unshared()
             self._said_where = True
