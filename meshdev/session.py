@@ -117,7 +117,7 @@ class Session:
 
     async def follow_file(self, on_report: Callable[[ReloadReport], None] | None = None) -> None:
         """Apply every good save of the mesh file; report bad ones with their places."""
-        async for event in watch_mesh(self.mesh_file, loaded=self._loaded):
+        async for event in watch_mesh(self.mesh_file, loaded=self._loaded, name=self.mesh.name):
             if isinstance(event, MeshRejected):
                 self.last_reload = {
                     "ok": False,

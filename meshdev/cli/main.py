@@ -116,9 +116,15 @@ def _mesh_name(file: str, name: str | None) -> str:
     import yaml
 
     from meshdev.config import MeshInvalid, load_mesh
+    from meshdev.runtime.paths import mesh_following
 
     if name:
         return name
+    # The mesh a live `up` runs from this file, whatever the file says now: a save in
+    # progress names nothing, a rejected save may name another mesh.
+    following = mesh_following(Path(file))
+    if following is not None:
+        return following
     try:
         return load_mesh(file).name
     except MeshInvalid as exc:
@@ -129,12 +135,6 @@ def _mesh_name(file: str, name: str | None) -> str:
         found = data.get("name") if isinstance(data, dict) else None
         if isinstance(found, str):
             return found
-        from meshdev.runtime.paths import mesh_following
-
-        # A save in progress (or a broken one) still has an `up` following it by its path.
-        following = mesh_following(Path(file))
-        if following is not None:
-            return following
         raise click.ClickException(f"{exc.problems[0]}; pass --name NAME") from None
 
 

@@ -96,3 +96,28 @@ def test_a_save_that_moves_the_ingress_port_moves_the_gateway(tmp_path: Path) ->
     finally:
         up.run("down", str(path))
         up.stop()
+
+
+def test_a_save_that_renames_the_running_mesh_is_rejected_with_its_place(tmp_path: Path) -> None:
+    name, port = f"rn-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    good = mesh_text(name, port, extra=False)
+    path.write_text(good)
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        # Applied, the running pods kept the old name's labels and state: `status` of this
+        # file said "not running", the old name's state went stale.
+        path.write_text(good.replace(f"name: {name}", f"name: {name}-b"))
+        up.wait_for(f"{path}: not applied, still serving v1", timeout=60)
+        problem = up.wait_for("  ")
+        assert problem.startswith(f"  {path}:1:7 name: the running mesh is named '{name}'")
+        status = up.status()
+        assert (status["mesh"], status["running"], status["last_reload"]["ok"]) == (
+            name,
+            True,
+            False,
+        )
+    finally:
+        up.run("down", "--name", name)
+        up.stop()
