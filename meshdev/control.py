@@ -239,6 +239,9 @@ class ControlPlane:
     # session's state (what `meshdev status` reads) follows.
     changed: Callable[[], None] = field(default=lambda: None)
     ready_timeout: float = 60.0
+    # A pod not ready after this long is said to be waited for: else `up` is silent until
+    # ready_timeout and a slow or deaf app looks like a hung meshdev.
+    slow_start_notice: float = 10.0
     drain_timeout: float = 5.0
     # The life of a workload certificate in seconds; None: the mesh's security.cert_ttl.
     cert_ttl: float | None = None
@@ -699,10 +702,19 @@ class ControlPlane:
                 code=self.runtime.code_version(spec),
             )
             self.pods[spec.name] = pod
-            if cfg.spiffe_id is None:
-                await self.runtime.wait_ready(spec, started, self.ready_timeout)
-            else:
-                await self._ready_with_certs(pod, cfg.spiffe_id)
+            notice = asyncio.get_running_loop().call_later(
+                self.slow_start_notice,
+                self.progress,
+                f"pod {spec.name}: not ready after {self.slow_start_notice:g} s; waiting up to "
+                f"{self.ready_timeout:g} s for its app and sidecar to answer",
+            )
+            try:
+                if cfg.spiffe_id is None:
+                    await self.runtime.wait_ready(spec, started, self.ready_timeout)
+                else:
+                    await self._ready_with_certs(pod, cfg.spiffe_id)
+            finally:
+                notice.cancel()
             self.progress(f"pod {spec.name} ready")
             return pod
 

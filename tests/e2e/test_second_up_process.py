@@ -1,6 +1,7 @@
 """A mesh that a `meshdev up` runs already, met again by the user: a second `up` of it is
 refused and leaves the first serving; `status` finds it while its file is mid-edit; a mesh
-whose name maps to the same loopback /24 is refused with the reason, not crash-looped."""
+whose name maps to the same loopback /24 is refused with the reason, not crash-looped;
+`status` says when no `up` follows the mesh; a pod slow to get ready is said to be waited for."""
 
 from __future__ import annotations
 
@@ -115,6 +116,30 @@ def test_status_says_when_no_up_follows_the_mesh_any_more(tmp_path: Path) -> Non
         assert (status["running"], status["followed"]) == (True, False)
         table = up.run("status", str(path)).stdout
         assert f"no `meshdev up` follows {path.resolve()}: saves are not applied" in table
+    finally:
+        up.run("down", "--name", name)
+        up.stop()
+
+
+@pytest.mark.slow
+def test_a_pod_slow_to_get_ready_is_said_to_be_waited_for(tmp_path: Path) -> None:
+    name, port = f"sw-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    # Answers after 12 s, as a slow app does: `up` was silent all that time.
+    slow = "sleep 12; exec python3 -m http.server --bind $HOST $PORT"
+    path.write_text(
+        MESH.format(name=name, port=port).replace(
+            "command: python3 -m http.server --bind $HOST $PORT", f"command: {slow}"
+        )
+    )
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        line = up.wait_for("pod web-0: not ready", timeout=30)
+        assert line == (
+            "pod web-0: not ready after 10 s; waiting up to 60 s for its app and sidecar to answer"
+        )
+        up.wait_for("ready:", timeout=60)
+        assert sum("not ready after" in line for line in up.lines) == 1, up.lines
     finally:
         up.run("down", "--name", name)
         up.stop()
