@@ -794,6 +794,10 @@ class ControlPlane:
         # was most of this process's share of a save.
         digests: dict[str, str] = {}
         for pod in self.pods.values():
+            if pod.spec.is_ingress and renderer.mesh.ingress is None:
+                # The save removed `ingress:`: there is no gateway config to render, and the
+                # old gateway drains on the one it serves until it stops.
+                continue
             cfg = renderer.render(pod.spec, pod.started.placement)
             # Only sidecars whose content changed get a push; the others keep serving it
             # under their version (the report counts them as serving this one).

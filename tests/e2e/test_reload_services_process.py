@@ -121,3 +121,27 @@ def test_a_save_that_renames_the_running_mesh_is_rejected_with_its_place(tmp_pat
     finally:
         up.run("down", "--name", name)
         up.stop()
+
+
+def test_a_save_that_removes_the_ingress_stops_the_gateway_and_later_saves_still_apply(
+    tmp_path: Path,
+) -> None:
+    name, port = f"ri-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    good = mesh_text(name, port, extra=False)
+    path.write_text(good)
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        # The gateway on its way out has no config to render: that raised (an assert) and
+        # ended the file's follower for good, and then Ctrl-C hung and left every pod behind.
+        path.write_text(good.split("ingress:")[0])
+        assert "stopped 1 pods" in up.wait_for("applied v2", timeout=60)
+        assert {p["name"] for p in up.status()["pods"]} == {"web-0"}
+        path.write_text(good)
+        assert "started 1" in up.wait_for("applied v3", timeout=60)
+        assert get(f"http://127.0.0.1:{port}/")[0] == 200
+        assert up.stop(timeout=30) == 0
+    finally:
+        up.run("down", str(path))
+        up.stop()
