@@ -3,13 +3,20 @@ runtime, as a user makes them: each is applied, and the saves after them still a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
 
+from meshdev.config import parse_mesh
+from meshdev.config.model import Mesh
+from meshdev.control import ReloadReport
+from meshdev.runtime.process.runtime import ProcessRuntime
+from meshdev.session import Session
 from tests.e2e.meshrun import MeshUp, env_for, get
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -145,3 +152,40 @@ def test_a_save_that_removes_the_ingress_stops_the_gateway_and_later_saves_still
     finally:
         up.run("down", str(path))
         up.stop()
+
+
+async def test_a_save_meshdev_fails_to_apply_is_said_and_the_next_save_applies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESHDEV_STATE_DIR", str(tmp_path / "state"))
+    name, port = f"rf-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    path.write_text(mesh_text(name, port, extra=False))
+    lines: list[str] = []
+    mesh = parse_mesh(path.read_bytes(), str(path), tmp_path)
+    session = Session(mesh, path, ProcessRuntime(mesh, path), lines.append)
+    assert (await session.start()).ok
+    applying = session.control.apply
+    failures = iter([KeyError("extra")])
+
+    async def apply_failing_once(new: Mesh) -> ReloadReport:
+        # Stands for a bug of meshdev's in a reload (two were a KeyError and an assert).
+        for exc in failures:
+            raise exc
+        return await applying(new)
+
+    monkeypatch.setattr(session.control, "apply", apply_failing_once)
+    following = asyncio.create_task(session.follow_file())
+    try:
+        path.write_text(mesh_text(name, port, extra=True))
+        await wait_until(lambda: any("applying it failed: KeyError" in ln for ln in lines), "said")
+        assert f"{path}: not applied, still serving v1:" in lines
+        assert session.last_reload is not None and session.last_reload["ok"] is False
+        path.write_text(mesh_text(name, port, extra=False, replicas=2))
+        await wait_until(lambda: any(ln.startswith("applied v") for ln in lines), "applied")
+        assert not following.done()
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError, KeyError):
+            await following
+        await session.stop()
