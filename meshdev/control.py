@@ -239,6 +239,9 @@ class ControlPlane:
     # session's state (what `meshdev status` reads) follows.
     changed: Callable[[], None] = field(default=lambda: None)
     ready_timeout: float = 60.0
+    # A pod not ready after this long is said to be waited for: else `up` is silent until
+    # ready_timeout and a slow or deaf app looks like a hung meshdev.
+    slow_start_notice: float = 10.0
     drain_timeout: float = 5.0
     # The life of a workload certificate in seconds; None: the mesh's security.cert_ttl.
     cert_ttl: float | None = None
@@ -699,10 +702,19 @@ class ControlPlane:
                 code=self.runtime.code_version(spec),
             )
             self.pods[spec.name] = pod
-            if cfg.spiffe_id is None:
-                await self.runtime.wait_ready(spec, started, self.ready_timeout)
-            else:
-                await self._ready_with_certs(pod, cfg.spiffe_id)
+            notice = asyncio.get_running_loop().call_later(
+                self.slow_start_notice,
+                self.progress,
+                f"pod {spec.name}: not ready after {self.slow_start_notice:g} s; waiting up to "
+                f"{self.ready_timeout:g} s for its app and sidecar to answer",
+            )
+            try:
+                if cfg.spiffe_id is None:
+                    await self.runtime.wait_ready(spec, started, self.ready_timeout)
+                else:
+                    await self._ready_with_certs(pod, cfg.spiffe_id)
+            finally:
+                notice.cancel()
             self.progress(f"pod {spec.name} ready")
             return pod
 
@@ -782,6 +794,10 @@ class ControlPlane:
         # was most of this process's share of a save.
         digests: dict[str, str] = {}
         for pod in self.pods.values():
+            if pod.spec.is_ingress and renderer.mesh.ingress is None:
+                # The save removed `ingress:`: there is no gateway config to render, and the
+                # old gateway drains on the one it serves until it stops.
+                continue
             cfg = renderer.render(pod.spec, pod.started.placement)
             # Only sidecars whose content changed get a push; the others keep serving it
             # under their version (the report counts them as serving this one).

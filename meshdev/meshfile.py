@@ -18,7 +18,7 @@ from pathlib import Path
 import watchfiles
 
 from meshdev.config import Mesh, MeshInvalid, Pos, Problem, parse_mesh
-from meshdev.config.yamlsource import MAX_BYTES
+from meshdev.config.yamlsource import MAX_BYTES, read_yaml
 from meshdev.templates import templates_dir
 
 # The notifier reports as soon as writes pause for this long...
@@ -53,9 +53,11 @@ async def watch_mesh(
     step_ms: int = STEP_MS,
     stop: asyncio.Event | None = None,
     loaded: bytes | None = None,
+    name: str | None = None,
 ) -> AsyncIterator[WatchEvent]:
     """Events for every save of `path` from now on. `loaded`: the content the caller's current
-    model came from; a save made before the watcher was armed is then caught up at once."""
+    model came from; a save made before the watcher was armed is then caught up at once.
+    `name`: the running mesh's name; a save that names another is rejected."""
     path = path.resolve()
     tdir = templates_dir().resolve()
     roots = [path.parent] + ([tdir] if watch_templates and tdir.is_dir() else [])
@@ -69,6 +71,9 @@ async def watch_mesh(
         queue, roots, relevant, recursive=False, stop=stop, step_ms=step_ms, name="meshdev-watch"
     )
     last_digest = hashlib.sha256(loaded).digest() if loaded is not None else _digest(path)
+    # A rejection is on show (the dashboard's banner, status's last reload) until a good save
+    # comes; the file put back as it was when last applied is one, though nothing changed.
+    rejected = False
     await asyncio.sleep(0.05)  # the notifier is armed once the pump has started
     if _digest(path) != last_digest:
         await queue.put({path})
@@ -85,6 +90,8 @@ async def watch_mesh(
                     if raw is None:
                         raise MeshInvalid([Problem(str(path), Pos(1, 1), (), "file was removed")])
                     result = MeshChanged(parse_mesh(raw, str(path), path.parent), templates)
+                    if name is not None and result.mesh.name != name:
+                        raise MeshInvalid([_renamed(raw, str(path), name)])
                 except MeshInvalid as exc:
                     result = MeshRejected(exc.problems)
                 if isinstance(result, MeshChanged):
@@ -103,10 +110,16 @@ async def watch_mesh(
                     return
                 templates = templates or any(p.parent == tdir for p in more)
             digest = hashlib.sha256(raw or b"").digest()
-            if isinstance(result, MeshChanged) and digest == last_digest and not templates:
+            if (
+                isinstance(result, MeshChanged)
+                and digest == last_digest
+                and not templates
+                and not rejected
+            ):
                 continue  # touched, not changed
             if isinstance(result, MeshChanged):
                 last_digest = digest
+            rejected = isinstance(result, MeshRejected)
             yield result
     finally:
         pump_task.cancel()
@@ -176,6 +189,19 @@ async def quiet_batch(
         if more is None:
             return batch
         batch |= more
+
+
+def _renamed(raw: bytes, file: str, running: str) -> Problem:
+    # The name labels the running pods, keeps their state folder and picks their loopback
+    # /24: a live rename would leave them orphaned from `status` and `down` by this file.
+    _, source = read_yaml(raw, file)
+    return Problem(
+        file,
+        source.value_pos(("name",)),
+        ("name",),
+        f"the running mesh is named {running!r}; a name cannot change while `meshdev up` "
+        "runs: put it back, or stop `meshdev up` and start it again",
+    )
 
 
 def _read(path: Path) -> bytes | None:

@@ -337,7 +337,10 @@ class Renderer:
             if placement.captured:
                 extra["service_addresses"] = self.service_hosts()
                 extra["hosts_file"] = HOSTS_FILE
-        calls = mesh.services[pod.service].calls if pod.service else None
+        # Not mesh.services[...]: a save that removes a service still pushes the new
+        # endpoints to its pods while they drain, and their service is no longer in `mesh`.
+        service = mesh.services.get(pod.service) if pod.service else None
+        calls = service.calls if service is not None else None
         if calls is not None:
             extra["egress"] = sc.Egress(
                 service=pod.service,

@@ -127,21 +127,19 @@ class Session:
 
     async def follow_file(self, on_report: Callable[[ReloadReport], None] | None = None) -> None:
         """Apply every good save of the mesh file; report bad ones with their places."""
-        async for event in watch_mesh(self.mesh_file, loaded=self._loaded):
+        async for event in watch_mesh(self.mesh_file, loaded=self._loaded, name=self.mesh.name):
             if isinstance(event, MeshRejected):
-                self.last_reload = {
-                    "ok": False,
-                    "at": time.time(),
-                    "version": self.control.version,
-                    "errors": [str(p) for p in event.problems],
-                }
-                self.say(f"{self.mesh_file}: not applied, still serving v{self.control.version}:")
-                for problem in event.problems:
-                    self.say(f"  {problem}")
-                self._write_state()
+                self._reject([str(p) for p in event.problems])
                 continue
             assert isinstance(event, MeshChanged)
-            report = await self.control.apply(event.mesh)
+            serving = self.control.version
+            try:
+                report = await self.control.apply(event.mesh)
+            except Exception as exc:
+                # A fault of meshdev's, not of the file. Unhandled, it ended this loop without
+                # a word: no later save was applied, and `up` could no longer tear down.
+                self._reject([f"{self.mesh_file}: applying it failed: {exc!r}"], serving)
+                continue
             if report.ok:
                 if event.mesh.prometheus != self.mesh.prometheus:
                     # Said, or the save's "applied" line would claim it for Prometheus too.
@@ -154,6 +152,16 @@ class Session:
             self.say(report.summary())
             if on_report is not None:
                 on_report(report)
+
+    def _reject(self, errors: list[str], serving: int | None = None) -> None:
+        """A save not applied: said, and recorded for `status` and the dashboards' banner.
+        `serving`: the version the sidecars serve, if not the control plane's."""
+        version = self.control.version if serving is None else serving
+        self.last_reload = {"ok": False, "at": time.time(), "version": version, "errors": errors}
+        self.say(f"{self.mesh_file}: not applied, still serving v{version}:")
+        for error in errors:
+            self.say(f"  {error}")
+        self._write_state()
 
     async def follow_code(self, on_roll: Callable[[RollReport], None] | None = None) -> None:
         """Roll a service whenever a save changes a file its `watch:` names (codewatch.py);
@@ -295,8 +303,13 @@ async def run_headless(
     finally:
         if follower is not None:
             follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await follower
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:
+                # The mesh is torn down all the same: an error here must not leave it running.
+                session.say(f"following {session.mesh_file} failed: {exc!r}")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if before_stop is not None:

@@ -5,6 +5,7 @@ The JSON form is a stable interface for scripts (documented in docs/status.md):
     {
       "mesh": "demo", "runtime": "process" | "docker" | null, "running": true,
       "file": "/abs/mesh.yaml" | null, "ingress_url": "http://127.0.0.1:8000/" | null,
+      "followed": true,             # a live `meshdev up` follows the file (not after --keep)
       "version": 3,                 # the version the session last applied (null: no session)
       "last_reload": {...} | null,  # ok, version, serving, sidecars, elapsed_ms, errors, at
       "last_rolls": {"web": {...}},  # per service whose code was saved: ok, replaced,
@@ -38,6 +39,7 @@ import aiohttp
 
 from meshdev.common.workload_certs import CERTS_PATH, timestamp, workload_leaves
 from meshdev.runtime.base import PodState, Runtime
+from meshdev.runtime.paths import live_session_pid
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ async def gather_status(
         "running": bool(rows),
         "file": (state or {}).get("file"),
         "ingress_url": (state or {}).get("ingress_url"),
+        "followed": live_session_pid(state) is not None,
         "version": (state or {}).get("version"),
         "last_reload": (state or {}).get("last_reload"),
         "last_rolls": (state or {}).get("last_rolls") or {},
@@ -213,6 +216,13 @@ def render_table(status: dict[str, Any]) -> str:
         + (f"  ingress {status['ingress_url']}" if status.get("ingress_url") else "")
         + (f"  version v{status['version']}" if status.get("version") else "")
     ]
+    if status["pods"] and status.get("file") and not status.get("followed", True):
+        # After `up --keep` or a killed `up` the pods serve on, but nothing else happens:
+        # without this line a save looks applied to whoever reads the table.
+        lines.append(
+            f"no `meshdev up` follows {status['file']}: saves are not applied and pods that "
+            "exit stay down; `meshdev up` starts the mesh anew, `meshdev down` removes it"
+        )
     reload = status.get("last_reload")
     if reload:
         if reload.get("ok"):

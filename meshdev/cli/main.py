@@ -116,9 +116,15 @@ def _mesh_name(file: str, name: str | None) -> str:
     import yaml
 
     from meshdev.config import MeshInvalid, load_mesh
+    from meshdev.runtime.paths import mesh_following
 
     if name:
         return name
+    # The mesh a live `up` runs from this file, whatever the file says now: a save in
+    # progress names nothing, a rejected save may name another mesh.
+    following = mesh_following(Path(file))
+    if following is not None:
+        return following
     try:
         return load_mesh(file).name
     except MeshInvalid as exc:
@@ -180,6 +186,7 @@ def up(
     from meshdev.session import Session, run_headless
 
     mesh = _load_or_exit(file)
+    _refuse_a_second_up(mesh.name)
 
     def say(line: str) -> None:
         click.echo(line)
@@ -205,6 +212,22 @@ def up(
     except RuntimeFailure as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+def _refuse_a_second_up(mesh_name: str) -> None:
+    """Exit when a live `meshdev up` runs this mesh already: this one would take its pods
+    for leftovers of a crashed run, remove them and fight it for their addresses."""
+    from meshdev.runtime.paths import live_session_pid, read_state
+
+    state = read_state(mesh_name)
+    pid = live_session_pid(state)
+    if pid is None or state is None:
+        return
+    raise click.ClickException(
+        f"mesh {mesh_name} is already running: `meshdev up` (pid {pid}) serves it from "
+        f"{state.get('file', '?')}; stop that one first (Ctrl-C there, or `meshdev down "
+        f"--name {mesh_name}`), or give this mesh another name"
+    )
 
 
 async def _headless_with_web(

@@ -31,3 +31,42 @@ def read_state(mesh_name: str) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def live_session_pid(state: dict[str, Any] | None) -> int | None:
+    """The pid of the `meshdev up` that wrote `state`, if it still runs. A state file
+    outlives an `up` that was killed (kill -9, a closed terminal), and its pid may since
+    have gone to another program: that one must not count as the mesh's `up`."""
+    pid = state.get("pid") if state is not None else None
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # someone else's process: alive, and its command line tells whose
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return None  # it ended meanwhile
+    except OSError:
+        return pid  # no /proc (macOS): a live pid is all we can know
+    return pid if b"meshdev" in cmdline else None
+
+
+def mesh_following(path: Path) -> str | None:
+    """The name of the mesh whose live `meshdev up` follows the file at `path`: how a
+    command finds the mesh while its file is half edited and names nothing."""
+    wanted = str(path.resolve())
+    for state_file in sorted(state_root().glob(f"*/{STATE_FILE}")):
+        try:
+            data = json.loads(state_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict) or data.get("file") != wanted:
+            continue
+        name = data.get("mesh")
+        if isinstance(name, str) and live_session_pid(data) is not None:
+            return name
+    return None

@@ -106,12 +106,35 @@ class ProcessRuntime:
         # Only pods about to start need their ports (a reload's prepare sees just those).
         if mesh.ingress is not None and any(s.is_ingress for s in specs):
             _check_free("127.0.0.1", mesh.ingress.port, "ingress.port in mesh.yaml")
-            _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
+            # A save that moves ingress.port replaces our own gateway, which holds this port
+            # until the reload stops it, just before the new one starts.
+            if INGRESS_POD not in self._children:
+                _check_free(f"{self.subnet}.1", ADMIN_PORT, "the gateway's admin port")
         if not self._said_where:
+            self._check_subnet_unshared()
             self._said_where = True
             progress(f"process runtime: pods on {self.subnet}.0/24, logs in {self.dir}")
         if self.sidecar_start == "template" and specs:
             await self._sidecar_template()  # it imports while the pods' configs are rendered
+
+    def _check_subnet_unshared(self) -> None:
+        """Fail when another mesh's pods run on this mesh's /24: names map to one of 250,
+        so two meshes can share one, and their pods would take each other's addresses
+        (crash-looping on "address already in use", or a gateway admin port said taken)."""
+        prefix = f"{self.subnet}."
+        others = sorted(
+            {
+                p.mesh
+                for p in procscan.labelled_processes()
+                if p.mesh != self.mesh.name and p.address.startswith(prefix)
+            }
+        )
+        if others:
+            raise RuntimeFailure(
+                f"the pods of mesh {others[0]} run on {self.subnet}.0/24, the loopback "
+                f"addresses mesh {self.mesh.name}'s name maps to as well: give this mesh "
+                f"another `name:`, or remove that one (`meshdev down --name {others[0]}`)"
+            )
 
     def _unrunnable(self, spec: PodSpec) -> str | None:
         if spec.is_ingress or spec.command:
