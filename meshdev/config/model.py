@@ -20,6 +20,8 @@ from meshdev.config.durations import Duration
 
 # Names become DNS names, container names and stat-name segments, so keep them to DNS labels.
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+# A request path (and query) as it goes on the request line.
+URL_PATH_PATTERN = r"^/\S*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 V = TypeVar("V")
@@ -355,6 +357,13 @@ class Tracing(_Model):
 class Ingress(_Model):
     port: int = Field(default=8000, ge=1, le=65535, description="Published on 127.0.0.1 only.")
     routes: tuple[IngressRoute, ...] = Field(min_length=1)
+    load_path: str | None = Field(
+        default=None,
+        pattern=URL_PATH_PATTERN,
+        description="Where the dashboard's load (l) and breaker trip (b) send their GETs "
+        "through the gateway, e.g. /items. Default: the path of the first route a plain GET "
+        "can take (gRPC services and header matches skipped), else /.",
+    )
 
 
 class Security(_Model):

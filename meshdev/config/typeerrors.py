@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from meshdev.config.model import NAME_PATTERN, Mesh
+from meshdev.config.model import NAME_PATTERN, URL_PATH_PATTERN, Mesh
 from meshdev.config.problems import Path, Problem
 from meshdev.config.yamlsource import SourceMap
 
@@ -108,6 +108,8 @@ def _wording(err: ErrorDetails, path: Path) -> str:
     ctx: dict[str, Any] = dict(err.get("ctx") or {})
     if kind == "key":
         return "expected a name of lower-case letters, digits and '-' (a DNS label, at most 40)"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == URL_PATH_PATTERN:
+        return "expected a path that starts with '/' and has no spaces, e.g. /items"
     if kind == "missing":
         return "required key is missing"
     if kind == "extra_forbidden":

@@ -26,6 +26,8 @@ BASE_IMAGE_ANNOTATION: Final = "meshdev.dev/base-image"
 BUILD_ANNOTATION: Final = "meshdev.dev/build"
 INGRESS_PORT_ANNOTATION: Final = "meshdev.dev/ingress-port"
 INGRESS_ROUTES_ANNOTATION: Final = "meshdev.dev/ingress-routes"
+# Where the dashboard's load goes (ingress.load_path): a meshdev-only knob, kept for the trip.
+LOAD_PATH_ANNOTATION: Final = "meshdev.dev/load-path"
 CERT_TTL_ANNOTATION: Final = "meshdev.dev/cert-ttl"
 # The collectors as the mesh file wrote them: the Telemetry names only a provider of the mesh
 # config, where Istio keeps their addresses.

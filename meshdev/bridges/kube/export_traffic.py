@@ -535,7 +535,10 @@ def gateway(mesh: Mesh, ingress: Ingress, target: Target, gaps: Gaps) -> list[Do
             kc.INGRESS_NAME,
             target.namespace,
             labels(mesh),
-            {kc.INGRESS_PORT_ANNOTATION: str(ingress.port)},
+            {
+                kc.INGRESS_PORT_ANNOTATION: str(ingress.port),
+                **({kc.LOAD_PATH_ANNOTATION: ingress.load_path} if ingress.load_path else {}),
+            },
         ),
         "spec": {
             "selector": dict(kc.GATEWAY_SELECTOR),

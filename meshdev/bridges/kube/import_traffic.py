@@ -574,6 +574,7 @@ def read_virtual_services(
 class GatewayInfo:
     port: int
     sources: list[Source]
+    load_path: str | None = None
 
 
 def read_gateways(gws: list[Source]) -> dict[str, GatewayInfo]:
@@ -603,6 +604,9 @@ def read_gateways(gws: list[Source]) -> dict[str, GatewayInfo]:
             continue
         info = out.setdefault(g.name, GatewayInfo(port, []))
         info.sources.append(g)
+        load_path = g.annotations().get(kc.LOAD_PATH_ANNOTATION)
+        if load_path:
+            info.load_path = load_path
     return out
 
 

@@ -306,6 +306,15 @@ class PendingIngress:
     source: Source
     annotated: list[Dict]
     port: int
+    load_path: str | None = None
+
+
+def _ingress_doc(port: int, routes: list[Dict], load_path: str | None) -> Dict:
+    doc: Dict = {"port": port}
+    if load_path:
+        doc["load_path"] = load_path
+    doc["routes"] = unique_ingress_names(routes)
+    return doc
 
 
 def _ingress(
@@ -318,6 +327,7 @@ def _ingress(
     ns = ctx.namespace
     routes: list[Dict] = []
     port: int | None = None
+    load_path: str | None = None
     pending: PendingIngress | None = None
     for v in bound:
         v.take("spec", "gateways")
@@ -335,18 +345,19 @@ def _ingress(
         if port is not None and found[0].port != port:
             v.note(("spec", "gateways"), f"meshdev has one gateway, on port {port}")
         port = port or found[0].port
+        load_path = load_path or found[0].load_path
         v.take("spec", "hosts")
         annotated = parse_ingress_annotation(v.annotations().get(kc.INGRESS_ROUTES_ANNOTATION, ""))
         if annotated and any(r.to not in ctx.services for r in annotated):
             annotated = None  # names services these files do not run: the spec decides
         if annotated and pending is None and not routes and len(bound) == 1:
             dumped = [r.model_dump(mode="json", exclude_defaults=True) for r in annotated]
-            pending = PendingIngress(v, dumped, port)
+            pending = PendingIngress(v, dumped, port, load_path)
             routes = dumped
             continue
         routes += ingress_from_spec(v, ctx, has_routes)
     if routes and port is not None:
-        mesh["ingress"] = {"port": port, "routes": unique_ingress_names(routes)}
+        mesh["ingress"] = _ingress_doc(port, routes, load_path)
     return pending
 
 
@@ -386,7 +397,7 @@ def _check_ingress(
     )
     routes = ingress_from_spec(v, ctx, has_routes)
     if routes:
-        mesh["ingress"] = {"port": pending.port, "routes": unique_ingress_names(routes)}
+        mesh["ingress"] = _ingress_doc(pending.port, routes, pending.load_path)
     else:
         mesh.pop("ingress", None)
     _order(mesh)

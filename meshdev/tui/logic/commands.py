@@ -18,7 +18,13 @@ from meshdev.security.client import client_context
 from meshdev.tui.logic import actions
 from meshdev.tui.logic.actions import ActionFailed
 from meshdev.tui.logic.explain import explain_denial
-from meshdev.tui.logic.load_control import DEFAULT_PATH, LoadControl, load_line, load_text
+from meshdev.tui.logic.load_control import (
+    DEFAULT_RATE,
+    LoadControl,
+    load_line,
+    load_path,
+    load_text,
+)
 from meshdev.tui.logic.ports import SessionPort
 
 # What the sidecar answers a request its RBAC filter refuses (Envoy's body).
@@ -28,9 +34,10 @@ PROBE_CERT_TTL = 300.0
 
 
 class Commands:
-    def __init__(self, session: SessionPort, path: str = DEFAULT_PATH) -> None:
+    def __init__(self, session: SessionPort, path: str | None = None) -> None:
         self.session = session
-        self.path = path
+        # None: the mesh's (load_path), read at each use, so a save that changes it applies.
+        self._path = path
         self.load: LoadControl | None = None
         self.chaos_pods: set[str] = set()
         self.faulted: set[str] = set()
@@ -44,25 +51,36 @@ class Commands:
     def _mesh(self) -> Mesh:
         return self.session.control.mesh or self.session.mesh
 
+    @property
+    def path(self) -> str:
+        return self._path if self._path is not None else load_path(self._mesh())
+
+    def _load(self) -> LoadControl:
+        """The load generator's control, aimed at the path of the moment (a stopped one whose
+        path a save changed is replaced; a running one keeps its target until stopped)."""
+        path = self.path
+        load = self.load
+        if load is None or (not load.running and load.url != self._ingress().rstrip("/") + path):
+            rate = load.rate if load is not None else DEFAULT_RATE
+            load = self.load = LoadControl(self._ingress(), path, rate)
+        return load
+
     # -- load --------------------------------------------------------------------------------
 
     async def toggle_load(self) -> str:
-        if self.load is None:
-            self.load = LoadControl(self._ingress(), self.path)
-        if self.load.running:
-            return await self.load.stop()
-        return self.load.start()
+        load = self._load()
+        if load.running:
+            return await load.stop()
+        return load.start()
 
     def step_rate(self, direction: int) -> str:
-        if self.load is None:
-            self.load = LoadControl(self._ingress(), self.path)
-        return self.load.step(direction)
+        return self._load().step(direction)
 
     async def rate(self, direction: int) -> str:
         return self.step_rate(direction)
 
     def load_text(self) -> Text:
-        return load_text(load_line(self.load, self.session.ingress_url))
+        return load_text(load_line(self.load, self.session.ingress_url, self.path))
 
     async def stop_load(self) -> None:
         if self.load is not None and self.load.running:

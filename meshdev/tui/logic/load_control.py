@@ -11,11 +11,36 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
+from meshdev.config import Mesh
 from meshdev.loadgen import LoadGenerator, LoadResult, LoadSpec
 
 RATES = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
 DEFAULT_RATE = 20.0
-DEFAULT_PATH = "/items"
+DEFAULT_PATH = "/"
+# Services a plain HTTP/1.1 GET cannot exercise: the load generator speaks neither.
+_NOT_FOR_GET = frozenset({"grpc", "http2", "tcp"})
+
+
+def load_path(mesh: Mesh | None) -> str:
+    """Where the dashboard's load and breaker trip send their GETs: the ingress's `load_path`,
+    else the first route such a GET takes to an HTTP/1 service, else /. (A fixed path sent
+    every request of a mesh that does not serve it to a 404, shown as load that went well.)"""
+    ingress = mesh.ingress if mesh is not None else None
+    if ingress is None:
+        return DEFAULT_PATH
+    if ingress.load_path is not None:
+        return ingress.load_path
+    assert mesh is not None
+    for route in ingress.routes:
+        m = route.match
+        service = mesh.services.get(route.to)
+        if service is not None and service.protocol in _NOT_FOR_GET:
+            continue
+        methods = (m.method,) if isinstance(m.method, str) else m.method
+        if m.headers or m.regex is not None or (methods and "GET" not in methods):
+            continue
+        return m.path or m.prefix or DEFAULT_PATH
+    return DEFAULT_PATH
 
 
 class LoadControl:
@@ -76,9 +101,9 @@ class LoadLine:
     result: LoadResult | None
 
 
-def load_line(load: LoadControl | None, ingress: str | None) -> LoadLine:
+def load_line(load: LoadControl | None, ingress: str | None, path: str) -> LoadLine:
     if load is None:
-        target = ingress.rstrip("/") + DEFAULT_PATH if ingress else "(no ingress)"
+        target = ingress.rstrip("/") + path if ingress else "(no ingress)"
         return LoadLine(False, DEFAULT_RATE, target, None)
     return LoadLine(load.running, load.rate, load.url, load.snapshot())
 

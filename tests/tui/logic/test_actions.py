@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from textual.message import Message
 
@@ -10,7 +11,7 @@ from meshdev.loadgen import LoadResult
 from meshdev.testing.sample_views import sample_view
 from meshdev.tui.logic.commands import Commands
 from meshdev.tui.messages import ActionDone
-from tests.support import wait_until
+from tests.support import DEMO_MESH, wait_until
 from tests.tui.tuifakes import TOKEN, FakeSession, FakeSource, PodsServer, make_app, started
 
 
@@ -178,3 +179,35 @@ async def test_w_shifts_the_canary_weight_through_the_control_plane(
         weights = {c["cluster"]: c["weight"] for c in route["clusters"]}
         assert weights == {"backend.v1": 70, "backend.v2": 30}
         assert json.dumps(config)  # what was pushed is plain JSON
+
+
+async def test_the_load_goes_to_the_mesh_s_own_path_not_a_fixed_one(
+    server: PodsServer, source: FakeSource, tmp_path: Path
+) -> None:
+    # The demo mesh without its load_path: its first GET route is `prefix: /`.
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(DEMO_MESH.read_text().replace("  load_path: /items\n", ""))
+    session = FakeSession(server, mesh_file=mesh_file)
+    app = make_app(source, session)
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            await started(pilot, app, source)
+            bar = str(app.dashboard.query_one("#load-bar").render())
+            assert f"send 20 req/s to {server.url}/ " in bar, bar
+            await pilot.press("l")
+            commands = app.controller.commands
+            assert isinstance(commands, Commands)
+            await wait_until(
+                lambda: commands.load is not None and commands.load.running,
+                "on",
+                pause=pilot.pause,
+            )
+            assert commands.load is not None and commands.load.url == f"{server.url}/"
+            await pilot.press("l")
+            await wait_until(
+                lambda: commands.load is not None and not commands.load.running,
+                "off",
+                pause=pilot.pause,
+            )
+    finally:
+        await session.control.down()

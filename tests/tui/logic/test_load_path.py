@@ -1,0 +1,65 @@
+"""Where the dashboard's load and breaker trip send their GETs (tui/logic/load_control.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshdev.config import MeshInvalid
+from meshdev.config.load import parse_mesh
+from meshdev.tui.logic.load_control import load_path
+
+SERVICES = """
+services:
+  web: {command: "python3 -m http.server $PORT"}
+  greeter: {command: "python3 greeter.py", protocol: grpc}
+  admin: {command: "python3 admin.py"}
+"""
+
+
+def mesh_with(ingress: str) -> str:
+    return f"name: m\n{SERVICES}ingress:\n{ingress}"
+
+
+@pytest.mark.parametrize(
+    ("ingress", "path"),
+    [
+        # What `meshdev init` writes: the app serves /, which /items (the old fixed path) is not.
+        ("  routes:\n    - {match: {prefix: /}, to: web}\n", "/"),
+        # gRPC, a header match, a regex and a POST-only route cannot take a plain GET.
+        (
+            "  routes:\n"
+            "    - {match: {prefix: /greeter.Greeter/}, to: greeter}\n"
+            "    - {match: {prefix: /admin, headers: {x-admin: {exact: '1'}}}, to: admin}\n"
+            "    - {match: {regex: '/v[0-9]+/.*'}, to: web}\n"
+            "    - {match: {prefix: /upload, method: POST}, to: web}\n"
+            "    - {match: {prefix: /shop/}, to: web}\n",
+            "/shop/",
+        ),
+        (
+            "  routes:\n    - {match: {path: /index.html, method: [GET, HEAD]}, to: web}\n",
+            "/index.html",
+        ),
+        ("  routes:\n    - {to: web}\n", "/"),
+        ("  routes:\n    - {match: {prefix: /greeter.Greeter/}, to: greeter}\n", "/"),
+        # Said in the file, it wins.
+        ("  load_path: /items?n=3\n  routes:\n    - {match: {prefix: /}, to: web}\n", "/items?n=3"),
+    ],
+)
+def test_the_load_goes_where_a_plain_get_is_routed(ingress: str, path: str) -> None:
+    assert load_path(parse_mesh(mesh_with(ingress).encode(), "mesh.yaml")) == path
+
+
+def test_a_mesh_without_ingress_has_the_root() -> None:
+    assert load_path(parse_mesh(f"name: m\n{SERVICES}".encode(), "mesh.yaml")) == "/"
+    assert load_path(None) == "/"
+
+
+def test_a_load_path_that_is_no_path_is_an_error_at_its_line() -> None:
+    text = mesh_with("  load_path: items\n  routes:\n    - {match: {prefix: /}, to: web}\n")
+    with pytest.raises(MeshInvalid) as err:
+        parse_mesh(text.encode(), "mesh.yaml")
+    said = "\n".join(str(p) for p in err.value.problems)
+    assert said == (
+        "mesh.yaml:8:14 ingress.load_path: expected a path that starts with '/' and has no "
+        "spaces, e.g. /items"
+    )
