@@ -702,15 +702,16 @@ class ControlPlane:
                 code=self.runtime.code_version(spec),
             )
             self.pods[spec.name] = pod
+            timeout = self._ready_timeout(spec)
             notice = asyncio.get_running_loop().call_later(
                 self.slow_start_notice,
                 self.progress,
                 f"pod {spec.name}: not ready after {self.slow_start_notice:g} s; waiting up to "
-                f"{self.ready_timeout:g} s for its app and sidecar to answer",
+                f"{timeout:g} s for its app and sidecar to answer",
             )
             try:
                 if cfg.spiffe_id is None:
-                    await self.runtime.wait_ready(spec, started, self.ready_timeout)
+                    await self.runtime.wait_ready(spec, started, timeout)
                 else:
                     await self._ready_with_certs(pod, cfg.spiffe_id)
             finally:
@@ -923,13 +924,21 @@ class ControlPlane:
         issued = datetime.now(UTC)
         return self._authority().issue(spiffe_id, self._ttl()), issued
 
+    def _ready_timeout(self, spec: PodSpec) -> float:
+        """How long `spec`'s pod may take to get ready: its service's `ready_timeout`, else
+        the control plane's."""
+        service = self.mesh.services.get(spec.service) if self.mesh is not None else None
+        if service is not None and service.ready_timeout is not None:
+            return service.ready_timeout
+        return self.ready_timeout
+
     async def _ready_with_certs(self, pod: Pod, spiffe_id: str) -> None:
         """Deliver the pod's certificate while the runtime waits for it to be ready: its
         sidecar is not ready before it has one, and the runtime's wait is what notices a pod
         that exits (and says why), so neither waits for the other."""
         deliver = asyncio.create_task(self._first_certs(pod, spiffe_id))
         ready = asyncio.create_task(
-            self.runtime.wait_ready(pod.spec, pod.started, self.ready_timeout)
+            self.runtime.wait_ready(pod.spec, pod.started, self._ready_timeout(pod.spec))
         )
         try:
             await asyncio.wait({deliver, ready}, return_when=asyncio.FIRST_EXCEPTION)
@@ -947,7 +956,7 @@ class ControlPlane:
         runtime waits for readiness (whose own failure, said with the pod's log, comes first)."""
         certs, issued = self._issue(spiffe_id)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ready_timeout + 5.0
+        deadline = loop.time() + self._ready_timeout(pod.spec) + 5.0
         # Short steps: the admin API comes up within a moment of the process, and every
         # moment here is on `up`'s critical path.
         backoff = Backoff(0.02, 0.25)

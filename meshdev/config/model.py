@@ -277,6 +277,13 @@ class Service(_Model):
         description="HTTP path asked every 2 s while the pod runs (a Kubernetes liveness "
         "probe): 3 failures in a row restart the pod.",
     )
+    ready_timeout: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="How long each of its pods may take to get ready (its app answering, "
+        "health_path 2xx) before `up` or the save starting it fails, naming the pod: a slow "
+        "starter's (a JVM's) warm-up. Default 60s.",
+    )
     versions: NamedMap[Version] = Field(
         default_factory=_empty, description="Subsets (e.g. v1, v2) with their own replicas and env."
     )

@@ -1,13 +1,15 @@
 """A mesh that a `meshdev up` runs already, met again by the user: a second `up` of it is
 refused and leaves the first serving; `status` finds it while its file is mid-edit; a mesh
 whose name maps to the same loopback /24 is refused with the reason, not crash-looped;
-`status` says when no `up` follows the mesh; a pod slow to get ready is said to be waited for."""
+`status` says when no `up` follows the mesh; a pod slow to get ready is said to be waited for,
+as long as its service's `ready_timeout` says."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,49 @@ def test_a_pod_slow_to_get_ready_is_said_to_be_waited_for(tmp_path: Path) -> Non
         )
         up.wait_for("ready:", timeout=60)
         assert sum("not ready after" in line for line in up.lines) == 1, up.lines
+    finally:
+        up.run("down", "--name", name)
+        up.stop()
+
+
+@pytest.mark.slow
+def test_a_service_s_ready_timeout_is_how_long_its_pods_are_waited_for(tmp_path: Path) -> None:
+    name, port = f"rt-{os.getpid()}", free_port()
+    path = tmp_path / "mesh.yaml"
+    # An app that never listens: with `ready_timeout: 2s` up fails after 2 s, not 60.
+    deaf = "command: sleep 600\n    ready_timeout: 2s"
+    path.write_text(
+        MESH.format(name=name, port=port).replace(
+            "command: python3 -m http.server --bind $HOST $PORT", deaf
+        )
+    )
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        started = time.monotonic()
+        # up ends by itself, well before the default's 60 s; stop() then reads its last line.
+        code = up.proc.wait(timeout=40)
+        assert time.monotonic() - started < 30 and code != 0, up.lines
+        up.stop()
+        said = "\n".join(up.lines)
+        assert "web-0" in said and "within 2s" in said, said
+    finally:
+        up.run("down", "--name", name)
+        up.stop()
+
+    # A slow starter given more than the default: waited for, and said so with its own time.
+    slow = (
+        "command: sleep 12; exec python3 -m http.server --bind $HOST $PORT\n    ready_timeout: 90s"
+    )
+    path.write_text(
+        MESH.format(name=name, port=port).replace(
+            "command: python3 -m http.server --bind $HOST $PORT", slow
+        )
+    )
+    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
+    try:
+        line = up.wait_for("pod web-0: not ready", timeout=30)
+        assert line.endswith("waiting up to 90 s for its app and sidecar to answer"), line
+        up.wait_for("ready:", timeout=60)
     finally:
         up.run("down", "--name", name)
         up.stop()

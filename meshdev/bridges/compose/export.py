@@ -36,6 +36,7 @@ from meshdev.bridges.envoy.export import (
 )
 from meshdev.bridges.envoy.notes import Note, Notes
 from meshdev.bridges.envoy.proto import Json
+from meshdev.config.durations import format_duration
 from meshdev.config.model import Mesh, Service
 from meshdev.plan import PodSpec, app_env
 
@@ -267,6 +268,12 @@ def export_compose(
                 "Compose never restarts a container that stops answering (a healthcheck "
                 f"only marks it unhealthy): a hung app is not restarted after "
                 f"{svc.liveness_path} fails, as meshdev and Kubernetes do",
+            )
+        if svc.ready_timeout is not None:
+            notes.add(
+                f"services.{name}.ready_timeout",
+                "Compose waits for no container to get ready: a pod slow to answer is not "
+                f"failed after {format_duration(svc.ready_timeout)}, as meshdev's up is",
             )
         if svc.watch:
             globs = [p for p in svc.watch if _WILDCARD.search(p)]

@@ -23,6 +23,7 @@ itself ignores, or a gap the export reports (docs/bridges-kubernetes.md lists th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,6 +37,7 @@ from meshdev.bridges.kube.workloads import (
     workloads,
 )
 from meshdev.common.envoy_names import HTTP2_PROTOCOLS
+from meshdev.config.durations import format_duration
 from meshdev.config.model import (
     Authorization,
     AuthzSource,
@@ -86,6 +88,9 @@ def _services(mesh: Mesh) -> Dict:
             entry["replicas"] = fields["replicas"]
         entry["health_path"] = svc.health_path
         entry["liveness_path"] = svc.liveness_path
+        if svc.ready_timeout is not None:
+            # progressDeadlineSeconds holds whole seconds.
+            entry["ready_timeout"] = format_duration(max(1, math.ceil(svc.ready_timeout)))
         if "env" in fields:
             entry["env"] = fields["env"]
         entry["excluded_ports"] = sorted(set(svc.excluded_ports))

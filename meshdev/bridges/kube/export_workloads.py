@@ -3,6 +3,7 @@ identity), Service (its name and ports) and one Deployment per subset."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,13 @@ def deployment(mesh: Mesh, w: Workload, target: Target, builds: Builds, gaps: Ga
         ),
         "spec": {
             "replicas": w.replicas,
+            # The nearest Kubernetes has to "fail if not ready within": a rollout whose pods
+            # are not ready by then is marked failed (its pods are not killed).
+            **(
+                {"progressDeadlineSeconds": max(1, math.ceil(svc.ready_timeout))}
+                if svc.ready_timeout is not None
+                else {}
+            ),
             "selector": {"matchLabels": dict(pod_labels)},
             "template": {
                 "metadata": template_meta,

@@ -34,6 +34,8 @@ class Pod:
     health_path: str | None
     probed: bool
     liveness_path: str | None
+    # spec.progressDeadlineSeconds: how long a rollout may take to get ready (ready_timeout).
+    ready_timeout: int | None
     excluded: tuple[int, ...]
     source: Source
 
@@ -209,6 +211,7 @@ def read_pod(d: Source, app: str, subset: str | None, port: int) -> Pod | None:
     replicas = d.take("spec", "replicas")
     health, probed = _probe(d, c, port)
     alive = _liveness(d, c, port)
+    deadline = d.take("spec", "progressDeadlineSeconds")
     d.take("spec", "selector")
     account = d.take("spec", "template", "spec", "serviceAccountName") or "default"
     return Pod(
@@ -223,6 +226,7 @@ def read_pod(d: Source, app: str, subset: str | None, port: int) -> Pod | None:
         health_path=health,
         probed=probed,
         liveness_path=alive,
+        ready_timeout=deadline if whole(deadline) and deadline > 0 else None,
         excluded=_excluded(d),
         source=d,
     )

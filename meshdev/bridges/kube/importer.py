@@ -275,6 +275,10 @@ def _service(svc: ImportedService, services: dict[str, ImportedService]) -> Dict
             )
     if alive:
         out["liveness_path"] = alive
+    # Kubernetes' own default (600 s) is no choice made in these files.
+    deadlines = {p.ready_timeout for p in svc.pods} - {None, 600}
+    if deadlines:
+        out["ready_timeout"] = f"{max(d for d in deadlines if d is not None)}s"
     if "env" in fields:
         out["env"] = fields["env"]
     excluded = svc.pods[0].excluded

@@ -291,3 +291,15 @@ def test_a_liveness_path_compose_cannot_act_on_is_noted(tmp_path: Path) -> None:
     )
     notes = {n.field: n.message for n in export.notes}
     assert "a hung app is not restarted after /alive fails" in notes["services.a.liveness_path"]
+
+
+def test_a_ready_timeout_compose_cannot_act_on_is_noted(tmp_path: Path) -> None:
+    mesh = parse_mesh(
+        b"name: m\nservices:\n  a: {command: python a.py, ready_timeout: 3m}\n", "mesh.yaml"
+    )
+    (tmp_path / "mesh").mkdir()
+    export = export_compose(
+        mesh, mesh_dir=tmp_path / "mesh", out_dir=tmp_path / "out", base_image="python:3.12-slim"
+    )
+    notes = {n.field: n.message for n in export.notes}
+    assert "is not failed after 3m" in notes["services.a.ready_timeout"], notes

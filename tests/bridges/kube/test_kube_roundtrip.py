@@ -190,3 +190,23 @@ def test_a_liveness_path_is_a_liveness_probe_and_comes_back() -> None:
     same(result.mesh, canonical(mesh))
     assert result.mesh.services["a"].liveness_path == "/alive"
     assert result.notes == ()
+
+
+def test_a_ready_timeout_is_the_rollout_s_progress_deadline_and_comes_back() -> None:
+    mesh = mesh_of("name: m\nservices:\n  a: {image: x, ready_timeout: 90s}\n  b: {image: y}\n")
+    exported = export_mesh(mesh)
+    deployments = {
+        d["metadata"]["name"]: d
+        for d in all_documents(exported.documents)
+        if d["kind"] == "Deployment"
+    }
+    for d in deployments.values():
+        assert errors(d) == []
+    assert deployments["a"]["spec"]["progressDeadlineSeconds"] == 90
+    # Kubernetes' default (600 s) for a service that says nothing.
+    assert "progressDeadlineSeconds" not in deployments["b"]["spec"]
+    result = back(exported)
+    same(result.mesh, canonical(mesh))
+    assert result.mesh.services["a"].ready_timeout == 90.0
+    assert result.mesh.services["b"].ready_timeout is None
+    assert result.notes == ()
