@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from meshdev.config.model import Mesh
 from meshdev.config.problems import MeshInvalid, Pos, Problem
+from meshdev.config.problems import Path as DataPath
 from meshdev.config.semantics import semantic_problems
 from meshdev.config.typeerrors import problems_from
 from meshdev.config.yamlsource import MAX_BYTES, YamlProblems, read_yaml
@@ -51,8 +54,59 @@ def parse_mesh(raw: bytes, file: str, base_dir: Path | None = None) -> Mesh:
     try:
         mesh = Mesh.model_validate(data)
     except ValidationError as exc:
-        raise MeshInvalid(problems_from(exc, data, file, source)) from None
+        problems = problems_from(exc, data, file, source)
+        raise MeshInvalid(
+            problems + _rule_problems(data, problems, file, source, base_dir)
+        ) from None
     problems = semantic_problems(mesh, file, source, base_dir)
     if problems:
         raise MeshInvalid(problems)
     return mesh
+
+
+def _rule_problems(
+    data: dict[str, Any], typed: list[Problem], file: str, source: Any, base_dir: Path | None
+) -> list[Problem]:
+    """The rules' problems (an unknown service, a weight sum, ...) of a file that also has
+    type problems, so that one `validate` says every error: checked on the file with each
+    value a type problem names taken out, its default standing in. None where that cannot be
+    done (a required key missing, a bad list item): the type problems alone are said then."""
+    pruned = copy.deepcopy(data)
+    for problem in typed:
+        if not _take_out(pruned, problem.path):
+            return []
+    try:
+        mesh = Mesh.model_validate(pruned)
+    except ValidationError:
+        return []
+    said = {p.path for p in typed}
+    return [
+        p
+        for p in semantic_problems(mesh, file, source, base_dir)
+        # What a default stood in for is no problem of the file's, nor is what holds it
+        # (`from: {service: x}` left as `from: {}` would be "give services, ...").
+        if not any(_nested(p.path, bad) for bad in said)
+    ]
+
+
+def _nested(a: DataPath, b: DataPath) -> bool:
+    """One path is the other or holds it."""
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _take_out(data: Any, path: DataPath) -> bool:
+    """Delete the mapping key at `path` (already gone: fine); False when it is not a key of a
+    mapping in `data`."""
+    if not path:
+        return False
+    parent = data
+    for key in path[:-1]:
+        try:
+            parent = parent[key]  # a mapping's key or a list's index
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not isinstance(parent, dict):
+        return False
+    parent.pop(path[-1], None)
+    return True

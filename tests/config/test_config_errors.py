@@ -226,10 +226,36 @@ def test_bad_input_is_located(extra: str, expected: str) -> None:
 def test_every_problem_is_reported_at_once() -> None:
     text = BASE + "routes:\n  api:\n    - {timeout: 2, to: nope, timout: 1s}\n  apx: []\n"
     found = problems(text)
-    # The type errors of the route come together (semantics waits for a well-typed file).
+    # The type errors of the route come together, with the rules' problems of the rest.
     assert len(found) >= 2
     assert any("timeout" in p for p in found)
     assert any("timout" in p for p in found)
+
+
+def test_the_rules_problems_come_with_the_type_problems() -> None:
+    # `validate` said `apx` (a service that does not exist) only once the timeout was fixed.
+    text = BASE + "routes:\n  api:\n    - {timeout: 2}\n  apx: []\n"
+    assert problems(text) == [
+        "mesh.yaml:10:17 routes.api[0].timeout: expected a duration like 250ms or 2s",
+        "mesh.yaml:11:3 routes.apx: unknown service 'apx'; did you mean 'api'?",
+    ]
+
+
+def test_what_a_default_stands_in_for_is_no_rule_problem() -> None:
+    # Without its bad `grpc_status` the abort gives nothing: that is not said twice.
+    text = BASE + (
+        "routes:\n  api:\n    - fault: {abort: {percent: 5, grpc_status: 99}}\n      to: nope\n"
+    )
+    found = problems(text)
+    assert found[0] == "mesh.yaml:10:48 routes.api[0].fault.abort.grpc_status: must be at most 16"
+    assert not any("give status" in p for p in found), found
+
+
+def test_a_missing_required_key_leaves_the_rules_unchecked() -> None:
+    # Nothing can stand in for a required key: the type problems alone, none made up.
+    text = BASE + "ingress:\n  routes:\n    - {match: {prefix: /}}\n  port: x\n"
+    found = problems(text)
+    assert all("ingress.routes[0].to" in p or "ingress.port" in p for p in found), found
 
 
 def test_problems_are_in_file_order() -> None:
