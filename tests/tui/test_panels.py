@@ -549,3 +549,24 @@ async def test_a_sidecar_that_dies_shows_in_the_header_and_the_pods(
             lambda: pods.cell_text("backend-v2-0", "sidecar") == "down", "pod", pause=pilot.pause
         )
         assert pods.cell_text("backend-v2-0", "ready") == "no admin"
+
+
+async def test_escape_leaves_the_log_filter_so_the_keys_act_again(
+    session: FakeSession, source: FakeSource
+) -> None:
+    session.runtime.log_lines[("ingress", "sidecar")] = ["GET /items 200"]
+    app = make_app(source, session)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await started(pilot, app, source)
+        await pilot.press("slash")
+        logs = app.dashboard.logs
+        log_filter = logs.query_one("#log-filter")
+        await wait_until(lambda: log_filter.has_focus, "the filter focused", pause=pilot.pause)
+        await pilot.press("i", "t", "e", "m", "s", "escape")
+        await wait_until(lambda: not log_filter.has_focus, "the filter left", pause=pilot.pause)
+        # The filter typed so far stays; the next key is the dashboard's again.
+        assert logs.filters[("ingress", "sidecar")] == "items"
+        await pilot.press("1")
+        await wait_until(
+            lambda: app.dashboard.tabs.active == "traffic", "traffic tab", pause=pilot.pause
+        )
