@@ -22,6 +22,7 @@ from meshdev.tui.screens.help import HelpScreen
 from meshdev.tui.screens.route_detail import RouteDetailScreen
 from meshdev.tui.tables.keyed import KeyedTable
 from meshdev.tui.widgets.header import ReloadBanner
+from meshdev.tui.widgets.keys_bar import KeysBar
 from tests.support import wait_until
 from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, up
 
@@ -570,3 +571,21 @@ async def test_escape_leaves_the_log_filter_so_the_keys_act_again(
         await wait_until(
             lambda: app.dashboard.tabs.active == "traffic", "traffic tab", pause=pilot.pause
         )
+
+
+async def test_help_and_quit_stay_on_the_keys_bar_at_120_and_80_columns(
+    session: FakeSession, source: FakeSource
+) -> None:
+    app = make_app(source, session)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await started(pilot, app, source)
+        bar = app.dashboard.query_one(KeysBar)
+        assert "/  filter" in bar.text.plain  # wide enough for every key
+        for width in (120, 80):
+            await pilot.resize_terminal(width, 30)
+            await wait_until(lambda w=width: bar.size.width == w, f"{width}", pause=pilot.pause)
+            shown = bar.text.plain
+            # What the bar holds past its width is cut off unseen.
+            assert len(shown) <= width, shown
+            assert shown.rstrip().endswith("?  help  q  quit"), shown
+            assert shown.startswith(" 1-6  tabs "), shown

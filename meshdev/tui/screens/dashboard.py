@@ -37,8 +37,8 @@ from meshdev.tui.widgets.security_view import SecurityView
 from meshdev.tui.widgets.traces_view import TracesView
 
 TABS = ("traffic", "pods", "events", "logs", "security", "traces")
-# One line that is cut at the terminal's edge: `t` (a trace of the selected route) is in the
-# help, so that ? and q keep their place at 120 columns.
+# One line: where the terminal is too narrow for all, the keys before ? and q give way (the
+# help lists every one, `t` and `p`/`a` too), so that those two always show.
 KEYS = (
     ("1-6", "tabs"),
     ("enter", "detail"),
