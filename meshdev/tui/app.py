@@ -36,7 +36,7 @@ from textual.worker import Worker, WorkerState
 
 from meshdev.telemetry.aggregation.view import Event, MeshView
 from meshdev.tui.controllers import SessionController
-from meshdev.tui.logic.load_control import load_line, load_text
+from meshdev.tui.logic.load_control import watching_text
 from meshdev.tui.logic.mailbox import ViewMailbox
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import TraceFeed, ViewSource
@@ -228,7 +228,7 @@ class MeshdevApp(App[int]):
         if commands is not None:
             self.dashboard.show_load(commands.load_text())
         else:
-            self.dashboard.show_load(load_text(load_line(None, self.controller.ingress_url)))
+            self.dashboard.show_load(watching_text())
 
     # -- the session's messages: its controller's to handle ---------------------------------
 

@@ -259,7 +259,11 @@ class DashboardScreen(Screen[None]):
 
     def _commands(self) -> DemoKeys | None:
         if self.commands is None:
-            self.notify("the mesh is not running here", severity="warning", timeout=3)
+            self.notify(
+                "the mesh is not running here: the demo keys act in the `meshdev up` that runs it",
+                severity="warning",
+                timeout=3,
+            )
         return self.commands
 
     def _selected(self, table: KeyedTable) -> str | None:
