@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from collections.abc import Callable
 
 from textual.geometry import Region
 from textual.message import Message
@@ -573,6 +574,10 @@ async def test_escape_leaves_the_log_filter_so_the_keys_act_again(
         )
 
 
+def _width_is(bar: KeysBar, width: int) -> Callable[[], bool]:
+    return lambda: bar.size.width == width
+
+
 async def test_help_and_quit_stay_on_the_keys_bar_at_120_and_80_columns(
     session: FakeSession, source: FakeSource
 ) -> None:
@@ -583,7 +588,7 @@ async def test_help_and_quit_stay_on_the_keys_bar_at_120_and_80_columns(
         assert "/  filter" in bar.text.plain  # wide enough for every key
         for width in (120, 80):
             await pilot.resize_terminal(width, 30)
-            await wait_until(lambda w=width: bar.size.width == w, f"{width}", pause=pilot.pause)
+            await wait_until(_width_is(bar, width), f"{width}", pause=pilot.pause)
             shown = bar.text.plain
             # What the bar holds past its width is cut off unseen.
             assert len(shown) <= width, shown
