@@ -36,7 +36,7 @@ from textual.worker import Worker, WorkerState
 
 from meshdev.telemetry.aggregation.view import Event, MeshView
 from meshdev.tui.controllers import SessionController
-from meshdev.tui.logic.load_control import load_line, load_path, load_text
+from meshdev.tui.logic.load_control import watching_text
 from meshdev.tui.logic.mailbox import ViewMailbox
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import TraceFeed, ViewSource
@@ -124,10 +124,12 @@ class MeshdevApp(App[int]):
     def on_ready(self) -> None:
         # Ready, not mount: the default screen's widgets exist only from here on.
         if self.handle_signals:
-            # SIGTERM (e.g. from `meshdev down` or a service manager) quits like `q`.
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGTERM, lambda: self.call_later(self.action_quit)
-            )
+            # SIGTERM (e.g. from `meshdev down` or a service manager) quits like `q`, and so
+            # does SIGHUP (the terminal window closed): its default, dying at once, left every
+            # pod running, detached, with the ingress port taken.
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, lambda: self.call_later(self.action_quit))
         self.set_interval(1.0, self._show_load)
         self._show_load()
         # What exists now (modules, widgets, styles) lives as long as the app: out of the
@@ -228,8 +230,7 @@ class MeshdevApp(App[int]):
         if commands is not None:
             self.dashboard.show_load(commands.load_text())
         else:
-            path = load_path(self.controller.mesh())
-            self.dashboard.show_load(load_text(load_line(None, self.controller.ingress_url, path)))
+            self.dashboard.show_load(watching_text())
 
     # -- the session's messages: its controller's to handle ---------------------------------
 

@@ -104,7 +104,9 @@ def tmux() -> Iterator[Tmux]:
 
 
 def _shell_env(env: dict[str, str]) -> str:
-    keep = ("MESHDEV_STATE_DIR", "PATH", "HOME", "LANG", "TERM", "VIRTUAL_ENV")
+    # PYTHONPATH too: run from a worktree with it set, the pytest process tests that tree, and
+    # the meshdev in tmux must as well (not the one the venv was installed from).
+    keep = ("MESHDEV_STATE_DIR", "PATH", "PYTHONPATH", "HOME", "LANG", "TERM", "VIRTUAL_ENV")
     return " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k in keep)
 
 
@@ -150,6 +152,35 @@ def test_dashboard_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
             socket.create_connection(("127.0.0.1", port), timeout=2),
         ):
             pass  # the gateway's port is closed: nothing listens for this mesh any more
+    finally:
+        if procscan.labelled_processes(name):
+            subprocess.run(
+                [MESHDEV, "down", str(mesh_file)], env=env, capture_output=True, timeout=120
+            )
+
+
+def test_closing_the_terminal_tears_the_mesh_down(tmp_path: Path, tmux: Tmux) -> None:
+    """The terminal window closed (SIGHUP) quits like q: nothing of the mesh is left running
+    detached, holding the ingress port for the next `up`."""
+    name = f"hup-{os.getpid()}"
+    port = free_port()
+    mesh_file = example_copy(tmp_path, name, port)
+    env = env_for(tmp_path)
+    env.pop("NO_COLOR", None)
+    env.update(LANG="C.UTF-8", TERM="xterm-256color")
+    up = f"{shlex.quote(MESHDEV)} up --runtime process {shlex.quote(str(mesh_file))}"
+    try:
+        tmux.start(f"env {_shell_env(env)} {up}")
+        tmux.wait_for(lambda s: "sidecars 7/7 live" in s and "Clusters" in s, "the dashboard", 120)
+        tmux.kill()  # the terminal goes away: meshdev gets SIGHUP
+        wait_until_sync(
+            lambda: procscan.labelled_processes(name) == [], "the mesh torn down", timeout=60
+        )
+        with (
+            pytest.raises(ConnectionRefusedError),
+            socket.create_connection(("127.0.0.1", port), timeout=2),
+        ):
+            pass
     finally:
         if procscan.labelled_processes(name):
             subprocess.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from collections.abc import Callable
 
 from textual.geometry import Region
 from textual.message import Message
@@ -22,6 +23,7 @@ from meshdev.tui.screens.help import HelpScreen
 from meshdev.tui.screens.route_detail import RouteDetailScreen
 from meshdev.tui.tables.keyed import KeyedTable
 from meshdev.tui.widgets.header import ReloadBanner
+from meshdev.tui.widgets.keys_bar import KeysBar
 from tests.support import wait_until
 from tests.tui.tuifakes import FakeSession, FakeSource, make_app, started, up
 
@@ -549,3 +551,46 @@ async def test_a_sidecar_that_dies_shows_in_the_header_and_the_pods(
             lambda: pods.cell_text("backend-v2-0", "sidecar") == "down", "pod", pause=pilot.pause
         )
         assert pods.cell_text("backend-v2-0", "ready") == "no admin"
+
+
+async def test_escape_leaves_the_log_filter_so_the_keys_act_again(
+    session: FakeSession, source: FakeSource
+) -> None:
+    session.runtime.log_lines[("ingress", "sidecar")] = ["GET /items 200"]
+    app = make_app(source, session)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await started(pilot, app, source)
+        await pilot.press("slash")
+        logs = app.dashboard.logs
+        log_filter = logs.query_one("#log-filter")
+        await wait_until(lambda: log_filter.has_focus, "the filter focused", pause=pilot.pause)
+        await pilot.press("i", "t", "e", "m", "s", "escape")
+        await wait_until(lambda: not log_filter.has_focus, "the filter left", pause=pilot.pause)
+        # The filter typed so far stays; the next key is the dashboard's again.
+        assert logs.filters[("ingress", "sidecar")] == "items"
+        await pilot.press("1")
+        await wait_until(
+            lambda: app.dashboard.tabs.active == "traffic", "traffic tab", pause=pilot.pause
+        )
+
+
+def _width_is(bar: KeysBar, width: int) -> Callable[[], bool]:
+    return lambda: bar.size.width == width
+
+
+async def test_help_and_quit_stay_on_the_keys_bar_at_120_and_80_columns(
+    session: FakeSession, source: FakeSource
+) -> None:
+    app = make_app(source, session)
+    async with app.run_test(size=(160, 30)) as pilot:
+        await started(pilot, app, source)
+        bar = app.dashboard.query_one(KeysBar)
+        assert "/  filter" in bar.text.plain  # wide enough for every key
+        for width in (120, 80):
+            await pilot.resize_terminal(width, 30)
+            await wait_until(_width_is(bar, width), f"{width}", pause=pilot.pause)
+            shown = bar.text.plain
+            # What the bar holds past its width is cut off unseen.
+            assert len(shown) <= width, shown
+            assert shown.rstrip().endswith("?  help  q  quit"), shown
+            assert shown.startswith(" 1-6  tabs "), shown

@@ -134,7 +134,7 @@ async def test_the_dashboard_shows_the_session_as_its_state_file_says(state_dir:
         # `up` ended: its state file is gone, and the header says so.
         (state_dir / STATE_FILE).unlink()
         await wait_until(lambda: GONE in header(app), "the session gone", pause=pilot.pause)
-        # Nothing here can act on the mesh: the demo keys say so.
+        # Nothing here can act on the mesh: the demo keys say where they act.
         await pilot.press("b")
         await wait_until(
             lambda: any("not running here" in n.message for n in app._notifications),
@@ -280,3 +280,20 @@ async def test_rolls_from_before_the_dashboard_opened_are_events_not_toasts(
         texts = app.dashboard.events.texts
         assert any("backend: rolled backend-0 -> backend-0-r1" in t for t in texts)
         assert not any("rolled" in (n.title or "") for n in app._notifications)
+
+
+async def test_a_watch_does_not_offer_a_load_it_cannot_send(state_dir: Path) -> None:
+    # The `up` in another terminal may well be sending load: "load off, l: send" was wrong twice.
+    write(state_dir)
+    app = MeshdevApp(FakeSource(), SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await wait_until(lambda: "applied v3" in header(app), "the header", pause=pilot.pause)
+        line = app.dashboard._load_text.plain
+        assert "load off" not in line and "l: send" not in line, line
+        assert "meshdev up" in line, line
+        await pilot.press("l")
+        await wait_until(
+            lambda: any("that runs it" in n.message for n in app._notifications),
+            "the refusal, saying where the keys act",
+            pause=pilot.pause,
+        )

@@ -94,14 +94,15 @@ def _host_events(
     for h in now:
         p = old.get((h.cluster, h.address))
         name = h.pod or h.address
-        if h.ejected and not (p is not None and p.ejected):
+        was_ejected = p is not None and p.ejected
+        # A host that returns while it still fails is ejected again within milliseconds under
+        # load, between two views: only its ejection count tells that it happened. (The count
+        # is summed over the callers' sidecars, so another caller ejecting it counts too.)
+        again = was_ejected and p is not None and h.ejection_count > p.ejection_count
+        if h.ejected and (not was_ejected or again):
             length = f" for {h.returns_in_s:.0f}s" if h.returns_in_s > 0 else ""
             count = f" (ejection #{h.ejection_count})" if h.ejection_count else ""
-            yield Event(
-                at,
-                "ejection",
-                f"{name} ejected from {h.cluster}{length}{count}",
-                cluster=h.cluster,
-            )
+            what = f"ejected from {h.cluster} again" if again else f"ejected from {h.cluster}"
+            yield Event(at, "ejection", f"{name} {what}{length}{count}", cluster=h.cluster)
         elif p is not None and p.ejected and not h.ejected:
             yield Event(at, "return", f"{name} returned to {h.cluster}")

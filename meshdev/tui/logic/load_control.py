@@ -108,6 +108,17 @@ def load_line(load: LoadControl | None, ingress: str | None, path: str) -> LoadL
     return LoadLine(load.running, load.rate, load.url, load.snapshot())
 
 
+def watching_text() -> Text:
+    """The load line of a dashboard that only watches (`meshdev watch`): the load, if any, is
+    sent by the `meshdev up` that runs the mesh, which this one cannot see or drive."""
+    text = Text(" load ", style="reverse")
+    text.append(
+        "  sent by the `meshdev up` that runs the mesh (l there); this dashboard only watches",
+        style="dim",
+    )
+    return text
+
+
 def load_text(line: LoadLine) -> Text:
     text = Text()
     if not line.running:

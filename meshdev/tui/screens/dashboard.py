@@ -37,8 +37,8 @@ from meshdev.tui.widgets.security_view import SecurityView
 from meshdev.tui.widgets.traces_view import TracesView
 
 TABS = ("traffic", "pods", "events", "logs", "security", "traces")
-# One line that is cut at the terminal's edge: `t` (a trace of the selected route) is in the
-# help, so that ? and q keep their place at 120 columns.
+# One line: where the terminal is too narrow for all, the keys before ? and q give way (the
+# help lists every one, `t` and `p`/`a` too), so that those two always show.
 KEYS = (
     ("1-6", "tabs"),
     ("enter", "detail"),
@@ -259,7 +259,11 @@ class DashboardScreen(Screen[None]):
 
     def _commands(self) -> DemoKeys | None:
         if self.commands is None:
-            self.notify("the mesh is not running here", severity="warning", timeout=3)
+            self.notify(
+                "the mesh is not running here: the demo keys act in the `meshdev up` that runs it",
+                severity="warning",
+                timeout=3,
+            )
         return self.commands
 
     def _selected(self, table: KeyedTable) -> str | None:

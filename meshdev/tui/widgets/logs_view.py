@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.timer import Timer
@@ -193,3 +193,11 @@ class LogsView(Vertical):
 
     def focus_filter(self) -> None:
         self.query_one("#log-filter", Input).focus()
+
+    def on_key(self, event: events.Key) -> None:
+        # The filter takes every printable key, the dashboard's too (1-6, q, l...): without a
+        # way out, a user who typed a filter could only Tab around to reach the keys again.
+        # The filter stays as typed; `/` comes back to it.
+        if event.key == "escape" and self.query_one("#log-filter", Input).has_focus:
+            event.stop()
+            self.query_one("#log-lines", RichLog).focus()

@@ -550,6 +550,28 @@ def test_events_mark_transitions_once() -> None:
     assert ("return", "backend-v1-0 returned to backend.v1") in closed
 
 
+def test_an_ejection_that_follows_a_return_between_two_views_is_an_event() -> None:
+    # Under load a returned host that still fails is ejected again within milliseconds,
+    # well inside one interval: the views see it ejected twice in a row, with a new count.
+    mesh = Mesh(nodes=("a",))
+    mesh.tick(DT)
+    mesh["a"].host_views = [
+        host_view("backend.v1", "10.0.0.3", "backend-v1-0", ejected_for=10, ejections=1)
+    ]
+    assert ("ejection", "backend-v1-0 ejected from backend.v1 for 10s (ejection #1)") in kinds(
+        mesh.tick(DT)
+    )
+    mesh["a"].host_views = [
+        host_view("backend.v1", "10.0.0.3", "backend-v1-0", ejected_for=20, ejections=2)
+    ]
+    again = kinds(mesh.tick(DT))
+    assert (
+        "ejection",
+        "backend-v1-0 ejected from backend.v1 again for 20s (ejection #2)",
+    ) in again
+    assert kinds(mesh.tick(DT)) == []  # still the same ejection: no repeat
+
+
 def test_events_for_lost_sidecars_and_config_versions() -> None:
     mesh = Mesh(nodes=("a", "b"))
     mesh.tick(DT)
