@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -63,6 +65,8 @@ from meshdev.tui.screens.route_detail import RouteDetailScreen
 from meshdev.tui.screens.trace_detail import TraceDetailScreen
 
 TELEMETRY_RETRY_S = 2.0
+# After the terminal closed and the mesh is down: how long Textual's shut-down may take.
+HUNG_UP_GRACE_S = 5.0
 # Failure events remembered for `t` in the events tab (the newest one with a trace wins).
 FAILURE_EVENTS = 50
 # The collector's youngest generation, once the app is up (Python's default: 700). Each view
@@ -128,8 +132,8 @@ class MeshdevApp(App[int]):
             # does SIGHUP (the terminal window closed): its default, dying at once, left every
             # pod running, detached, with the ingress port taken.
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, lambda: self.call_later(self.action_quit))
+            loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
+            loop.add_signal_handler(signal.SIGHUP, self._hung_up)
         self.set_interval(1.0, self._show_load)
         self._show_load()
         # What exists now (modules, widgets, styles) lives as long as the app: out of the
@@ -360,6 +364,20 @@ class MeshdevApp(App[int]):
         self.push_screen(TraceDetailScreen(found, self.controller.mesh()))
 
     # -- quitting ------------------------------------------------------------------------------
+
+    def _hung_up(self) -> None:
+        """The terminal closed: quit as q does, then make sure the process ends. Textual's
+        shut-down still writes to the terminal that is gone; once its output thread has died
+        on that (EIO), a write blocks for ever on the full queue, and `up` stayed alive, its
+        mesh down, its pid still in the mesh's state (so the next `up` was refused)."""
+        self.call_later(self.action_quit)
+        threading.Thread(target=self._end_once_stopped, name="hung-up", daemon=True).start()
+
+    def _end_once_stopped(self) -> None:
+        while not self.controller.stopped:
+            time.sleep(0.1)
+        time.sleep(HUNG_UP_GRACE_S)  # a shut-down that goes well ends the process first
+        os._exit(128 + signal.SIGHUP)  # as a shell reports a death by SIGHUP
 
     async def action_quit(self) -> None:
         if self.quitting:

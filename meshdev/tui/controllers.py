@@ -138,6 +138,11 @@ class SessionController(Protocol):
         """Where the logs tab reads the pods' logs, if anywhere."""
 
     @property
+    def stopped(self) -> bool:
+        """What it started is down (or left running on purpose): quitting has nothing left to
+        do but end the app."""
+
+    @property
     def ingress_url(self) -> str | None:
         """Where the load generator sends requests, if anywhere."""
 
@@ -184,6 +189,10 @@ class WatchController:
     @property
     def log_reader(self) -> LogReader | None:
         return None
+
+    @property
+    def stopped(self) -> bool:
+        return True  # it starts nothing
 
     @property
     def ingress_url(self) -> str | None:
@@ -242,6 +251,10 @@ class UpController:
     @property
     def log_reader(self) -> LogReader:
         return self.session.runtime.logs
+
+    @property
+    def stopped(self) -> bool:
+        return self.torn_down
 
     @property
     def ingress_url(self) -> str | None:

@@ -181,11 +181,29 @@ def test_closing_the_terminal_tears_the_mesh_down(tmp_path: Path, tmux: Tmux) ->
             socket.create_connection(("127.0.0.1", port), timeout=2),
         ):
             pass
+        # And `up` itself ends: its shut-down, writing to the terminal that is gone, hung for
+        # ever (its pid kept in the mesh's state, refusing the next `up`).
+        wait_until_sync(lambda: not _ups_of(mesh_file), "the up process gone", timeout=20)
     finally:
         if procscan.labelled_processes(name):
             subprocess.run(
                 [MESHDEV, "down", str(mesh_file)], env=env, capture_output=True, timeout=120
             )
+
+
+def _ups_of(mesh_file: Path) -> list[int]:
+    """Pids of the `meshdev up` processes running `mesh_file`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"up" in argv and str(mesh_file).encode() in argv:
+            found.append(int(entry.name))
+    return found
 
 
 def test_watch_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
