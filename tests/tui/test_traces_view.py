@@ -186,3 +186,33 @@ async def test_proxies_without_spans_are_told_apart_from_no_traffic(
         feed.counts = {"ok": 3, "missing": 0, "error": 0}
         await pilot.press("1", "6")
         assert app.dashboard.traces.line_text.startswith("no traces yet")
+
+
+async def test_the_list_keeps_the_newest_in_view_unless_a_row_was_chosen(
+    session: FakeSession, source: FakeSource
+) -> None:
+    # Under load the list followed its selected row down as new traces came in on top: at
+    # 100 requests a second it showed traces 2 s old, at 20 a second 10 s old.
+    feed = FakeTraceFeed()
+    app = make_app(source, session, traces=feed)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await started(pilot, app, source)
+        await wait_until(lambda: feed.running, "the feed", pause=pilot.pause)
+        await pilot.press("6")
+        table = app.dashboard.traces.table
+        for n in range(1, 61):
+            feed.push(request_spans(n))
+        await wait_until(lambda: len(table.keys) == 60, "60 rows", pause=pilot.pause)
+        assert table.cursor_key == trace_id(60)
+        for n in range(61, 91):
+            feed.push(request_spans(n))
+        await wait_until(lambda: table.keys[:1] == [trace_id(90)], "newer rows", pause=pilot.pause)
+        assert table.cursor_row == 0 and table.cursor_key == trace_id(90)
+        assert table.scroll_y == 0
+        # A row chosen below the top is kept in view as rows come in above it.
+        await pilot.press("down", "down")
+        assert table.cursor_key == trace_id(88)
+        for n in range(91, 101):
+            feed.push(request_spans(n))
+        await wait_until(lambda: table.keys[:1] == [trace_id(100)], "more rows", pause=pilot.pause)
+        assert table.cursor_key == trace_id(88) and table.cursor_row == 12

@@ -67,6 +67,10 @@ class KeyedTable(FastDataTable):
     DESCENDING: ClassVar[frozenset[str]] = frozenset()
     # Columns whose texts together tell rows apart (default: the first column).
     KEY_COLUMNS: ClassVar[tuple[str, ...]] = ()
+    # A list whose new rows come in on top (the traces): a cursor on the top row stays there,
+    # as `tail -f` follows the end. Else, and once moved down, the cursor keeps to its row,
+    # which on such a list scrolls the view away from the new rows as they push it down.
+    FOLLOW_TOP: ClassVar[bool] = False
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -203,6 +207,7 @@ class KeyedTable(FastDataTable):
         if wanted == self.keys:
             return
         cursor = self.cursor_key
+        on_top = self.cursor_row == 0
         # DataTable.sort sees cell values, not row keys: rank rows by their key columns.
         columns = list(self.KEY_COLUMNS or (self.COLUMNS[0].key,))
         at = [next(i for i, c in enumerate(self.shown_columns) if c.key == k) for k in columns]
@@ -216,7 +221,9 @@ class KeyedTable(FastDataTable):
 
         self.sort(*columns, key=position)
         self.moved()
-        if cursor is not None and cursor in wanted:
+        if self.FOLLOW_TOP and on_top:
+            self.move_cursor(row=0, animate=False)
+        elif cursor is not None and cursor in wanted:
             self.move_cursor(row=wanted.index(cursor), animate=False)
 
 
