@@ -270,12 +270,26 @@ async def run_headless(
     keep: bool,
     before_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
-    """Start, print `ready:`, follow the file until SIGINT/SIGTERM, then tear down;
+    """Start, print `ready:`, follow the file until SIGINT/SIGTERM/SIGHUP, then tear down;
     `before_stop` runs first (what acts on the mesh must stop before it goes)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def hung_up() -> None:
+        # The terminal closed. Its default, dying at once, left the mesh running detached;
+        # and what is said from now on has nowhere to go: a write to the gone terminal fails
+        # (EIO), which would cut the tear-down short. A file the output goes to keeps it.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                if os.isatty(fd):
+                    os.dup2(devnull, fd)
+            os.close(devnull)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGHUP, hung_up)
     follower: asyncio.Task[None] | None = None
     try:
         # Follow the file from the start: a save during start-up applies right after it.
@@ -310,7 +324,7 @@ async def run_headless(
             except Exception as exc:
                 # The mesh is torn down all the same: an error here must not leave it running.
                 session.say(f"following {session.mesh_file} failed: {exc!r}")
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if before_stop is not None:
             await before_stop()

@@ -191,6 +191,36 @@ def test_closing_the_terminal_tears_the_mesh_down(tmp_path: Path, tmux: Tmux) ->
             )
 
 
+def test_closing_the_terminal_of_a_headless_up_tears_the_mesh_down(
+    tmp_path: Path, tmux: Tmux
+) -> None:
+    """`up --headless` (and `up --web`) likewise: SIGHUP's default, dying at once, left the
+    mesh running detached; and its last lines must not go to the terminal that is gone."""
+    name = f"huph-{os.getpid()}"
+    port = free_port()
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(
+        f"name: {name}\nservices:\n  web:\n    command: python3 -m http.server --bind $HOST $PORT\n"
+        f"ingress:\n  port: {port}\n  routes:\n    - {{match: {{prefix: /}}, to: web}}\n"
+    )
+    env = env_for(tmp_path)
+    up = f"{shlex.quote(MESHDEV)} up --headless --runtime process {shlex.quote(str(mesh_file))}"
+    try:
+        tmux.start(f"env {_shell_env(env)} {up}")
+        tmux.wait_for(lambda s: "ready:" in s, "ready", 120)
+        assert procscan.labelled_processes(name)
+        tmux.kill()
+        wait_until_sync(
+            lambda: procscan.labelled_processes(name) == [], "the mesh torn down", timeout=60
+        )
+        wait_until_sync(lambda: not _ups_of(mesh_file), "the up process gone", timeout=20)
+    finally:
+        if procscan.labelled_processes(name):
+            subprocess.run(
+                [MESHDEV, "down", str(mesh_file)], env=env, capture_output=True, timeout=120
+            )
+
+
 def _ups_of(mesh_file: Path) -> list[int]:
     """Pids of the `meshdev up` processes running `mesh_file`."""
     found = []
