@@ -594,3 +594,21 @@ async def test_help_and_quit_stay_on_the_keys_bar_at_120_and_80_columns(
             assert len(shown) <= width, shown
             assert shown.rstrip().endswith("?  help  q  quit"), shown
             assert shown.startswith(" 1-6  tabs "), shown
+
+
+async def test_a_toast_leaves_the_load_line_in_view(
+    session: FakeSession, source: FakeSource
+) -> None:
+    # Textual's toasts sat on the load line for their 4 s, hiding the running load's figures.
+    from textual.widgets._toast import Toast
+
+    app = make_app(source, session)
+    async with app.run_test(size=(140, 40), notifications=True) as pilot:
+        await started(pilot, app, source)
+        app.notify("a toast with a long enough text to reach the left", timeout=10)
+        await wait_until(lambda: bool(app.screen.query(Toast)), "the toast", pause=pilot.pause)
+        await pilot.pause()
+        load = app.dashboard.query_one("#load-bar").region
+        assert load.height == 1
+        for toast in app.screen.query(Toast):
+            assert not toast.region.overlaps(load), (toast.region, load)
