@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import random
+import shutil
 import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar, overload
+
+import pytest
 
 # The checkout: tests/support.py sits one level below it.
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +68,15 @@ def free_port() -> int:
         _given.add(port)
         return port
     raise RuntimeError(f"no free loopback port in {_PORTS.start}-{_PORTS.stop - 1}")
+
+
+def need_prometheus() -> None:
+    """Skip the test without the `prometheus` binary; in CI (which installs it through
+    scripts/test.sh) fail instead, so that CI never goes green by skipping it."""
+    if shutil.which("prometheus") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("prometheus is required in CI (scripts/test.sh installs it)")
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
 
 
 def _timed_out(what: What, timeout: float) -> AssertionError:

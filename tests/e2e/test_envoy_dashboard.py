@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -28,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.meshrun import MeshUp, env_for, example_copy, get
-from tests.support import MESHDEV, free_port
+from tests.support import MESHDEV, free_port, need_prometheus
 
 pytestmark = [pytest.mark.slow]
 
@@ -149,10 +148,7 @@ def test_the_queries_are_the_dashboards_34() -> None:
 
 
 def test_a_public_envoy_dashboard_fills_from_meshdevs_sidecars(tmp_path: Path) -> None:
-    if shutil.which("prometheus") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is required in CI (scripts/test.sh installs it)")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    need_prometheus()
     name = f"dash-{os.getpid()}"
     port, prom_port = free_port(), free_port()
     prom = f"http://127.0.0.1:{prom_port}"

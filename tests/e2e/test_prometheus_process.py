@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import urllib.error
 import urllib.parse
@@ -20,7 +19,7 @@ import pytest
 
 from meshdev.runtime.process import procscan
 from tests.e2e.meshrun import MeshUp, env_for, get
-from tests.support import free_port, wait_until_sync
+from tests.support import free_port, need_prometheus, wait_until_sync
 
 pytestmark = [pytest.mark.slow]
 
@@ -52,10 +51,7 @@ def up_targets(prom: str) -> dict[str, dict[str, str]]:
 
 
 def test_prometheus_scrapes_every_sidecar_and_follows_the_mesh(tmp_path: Path) -> None:
-    if shutil.which("prometheus") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is required in CI (scripts/test.sh installs it)")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    need_prometheus()
     name = f"prom-{os.getpid()}"
     port, prom_port = free_port(), free_port()
     prom = f"http://127.0.0.1:{prom_port}"
@@ -113,10 +109,7 @@ def test_prometheus_scrapes_every_sidecar_and_follows_the_mesh(tmp_path: Path) -
 def test_another_prometheus_on_the_port_is_not_taken_for_the_mesh_s(tmp_path: Path) -> None:
     # 9090, the default, is every Prometheus's: one already there answered /-/ready, so `up`
     # said "prometheus: ... scraping the sidecars" while nothing scraped them.
-    if shutil.which("prometheus") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is required in CI (scripts/test.sh installs it)")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    need_prometheus()
     name = f"promtaken-{os.getpid()}"
     port, prom_port = free_port(), free_port()
     (tmp_path / "other.yml").write_text("scrape_configs: []\n")

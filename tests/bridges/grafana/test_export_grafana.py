@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -17,7 +16,7 @@ import pytest
 
 from meshdev.bridges.grafana.dashboard import SCHEMA_VERSION, queries
 from tests.e2e.meshrun import MeshUp, env_for, get
-from tests.support import MESHDEV, free_port
+from tests.support import MESHDEV, free_port, need_prometheus
 
 MESH = """\
 name: {name}
@@ -93,10 +92,7 @@ def test_a_bad_mesh_file_is_refused_with_its_place(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_every_query_answers_from_a_real_prometheus(tmp_path: Path) -> None:
-    if shutil.which("prometheus") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is required in CI (scripts/test.sh installs it)")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    need_prometheus()
     name = f"graf-{os.getpid()}"
     port, prom_port = free_port(), free_port()
     prom = f"http://127.0.0.1:{prom_port}"
