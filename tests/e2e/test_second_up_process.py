@@ -31,6 +31,14 @@ ingress:
 """
 
 
+WEB_COMMAND = "command: python3 -m http.server --bind $HOST $PORT"
+
+
+def mesh_text(name: str, port: int, web: str) -> str:
+    """MESH with the web service's line(s) `web` in place of its http.server command."""
+    return MESH.format(name=name, port=port).replace(WEB_COMMAND, web)
+
+
 @pytest.mark.slow
 def test_a_second_up_of_a_running_mesh_is_refused_and_the_first_keeps_serving(
     tmp_path: Path,
@@ -129,11 +137,7 @@ def test_a_pod_slow_to_get_ready_is_said_to_be_waited_for(tmp_path: Path) -> Non
     path = tmp_path / "mesh.yaml"
     # Answers after 12 s, as a slow app does: `up` was silent all that time.
     slow = "sleep 12; exec python3 -m http.server --bind $HOST $PORT"
-    path.write_text(
-        MESH.format(name=name, port=port).replace(
-            "command: python3 -m http.server --bind $HOST $PORT", f"command: {slow}"
-        )
-    )
+    path.write_text(mesh_text(name, port, f"command: {slow}"))
     up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
     try:
         line = up.wait_for("pod web-0: not ready", timeout=30)
@@ -153,11 +157,7 @@ def test_a_service_s_ready_timeout_is_how_long_its_pods_are_waited_for(tmp_path:
     path = tmp_path / "mesh.yaml"
     # An app that never listens: with `ready_timeout: 2s` up fails after 2 s, not 60.
     deaf = "command: sleep 600\n    ready_timeout: 2s"
-    path.write_text(
-        MESH.format(name=name, port=port).replace(
-            "command: python3 -m http.server --bind $HOST $PORT", deaf
-        )
-    )
+    path.write_text(mesh_text(name, port, deaf))
     up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
     try:
         started = time.monotonic()
@@ -175,11 +175,7 @@ def test_a_service_s_ready_timeout_is_how_long_its_pods_are_waited_for(tmp_path:
     slow = (
         "command: sleep 12; exec python3 -m http.server --bind $HOST $PORT\n    ready_timeout: 90s"
     )
-    path.write_text(
-        MESH.format(name=name, port=port).replace(
-            "command: python3 -m http.server --bind $HOST $PORT", slow
-        )
-    )
+    path.write_text(mesh_text(name, port, slow))
     up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
     try:
         line = up.wait_for("pod web-0: not ready", timeout=30)
