@@ -11,7 +11,9 @@ backend` to it, identical but for `tracing`:
            and posted as Zipkin v2 JSON.
 No request carries trace context, so every one starts a trace at this hop (the most a hop
 does: new ids, a span, the headers going upstream). No access log, no policy but routing: the
-share tracing takes of a lean hop.
+share tracing takes of a lean hop. `--access-log` writes each sidecar's access log to stdout
+(/dev/null here) as `meshdev up`'s sidecars do by default (to their pod's log file): the share
+tracing takes of a hop as `up` runs it.
 
 The sidecars are pinned to one core; wrk, nginx and this script (meshdev's load generator) to
 the other. Each round runs short slices through the targets forward, then backward, so a
@@ -106,7 +108,9 @@ NGINX = NGINX_UPSTREAM.replace(
 assert "/api/v2/spans" in NGINX and "client_max_body_size" in NGINX
 
 
-def sidecar_config(listen: int, admin: int, upstream: int, tracing: sc.Tracing) -> sc.SidecarConfig:
+def sidecar_config(
+    listen: int, admin: int, upstream: int, tracing: sc.Tracing, access_log: str = "off"
+) -> sc.SidecarConfig:
     route = sc.Route(
         name="all",
         match=sc.RouteMatch(prefix="/"),
@@ -130,7 +134,7 @@ def sidecar_config(listen: int, admin: int, upstream: int, tracing: sc.Tracing) 
         ),
         virtual_hosts=(sc.VirtualHost(name="backend", domains=("backend",), routes=(route,)),),
         clusters=(cluster,),
-        access_log="off",
+        access_log=access_log,
         tracing=tracing,
     )
 
@@ -216,6 +220,11 @@ def main() -> None:
     ap.add_argument("--nice", type=int, default=0, help="niceness of every process (root: -10)")
     ap.add_argument("--micro", action="store_true", help="the in-process CPU cost only")
     ap.add_argument(
+        "--access-log",
+        action="store_true",
+        help="every sidecar writes its access log to stdout, as `meshdev up`'s do by default",
+    )
+    ap.add_argument(
         "--one-process",
         action="store_true",
         help="one sidecar for the three targets, its tracing hot-swapped before each slice",
@@ -248,6 +257,7 @@ def main() -> None:
         port = {t: free_port() for t in TARGETS}
         admin = {t: free_port() for t in TARGETS}
         collector = f"http://127.0.0.1:{upstream}/api/v2/spans"
+        access_log = "stdout" if args.access_log else "off"
         tracing = {
             "off": sc.Tracing(sampling=0),
             "ring": sc.Tracing(sampling=100),
@@ -260,7 +270,7 @@ def main() -> None:
         env = {**os.environ, "MESHDEV_ADMIN_TOKEN": TOKEN, "PYDANTIC_DISABLE_PLUGINS": "__all__"}
         pids: dict[str, int] = {}
         for t in TARGETS[:1] if args.one_process else TARGETS:
-            cfg = sidecar_config(port[t], admin[t], upstream, tracing[t])
+            cfg = sidecar_config(port[t], admin[t], upstream, tracing[t], access_log)
             (d / f"{t}.json").write_text(cfg.model_dump_json())
             cmd = [sys.executable, "-m", "meshdev", "sidecar", "--config", f"{tmp}/{t}.json"]
             proc = stack.enter_context(running(cmd, PROXY_CORE, port[t], env, nice=args.nice))
@@ -274,7 +284,7 @@ def main() -> None:
 
         def use(t: str) -> None:
             if args.one_process:
-                cfg = sidecar_config(port[t], admin[t], upstream, tracing[t])
+                cfg = sidecar_config(port[t], admin[t], upstream, tracing[t], access_log)
                 swap(admin[t], cfg.model_copy(update={"version": next(versions)}))
 
         for t in TARGETS:
