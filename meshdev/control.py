@@ -18,7 +18,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -181,8 +181,18 @@ class RollReport:
     serving_ms: float | None = None
     # Its pods already run what the save built (the same image): none was replaced.
     unchanged: bool = False
+    # A newer save of the code came while a new pod was starting: that pod was stopped (it
+    # replaced nothing) so that the newest code rolls at once, not after the old code's
+    # readiness timeout.
+    superseded: bool = False
 
     def summary(self) -> str:
+        if self.superseded:
+            done = f" ({len(self.replaced)} replaced before it)" if self.replaced else ""
+            return (
+                f"{self.service}: newer code saved while a new pod was starting; that pod is "
+                f"stopped{done} and the newest code rolls now"
+            )
         if not self.ok:
             kept = f"{', '.join(self.kept)} keep serving" if self.kept else "nothing replaced"
             done = f"; {len(self.replaced)} replaced before it" if self.replaced else ""
@@ -215,6 +225,7 @@ class RollReport:
             kept=tuple(map(str, doc.get("kept", ()))),
             serving_ms=None if serving is None else float(serving),
             unchanged=bool(doc.get("unchanged", False)),
+            superseded=bool(doc.get("superseded", False)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -227,6 +238,7 @@ class RollReport:
             "kept": list(self.kept),
             "serving_ms": None if self.serving_ms is None else round(self.serving_ms, 1),
             "unchanged": self.unchanged,
+            "superseded": self.superseded,
         }
 
 
@@ -343,14 +355,18 @@ class ControlPlane:
             await asyncio.gather(*(self._drain_and_stop(p) for p in gone))
             return report
 
-    async def roll(self, service: str) -> RollReport:
+    async def roll(self, service: str, superseded: asyncio.Event | None = None) -> RollReport:
         """Replace the pods of `service` with pods running its code as it is now (its image
         rebuilt first, when it has a build), one at a time and through the drain path of a
         reload: the new pod is ready, it joins every caller's endpoints as the old one leaves
         them, the old one drains and stops (while the next new pod starts). A 1-replica
         service thus never has no pod. A new pod that crashes or is not ready replaces
         nothing: it is stopped, the old pods keep serving, and the report says why (with its
-        log tail)."""
+        log tail).
+
+        `superseded` set (newer code was saved) while a new pod starts stops that pod and
+        ends the roll there: waiting out the readiness timeout of code already replaced
+        would hold the lock, and so every save, for up to a minute."""
         async with self._lock:
             t0 = time.perf_counter()
             mesh = self.mesh
@@ -360,7 +376,7 @@ class ControlPlane:
             replaced: list[tuple[str, str]] = []
             serving: float | None = None
 
-            def failed(error: str) -> RollReport:
+            def failed(error: str | None, *, newer: bool = False) -> RollReport:
                 new = {name for _, name in replaced}
                 # By name: the pods' order is the order they last (re)started in.
                 kept = tuple(
@@ -370,7 +386,9 @@ class ControlPlane:
                         if p.spec.service == service and p.routable and p.name not in new
                     )
                 )
-                return RollReport(service, False, tuple(replaced), _ms(t0), error, kept)
+                return RollReport(
+                    service, False, tuple(replaced), _ms(t0), error, kept, superseded=newer
+                )
 
             try:
                 # The runtime's prepare rebuilds a build service's image (the engine's layer
@@ -404,10 +422,16 @@ class ControlPlane:
                             replaced.append((f"{spec.name} (crash-looping)", spec.name))
                             serving = _ms(t0)
                         continue
+                    if superseded is not None and superseded.is_set():
+                        return failed(None, newer=True)
                     try:
-                        [fresh] = await self._start([(spec.name, self._instance(spec))])
+                        [fresh] = await self._start(
+                            [(spec.name, self._instance(spec))], superseded=superseded
+                        )
                     except RuntimeFailure as exc:
                         return failed(str(exc))
+                    except Superseded:
+                        return failed(None, newer=True)
                     fresh.routable = True
                     old.routable = False
                     # One push: the new pod into every caller's endpoints, the old one out.
@@ -679,11 +703,15 @@ class ControlPlane:
         return spec
 
     async def _start(
-        self, specs: list[tuple[str, PodSpec]], renderer: plan.Renderer | None = None
+        self,
+        specs: list[tuple[str, PodSpec]],
+        renderer: plan.Renderer | None = None,
+        superseded: asyncio.Event | None = None,
     ) -> list[Pod]:
         """Start pods in parallel and wait until each is ready; on any failure stop them all.
         `renderer`: what renders their configs (by default, this version's with the pods
-        routable now as endpoints)."""
+        routable now as endpoints). `superseded` set while they are not ready yet stops them
+        all too (raises Superseded)."""
         assert self.mesh is not None
         if renderer is None:
             renderer = self._renderer()
@@ -711,9 +739,11 @@ class ControlPlane:
             )
             try:
                 if cfg.spiffe_id is None:
-                    await self.runtime.wait_ready(spec, started, timeout)
+                    ready = self.runtime.wait_ready(spec, started, timeout)
                 else:
-                    await self._ready_with_certs(pod, cfg.spiffe_id)
+                    ready = self._ready_with_certs(pod, cfg.spiffe_id)
+                if not await _unless(superseded, ready):
+                    raise Superseded(spec.name)
             finally:
                 notice.cancel()
             self.progress(f"pod {spec.name} ready")
@@ -728,7 +758,7 @@ class ControlPlane:
                     pod.forget_certs()
                     await self.runtime.stop_pod(spec.name)
             first = failures[0]
-            if isinstance(first, RuntimeFailure | asyncio.CancelledError):
+            if isinstance(first, RuntimeFailure | Superseded | asyncio.CancelledError):
                 raise first
             raise RuntimeFailure(f"starting pods failed: {first!r}") from first
         return [r for r in results if isinstance(r, Pod)]
@@ -1120,6 +1150,34 @@ def _changed(pod: Pod, spec: PodSpec) -> bool:
 def _unchanged(pod: Pod, targets: list[tuple[Pod, SidecarConfig]]) -> bool:
     """Not pushed this time: it already served this version's content."""
     return all(p is not pod for p, _ in targets)
+
+
+class Superseded(Exception):
+    """A pod stopped before it was ready because what it runs was replaced meanwhile."""
+
+
+async def _unless(event: asyncio.Event | None, work: Coroutine[Any, Any, None]) -> bool:
+    """Run `work` unless `event` is set first: then `work` is cancelled and the answer is
+    False. `work`'s own exception, if it ends first with one, is raised."""
+    if event is None:
+        await work
+        return True
+    task = asyncio.ensure_future(work)
+    setting = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((task, setting), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()  # our caller was cancelled: so is the work
+        raise
+    finally:
+        setting.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
 
 
 def _ms(t0: float) -> float:

@@ -64,6 +64,8 @@ class Session:
         # Per service: its roll in progress, and the save that came in while it ran.
         self._rolls: dict[str, asyncio.Task[None]] = {}
         self._roll_due: dict[str, CodeChanged] = {}
+        # Set when newer code of the service is saved while its roll runs (ControlPlane.roll).
+        self._roll_superseded: dict[str, asyncio.Event] = {}
 
     def say(self, line: str) -> None:
         """One progress line, to wherever progress lines go now."""
@@ -190,16 +192,23 @@ class Session:
     ) -> None:
         self._roll_due[service] = change
         task = self._rolls.get(service)
-        if task is None or task.done():
+        if task is not None and not task.done():
+            # A new pod of the code this save replaces need not get ready first (a roll not
+            # begun yet has no event: it will roll this change anyway).
+            superseded = self._roll_superseded.get(service)
+            if superseded is not None:
+                superseded.set()
+        else:
             self._rolls[service] = asyncio.create_task(
                 self._roll(service, on_roll), name=f"roll {service}"
             )
 
     async def _roll(self, service: str, on_roll: Callable[[RollReport], None] | None) -> None:
         while (change := self._roll_due.pop(service, None)) is not None:
+            superseded = self._roll_superseded[service] = asyncio.Event()
             self.say(f"{service}: {change.describe()} changed; rolling its pods one at a time")
             try:
-                report = await self.control.roll(service)
+                report = await self.control.roll(service, superseded)
             except Exception as exc:  # a bug must not end the code loop unseen
                 self.say(f"{service}: rolling it failed: {exc!r}")
                 continue

@@ -9,7 +9,8 @@ The JSON form is a stable interface for scripts (documented in docs/status.md):
       "version": 3,                 # the version the session last applied (null: no session)
       "last_reload": {...} | null,  # ok, version, serving, sidecars, elapsed_ms, errors, at
       "last_rolls": {"web": {...}},  # per service whose code was saved: ok, replaced,
-                                     # elapsed_ms, error, kept, at (docs/code-loop.md)
+                                     # elapsed_ms, error, kept, superseded, at
+                                     # (docs/code-loop.md)
       "pods": [
         {"name": "backend-v1-0", "service": "backend", "subset": "v1", "protocol": "http",
          "state": "running", "ready": true, "address": "127.0.9.3",
@@ -235,7 +236,9 @@ def render_table(status: dict[str, Any]) -> str:
             lines.append("last reload: rejected")
             lines += [f"  {e}" for e in reload.get("errors", [])]
     for service, roll in sorted((status.get("last_rolls") or {}).items()):
-        if roll.get("ok"):
+        if roll.get("superseded"):
+            lines.append(f"last code roll of {service}: cut short by a newer save, rolling it")
+        elif roll.get("ok"):
             lines.append(
                 f"last code roll of {service}: {len(roll.get('replaced', []))} pods "
                 f"in {roll.get('elapsed_ms')} ms"

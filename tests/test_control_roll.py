@@ -12,7 +12,7 @@ import pytest
 
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.config import parse_mesh
-from meshdev.control import ControlPlane
+from meshdev.control import ControlPlane, RollReport
 from meshdev.plan import PodSpec
 from meshdev.runtime.base import RuntimeFailure, StartedPod
 from tests.security.standins import StandIns
@@ -39,6 +39,8 @@ class Recording(StandIns):
         self.unhealthy = False
         # What code_version says (None: it cannot tell, as the process runtime).
         self.code: str | None = None
+        # Pods whose readiness never comes (their wait runs into the readiness timeout).
+        self.hang: set[str] = set()
 
     def code_version(self, spec: PodSpec) -> str | None:
         return self.code
@@ -55,6 +57,10 @@ class Recording(StandIns):
         return await super().start_pod(spec, sidecar_config, token)
 
     async def wait_ready(self, spec: PodSpec, started: StartedPod, timeout: float) -> None:
+        if spec.name.split("-r")[0] in self.hang:
+            self.log.append(f"waiting for {spec.name}")
+            await asyncio.sleep(timeout)
+            raise RuntimeFailure(f"pod {spec.name}: not ready within {timeout:g}s")
         if spec.name.split("-r")[0] in self.fail:
             if self.unhealthy:
                 raise RuntimeFailure(f"pod {spec.name}: app did not answer /healthz within 10s")
@@ -194,3 +200,42 @@ async def test_pods_that_run_what_the_save_built_are_not_replaced(
     assert runtime.log == []
     runtime.code = "sha256:bbb"
     assert len((await control.roll("web")).replaced) == 2
+
+
+async def test_newer_code_saved_while_a_new_pod_starts_stops_it_at_once(
+    running: tuple[ControlPlane, Recording],
+) -> None:
+    control, runtime = running
+    runtime.hang.add("web-1")  # the first pod rolls, the second's new code never gets ready
+    superseded = asyncio.Event()
+    roll = asyncio.create_task(control.roll("web", superseded))
+    while "waiting for web-1-r1" not in runtime.log:
+        await asyncio.sleep(0.01)
+    superseded.set()
+    # Well within the fixture's 10 s readiness timeout.
+    report = await asyncio.wait_for(roll, 2)
+    assert report.superseded and not report.ok and report.error is None
+    assert report.replaced == (("web-0", "web-0-r1"),)
+    assert report.kept == ("web-1",)
+    assert "newer code saved" in report.summary() and "1 replaced before it" in report.summary()
+    # The pod that was starting is stopped, never routed; the old one serves on.
+    assert "stop web-1-r1 (gateway routes to web-0-r1, web-1)" in runtime.log
+    assert "web-1-r1" not in control.pods
+    assert runtime.routed() == ["web-0-r1", "web-1"]
+    assert RollReport.from_json(report.to_json()).superseded
+    # The lock is free: the next roll (the newest code) goes at once.
+    runtime.hang.clear()
+    again = await asyncio.wait_for(control.roll("web", asyncio.Event()), 5)
+    assert again.ok and again.replaced == (("web-0-r1", "web-0"), ("web-1", "web-1-r2"))
+    assert runtime.routed() == ["web-0", "web-1-r2"]
+
+
+async def test_a_roll_superseded_before_it_starts_a_pod_starts_none(
+    running: tuple[ControlPlane, Recording],
+) -> None:
+    control, runtime = running
+    superseded = asyncio.Event()
+    superseded.set()
+    report = await control.roll("web", superseded)
+    assert report.superseded and report.replaced == ()
+    assert runtime.log == []

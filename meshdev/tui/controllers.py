@@ -504,6 +504,11 @@ class UpController:
 def tell_roll(app: DashboardApp, report: RollReport, *, toast: bool = True) -> None:
     """A code roll: its banner, event and (unless `toast` is off: old news) its toast."""
     service = report.service
+    if report.superseded:
+        # Not a failure: the roll of the newest code follows at once, and its report decides
+        # the banner.
+        app.add_event("roll", report.summary())
+        return
     if report.ok:
         app.dashboard.clear_banner(service)
         if toast:

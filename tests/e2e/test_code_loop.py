@@ -196,6 +196,41 @@ async def test_one_replica_starts_its_new_pod_before_stopping_the_old(tmp_path: 
         mesh.up.stop()
 
 
+async def test_a_save_while_new_code_hangs_at_start_rolls_the_newest_at_once(
+    tmp_path: Path,
+) -> None:
+    """New code that never gets ready (it hangs before listening) used to hold the roll, and
+    every save after it, for its whole 60 s readiness timeout."""
+    mesh = CodeMesh(tmp_path, f"ch-{os.getpid()}")
+    try:
+        await asyncio.to_thread(mesh.up.wait_for, "ready:")
+        gen = mesh.load(40)
+        await asyncio.sleep(0.5)
+        mesh.save("v2", extra="import time\ntime.sleep(3600)")
+        await asyncio.to_thread(mesh.up.wait_for, "web: app.py changed", 30)
+        await asyncio.sleep(1.5)  # its first new pod is starting, and will never answer
+        t0 = time.monotonic()
+        mesh.save("v3")
+        line = await asyncio.to_thread(mesh.up.wait_for, "web: newer code saved", 30)
+        assert "that pod is stopped" in line, line
+        line = await asyncio.to_thread(mesh.up.wait_for, "web: rolled", 60)
+        took = time.monotonic() - t0
+        assert took <= BUDGET_S, (took, line)
+        assert await asyncio.to_thread(mesh.codes) == {"v3"}
+        result = await gen.stop()
+        assert failed(result) == 0, json.dumps(result.to_json())
+        # The hanging pod is gone, not left running beside the new ones.
+        status = mesh.up.status()
+        web = {p["name"] for p in status["pods"] if p["service"] == "web"}
+        assert len(web) == 2, web
+        running = {p.pod for p in procscan.labelled_processes(mesh.name)}
+        assert {pod for pod in running if pod.startswith("web")} == web, running
+        assert status["last_rolls"]["web"]["ok"] is True
+    finally:
+        mesh.up.run("down", str(mesh.path))
+        mesh.up.stop()
+
+
 async def test_a_save_that_fixes_a_crash_looping_service_starts_it_at_once(
     tmp_path: Path,
 ) -> None:

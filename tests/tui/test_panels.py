@@ -256,6 +256,19 @@ async def test_code_that_did_not_roll_out_has_a_banner_until_its_service_rolls(
         )
         await wait_until(lambda: up(app).reload_ok, "the reload", pause=pilot.pause)
         assert banner.display
+        # A roll cut short by newer code is an event only: no failure, no toast, and the
+        # banner still tells of the last roll that ended.
+        toasts = len(app._notifications)
+        await session.rolls.put(
+            RollReport("frontend", False, (), 300.0, kept=("frontend-0",), superseded=True)
+        )
+        await wait_until(
+            lambda: any("newer code saved" in t for t in app.dashboard.events.texts),
+            "the superseded roll's event",
+            pause=pilot.pause,
+        )
+        assert len(app._notifications) == toasts
+        assert "RuntimeError: boom" in str(banner.render())
         # Its own roll clears it.
         await session.rolls.put(
             RollReport("frontend", True, (("frontend-0", "frontend-0-r1"),), 700.0)
