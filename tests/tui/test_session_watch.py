@@ -169,6 +169,26 @@ async def test_a_pod_down_waiting_for_its_restart_is_listed(state_dir: Path) -> 
         assert "last exit 137" in detail and "next try in 8 s" in detail
 
 
+async def test_quitting_while_the_pods_countdown_refreshes_ends_cleanly(state_dir: Path) -> None:
+    """The countdown of a pod waiting for its restart redraws the Pods table at every poll; a
+    poll that came while the app shut down (its tables already removed, the screen not yet)
+    ended the app with a NoMatches traceback."""
+    health = {"state": "exited", "restarts": 1, "exit_code": 1, "next_try_in": 8.0}
+    write(state_dir, pods=[pod("ingress", "", 15000)], down=["backend-0"],
+          health={"backend-0": {**health, "last_exit": None}})  # fmt: skip
+    for _ in range(10):
+        assert await _open_pods_and_quit() in (0, None)
+
+
+async def _open_pods_and_quit() -> int | None:
+    app = MeshdevApp(FakeSource(), SessionWatchController(MESH, poll_every=0.01))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("2")
+        pods = app.dashboard.pods
+        await wait_until(lambda: "backend-0" in pods.keys, "the pod", pause=pilot.pause)
+    return app.return_code
+
+
 def test_reports_come_back_from_their_json() -> None:
     reload = ReloadReport(3, True, 5, 5, 2, 17.5, ("a-1",), ("a-0",), (), ("b-0",))
     assert ReloadReport.from_json(json.loads(json.dumps(reload.to_json()))) == reload

@@ -96,7 +96,7 @@ class DashboardScreen(Screen[None]):
         self._load_bar = Static("", id="load-bar")
         # True between mount and unmount: workers' messages may arrive outside that window
         # (while the app starts or shuts down) and then have nothing to render onto.
-        self.live = False
+        self._mounted = False
 
     def compose(self) -> ComposeResult:
         yield MeshHeader(self.facts, id="header")
@@ -120,11 +120,18 @@ class DashboardScreen(Screen[None]):
         yield self._load_bar
         yield KeysBar(KEYS, id="keys")
 
+    @property
+    def live(self) -> bool:
+        """Whether its widgets are there to show things on. A shutting-down app removes the
+        screen's widgets before the screen's own unmount, and a timer may fire in between:
+        it is no longer running from the start of that."""
+        return self._mounted and self.app.is_running
+
     def on_mount(self) -> None:
-        self.live = True
+        self._mounted = True
 
     def on_unmount(self) -> None:
-        self.live = False
+        self._mounted = False
 
     def on_resize(self, event: events.Resize) -> None:
         # Small terminals keep the essentials: breakers, routes, keys (see app.tcss).
