@@ -198,7 +198,10 @@ def dashboard(mesh: str) -> dict[str, Any]:
                     "datasource": DATASOURCE,
                     "enable": True,
                     "expr": RELOADS,
-                    "titleFormat": "config v{{__value__}} on {{pod}}",
+                    # Grafana fills a title from the series' labels only (not its value,
+                    # which here counts changes anyway): the pod, and its service as a tag.
+                    "titleFormat": "config reloaded on {{pod}}",
+                    "tagKeys": "service",
                     "iconColor": "blue",
                 }
             ]

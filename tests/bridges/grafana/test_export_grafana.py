@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.parse
@@ -126,6 +127,16 @@ def test_every_query_answers_from_a_real_prometheus(tmp_path: Path) -> None:
             if not json.loads(body)["data"]["result"]:
                 empty.append(expr)
         assert not empty, f"queries without data: {empty}"
+        # Grafana fills an annotation's title from its series' labels (renderLegendFormat):
+        # every {{name}} in it must be a label of what the query answers.
+        for note in doc["annotations"]["list"]:
+            expr = note["expr"].replace("$namespace", name)
+            series = json.loads(get(f"{prom}/api/v1/query?query={urllib.parse.quote(expr)}")[1])
+            wanted = re.findall(r"\{\{\s*(.+?)\s*\}\}", note["titleFormat"])
+            wanted += [k for k in note.get("tagKeys", "").split(",") if k]
+            for one in series["data"]["result"]:
+                missing = [k for k in wanted if not one["metric"].get(k)]
+                assert not missing, (note["name"], missing, one["metric"])
     finally:
         res = up.run("down", str(mesh_file))
         up.stop()
