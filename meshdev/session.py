@@ -102,7 +102,7 @@ class Session:
                 raise
             self.prometheus = prometheus
             self.say(f"prometheus: {url} scraping the sidecars' /stats/prometheus")
-        self._record(report)
+        self.record(report)
         return report
 
     def _prometheus_waits(self) -> str:
@@ -148,7 +148,7 @@ class Session:
                 self.mesh = event.mesh
                 if watched_services(self.mesh, self.mesh_file) != before:
                     self._rewatch.set()
-            self._record(report)
+            self.record(report)
             self.say(report.summary())
             if on_report is not None:
                 on_report(report)
@@ -230,7 +230,9 @@ class Session:
             self.state_path().unlink()
         return removed
 
-    def _record(self, report: ReloadReport) -> None:
+    def record(self, report: ReloadReport) -> None:
+        """`report`'s apply is the newest: what `last_reload` and the state file say (a save's,
+        or a change the dashboard's canary key applied without touching the file)."""
         self.last_reload = {"at": time.time(), **report.to_json()}
         self._pods_changed()
 

@@ -46,6 +46,7 @@ from meshdev.tui.logic.traces import trace_for_events, trace_for_route
 from meshdev.tui.messages import (
     ActionDone,
     CodeRolled,
+    KeyApplied,
     PodStates,
     ReloadApplied,
     ReloadRejected,
@@ -243,6 +244,7 @@ class MeshdevApp(App[int]):
     @on(RetryStart)
     @on(StartupFinished)
     @on(ReloadApplied)
+    @on(KeyApplied)
     @on(ReloadRejected)
     @on(CodeRolled)
     @on(PodStates)

@@ -266,6 +266,9 @@ class FakeSession:
             if on_roll is not None:
                 on_roll(report)
 
+    def record(self, report: ReloadReport) -> None:
+        self.last_reload = {"at": 0.0, **report.to_json()}
+
     async def stop(self) -> list[str]:
         self.stopped += 1
         return [f"{name} (app)" for name in self.control.pods]

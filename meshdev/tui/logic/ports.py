@@ -113,3 +113,7 @@ class SessionPort(Protocol):
     async def follow_code(self, on_roll: Callable[[RollReport], None] | None = None) -> None: ...
 
     async def stop(self) -> list[str]: ...
+
+    def record(self, report: ReloadReport) -> None:
+        """A change applied by other means than a save (the canary key) is the newest
+        reload: `last_reload`, and the state file `meshdev status` and watchers read."""

@@ -12,7 +12,15 @@ from meshdev.testing.sample_views import sample_view
 from meshdev.tui.logic.commands import Commands
 from meshdev.tui.messages import ActionDone
 from tests.support import DEMO_MESH, wait_until
-from tests.tui.tuifakes import TOKEN, FakeSession, FakeSource, PodsServer, make_app, started
+from tests.tui.tuifakes import (
+    TOKEN,
+    FakeSession,
+    FakeSource,
+    PodsServer,
+    make_app,
+    started,
+    up,
+)
 
 
 def done(seen: list[Message]) -> list[ActionDone]:
@@ -179,6 +187,30 @@ async def test_w_shifts_the_canary_weight_through_the_control_plane(
         weights = {c["cluster"]: c["weight"] for c in route["clusters"]}
         assert weights == {"backend.v1": 70, "backend.v2": 30}
         assert json.dumps(config)  # what was pushed is plain JSON
+
+
+async def test_after_w_the_reload_line_speaks_of_the_version_the_header_shows(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    # The canary key applies v2 through the control plane: the header's version moved, and
+    # the reload line once still said "applied v1" (the start's), as did `last_reload`.
+    app = make_app(source, session)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await started(pilot, app, source)
+        source.emit(sample_view(0))
+        await wait_until(lambda: app.view is not None, "view", pause=pilot.pause)
+        await pilot.press("w")
+        await wait_until(lambda: session.control.version == 2, "canary", pause=pilot.pause)
+        header = app.dashboard.query_one("#header")
+        await wait_until(
+            lambda: "reload: applied v2 " in str(header.render()), "reload line", pause=pilot.pause
+        )
+        text = str(header.render())
+        assert " v2 " in text.splitlines()[0]
+        assert "applied v1" not in text
+        assert "mesh.yaml unchanged" in text
+        assert up(app).reload_ok
+        assert session.last_reload is not None and session.last_reload["version"] == 2
 
 
 async def test_the_load_goes_to_the_mesh_s_own_path_not_a_fixed_one(
