@@ -81,6 +81,15 @@ class RoutesTable(KeyedTable):
     SORTABLE = ("rps", "success", "p99", "retries", "route")
     DESCENDING = frozenset({"rps", "p50", "p95", "p99", "retries"})
 
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        # The route the load key's requests take (load_control.load_route): f and w act on
+        # the cursor's route, and the cursor sits there until the user moves it, rather than
+        # on the top row, which the load may never reach.
+        self.home: str | None = None
+        self._placed: str | None = None  # where the cursor was last put for `home`
+        self.user_moved = False
+
     def show(self, routes: Iterable[RouteStats], step: int = 1, trends: bool = True) -> None:
         """`step`: views per bar of the trend; `trends`: redraw the trends in this frame.
 
@@ -92,3 +101,23 @@ class RoutesTable(KeyedTable):
             kept = None if trends else self.kept_cell(r.key, "trend")
             rows[r.key] = route_row(r, kept if kept is not None else trend_cell(r.history, step))
         self.sync(rows)
+        self._keep_home()
+
+    def _keep_home(self) -> None:
+        """Put the cursor on `home`, unless the user moved it: a cursor elsewhere than where
+        it was put (or, before that, off the top row) was moved by a key or a click, and
+        stays the user's from then on. Sorting keeps the cursor on its route, so it is no
+        move."""
+        if self.user_moved or self.home is None:
+            return
+        cursor = self.cursor_key
+        moved = (cursor != self._placed) if self._placed is not None else self.cursor_row > 0
+        if moved:
+            self.user_moved = True
+            return
+        keys = self.keys
+        if self.home not in keys:
+            return
+        if cursor != self.home:
+            self.move_cursor(row=keys.index(self.home), animate=False)
+        self._placed = self.home
