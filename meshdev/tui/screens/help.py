@@ -45,7 +45,12 @@ KEYS = (
 )
 
 PANELS = (
-    ("Routes", "per route, summed over sidecars: RPS, success %, latency, retries, flags."),
+    (
+        "Routes",
+        "per route, summed over sidecars: RPS, success %, latency, retries per second, and "
+        "FLAGS/s: Envoy's response flags per second, as RPS (UO 50 at RPS 100: half of the "
+        "requests overflowed a breaker); WS n: upgraded connections open now.",
+    ),
     (
         "Clusters",
         "BREAKER is the state now: OPEN while a limit is full (the next request over it "

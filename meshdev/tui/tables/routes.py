@@ -14,21 +14,22 @@ from meshdev.tui.tables.keyed import Column, KeyedTable, Row
 SPARK_WIDTH = 12
 
 
-def flags_cell(flags: dict[str, int], upgrades_open: int = 0) -> Text:
-    """The interval's response flags, most telling first (UO before RL, as FLAGS orders),
-    after the route's open upgraded (WebSocket) connections, `WS <n>`, when it has any: the
+def flags_cell(flags_per_s: dict[str, float], upgrades_open: int = 0) -> Text:
+    """The response flags per second (as RPS beside them: UO 50 of RPS 100 is half the
+    requests), most telling first (UO before RL, as FLAGS orders), after the route's open
+    upgraded (WebSocket) connections, `WS <n>` (a count, not a rate), when it has any: the
     column holds what is unusual about a route, and long-lived connections are."""
     out = Text()
     if upgrades_open:
         out.append("WS", style="bold cyan")
         out.append(f" {upgrades_open}")
     for flag in FLAGS:
-        count = flags.get(flag, 0)
-        if count:
+        rate = flags_per_s.get(flag, 0.0)
+        if rate > 0:
             if out:
                 out.append(" ")
             out.append(flag, style="bold red" if flag in ("UO", "UH", "UF", "UT") else "yellow")
-            out.append(f" {count}")
+            out.append(f" {fmt.rate(rate)}")
     return out
 
 
@@ -47,7 +48,7 @@ def route_row(r: RouteStats, trend: Text | None = None) -> Row:
         fmt.right(fmt.ms(r.p99)),
         fmt.right(fmt.rate(r.retries_per_s)),
         trend if trend is not None else trend_cell(r.history, 1),
-        flags_cell(r.flags, r.upgrades_open),
+        flags_cell(r.flags_per_s, r.upgrades_open),
     )
     return Row(
         cells,
@@ -76,7 +77,7 @@ class RoutesTable(KeyedTable):
         Column("p99", "P99", 7),
         Column("retries", "RETRY/s", 7),
         Column("trend", "RPS TREND", SPARK_WIDTH),
-        Column("flags", "FLAGS"),
+        Column("flags", "FLAGS/s"),
     )
     SORTABLE = ("rps", "success", "p99", "retries", "route")
     DESCENDING = frozenset({"rps", "p50", "p95", "p99", "retries"})
