@@ -22,7 +22,7 @@ from typing import Any
 from meshdev.codewatch import CodeChanged, watch_code, watched_services
 from meshdev.common.waiting import wait_set
 from meshdev.config.model import Mesh
-from meshdev.control import ControlPlane, ReloadReport, RollReport
+from meshdev.control import BY_KEY, ControlPlane, ReloadReport, RollReport
 from meshdev.meshfile import MeshChanged, MeshRejected, watch_mesh
 from meshdev.observability.prometheus import (
     DockerLauncher,
@@ -230,10 +230,12 @@ class Session:
             self.state_path().unlink()
         return removed
 
-    def record(self, report: ReloadReport) -> None:
+    def record(self, report: ReloadReport, *, by_key: bool = False) -> None:
         """`report`'s apply is the newest: what `last_reload` and the state file say (a save's,
-        or a change the dashboard's canary key applied without touching the file)."""
+        or, `by_key`, a change the dashboard's canary key applied without touching the file)."""
         self.last_reload = {"at": time.time(), **report.to_json()}
+        if by_key:
+            self.last_reload[BY_KEY] = True
         self._pods_changed()
 
     def _pods_changed(self) -> None:

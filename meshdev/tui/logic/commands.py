@@ -233,7 +233,7 @@ class Commands:
         report = await self.session.control.apply(mesh)
         # The control plane's version moved, failed or not: the session's last reload (and
         # state file) and the dashboard must say which one applied, not the last save's.
-        self.session.record(report)
+        self.session.record(report, by_key=True)
         if self.on_applied is not None:
             self.on_applied(report)
         if not report.ok:

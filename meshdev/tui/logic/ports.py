@@ -114,6 +114,6 @@ class SessionPort(Protocol):
 
     async def stop(self) -> list[str]: ...
 
-    def record(self, report: ReloadReport) -> None:
-        """A change applied by other means than a save (the canary key) is the newest
-        reload: `last_reload`, and the state file `meshdev status` and watchers read."""
+    def record(self, report: ReloadReport, *, by_key: bool = False) -> None:
+        """A change applied by other means than a save (`by_key`: the canary key) is the
+        newest reload: `last_reload`, and the state file `meshdev status` and watchers read."""

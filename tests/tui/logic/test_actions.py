@@ -8,6 +8,7 @@ from pathlib import Path
 
 from textual.message import Message
 
+from meshdev.control import BY_KEY
 from meshdev.loadgen import LoadResult
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.testing.sample_views import sample_view
@@ -254,6 +255,7 @@ async def test_after_w_the_reload_line_speaks_of_the_version_the_header_shows(
         assert "mesh.yaml unchanged" in text
         assert up(app).reload_ok
         assert session.last_reload is not None and session.last_reload["version"] == 2
+        assert session.last_reload[BY_KEY] is True  # watching dashboards tell it so too
 
 
 async def test_the_load_goes_to_the_mesh_s_own_path_not_a_fixed_one(
