@@ -118,9 +118,11 @@ class KeyedTable(FastDataTable):
 
     def _overflowing(self, room: int) -> frozenset[str]:
         """The columns to hide for the rest to fit in `room` cells, least important first."""
+        droppable = [(i, c) for i, c in enumerate(self.shown_columns) if c.drop]
+        if not droppable:  # most tables: no cells to measure (the traces' grow every second)
+            return frozenset()
         widths = {c.key: self._column_width(i, c) for i, c in enumerate(self.shown_columns)}
         total = sum(widths.values())
-        droppable = [(i, c) for i, c in enumerate(self.shown_columns) if c.drop]
         hidden: set[str] = set()
         for _, column in sorted(droppable, key=lambda ic: (-ic[1].drop, -ic[0])):
             if total <= room:
