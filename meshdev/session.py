@@ -22,7 +22,7 @@ from typing import Any
 from meshdev.codewatch import CodeChanged, watch_code, watched_services
 from meshdev.common.waiting import wait_set
 from meshdev.config.model import Mesh
-from meshdev.control import ControlPlane, ReloadReport, RollReport
+from meshdev.control import BY_KEY, ControlPlane, ReloadReport, RollReport
 from meshdev.meshfile import MeshChanged, MeshRejected, watch_mesh
 from meshdev.observability.prometheus import (
     DockerLauncher,
@@ -104,7 +104,7 @@ class Session:
                 raise
             self.prometheus = prometheus
             self.say(f"prometheus: {url} scraping the sidecars' /stats/prometheus")
-        self._record(report)
+        self.record(report)
         return report
 
     def _prometheus_waits(self) -> str:
@@ -150,7 +150,7 @@ class Session:
                 self.mesh = event.mesh
                 if watched_services(self.mesh, self.mesh_file) != before:
                     self._rewatch.set()
-            self._record(report)
+            self.record(report)
             self.say(report.summary())
             if on_report is not None:
                 on_report(report)
@@ -239,8 +239,12 @@ class Session:
             self.state_path().unlink()
         return removed
 
-    def _record(self, report: ReloadReport) -> None:
+    def record(self, report: ReloadReport, *, by_key: bool = False) -> None:
+        """`report`'s apply is the newest: what `last_reload` and the state file say (a save's,
+        or, `by_key`, a change the dashboard's canary key applied without touching the file)."""
         self.last_reload = {"at": time.time(), **report.to_json()}
+        if by_key:
+            self.last_reload[BY_KEY] = True
         self._pods_changed()
 
     def _pods_changed(self) -> None:

@@ -31,6 +31,7 @@ from meshdev.telemetry.io.source import OnView, ProxyTarget
 
 EPOCH = 1_700_000_000.0  # a fixed wall-clock time, so snapshots show the same clock
 HISTORY = 12
+INTERVAL = 0.25  # seconds a view's counts cover (the telemetry source's default)
 _SERVICES = ("backend", "frontend", "payments", "users", "search")
 _ROUTE_NAMES = ("items", "canary", "default", "checkout", "profile", "lookup", "list", "admin")
 _PODS = {
@@ -72,6 +73,7 @@ def _route(tick: int, i: int) -> RouteStats:
         total=1000 * (i + 1) + tick * total,
         codes={"200": total - min(errors, total), **({"503": errors} if errors else {})},
         flags=flags,
+        flags_per_s={f: n / INTERVAL for f, n in flags.items()},
         latency_buckets=((0.5, 0.5, 40), (1.0, 1.0, 120), (2.0, 2.0, 60), (5.0, 5.0, 12)),
         history=history,
     )

@@ -36,9 +36,10 @@ from textual.timer import Timer
 from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
+from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import Event, MeshView
 from meshdev.tui.controllers import SessionController
-from meshdev.tui.logic.load_control import watching_text
+from meshdev.tui.logic.load_control import load_route, watching_text
 from meshdev.tui.logic.mailbox import ViewMailbox
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import TraceFeed, ViewSource
@@ -46,6 +47,7 @@ from meshdev.tui.logic.traces import trace_for_events, trace_for_route
 from meshdev.tui.messages import (
     ActionDone,
     CodeRolled,
+    KeyApplied,
     PodStates,
     ReloadApplied,
     ReloadRejected,
@@ -119,6 +121,8 @@ class MeshdevApp(App[int]):
         self._failures: dict[str, str] = {}
         self._quit_pressed_at: float | None = None
         self._failure_events: deque[Event] = deque(maxlen=FAILURE_EVENTS)
+        # The mesh whose load route the routes table was last told of (a save may move it).
+        self._routed_for: Mesh | None = None
         controller.attach(self)
         self.dashboard = DashboardScreen(controller.header(None), controller.log_reader)
 
@@ -196,6 +200,10 @@ class MeshdevApp(App[int]):
         step = max(1, round(1.0 / self.source.interval))
         second = math.floor(view.at)
         trends, self._trend_second = second != self._trend_second, second
+        mesh = self.controller.mesh()
+        if mesh is not self._routed_for:
+            self._routed_for = mesh
+            self.dashboard.routes.home = load_route(mesh)
         with self.batch_update():
             self.dashboard.show_view(view, step, trends)
             self.dashboard.add_events(events)
@@ -243,6 +251,7 @@ class MeshdevApp(App[int]):
     @on(RetryStart)
     @on(StartupFinished)
     @on(ReloadApplied)
+    @on(KeyApplied)
     @on(ReloadRejected)
     @on(CodeRolled)
     @on(PodStates)

@@ -27,6 +27,7 @@ from meshdev.tui.logic.commands import Commands
 from meshdev.tui.logic.ports import DemoKeys, SessionPort, ViewSource
 from meshdev.tui.messages import (
     CodeRolled,
+    KeyApplied,
     PodStates,
     ReloadApplied,
     ReloadRejected,
@@ -232,7 +233,7 @@ class UpController:
         self.session = session
         self.keep = keep
         self.pods_every = pods_every
-        self.commands = Commands(session)
+        self.commands = Commands(session, on_applied=self._key_applied)
         self.started = False
         self.torn_down = False
         self.pod_states: dict[str, PodState] = {}
@@ -292,6 +293,8 @@ class UpController:
                 self._startup_finished(report)
             case ReloadApplied(report=report):
                 self._reload_applied(report)
+            case KeyApplied(report=report):
+                self._reloaded(key_applied_text(report), ok=report.ok, event=False)
             case ReloadRejected(version=version, errors=errors):
                 self._reload_rejected(version, errors)
             case CodeRolled(report=report):
@@ -417,6 +420,9 @@ class UpController:
     def _applied(self, report: ReloadReport) -> None:
         self.app.post_message(ReloadApplied(report))
 
+    def _key_applied(self, report: ReloadReport) -> None:
+        self.app.post_message(KeyApplied(report))
+
     def _reload_applied(self, report: ReloadReport) -> None:
         if report.ok:
             self.app.dashboard.clear_banner()
@@ -436,10 +442,12 @@ class UpController:
     def _show_banner(self, version: int, errors: tuple[str, ...]) -> None:
         self.app.dashboard.show_banner(self.session.mesh_file.name, version, errors)
 
-    def _reloaded(self, text: str, *, ok: bool, kind: str = "reload") -> None:
+    def _reloaded(self, text: str, *, ok: bool, kind: str = "reload", event: bool = True) -> None:
+        """`event`: also an event (a key's apply has its own, the action's sentence)."""
         self.reload_text, self.reload_ok, self.reload_at = text, ok, self.app.clock()
         self.app.show_header()
-        self.app.add_event(kind if ok or kind != "reload" else "rejected", text)
+        if event:
+            self.app.add_event(kind if ok or kind != "reload" else "rejected", text)
 
     def _set_targets(self) -> None:
         pods = self.session.control.pods.values()
@@ -521,6 +529,11 @@ def tell_roll(app: DashboardApp, report: RollReport, *, toast: bool = True) -> N
     if toast:
         app.notify(error.splitlines()[0], title=f"{service}: not rolled out", severity="error")
     app.add_event("rejected", report.summary())
+
+
+def key_applied_text(report: ReloadReport) -> str:
+    """The header's words for a config a demo key applied: not the file's, until a save."""
+    return f"{report.summary()} (canary key; mesh.yaml unchanged)"
 
 
 def rejected_text(errors: tuple[str, ...]) -> str:

@@ -62,6 +62,14 @@ class ReloadApplied(Message):
 
 
 @dataclass
+class KeyApplied(Message):
+    """A demo key (the canary shift) applied a changed mesh through the control plane, with
+    mesh.yaml untouched: a new config version, as a save makes one."""
+
+    report: ReloadReport
+
+
+@dataclass
 class ReloadRejected(Message):
     """A save of the mesh file did not validate; the last good config keeps serving."""
 
@@ -114,6 +122,7 @@ SessionMessage: TypeAlias = (
     | StartupFinished
     | StartupFailed
     | ReloadApplied
+    | KeyApplied
     | ReloadRejected
     | CodeRolled
     | PodStates

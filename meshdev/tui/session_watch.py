@@ -24,7 +24,7 @@ from typing import Any
 from meshdev import plan
 from meshdev.config import MeshInvalid, load_mesh
 from meshdev.config.model import Mesh
-from meshdev.control import ReloadReport, RollReport
+from meshdev.control import BY_KEY, ReloadReport, RollReport
 from meshdev.runtime.base import Container, PodState, Runtime
 from meshdev.runtime.detect import running_runtime
 from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
@@ -35,6 +35,7 @@ from meshdev.tui.controllers import (
     DashboardApp,
     WatchController,
     attached,
+    key_applied_text,
     left_running,
     rejected_text,
     tell_roll,
@@ -293,6 +294,13 @@ class SessionWatchController(WatchController):
         try:
             report = ReloadReport.from_json(last)
         except (KeyError, TypeError, ValueError):
+            return
+        if last.get(BY_KEY):
+            # The canary key's apply: no save of the file, so its banner (if any) stays, and
+            # the words are `up`'s own dashboard's.
+            text = key_applied_text(report)
+            self._said(text, report.ok, at)
+            app.add_event("reload" if report.ok else "rejected", text)
             return
         if report.ok:
             app.dashboard.clear_banner()

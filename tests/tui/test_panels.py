@@ -41,7 +41,8 @@ async def test_routes_clusters_and_hosts_show_the_view(
         assert d.routes.keys == [r.key for r in view.routes]
         items = view.routes[0]
         assert d.routes.cell_text(items.key, "p99").strip() == fmt.ms(items.p99)
-        assert d.routes.cell_text(items.key, "flags") == f"UO {items.flags['UO']}"
+        # Per second, as RPS: the sample's interval is a quarter of one.
+        assert d.routes.cell_text(items.key, "flags") == f"UO {items.flags['UO'] * 4}"
         assert d.clusters.cell_text("backend", "breaker").strip() == "OPEN"
         assert d.clusters.cell_text("backend", "trips").strip() == "7.0"
         assert "pend 5/5" in d.clusters.cell_text("backend", "limits")
@@ -447,14 +448,16 @@ async def test_what_is_drawn_follows_every_change_despite_the_cell_cache(
         drawn = _drawn(routes)
         # One cell changes: that row shows the new value, the others are drawn as before.
         changed = list(first.routes)
-        changed[3] = dataclasses.replace(changed[3], p99=999.0, flags={"UO": 3})
+        changed[3] = dataclasses.replace(
+            changed[3], p99=999.0, flags={"UO": 3}, flags_per_s={"UO": 12.0}
+        )
         second = dataclasses.replace(first, routes=tuple(changed), at=first.at + 1)
         source.emit(second)
         await wait_until(lambda: app.view is second, "second", pause=pilot.pause)
         after = _drawn(routes)
         row = next(i for i, line in enumerate(after) if changed[3].key in line)
         assert "999ms" in after[row]
-        assert "UO 3" in after[row]
+        assert "UO 12" in after[row]
         assert [line for i, line in enumerate(after) if i != row] == [
             line for i, line in enumerate(drawn) if i != row
         ]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from meshdev.control import ReloadReport, RollReport
+from meshdev.control import BY_KEY, ReloadReport, RollReport
 from meshdev.runtime.paths import STATE_FILE, mesh_dir
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.remote_keys import RemoteKeys
@@ -141,6 +141,24 @@ async def test_the_dashboard_shows_the_session_as_its_state_file_says(state_dir:
             "the refusal",
             pause=pilot.pause,
         )
+
+
+async def test_a_canary_keys_apply_is_told_as_up_tells_it_not_as_a_save(
+    state_dir: Path,
+) -> None:
+    write(state_dir)
+    app = MeshdevApp(FakeSource(), SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(160, 50), notifications=True) as pilot:
+        await wait_until(lambda: "applied v3" in header(app), "the header", pause=pilot.pause)
+        shifted = ReloadReport(version=4, ok=True, sidecars=2, serving=2, pushed=2, elapsed_ms=9)
+        write(
+            state_dir,
+            version=4,
+            last_reload={"at": time.time(), **shifted.to_json(), BY_KEY: True},
+        )
+        await wait_until(lambda: "applied v4" in header(app), "v4", pause=pilot.pause)
+        assert "canary key; mesh.yaml unchanged" in header(app)
+        assert not any(n.title == "mesh.yaml reloaded" for n in app._notifications)
 
 
 async def test_a_pod_down_waiting_for_its_restart_is_listed(state_dir: Path) -> None:

@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from meshdev import plan
 from meshdev.config import load_mesh
 from meshdev.config.model import Mesh
-from meshdev.control import TOKEN_HEADER, ControlPlane, Pod, ReloadReport, RollReport
+from meshdev.control import BY_KEY, TOKEN_HEADER, ControlPlane, Pod, ReloadReport, RollReport
 from meshdev.plan import Placement, PodSpec
 from meshdev.runtime.base import (
     Container,
@@ -265,6 +265,9 @@ class FakeSession:
             self.say(report.summary())
             if on_roll is not None:
                 on_roll(report)
+
+    def record(self, report: ReloadReport, *, by_key: bool = False) -> None:
+        self.last_reload = {"at": 0.0, **report.to_json(), **({BY_KEY: True} if by_key else {})}
 
     async def stop(self) -> list[str]:
         self.stopped += 1

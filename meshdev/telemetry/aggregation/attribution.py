@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from meshdev.telemetry.aggregation.sidecar_interval import SidecarInterval
 from meshdev.telemetry.aggregation.stat_index import StatIndex
 from meshdev.telemetry.aggregation.statnames import CODE, DS_CODE, DS_TOTAL, ROUTE, TOTAL, Meaning
-from meshdev.telemetry.aggregation.tally import RouteTally, bump
+from meshdev.telemetry.aggregation.tally import RouteTally, bump, bump_flag
 from meshdev.telemetry.aggregation.topology import RouteKey, Topology
 
 # The status a flag's answer has (one digit: a class), to tell which route a shared
@@ -65,8 +65,10 @@ def attribute(
     listener_flags: list[tuple[str, int]],
     routes: dict[RouteKey, RouteTally],
     unattributed: dict[str, int],
+    inv: float,
 ) -> None:
-    """Add one sidecar's cluster and listener flags of the interval to `routes`' flags."""
+    """Add one sidecar's cluster and listener flags of the interval to `routes`' flags
+    (`inv`: 1 / the length of its interval, for their rates)."""
     totals, codes = _route_answers(meaning, snap, index)
 
     def answered(key: RouteKey, status: str) -> int:
@@ -94,7 +96,7 @@ def attribute(
                 r = routes.get(k)
                 if r is None:
                     r = routes[k] = RouteTally()
-                bump(r.flags, flag, part)
+                bump_flag(r, flag, part, inv)
 
     for cluster, flag, n in cluster_flags:
         if flag not in index.route_flags:

@@ -70,7 +70,13 @@ from meshdev.telemetry.aggregation.statnames import (
     UPG_TOTAL,
     StatNames,
 )
-from meshdev.telemetry.aggregation.tally import ClusterTally, HostTally, RouteTally, bump
+from meshdev.telemetry.aggregation.tally import (
+    ClusterTally,
+    HostTally,
+    RouteTally,
+    bump,
+    bump_flag,
+)
 from meshdev.telemetry.aggregation.topology import RouteKey, Topology
 from meshdev.telemetry.aggregation.view import MeshView, SidecarStatus
 from meshdev.telemetry.aggregation.view_build import (
@@ -359,7 +365,7 @@ class Aggregator:
                 elif what == RETRY:
                     r.retry += n * inv
                 elif what == FLAG:
-                    bump(r.flags, arg, n)
+                    bump_flag(r, arg, n, inv)
                 elif what == DS_CLASS:
                     bump(r.down.classes, arg, n)
                 elif what == CLASS:
@@ -417,4 +423,5 @@ class Aggregator:
                 listener_flags,
                 routes,
                 unattributed,
+                inv,
             )

@@ -14,6 +14,13 @@ def bump(d: dict[str, int], key: str, n: int) -> None:
     d[key] = d.get(key, 0) + n
 
 
+def bump_flag(r: RouteTally, flag: str, n: int, inv: float) -> None:
+    """`n` of `flag` in a sidecar's interval (`inv`: 1 / its length): counted, and as a rate
+    per second summed over sidecars the way the route's rps is."""
+    r.flags[flag] = r.flags.get(flag, 0) + n
+    r.flag_rates[flag] = r.flag_rates.get(flag, 0.0) + n * inv
+
+
 def success_pct(codes: dict[str, int], classes: dict[str, int]) -> float | None:
     """Non-5xx over all answers: from status codes, else from `_<class>xx` counts."""
     if codes:
@@ -65,6 +72,7 @@ class Side:
 class RouteTally:
     __slots__ = (
         "down",
+        "flag_rates",
         "flags",
         "grpc",
         "hists",
@@ -81,6 +89,7 @@ class RouteTally:
         self.prefer_down = False  # a sidecar counts this route's downstream side
         self.retry = 0.0
         self.flags: dict[str, int] = {}
+        self.flag_rates: dict[str, float] = {}  # per second, each sidecar's over its interval
         self.hists: list[IntervalHistogram] = []
         self.upgrades = 0  # upgrade requests in the interval
         self.upgrades_open = 0  # upgraded connections open now

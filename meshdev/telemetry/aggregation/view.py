@@ -32,6 +32,9 @@ class RouteStats:
     total: int
     codes: dict[str, int] = field(default_factory=dict)  # interval counts by status code
     flags: dict[str, int] = field(default_factory=dict)  # interval counts by response flag
+    # The same flags per second, over the interval as `rps` is (what the routes table shows
+    # beside it: a count per 0.25 s read as a quarter of the truth next to a per-second RPS).
+    flags_per_s: dict[str, float] = field(default_factory=dict)
     latency_buckets: tuple[tuple[float, float, int], ...] = ()  # [lower_ms, width_ms, count]
     history: tuple[float, ...] = ()  # rps, last N intervals
     # Upgraded (WebSocket) connections: upgrade requests in the interval (refused ones too,

@@ -41,6 +41,7 @@ def route_stats(routes: dict[RouteKey, RouteTally], history: History) -> tuple[R
                 total=side.requests,
                 codes=side.codes,
                 flags=r.flags,
+                flags_per_s=r.flag_rates,
                 latency_buckets=buckets,
                 history=history.push(key, rps),
                 upgrades=r.upgrades,

@@ -7,13 +7,13 @@ Plain async code against the session: no Textual here, so it is tested on its ow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 
 from meshdev.common.workload_certs import spiffe_id
 from meshdev.config.model import INGRESS_IDENTITY, Match, Mesh
-from meshdev.control import Pod
+from meshdev.control import Pod, ReloadReport
 from meshdev.security.client import client_context
 from meshdev.tui.logic import actions
 from meshdev.tui.logic.actions import ActionFailed
@@ -34,8 +34,16 @@ PROBE_CERT_TTL = 300.0
 
 
 class Commands:
-    def __init__(self, session: SessionPort, path: str | None = None) -> None:
+    def __init__(
+        self,
+        session: SessionPort,
+        path: str | None = None,
+        on_applied: Callable[[ReloadReport], None] | None = None,
+    ) -> None:
         self.session = session
+        # Told of a config a key applied (the canary shift): the dashboard's reload line
+        # must then speak of that version, as its header does.
+        self.on_applied = on_applied
         # None: the mesh's (load_path), read at each use, so a save that changes it applies.
         self._path = path
         self.load: LoadControl | None = None
@@ -223,6 +231,11 @@ class Commands:
             raise ActionFailed("no route in mesh.yaml splits traffic by weight")
         mesh, split = shifted
         report = await self.session.control.apply(mesh)
+        # The control plane's version moved, failed or not: the session's last reload (and
+        # state file) and the dashboard must say which one applied, not the last save's.
+        self.session.record(report, by_key=True)
+        if self.on_applied is not None:
+            self.on_applied(report)
         if not report.ok:
             raise ActionFailed(f"canary shift not applied: {report.summary()}")
         return f"canary {split}: {report.summary()} (mesh.yaml unchanged; a save resets it)"

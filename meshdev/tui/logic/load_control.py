@@ -7,11 +7,13 @@ rate steps through a fixed ladder so `+` and `-` are predictable.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from rich.text import Text
 
 from meshdev.config import Mesh
+from meshdev.config.model import Match
 from meshdev.loadgen import LoadGenerator, LoadResult, LoadSpec
 
 RATES = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
@@ -41,6 +43,45 @@ def load_path(mesh: Mesh | None) -> str:
             continue
         return m.path or m.prefix or DEFAULT_PATH
     return DEFAULT_PATH
+
+
+def load_route(mesh: Mesh | None, path: str | None = None) -> str | None:
+    """The route (its key, vhost/route, as the routes table shows it) that the load's GETs
+    of `path` (default: the mesh's load_path) take once through the ingress: the first of the
+    destination's routes a plain GET matches, `default` where mesh.yaml gives it none. None
+    when no ingress route takes them, or the destination's routes leave them unmatched.
+    Where the dashboard's f and w act before the user chose a route: on the top row (on the
+    example, backend/canary, which wants a header the load never sends) they changed nothing
+    the load would show."""
+    if mesh is None or mesh.ingress is None:
+        return None
+    path = path if path is not None else load_path(mesh)
+    entry = next((r for r in mesh.ingress.routes if _plain_get_matches(r.match, path)), None)
+    if entry is None:
+        return None
+    routes = mesh.routes.get(entry.to)
+    if routes is None:  # as the plan renders a destination without routes
+        return f"{entry.to}/default"
+    for i, route in enumerate(routes):
+        if _plain_get_matches(route.match, path):
+            return f"{entry.to}/{route.name or f'r{i}'}"
+    return None
+
+
+def _plain_get_matches(m: Match, path: str) -> bool:
+    """Whether Envoy's route match `m` takes a GET of `path` sent without extra headers."""
+    path = path.split("?", 1)[0]
+    methods = (m.method,) if isinstance(m.method, str) else m.method
+    if methods and "GET" not in methods:
+        return False
+    # Only "absent" header conditions hold for a request that sends none of its own.
+    if any(h.present is not False for h in m.headers.values()):
+        return False
+    if m.regex is not None:
+        return re.fullmatch(m.regex, path) is not None
+    if m.path is not None:
+        return path == m.path
+    return m.prefix is None or path.startswith(m.prefix)
 
 
 class LoadControl:

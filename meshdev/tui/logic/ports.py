@@ -113,3 +113,7 @@ class SessionPort(Protocol):
     async def follow_code(self, on_roll: Callable[[RollReport], None] | None = None) -> None: ...
 
     async def stop(self) -> list[str]: ...
+
+    def record(self, report: ReloadReport, *, by_key: bool = False) -> None:
+        """A change applied by other means than a save (`by_key`: the canary key) is the
+        newest reload: `last_reload`, and the state file `meshdev status` and watchers read."""

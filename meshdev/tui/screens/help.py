@@ -29,15 +29,28 @@ KEYS = (
     ("x", "make one replica fail (its chaos knob); again to heal it"),
     ("p", "a plaintext request from outside straight at a secured pod (STRICT refuses it)"),
     ("a", "a request from a service no authorization policy allows (403, explained)"),
-    ("f", "switch an abort fault on / off on the selected route, at runtime"),
-    ("w", "shift the canary weight (applied now, not written to mesh.yaml)"),
+    (
+        "f",
+        "switch an abort fault on / off on the selected route, at runtime (until you move "
+        "the cursor, it sits on the route the load takes)",
+    ),
+    (
+        "w",
+        "shift the canary weight of the selected route, else of the busiest split one "
+        "(applied now, not written to mesh.yaml)",
+    ),
     ("/", "filter the log (a regex per source)"),
     ("?", "this help"),
     ("q", "quit and tear the mesh down (unless --keep)"),
 )
 
 PANELS = (
-    ("Routes", "per route, summed over sidecars: RPS, success %, latency, retries, flags."),
+    (
+        "Routes",
+        "per route, summed over sidecars: RPS, success %, latency, retries per second, and "
+        "FLAGS/s: Envoy's response flags per second, as RPS (UO 50 at RPS 100: half of the "
+        "requests overflowed a breaker); WS n: upgraded connections open now.",
+    ),
     (
         "Clusters",
         "BREAKER is the state now: OPEN while a limit is full (the next request over it "

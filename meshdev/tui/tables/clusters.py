@@ -97,25 +97,28 @@ def cluster_row(c: ClusterStats, timeline: Text | None = None, *, tcp: bool = Fa
 # A tcp cluster's own numbers (Envoy's cluster.<c>.upstream_cx_active / _total /
 # _rx_bytes_total + _tx_bytes_total / _connect_fail).
 TCP_COLUMNS = (
-    Column("cx_active", "CX", 5),
-    Column("cx_rate", "CX/s", 6),
-    Column("bytes", "BYTES/s", 8),
-    Column("cx_fail", "CX FAIL/s", 9),
+    Column("cx_active", "CX", 5, drop=3),
+    Column("cx_rate", "CX/s", 6, drop=5),
+    Column("bytes", "BYTES/s", 8, drop=5),
+    Column("cx_fail", "CX FAIL/s", 9, drop=4),
 )
 
 
 class ClustersTable(KeyedTable):
     TITLE = "Clusters  (breaker state now)"
+    # Narrow terminals keep the breaker's state and limits; the trips' history, then the
+    # cluster's traffic (the routes table has it per route) give way first (80 columns: name,
+    # state, healthy endpoints and limits; 120: all but RPS).
     COLUMNS = (
         Column("cluster", "CLUSTER"),
         Column("breaker", "BREAKER", 7),
-        Column("trips", "TRIPS/s", 7),
-        Column("timeline", "TIMELINE", TIMELINE_WIDTH),
-        Column("endpoints", "HEALTHY", 7),
-        Column("ejected", "EJECTED", 7),
-        Column("limits", "ACTIVE/LIMIT"),
-        Column("rps", "RPS", 7),
-        Column("success", "SUCCESS", 8),
+        Column("trips", "TRIPS/s", 7, drop=3),
+        Column("timeline", "TIMELINE", TIMELINE_WIDTH, drop=3),
+        Column("endpoints", "HEALTHY", 7, drop=2),
+        Column("ejected", "EJECTED", 7, drop=2),
+        Column("limits", "ACTIVE/LIMIT", drop=1),
+        Column("rps", "RPS", 7, drop=5),
+        Column("success", "SUCCESS", 8, drop=4),
     )
     SORTABLE = ("trips", "rps", "cluster")
     DESCENDING = frozenset({"trips", "rps"})

@@ -15,7 +15,7 @@ from meshdev.tui.tables.keyed import Column, KeyedTable, Row
 
 # A tcp host's connections opened per second (its `rps`: Envoy counts each relayed connection
 # as a request on its host).
-TCP_COLUMNS = (Column("cx_rate", "CX/s", 6),)
+TCP_COLUMNS = (Column("cx_rate", "CX/s", 6, drop=4),)
 
 
 def _dash() -> Text:
@@ -58,16 +58,18 @@ def host_row(h: HostStats, *, tcp: bool = False) -> Row:
 
 class HostsTable(KeyedTable):
     TITLE = "Hosts  (outlier ejections)"
+    # Narrow terminals keep which host is ejected and when it returns; traffic and the
+    # requests in flight give way first (ADDRESS stays: with CLUSTER it tells rows apart).
     COLUMNS = (
         Column("cluster", "CLUSTER"),
         Column("pod", "HOST"),
         Column("address", "ADDRESS"),
-        Column("rps", "RPS", 7),
-        Column("success", "SUCCESS", 8),
+        Column("rps", "RPS", 7, drop=4),
+        Column("success", "SUCCESS", 8, drop=3),
         Column("state", "STATE", 12),
-        Column("ejections", "EJECTIONS", 9),
-        Column("returns", "RETURNS IN", 10),
-        Column("active", "ACTIVE", 6),
+        Column("ejections", "EJECTIONS", 9, drop=2),
+        Column("returns", "RETURNS IN", 10, drop=1),
+        Column("active", "ACTIVE", 6, drop=4),
     )
     KEY_COLUMNS = ("cluster", "address")
     SORTABLE = ("success", "rps", "ejections", "pod")

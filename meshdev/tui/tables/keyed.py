@@ -8,6 +8,10 @@ The caller wraps a frame's syncs in `App.batch_update()` so they paint once.
 
 It tells its base (fast.py) which cells changed and when the layout moved, so a frame
 renders only the changed cells.
+
+Where the table is narrower than its columns, the least important ones (`Column.drop`) give
+way, and come back when it widens: DataTable has no hidden columns, so the table is rebuilt
+with the ones that fit (on a resize, or when a column grew), from the rows it keeps.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import ClassVar
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import events
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
 from meshdev.tui.tables.cell_text import CellText
@@ -31,6 +36,10 @@ class Column:
     key: str
     label: str
     width: int | None = None
+    # Where the table is too narrow for every column, those of the highest `drop` give way
+    # first (the rightmost first among equals); 0: never (what tells rows apart, and what
+    # the table is about).
+    drop: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,10 @@ class KeyedTable(FastDataTable):
         self._rows: dict[str, Row] = {}
         # COLUMNS, and any a panel appended since (a new kind of row brought them).
         self.shown_columns: tuple[Column, ...] = self.COLUMNS
+        # Keys of the columns that do not fit the table's width now (see `drop`), and the
+        # positions in `shown_columns` of those that do: the table's columns, in order.
+        self.hidden: frozenset[str] = frozenset()
+        self._visible: tuple[int, ...] = tuple(range(len(self.COLUMNS)))
         self.sort_column: str | None = None
         self.updates = 0  # cells changed, for tests and the benchmark
 
@@ -85,18 +98,74 @@ class KeyedTable(FastDataTable):
         for column in self.COLUMNS:
             self.add_column(column.label, key=column.key, width=column.width)
 
+    def on_resize(self, _: events.Resize) -> None:
+        self._fit()
+
+    @property
+    def visible_columns(self) -> tuple[Column, ...]:
+        return tuple(self.shown_columns[i] for i in self._visible)
+
+    def _fit(self, *, rebuild: bool = False) -> None:
+        """Show the columns that fit the table's width (all, where it is not laid out yet);
+        `rebuild`: rebuild the table even if they are the same (its columns changed)."""
+        room = self.scrollable_content_region.width
+        hidden = self._overflowing(room) if room > 0 else frozenset()
+        if hidden == self.hidden and not rebuild:
+            return
+        self.hidden = hidden
+        self._visible = tuple(i for i, c in enumerate(self.shown_columns) if c.key not in hidden)
+        self._rebuild()
+
+    def _overflowing(self, room: int) -> frozenset[str]:
+        """The columns to hide for the rest to fit in `room` cells, least important first."""
+        droppable = [(i, c) for i, c in enumerate(self.shown_columns) if c.drop]
+        if not droppable:  # most tables: no cells to measure (the traces' grow every second)
+            return frozenset()
+        widths = {c.key: self._column_width(i, c) for i, c in enumerate(self.shown_columns)}
+        total = sum(widths.values())
+        hidden: set[str] = set()
+        for _, column in sorted(droppable, key=lambda ic: (-ic[1].drop, -ic[0])):
+            if total <= room:
+                break
+            hidden.add(column.key)
+            total -= widths[column.key]
+        return frozenset(hidden)
+
+    def _column_width(self, at: int, column: Column) -> int:
+        """The cells a column takes, its padding included: an auto-width one is as wide as
+        its widest cell (or label), as DataTable makes it."""
+        width = column.width
+        if width is None:
+            widths = [cell_len(column.label)]
+            widths += (cell_len(_plain(row.cells[at])) for row in self._rows.values())
+            shown = self.columns.get(ColumnKey(column.key))
+            if shown is not None:  # DataTable's auto widths only grow (see `_wider`)
+                widths.append(shown.content_width)
+            width = max(widths)
+        return width + 2 * self.cell_padding
+
+    def _rebuild(self) -> None:
+        """The table anew, with the visible columns and every kept row (its cursor on the
+        same row, its sort kept)."""
+        cursor = self.cursor_key
+        self.clear(columns=True)
+        for column in self.visible_columns:
+            self.add_column(column.label, key=column.key, width=column.width)
+        for key, row in self._rows.items():
+            self.add_row(*(as_cell(row.cells[i]) for i in self._visible), key=key)
+        self.moved()
+        self._apply_sort()
+        if cursor is not None and cursor in self._rows:
+            self.move_cursor(row=self.keys.index(cursor), animate=False)
+
     def append_columns(self, columns: Sequence[Column], filler: Cell) -> None:
         """Append columns to a live table; its rows show `filler` there until their next
         sync (which must then give every row a cell for them). For what only some rows have
         (the tcp clusters' connections): a table without such rows keeps its old look."""
-        for column in columns:
-            self.add_column(
-                column.label, key=column.key, width=column.width, default=as_cell(filler)
-            )
         self.shown_columns = (*self.shown_columns, *columns)
         extra = (filler,) * len(columns)
         self._rows = {k: Row((*row.cells, *extra), row.sort) for k, row in self._rows.items()}
-        self.moved()
+        self._fit(rebuild=True)
 
     @property
     def keys(self) -> list[str]:
@@ -126,7 +195,7 @@ class KeyedTable(FastDataTable):
         return value.plain if isinstance(value, Text) else str(value)
 
     def sync(self, rows: Mapping[str, Row]) -> None:
-        widths = [c.width for c in self.shown_columns]
+        visible = self._visible
         relaid = False  # rows or columns moved: every line shows something else
         for key in [k for k in self._rows if k not in rows]:
             del self._rows[key]
@@ -143,19 +212,19 @@ class KeyedTable(FastDataTable):
             if old is None:
                 # Plain strings would be parsed as console markup by DataTable (a name with a
                 # "[" in it would vanish); CellText also renders without Text's wrapping.
-                self.add_row(*(as_cell(c) for c in wanted.cells), key=key)
+                self.add_row(*(as_cell(wanted.cells[i]) for i in visible), key=key)
                 self.updates += len(wanted.cells)
                 self.moved()
                 relaid = True
             else:
                 # Compared as given: most cells of a row are unchanged from the last view.
-                for column, width, before, after in zip(
-                    self.shown_columns, widths, old.cells, wanted.cells, strict=True
-                ):
+                for i in visible:
+                    before, after = old.cells[i], wanted.cells[i]
                     if _same(before, after):
                         continue
+                    column = self.shown_columns[i]
                     self.updates += 1
-                    if width is None and self._wider(column.key, after):
+                    if column.width is None and self._wider(column.key, after):
                         self.update_cell(key, column.key, as_cell(after), update_width=True)
                         self.moved()  # a wider column shifts every cell right of it
                         relaid = True
@@ -168,6 +237,9 @@ class KeyedTable(FastDataTable):
         else:
             self.refresh_rows(dirty)  # only the changed rows' lines
         self._apply_sort()
+        if relaid:
+            # New rows or a wider column: the columns that fit may be others now.
+            self._fit()
 
     def _wider(self, column: str, cell: Cell) -> bool:
         # Auto-width columns only ever grow: re-measuring them for every changed cell would

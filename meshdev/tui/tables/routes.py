@@ -14,21 +14,22 @@ from meshdev.tui.tables.keyed import Column, KeyedTable, Row
 SPARK_WIDTH = 12
 
 
-def flags_cell(flags: dict[str, int], upgrades_open: int = 0) -> Text:
-    """The interval's response flags, most telling first (UO before RL, as FLAGS orders),
-    after the route's open upgraded (WebSocket) connections, `WS <n>`, when it has any: the
+def flags_cell(flags_per_s: dict[str, float], upgrades_open: int = 0) -> Text:
+    """The response flags per second (as RPS beside them: UO 50 of RPS 100 is half the
+    requests), most telling first (UO before RL, as FLAGS orders), after the route's open
+    upgraded (WebSocket) connections, `WS <n>` (a count, not a rate), when it has any: the
     column holds what is unusual about a route, and long-lived connections are."""
     out = Text()
     if upgrades_open:
         out.append("WS", style="bold cyan")
         out.append(f" {upgrades_open}")
     for flag in FLAGS:
-        count = flags.get(flag, 0)
-        if count:
+        rate = flags_per_s.get(flag, 0.0)
+        if rate > 0:
             if out:
                 out.append(" ")
             out.append(flag, style="bold red" if flag in ("UO", "UH", "UF", "UT") else "yellow")
-            out.append(f" {count}")
+            out.append(f" {fmt.rate(rate)}")
     return out
 
 
@@ -47,7 +48,7 @@ def route_row(r: RouteStats, trend: Text | None = None) -> Row:
         fmt.right(fmt.ms(r.p99)),
         fmt.right(fmt.rate(r.retries_per_s)),
         trend if trend is not None else trend_cell(r.history, 1),
-        flags_cell(r.flags, r.upgrades_open),
+        flags_cell(r.flags_per_s, r.upgrades_open),
     )
     return Row(
         cells,
@@ -76,10 +77,19 @@ class RoutesTable(KeyedTable):
         Column("p99", "P99", 7),
         Column("retries", "RETRY/s", 7),
         Column("trend", "RPS TREND", SPARK_WIDTH),
-        Column("flags", "FLAGS"),
+        Column("flags", "FLAGS/s"),
     )
     SORTABLE = ("rps", "success", "p99", "retries", "route")
     DESCENDING = frozenset({"rps", "p50", "p95", "p99", "retries"})
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        # The route the load key's requests take (load_control.load_route): f and w act on
+        # the cursor's route, and the cursor sits there until the user moves it, rather than
+        # on the top row, which the load may never reach.
+        self.home: str | None = None
+        self._placed: str | None = None  # where the cursor was last put for `home`
+        self.user_moved = False
 
     def show(self, routes: Iterable[RouteStats], step: int = 1, trends: bool = True) -> None:
         """`step`: views per bar of the trend; `trends`: redraw the trends in this frame.
@@ -92,3 +102,23 @@ class RoutesTable(KeyedTable):
             kept = None if trends else self.kept_cell(r.key, "trend")
             rows[r.key] = route_row(r, kept if kept is not None else trend_cell(r.history, step))
         self.sync(rows)
+        self._keep_home()
+
+    def _keep_home(self) -> None:
+        """Put the cursor on `home`, unless the user moved it: a cursor elsewhere than where
+        it was put (or, before that, off the top row) was moved by a key or a click, and
+        stays the user's from then on. Sorting keeps the cursor on its route, so it is no
+        move."""
+        if self.user_moved or self.home is None:
+            return
+        cursor = self.cursor_key
+        moved = (cursor != self._placed) if self._placed is not None else self.cursor_row > 0
+        if moved:
+            self.user_moved = True
+            return
+        keys = self.keys
+        if self.home not in keys:
+            return
+        if cursor != self.home:
+            self.move_cursor(row=keys.index(self.home), animate=False)
+        self._placed = self.home

@@ -236,6 +236,27 @@ def test_cluster_flags_go_to_the_route_that_uses_the_cluster() -> None:
     assert view.unattributed_flags == {}
 
 
+def test_flags_per_second_sum_over_sidecars_as_rps_does() -> None:
+    # The routes table shows them beside RPS: half the requests overflowing at 100 RPS must
+    # read UO 50, not the interval's count (UO 12 at 4 views a second).
+    mesh = Mesh()
+    mesh["frontend-0"].request("backend", "items", "backend.v1", 200, 1.0, count=20)
+    mesh["frontend-0"].request("backend", "items", "backend.v1", 503, 1.0, flags=["UO"], count=20)
+    mesh["frontend-1"].request("payments", "charge", "payments", 503, 1.0, flags=["UH"], count=3)
+    mesh["frontend-1"].request("payments", "charge", "payments", 504, 9.0, flags=["UT"], count=2)
+    mesh["frontend-1"].request("backend", "items", "backend.v1", 503, 1.0, flags=["UO"], count=5)
+    view = mesh.tick(DT)
+    items = route(view, "backend/items")
+    assert items.rps == pytest.approx(45 / DT)
+    assert items.flags == {"UO": 25}
+    assert items.flags_per_s == pytest.approx({"UO": 25 / DT})
+    # A route's own flag counter (UT), and a cluster's flag shared out to its routes
+    # (attribution.py: UO and UH), both.
+    charge = route(view, "payments/charge").flags_per_s
+    assert charge == pytest.approx({"UH": 3 / DT, "UT": 2 / DT})
+    assert route(view, "backend/orders").flags_per_s == {}
+
+
 def test_a_shared_clusters_flags_go_to_the_routes_that_got_their_status() -> None:
     mesh = Mesh(nodes=("a",))
     # backend.v1 serves both backend routes, but only `orders` answered 5xx.

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from textual.message import Message
 
+from meshdev.control import BY_KEY
 from meshdev.loadgen import LoadResult
+from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.testing.sample_views import sample_view
 from meshdev.tui.logic.commands import Commands
 from meshdev.tui.messages import ActionDone
 from tests.support import DEMO_MESH, wait_until
-from tests.tui.tuifakes import TOKEN, FakeSession, FakeSource, PodsServer, make_app, started
+from tests.tui.tuifakes import (
+    TOKEN,
+    FakeSession,
+    FakeSource,
+    PodsServer,
+    make_app,
+    started,
+    up,
+)
 
 
 def done(seen: list[Message]) -> list[ActionDone]:
@@ -137,6 +148,47 @@ async def test_f_switches_a_fault_at_runtime_on_every_sidecar(
         assert server.runtime == {pod: {} for pod in session.control.pods}
 
 
+async def test_f_acts_on_the_load_s_route_until_the_user_moves_the_cursor(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    # The demo mesh's load (/items) takes frontend/default; the top row, backend/items here
+    # (backend/canary on the example), is not where a new user's `l` then `f` would show.
+    seen: list[Message] = []
+    app = make_app(source, session)
+
+    def with_load_route(tick: int) -> MeshView:
+        view = sample_view(tick)
+        taken = dataclasses.replace(view.routes[1], vhost="frontend", route="default")
+        return dataclasses.replace(view, routes=(*view.routes, taken))
+
+    async with app.run_test(size=(140, 40), message_hook=seen.append) as pilot:
+        await started(pilot, app, source)
+        view = with_load_route(0)
+        source.emit(view)
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
+        routes = app.dashboard.routes
+        assert routes.keys[0] == "backend/items"
+        assert routes.cursor_key == "frontend/default"
+        await pilot.press("f")
+        await wait_until(lambda: len(done(seen)) == 1, "fault on", pause=pilot.pause)
+        assert done(seen)[0].text.startswith("fault on: frontend/default aborts 50%")
+        on = {"abort_percent": "50", "http_status": "503"}
+        expected = {f"fault.http.frontend.default.abort.{k}": v for k, v in on.items()}
+        assert server.runtime == dict.fromkeys(session.control.pods, expected)
+        # Moved by the user, the cursor stays where they put it, view after view.
+        routes.focus()
+        await pilot.press("up")
+        chosen = routes.cursor_key
+        assert chosen is not None and chosen != "frontend/default"
+        later = with_load_route(1)
+        source.emit(later)
+        await wait_until(lambda: app.view is later, "a later view", pause=pilot.pause)
+        assert routes.cursor_key == chosen
+        await pilot.press("f")
+        await wait_until(lambda: len(done(seen)) == 2, "second fault", pause=pilot.pause)
+        assert done(seen)[1].text.startswith(f"fault on: {chosen} aborts 50%")
+
+
 async def test_f_with_a_wrong_token_says_why(
     session: FakeSession, source: FakeSource, server: PodsServer
 ) -> None:
@@ -179,6 +231,31 @@ async def test_w_shifts_the_canary_weight_through_the_control_plane(
         weights = {c["cluster"]: c["weight"] for c in route["clusters"]}
         assert weights == {"backend.v1": 70, "backend.v2": 30}
         assert json.dumps(config)  # what was pushed is plain JSON
+
+
+async def test_after_w_the_reload_line_speaks_of_the_version_the_header_shows(
+    session: FakeSession, source: FakeSource, server: PodsServer
+) -> None:
+    # The canary key applies v2 through the control plane: the header's version moved, and
+    # the reload line once still said "applied v1" (the start's), as did `last_reload`.
+    app = make_app(source, session)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await started(pilot, app, source)
+        source.emit(sample_view(0))
+        await wait_until(lambda: app.view is not None, "view", pause=pilot.pause)
+        await pilot.press("w")
+        await wait_until(lambda: session.control.version == 2, "canary", pause=pilot.pause)
+        header = app.dashboard.query_one("#header")
+        await wait_until(
+            lambda: "reload: applied v2 " in str(header.render()), "reload line", pause=pilot.pause
+        )
+        text = str(header.render())
+        assert " v2 " in text.splitlines()[0]
+        assert "applied v1" not in text
+        assert "mesh.yaml unchanged" in text
+        assert up(app).reload_ok
+        assert session.last_reload is not None and session.last_reload["version"] == 2
+        assert session.last_reload[BY_KEY] is True  # watching dashboards tell it so too
 
 
 async def test_the_load_goes_to_the_mesh_s_own_path_not_a_fixed_one(

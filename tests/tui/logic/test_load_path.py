@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from meshdev.config import MeshInvalid
+from meshdev.config import MeshInvalid, load_mesh
 from meshdev.config.load import parse_mesh
-from meshdev.tui.logic.load_control import load_path
+from meshdev.tui.logic.load_control import load_path, load_route
+from tests.support import DEMO_MESH
 
 SERVICES = """
 services:
@@ -63,3 +64,44 @@ def test_a_load_path_that_is_no_path_is_an_error_at_its_line() -> None:
         "mesh.yaml:8:14 ingress.load_path: expected a path that starts with '/' and has no "
         "spaces, e.g. /items"
     )
+
+
+def test_the_example_s_load_takes_the_frontend_s_default_route_not_the_top_row() -> None:
+    # /items reaches the frontend, whose vhost has no routes of its own (the plan's `default`);
+    # backend/canary, the routes table's top row, wants an x-canary header the load never sends.
+    assert load_route(load_mesh(DEMO_MESH)) == "frontend/default"
+
+
+ROUTED = """
+routes:
+  web:
+    - {name: beta, match: {prefix: /items, headers: {x-beta: {exact: "1"}}}, to: web}
+    - {name: nobeta, match: {prefix: /items, headers: {x-beta: {present: false}}}, to: web}
+    - {match: {prefix: /}, to: web}
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        # A header the load sends none of cannot match; its absence can.
+        ("/items", "web/nobeta"),
+        # Unnamed routes are r<index>, as the plan names them.
+        ("/other", "web/r2"),
+        # The path of the load's GETs, its query aside.
+        ("/items?n=3", "web/nobeta"),
+    ],
+)
+def test_the_load_s_route_is_the_first_of_its_destination_a_plain_get_matches(
+    path: str, route: str
+) -> None:
+    ingress = "  routes:\n    - {match: {prefix: /}, to: web}\n"
+    mesh = parse_mesh((mesh_with(ingress) + ROUTED).encode(), "mesh.yaml")
+    assert load_route(mesh, path) == route
+
+
+def test_no_load_route_where_no_route_takes_the_load() -> None:
+    only_grpc = "  routes:\n    - {match: {prefix: /greeter.Greeter/}, to: greeter}\n"
+    assert load_route(parse_mesh(mesh_with(only_grpc).encode(), "mesh.yaml"), "/") is None
+    assert load_route(parse_mesh(f"name: m\n{SERVICES}".encode(), "mesh.yaml")) is None
+    assert load_route(None) is None

@@ -271,11 +271,13 @@ def test_open_websockets_show_in_a_routes_flags_and_detail(mesh: Mesh) -> None:
     assert "WebSocket" not in detail_text(plain, mesh).plain
     plain_flags = route_row(plain).cells[-1]
     assert isinstance(plain_flags, Text) and "WS" not in plain_flags.plain
-    route = dataclasses.replace(plain, flags={"UO": 2}, upgrades=5, upgrades_open=3)
+    route = dataclasses.replace(
+        plain, flags={"UO": 2}, flags_per_s={"UO": 8.0}, upgrades=5, upgrades_open=3
+    )
     flags = route_row(route).cells[-1]
     assert isinstance(flags, Text)
     # Open streams first: they are the route's state, the flags what went wrong lately.
-    assert flags.plain == "WS 3 UO 2"
+    assert flags.plain == "WS 3 UO 8.0"
     assert "WebSocket 3 open, 5 upgrades in the last interval" in detail_text(route, mesh).plain
 
 

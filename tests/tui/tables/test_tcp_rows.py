@@ -81,7 +81,7 @@ class Tables(App[None]):
 
 async def test_tcp_columns_come_with_the_first_tcp_cluster_and_stay() -> None:
     app = Tables()
-    async with app.run_test() as pilot:
+    async with app.run_test(size=(200, 40)) as pilot:  # wide enough for every column
         table = app.query_one(ClustersTable)
         table.show([HTTP])
         await pilot.pause()
