@@ -19,6 +19,7 @@ import watchfiles
 
 from meshdev.config import Mesh, MeshInvalid, Pos, Problem, parse_mesh
 from meshdev.config.yamlsource import MAX_BYTES, read_yaml
+from meshdev.folderwatch import start_folder_pump
 from meshdev.templates import templates_dir
 
 # The notifier reports as soon as writes pause for this long...
@@ -54,10 +55,12 @@ async def watch_mesh(
     stop: asyncio.Event | None = None,
     loaded: bytes | None = None,
     name: str | None = None,
+    on_rearm: Callable[[], None] | None = None,
 ) -> AsyncIterator[WatchEvent]:
     """Events for every save of `path` from now on. `loaded`: the content the caller's current
     model came from; a save made before the watcher was armed is then caught up at once.
-    `name`: the running mesh's name; a save that names another is rejected."""
+    `name`: the running mesh's name; a save that names another is rejected. `on_rearm`: called
+    when the file's folder was replaced and the watcher follows the new one (folderwatch.py)."""
     path = path.resolve()
     tdir = templates_dir().resolve()
     roots = [path.parent] + ([tdir] if watch_templates and tdir.is_dir() else [])
@@ -67,8 +70,17 @@ async def watch_mesh(
         p = Path(name)
         return p == path or (watch_templates and p.parent == tdir)
 
-    pump_task = start_pump(
-        queue, roots, relevant, recursive=False, stop=stop, step_ms=step_ms, name="meshdev-watch"
+    # The mesh file's folder is followed when it is replaced (git checkout), the templates'
+    # is meshdev's own.
+    pump_task = start_folder_pump(
+        queue,
+        path,
+        roots[1:],
+        relevant,
+        stop=stop,
+        step_ms=step_ms,
+        name="meshdev-watch",
+        on_rearm=on_rearm,
     )
     last_digest = hashlib.sha256(loaded).digest() if loaded is not None else _digest(path)
     # A rejection is on show (the dashboard's banner, status's last reload) until a good save

@@ -129,7 +129,13 @@ class Session:
 
     async def follow_file(self, on_report: Callable[[ReloadReport], None] | None = None) -> None:
         """Apply every good save of the mesh file; report bad ones with their places."""
-        async for event in watch_mesh(self.mesh_file, loaded=self._loaded, name=self.mesh.name):
+
+        def rearmed() -> None:
+            self.say(f"{self.mesh_file}: its folder was replaced; following the new one")
+
+        async for event in watch_mesh(
+            self.mesh_file, loaded=self._loaded, name=self.mesh.name, on_rearm=rearmed
+        ):
             if isinstance(event, MeshRejected):
                 self._reject([str(p) for p in event.problems])
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,81 @@ async def test_deleted_file_is_reported_and_recreation_applies(mesh_file: Path) 
         assert "file was removed" in str(ev.problems[0])
         mesh_file.write_text(GOOD % 2)
         assert replicas(await w.next()) == 2
+
+
+# -- the file's folder replaced (git checkout, rm -rf and a fresh copy, a rename into place) --
+
+
+@pytest.fixture
+def nested_mesh_file(tmp_path: Path) -> Path:
+    path = tmp_path / "project" / "mesh.yaml"
+    path.parent.mkdir()
+    path.write_text(GOOD % 1)
+    return path
+
+
+async def test_a_folder_deleted_and_made_again_is_followed(nested_mesh_file: Path) -> None:
+    # The notifier watched the old folder's inode: nothing after this was ever seen.
+    folder = nested_mesh_file.parent
+    async with Watcher(nested_mesh_file) as w:
+        shutil.rmtree(folder)
+        gone = await w.next()
+        assert isinstance(gone, MeshRejected)
+        assert [p.message for p in gone.problems] == ["file was removed"]
+        folder.mkdir()
+        nested_mesh_file.write_text(GOOD % 2)
+        assert replicas(await w.next()) == 2
+        # And it keeps following: a plain save afterwards.
+        nested_mesh_file.write_text(GOOD % 3)
+        assert replicas(await w.next()) == 3
+
+
+async def test_a_folder_renamed_into_place_is_followed(nested_mesh_file: Path) -> None:
+    folder = nested_mesh_file.parent
+    fresh = folder.with_name("project.new")
+    fresh.mkdir()
+    (fresh / "mesh.yaml").write_text(GOOD % 6)
+    async with Watcher(nested_mesh_file) as w:
+        # No event names the file here: the old folder moved away whole.
+        folder.rename(folder.with_name("project.old"))
+        fresh.rename(folder)
+        assert replicas(await w.next()) == 6
+        nested_mesh_file.write_text(GOOD % 7)
+        assert replicas(await w.next()) == 7
+        # The old folder is not followed any more.
+        (folder.with_name("project.old") / "mesh.yaml").write_text(GOOD % 8)
+        await w.nothing_for(0.5)
+
+
+async def test_the_caller_is_told_when_the_watcher_follows_a_new_folder(
+    nested_mesh_file: Path,
+) -> None:
+    folder = nested_mesh_file.parent
+    told: list[str] = []
+    stop = asyncio.Event()
+    events: asyncio.Queue[WatchEvent] = asyncio.Queue()
+
+    async def run() -> None:
+        async for ev in watch_mesh(
+            nested_mesh_file,
+            watch_templates=False,
+            stop=stop,
+            loaded=nested_mesh_file.read_bytes(),
+            on_rearm=lambda: told.append("rearmed"),
+        ):
+            await events.put(ev)
+
+    task = asyncio.create_task(run())
+    try:
+        await asyncio.sleep(0.3)
+        shutil.rmtree(folder)
+        folder.mkdir()
+        nested_mesh_file.write_text(GOOD % 4)
+        # Read at once when the old folder's deletion is reported; followed a moment later.
+        assert replicas(await asyncio.wait_for(events.get(), 5)) == 4
+        await wait_until(lambda: told == ["rearmed"], "the watcher to re-arm")
+        nested_mesh_file.write_text(GOOD % 5)
+        assert replicas(await asyncio.wait_for(events.get(), 5)) == 5
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -54,6 +54,7 @@ timeout, 10 s by default), protocol (a malformed response).
 """
 
 from meshdev.loadgen.engine import LoadGenerator, run_load
+from meshdev.loadgen.outcomes import Outcomes, outcomes
 from meshdev.loadgen.recorder import SliceResult
 from meshdev.loadgen.report import format_result, progress_line
 from meshdev.loadgen.result import LoadResult
@@ -64,8 +65,10 @@ __all__ = [
     "LoadResult",
     "LoadSpec",
     "LoadSpecError",
+    "Outcomes",
     "SliceResult",
     "format_result",
+    "outcomes",
     "parse_header",
     "parse_path_mix",
     "progress_line",

@@ -23,6 +23,16 @@ def _counts(counts: dict[str, int]) -> str:
     return "  ".join(f"{k} x{v}" for k, v in counts.items()) or "none"
 
 
+def _outcome(r: LoadResult) -> str:
+    # Said in words because `errors` below counts only requests without an answer: a run that
+    # was all 404s has none, and its status line alone read like a clean run.
+    o = r.outcomes
+    return (
+        f"{o.percent(o.ok):.1f}% ok: {o.ok} 2xx/3xx, {o.client} 4xx, {o.server} 5xx, "
+        f"{o.errors} errors"
+    )
+
+
 def format_result(r: LoadResult) -> str:
     labels = ["all", *r.paths, "service time"]
     width = max(len(x) for x in labels) + 2
@@ -39,6 +49,7 @@ def format_result(r: LoadResult) -> str:
         _row("all", r.latency, width),
         *(_row(p, t.latency, width) for p, t in r.paths.items()),
         _row("service time", r.service_time, width),
+        f"outcome    {_outcome(r)}",
         f"status     {_counts({str(k): v for k, v in sorted(r.status.items())})}",
         f"flags      {_counts(dict(sorted(r.flags.items())))}",
         f"errors     {_counts(dict(sorted(r.errors.items())))}",

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meshdev.common.histogram import HistogramSnapshot
+from meshdev.loadgen.outcomes import Outcomes, outcomes
 from meshdev.loadgen.recorder import SliceResult
 
 JSON_VERSION = 1
@@ -86,6 +87,11 @@ class LoadResult:
     @property
     def error_count(self) -> int:
         return self.total.error_count
+
+    @property
+    def outcomes(self) -> Outcomes:
+        """Finished requests as ok (2xx/3xx), 4xx, 5xx and errors."""
+        return outcomes(self.status, self.error_count)
 
     def to_json(self) -> dict[str, Any]:
         """The shape documented in meshdev.loadgen's docstring."""

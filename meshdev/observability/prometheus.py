@@ -25,18 +25,31 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from meshdev.config.model import PrometheusSettings
 from meshdev.runtime import loopback
 from meshdev.runtime.base import LABEL_MESH, LABEL_ROLE, RuntimeFailure
 from meshdev.runtime.process import procscan
 
+if TYPE_CHECKING:
+    import docker
+
 JOB = "envoy-stats"
 ROLE = "prometheus"
 HOST = "127.0.0.1"
 # How long Prometheus may take to answer /-/ready after its start.
 START_TIMEOUT = 30.0
+# How many of its last log lines a failed start shows.
+LOG_LINES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """How the server ended."""
+
+    code: int | None  # None: unknown (its container went with it)
+    log: list[str]  # its last lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +107,16 @@ class Launcher(Protocol):
         """The --config.file the server is given: how it is told from another Prometheus."""
         ...
 
-    def exited(self) -> bool:
-        """Whether the server has ended already (False when the launcher cannot tell)."""
+    async def ended(self) -> Exit | None:
+        """How the server ended, once it has; None while it runs."""
+        ...
+
+    async def last_log(self) -> list[str]:
+        """The last LOG_LINES lines of the server's output."""
+        ...
+
+    def log_place(self, folder: Path) -> str | None:
+        """Where the server's whole log stays after it is gone; None when nowhere."""
         ...
 
 
@@ -139,19 +160,32 @@ class PrometheusServer:
                 # ready too, and scrapes nothing of the mesh: only ours counts.
                 if answer.status == 200 and await self._ours():
                     return self.url
-            if self._launcher.exited():
+            # Asked on every round, so a server that cannot start (a bad config, its port
+            # taken) is said at once with its own words, not at the deadline.
+            ended = await self._launcher.ended()
+            if ended is not None:
+                await self._launcher.stop()  # what is left of it: a container, a connection
+                code = "an unknown code" if ended.code is None else f"code {ended.code}"
                 raise RuntimeFailure(
-                    f"prometheus exited at its start ({self._last_log_line()}); is "
-                    f"{HOST}:{self.settings.port} (prometheus.port in mesh.yaml) taken? "
-                    f"its log: {self.folder / 'prometheus.log'}"
+                    f"prometheus exited at its start with {code}; is {HOST}:"
+                    f"{self.settings.port} (prometheus.port in mesh.yaml) taken? "
+                    + self._log_said(ended.log),
+                    exit_code=ended.code,
                 )
             if time.monotonic() > deadline:
+                lines = await self._launcher.last_log()
                 await self._launcher.stop()
                 raise RuntimeFailure(
                     f"prometheus did not become ready on {HOST}:{self.settings.port} within "
-                    f"{START_TIMEOUT:g}s; its log: {self.folder / 'prometheus.log'}"
+                    f"{START_TIMEOUT:g}s; " + self._log_said(lines)
                 )
             await asyncio.sleep(0.2)
+
+    def _log_said(self, lines: list[str]) -> str:
+        place = self._launcher.log_place(self.folder)
+        where = f" (all of it: {place})" if place is not None else ""
+        shown = "\n".join(f"  {line}" for line in lines) or "  (no output)"
+        return f"the last lines of its log{where}:\n{shown}"
 
     async def _ours(self) -> bool:
         answer = await loopback.request("GET", f"{self.url}/api/v1/status/flags", timeout=1)
@@ -159,13 +193,6 @@ class PrometheusServer:
             return False
         flags = json.loads(answer.body).get("data") or {}
         return bool(flags.get("config.file") == self._launcher.config_file(self.folder))
-
-    def _last_log_line(self) -> str:
-        try:
-            lines = (self.folder / "prometheus.log").read_text(errors="replace").splitlines()
-        except OSError:
-            return "no log"
-        return next((line for line in reversed(lines) if line.strip()), "an empty log")
 
     def update(self, targets: Iterable[Target]) -> bool:
         """Rewrite the targets file when the pods changed; True when it did."""
@@ -197,6 +224,7 @@ class ProcessLauncher:
         self.mesh = mesh
         self.binary = binary
         self._proc: asyncio.subprocess.Process | None = None
+        self._log_file = Path("prometheus.log")
 
     async def start(self, folder: Path, port: int) -> None:
         path = shutil.which(self.binary)
@@ -206,7 +234,8 @@ class ProcessLauncher:
                 "(Debian/Ubuntu: apt-get install prometheus)"
             )
         env = {**os.environ, procscan.ENV_MESH: self.mesh, procscan.ENV_ROLE: ROLE}
-        log = open(folder / "prometheus.log", "ab")  # noqa: SIM115 - the child keeps it
+        self._log_file = folder / "prometheus.log"
+        log = open(self._log_file, "ab")  # noqa: SIM115 - the child keeps it
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 path,
@@ -224,8 +253,16 @@ class ProcessLauncher:
     def config_file(self, folder: Path) -> str:
         return str(folder / "prometheus.json")
 
-    def exited(self) -> bool:
-        return self._proc is not None and self._proc.returncode is not None
+    async def ended(self) -> Exit | None:
+        if self._proc is None or self._proc.returncode is None:
+            return None
+        return Exit(self._proc.returncode, await self.last_log())
+
+    async def last_log(self) -> list[str]:
+        return _last_lines(self._log_file)
+
+    def log_place(self, folder: Path) -> str | None:
+        return str(self._log_file)
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -233,6 +270,14 @@ class ProcessLauncher:
             await procscan.terminate([proc.pid])
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
+
+
+def _last_lines(log: Path) -> list[str]:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.strip()][-LOG_LINES:]
 
 
 # Where the container sees the mesh's Prometheus folder.
@@ -249,12 +294,15 @@ class DockerLauncher:
     def __init__(self, mesh: str, image: str) -> None:
         self.mesh = mesh
         self.image = image
+        # Kept from the start to the stop: `ended` asks the engine several times a second.
+        self._client: docker.DockerClient | None = None
 
     async def start(self, folder: Path, port: int) -> None:
         from meshdev.runtime.docker import engine
         from meshdev.runtime.docker.images import ensure_image
 
         client = await asyncio.to_thread(engine.connect)
+        self._client = client
         try:
             await ensure_image(
                 client,
@@ -275,20 +323,54 @@ class DockerLauncher:
                 ),
             )
             await engine.call(client.api.start, container["Id"])
-        finally:
+        except BaseException:
+            self._client = None
             client.close()
+            raise
 
     def config_file(self, folder: Path) -> str:
         return f"{_MOUNT}/prometheus.json"
 
-    def exited(self) -> bool:
-        return False  # not asked of the engine: the readiness deadline ends a failed start
+    async def ended(self) -> Exit | None:
+        from docker.errors import NotFound
+
+        from meshdev.runtime.docker import engine
+
+        client = self._client
+        if client is None:
+            return None
+        name = container_name(self.mesh)
+        try:
+            info = await engine.call(client.api.inspect_container, name)
+        except NotFound:
+            return Exit(None, [])  # removed under us (a `down`, a `docker rm`)
+        state = info.get("State") or {}
+        if state.get("Status") not in ("exited", "dead"):
+            return None
+        code = state.get("ExitCode")
+        return Exit(code if isinstance(code, int) else None, await self.last_log())
+
+    async def last_log(self) -> list[str]:
+        from docker.errors import NotFound
+
+        from meshdev.runtime.docker.logs import tail
+
+        if self._client is None:
+            return []
+        try:
+            return await tail(self._client, container_name(self.mesh), LOG_LINES)
+        except NotFound:
+            return []
+
+    def log_place(self, folder: Path) -> str | None:
+        return None  # its container, removed with the mesh's
 
     async def stop(self) -> None:
         from meshdev.runtime.docker import engine
         from meshdev.runtime.docker.teardown import remove
 
-        client = await asyncio.to_thread(engine.connect)
+        kept, self._client = self._client, None
+        client = kept if kept is not None else await asyncio.to_thread(engine.connect)
         try:
             await remove(client, container_name(self.mesh))
         finally:

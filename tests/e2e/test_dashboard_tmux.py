@@ -41,9 +41,9 @@ class Tmux:
         )
         return out.stdout
 
-    def start(self, command: str) -> None:
+    def start(self, command: str, width: int = WIDTH, height: int = HEIGHT) -> None:
         self.run(
-            "new-session", "-d", "-s", self.session, "-x", str(WIDTH), "-y", str(HEIGHT), command
+            "new-session", "-d", "-s", self.session, "-x", str(width), "-y", str(height), command
         )
 
     def screen(self) -> str:
@@ -152,6 +152,46 @@ def test_dashboard_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
             socket.create_connection(("127.0.0.1", port), timeout=2),
         ):
             pass  # the gateway's port is closed: nothing listens for this mesh any more
+    finally:
+        if procscan.labelled_processes(name):
+            subprocess.run(
+                [MESHDEV, "down", str(mesh_file)], env=env, capture_output=True, timeout=120
+            )
+
+
+NOT_FOUND_MESH = """\
+name: {name}
+services:
+  web: {{command: python3 -m http.server --bind $HOST $PORT}}
+ingress:
+  port: {port}
+  load_path: /nothing-here
+  routes: [{{to: web}}]
+"""
+
+
+def test_a_load_that_404s_is_not_ok_on_an_80_column_terminal(tmp_path: Path, tmux: Tmux) -> None:
+    """The load line counted 4xx answers as ok: every request 404ing read "ok 100.0%"."""
+    name = f"tui404-{os.getpid()}"
+    port = free_port()
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text(NOT_FOUND_MESH.format(name=name, port=port))
+    env = env_for(tmp_path)
+    env.pop("NO_COLOR", None)
+    env.update(LANG="C.UTF-8", TERM="xterm-256color")
+    up = f"{shlex.quote(MESHDEV)} up --runtime process {shlex.quote(str(mesh_file))}"
+    try:
+        tmux.start(f"env {_shell_env(env)} {up}; echo meshdev-exit=$?; sleep 600", width=80)
+        tmux.wait_for(lambda s: "sidecars 2/2 live" in s, "the dashboard", 120)
+        tmux.keys("l")
+        screen = tmux.wait_for(
+            lambda s: re.search(r"sent [1-9]", s) is not None and "4xx" in s, "load", 30
+        )
+        line = next(x for x in screen.splitlines() if "load on" in x)
+        assert re.search(r"-> /nothing-here  sent \d+  ok 0\.0%  4xx 100\.0%", line), screen
+        tmux.keys("q")
+        screen = tmux.wait_for(lambda s: "meshdev-exit=" in s, "meshdev to exit", 90)
+        assert "meshdev-exit=0" in screen, screen
     finally:
         if procscan.labelled_processes(name):
             subprocess.run(

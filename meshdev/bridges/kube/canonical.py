@@ -17,8 +17,8 @@ itself ignores, or a gap the export reports (docs/bridges-kubernetes.md lists th
 - security: DISABLE everywhere is no security section;
 - authorization: principals of the mesh's own services are those services;
 - a service's watch (what a save on this machine rolls) is left out: nothing in a cluster
-  follows it; so are `prometheus:` and a `tracing:` without a collector (or sampling 0),
-  which no Telemetry says.
+  follows it; so are `prometheus:` and a `tracing:` without a collector that samples,
+  which no Telemetry says (tracing off, sampling 0, is one: Istio would trace otherwise).
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def canonical(mesh: Mesh) -> Mesh:
     data["services"] = _services(mesh)
     data["ingress"] = mesh.ingress
     t = mesh.tracing
-    if t.sampling > 0 and (t.zipkin is not None or t.otlp is not None):
+    if t.sampling == 0 or t.zipkin is not None or t.otlp is not None:
         data["tracing"] = t
     data["routes"] = _routes(mesh)
     policies = {d: _policy(mesh, d, p) for d, p in mesh.policies.items()}

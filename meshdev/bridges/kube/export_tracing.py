@@ -4,7 +4,8 @@ gap with the exact entry to add (istiod's install, not a resource of the namespa
 
 Istio's Telemetry takes one tracing provider: `zipkin` when given, else `otlp`. meshdev's own
 keeping of spans for `meshdev traces` has no Istio counterpart; with no collector nothing is
-exported (a `tracing:` other than the default is said)."""
+exported (a `tracing:` other than the default is said), except tracing turned off: that is a
+Telemetry sampling 0%, or Istio would trace the namespace at its mesh config's rate."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ OTLP_PROVIDER = "meshdev-otlp"
 
 def telemetry(mesh: Mesh, target: Target, gaps: Gaps) -> list[Doc]:
     t = mesh.tracing
-    if t.sampling <= 0:
-        return []
+    if t.sampling <= 0 and t.zipkin is None and t.otlp is None:
+        # No provider named: the sampling applies to Istio's default one, which it silences.
+        return [_document(mesh, target, {"tracing": [{"randomSamplingPercentage": 0.0}]}, None)]
     if t.zipkin is None and t.otlp is None:
         # Said when the mesh file asks for more than the default (which every mesh has).
         if t != Tracing():
@@ -65,19 +67,16 @@ def telemetry(mesh: Mesh, target: Target, gaps: Gaps) -> list[Doc]:
     spec: Doc = {
         "tracing": [{"providers": [{"name": provider}], "randomSamplingPercentage": t.sampling}]
     }
-    return [
-        {
-            "apiVersion": TELEMETRY,
-            "kind": "Telemetry",
-            "metadata": metadata(
-                TELEMETRY_NAME,
-                target.namespace,
-                labels(mesh),
-                {kc.TRACING_ANNOTATION: collectors_annotation(t)},
-            ),
-            "spec": spec,
-        }
-    ]
+    return [_document(mesh, target, spec, {kc.TRACING_ANNOTATION: collectors_annotation(t)})]
+
+
+def _document(mesh: Mesh, target: Target, spec: Doc, annotations: dict[str, str] | None) -> Doc:
+    return {
+        "apiVersion": TELEMETRY,
+        "kind": "Telemetry",
+        "metadata": metadata(TELEMETRY_NAME, target.namespace, labels(mesh), annotations),
+        "spec": spec,
+    }
 
 
 def collectors_annotation(t: Tracing) -> str:

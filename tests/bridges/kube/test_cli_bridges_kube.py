@@ -89,6 +89,19 @@ def test_export_then_import_gives_the_mesh_back(tmp_path: Path) -> None:
     assert back == canonical(load_mesh(EXAMPLE))
 
 
+def test_tracing_off_survives_export_then_import(tmp_path: Path) -> None:
+    mesh_file = tmp_path / "mesh.yaml"
+    mesh_file.write_text("name: quiet\nservices: {web: {image: nginx}}\ntracing: {sampling: 0}\n")
+    out, written = tmp_path / "k8s", tmp_path / "back.yaml"
+    runner = CliRunner()
+    exported = runner.invoke(main, ["export", "kubernetes", str(mesh_file), "-o", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert "randomSamplingPercentage: 0" in (out / "00-namespace.yaml").read_text()
+    result = runner.invoke(main, ["import", "istio", str(out), "-o", str(written)])
+    assert result.exit_code == 0, result.output
+    assert load_mesh(written).tracing.sampling == 0
+
+
 def test_import_lists_what_it_leaves_out_and_keeps_an_existing_file(tmp_path: Path) -> None:
     written = tmp_path / "mesh.yaml"
     args = [

@@ -691,3 +691,15 @@ def test_otlp_alone_and_the_ring_alone() -> None:
     assert [g.field for g in ring.gaps] == ["tracing", *(g.field for g in plain.gaps)]
     assert not [g for g in plain.gaps if g.field.startswith("tracing")]
     assert "Telemetry" not in {d["kind"] for d in all_documents(plain.documents)}
+
+
+def test_tracing_off_is_a_telemetry_sampling_nothing() -> None:
+    # Without a Telemetry, Istio traces the namespace at its mesh config's rate (1 %).
+    result = export_mesh(mesh_of(TRACED + "    tracing: {sampling: 0}\n"))
+    doc = find(result, "Telemetry", "tracing")
+    assert errors(doc) == []
+    assert doc["metadata"]["namespace"] == "shop"
+    assert doc["spec"] == {"tracing": [{"randomSamplingPercentage": 0.0}]}
+    assert doc in result.documents["00-namespace.yaml"]
+    # Nothing is sent anywhere, so there is no provider to install.
+    assert not [g for g in result.gaps if g.field.startswith("tracing")]

@@ -88,6 +88,19 @@ def test_tracing_to_a_collector_round_trips(tracing: str) -> None:
     assert result.notes == ()
 
 
+@pytest.mark.parametrize(
+    "tracing", ["{sampling: 0}", "{sampling: 0, otlp: 'http://otel:4318/v1/traces'}"]
+)
+def test_tracing_off_round_trips_as_off(tracing: str) -> None:
+    # Left out of the export, it came back as meshdev's default: every request traced.
+    mesh = mesh_of(f"name: m\nservices: {{a: {{image: x}}}}\ntracing: {tracing}\n")
+    result = back(export_mesh(mesh))
+    same(result.mesh, canonical(mesh))
+    assert result.mesh.tracing == mesh.tracing
+    assert result.mesh.tracing.sampling == 0
+    assert result.notes == ()
+
+
 def test_a_telemetry_of_istio_s_own_keeps_its_sampling_and_names_its_provider() -> None:
     exported = export_mesh(mesh_of("name: m\nservices: {a: {image: x}}\n"))
     files = [(n, t) for n, t in exported.files.items() if n.endswith(".yaml")]

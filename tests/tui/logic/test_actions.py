@@ -55,7 +55,9 @@ async def test_l_starts_and_stops_load_and_plus_minus_change_its_rate(
         await wait_until(lambda: load.rate == 10.0, "10 req/s", pause=pilot.pause)
         bar = str(app.dashboard.query_one("#load-bar").render())
         assert "load on" in bar
-        assert f"{server.url}/items" in bar
+        # The path only while it runs (the header shows the ingress): 80 columns keep the figures.
+        assert "10 req/s -> /items  sent " in bar
+        assert load.url == f"{server.url}/items"
         await pilot.press("l")
         # `running` turns false as the stop begins; its sentence comes once the stop is done.
         await wait_until(
