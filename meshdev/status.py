@@ -34,11 +34,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import PurePath
 from typing import Any
 
 import aiohttp
 
 from meshdev.common.workload_certs import CERTS_PATH, timestamp, workload_leaves
+from meshdev.control import BY_KEY
 from meshdev.runtime.base import PodState, Runtime
 from meshdev.runtime.paths import live_session_pid
 
@@ -211,6 +213,34 @@ async def _probe(session: aiohttp.ClientSession, admin_url: str) -> _Probe:
     return _Probe(ready, dump, cert_expiry(certs, identity))
 
 
+def _reload_lines(reload: dict[str, Any], file: object) -> list[str]:
+    """The last reload: a save's, or one the dashboard's canary key (`w`) applied. The key
+    shifts weights in the running config only, so its version matches no save of the file:
+    the line says where it came from."""
+    count = f"{reload.get('serving')}/{reload.get('sidecars')} sidecars"
+    if reload.get(BY_KEY):
+        name = PurePath(file).name if isinstance(file, str) and file else "the mesh file"
+        if reload.get("ok"):
+            line = (
+                f"last reload: applied v{reload['version']} to {count} in "
+                f"{reload.get('elapsed_ms')} ms by the dashboard's canary key (w); "
+                f"{name} unchanged, a save resets it"
+            )
+        else:
+            # Not a rejected save: no file was read; some sidecars did not take the push.
+            line = (
+                f"last reload: the dashboard's canary key (w) failed: v{reload['version']} "
+                f"on {count}; {name} unchanged"
+            )
+    elif reload.get("ok"):
+        line = (
+            f"last reload: applied v{reload['version']} to {count} in {reload.get('elapsed_ms')} ms"
+        )
+    else:
+        line = "last reload: rejected"
+    return [line, *(f"  {e}" for e in reload.get("errors", []))]
+
+
 def render_table(status: dict[str, Any]) -> str:
     lines = [
         f"mesh {status['mesh']} ({status['runtime'] or 'not running'})"
@@ -226,15 +256,7 @@ def render_table(status: dict[str, Any]) -> str:
         )
     reload = status.get("last_reload")
     if reload:
-        if reload.get("ok"):
-            lines.append(
-                f"last reload: applied v{reload['version']} to "
-                f"{reload.get('serving')}/{reload.get('sidecars')} sidecars "
-                f"in {reload.get('elapsed_ms')} ms"
-            )
-        else:
-            lines.append("last reload: rejected")
-            lines += [f"  {e}" for e in reload.get("errors", [])]
+        lines += _reload_lines(reload, status.get("file"))
     for service, roll in sorted((status.get("last_rolls") or {}).items()):
         if roll.get("superseded"):
             lines.append(f"last code roll of {service}: cut short by a newer save, rolling it")

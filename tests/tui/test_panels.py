@@ -628,3 +628,32 @@ async def test_a_toast_leaves_the_load_line_in_view(
         assert load.height == 1
         for toast in app.screen.query(Toast):
             assert not toast.region.overlaps(load), (toast.region, load)
+
+
+async def test_the_arrow_keys_move_the_routes_cursor_from_the_start(
+    session: FakeSession, source: FakeSource
+) -> None:
+    # The tab bar had the focus when the dashboard opened: the arrows switched nothing
+    # visible and the routes' cursor stayed put until `1` or a click.
+    app = make_app(source, session)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app, source)
+        routes = app.dashboard.routes
+        view = sample_view(4)
+        source.emit(view)
+        await wait_until(lambda: app.view is view, "view", pause=pilot.pause)
+        assert app.focused is routes
+        before = routes.cursor_row
+        await pilot.press("down")
+        assert routes.cursor_row == before + 1
+        chosen = routes.cursor_key
+        # Back from a route's detail, the routes table has it still.
+        await pilot.press("enter")
+        await wait_until(
+            lambda: isinstance(app.screen, RouteDetailScreen), "detail", pause=pilot.pause
+        )
+        await pilot.press("escape")
+        assert app.screen is app.dashboard
+        assert app.focused is routes and routes.cursor_key == chosen
+        await pilot.press("up")
+        assert routes.cursor_row == before

@@ -82,7 +82,8 @@ def test_runs_under_lang_c() -> None:
 
         async def main() -> None:
             app = MeshdevApp(SampleSource(hz=20, routes=20), WatchController())
-            async with app.run_test(size=(100, 30)) as pilot:
+            # 120 columns: at 100 the 20 routes' scrollbar leaves no room for the trend.
+            async with app.run_test(size=(120, 30)) as pilot:
                 await pilot.pause(0.5)
                 await pilot.press("tab", "enter", "escape", "3", "1", "question_mark", "escape")
                 await pilot.pause(0.2)

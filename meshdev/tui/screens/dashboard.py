@@ -61,6 +61,10 @@ class DashboardScreen(Screen[None]):
     # Moving the focus restyles the two widgets concerned, which repaint themselves; the
     # whole screen need not be repainted too (it made every tab key one more full frame).
     focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+    # The routes table, not the first focusable widget (the tab bar, whose arrow keys only
+    # switch tabs): the arrows move the routes' cursor from the first frame, and `f`/`w`
+    # act on the route it shows. A screen pushed on top gives the focus back where it was.
+    AUTO_FOCUS = "#routes"
 
     # The demo keys live here, not on the app: they mean nothing while the mesh starts.
     BINDINGS = [

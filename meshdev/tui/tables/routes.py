@@ -68,15 +68,20 @@ class RoutesTable(KeyedTable):
     """Enter on a row opens its detail (the app listens for RowSelected)."""
 
     TITLE = "Routes  (enter: detail, s: sort)"
+    # Narrow terminals keep Linkerd's golden signals (rate, success, the tail latency) and
+    # the flags that say why requests failed; the trend (RPS says it now) gives way first,
+    # then the lower percentiles (P99 bounds them), and the retries last: they are what
+    # keeps success up while a replica fails. 80 columns: all but the trend and P50 (fewer
+    # where many flags widen FLAGS/s); 120: all.
     COLUMNS = (
         Column("route", "ROUTE"),
         Column("rps", "RPS", 7),
         Column("success", "SUCCESS", 8),
-        Column("p50", "P50", 7),
-        Column("p95", "P95", 7),
+        Column("p50", "P50", 7, drop=3),
+        Column("p95", "P95", 7, drop=2),
         Column("p99", "P99", 7),
-        Column("retries", "RETRY/s", 7),
-        Column("trend", "RPS TREND", SPARK_WIDTH),
+        Column("retries", "RETRY/s", 7, drop=1),
+        Column("trend", "RPS TREND", SPARK_WIDTH, drop=4),
         Column("flags", "FLAGS/s"),
     )
     SORTABLE = ("rps", "success", "p99", "retries", "route")

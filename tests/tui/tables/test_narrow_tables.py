@@ -1,4 +1,4 @@
-"""The clusters and hosts tables at 80 to 200 columns: the least important columns give way
+"""The clusters, routes and hosts tables at 80 to 200 columns: the least important columns give way
 so that the rest are shown whole, and come back when the terminal widens."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from meshdev.testing.sample_views import sample_view
 from meshdev.tui.tables.clusters import ClustersTable
 from meshdev.tui.tables.hosts import HostsTable
 from meshdev.tui.tables.keyed import KeyedTable
+from meshdev.tui.tables.routes import RoutesTable
 
 VIEW = sample_view(4)  # the backend breaker open, a host ejected
 
@@ -94,3 +95,60 @@ async def test_the_tcp_columns_give_way_too() -> None:
         await pilot.pause()
         assert shown(clusters)[-4:] == ["cx_active", "cx_rate", "bytes", "cx_fail"]
         assert clusters.cell_text("cache", "cx_active").strip() == "3"
+
+
+class Routes(App[None]):
+    CSS = "KeyedTable { height: 1fr; border: round white; }"
+
+    def compose(self) -> ComposeResult:
+        yield RoutesTable(id="routes")
+
+
+# The first route with the flags of a failing replica behind retries and a breaker: the
+# FLAGS/s column at its widest in the example's story.
+ROUTES = (
+    dataclasses.replace(
+        VIEW.routes[0], flags_per_s={"UO": 28.0, "URX": 8.0, "UH": 2.0}, upgrades_open=3
+    ),
+    *VIEW.routes[1:],
+)
+WHAT_ROUTES_ARE_ABOUT = {"route", "rps", "success", "p99", "flags"}
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 200])
+async def test_the_routes_keep_rate_success_p99_and_flags_whole(width: int) -> None:
+    app = Routes()
+    async with app.run_test(size=(width, 30)) as pilot:
+        routes = app.query_one(RoutesTable)
+        routes.show(ROUTES)
+        await pilot.pause()
+        room = routes.scrollable_content_region.width
+        assert used(routes) <= room, (shown(routes), used(routes), room)
+        assert set(shown(routes)) >= WHAT_ROUTES_ARE_ABOUT, shown(routes)
+        assert routes.cell_text(ROUTES[0].key, "flags").startswith("WS 3 UO 28")
+        if width == 80:
+            assert "trend" not in shown(routes)  # the first to give way
+        if width >= 120:
+            assert shown(routes) == [c.key for c in RoutesTable.COLUMNS]
+
+
+async def test_the_routes_columns_come_back_and_the_cursor_stays() -> None:
+    app = Routes()
+    async with app.run_test(size=(200, 30)) as pilot:
+        routes = app.query_one(RoutesTable)
+        routes.show(ROUTES)
+        await pilot.pause()
+        routes.move_cursor(row=2)
+        chosen = routes.cursor_key
+        assert chosen is not None
+        await pilot.resize_terminal(80, 30)
+        await pilot.pause()
+        assert "trend" not in shown(routes) and routes.cursor_key == chosen
+        # Trends kept between their once-a-second redraws survive a hidden column.
+        routes.show(sample_view(5).routes, trends=False)
+        await pilot.pause()
+        await pilot.resize_terminal(200, 30)
+        await pilot.pause()
+        assert shown(routes) == [c.key for c in RoutesTable.COLUMNS]
+        assert routes.cursor_key == chosen
+        assert routes.cell_text(chosen, "trend").strip()
