@@ -31,6 +31,7 @@ from collections.abc import Callable
 from textual import on, work
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable
@@ -77,6 +78,8 @@ FAILURE_EVENTS = 50
 # of the dashboard's CPU, ~4 % at 10,000, where most are freed by their reference counts
 # before a pass sees them (benchmarks/README.md, Dashboard telemetry at 41 sidecars).
 GC_YOUNG_THRESHOLD = 10_000
+# How long after a toast's timeout the screen is repainted (its removal takes a moment).
+TOAST_REPAINT_AFTER_S = 0.3
 
 
 class MeshdevApp(App[int]):
@@ -128,6 +131,25 @@ class MeshdevApp(App[int]):
 
     def get_default_screen(self) -> Screen[None]:
         return self.dashboard
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+        # An expired toast is removed without a repaint of what it covered, and the tables
+        # repaint only the rows whose figures changed (tables/fast.py): the rest of the toast
+        # stayed on screen, over the Hosts table, until a resize. A repaint once it is gone.
+        wait = self.NOTIFICATION_TIMEOUT if timeout is None else timeout
+        self.set_timer(wait + TOAST_REPAINT_AFTER_S, self._repaint_under_toasts)
+
+    def _repaint_under_toasts(self) -> None:
+        self.screen.refresh()
 
     def on_ready(self) -> None:
         # Ready, not mount: the default screen's widgets exist only from here on.
