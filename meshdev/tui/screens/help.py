@@ -56,7 +56,11 @@ PANELS = (
         "BREAKER is the state now: OPEN while a limit is full (the next request over it "
         "gets 503 UO), tripped when requests overflowed in the last interval.",
     ),
-    ("Hosts", "each endpoint: EJECTED by outlier detection, and when it returns."),
+    (
+        "Hosts",
+        "each endpoint: EJECTED by outlier detection, and when it returns (its ejection time"
+        " over: at the next detection sweep).",
+    ),
     ("Pods", "state, readiness, restarts, and the config version each sidecar serves."),
     ("Events", "reloads, rejected saves, breaker trips, ejections, exits, your actions."),
     (

@@ -22,6 +22,15 @@ def _dash() -> Text:
     return fmt.right(Text(fmt.DASH, style="dim"))
 
 
+def _returns(h: HostStats) -> str:
+    """When an ejected host comes back. Its ejection time over, it is still out until the
+    next outlier-detection sweep (Envoy un-ejects on the `interval` timer): a blank there read
+    as a host that would never return."""
+    if not h.ejected:
+        return ""
+    return fmt.seconds(h.returns_in_s) or "next sweep"
+
+
 def host_row(h: HostStats, *, tcp: bool = False) -> Row:
     """`tcp`: the table shows the tcp column (some host is a tcp cluster's)."""
     http = h.protocol != "tcp"
@@ -39,7 +48,7 @@ def host_row(h: HostStats, *, tcp: bool = False) -> Row:
         fmt.right(fmt.success(h.success_pct)) if http else _dash(),
         state,
         fmt.right(Text(str(h.ejection_count), style="yellow" if h.ejection_count else "dim")),
-        fmt.right(fmt.seconds(h.returns_in_s) if h.ejected else ""),
+        fmt.right(_returns(h)),
         # Requests in flight, or a tcp host's open connections.
         fmt.right(str(h.rq_active)),
     )
