@@ -228,3 +228,66 @@ def test_turning_mtls_on_under_load_fails_no_request(tmp_path: Path) -> None:
         res = up.run("down", str(mesh_file))
         up.stop()
     assert res.returncode == 0, res.stderr
+
+
+PATHS_ONLY = """\
+authorization:
+  api:
+    - {name: reads, to: {paths: ["/data*"]}}
+"""
+BY_IDENTITY = """\
+security: {mtls: STRICT}
+authorization:
+  api:
+    - {name: reads, from: {services: [good]}, to: {paths: ["/data*"]}}
+"""
+
+
+def test_turning_mtls_on_with_an_identity_policy_under_load_fails_no_request(
+    tmp_path: Path,
+) -> None:
+    """A save that adds `security` and an ALLOW policy naming the caller (`from: {services:
+    [good]}`): before, round 1 of the staging pushed the policy while good's sidecar still
+    called in plaintext, with no principal, and some of good's requests got 403."""
+    import subprocess
+    import time
+
+    from tests.support import MESHDEV
+
+    name = f"sec-id-{os.getpid()}"
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    mesh_file = tmp_path / "mesh.yaml"
+    plain = PLAIN_MESH.format(name=name, port=port) + PATHS_ONLY
+    mesh_file.write_text(plain)
+    up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        url = f"http://127.0.0.1:{port}"
+        load = subprocess.Popen(
+            [MESHDEV, "load", "--rps", "300", "--duration", "9s", "--json", f"{url}/good/relay"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        time.sleep(1.0)
+        # On and off again, three times: each turn-on is a race the old rounds lost often.
+        version = 1
+        for _ in range(3):
+            mesh_file.write_text(PLAIN_MESH.format(name=name, port=port) + BY_IDENTITY)
+            version += 1
+            up.wait_for(f"applied v{version}", WAIT)
+            time.sleep(0.7)
+            mesh_file.write_text(plain)
+            version += 1
+            up.wait_for(f"applied v{version}", WAIT)
+            time.sleep(0.7)
+        out, _ = load.communicate(timeout=60)
+        result = json.loads(out)
+        assert result["requests"] >= 2000
+        # good may call api's /data under every version: every answer is 200.
+        assert result["status"] == {"200": result["requests"]}, result["status"]
+    finally:
+        res = up.run("down", str(mesh_file))
+        up.stop()
+    assert res.returncode == 0, res.stderr
