@@ -15,14 +15,15 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import watchfiles
 
 from meshdev.config.model import Mesh
-from meshdev.meshfile import QUIET_S, STEP_MS, quiet_batch, start_pump
+from meshdev.folderwatch import start_folders_pump
+from meshdev.meshfile import QUIET_S, STEP_MS, quiet_batch
 
 # Folders that hold no source of the app, whatever a pattern says (watchfiles' own defaults).
 IGNORED_DIRS = frozenset(
@@ -183,10 +184,14 @@ async def watch_code(
     quiet: float = QUIET_S,
     step_ms: int = STEP_MS,
     stop: asyncio.Event | None = None,
+    on_rearm: Callable[[list[Path]], None] | None = None,
 ) -> AsyncIterator[CodeChanged]:
     """A CodeChanged for every save that changes a watched file's content, from now on.
     `exclude`: paths never watched (the mesh file, which has its own watcher; the state
-    folder, where the process runtime writes its logs, in case it is below a service's)."""
+    folder, where the process runtime writes its logs, in case it is below a service's).
+    A service's folder deleted and made again, or replaced by a rename (`git checkout`, a tool
+    that rewrites it), is followed (folderwatch.py): the new one is read whole and compared
+    with what was seen, and `on_rearm` is told which folders it follows anew."""
     if not watched:
         return
     skip = [p.resolve() for p in exclude]
@@ -206,31 +211,41 @@ async def watch_code(
         return any(w.matches(path) for w in watched)
 
     def digests_of(batch: set[Path]) -> dict[Path, bytes | None]:
-        """Of the changed files, and of every watched file in a folder made meanwhile."""
+        """Of the changed files, and of every watched file in a folder made meanwhile (and
+        of those seen there before: a folder made again may lack some)."""
         files = set()
         for path in batch:
             if path.is_dir():
                 files |= {f for w in watched for f in w.files(path) if not excluded(f)}
+                files |= {f for f in known if _below(f, path)}
             else:
                 files.add(path)
-        return _digests(files)
+        # A file of a service whose folder is gone now is left as last seen: the folder is
+        # being replaced (a checkout, a tool's rewrite), and rolling pods onto no code would
+        # only fail; the new folder is read whole once it is there.
+        return _digests(f for f in files if all(w.folder.is_dir() for w in owners(f)))
 
-    roots = sorted({w.folder for w in watched if w.folder.is_dir()})
-    if not roots:
-        return
+    def owners(path: Path) -> list[WatchedService]:
+        return [w for w in watched if _below(path, w.folder)]
+
     queue: asyncio.Queue[set[Path]] = asyncio.Queue()
-
-    pump_task = start_pump(
+    folders = sorted({w.folder for w in watched})
+    # Each service's folder is followed when replaced; the notifier's recursive watch of a
+    # folder's inode would otherwise see nothing more, for ever and without a word.
+    pump_task = start_folders_pump(
         queue,
-        roots,
+        folders,
+        (),
         relevant,
         recursive=True,
+        reread=lambda folder: {folder},
         stop=stop,
         step_ms=step_ms,
         name="meshdev-watch-code",
+        on_rearm=on_rearm,
     )
     # What the files hold now: only a change from this counts.
-    known = await asyncio.to_thread(
+    known: dict[Path, bytes | None] = await asyncio.to_thread(
         lambda: _digests(p for w in watched for p in w.files() if not excluded(p))
     )
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,33 +137,6 @@ async def watch_mesh(
         pump_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump_task
-
-
-def start_pump(
-    queue: asyncio.Queue[set[Path]],
-    roots: Iterable[Path],
-    relevant: Callable[[watchfiles.Change, str], bool],
-    *,
-    recursive: bool,
-    stop: asyncio.Event | None,
-    step_ms: int,
-    name: str,
-) -> asyncio.Task[None]:
-    """A task that puts each batch of changed paths the notifier reports under `roots` into
-    `queue` (its own debounce is long: `quiet_batch` decides when a save is whole)."""
-
-    async def pump() -> None:
-        async for changes in watchfiles.awatch(
-            *roots,
-            watch_filter=relevant,
-            debounce=1600,
-            step=step_ms,
-            recursive=recursive,
-            stop_event=stop,
-        ):
-            await queue.put({Path(name) for _, name in changes})
-
-    return asyncio.create_task(pump(), name=name)
 
 
 async def next_batch(queue: asyncio.Queue[set[Path]], pump: asyncio.Task[None]) -> set[Path] | None:

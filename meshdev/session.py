@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshdev.codewatch import CodeChanged, watch_code, watched_services
+from meshdev.codewatch import CodeChanged, WatchedService, watch_code, watched_services
 from meshdev.common.waiting import wait_set
 from meshdev.config.model import Mesh
 from meshdev.control import BY_KEY, ControlPlane, ReloadReport, RollReport
@@ -179,8 +179,17 @@ class Session:
         while True:
             self._rewatch.clear()
             watched = watched_services(self.mesh, self.mesh_file)
+
+            def rearmed(folders: list[Path], watched: list[WatchedService] = watched) -> None:
+                for folder in folders:
+                    names = ", ".join(w.service for w in watched if w.folder == folder)
+                    self.say(f"{names}: code folder {folder} was replaced; following the new one")
+
             changes = watch_code(
-                watched, exclude=(self.mesh_file, state_root()), stop=self._rewatch
+                watched,
+                exclude=(self.mesh_file, state_root()),
+                stop=self._rewatch,
+                on_rearm=rearmed,
             )
             try:
                 async for change in changes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,17 +95,27 @@ def test_a_service_watches_its_build_folder_else_the_mesh_files(tmp_path: Path) 
 class Watcher:
     """watch_code over `folder` for the services given, its events in a queue."""
 
-    def __init__(self, folder: Path, *watched: WatchedService, exclude: tuple[Path, ...] = ()):
+    def __init__(
+        self,
+        folder: Path,
+        *watched: WatchedService,
+        exclude: tuple[Path, ...] = (),
+        rearmed: list[list[Path]] | None = None,
+    ):
         self.folder = folder
         self.watched = list(watched)
         self.exclude = exclude
+        self.rearmed = rearmed
         self.events: asyncio.Queue[CodeChanged] = asyncio.Queue()
         self.stop = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Watcher:
         async def run() -> None:
-            async for ev in watch_code(self.watched, exclude=self.exclude, stop=self.stop):
+            on_rearm = None if self.rearmed is None else self.rearmed.append
+            async for ev in watch_code(
+                self.watched, exclude=self.exclude, stop=self.stop, on_rearm=on_rearm
+            ):
                 await self.events.put(ev)
 
         self.task = asyncio.create_task(run())
@@ -243,3 +254,75 @@ async def test_files_in_a_folder_made_just_now_are_seen(tmp_path: Path, app: Pat
         (tmp_path / "__pycache__").mkdir()
         (tmp_path / "__pycache__" / "x.py").write_text("x = 1\n")
         await w.nothing_for(0.5)
+
+
+# -- a service's folder replaced (git checkout of another branch, a tool that rewrites it) --
+
+
+@pytest.fixture
+def service_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "web"
+    (folder / "pkg").mkdir(parents=True)
+    (folder / "app.py").write_text("CODE = 1\n")
+    (folder / "pkg" / "util.py").write_text("U = 1\n")
+    return folder
+
+
+async def test_a_code_folder_deleted_and_made_again_is_followed(service_folder: Path) -> None:
+    # The notifier watched the old folder's inode: before, nothing after this was ever seen.
+    rearmed: list[list[Path]] = []
+    web = WatchedService("web", service_folder, ("**/*.py",))
+    async with Watcher(service_folder, web, rearmed=rearmed) as w:
+        shutil.rmtree(service_folder)
+        # The folder gone is no save: rolling the service onto no code would only fail.
+        await w.nothing_for(0.6)
+        (service_folder / "pkg").mkdir(parents=True)
+        (service_folder / "app.py").write_text("CODE = 2\n")
+        (service_folder / "pkg" / "util.py").write_text("U = 1\n")  # the same bytes
+        ev = await w.next()
+        assert ev.services == ("web",)
+        # What changed against the old folder: app.py, and the probe the new one lacks.
+        assert set(ev.paths) == {service_folder / "app.py", service_folder / "probe.py"}
+        assert rearmed == [[service_folder]]
+        # And it keeps following: plain saves afterwards, in a subfolder too.
+        (service_folder / "app.py").write_text("CODE = 3\n")
+        assert (await w.next()).paths == (service_folder / "app.py",)
+        (service_folder / "pkg" / "util.py").write_text("U = 2\n")
+        assert (await w.next()).paths == (service_folder / "pkg" / "util.py",)
+
+
+async def test_a_code_folder_renamed_into_place_is_followed(service_folder: Path) -> None:
+    fresh = service_folder.with_name("web.new")
+    shutil.copytree(service_folder, fresh)
+    (fresh / "app.py").write_text("CODE = 6\n")
+    web = WatchedService("web", service_folder, ("**/*.py",))
+    async with Watcher(service_folder, web) as w:
+        # No event names a file here: the old folder moved away whole.
+        service_folder.rename(service_folder.with_name("web.old"))
+        fresh.rename(service_folder)
+        ev = await w.next()
+        assert service_folder / "app.py" in ev.paths
+        (service_folder / "app.py").write_text("CODE = 7\n")
+        assert (await w.next()).paths == (service_folder / "app.py",)
+        # The old folder is not followed any more.
+        (service_folder.with_name("web.old") / "app.py").write_text("CODE = 8\n")
+        await w.nothing_for(0.5)
+
+
+async def test_a_code_folder_made_again_with_the_same_files_rolls_nothing(
+    service_folder: Path, tmp_path: Path
+) -> None:
+    # `git checkout other && git checkout -` puts back the very bytes the pods run.
+    other = WatchedService("other", tmp_path / "other", ("*.py",))
+    (tmp_path / "other").mkdir()
+    web = WatchedService("web", service_folder, ("**/*.py",))
+    async with Watcher(tmp_path / "other", other, web) as w:
+        copy = shutil.copytree(service_folder, tmp_path / "copy")
+        shutil.rmtree(service_folder)
+        shutil.copytree(copy, service_folder)
+        await w.nothing_for(0.8)
+        # The other service's folder, never replaced, is still watched; so is the new one.
+        (tmp_path / "other" / "o.py").write_text("O = 1\n")
+        assert (await w.next()).services == ("other",)
+        (service_folder / "app.py").write_text("CODE = 9\n")
+        assert (await w.next()).services == ("web",)

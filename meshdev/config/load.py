@@ -69,24 +69,62 @@ def _rule_problems(
 ) -> list[Problem]:
     """The rules' problems (an unknown service, a weight sum, ...) of a file that also has
     type problems, so that one `validate` says every error: checked on the file with each
-    value a type problem names taken out, its default standing in. None where that cannot be
-    done (a required key missing, a bad list item): the type problems alone are said then."""
+    value a type problem names taken out, its default standing in. A required value taken out
+    (a policy's name) has a stand-in of its own where one can be made up; else the top-level
+    section that needs it is left out and its rules go unchecked. None where even that cannot
+    be done (the mesh's name or services): the type problems alone are said then."""
     pruned = copy.deepcopy(data)
     for problem in typed:
         if not _take_out(pruned, problem.path):
             return []
-    try:
-        mesh = Mesh.model_validate(pruned)
-    except ValidationError:
-        return []
     said = {p.path for p in typed}
-    return [
-        p
-        for p in semantic_problems(mesh, file, source, base_dir)
-        # What a default stood in for is no problem of the file's, nor is what holds it
-        # (`from: {service: x}` left as `from: {}` would be "give services, ...").
-        if not any(_nested(p.path, bad) for bad in said)
-    ]
+    # Each round gives a stand-in or leaves a section out: bounded by the file's sections.
+    for _ in range(len(pruned) + len(typed) + 1):
+        try:
+            mesh = Mesh.model_validate(pruned)
+        except ValidationError as exc:
+            if not _stand_in(pruned, exc, said):
+                return []
+            continue
+        return [
+            p
+            for p in semantic_problems(mesh, file, source, base_dir)
+            # What a default stood in for is no problem of the file's, nor is what holds it
+            # (`from: {service: x}` left as `from: {}` would be "give services, ...").
+            if not any(_nested(p.path, bad) for bad in said)
+        ]
+    return []
+
+
+# Sections whose absence makes no other section's rules fail, so they can be left out when a
+# required value in them cannot be stood in for: without `security` every identity rule would
+# fail, without `ingress` every mention of the gateway (and the mesh's name and services are
+# needed by all).
+_OPTIONAL_SECTIONS = frozenset({"routes", "policies", "authorization"})
+
+
+def _stand_in(pruned: dict[str, Any], exc: ValidationError, said: set[DataPath]) -> bool:
+    """Make `pruned` validate further after `exc`: a made-up valid name for a policy whose own
+    was refused (unique: it holds its index), else leave out the section of each error;
+    `said` gets the sections left out, whose rules' problems are not the file's. False when
+    nothing could be done."""
+    done = False
+    for error in exc.errors():
+        loc = error["loc"]
+        if (
+            error["type"] == "missing"
+            and len(loc) == 4
+            and loc[0] == "authorization"
+            and isinstance(loc[2], int)
+            and loc[3] == "name"
+        ):
+            pruned["authorization"][loc[1]][loc[2]]["name"] = f"invalid-name-{loc[2]}"
+            done = True
+        elif loc and loc[0] in _OPTIONAL_SECTIONS and loc[0] in pruned:
+            del pruned[loc[0]]
+            said.add((str(loc[0]),))
+            done = True
+    return done
 
 
 def _nested(a: DataPath, b: DataPath) -> bool:

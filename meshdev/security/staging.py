@@ -11,6 +11,11 @@ user, in three rounds, each pushed to every sidecar before the next:
 2. clients: callers send TLS wherever the save asks (every callee takes it by now);
 3. the saved config itself (STRICT where asked: every caller sends TLS by now).
 
+Authorization that names callers by identity (principals, which `from.services` becomes) is
+held back to round 3 as well: a caller still on plaintext has no principal, so a saved
+`ALLOW from: {services: [web]}` pushed in round 1 refused web's requests (403) until web's
+sidecar sent TLS. Until then an inbound listener keeps the policies it had.
+
 Pure: configs in, configs out.
 """
 
@@ -27,6 +32,15 @@ def _inbound_modes(config: SidecarConfig | None) -> dict[str, str]:
     if config is None:
         return {}
     return {lst.name: lst.mtls for lst in config.listeners if lst.kind == "inbound"}
+
+
+def _by_identity(listener: Listener) -> bool:
+    """Whether its authorization names callers by their certificate."""
+    return any(
+        rule.principals or rule.not_principals
+        for policy in listener.authorization
+        for rule in policy.rules
+    )
 
 
 def tightens(current: SidecarConfig | None, target: SidecarConfig) -> bool:
@@ -51,6 +65,7 @@ def transitional(
     """Round 1 (`clients` False) or round 2 (`clients` True) on the way to `target`."""
     keep_tls = _tls_clusters(current)
     was = _inbound_modes(current)
+    had = {} if current is None else {lst.name: lst for lst in current.listeners}
 
     def cluster(c: Cluster) -> Cluster:
         if c.tls is None or clients or c.name in keep_tls:
@@ -58,11 +73,17 @@ def transitional(
         return c.model_copy(update={"tls": None})
 
     def listener(lst: Listener) -> Listener:
-        if lst.kind != "inbound" or lst.mtls == "DISABLE" or was.get(lst.name) == lst.mtls:
-            return lst
-        if was.get(lst.name) == "STRICT":
-            return lst  # callers already send TLS to it
-        return lst.model_copy(update={"mtls": "PERMISSIVE"})
+        update: dict[str, object] = {}
+        before = had.get(lst.name)
+        if before is not None and _by_identity(lst) and before.authorization != lst.authorization:
+            update["authorization"] = before.authorization
+        if (
+            lst.kind == "inbound"
+            and lst.mtls != "DISABLE"
+            and was.get(lst.name) not in (lst.mtls, "STRICT")  # STRICT: callers send TLS
+        ):
+            update["mtls"] = "PERMISSIVE"
+        return lst.model_copy(update=update) if update else lst
 
     return target.model_copy(
         update={

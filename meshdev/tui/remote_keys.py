@@ -48,7 +48,7 @@ def _keys(keys: DemoKeys, body: dict[str, Any]) -> dict[str, Callable[[], Awaita
         "rate": lambda: keys.rate(direction),
         "breaker": keys.trip_breaker,
         "chaos": lambda: keys.chaos(selected),
-        "plaintext": keys.plaintext,
+        "plaintext": lambda: keys.plaintext(selected),
         "unauthorized": keys.unauthorized,
         "fault": lambda: keys.fault(selected),
         "canary": lambda: keys.canary(prefer),
@@ -131,8 +131,8 @@ class RemoteKeys:
     async def chaos(self, selected: str | None = None) -> str:
         return await self._press("chaos", selected=selected)
 
-    async def plaintext(self) -> str:
-        return await self._press("plaintext")
+    async def plaintext(self, selected: str | None = None) -> str:
+        return await self._press("plaintext", selected=selected)
 
     async def unauthorized(self) -> str:
         return await self._press("unauthorized")

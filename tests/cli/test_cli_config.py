@@ -52,6 +52,25 @@ def test_validate_reports_every_error(tmp_path: Path) -> None:
     ]
 
 
+def test_validate_reports_a_bad_policy_name_with_the_rest(tmp_path: Path) -> None:
+    # Before, the name's problem came alone; the unknown service only at the next run.
+    bad = tmp_path / "mesh.yaml"
+    bad.write_text(
+        "name: demo\nservices:\n  api: {command: x}\n  web: {command: x}\n"
+        "security: {}\nauthorization:\n  api:\n"
+        "    - {name: Web_Reads, from: {services: [wbe]}}\n"
+    )
+    res = run("validate", str(bad))
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"{bad}:8:14 authorization.api[0].name: expected a name of lower-case letters, digits "
+        "and '-' (a DNS label, at most 40)",
+        f"{bad}:8:43 authorization.api[0].from.services[0]: unknown service 'wbe'; did you mean "
+        "'web'?",
+        f"2 problems in {bad}",
+    ]
+
+
 def test_validate_json(tmp_path: Path) -> None:
     bad = tmp_path / "mesh.yaml"
     bad.write_text("name: demo\nservices:\n  api: {command: x, port: 0}\n")

@@ -453,3 +453,59 @@ def test_the_schema_publishes_the_security_keys() -> None:
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
+
+
+def test_a_refused_policy_name_does_not_hide_the_other_problems() -> None:
+    # A name like Web_Reads is refused by its type; the policy then had no name, the whole
+    # file failed to validate without it, and every other problem waited for the next run.
+    found = problems(
+        """\
+        security:
+          mtls: strict
+          cert_ttl: 5s
+        authorization:
+          backnd:
+            - {name: x, from: {services: [frontnd]}}
+          backend:
+            - {name: Web_Reads, actoin: DENY}
+            - {name: Web_Reads, to: {methods: [get]}}
+            - {name: ok, from: {principals: ["spiffe://cluster.local/ns/demo/sa/frontend"]}}
+        """
+    )
+    assert found == [
+        "mesh.yaml:13:9 security.mtls: unknown value 'strict'; did you mean 'STRICT'?",
+        "mesh.yaml:14:13 security.cert_ttl: must be at least 10s",
+        "mesh.yaml:16:3 authorization.backnd: unknown service 'backnd'; did you mean 'backend'?",
+        "mesh.yaml:17:35 authorization.backnd[0].from.services[0]: unknown service 'frontnd'; "
+        "did you mean 'frontend'?",
+        "mesh.yaml:19:14 authorization.backend[0].name: expected a name of lower-case letters, "
+        "digits and '-' (a DNS label, at most 40)",
+        "mesh.yaml:19:25 authorization.backend[0].actoin: unknown key 'actoin'; did you mean "
+        "'action'?",
+        "mesh.yaml:20:14 authorization.backend[1].name: expected a name of lower-case letters, "
+        "digits and '-' (a DNS label, at most 40)",
+        "mesh.yaml:20:40 authorization.backend[1].to.methods[0]: 'get' is not an HTTP method; "
+        "methods are upper case, like GET",
+        "mesh.yaml:21:38 authorization.backend[2].from.principals[0]: principals are SPIFFE IDs "
+        "without the scheme, as Istio writes them; did you mean "
+        "'cluster.local/ns/demo/sa/frontend'?",
+    ]
+
+
+def test_a_route_missing_a_required_value_leaves_only_its_section_unchecked() -> None:
+    # A fault's delay without `fixed` cannot be stood in for: the routes are left out, and
+    # the authorization's rules are still checked.
+    found = problems(
+        """\
+        routes:
+          backend:
+            - {fault: {delay: {percent: 10}}}
+        authorization:
+          backend:
+            - {name: a, to: {methods: [get]}}
+        """
+    )
+    assert [p.split(" ", 2)[1] for p in found] == [
+        "routes.backend[0].fault.delay.fixed:",
+        "authorization.backend[0].to.methods[0]:",
+    ]

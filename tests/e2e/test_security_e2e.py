@@ -228,3 +228,71 @@ def test_turning_mtls_on_under_load_fails_no_request(tmp_path: Path) -> None:
         res = up.run("down", str(mesh_file))
         up.stop()
     assert res.returncode == 0, res.stderr
+
+
+PATHS_ONLY = """\
+authorization:
+  api:
+    - {name: reads, to: {paths: ["/data*"]}}
+"""
+BY_IDENTITY = """\
+security: {mtls: STRICT}
+authorization:
+  api:
+    - {name: reads, from: {services: [good]}, to: {paths: ["/data*"]}}
+"""
+
+
+def test_turning_mtls_on_with_an_identity_policy_under_load_fails_no_request(
+    tmp_path: Path,
+) -> None:
+    """A save that adds `security` and an ALLOW policy naming the caller (`from: {services:
+    [good]}`): before, round 1 of the staging pushed the policy while good's sidecar still
+    called in plaintext, with no principal, and some of good's requests got 403."""
+    import subprocess
+    import time
+
+    from tests.support import MESHDEV
+
+    name = f"sec-id-{os.getpid()}"
+    port = free_port()
+    (tmp_path / "app.py").write_text(APP)
+    mesh_file = tmp_path / "mesh.yaml"
+    plain = PLAIN_MESH.format(name=name, port=port) + PATHS_ONLY
+    mesh_file.write_text(plain)
+    up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+    url = f"http://127.0.0.1:{port}/good/relay"
+    try:
+        up.wait_for("ready:")
+        version = 1
+        # Three turn-ons, each under its own load: each is a race the old rounds lost often.
+        # The turn-offs between them are made without load (a relax is pushed at once, which
+        # is not what this test is about).
+        for _ in range(3):
+            load = subprocess.Popen(
+                [MESHDEV, "load", "--rps", "300", "--duration", "2.5s", "--json", url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            time.sleep(0.8)
+            mesh_file.write_text(PLAIN_MESH.format(name=name, port=port) + BY_IDENTITY)
+            version += 1
+            up.wait_for(f"applied v{version}", WAIT)
+            out, _ = load.communicate(timeout=60)
+            result = json.loads(out)
+            assert result["requests"] >= 600
+            # good may call api's /data under both versions: none is refused (403). A few
+            # 503 UC on the gateway -> good hop while its pools change to TLS, on a busy
+            # machine, are another matter, not authorization's, left open (docs/security.md).
+            assert "403" not in result["status"], result["status"]
+            assert set(result["status"]) <= {"200", "503"}, result["status"]
+            assert result["status"]["200"] >= result["requests"] - 10, result["status"]
+            mesh_file.write_text(plain)
+            version += 1
+            up.wait_for(f"applied v{version}", WAIT)
+            time.sleep(0.5)
+    finally:
+        res = up.run("down", str(mesh_file))
+        up.stop()
+    assert res.returncode == 0, res.stderr

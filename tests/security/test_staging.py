@@ -77,3 +77,28 @@ def test_a_listener_already_strict_is_never_loosened() -> None:
     assert inbound_mode(transitional(strict_no_client, STRICT, clients=False)) == "STRICT"
     # A cluster that already sent TLS keeps it in the first round.
     assert tls_of(transitional(STRICT, STRICT, clients=False))
+
+
+def with_policy(cfg: SidecarConfig, rule: dict[str, Any]) -> SidecarConfig:
+    data = cfg.model_dump(mode="json")
+    data["listeners"][0]["authorization"] = [{"name": "reads", "action": "ALLOW", "rules": [rule]}]
+    return SidecarConfig.model_validate(data)
+
+
+def authorization_of(cfg: SidecarConfig) -> Any:
+    return next(lst.authorization for lst in cfg.listeners if lst.kind == "inbound")
+
+
+def test_identity_rules_wait_for_the_round_where_every_caller_sends_tls() -> None:
+    # A caller still on plaintext has no principal: pushed in round 1, `from: {services:
+    # [web]}` answered web's own requests 403 until web's sidecar sent TLS.
+    before = with_policy(PLAIN, {"paths": ["/data*"]})
+    after = with_policy(STRICT, {"principals": ["cluster.local/ns/m/sa/web"]})
+    for clients in (False, True):
+        step = transitional(before, after, clients=clients)
+        assert authorization_of(step) == authorization_of(before)
+        assert inbound_mode(step) == "PERMISSIVE"
+    # Rules on paths and methods alone need no identity: they apply from round 1.
+    paths_only = with_policy(STRICT, {"paths": ["/other*"]})
+    step = transitional(before, paths_only, clients=False)
+    assert authorization_of(step) == authorization_of(paths_only)

@@ -44,8 +44,8 @@ class RecordingKeys:
     async def chaos(self, selected: str | None = None) -> str:
         return self._done("chaos", selected)
 
-    async def plaintext(self) -> str:
-        return self._done("plaintext")
+    async def plaintext(self, selected: str | None = None) -> str:
+        return self._done("plaintext", selected)
 
     async def unauthorized(self) -> str:
         return self._done("unauthorized")
@@ -92,7 +92,7 @@ async def test_every_key_reaches_up_with_what_it_was_pressed_on(
     assert await remote.rate(-1) == "rate done"
     assert await remote.trip_breaker() == "breaker done"
     assert await remote.chaos("backend-1") == "chaos done"
-    assert await remote.plaintext() == "plaintext done"
+    assert await remote.plaintext("api-0") == "plaintext done"
     assert await remote.unauthorized() == "unauthorized done"
     assert await remote.fault("backend/items") == "fault done"
     assert await remote.canary(["backend/items", "frontend/"]) == "canary done"
@@ -101,7 +101,7 @@ async def test_every_key_reaches_up_with_what_it_was_pressed_on(
         ("rate", -1),
         ("breaker", None),
         ("chaos", "backend-1"),
-        ("plaintext", None),
+        ("plaintext", "api-0"),
         ("unauthorized", None),
         ("fault", "backend/items"),
         ("canary", ["backend/items", "frontend/"]),

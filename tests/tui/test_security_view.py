@@ -37,6 +37,13 @@ def style_of(table: KeyedTable, key: str, column: str) -> str:
     return str(cell.style) if isinstance(cell, Text) else ""
 
 
+def is_bold(table: KeyedTable, key: str, column: str) -> bool:
+    """Whether any part of the cell is bold (its words carry their own styles)."""
+    cell = table.get_cell(key, column)
+    styles = [cell.style, *(span.style for span in cell.spans)] if isinstance(cell, Text) else []
+    return any("bold" in str(style) for style in styles)
+
+
 async def test_the_security_tab_shows_who_calls_whom_and_each_pods_certificate(
     session: FakeSession, source: FakeSource
 ) -> None:
@@ -175,6 +182,13 @@ async def test_a_sidecars_real_counts_reach_the_tab(
         assert pods.cell_text("backend-v1-0", "allowed").strip() == "32"
         assert pods.cell_text("backend-v1-0", "denied").strip() == "8.0"
         assert pods.cell_text("backend-v1-0", "refused") == "plaintext 2"
+        assert is_bold(pods, "backend-v1-0", "refused")  # just now
+        # An interval later with no refusal: still there (Envoy's counter), no longer bold.
+        clock.advance(0.25)
+        aggregate()
+        await pilot.pause()
+        assert pods.cell_text("backend-v1-0", "refused") == "plaintext 2"
+        assert not is_bold(pods, "backend-v1-0", "refused")
         # Its config names an identity, and no certificate was read: that is worth red.
         assert pods.cell_text("backend-v1-0", "cert") == "no certificate"
 

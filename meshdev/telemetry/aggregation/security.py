@@ -184,12 +184,13 @@ class SecurityNames:
 
 
 class _Edge:
-    __slots__ = ("denied", "failures", "modes", "rps", "tcp")
+    __slots__ = ("denied", "failures", "modes", "rps", "tcp", "totals")
 
     def __init__(self) -> None:
         self.rps = 0.0
         self.denied = 0.0
         self.failures: dict[str, int] = {}
+        self.totals: dict[str, int] = {}
         self.modes = 0
         self.tcp = False
 
@@ -252,6 +253,10 @@ class SecurityTally:
                 edge = edges[key] = _Edge()
             edge.tcp = edge.tcp or call.tcp
             edge.modes |= call.mode
+            for kind, stat in call.failures:
+                total = counters.get(stat, 0)
+                if total > 0:
+                    bump(edge.totals, kind, total)
             if deltas:
                 edge.rps += deltas.get(call.total, 0) * inv
                 edge.denied += deltas.get(call.rq_403, 0) * inv
@@ -279,6 +284,7 @@ class SecurityTally:
             prefix = self._names.inbound_prefix(pod.node, counters)
         handshakes: float | None = None
         failures: dict[str, int] = {}
+        totals: dict[str, int] = {}
         if prefix is not None:
             names = self._names.listener(prefix)
             if names.handshake in counters:
@@ -287,16 +293,11 @@ class SecurityTally:
                 d = deltas.get(stat, 0)
                 if d > 0:
                     failures[kind] = d
-            # meshdev's STRICT listener counts a plaintext connection it refuses as both
-            # Envoy's TLS-only listener (connection_error) and Istio's (no filter chain
-            # matched) would: one refusal, shown once, as what it is.
-            plaintext = failures.get(NO_FILTER_CHAIN_MATCH, 0)
-            if plaintext and "connection_error" in failures:
-                left = failures["connection_error"] - plaintext
-                if left > 0:
-                    failures["connection_error"] = left
-                else:
-                    del failures["connection_error"]
+                total = counters.get(stat, 0)
+                if total > 0:
+                    totals[kind] = total
+            _once(failures)
+            _once(totals)
         return PodSecurity(
             node=pod.node,
             service=pod.service,
@@ -305,6 +306,7 @@ class SecurityTally:
             rbac_denied_per_s=deltas.get(denied, 0) * inv if denied in counters else None,
             handshakes_per_s=handshakes,
             tls_failures=failures,
+            tls_failures_total=totals,
             spiffe_id=pod.spiffe_id,
             cert=pod.cert,
         )
@@ -318,6 +320,7 @@ class SecurityTally:
                 rps=e.rps,
                 denied_per_s=e.denied,
                 tls_failures=e.failures,
+                tls_failures_total=e.totals,
                 tcp=e.tcp,
             )
             for (source, destination), e in sorted(self._edges.items())
@@ -325,6 +328,19 @@ class SecurityTally:
 
     def pods(self) -> tuple[PodSecurity, ...]:
         return tuple(self._pods)
+
+
+def _once(failures: dict[str, int]) -> None:
+    """meshdev's STRICT listener counts a plaintext connection it refuses as both Envoy's
+    TLS-only listener (connection_error) and Istio's (no filter chain matched) would: one
+    refusal, shown once, as what it is."""
+    plaintext = failures.get(NO_FILTER_CHAIN_MATCH, 0)
+    if plaintext and "connection_error" in failures:
+        left = failures["connection_error"] - plaintext
+        if left > 0:
+            failures["connection_error"] = left
+        else:
+            del failures["connection_error"]
 
 
 def _cert_status(cert: CertInfo | None, at: float) -> CertStatus | None:

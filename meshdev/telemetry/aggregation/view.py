@@ -143,6 +143,9 @@ class EdgeStats:
     # (`connection_error`, `fail_verify_error`, `fail_verify_san`).
     tls_failures: dict[str, int] = field(default_factory=dict)
     tcp: bool = False
+    # The same since the callers' sidecars started (Envoy's counters): a failure stays in
+    # sight once its interval has passed (a quarter of a second at the dashboard's pace).
+    tls_failures_total: dict[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -178,6 +181,9 @@ class PodSecurity:
     # `fail_verify_error`, `fail_verify_san`, `fail_verify_no_cert`, and
     # `no_filter_chain_match` (plaintext refused by a STRICT listener).
     tls_failures: dict[str, int] = field(default_factory=dict)
+    # The same since its sidecar started: what `p` (a plaintext probe) made it refuse is still
+    # there when one looks, after the probe's interval has passed.
+    tls_failures_total: dict[str, int] = field(default_factory=dict)
     # The identity its config names (it should have a certificate); None: no TLS here.
     spiffe_id: str | None = None
     cert: CertStatus | None = None

@@ -122,9 +122,10 @@ class Commands:
 
     # -- mutual TLS -------------------------------------------------------------------------
 
-    async def plaintext(self) -> str:
+    async def plaintext(self, selected: str | None = None) -> str:
         """A plaintext request from outside the mesh straight at a secured pod's inbound
-        listener: refused under STRICT, checked by authorization under PERMISSIVE."""
+        listener: refused under STRICT, checked by authorization under PERMISSIVE. At the pod
+        `selected` when it takes mTLS, else at the first STRICT one (else PERMISSIVE)."""
         mesh = self._mesh()
         secured = [
             p
@@ -139,7 +140,8 @@ class Commands:
                 "no pod takes mTLS: add `security: {mtls: STRICT}` to mesh.yaml and save"
             )
         strict = [p for p in secured if mesh.mtls_mode(p.spec.service) == "STRICT"]
-        pod = (strict or secured)[0]
+        chosen = [p for p in secured if p.name == selected]
+        pod = (chosen or strict or secured)[0]
         mode = mesh.mtls_mode(pod.spec.service)
         answer = await actions.plaintext_request(pod.started.inbound_url)
         if answer is None:

@@ -42,7 +42,9 @@ class DemoKeys(Protocol):
 
     async def chaos(self, selected: str | None = None) -> str: ...
 
-    async def plaintext(self) -> str: ...
+    async def plaintext(self, selected: str | None = None) -> str:
+        """At the pod `selected` (the Security tab's cursor) when it takes mTLS, else at the
+        first STRICT one."""
 
     async def unauthorized(self) -> str: ...
 

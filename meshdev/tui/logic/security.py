@@ -72,14 +72,19 @@ def mode_text(mode: EdgeMode, secured: bool) -> Text:
     return Text("?", style="dim")
 
 
-def failures_text(failures: dict[str, int]) -> Text:
-    """Refused handshakes of the interval, by what went wrong."""
+def failures_text(totals: dict[str, int], recent: dict[str, int] | None = None) -> Text:
+    """Refused handshakes by what went wrong: `totals` since the sidecars started (Envoy's
+    counters), so one seen once stays in sight; bold where `recent` (the last interval) has
+    more of its kind, plain red where they are older."""
+    recent = recent or {}
+    counts = {k: max(totals.get(k, 0), recent.get(k, 0)) for k in {*totals, *recent}}
     out = Text()
-    for kind, n in sorted(failures.items(), key=lambda kv: (-kv[1], kv[0])):
+    for kind, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         if out:
             out.append("  ")
-        out.append(FAILURE_WORDS.get(kind, kind), style="bold red")
-        out.append(f" {n}")
+        style = "bold red" if recent.get(kind) else "red"
+        out.append(FAILURE_WORDS.get(kind, kind), style=style)
+        out.append(f" {n}", style=style if recent.get(kind) else "")
     return out
 
 

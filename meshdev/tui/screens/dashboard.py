@@ -300,7 +300,11 @@ class DashboardScreen(Screen[None]):
 
     def action_plaintext(self) -> None:
         if (commands := self._commands()) is not None:
-            self._act("plaintext probe", commands.plaintext())
+            # The pod under the Security tab's cursor: the one way to see PERMISSIVE let
+            # plaintext in while a STRICT service comes first.
+            active = self.tabs.active == "security"
+            selected = self.security.pods.cursor_key if active else None
+            self._act("plaintext probe", commands.plaintext(selected))
 
     def action_unauthorized(self) -> None:
         if (commands := self._commands()) is not None:

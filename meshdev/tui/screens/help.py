@@ -27,7 +27,7 @@ KEYS = (
     ("+ / -", "load rate up / down"),
     ("b", "trip the breaker: a burst of concurrent requests"),
     ("x", "make one replica fail (its chaos knob); again to heal it"),
-    ("p", "a plaintext request from outside straight at a secured pod (STRICT refuses it)"),
+    ("p", "a plaintext request straight at a secured pod, on Security the selected one"),
     ("a", "a request from a service no authorization policy allows (403, explained)"),
     (
         "f",

@@ -36,7 +36,7 @@ def edge_row(e: EdgeStats, mesh: Mesh | None, *, secured: bool) -> Row:
         mode_text(e.mode, secured),
         _rate(e.rps),
         _rate(e.denied_per_s, bad=True),
-        failures_text(e.tls_failures),
+        failures_text(e.tls_failures_total, e.tls_failures),
         denial_text(mesh, e.destination, e.source)
         if e.denied_per_s
         else policy_list(mesh, e.destination),
@@ -75,7 +75,7 @@ def pod_security_row(p: PodSecurity, ttl: float | None = None) -> Row:
         _rate(p.rbac_allowed_per_s),
         _rate(p.rbac_denied_per_s, bad=True),
         _rate(p.handshakes_per_s),
-        failures_text(p.tls_failures),
+        failures_text(p.tls_failures_total, p.tls_failures),
         expiry_text(p.cert, p.spiffe_id, ttl),
     )
     expires = p.cert.expires_in_s if p.cert is not None else None
@@ -93,12 +93,13 @@ def has_security(pods: Iterable[PodSecurity]) -> bool:
         or p.rbac_allowed_per_s is not None
         or p.handshakes_per_s is not None
         or p.tls_failures
+        or p.tls_failures_total
         for p in pods
     )
 
 
 class PodSecurityTable(KeyedTable):
-    TITLE = "Pods  (inbound: authorization, TLS refused in the last interval, certificate)"
+    TITLE = "Pods  (inbound: authorization, TLS refused since start, certificate)"
     COLUMNS = (
         Column("pod", "POD"),
         Column("service", "SERVICE"),

@@ -199,6 +199,11 @@ def test_handshakes_the_caller_failed_are_the_edges() -> None:
         "fail_verify_san": 5,
         "connection_error": 1,
     }
+    # An interval later with none: the interval's are gone, the totals since start stay.
+    mesh["frontend-0"].request("backend", "items", "backend.v1", 200, 5.0)
+    quiet = edge(mesh.tick(), "frontend->backend")
+    assert quiet.tls_failures == {}
+    assert quiet.tls_failures_total == {"fail_verify_san": 5, "connection_error": 1}
 
 
 # -- pods -------------------------------------------------------------------------------------
@@ -231,7 +236,10 @@ def test_a_refused_plaintext_connection_counts_once() -> None:
     failures = pod(mesh.tick(), "backend-v1-0").tls_failures
     assert failures == {"connection_error": 1, "no_filter_chain_match": 3}
     mesh["backend-v1-0"].inbound_tls("127.0.1.4", connection_error=2, no_filter_chain_match=2)
-    assert pod(mesh.tick(), "backend-v1-0").tls_failures == {"no_filter_chain_match": 2}
+    b = pod(mesh.tick(), "backend-v1-0")
+    assert b.tls_failures == {"no_filter_chain_match": 2}
+    # Since start: 6 connection errors, 5 of them the plaintext ones.
+    assert b.tls_failures_total == {"connection_error": 1, "no_filter_chain_match": 5}
 
 
 def test_an_envoys_inbound_tls_is_found_by_its_port() -> None:

@@ -62,3 +62,44 @@ async def test_permissive_lets_it_in_and_authorization_answers() -> None:
 async def test_a_mesh_without_tls_says_how_to_turn_it_on() -> None:
     with pytest.raises(ActionFailed, match=re.escape("add `security: {mtls: STRICT}`")):
         await Commands(session(None, 1)).plaintext()
+
+
+TWO = """\
+name: m
+services:
+  web: {command: x}
+  api: {command: x}
+security: {mtls: STRICT}
+policies:
+  api: {mtls: PERMISSIVE}
+"""
+
+
+def two_pods(web_port: int, api_port: int) -> SessionPort:
+    mesh = parse_mesh(TWO.encode(), "mesh.yaml")
+    control = ControlPlane(FakeRuntime(), "token")
+    control.mesh = mesh
+    for spec in pods(mesh):
+        port = web_port if spec.service == "web" else api_port
+        where = Placement(spec.name, LOCALHOST, LOCALHOST, LOCALHOST)
+        started = StartedPod(where, "http://x", f"http://{LOCALHOST}:{port}")
+        control.pods[spec.name] = Pod(spec.name, spec, started)
+    return cast(SessionPort, SimpleNamespace(control=control, mesh=mesh))
+
+
+async def test_the_selected_pod_is_probed_so_permissive_can_be_seen_beside_strict() -> None:
+    # Before, a STRICT service anywhere in the mesh took every press: what the docs say of
+    # PERMISSIVE (let in without an identity, an ALLOW policy answers 403) never showed.
+    permissive = with_allow(callee_config(Upstream("app", port=1), mtls="PERMISSIVE"))
+    async with (
+        upstreams("app") as (app,),
+        sidecar(callee_config(app, mtls="STRICT")) as strict,
+        sidecar(permissive) as loose,
+    ):
+        commands = Commands(two_pods(port_of(strict), port_of(loose)))
+        said = await commands.plaintext("api-0")
+        assert said.startswith("plaintext to api-0's inbound listener (PERMISSIVE): answered 403")
+        # Nothing selected, or a pod that takes no mTLS (the gateway): the first STRICT one.
+        for selected in (None, "ingress"):
+            said = await commands.plaintext(selected)
+            assert said.startswith("plaintext to web-0's inbound listener: refused (STRICT")
