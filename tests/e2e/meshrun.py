@@ -72,6 +72,14 @@ class MeshUp:
                 return line
         raise AssertionError(f"no line starting {prefix!r}; output:\n" + "\n".join(self.lines))
 
+    def __enter__(self) -> MeshUp:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        # The mesh goes whatever the test did: `down` finds every leftover by its labels.
+        self.run("down", str(self.mesh_file))
+        self.stop()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

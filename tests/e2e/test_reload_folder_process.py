@@ -24,8 +24,7 @@ def test_saves_apply_after_the_folder_is_deleted_and_made_again(tmp_path: Path) 
     folder.mkdir()
     path = folder / "mesh.yaml"
     path.write_text(mesh_text(name, port, extra=False))
-    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
-    try:
+    with MeshUp(path, env_for(tmp_path), "--runtime", "process") as up:
         up.wait_for("ready:")
         shutil.rmtree(folder)
         up.wait_for(f"{path}: not applied, still serving v1", timeout=30)
@@ -40,9 +39,6 @@ def test_saves_apply_after_the_folder_is_deleted_and_made_again(tmp_path: Path) 
         assert "started 1, stopped 0 pods" in up.wait_for("applied v3", timeout=60)
         assert {p["name"] for p in up.status()["pods"]} == {"ingress", "web-0", "web-1", "web-2"}
         assert get(f"http://127.0.0.1:{port}/")[0] == 200
-    finally:
-        up.run("down", str(path))
-        up.stop()
 
 
 def test_a_folder_renamed_into_place_is_applied_and_followed(tmp_path: Path) -> None:
@@ -54,14 +50,10 @@ def test_a_folder_renamed_into_place_is_applied_and_followed(tmp_path: Path) -> 
     fresh = tmp_path / "project.new"
     fresh.mkdir()
     (fresh / "mesh.yaml").write_text(mesh_text(name, port, extra=True))
-    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
-    try:
+    with MeshUp(path, env_for(tmp_path), "--runtime", "process") as up:
         up.wait_for("ready:")
         folder.rename(tmp_path / "project.old")
         fresh.rename(folder)
         assert "started 1, stopped 0 pods" in up.wait_for("applied v2", timeout=60)
         path.write_text(mesh_text(name, port, extra=False))
         assert "stopped 1 pods" in up.wait_for("applied v3", timeout=60)
-    finally:
-        up.run("down", str(path))
-        up.stop()

@@ -47,8 +47,7 @@ def test_a_save_that_removes_a_service_is_applied_and_later_saves_still_are(
     name, port = f"rs-{os.getpid()}", free_port()
     path = tmp_path / "mesh.yaml"
     path.write_text(mesh_text(name, port, extra=False))
-    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
-    try:
+    with MeshUp(path, env_for(tmp_path), "--runtime", "process") as up:
         up.wait_for("ready:")
         path.write_text(mesh_text(name, port, extra=True))
         assert "started 1, stopped 0 pods" in up.wait_for("applied v2", timeout=60)
@@ -60,9 +59,6 @@ def test_a_save_that_removes_a_service_is_applied_and_later_saves_still_are(
         path.write_text(mesh_text(name, port, extra=False, replicas=2))
         assert "started 1, stopped 0 pods" in up.wait_for("applied v4", timeout=60)
         assert get(f"http://127.0.0.1:{port}/")[0] == 200
-    finally:
-        up.run("down", str(path))
-        up.stop()
 
 
 def test_a_file_put_back_after_a_rejected_save_ends_the_rejection(tmp_path: Path) -> None:
@@ -70,8 +66,7 @@ def test_a_file_put_back_after_a_rejected_save_ends_the_rejection(tmp_path: Path
     path = tmp_path / "mesh.yaml"
     good = mesh_text(name, port, extra=False)
     path.write_text(good)
-    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
-    try:
+    with MeshUp(path, env_for(tmp_path), "--runtime", "process") as up:
         up.wait_for("ready:")
         path.write_text(good.replace("replicas: 1", "replicas: -1"))
         up.wait_for(f"{path}: not applied, still serving v1", timeout=60)
@@ -81,17 +76,13 @@ def test_a_file_put_back_after_a_rejected_save_ends_the_rejection(tmp_path: Path
         path.write_text(good)
         assert "(0 changed)" in up.wait_for("applied v2", timeout=60)
         assert up.status()["last_reload"]["ok"] is True
-    finally:
-        up.run("down", str(path))
-        up.stop()
 
 
 def test_a_save_that_moves_the_ingress_port_moves_the_gateway(tmp_path: Path) -> None:
     name, port, moved = f"rp-{os.getpid()}", free_port(), free_port()
     path = tmp_path / "mesh.yaml"
     path.write_text(mesh_text(name, port, extra=False))
-    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
-    try:
+    with MeshUp(path, env_for(tmp_path), "--runtime", "process") as up:
         up.wait_for("ready:")
         # The new gateway's admin address was checked while the old gateway still held it:
         # "reload failed ... the gateway's admin port ... free it or change the port".
@@ -100,9 +91,6 @@ def test_a_save_that_moves_the_ingress_port_moves_the_gateway(tmp_path: Path) ->
         assert "started 1" in line, up.lines
         assert get(f"http://127.0.0.1:{moved}/")[0] == 200
         assert not any("reload failed" in line for line in up.lines), up.lines
-    finally:
-        up.run("down", str(path))
-        up.stop()
 
 
 def test_a_save_that_renames_the_running_mesh_is_rejected_with_its_place(tmp_path: Path) -> None:
@@ -137,8 +125,7 @@ def test_a_save_that_removes_the_ingress_stops_the_gateway_and_later_saves_still
     path = tmp_path / "mesh.yaml"
     good = mesh_text(name, port, extra=False)
     path.write_text(good)
-    up = MeshUp(path, env_for(tmp_path), "--runtime", "process")
-    try:
+    with MeshUp(path, env_for(tmp_path), "--runtime", "process") as up:
         up.wait_for("ready:")
         # The gateway on its way out has no config to render: that raised (an assert) and
         # ended the file's follower for good, and then Ctrl-C hung and left every pod behind.
@@ -149,9 +136,6 @@ def test_a_save_that_removes_the_ingress_stops_the_gateway_and_later_saves_still
         assert "started 1" in up.wait_for("applied v3", timeout=60)
         assert get(f"http://127.0.0.1:{port}/")[0] == 200
         assert up.stop(timeout=30) == 0
-    finally:
-        up.run("down", str(path))
-        up.stop()
 
 
 async def test_a_save_meshdev_fails_to_apply_is_said_and_the_next_save_applies(
