@@ -286,6 +286,16 @@ class _Check:
                 problem = _pattern_problem(value, "path")
                 if problem is None and not value.startswith(("/", "*")):
                     problem = "must start with / (or be a *suffix pattern)"
+                if problem is None and "?" in value:
+                    effect = "never matches" if key == "paths" else "excludes nothing"
+                    bare = value.partition("?")[0]
+                    if value.endswith("*") and not bare.endswith("*"):
+                        bare += "*"
+                    problem = (
+                        f"{value!r} {effect}: a request's path is matched without its query "
+                        "string (as Istio's), and authorization cannot look at the query; "
+                        f"give {bare!r}"
+                    )
                 if problem is not None:
                     self.add((*path, key, j), problem)
 
@@ -493,6 +503,15 @@ class _Check:
             v = getattr(m, k)
             if v is not None and not v.startswith("/"):
                 self.add((*path, k), "must start with /")
+        if m.path is not None and m.path.startswith("/") and "?" in m.path:
+            bare, _, query = m.path.partition("?")
+            self.add(
+                (*path, "path"),
+                f"{m.path!r} never matches: a path is compared with the request's path once its "
+                f"query string is removed (as Envoy's); give {bare!r}. mesh.yaml has no "
+                "query-parameter match; only a prefix is compared with the query included "
+                f"(prefix: {m.path} takes {m.path}&b=2, not {bare}?b=2&{query})",
+            )
         if m.regex is not None:
             self.regex((*path, "regex"), m.regex)
         methods = (m.method,) if isinstance(m.method, str) else (m.method or ())

@@ -171,6 +171,19 @@ CASES = [
         "mesh.yaml:10:23 routes.api[0].match.method: 'get' is not an HTTP method",
     ),
     (
+        "query string in an exact path",
+        "routes:\n  api:\n    - match: {path: '/items?x=1'}\n",
+        "mesh.yaml:10:21 routes.api[0].match.path: '/items?x=1' never matches: a path is "
+        "compared with the request's path once its query string is removed (as Envoy's); give "
+        "'/items'. mesh.yaml has no query-parameter match; only a prefix is compared with the "
+        "query included (prefix: /items?x=1 takes /items?x=1&b=2, not /items?b=2&x=1)",
+    ),
+    (
+        "query string in an ingress path",
+        "ingress: {routes: [{match: {path: /a?b=c}, to: api}]}\n",
+        "mesh.yaml:8:35 ingress.routes[0].match.path: '/a?b=c' never matches",
+    ),
+    (
         "header with two kinds",
         "routes:\n  api:\n    - match: {headers: {x: {exact: a, prefix: b}}}\n",
         "mesh.yaml:10:28 routes.api[0].match.headers.x: give exactly one of exact, "
@@ -316,3 +329,10 @@ def test_app_port_clashing_with_sidecar() -> None:
         "mesh.yaml:3:25 services.a.port: port 15001 clashes with the sidecar's outbound port "
         "in the same pod"
     ]
+
+
+def test_a_prefix_may_hold_a_query_string() -> None:
+    # Envoy compares a prefix with the whole request target, query included: it can match.
+    text = BASE + "routes:\n  api:\n    - match: {prefix: '/items?x=1'}\n"
+    mesh = parse_mesh(text.encode(), "mesh.yaml")
+    assert mesh.routes["api"][0].match.prefix == "/items?x=1"

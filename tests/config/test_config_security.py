@@ -351,6 +351,20 @@ CASES = [
         "methods are upper case, like GET",
     ),
     (
+        "query string in a path",
+        "authorization:\n  backend:\n    - {name: a, to: {paths: [/a, '/items?x=1']}}\n",
+        "mesh.yaml:14:34 authorization.backend[0].to.paths[1]: '/items?x=1' never matches: a "
+        "request's path is matched without its query string (as Istio's), and authorization "
+        "cannot look at the query; give '/items'",
+    ),
+    (
+        "query string in an excluded path",
+        "authorization:\n  backend:\n    - {name: a, to: {not_paths: ['/items?x=1*']}}\n",
+        "mesh.yaml:14:34 authorization.backend[0].to.not_paths[0]: '/items?x=1*' excludes "
+        "nothing: a request's path is matched without its query string (as Istio's), and "
+        "authorization cannot look at the query; give '/items*'",
+    ),
+    (
         "lower-case excluded method",
         "authorization:\n  backend:\n    - {name: a, to: {not_methods: [delete]}}\n",
         "mesh.yaml:14:36 authorization.backend[0].to.not_methods[0]: 'delete' is not an HTTP "

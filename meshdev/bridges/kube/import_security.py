@@ -148,7 +148,7 @@ def _operation(a: Source, p: Path) -> Dict | None:
                 for v in out[ours]
                 if not _pattern(v)
                 or (ours.endswith("methods") and not _METHOD.match(v))
-                or (ours.endswith("paths") and not v.startswith(("/", "*")))
+                or (ours.endswith("paths") and (not v.startswith(("/", "*")) or "?" in v))
             ]
             if bad:
                 a.note(

@@ -223,6 +223,12 @@ def read_match(v: Source, p: Path) -> tuple[Dict, str | None]:
             v.note((*p, "uri"), f"a regex meshdev cannot compile: {_TAKES_MORE}")
         elif key != "regex" and not value.startswith("/"):
             v.note((*p, "uri"), f"meshdev's paths start with /: {_TAKES_MORE}")
+        elif key == "exact" and "?" in value:
+            v.note(
+                (*p, "uri"),
+                "an exact path is compared without the query string, so this one never "
+                f"matches: {_TAKES_MORE}",
+            )
         else:
             v.take(*p, "uri")
             m[ours] = value
