@@ -9,6 +9,7 @@ import difflib
 import re
 from pathlib import Path as FsPath
 
+from meshdev.common.http_methods import method_problem
 from meshdev.common.sidecar_config import collector_problem
 from meshdev.common.workload_certs import principal
 from meshdev.config.durations import format_duration
@@ -30,8 +31,6 @@ from meshdev.config.yamlsource import SourceMap
 
 # The sidecar shares each pod's network namespace (admin, outbound, inbound; as Istio).
 SIDECAR_PORTS = {15000: "admin", 15001: "outbound", 15006: "inbound"}
-
-_METHOD = re.compile(r"^[A-Z]+$")
 
 
 class _Check:
@@ -276,11 +275,8 @@ class _Check:
             return
         for key in ("methods", "not_methods"):
             for j, meth in enumerate(getattr(op, key)):
-                if not _METHOD.match(meth):
-                    self.add(
-                        (*path, key, j),
-                        f"{meth!r} is not an HTTP method; methods are upper case, like GET",
-                    )
+                if (problem := method_problem(meth)) is not None:
+                    self.add((*path, key, j), problem)
         for key in ("paths", "not_paths"):
             for j, value in enumerate(getattr(op, key)):
                 problem = _pattern_problem(value, "path")
@@ -516,9 +512,9 @@ class _Check:
             self.regex((*path, "regex"), m.regex)
         methods = (m.method,) if isinstance(m.method, str) else (m.method or ())
         for i, meth in enumerate(methods):
-            if not _METHOD.match(meth):
+            if (problem := method_problem(meth)) is not None:
                 where = (*path, "method") if isinstance(m.method, str) else (*path, "method", i)
-                self.add(where, f"{meth!r} is not an HTTP method; methods are upper case, like GET")
+                self.add(where, problem)
         for name, hm in m.headers.items():
             hpath = (*path, "headers", name)
             given = [

@@ -351,6 +351,24 @@ CASES = [
         "methods are upper case, like GET",
     ),
     (
+        "unknown method",
+        "authorization:\n  backend:\n    - {name: a, to: {methods: [GET, FETCH]}}\n",
+        "mesh.yaml:14:37 authorization.backend[0].to.methods[1]: unknown method 'FETCH' (did "
+        "you mean 'PATCH'?): a sidecar answers any method but the standard ones",
+    ),
+    (
+        "unknown excluded method",
+        "authorization:\n  backend:\n    - {name: a, to: {not_methods: [DELET]}}\n",
+        "mesh.yaml:14:36 authorization.backend[0].to.not_methods[0]: unknown method 'DELET' "
+        "(did you mean 'DELETE'?)",
+    ),
+    (
+        "a wildcard method",
+        "authorization:\n  backend:\n    - {name: a, to: {methods: ['*']}}\n",
+        "mesh.yaml:14:32 authorization.backend[0].to.methods[0]: '*' is not an HTTP method: "
+        "leave the methods out to match every method",
+    ),
+    (
         "query string in a path",
         "authorization:\n  backend:\n    - {name: a, to: {paths: [/a, '/items?x=1']}}\n",
         "mesh.yaml:14:34 authorization.backend[0].to.paths[1]: '/items?x=1' never matches: a "
