@@ -610,8 +610,10 @@ def load(
     """Send load to URL at a constant rate and report latency percentiles and outcomes.
 
     Latency is measured from each request's intended send time, so a stall of the target shows
-    in every request it held up. Exit 0 when every request got an HTTP response (any status),
-    1 when some got none (refused, reset, timeout), 2 for bad arguments.
+    in every request it held up. Exit 0 when every request succeeded (a 2xx or 3xx answer), 1
+    when any did not: a 4xx (a path the mesh does not route, a rate limit, a denial), a 5xx or
+    no answer at all (refused, reset, timeout), so a fault demo exits 1 too; 2 for bad
+    arguments.
     """
     from meshdev.cli.load import load_command
     from meshdev.loadgen import LoadSpecError, parse_header, parse_path_mix

@@ -87,9 +87,15 @@ class HeaderMatch(_Model):
 class Match(_Model):
     """Which requests a route takes (Envoy's RouteMatch). Empty matches every request."""
 
-    prefix: str | None = Field(default=None, description="Path starts with this.")
-    path: str | None = Field(default=None, description="Path equals this exactly.")
-    regex: str | None = Field(default=None, description="The whole path matches this regex.")
+    prefix: str | None = Field(
+        default=None, description="Path starts with this (the query string included, as Envoy's)."
+    )
+    path: str | None = Field(
+        default=None, description="Path equals this exactly (without the query string)."
+    )
+    regex: str | None = Field(
+        default=None, description="The whole path (without the query string) matches this regex."
+    )
     method: str | tuple[str, ...] | None = Field(
         default=None, description="One HTTP method or a list of them."
     )
@@ -415,7 +421,9 @@ class AuthzOperation(_Model):
     methods: tuple[str, ...] = Field(default=(), description="HTTP methods, exact (GET).")
     not_methods: tuple[str, ...] = Field(default=(), description="Any method but these.")
     paths: tuple[str, ...] = Field(
-        default=(), description="Paths: exact (/items), prefix (/items*), suffix (*.png) or *."
+        default=(),
+        description="Paths: exact (/items), prefix (/items*), suffix (*.png) or *; matched "
+        "without the query string.",
     )
     not_paths: tuple[str, ...] = Field(default=(), description="Any path but these.")
 

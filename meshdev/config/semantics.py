@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from pathlib import Path as FsPath
 
+from meshdev.common.http_methods import method_problem
 from meshdev.common.sidecar_config import collector_problem
 from meshdev.common.workload_certs import principal
 from meshdev.config.durations import format_duration
@@ -28,10 +30,12 @@ from meshdev.config.model import (
 from meshdev.config.problems import Path, Problem
 from meshdev.config.yamlsource import SourceMap
 
+# A value of an authorization field: (key, index, as written, as matched: a service's is its
+# principal).
+_Entry = tuple[str, int, str, str]
+
 # The sidecar shares each pod's network namespace (admin, outbound, inbound; as Istio).
 SIDECAR_PORTS = {15000: "admin", 15001: "outbound", 15006: "inbound"}
-
-_METHOD = re.compile(r"^[A-Z]+$")
 
 
 class _Check:
@@ -246,6 +250,24 @@ class _Check:
                     )
                 elif "*" not in value and value.removeprefix(ours) not in callers:
                     self.unknown(where, "service", value.removeprefix(ours), callers, at_key=False)
+
+        # `services` are principals: one list, and `not_services` one with `not_principals`.
+        def entries(services: str, principals: str) -> list[_Entry]:
+            return [
+                *(
+                    (services, j, n, principal(self.mesh.name, n))
+                    for j, n in enumerate(getattr(src, services))
+                ),
+                *((principals, j, v, v) for j, v in enumerate(getattr(src, principals))),
+            ]
+
+        self.contradictions(
+            path,
+            entries("services", "principals"),
+            entries("not_services", "not_principals"),
+            lambda v: _pattern_problem(v, "principal") is None,
+            "caller",
+        )
         if dest is not None and self.mesh.mtls_mode(dest) == "DISABLE":
             if self.mesh.security is None:
                 why = "the mesh has no security section (security: {} turns mTLS on)"
@@ -276,18 +298,66 @@ class _Check:
             return
         for key in ("methods", "not_methods"):
             for j, meth in enumerate(getattr(op, key)):
-                if not _METHOD.match(meth):
-                    self.add(
-                        (*path, key, j),
-                        f"{meth!r} is not an HTTP method; methods are upper case, like GET",
-                    )
+                if (problem := method_problem(meth)) is not None:
+                    self.add((*path, key, j), problem)
         for key in ("paths", "not_paths"):
             for j, value in enumerate(getattr(op, key)):
                 problem = _pattern_problem(value, "path")
                 if problem is None and not value.startswith(("/", "*")):
                     problem = "must start with / (or be a *suffix pattern)"
+                if problem is None and "?" in value:
+                    effect = "never matches" if key == "paths" else "excludes nothing"
+                    bare = value.partition("?")[0]
+                    if value.endswith("*") and not bare.endswith("*"):
+                        bare += "*"
+                    problem = (
+                        f"{value!r} {effect}: a request's path is matched without its query "
+                        "string (as Istio's), and authorization cannot look at the query; "
+                        f"give {bare!r}"
+                    )
                 if problem is not None:
                     self.add((*path, key, j), problem)
+        for key, valid in (
+            ("methods", lambda v: method_problem(v) is None),
+            ("paths", lambda v: _pattern_problem(v, "path") is None and _plain_path(v)),
+        ):
+            self.contradictions(
+                path,
+                [(key, j, v, v) for j, v in enumerate(getattr(op, key))],
+                [(f"not_{key}", j, v, v) for j, v in enumerate(getattr(op, f"not_{key}"))],
+                valid,
+                "request",
+            )
+
+    def contradictions(
+        self,
+        path: Path,
+        wanted: list[_Entry],
+        excluded: list[_Entry],
+        valid: Callable[[str], bool],
+        noun: str,
+    ) -> None:
+        """Values a field asks for that its `not_` field excludes: a caller (or request) must
+        match both, so it never matches there; when none is left, the section never matches.
+        Values with problems of their own were reported already and are left out."""
+        covered: list[tuple[_Entry, _Entry]] = []
+        for entry in wanted:
+            if not valid(entry[3]):
+                continue
+            for other in excluded:
+                if valid(other[3]) and _covers(other[3], entry[3]):
+                    covered.append((entry, other))
+                    break
+        for (key, j, written, _), (okey, k, owritten, _) in covered:
+            shown = f" ({owritten!r})" if owritten != written else ""
+            outcome = (
+                f"this `{path[-1]}` matches no {noun} at all, so the policy never applies"
+                if len(covered) == len(wanted)
+                else f"no {noun} matches it here"
+            )
+            self.add(
+                (*path, key, j), f"{written!r} is also excluded by {okey}[{k}]{shown}: {outcome}"
+            )
 
     # -- protocols ------------------------------------------------------------------------
 
@@ -493,13 +563,22 @@ class _Check:
             v = getattr(m, k)
             if v is not None and not v.startswith("/"):
                 self.add((*path, k), "must start with /")
+        if m.path is not None and m.path.startswith("/") and "?" in m.path:
+            bare, _, query = m.path.partition("?")
+            self.add(
+                (*path, "path"),
+                f"{m.path!r} never matches: a path is compared with the request's path once its "
+                f"query string is removed (as Envoy's); give {bare!r}. mesh.yaml has no "
+                "query-parameter match; only a prefix is compared with the query included "
+                f"(prefix: {m.path} takes {m.path}&b=2, not {bare}?b=2&{query})",
+            )
         if m.regex is not None:
             self.regex((*path, "regex"), m.regex)
         methods = (m.method,) if isinstance(m.method, str) else (m.method or ())
         for i, meth in enumerate(methods):
-            if not _METHOD.match(meth):
+            if (problem := method_problem(meth)) is not None:
                 where = (*path, "method") if isinstance(m.method, str) else (*path, "method", i)
-                self.add(where, f"{meth!r} is not an HTTP method; methods are upper case, like GET")
+                self.add(where, problem)
         for name, hm in m.headers.items():
             hpath = (*path, "headers", name)
             given = [
@@ -527,6 +606,26 @@ def _pattern_problem(value: str, what: str) -> str | None:
     if value.count("*") == 1 and (value.startswith("*") or value.endswith("*")):
         return None
     return f"{value!r}: a {what} is exact, prefix*, *suffix or *"
+
+
+def _plain_path(value: str) -> bool:
+    return value.startswith(("/", "*")) and "?" not in value
+
+
+def _covers(excluded: str, wanted: str) -> bool:
+    """Whether the pattern `excluded` matches every value the pattern `wanted` does (both
+    Istio's: exact, prefix*, *suffix or *)."""
+    if excluded == "*":
+        return True
+    if wanted == "*":
+        return False
+    if excluded.endswith("*"):
+        prefix = excluded[:-1]
+        return not wanted.startswith("*") and wanted.removesuffix("*").startswith(prefix)
+    if excluded.startswith("*"):
+        suffix = excluded[1:]
+        return not wanted.endswith("*") and wanted.removeprefix("*").endswith(suffix)
+    return excluded == wanted
 
 
 def semantic_problems(

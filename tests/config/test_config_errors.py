@@ -171,6 +171,44 @@ CASES = [
         "mesh.yaml:10:23 routes.api[0].match.method: 'get' is not an HTTP method",
     ),
     (
+        "query string in an exact path",
+        "routes:\n  api:\n    - match: {path: '/items?x=1'}\n",
+        "mesh.yaml:10:21 routes.api[0].match.path: '/items?x=1' never matches: a path is "
+        "compared with the request's path once its query string is removed (as Envoy's); give "
+        "'/items'. mesh.yaml has no query-parameter match; only a prefix is compared with the "
+        "query included (prefix: /items?x=1 takes /items?x=1&b=2, not /items?b=2&x=1)",
+    ),
+    (
+        "query string in an ingress path",
+        "ingress: {routes: [{match: {path: /a?b=c}, to: api}]}\n",
+        "mesh.yaml:8:35 ingress.routes[0].match.path: '/a?b=c' never matches",
+    ),
+    (
+        "unknown method",
+        "routes:\n  api:\n    - match: {method: FETCH}\n",
+        "mesh.yaml:10:23 routes.api[0].match.method: unknown method 'FETCH' (did you mean "
+        "'PATCH'?): a sidecar answers any method but the standard ones (GET, HEAD, POST, PUT, "
+        "DELETE, CONNECT, OPTIONS, TRACE, PATCH)",
+    ),
+    (
+        "unknown method in a list",
+        "routes:\n  api:\n    - match: {method: [GET, POTS]}\n",
+        "mesh.yaml:10:29 routes.api[0].match.method[1]: unknown method 'POTS' (did you mean "
+        "'POST'?)",
+    ),
+    (
+        "lower-case method in a list",
+        "routes:\n  api:\n    - match: {method: [GET, delete]}\n",
+        "mesh.yaml:10:29 routes.api[0].match.method[1]: 'delete' is not an HTTP method; "
+        "methods are upper case, like DELETE",
+    ),
+    (
+        "unknown method at the ingress",
+        "ingress: {routes: [{match: {method: FETCH}, to: api}]}\n",
+        "mesh.yaml:8:37 ingress.routes[0].match.method: unknown method 'FETCH' (did you mean "
+        "'PATCH'?)",
+    ),
+    (
         "header with two kinds",
         "routes:\n  api:\n    - match: {headers: {x: {exact: a, prefix: b}}}\n",
         "mesh.yaml:10:28 routes.api[0].match.headers.x: give exactly one of exact, "
@@ -316,3 +354,17 @@ def test_app_port_clashing_with_sidecar() -> None:
         "mesh.yaml:3:25 services.a.port: port 15001 clashes with the sidecar's outbound port "
         "in the same pod"
     ]
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "CONNECT", "PURGE", "PROPFIND", "M-SEARCH"])
+def test_standard_and_extension_methods_the_sidecars_parse_are_taken(method: str) -> None:
+    text = BASE + f"routes:\n  api:\n    - match: {{method: [{method}]}}\n"
+    mesh = parse_mesh(text.encode(), "mesh.yaml")
+    assert mesh.routes["api"][0].match.method == (method,)
+
+
+def test_a_prefix_may_hold_a_query_string() -> None:
+    # Envoy compares a prefix with the whole request target, query included: it can match.
+    text = BASE + "routes:\n  api:\n    - match: {prefix: '/items?x=1'}\n"
+    mesh = parse_mesh(text.encode(), "mesh.yaml")
+    assert mesh.routes["api"][0].match.prefix == "/items?x=1"

@@ -351,6 +351,82 @@ CASES = [
         "methods are upper case, like GET",
     ),
     (
+        "unknown method",
+        "authorization:\n  backend:\n    - {name: a, to: {methods: [GET, FETCH]}}\n",
+        "mesh.yaml:14:37 authorization.backend[0].to.methods[1]: unknown method 'FETCH' (did "
+        "you mean 'PATCH'?): a sidecar answers any method but the standard ones",
+    ),
+    (
+        "unknown excluded method",
+        "authorization:\n  backend:\n    - {name: a, to: {not_methods: [DELET]}}\n",
+        "mesh.yaml:14:36 authorization.backend[0].to.not_methods[0]: unknown method 'DELET' "
+        "(did you mean 'DELETE'?)",
+    ),
+    (
+        "a wildcard method",
+        "authorization:\n  backend:\n    - {name: a, to: {methods: ['*']}}\n",
+        "mesh.yaml:14:32 authorization.backend[0].to.methods[0]: '*' is not an HTTP method: "
+        "leave the methods out to match every method",
+    ),
+    (
+        "query string in a path",
+        "authorization:\n  backend:\n    - {name: a, to: {paths: [/a, '/items?x=1']}}\n",
+        "mesh.yaml:14:34 authorization.backend[0].to.paths[1]: '/items?x=1' never matches: a "
+        "request's path is matched without its query string (as Istio's), and authorization "
+        "cannot look at the query; give '/items'",
+    ),
+    (
+        "query string in an excluded path",
+        "authorization:\n  backend:\n    - {name: a, to: {not_paths: ['/items?x=1*']}}\n",
+        "mesh.yaml:14:34 authorization.backend[0].to.not_paths[0]: '/items?x=1*' excludes "
+        "nothing: a request's path is matched without its query string (as Istio's), and "
+        "authorization cannot look at the query; give '/items*'",
+    ),
+    (
+        "a service both wanted and excluded",
+        "security: {}\nauthorization:\n  backend:\n"
+        "    - {name: a, from: {services: [frontend], not_services: [frontend]}}\n",
+        "mesh.yaml:15:35 authorization.backend[0].from.services[0]: 'frontend' is also excluded "
+        "by not_services[0]: this `from` matches no caller at all, so the policy never applies",
+    ),
+    (
+        "a service excluded by its principal",
+        "security: {}\nauthorization:\n  backend:\n"
+        "    - {name: a, from: {services: [ingress, frontend], "
+        "not_principals: ['cluster.local/ns/demo/sa/front*']}}\n",
+        "mesh.yaml:15:44 authorization.backend[0].from.services[1]: 'frontend' is also excluded "
+        "by not_principals[0] ('cluster.local/ns/demo/sa/front*'): no caller matches it here",
+    ),
+    (
+        "a principal pattern inside an excluded one",
+        "security: {}\nauthorization:\n  backend:\n"
+        "    - {name: a, from: {principals: ['cluster.local/ns/demo/sa/fr*'], "
+        "not_principals: ['*']}}\n",
+        "mesh.yaml:15:37 authorization.backend[0].from.principals[0]: "
+        "'cluster.local/ns/demo/sa/fr*' is also excluded by not_principals[0] ('*'): this "
+        "`from` matches no caller at all",
+    ),
+    (
+        "a method both wanted and excluded",
+        "authorization:\n  backend:\n    - {name: a, to: {methods: [GET], not_methods: [GET]}}\n",
+        "mesh.yaml:14:32 authorization.backend[0].to.methods[0]: 'GET' is also excluded by "
+        "not_methods[0]: this `to` matches no request at all, so the policy never applies",
+    ),
+    (
+        "a path inside an excluded prefix",
+        "authorization:\n  backend:\n"
+        "    - {name: a, to: {paths: ['/a/b', '/c'], not_paths: ['/a*']}}\n",
+        "mesh.yaml:14:30 authorization.backend[0].to.paths[0]: '/a/b' is also excluded by "
+        "not_paths[0] ('/a*'): no request matches it here",
+    ),
+    (
+        "a suffix inside an excluded suffix",
+        "authorization:\n  backend:\n"
+        "    - {name: a, to: {paths: ['*.png'], not_paths: ['*.png']}}\n",
+        "mesh.yaml:14:30 authorization.backend[0].to.paths[0]: '*.png' is also excluded by "
+        "not_paths[0]: this `to` matches no request at all",
+    ),
+    (
         "lower-case excluded method",
         "authorization:\n  backend:\n    - {name: a, to: {not_methods: [delete]}}\n",
         "mesh.yaml:14:36 authorization.backend[0].to.not_methods[0]: 'delete' is not an HTTP "
@@ -509,3 +585,21 @@ def test_a_route_missing_a_required_value_leaves_only_its_section_unchecked() ->
         "routes.backend[0].fault.delay.fixed:",
         "authorization.backend[0].to.methods[0]:",
     ]
+
+
+def test_an_exclusion_that_leaves_something_is_no_contradiction() -> None:
+    # Istio's idioms: every service of the mesh but one, every path under /a but /a/admin,
+    # any verified caller but the gateway.
+    mesh = parse(
+        """\
+        security: {}
+        authorization:
+          backend:
+            - name: a
+              from: {principals: ['cluster.local/ns/demo/*'], not_services: [ingress]}
+              to: {paths: ['/a*'], not_paths: [/a/admin, '*.png'], not_methods: [DELETE]}
+            - {name: b, from: {principals: ['*'], not_principals: ['cluster.local/ns/demo/sa/fr*']}}
+            - {name: c, from: {services: [frontend], not_principals: ['*suffix']}}
+        """
+    )
+    assert [p.name for p in mesh.authorization["backend"]] == ["a", "b", "c"]

@@ -500,6 +500,38 @@ async def test_cli_table_and_exit_code_when_requests_fail() -> None:
     assert code == 2 and "expected a duration like 250ms or 2s" in err
 
 
+async def test_cli_exit_code_says_whether_every_request_succeeded(target: Target) -> None:
+    target.routes.update(
+        {
+            "/missing": Reply(404),
+            "/limited": Reply(429),
+            "/broken": Reply(503),
+            "/moved": Reply(301),
+        }
+    )
+    # Every request answered, none as asked: a 404 is no success.
+    code, out, err = await _cli(f"{target.url}/missing", "--rps", "40", "--duration", "250ms")
+    sent = len(target.arrivals)
+    assert code == 1, out
+    assert err == f"meshdev load: {sent} of {sent} requests got no 2xx/3xx ({sent} 4xx)\n"
+    assert f"status     404 x{sent}" in out
+    # One kind of failure among successes is enough, and --json still prints the result.
+    code, out, err = await _cli(
+        target.url, "--rps", "160", "--duration", "250ms", "--json",
+        "--path-mix", "/=2,/limited=1,/broken=1",
+    )  # fmt: skip
+    result = json.loads(out)
+    assert code == 1
+    assert {"200", "429", "503"} <= set(result["status"]), result["status"]
+    failed = result["status"]["429"] + result["status"]["503"]
+    assert err.startswith(f"meshdev load: {failed} of {result['requests']} requests got no ")
+    # 2xx and 3xx are successes (a redirect is not followed).
+    code, _, err = await _cli(
+        target.url, "--rps", "40", "--duration", "250ms", "--path-mix", "/=1,/moved=1"
+    )
+    assert (code, err) == (0, "")
+
+
 async def test_per_path_histograms_add_up_to_the_total(target: Target) -> None:
     spec = LoadSpec(target.url, rps=200, duration=0.3, paths=(("/a", 1), ("/b", 1)), seed=9)
     result = await run_load(spec)

@@ -12,6 +12,7 @@ from meshdev.bridges.kube import conventions as kc
 from meshdev.bridges.kube.import_docs import Path, Source
 from meshdev.bridges.kube.import_traffic import Context
 from meshdev.bridges.kube.import_workloads import is_name
+from meshdev.common.http_methods import method_problem
 from meshdev.config.durations import parse_duration
 from meshdev.config.model import INGRESS_IDENTITY
 
@@ -147,8 +148,8 @@ def _operation(a: Source, p: Path) -> Dict | None:
                 v
                 for v in out[ours]
                 if not _pattern(v)
-                or (ours.endswith("methods") and not _METHOD.match(v))
-                or (ours.endswith("paths") and not v.startswith(("/", "*")))
+                or (ours.endswith("methods") and method_problem(v) is not None)
+                or (ours.endswith("paths") and (not v.startswith(("/", "*")) or "?" in v))
             ]
             if bad:
                 a.note(
@@ -164,9 +165,6 @@ def _operation(a: Source, p: Path) -> Dict | None:
             )
             raise _Unsaid
     return out
-
-
-_METHOD = re.compile(r"^[A-Z]+$")
 
 
 def _pattern(value: str) -> bool:

@@ -12,6 +12,7 @@ from meshdev.bridges.kube import conventions as kc
 from meshdev.bridges.kube.import_docs import Path, Source, is_port, whole
 from meshdev.bridges.kube.import_workloads import ImportedService, is_name
 from meshdev.common.envoy_names import GRPC_STATUS_NAMES, RetryOn
+from meshdev.common.http_methods import method_problem
 from meshdev.config.durations import format_duration, parse_duration
 
 Dict = dict[str, Any]
@@ -199,7 +200,6 @@ def _string_match(v: Source, p: Path, present: bool) -> Dict | None:
     return {"present": present}
 
 
-_METHOD = re.compile(r"^[A-Z]+$")
 _TAKES_MORE = "left out, so the route takes more requests"
 
 
@@ -223,6 +223,12 @@ def read_match(v: Source, p: Path) -> tuple[Dict, str | None]:
             v.note((*p, "uri"), f"a regex meshdev cannot compile: {_TAKES_MORE}")
         elif key != "regex" and not value.startswith("/"):
             v.note((*p, "uri"), f"meshdev's paths start with /: {_TAKES_MORE}")
+        elif key == "exact" and "?" in value:
+            v.note(
+                (*p, "uri"),
+                "an exact path is compared without the query string, so this one never "
+                f"matches: {_TAKES_MORE}",
+            )
         else:
             v.take(*p, "uri")
             m[ours] = value
@@ -231,11 +237,12 @@ def read_match(v: Source, p: Path) -> tuple[Dict, str | None]:
     found: str | None = None
     if isinstance(method, dict):
         exact = str(method.get("exact", ""))
-        if _METHOD.match(exact):
+        problem = method_problem(exact) if "exact" in method else "meshdev matches methods exactly"
+        if problem is None:
             v.take(*p, "method")
             found = exact
         else:
-            v.note((*p, "method"), f"meshdev matches upper-case methods exactly: {_TAKES_MORE}")
+            v.note((*p, "method"), f"{problem}: {_TAKES_MORE}")
     headers: Dict = {}
     for key, present in (("headers", True), ("withoutHeaders", False)):
         given = v.get(*p, key)

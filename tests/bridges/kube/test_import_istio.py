@@ -323,3 +323,46 @@ spec:
         "a.yaml#1 Deployment/a spec.template.spec.containers[0].livenessProbe.periodSeconds: "
         "meshdev asks every 2s, allows 2s, and restarts after 3 failures in a row"
     ]
+
+
+UNMATCHABLE = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings}
+spec:
+  hosts: [ratings]
+  http:
+  - match: [{uri: {exact: "/ratings?x=1"}, method: {exact: FETCH}}]
+    route: [{destination: {host: ratings, subset: v1}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-reads}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  rules:
+  - to: [{operation: {methods: [GET, FETCH]}}]
+  - to: [{operation: {paths: ["/ratings?x=1"]}}]
+  - to: [{operation: {methods: [GET]}}]
+"""
+
+
+def test_a_method_or_a_path_no_request_can_have_is_listed_not_imported() -> None:
+    # Istio takes them, meshdev's validation does not: the import leaves them out and says so
+    # instead of writing a mesh.yaml that does not validate.
+    texts = [(n, (FIXTURES / n).read_text(encoding="utf-8")) for n in BOOKINFO]
+    result = import_istio([*texts, ("odd.yaml", UNMATCHABLE)])
+    (route,) = result.mesh.routes["ratings"]
+    assert route.match.path is None and route.match.method is None
+    (policy,) = result.mesh.authorization["ratings"]
+    assert policy.to is not None and policy.to.methods == ("GET",)
+    listed = notes(result)
+    vs = "odd.yaml#1 VirtualService/ratings spec.http[0].match[0]"
+    uri = f"{vs}.uri: an exact path is compared without the query string"
+    assert any(n.startswith(uri) for n in listed), listed
+    assert any(
+        n.startswith(f"{vs}.method: unknown method 'FETCH' (did you mean 'PATCH'?)") for n in listed
+    ), listed
+    ap = "odd.yaml#2 AuthorizationPolicy/ratings-reads spec.rules"
+    assert any(n.startswith(f"{ap}[0].to[0].operation.methods: 'FETCH'") for n in listed), listed
+    assert any(n.startswith(f"{ap}[1].to[0].operation.paths: '/ratings?x=1'") for n in listed)
