@@ -142,11 +142,12 @@ def _most(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: max(a.get(k, 0), b.get(k, 0)) for k in {*a, *b}}
 
 
-def _count(interval: int, seen: Seen | None) -> tuple[int, str | None]:
-    """The count to show, and how recent it is when the interval has none (else None)."""
+def _when(interval: int, seen: Seen | None) -> str | None:
+    """How recent the failures are, when the interval (whose count the line shows, as every
+    other line's) has none of them but the last seconds have."""
     if interval or seen is None:
-        return interval, None
-    return seen.count, seen.when()
+        return None
+    return seen.when()
 
 
 def detail_text(
@@ -215,13 +216,11 @@ def detail_text(
             upstream_tls=upstream_tls,
             inbound_tls=inbound_tls,
         )
-        seen = failed_connect if flag == "UF" else None
-        count, when = _count(route.flags.get(flag, 0), seen)
-        _cause_lines(out, count, cause, when)
-    denied, denied_when = _count(
-        route.codes.get("403", 0), recent.route(route.key, "403") if recent is not None else None
-    )
-    denial = denial_cause(route, mesh, view, recent) if denied else None
+        count = route.flags.get(flag, 0)
+        _cause_lines(out, count, cause, _when(count, failed_connect if flag == "UF" else None))
+    denied = route.codes.get("403", 0)
+    denied_when = _when(denied, recent.route(route.key, "403") if recent is not None else None)
+    denial = denial_cause(route, mesh, view, recent) if denied or denied_when else None
     if denial is not None:
         _cause_lines(out, denied, denial, denied_when)
     five_xx = sum(n for code, n in route.codes.items() if code.startswith("5"))
