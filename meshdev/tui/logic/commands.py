@@ -260,8 +260,8 @@ def nothing_refused(mesh: Mesh, services: Sequence[str]) -> str:
             "no request to deny (add a DENY policy, or an ALLOW one for a single caller)"
         )
     takes = "; ".join(
-        f"DENY {p.name} (authorization.{service}[{i}]) takes only {scope(p)}{_whom(p)}, "
-        f"so a {_example(p)} to {service} gets 403 RBAC: access denied"
+        f"DENY {p.name} (authorization.{service}[{i}]) {_takes(p)}{_whom(p)}, "
+        f"so such a {_example(p)} to {service} gets 403 RBAC: access denied"
         for service, i, p in unsafe
     )
     return (
@@ -270,13 +270,22 @@ def nothing_refused(mesh: Mesh, services: Sequence[str]) -> str:
     )
 
 
+def _takes(p: Authorization) -> str:
+    """`takes only POST`, `takes every method but GET, HEAD` (of a DENY of unsafe methods)."""
+    to = p.to
+    if to is not None and to.methods:
+        return f"takes only {scope(p)}"
+    return f"takes every method but {', '.join(to.not_methods if to is not None else ())}"
+
+
 def _example(p: Authorization) -> str:
     """A method the policy takes (it takes some: it is a DENY of unsafe methods only)."""
     to = p.to
     if to is not None and to.methods:
         return to.methods[0]
     return next(
-        m for m in ("POST", "PUT", "DELETE", "PATCH") if to is None or m not in to.not_methods
+        (m for m in ("POST", "PUT", "DELETE", "PATCH") if to is None or m not in to.not_methods),
+        "request of another method",
     )
 
 

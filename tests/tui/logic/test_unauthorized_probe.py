@@ -20,7 +20,7 @@ from meshdev.plan import Placement, pods
 from meshdev.runtime.base import StartedPod
 from meshdev.security import ca as mesh_ca
 from meshdev.tui.logic.actions import ActionFailed, probe_requests
-from meshdev.tui.logic.commands import Commands
+from meshdev.tui.logic.commands import Commands, nothing_refused
 from meshdev.tui.logic.ports import SessionPort
 from tests.sidecar.helpers import Upstream, sidecar, upstreams
 from tests.sidecar.tls.meshtls import callee_config, install, port_of
@@ -154,7 +154,7 @@ async def test_a_deny_of_post_alone_is_named_not_asked_for(tmp_path: Path) -> No
     said = str(failed.value)
     assert said.startswith("no GET or HEAD to api is refused, whoever calls: ")
     assert (
-        "DENY no-posts (authorization.api[0]) takes only POST, so a POST to api gets 403 "
+        "DENY no-posts (authorization.api[0]) takes only POST, so such a POST to api gets 403 "
         "RBAC: access denied" in said
     )
     assert "add a DENY policy" not in said
@@ -174,4 +174,26 @@ async def test_a_get_no_allow_takes_is_not_blamed_on_a_deny_of_post(tmp_path: Pa
     assert said == (
         "GET / to api-0 as batch: 403 RBAC: access denied: "
         "no ALLOW policy of api matches this caller/path"
+    )
+
+
+def test_the_sentence_names_each_deny_of_unsafe_methods_with_whom_it_takes() -> None:
+    mesh = parse_mesh(
+        (
+            MESH
+            + "    - {name: no-web-deletes, action: DENY, from: {services: [web]}, "
+            + "to: {methods: [DELETE], paths: ['/data*']}}\n"
+            + "    - {name: reads-only, action: DENY, to: {not_methods: [GET, HEAD, POST, PUT, "
+            + "DELETE, PATCH]}}\n"
+        ).encode(),
+        "mesh.yaml",
+    )
+    assert nothing_refused(mesh, ["api"]) == (
+        "no GET or HEAD to api is refused, whoever calls: "
+        "DENY no-web-deletes (authorization.api[0]) takes only DELETE from web to /data*, "
+        "so such a DELETE to api gets 403 RBAC: access denied; "
+        "DENY reads-only (authorization.api[1]) takes every method but GET, HEAD, POST, PUT, "
+        "DELETE, PATCH, so such a request of another method to api gets 403 RBAC: access "
+        "denied. This key sends GET or HEAD only (a request let through would reach the app "
+        "and could change it)"
     )
