@@ -77,12 +77,15 @@ class RecentFailures:
 
     def __init__(self, window: float = WINDOW_S) -> None:
         self.window = window
+        self._forget()
+
+    def _forget(self) -> None:
         self.now: float | None = None  # the newest view's time
-        self._denied = _Window(window)  # by edge key (source->destination)
-        self._route = _Window(window)  # by "<route key> <403|UF>"
-        self._edge_tls = _Window(window)  # by "<edge key> <kind>"
-        self._pod_tls = _Window(window)  # by "<pod> <kind>"
-        self._rbac = _Window(window)  # by destination service: its pods' RBAC denials
+        self._denied = _Window(self.window)  # by edge key (source->destination)
+        self._route = _Window(self.window)  # by "<route key> <403|UF>"
+        self._edge_tls = _Window(self.window)  # by "<edge key> <kind>"
+        self._pod_tls = _Window(self.window)  # by "<pod> <kind>"
+        self._rbac = _Window(self.window)  # by destination service: its pods' RBAC denials
         self._edge_ends: dict[str, tuple[str, str]] = {}  # edge key -> (source, destination)
         self._pod_service: dict[str, str] = {}
 
@@ -92,6 +95,9 @@ class RecentFailures:
         a route detail shows them) or when a route of the view has a 403 or a connect
         failure, which is where a caller's refusal shows; else only the routes are."""
         at = view.at
+        if self.now is not None and at < self.now - MAX_INTERVAL_S:
+            # The views' wall clock was set back: what was counted is on another time line.
+            self._forget()
         dt = FIRST_INTERVAL_S if self.now is None else min(MAX_INTERVAL_S, at - self.now)
         if dt <= 0:
             return  # not newer: its counts are in already, or belong before the window

@@ -93,3 +93,14 @@ def test_security_parts_are_read_only_when_shown_or_where_a_route_failed() -> No
     recent.observe(refused, security=False)
     assert not refused.security_pending  # a 403 on a route: whose, the edges say
     assert recent.refused_callers(["backend"]) == ["frontend"]
+
+
+def test_a_clock_set_back_starts_the_window_anew() -> None:
+    recent = RecentFailures()
+    recent.observe(view(1000.0, denied=4.0))
+    recent.observe(view(1000.25))
+    assert recent.denied(EDGE.key) == Seen(1, 0.25)
+    recent.observe(view(900.0, denied=8.0))  # not ignored as older: counted afresh
+    assert recent.denied(EDGE.key) == Seen(2, 0.0)
+    recent.observe(view(900.25))
+    assert recent.denied(EDGE.key) == Seen(2, 0.25)
