@@ -31,6 +31,7 @@ from meshdev.common.backoff import Backoff
 from meshdev.common.sidecar_config import SidecarConfig
 from meshdev.common.workload_certs import CERTS_PATH, WorkloadCerts
 from meshdev.config.model import Mesh
+from meshdev.config.splits import split_weights
 from meshdev.plan import PodSpec
 from meshdev.runtime import loopback
 from meshdev.runtime.base import PodExit, Progress, Runtime, RuntimeFailure, StartedPod
@@ -501,6 +502,8 @@ class ControlPlane:
         running = {p.key for p in self.pods.values()}
         return {
             "version": self.version,
+            # The splits it applied: the canary key's weights are in no file (config/splits.py).
+            "weights": split_weights(self.mesh),
             "health": {key: h.to_json() for key, h in self.health.items()},
             "down": sorted(
                 key

@@ -11,6 +11,7 @@ The JSON form is a stable interface for scripts (documented in docs/status.md):
       "last_rolls": {"web": {...}},  # per service whose code was saved: ok, replaced,
                                      # elapsed_ms, error, kept, superseded, at
                                      # (docs/code-loop.md)
+      "weights": {"backend/items": {"backend.v1": 70, "backend.v2": 30}},  # splits applied
       "pods": [
         {"name": "backend-v1-0", "service": "backend", "subset": "v1", "protocol": "http",
          "state": "running", "ready": true, "address": "127.0.9.3",
@@ -132,6 +133,8 @@ async def gather_status(
         "version": (state or {}).get("version"),
         "last_reload": (state or {}).get("last_reload"),
         "last_rolls": (state or {}).get("last_rolls") or {},
+        # The splits the session applied: with the canary key's, they are not the file's.
+        "weights": (state or {}).get("weights") or {},
         "pods": rows,
     }
 
@@ -213,11 +216,12 @@ async def _probe(session: aiohttp.ClientSession, admin_url: str) -> _Probe:
     return _Probe(ready, dump, cert_expiry(certs, identity))
 
 
-def _reload_lines(reload: dict[str, Any], file: object) -> list[str]:
+def _reload_lines(reload: dict[str, Any], file: object, weights: object = None) -> list[str]:
     """The last reload: a save's, or one the dashboard's canary key (`w`) applied. The key
     shifts weights in the running config only, so its version matches no save of the file:
-    the line says where it came from."""
+    the line says where it came from, and the next one the weights the sidecars run."""
     count = f"{reload.get('serving')}/{reload.get('sidecars')} sidecars"
+    extra: list[str] = []
     if reload.get(BY_KEY):
         name = PurePath(file).name if isinstance(file, str) and file else "the mesh file"
         if reload.get("ok"):
@@ -226,6 +230,8 @@ def _reload_lines(reload: dict[str, Any], file: object) -> list[str]:
                 f"{reload.get('elapsed_ms')} ms by the dashboard's canary key (w); "
                 f"{name} unchanged, a save resets it"
             )
+            if splits := _splits(weights):
+                extra.append(f"  weights applied: {splits}")
         else:
             # Not a rejected save: no file was read; some sidecars did not take the push.
             line = (
@@ -238,7 +244,18 @@ def _reload_lines(reload: dict[str, Any], file: object) -> list[str]:
         )
     else:
         line = "last reload: rejected"
-    return [line, *(f"  {e}" for e in reload.get("errors", []))]
+    return [line, *extra, *(f"  {e}" for e in reload.get("errors", []))]
+
+
+def _splits(weights: object) -> str:
+    """`backend/items backend.v1 70 / backend.v2 30; ...` from the state's `weights`."""
+    if not isinstance(weights, dict):
+        return ""
+    return "; ".join(
+        f"{route} " + " / ".join(f"{name} {w}" for name, w in split.items())
+        for route, split in sorted(weights.items())
+        if isinstance(split, dict)
+    )
 
 
 def render_table(status: dict[str, Any]) -> str:
@@ -256,7 +273,7 @@ def render_table(status: dict[str, Any]) -> str:
         )
     reload = status.get("last_reload")
     if reload:
-        lines += _reload_lines(reload, status.get("file"))
+        lines += _reload_lines(reload, status.get("file"), status.get("weights"))
     for service, roll in sorted((status.get("last_rolls") or {}).items()):
         if roll.get("superseded"):
             lines.append(f"last code roll of {service}: cut short by a newer save, rolling it")

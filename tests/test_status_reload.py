@@ -8,7 +8,9 @@ from meshdev.control import BY_KEY, ReloadReport
 from meshdev.status import render_table
 
 
-def _status(report: ReloadReport, *, by_key: bool) -> dict[str, Any]:
+def _status(
+    report: ReloadReport, *, by_key: bool, weights: dict[str, Any] | None = None
+) -> dict[str, Any]:
     # As Session.record writes it into the state file, which `status` reads back.
     last: dict[str, Any] = {"at": 0.0, **report.to_json(), **({BY_KEY: True} if by_key else {})}
     return {
@@ -18,6 +20,7 @@ def _status(report: ReloadReport, *, by_key: bool) -> dict[str, Any]:
         "version": report.version,
         "pods": [],
         "last_reload": last,
+        "weights": weights or {},
     }
 
 
@@ -61,3 +64,14 @@ def test_a_canary_key_apply_that_failed_is_no_rejected_save() -> None:
     ]
     # A save's failure still reads as before.
     assert _reload_lines(_status(report, by_key=False))[0] == "last reload: rejected"
+
+
+def test_a_canary_key_apply_says_which_weights_the_sidecars_run() -> None:
+    # The file still says 90/10; `status` is where a script or a person learns what runs.
+    report = ReloadReport(version=3, ok=True, sidecars=5, serving=5, pushed=2, elapsed_ms=84.2)
+    weights = {"backend/items": {"backend.v1": 70, "backend.v2": 30}}
+    assert _reload_lines(_status(report, by_key=True, weights=weights))[1:] == [
+        "  weights applied: backend/items backend.v1 70 / backend.v2 30"
+    ]
+    # After a save they are the file's: nothing to tell.
+    assert _reload_lines(_status(report, by_key=False, weights=weights))[1:] == []

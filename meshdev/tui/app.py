@@ -44,6 +44,7 @@ from meshdev.tui.logic.load_control import load_route, watching_text
 from meshdev.tui.logic.mailbox import ViewMailbox
 from meshdev.tui.logic.pacer import FramePacer
 from meshdev.tui.logic.ports import TraceFeed, ViewSource
+from meshdev.tui.logic.recent import RecentFailures
 from meshdev.tui.logic.traces import trace_for_events, trace_for_route
 from meshdev.tui.messages import (
     ActionDone,
@@ -115,6 +116,8 @@ class MeshdevApp(App[int]):
         self.handle_signals = handle_signals
         self.clock = clock  # wall-clock time of events; fixed in snapshot tests
         self.mailbox = ViewMailbox()
+        # The 403s and failed handshakes of the last seconds, for the explanations of them.
+        self.recent = RecentFailures()
         self.pacer = pacer or FramePacer()
         self.painted = 0  # views painted (the rest were replaced while waiting)
         self._trend_second = -1
@@ -200,8 +203,16 @@ class MeshdevApp(App[int]):
                 self.screen.show(trace)
 
     def _on_view(self, view: MeshView) -> None:
+        # Every view, also one the mailbox will drop: a sparse 403 may be in that one only.
+        self.recent.observe(view, security=self._security_shown())
         if self.mailbox.put(view):
             self.post_message(ViewReady())
+
+    def _security_shown(self) -> bool:
+        """Whether the security tab or a route detail shows what the views' edges say."""
+        if isinstance(self.screen, RouteDetailScreen):
+            return True
+        return self.dashboard.live and self.dashboard.tabs.active == "security"
 
     @on(ViewReady)
     def _view_ready(self) -> None:
@@ -234,7 +245,7 @@ class MeshdevApp(App[int]):
             if self.controller.started and active == "pods":
                 self.controller.show_pods()
             elif active == "security":
-                self.dashboard.show_security(self.controller.mesh())
+                self.dashboard.show_security(self.controller.mesh(), self.recent)
             if isinstance(self.screen, RouteDetailScreen):
                 self.screen.show(view, self.controller.mesh())
 
@@ -329,7 +340,7 @@ class MeshdevApp(App[int]):
             if tab == "pods":
                 self.controller.show_pods()
             elif tab == "security":
-                self.dashboard.show_security(self.controller.mesh())
+                self.dashboard.show_security(self.controller.mesh(), self.recent)
             elif tab == "traces":
                 feed = self.traces
                 if feed is None:
@@ -357,7 +368,9 @@ class MeshdevApp(App[int]):
         key = str(event.row_key.value)
         route = next((r for r in self.view.routes if r.key == key), None)
         if route is not None:
-            self.push_screen(RouteDetailScreen(route, self.controller.mesh(), self.view))
+            self.push_screen(
+                RouteDetailScreen(route, self.controller.mesh(), self.view, self.recent)
+            )
 
     @on(DataTable.RowSelected, "#traces-table")
     def _trace_selected(self, event: DataTable.RowSelected) -> None:

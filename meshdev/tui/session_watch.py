@@ -5,7 +5,8 @@ The session writes its state file whenever something changes (start, a reload ap
 rejected, a code roll, a pod that exits, restarts or comes back: session.py). Read once a
 second (only when it changed), it gives this dashboard what `up`'s own shows: the header's
 runtime, config version, ingress and last reload; the reload banner of a rejected save; the
-pods with their states and restarts; the sidecars to stream from as pods come and go; and the
+weights the canary key applied, which the file does not have (`weights`, config/splits.py);
+the pods with their states and restarts; the sidecars to stream from as pods come and go; and the
 pods' logs, read where the runtime keeps them. The demo keys act on the mesh through that
 `up`'s web server when it serves one (`up --web`: its tabs, tui/remote_keys.py); otherwise
 they say that the mesh is not running here. Quitting closes this dashboard only.
@@ -24,6 +25,7 @@ from typing import Any
 from meshdev import plan
 from meshdev.config import MeshInvalid, load_mesh
 from meshdev.config.model import Mesh
+from meshdev.config.splits import with_weights
 from meshdev.control import BY_KEY, ReloadReport, RollReport
 from meshdev.runtime.base import Container, PodState, Runtime
 from meshdev.runtime.detect import running_runtime
@@ -87,6 +89,8 @@ class SessionWatchController(WatchController):
         self._by_key: dict[str, PodState] = {}
         self._seen_rolls: dict[str, object] = {}
         self._model_version: int | None = None
+        # The file's model as last loaded; `_mesh` is it with the weights the session applied.
+        self._file_mesh: Mesh | None = mesh
         self.reload_text = "reading the session's state"
         self.reload_ok = True
         self.reload_at: float | None = None
@@ -232,13 +236,17 @@ class SessionWatchController(WatchController):
 
     def _follow_model(self, state: Mapping[str, Any]) -> None:
         # Each applied version is a new model (its policies, its pods' services); a file that
-        # no longer loads keeps the last one.
+        # no longer loads keeps the last one. The canary key's weights are in no file: the
+        # session's state has the splits it applied, and they explain the routes here, as
+        # they do in `up`'s own dashboard (config/splits.py).
         version = _int(state.get("version"))
         file = state.get("file")
         if version == self._model_version or not isinstance(file, str):
             return
         with contextlib.suppress(MeshInvalid, OSError):
-            self._mesh = load_mesh(file)
+            self._file_mesh = load_mesh(file)
+        if self._file_mesh is not None:
+            self._mesh = with_weights(self._file_mesh, state.get("weights"))
         self._model_version = version
 
     def _pods(self, state: Mapping[str, Any], written_at: float) -> None:

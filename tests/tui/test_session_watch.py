@@ -12,15 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import Static
 
-from meshdev.control import BY_KEY, ReloadReport, RollReport
+from meshdev.config import load_mesh
+from meshdev.config.splits import split_weights
+from meshdev.control import BY_KEY, ControlPlane, ReloadReport, RollReport
 from meshdev.runtime.paths import STATE_FILE, mesh_dir
+from meshdev.testing.sample_views import sample_view
 from meshdev.tui.app import MeshdevApp
+from meshdev.tui.logic.actions import shift_canary
 from meshdev.tui.remote_keys import RemoteKeys
+from meshdev.tui.screens.route_detail import RouteDetailScreen
 from meshdev.tui.session_watch import GONE, WAITING, SessionWatchController
 from meshdev.tui.widgets.header import ReloadBanner
-from tests.support import wait_until
-from tests.tui.tuifakes import FakeSource
+from tests.support import DEMO_MESH, wait_until
+from tests.tui.tuifakes import FakeRuntime, FakeSource
 
 MESH = "followed"
 
@@ -159,6 +165,54 @@ async def test_a_canary_keys_apply_is_told_as_up_tells_it_not_as_a_save(
         await wait_until(lambda: "applied v4" in header(app), "v4", pause=pilot.pause)
         assert "canary key; mesh.yaml unchanged" in header(app)
         assert not any(n.title == "mesh.yaml reloaded" for n in app._notifications)
+
+
+async def test_routes_are_explained_with_the_weights_the_canary_key_applied(
+    state_dir: Path,
+) -> None:
+    # `w` in `up` shifted backend/items from 90/10 to 70/30 on the sidecars, not in the file:
+    # this dashboard read the file again at the new version, and its route detail said 90/10.
+    file = state_dir / "mesh.yaml"
+    file.write_text(DEMO_MESH.read_text())
+    control = ControlPlane(FakeRuntime(), "t")
+    shifted = shift_canary(load_mesh(file), ["backend/items"])
+    assert shifted is not None and shifted[1] == "backend/items: backend.v1 70 / backend.v2 30"
+    control.mesh = shifted[0]
+    applied = ReloadReport(version=4, ok=True, sidecars=2, serving=2, pushed=2, elapsed_ms=9)
+    write(
+        state_dir,
+        version=4,
+        weights=control.snapshot()["weights"],
+        last_reload={"at": time.time(), **applied.to_json(), BY_KEY: True},
+    )
+    source = FakeSource()
+    app = MeshdevApp(source, SessionWatchController(MESH, poll_every=0.05))
+    async with app.run_test(size=(140, 45)) as pilot:
+        await wait_until(lambda: "applied v4" in header(app), "v4", pause=pilot.pause)
+        view = sample_view(4)
+        source.emit(view)
+        await wait_until(lambda: app.view is view, "the view", pause=pilot.pause)
+        app.dashboard.routes.focus()
+        await pilot.press("enter")
+        await wait_until(
+            lambda: isinstance(app.screen, RouteDetailScreen), "detail", pause=pilot.pause
+        )
+        body = str(app.screen.query_one("#detail-body", Static).render())
+        assert "route backend/items  -> backend.v1 70, backend.v2 30" in body
+        await pilot.press("escape")
+        # A save puts the file's weights back on the sidecars: the state says so too.
+        control.mesh = load_mesh(file)
+        saved = ReloadReport(version=5, ok=True, sidecars=2, serving=2, pushed=2, elapsed_ms=9)
+        write(
+            state_dir,
+            version=5,
+            weights=control.snapshot()["weights"],
+            last_reload={"at": time.time(), **saved.to_json()},
+        )
+        await wait_until(lambda: "applied v5" in header(app), "v5", pause=pilot.pause)
+        mesh = app.controller.mesh()
+        assert mesh is not None
+        assert split_weights(mesh)["backend/items"] == {"backend.v1": 90, "backend.v2": 10}
 
 
 async def test_a_pod_down_waiting_for_its_restart_is_listed(state_dir: Path) -> None:

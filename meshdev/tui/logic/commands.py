@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from rich.text import Text
 
 from meshdev.common.workload_certs import spiffe_id
-from meshdev.config.model import INGRESS_IDENTITY, Match, Mesh
+from meshdev.config.model import INGRESS_IDENTITY, Authorization, Match, Mesh
 from meshdev.control import Pod, ReloadReport
 from meshdev.security.client import client_context
 from meshdev.tui.logic import actions
 from meshdev.tui.logic.actions import ActionFailed
-from meshdev.tui.logic.explain import explain_denial
+from meshdev.tui.logic.explain import explain_denial, only_unsafe_methods, scope
 from meshdev.tui.logic.load_control import (
     DEFAULT_RATE,
     LoadControl,
@@ -192,16 +192,14 @@ class Commands:
                     if not answer.body.startswith(DENIED):
                         continue  # the app's own 403, not the sidecar's
                     who = f"as {caller}" if caller else "without an identity (no mTLS)"
+                    # The method too: a DENY of POST alone did not refuse this GET.
                     cause = explain_denial(
-                        mesh, service, [caller] if caller else [], Match(path=path)
+                        mesh, service, [caller] if caller else [], Match(path=path, method=method)
                     )
                     why = f": {cause.meaning}" if cause is not None else ""
                     return f"{method} {path} to {pod.name} {who}: 403 RBAC: access denied{why}"
             tried.append(service)
-        raise ActionFailed(
-            f"every caller may call {', '.join(tried)} on the paths its policies name: "
-            "no request to deny (add a DENY policy, or an ALLOW one for a single caller)"
-        )
+        raise ActionFailed(nothing_refused(mesh, tried))
 
     # -- fault at runtime --------------------------------------------------------------------
 
@@ -241,3 +239,64 @@ class Commands:
         if not report.ok:
             raise ActionFailed(f"canary shift not applied: {report.summary()}")
         return f"canary {split}: {report.summary()} (mesh.yaml unchanged; a save resets it)"
+
+
+def nothing_refused(mesh: Mesh, services: Sequence[str]) -> str:
+    """Why the `a` probe found no request to refuse at these (guarded) services. A DENY
+    policy limited to methods that change things (POST, DELETE, ...) refuses none of the
+    probe's safe requests, and the probe does not send those methods (one that a policy
+    let through would reach the app): the sentence names such policies and what they do
+    refuse, rather than asking for a DENY policy the mesh already has."""
+    unsafe = [
+        (service, i, p)
+        for service in services
+        for i, p in enumerate(mesh.authorization.get(service, ()))
+        if p.action == "DENY" and only_unsafe_methods(p, actions.SAFE_METHODS)
+    ]
+    safe = " or ".join(sorted(actions.SAFE_METHODS, key=lambda m: m != "GET"))
+    if not unsafe:
+        return (
+            f"every caller may call {', '.join(services)} on the paths its policies name: "
+            "no request to deny (add a DENY policy, or an ALLOW one for a single caller)"
+        )
+    takes = "; ".join(
+        f"DENY {p.name} (authorization.{service}[{i}]) {_takes(p)}{_whom(p)}, "
+        f"so such a {_example(p)} to {service} gets 403 RBAC: access denied"
+        for service, i, p in unsafe
+    )
+    return (
+        f"no {safe} to {', '.join(services)} is refused, whoever calls: {takes}. This key "
+        f"sends {safe} only (a request let through would reach the app and could change it)"
+    )
+
+
+def _takes(p: Authorization) -> str:
+    """`takes only POST`, `takes every method but GET, HEAD` (of a DENY of unsafe methods)."""
+    to = p.to
+    if to is not None and to.methods:
+        return f"takes only {scope(p)}"
+    return f"takes every method but {', '.join(to.not_methods if to is not None else ())}"
+
+
+def _example(p: Authorization) -> str:
+    """A method the policy takes (it takes some: it is a DENY of unsafe methods only)."""
+    to = p.to
+    if to is not None and to.methods:
+        return to.methods[0]
+    return next(
+        (m for m in ("POST", "PUT", "DELETE", "PATCH") if to is None or m not in to.not_methods),
+        "request of another method",
+    )
+
+
+def _whom(p: Authorization) -> str:
+    """Whom and where a policy takes, as far as mesh.yaml says: ` from web to /items*`."""
+    out = ""
+    src = p.from_
+    if src is not None and src.services:
+        out += f" from {', '.join(src.services)}"
+    elif src is not None and (src.principals or src.not_services or src.not_principals):
+        out += " from the callers its `from` names"
+    if p.to is not None and p.to.paths:
+        out += f" to {', '.join(p.to.paths)}"
+    return out

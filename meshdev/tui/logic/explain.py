@@ -221,8 +221,10 @@ def explain_denial(
     fields = [f"authorization.{service}[{i}]: {policy_text(p)}" for i, p in deny]
     if deny:
         i, p = deny[0]
+        only = f"{scope(p)} only; " if scope(p) else ""
         meaning = (
-            f"denied by authorization policy {p.name} (authorization.{service}[{i}] in mesh.yaml)"
+            f"denied by authorization policy {p.name} ({only}authorization.{service}[{i}] "
+            "in mesh.yaml)"
         )
         if allow:
             fields.append(f"or: {no_allow}")
@@ -300,10 +302,18 @@ def _to_may_match(p: Authorization, match: Match | None) -> bool:
     to = p.to
     if to is None or match is None:
         return True
-    if to.methods and match.method is not None:
+    if match.method is not None:
         methods = {match.method} if isinstance(match.method, str) else set(match.method)
-        if not methods & set(to.methods):
+        if to.methods and not methods & set(to.methods):
             return False
+        if to.not_methods and methods <= set(to.not_methods):
+            return False
+    if (
+        to.not_paths
+        and match.path is not None
+        and any(pattern_matches(pat, match.path) for pat in to.not_paths)
+    ):
+        return False
     if to.paths and match.regex is None:
         if match.path is not None:
             return any(pattern_matches(pat, match.path) for pat in to.paths)
@@ -320,6 +330,29 @@ def _may_share_a_path(pattern: str, prefix: str) -> bool:
     if pattern.endswith("*"):
         return head.startswith(prefix) or prefix.startswith(head)
     return head.startswith(prefix)
+
+
+def scope(p: Authorization) -> str:
+    """The methods a policy is limited to, as a reader needs them beside its name: `POST`,
+    `any method but GET`; "" when it takes every method."""
+    to = p.to
+    if to is None:
+        return ""
+    if to.methods:
+        return ", ".join(to.methods)
+    if to.not_methods:
+        return f"any method but {', '.join(to.not_methods)}"
+    return ""
+
+
+def only_unsafe_methods(p: Authorization, safe: Collection[str]) -> bool:
+    """Whether the policy takes no request of these (safe) methods: a DENY of POST only."""
+    to = p.to
+    if to is None:
+        return False
+    if to.methods:
+        return not set(to.methods) & set(safe)
+    return bool(to.not_methods) and set(safe) <= set(to.not_methods)
 
 
 def policy_text(p: Authorization) -> str:

@@ -17,7 +17,7 @@ from rich.text import Text
 from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import CertStatus, EdgeMode, EdgeStats, PodSecurity
 from meshdev.tui.logic import format as fmt
-from meshdev.tui.logic.explain import allows_for, duration, matching_denials
+from meshdev.tui.logic.explain import allows_for, duration, matching_denials, scope
 
 # A certificate this close to its end (a share of its life) is worth a colour: renewal is due
 # at half its life, so one that gets here was not renewed.
@@ -112,7 +112,10 @@ def denial_text(mesh: Mesh | None, service: str, caller: str) -> Text:
     the exact one per request; the dashboard reasons from mesh.yaml."""
     if mesh is None or not mesh.authorization.get(service):
         return policy_list(mesh, service)
-    parts = [f"{p.name} DENY" for _, p in matching_denials(mesh, service, [caller])]
+    parts = [
+        f"{p.name} DENY{f' ({scope(p)})' if scope(p) else ''}"
+        for _, p in matching_denials(mesh, service, [caller])
+    ]
     if any(p.action == "ALLOW" for p in mesh.authorization[service]):
         allowed = allows_for(mesh, service, caller)
         if allowed:

@@ -22,6 +22,7 @@ from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.aggregation.view import Event, MeshView, SidecarStatus
 from meshdev.tui.logic.actions import ActionFailed
 from meshdev.tui.logic.ports import DemoKeys
+from meshdev.tui.logic.recent import RecentFailures
 from meshdev.tui.messages import ActionDone
 from meshdev.tui.tables.clusters import ClustersTable
 from meshdev.tui.tables.hosts import HostsTable
@@ -193,10 +194,11 @@ class DashboardScreen(Screen[None]):
         self.clusters.show(view.clusters, step, trends)
         self.hosts.show(view.hosts)
 
-    def show_security(self, mesh: Mesh | None) -> None:
-        """The security tab, from the newest view (the app calls it while the tab shows)."""
+    def show_security(self, mesh: Mesh | None, recent: RecentFailures | None = None) -> None:
+        """The security tab, from the newest view (the app calls it while the tab shows);
+        `recent`: the refusals of the last seconds, which its explanations keep in sight."""
         if self.live and self.view is not None:
-            self.security.show(self.view, mesh)
+            self.security.show(self.view, mesh, recent)
 
     def show_traces(
         self, store: TraceStore | None, outcomes: Mapping[str, int] | None = None

@@ -20,6 +20,7 @@ from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import FLAGS, MeshView, RouteStats
 from meshdev.tui.logic import format as fmt
 from meshdev.tui.logic.explain import Cause, destinations, explain, explain_denial, find_route
+from meshdev.tui.logic.recent import RecentFailures, Seen
 
 # Display bins of the latency histogram (ms); the sidecar's own buckets are far finer.
 EDGES = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
@@ -100,31 +101,64 @@ def tls_failures(
     return upstream, inbound
 
 
-def denial_cause(route: RouteStats, mesh: Mesh | None, view: MeshView | None) -> Cause | None:
+def denial_cause(
+    route: RouteStats,
+    mesh: Mesh | None,
+    view: MeshView | None,
+    recent: RecentFailures | None = None,
+) -> Cause | None:
     """Why the route's 403s were refused, if an authorization policy did: mesh.yaml gives the
-    destination some, or (watching, without the file) its pods' RBAC filters denied some."""
+    destination some, or (watching, without the file) its pods' RBAC filters denied some.
+    `recent`: the refusals of the last seconds, whose callers count as the interval's."""
     services = destinations(mesh, route.vhost, route.route)
-    callers = refused_callers(view, services)
+    callers = (recent.refused_callers(services) if recent is not None else []) or (
+        refused_callers(view, services)
+    )
     if mesh is not None:
         found = find_route(mesh, route.vhost, route.route)
         match = found[1].match if found is not None else None
         causes = (explain_denial(mesh, s, callers, match) for s in services)
         return next((c for c in causes if c is not None), None)
     pods = view.pod_security if view is not None else ()
-    if any(p.service in services and p.rbac_denied_per_s for p in pods):
+    if any(p.service in services and p.rbac_denied_per_s for p in pods) or (
+        recent is not None and recent.rbac_denied(services)
+    ):
         return explain(None, route.vhost, route.route, "RBAC")
     return None
 
 
-def _cause_lines(out: Text, count: int, cause: Cause) -> None:
+def _cause_lines(out: Text, count: int, cause: Cause, when: str | None = None) -> None:
+    """`when`: how recent the failures are, when the last interval had none of them."""
     out.append(f"  {count:>6}  ", style="bold")
     out.append(cause.headline(fmt.ARROW), style="bold red")
     out.append(f"\n          {cause.meaning}\n", style="italic")
+    if when is not None:
+        out.append(f"          none in the last interval: {when}\n", style="yellow")
     for extra in cause.fields[1:]:
         out.append(f"          also: {extra}\n", style="dim")
 
 
-def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = None) -> Text:
+def _most(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: max(a.get(k, 0), b.get(k, 0)) for k in {*a, *b}}
+
+
+def _when(interval: int, seen: Seen | None) -> str | None:
+    """How recent the failures are, when the interval (whose count the line shows, as every
+    other line's) has none of them but the last seconds have."""
+    if interval or seen is None:
+        return None
+    return seen.when()
+
+
+def detail_text(
+    route: RouteStats,
+    mesh: Mesh | None,
+    view: MeshView | None = None,
+    recent: RecentFailures | None = None,
+) -> Text:
+    """`recent`: the 403s and failed handshakes of the last seconds (logic/recent.py): their
+    explanations stay between sparse ones, saying how recent they are, instead of showing
+    only in the quarter of a second whose view counted one."""
     out = Text()
     out.append(f"route {route.key}", style="bold")
     found = find_route(mesh, route.vhost, route.route)
@@ -161,7 +195,17 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
     services = destinations(mesh, route.vhost, route.route)
     full = open_limits(view, services)
     upstream_tls, inbound_tls = tls_failures(view, services)
-    failing = [f for f in FLAGS if route.flags.get(f)]
+    if recent is not None:
+        # The window's, which hold the interval's once the app has seen this view.
+        upstream_tls, inbound_tls = (
+            _most(now, window)
+            for now, window in zip(
+                (upstream_tls, inbound_tls), recent.tls_failures(services), strict=True
+            )
+        )
+    # A connect failure (a failed handshake, with TLS) stays explained through the window.
+    failed_connect = recent.route(route.key, "UF") if recent is not None else None
+    failing = [f for f in FLAGS if route.flags.get(f) or (f == "UF" and failed_connect)]
     for flag in failing:
         cause = explain(
             mesh,
@@ -172,11 +216,13 @@ def detail_text(route: RouteStats, mesh: Mesh | None, view: MeshView | None = No
             upstream_tls=upstream_tls,
             inbound_tls=inbound_tls,
         )
-        _cause_lines(out, route.flags[flag], cause)
+        count = route.flags.get(flag, 0)
+        _cause_lines(out, count, cause, _when(count, failed_connect if flag == "UF" else None))
     denied = route.codes.get("403", 0)
-    denial = denial_cause(route, mesh, view) if denied else None
+    denied_when = _when(denied, recent.route(route.key, "403") if recent is not None else None)
+    denial = denial_cause(route, mesh, view, recent) if denied or denied_when else None
     if denial is not None:
-        _cause_lines(out, denied, denial)
+        _cause_lines(out, denied, denial, denied_when)
     five_xx = sum(n for code, n in route.codes.items() if code.startswith("5"))
     own = five_xx - sum(route.flags.get(f, 0) for f in _FIVE_XX_FLAGS)
     if own > 0:
@@ -230,18 +276,27 @@ class RouteDetailScreen(ModalScreen[None]):
         Binding("t", "app.trace", "Trace"),
     ]
 
-    def __init__(self, route: RouteStats, mesh: Mesh | None, view: MeshView | None) -> None:
+    def __init__(
+        self,
+        route: RouteStats,
+        mesh: Mesh | None,
+        view: MeshView | None,
+        recent: RecentFailures | None = None,
+    ) -> None:
         super().__init__()
         self.route = route
         self.mesh = mesh
         self.view = view
+        self.recent = recent  # the app's: it sees every view, this screen only painted ones
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="detail-box"):
-            yield Static(detail_text(self.route, self.mesh, self.view), id="detail-body")
+            yield Static(
+                detail_text(self.route, self.mesh, self.view, self.recent), id="detail-body"
+            )
 
     def show(self, view: MeshView, mesh: Mesh | None) -> None:
         """A newer view; the route keeps its last numbers if it is gone from it."""
         route = next((r for r in view.routes if r.key == self.route.key), self.route)
         self.route, self.mesh, self.view = route, mesh, view
-        self.query_one("#detail-body", Static).update(detail_text(route, mesh, view))
+        self.query_one("#detail-body", Static).update(detail_text(route, mesh, view, self.recent))

@@ -11,6 +11,7 @@ from rich.text import Text
 from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import EdgeStats, PodSecurity
 from meshdev.tui.logic import format as fmt
+from meshdev.tui.logic.recent import RecentFailures
 from meshdev.tui.logic.security import (
     denial_text,
     expiry_text,
@@ -29,7 +30,19 @@ def _rate(value: float | None, bad: bool = False) -> Text:
     return fmt.right(Text(fmt.rate(value), style=style))
 
 
-def edge_row(e: EdgeStats, mesh: Mesh | None, *, secured: bool) -> Row:
+def edge_row(
+    e: EdgeStats, mesh: Mesh | None, *, secured: bool, recent: RecentFailures | None = None
+) -> Row:
+    """`recent`: the refusals of the last seconds, so that what refused this edge's callers
+    stays named between sparse 403s (it said so only in a view that had one)."""
+    seen = recent.denied(e.key) if recent is not None else None
+    if e.denied_per_s:
+        policies = denial_text(mesh, e.destination, e.source)
+    elif seen is not None:
+        policies = denial_text(mesh, e.destination, e.source)
+        policies.append(f"  (last 403 {seen.ago})", style="dim")
+    else:
+        policies = policy_list(mesh, e.destination)
     cells = (
         e.source,
         e.destination,
@@ -37,9 +50,7 @@ def edge_row(e: EdgeStats, mesh: Mesh | None, *, secured: bool) -> Row:
         _rate(e.rps),
         _rate(e.denied_per_s, bad=True),
         failures_text(e.tls_failures_total, e.tls_failures),
-        denial_text(mesh, e.destination, e.source)
-        if e.denied_per_s
-        else policy_list(mesh, e.destination),
+        policies,
     )
     return Row(
         cells,
@@ -62,8 +73,15 @@ class EdgesTable(KeyedTable):
     SORTABLE = ("denied", "rps", "source", "destination")
     DESCENDING = frozenset({"denied", "rps"})
 
-    def show(self, edges: Iterable[EdgeStats], mesh: Mesh | None, *, secured: bool) -> None:
-        self.sync({e.key: edge_row(e, mesh, secured=secured) for e in edges})
+    def show(
+        self,
+        edges: Iterable[EdgeStats],
+        mesh: Mesh | None,
+        *,
+        secured: bool,
+        recent: RecentFailures | None = None,
+    ) -> None:
+        self.sync({e.key: edge_row(e, mesh, secured=secured, recent=recent) for e in edges})
 
 
 def pod_security_row(p: PodSecurity, ttl: float | None = None) -> Row:

@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from meshdev.config.model import Mesh
 from meshdev.telemetry.aggregation.view import MeshView
+from meshdev.tui.logic.recent import RecentFailures
 from meshdev.tui.logic.security import notice, secured
 from meshdev.tui.tables.security import EdgesTable, PodSecurityTable, has_security
 
@@ -37,12 +38,12 @@ class SecurityView(Vertical):
     def notice_text(self) -> str:
         return self._notice.plain
 
-    def show(self, view: MeshView, mesh: Mesh | None) -> None:
+    def show(self, view: MeshView, mesh: Mesh | None, recent: RecentFailures | None = None) -> None:
         line = notice(mesh, view.edges, view.pod_security)
         if line.plain != self._notice.plain:
             self._notice = line
             self.query_one("#security-notice", Static).update(line)
-        self.edges.show(view.edges, mesh, secured=secured(mesh, view.edges))
+        self.edges.show(view.edges, mesh, secured=secured(mesh, view.edges), recent=recent)
         pods = self.pods
         # A plaintext mesh without policies has nothing per pod: the notice says why.
         pods.display = has_security(view.pod_security)

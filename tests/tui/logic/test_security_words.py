@@ -8,11 +8,17 @@ import dataclasses
 import pytest
 
 from meshdev.config import load_mesh
-from meshdev.config.model import Authorization, Mesh
+from meshdev.config.model import Authorization, Match, Mesh
 from meshdev.telemetry.aggregation.view import CertStatus, EdgeStats, PodSecurity
 from meshdev.testing.sample_views import sample_view, secured_mesh
 from meshdev.tui.logic import format as fmt
-from meshdev.tui.logic.explain import duration, explain, explain_denial, pattern_matches
+from meshdev.tui.logic.explain import (
+    duration,
+    explain,
+    explain_denial,
+    matching_denials,
+    pattern_matches,
+)
 from meshdev.tui.logic.security import (
     denial_text,
     expiry_text,
@@ -240,6 +246,29 @@ def test_methods_and_exact_paths_narrow_what_a_policy_can_refuse(mesh: Mesh) -> 
     exact = route.model_copy(update={"prefix": None, "path": "/items/list", "method": "POST"})
     cause = explain_denial(guarded, "backend", ["frontend"], exact)
     assert cause is not None and "no-writes" in cause.meaning
+
+
+def test_a_deny_limited_to_some_methods_says_which(mesh: Mesh) -> None:
+    # The only policy denies POST: a 403 it explains is a POST's, and the words say so (they
+    # read as if every request of the edge or route were refused).
+    no_posts = with_policies(
+        mesh, {"name": "no-posts", "action": "DENY", "to": {"methods": ["POST"]}}
+    )
+    assert denial_text(no_posts, "backend", "frontend").plain == "denied by no-posts DENY (POST)"
+    cause = explain_denial(no_posts, "backend", ["frontend"], mesh.routes["backend"][1].match)
+    assert cause is not None
+    assert cause.meaning == (
+        "denied by authorization policy no-posts (POST only; authorization.backend[0] in mesh.yaml)"
+    )
+    but_reads = with_policies(
+        mesh, {"name": "reads-only", "action": "DENY", "to": {"not_methods": ["GET", "HEAD"]}}
+    )
+    assert denial_text(but_reads, "backend", "frontend").plain == (
+        "denied by reads-only DENY (any method but GET, HEAD)"
+    )
+    # A GET is not what such a policy refuses.
+    get = Match(path="/items", method="GET")
+    assert matching_denials(but_reads, "backend", ["frontend"], get) == []
 
 
 def test_a_service_without_policies_answered_403_itself(mesh: Mesh) -> None:

@@ -20,7 +20,7 @@ from meshdev.plan import Placement, pods
 from meshdev.runtime.base import StartedPod
 from meshdev.security import ca as mesh_ca
 from meshdev.tui.logic.actions import ActionFailed, probe_requests
-from meshdev.tui.logic.commands import Commands
+from meshdev.tui.logic.commands import Commands, nothing_refused
 from meshdev.tui.logic.ports import SessionPort
 from tests.sidecar.helpers import Upstream, sidecar, upstreams
 from tests.sidecar.tls.meshtls import callee_config, install, port_of
@@ -38,6 +38,7 @@ authorization:
   api:
 """
 # Only web may read /data; everything else is open to everyone but web's /admin.
+PRINCIPAL = "cluster.local/ns/m/sa"
 ONLY_WEB = "    - {name: web-reads, from: {services: [web]}, to: {paths: [/data*]}}\n"
 NO_ADMIN = "    - {name: no-admin, action: DENY, from: {services: [web]}, to: {paths: [/admin*]}}\n"
 
@@ -136,3 +137,63 @@ def test_probe_requests_come_from_the_policies_patterns_with_safe_methods_only()
         ("HEAD", "/"),
         ("GET", "/"),
     ]
+
+
+NO_POSTS = "    - {name: no-posts, action: DENY, to: {methods: [POST]}}\n"
+NO_POSTS_RULE = {"name": "no-posts", "action": "DENY", "rules": [{"methods": ["POST"]}]}
+
+
+async def test_a_deny_of_post_alone_is_named_not_asked_for(tmp_path: Path) -> None:
+    # The mesh's one policy denies POST, a method the probe does not send: it used to say
+    # "no request to deny (add a DENY policy, ...)" of a mesh that has one.
+    ca = mesh_ca.load_or_create(tmp_path, "m")
+    async with upstreams("app") as (app,), sidecar(guarded(app, [NO_POSTS_RULE])) as sc:
+        install(sc, ca.issue(spiffe_id("m", "api")))
+        with pytest.raises(ActionFailed) as failed:
+            await Commands(session(NO_POSTS, port_of(sc), ca)).unauthorized()
+    said = str(failed.value)
+    assert said.startswith("no GET or HEAD to api is refused, whoever calls: ")
+    assert (
+        "DENY no-posts (authorization.api[0]) takes only POST, so such a POST to api gets 403 "
+        "RBAC: access denied" in said
+    )
+    assert "add a DENY policy" not in said
+    # Every caller's GET / went through to the app; nothing that could change it was sent.
+    assert app.seen_targets == ["/", "/", "/"]
+
+
+async def test_a_get_no_allow_takes_is_not_blamed_on_a_deny_of_post(tmp_path: Path) -> None:
+    # A GET refused for want of an ALLOW was explained by the DENY of POST: the probe asked
+    # the explainer about the path alone, not the method.
+    ca = mesh_ca.load_or_create(tmp_path, "m")
+    web = {"name": "web-all", "action": "ALLOW", "rules": [{"principals": [f"{PRINCIPAL}/web"]}]}
+    yaml = "    - {name: web-all, from: {services: [web]}}\n" + NO_POSTS
+    async with upstreams("app") as (app,), sidecar(guarded(app, [NO_POSTS_RULE, web])) as sc:
+        install(sc, ca.issue(spiffe_id("m", "api")))
+        said = await Commands(session(yaml, port_of(sc), ca)).unauthorized()
+    assert said == (
+        "GET / to api-0 as batch: 403 RBAC: access denied: "
+        "no ALLOW policy of api matches this caller/path"
+    )
+
+
+def test_the_sentence_names_each_deny_of_unsafe_methods_with_whom_it_takes() -> None:
+    mesh = parse_mesh(
+        (
+            MESH
+            + "    - {name: no-web-deletes, action: DENY, from: {services: [web]}, "
+            + "to: {methods: [DELETE], paths: ['/data*']}}\n"
+            + "    - {name: reads-only, action: DENY, to: {not_methods: [GET, HEAD, POST, PUT, "
+            + "DELETE, PATCH]}}\n"
+        ).encode(),
+        "mesh.yaml",
+    )
+    assert nothing_refused(mesh, ["api"]) == (
+        "no GET or HEAD to api is refused, whoever calls: "
+        "DENY no-web-deletes (authorization.api[0]) takes only DELETE from web to /data*, "
+        "so such a DELETE to api gets 403 RBAC: access denied; "
+        "DENY reads-only (authorization.api[1]) takes every method but GET, HEAD, POST, PUT, "
+        "DELETE, PATCH, so such a request of another method to api gets 403 RBAC: access "
+        "denied. This key sends GET or HEAD only (a request let through would reach the app "
+        "and could change it)"
+    )
