@@ -255,13 +255,11 @@ def _authorization(
         key = draw(st.sampled_from(["services", "not_services"]))
         entry["from"] = {key: draw(st.lists(st.sampled_from(callers), min_size=1, max_size=2))}
         if draw(st.booleans()):
-            entry["from"]["principals"] = [
-                draw(
-                    st.sampled_from(
-                        ["*", f"cluster.local/ns/{mesh}/sa/*", f"cluster.local/ns/{mesh}/sa/{dest}"]
-                    )
-                )
-            ]
+            principals = ["*", f"cluster.local/ns/{mesh}/sa/*"]
+            # Not one that its own not_services excludes: validation refuses such a `from`.
+            if key == "services" or dest not in entry["from"][key]:
+                principals.append(f"cluster.local/ns/{mesh}/sa/{dest}")
+            entry["from"]["principals"] = [draw(st.sampled_from(principals))]
     if svcs[dest]["protocol"] != "tcp" and (draw(st.booleans()) or "from" not in entry):
         entry["to"] = {
             "methods": draw(st.lists(st.sampled_from(["GET", "POST"]), min_size=1, max_size=2)),
