@@ -18,7 +18,6 @@ header, two headers for both families; the B3 multi headers too when the caller 
 
 from __future__ import annotations
 
-from random import getrandbits
 from typing import Final
 
 # The names the proxy replaces going upstream (tracestate passes through as it came).
@@ -60,20 +59,6 @@ class Incoming:
 
 # Propagation headers that say nothing valid: read as no context, but still to be replaced.
 _NOTHING: Final = Incoming(None, None, None)
-
-
-# Ids are hexed through bytes: int.to_bytes().hex() takes half the time of "%016x" % int,
-# which inside a busy sidecar was the costliest line of a sampled request.
-
-
-def new_span_id() -> str:
-    """16 hex digits, never all zeros (which both formats reserve for "no span")."""
-    return (getrandbits(64) or 1).to_bytes(8).hex()
-
-
-def new_trace_id() -> str:
-    """32 hex digits (128 bits, as W3C requires and Envoy's trace_id_128bit makes)."""
-    return (getrandbits(128) or 1).to_bytes(16).hex()
 
 
 def _is_hex(value: str, *lengths: int) -> bool:

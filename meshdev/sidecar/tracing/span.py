@@ -18,11 +18,11 @@ reader gets, so the ring and the export queues stay small and out of the cycle c
 from __future__ import annotations
 
 import time
-from random import getrandbits
 from typing import Final, Protocol
 
 from meshdev.common import trace_wire as tw
-from meshdev.sidecar.tracing.context import inject, new_span_id, without_propagation
+from meshdev.sidecar.tracing.context import inject, without_propagation
+from meshdev.sidecar.tracing.ids import SPAN_IDS, new_span_id
 
 SERVER: Final = "SERVER"
 CLIENT: Final = "CLIENT"
@@ -252,6 +252,7 @@ class RequestTrace:
 
     __slots__ = (
         "_base",
+        "_first",
         "_ns",
         "_try_id",
         "_try_ns",
@@ -290,6 +291,7 @@ class RequestTrace:
         peer: str,
         b3_multi: bool = False,
         strip: bool = True,
+        root: str | None = None,
     ) -> None:
         self.sink = sink
         # Whether the request came with propagation headers to replace (a first hop's has
@@ -304,8 +306,14 @@ class RequestTrace:
         self.target = target
         self.version = version
         self.peer = peer
-        # An outbound listener makes CLIENT spans only; the others a SERVER span first.
-        self.server_id = None if listener_kind == "outbound" else new_span_id()
+        # An outbound listener makes CLIENT spans only; the others a SERVER span first. The
+        # hop's first span takes `root` as its id when given: that span is the trace's root.
+        if listener_kind == "outbound":
+            self.server_id = None
+            self._first = root
+        else:
+            self.server_id = root or new_span_id()
+            self._first = None
         self.per_try = listener_kind != "inbound"
         self.vhost = ""
         self.route = ""
@@ -339,13 +347,15 @@ class RequestTrace:
         upstream) get its propagation headers in place, replacing the previous try's."""
         if self.tries:
             del headers[self._base :]
+            # new_span_id(), inline: this runs once per try of every sampled request.
+            span_id = SPAN_IDS.pop() if SPAN_IDS else new_span_id()
         else:
             if self.strip:
                 headers[:] = without_propagation(headers)
             self._base = len(headers)
+            span_id = self._first or (SPAN_IDS.pop() if SPAN_IDS else new_span_id())
         self.tries += 1
-        # new_span_id(), inline: this runs once per try of every sampled request.
-        span_id = self._try_id = (getrandbits(64) or 1).to_bytes(8).hex()
+        self._try_id = span_id
         # One clock read: the try's wall-clock start is derived from it in end_try.
         self._try_ns = _perf_ns()
         parent = self.server_id if self.server_id is not None else self.parent_id
@@ -407,7 +417,7 @@ class RequestTrace:
         duration = _perf_ns() - self._ns
         if self.server_id is None:
             # An outbound request answered before any try: one CLIENT span says why.
-            span_id, kind = new_span_id(), CLIENT
+            span_id, kind = self._first or new_span_id(), CLIENT
         else:
             span_id, kind = self.server_id, SERVER
         self.sink.record(

@@ -8,6 +8,8 @@ from typing import Final
 
 # Methods whose requests carry a body by convention: sent with content-length 0 when empty.
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+# Headers the head is framed by: host is kept (or added), the others are ours to write.
+_FRAMING: Final = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 
 
 def encode_request(
@@ -26,13 +28,16 @@ def encode_request(
     has_host = False
     length: str | None = None
     for name, value in headers:
-        if name == "host":
-            has_host = True
-        elif name == "content-length":
-            length = value
-            continue
-        elif name in {"transfer-encoding", "connection"}:
-            continue
+        # One set look-up for the usual header, not three comparisons: this runs for every
+        # header of every request.
+        if name in _FRAMING:
+            if name == "host":
+                has_host = True
+            elif name == "content-length":
+                length = value
+                continue
+            else:
+                continue
         parts += (name, ": ", value, "\r\n")
     if not has_host:
         parts.append(f"host: {authority}\r\n")

@@ -117,18 +117,35 @@ def test_http_url_and_protocol_are_formatted_when_read() -> None:
     assert (tags["1.1"][tw.TAG_PROTOCOL], tags["2"][tw.TAG_PROTOCOL]) == ("HTTP/1.1", "HTTP/2")
 
 
-def test_a_first_hops_ids_go_upstream_at_full_width(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Draws with leading zeros (and a zero, which no id may be) still make 32 and 16 digits.
-    monkeypatch.setattr(tracer_module, "getrandbits", lambda bits: 0)
-    monkeypatch.setattr(span_module, "getrandbits", lambda bits: 0xAB)
-    trace = Tracer(Store(), _config(sampling=100)).start(_request(), "outbound")
-    assert trace is not None
+def test_a_first_hop_roots_the_trace_on_its_ids_low_half(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As Zipkin's tracers do: the root span's id is the trace id's low half, so a first hop
+    # draws one id. Its retry, a child of nothing either, draws its own.
+    trace_id = "0123456789abcdef" + "00000000000000ab"
+    monkeypatch.setattr(tracer_module, "TRACE_IDS", [trace_id])
+    sink = _Sink()
+    tracer = Tracer(Store(), _config(sampling=100))
+    tracer.record = sink.record  # type: ignore[method-assign]
+    trace = tracer.start(_request(), "outbound")
+    assert trace is not None and trace.trace_id == trace_id
     up = trace.begin_try([("x-request-id", "r")])
-    trace_id, span_id = "0" * 31 + "1", "0" * 14 + "ab"
     assert up[1:] == [
-        ("traceparent", f"00-{trace_id}-{span_id}-01"),
-        ("b3", f"{trace_id}-{span_id}-1"),
+        ("traceparent", f"00-{trace_id}-00000000000000ab-01"),
+        ("b3", f"{trace_id}-00000000000000ab-1"),
     ]
+    trace.end_try(503, "", "10.0.0.1:80", "r")
+    retry = trace.begin_try(up)[1][1].split("-")[2]
+    assert retry not in ("00000000000000ab", "0" * 16) and len(retry) == 16
+    trace.finish(200, "", "10.0.0.1:80", "r")
+    assert [(s[1], s[2]) for s in sink.spans] == [("00000000000000ab", None), (retry, None)]
+
+
+def test_a_first_hops_server_span_is_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    trace_id = "0123456789abcdef" + "fedcba9876543210"
+    monkeypatch.setattr(tracer_module, "TRACE_IDS", [trace_id])
+    trace = Tracer(Store(), _config(sampling=100)).start(_request(), "ingress")
+    assert trace is not None and trace.server_id == "fedcba9876543210"
+    [(_, traceparent), _] = trace.begin_try([])
+    assert traceparent.split("-")[2] != "fedcba9876543210"
 
 
 def test_a_64_bit_trace_id_is_padded_for_w3c_only() -> None:

@@ -7,13 +7,10 @@ import random
 
 import pytest
 
-from meshdev.sidecar.tracing import context
 from meshdev.sidecar.tracing.context import (
     PROPAGATION_HEADERS,
     extract,
     inject,
-    new_span_id,
-    new_trace_id,
     without_propagation,
 )
 
@@ -201,21 +198,3 @@ def test_without_propagation_keeps_tracestate_and_the_rest() -> None:
     headers = [(name, "v") for name in sorted(PROPAGATION_HEADERS)]
     headers += [("tracestate", "a=b"), ("x-request-id", "r")]
     assert without_propagation(headers) == [("tracestate", "a=b"), ("x-request-id", "r")]
-
-
-def test_new_ids_are_hex_of_their_width() -> None:
-    for _ in range(100):
-        t, s = new_trace_id(), new_span_id()
-        assert len(t) == 32 and int(t, 16) > 0
-        assert len(s) == 16 and int(s, 16) > 0
-
-
-def test_new_ids_keep_their_leading_zeros_and_are_never_zero(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    drawn = iter([0, 1, 0, 0xAB])
-    monkeypatch.setattr(context, "getrandbits", lambda bits: next(drawn))
-    assert new_span_id() == "0" * 15 + "1"
-    assert new_span_id() == "0" * 15 + "1"
-    assert new_trace_id() == "0" * 31 + "1"
-    assert new_trace_id() == "0" * 30 + "ab"
