@@ -22,12 +22,12 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from meshdev.common.sidecar_config import SidecarConfig
+from meshdev.common.sidecar_config import Fault, SidecarConfig
 from meshdev.sidecar import dataplane
 from meshdev.sidecar.main import Sidecar
-from tests.sidecar.helpers import client, get, listener_url, sidecar
-from tests.sidecar.tls.meshtls import caller_config
-from tests.support import LOCALHOST, WAIT
+from tests.sidecar.helpers import client, get, listener_url, sidecar, stat
+from tests.sidecar.tls.meshtls import caller_config, mesh, port_of
+from tests.support import LOCALHOST, WAIT, wait_until
 
 # Long enough that a push which does not wait has answered (it answers in milliseconds).
 NOT_YET = 0.3
@@ -139,3 +139,41 @@ async def test_a_push_that_leaves_tls_off_does_not_wait_for_requests_under_way()
             callee.release.set()
             status, _, _ = await asyncio.wait_for(call, WAIT)
             assert status == 200
+
+
+async def test_a_request_that_read_the_plaintext_config_goes_over_tls_after() -> None:
+    """A request still on its way to picking an endpoint when TLS is turned on (here a fault's
+    delay; a retry's backoff alike) counts in no pool, so the push does not wait for it: it
+    goes to the endpoint's new pool, in TLS, not to the retired plaintext one."""
+    delay = {"delay": {"fixed": 0.5, "percent": 100}}
+    async with mesh(mtls="PERMISSIVE") as m, client() as s:
+        target = m.caller.config
+
+        def delayed(cfg: SidecarConfig) -> SidecarConfig:
+            vhosts = tuple(
+                v.model_copy(
+                    update={
+                        "routes": tuple(
+                            r.model_copy(update={"fault": Fault.model_validate(delay)})
+                            for r in v.routes
+                        )
+                    }
+                )
+                for v in cfg.virtual_hosts
+            )
+            return cfg.model_copy(update={"virtual_hosts": vhosts})
+
+        assert await push(s, m.caller, delayed(plaintext(target))) == 200
+        call = asyncio.create_task(get(s, m.outbound, "/late", host="callee"))
+        # Past the request's start (it runs on the plaintext config) but within its delay.
+        await wait_until(
+            lambda: stat(m.caller, "http.outbound.downstream_rq_total") == 1, "the request"
+        )
+        on = delayed(target).model_copy(update={"version": 3})
+        assert await push(s, m.caller, on) == 200
+        status, _, _ = await asyncio.wait_for(call, WAIT)
+        assert status == 200
+        assert m.app.seen_targets == ["/late"]
+        # It crossed over mutual TLS (the callee takes plaintext too: PERMISSIVE).
+        assert stat(m.caller, "cluster.callee.ssl.handshake") == 1
+        assert stat(m.callee, f"listener.{LOCALHOST}_{port_of(m.callee)}.ssl.handshake") == 1
