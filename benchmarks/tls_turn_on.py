@@ -5,9 +5,10 @@ each turn-on saves `security: {mtls: STRICT}` with an ALLOW policy on api naming
 `meshdev load` sends 300 requests/s to /good/relay (good calls api and answers api's status),
 then saves the plaintext mesh again without load. Prints each turn-on's statuses and, when a
 request failed, the sidecars' counters that moved (denials, resets, refused plaintext), and the
-totals at the end. Only the first turn-on of a mesh does the CA and certificate work, so
-`--meshes` starts a fresh mesh for each batch of `--turn-ons`. Failures show on a busy machine:
-run two side by side on two cores (docs/security.md, "Turning TLS on with a save").
+totals at the end. Failures came mostly from a mesh's first turn-on (one mesh turned on 18
+times lost a request only in the first), so `--meshes` starts a fresh mesh for each batch of
+`--turn-ons`. They show on a busy machine: run two side by side on two cores (docs/security.md,
+"Turning TLS on with a save").
 
     .venv/bin/python benchmarks/tls_turn_on.py [--meshes 10] [--turn-ons 1]
 """
