@@ -104,6 +104,9 @@ def one_mesh(folder: Path, turn_ons: int, totals: dict[str, int]) -> int:
                 print(f"  counters moved: {json.dumps(moved)}", flush=True)
                 for line in _not_200(folder, name)[-20:]:
                     print(f"  {line}", flush=True)
+                # The control plane's report of the save (a push that failed says so).
+                for line in up.lines[-6:]:
+                    print(f"  up: {line}", flush=True)
             for code, n in bad.items():
                 totals[code] = totals.get(code, 0) + n
             mesh_file.write_text(plain)
