@@ -11,6 +11,10 @@ user, in three rounds, each pushed to every sidecar before the next:
 2. clients: callers send TLS wherever the save asks (every callee takes it by now);
 3. the saved config itself (STRICT where asked: every caller sends TLS by now).
 
+"By now" holds because a sidecar answers the push that makes it send TLS only once the
+plaintext requests it had under way have their answers (sidecar DataPlane.settle): one that
+reached its callee after round 3 was refused (STRICT) or denied (no principal).
+
 Authorization that names callers by identity (principals, which `from.services` becomes) is
 held back to round 3 as well: a caller still on plaintext has no principal, so a saved
 `ALLOW from: {services: [web]}` pushed in round 1 refused web's requests (403) until web's

@@ -141,6 +141,9 @@ class Sidecar:
     def apply(self, config: SidecarConfig) -> None:
         self.plane.apply(config)
 
+    async def settle(self) -> None:
+        await self.plane.settle()
+
     def hosts(self) -> list[HostView]:
         return self.plane.hosts()
 

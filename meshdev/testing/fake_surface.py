@@ -143,6 +143,9 @@ class FakeSurface:
         self.applied.append(config)
         self._config = config
 
+    async def settle(self) -> None:
+        pass
+
     def hosts(self) -> list[HostView]:
         return list(self.host_views)
 

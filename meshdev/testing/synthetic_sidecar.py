@@ -208,6 +208,9 @@ class SyntheticSidecar:
     def apply(self, config: SidecarConfig) -> None:
         self._config = config
 
+    async def settle(self) -> None:
+        pass
+
     def hosts(self) -> list[HostView]:
         return list(self.host_views)
 

@@ -313,6 +313,9 @@ class Endpoints:
         except (ValueError, OSError) as exc:
             # The data plane refused it (a port it cannot bind...): it keeps the old config.
             return self._rejected(current, [f"apply failed: {exc}"])
+        # The answer tells the control plane the config is in force; when it turned TLS on,
+        # that includes "no plaintext request of mine is still on its way" (staging, round 2).
+        await self.surface.settle()
         # Read once: each read of `stats` first brings every cluster's counts up to date.
         stats = self.surface.stats
         stats.counter("config.update_success").inc()

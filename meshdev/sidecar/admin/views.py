@@ -49,6 +49,11 @@ class ControlSurface(Protocol):
     def apply(self, config: SidecarConfig) -> None:
         """Swap to `config` atomically; requests in flight finish on the old one."""
 
+    async def settle(self) -> None:
+        """Return once what the last swaps left in flight that the control plane must not
+        outrun has finished (`DataPlane.settle`: plaintext requests of pools that turned TLS
+        on), or its limit has passed. POST /config answers after it."""
+
     def hosts(self) -> list[HostView]: ...
 
     def breakers(self) -> list[BreakerView]: ...

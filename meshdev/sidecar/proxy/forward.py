@@ -196,6 +196,10 @@ async def _tries(
             cs.upstream_cx_none_healthy.value += 1
             rec.add_flag(NO_HEALTHY_UPSTREAM)
             return Reply(503, b"no healthy upstream")
+        while host.successor is not None:
+            # The request read a config older than its endpoint's pool (TLS was turned on or
+            # off since): the endpoint is reached as the newest config says.
+            host = host.successor
         if not breaker.try_request():
             return overflow_reply(rec, answers)
         rec.attempts += 1

@@ -113,6 +113,7 @@ class ClusterState:
             if key in keep:
                 continue
             host = self.hosts.get(key)
+            replaced: Host | None = None
             if host is not None and (
                 isinstance(host.pool, H2Pool) != config.http2
                 or _tls_config(host.pool.tls) != config.tls
@@ -120,6 +121,8 @@ class ClusterState:
                 # The service changed protocol, or its TLS (plaintext, or other accepted SPIFFE
                 # IDs): its old connections drain, new ones are new.
                 self._retire(host)
+                if isinstance(host.pool, H2Pool) == config.http2:
+                    replaced = host
                 host = None
             if host is None:
                 pool_class = H2Pool if config.http2 else UpstreamPool
@@ -131,6 +134,11 @@ class ClusterState:
                     ep.pod,
                     pool_class(ep.address, ep.port, self.budget, tls=tls),
                 )
+                if replaced is not None:
+                    # Only its TLS changed: a request that read the old config and has yet to
+                    # pick (a retry, after a fault's delay) goes the new way, not in plaintext
+                    # past the push's answer (DataPlane.settle counts only requests sent).
+                    replaced.successor = host
             host.pod = ep.pod
             keep[key] = host
             wanted.append(host)
@@ -174,6 +182,14 @@ class ClusterState:
             host.ejected = False
         self.retired.append(host)
         self._owner.spawn(host.pool.close())
+
+    def plaintext_in_flight(self) -> int:
+        """Requests still in flight on plaintext pools this cluster retired while it now
+        sends TLS (the pools a swap replaced to turn TLS on): sent, or still connecting, as
+        plaintext, they may not have reached their endpoint yet (`DataPlane.settle`)."""
+        if self.config.tls is None:
+            return 0
+        return sum(h.pool.rq_active for h in self.retired if h.pool.tls is None)
 
     def _changed(self) -> None:
         self.epoch.bump()

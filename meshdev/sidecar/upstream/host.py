@@ -23,6 +23,7 @@ class Host(HostHealth):
         "rq_error",
         "rq_success",
         "rq_total",
+        "successor",
         "tcp_cx_active",
     )
 
@@ -39,6 +40,9 @@ class Host(HostHealth):
         self.rq_success = 0
         self.rq_error = 0
         self.removed = False
+        # Set when a swap replaced its pool by one of another TLS for the same endpoint: the
+        # host the requests of older configs that still pick this one are sent to.
+        self.successor: Host | None = None
         # Relayed (tcp_proxy) connections open to it; they take no pool connection. Each also
         # counts as a request (rq_active, rq_total), as Envoy's TCP pool counts its streams,
         # so least_request balances connections.
