@@ -860,6 +860,26 @@ class ControlPlane:
             )
             last = await asyncio.gather(*(self._post(p, c, digests[p.name]) for p, c in targets))
             results = [a or b for a, b in zip(first, last, strict=True)]
+        elif any(staging.loosens(p.config, c) for p, c in targets):
+            # TLS is being turned off: back through PERMISSIVE, in rounds (staging.py). The
+            # sidecars keep their identity and certificate until the last round, which
+            # forgets them where the saved config names none.
+            first = await asyncio.gather(
+                *(
+                    self._post(p, staging.winding_down(p.config, c, clients=False))
+                    for p, c in targets
+                )
+            )
+            await asyncio.gather(
+                *(
+                    self._post(p, staging.winding_down(p.config, c, clients=True))
+                    for p, c in targets
+                )
+            )
+            last = await asyncio.gather(
+                *(self._reconfigure(p, c, digests[p.name]) for p, c in targets)
+            )
+            results = [a or b for a, b in zip(first, last, strict=True)]
         else:
             results = await asyncio.gather(
                 *(self._reconfigure(p, c, digests[p.name]) for p, c in targets)

@@ -354,3 +354,41 @@ async def test_a_reload_that_adds_security_with_an_unusable_ca_keeps_serving(
     assert control.version == 1
     assert all(s.config.spiffe_id is None and s.attempts == 0 for s in runtime.sidecars.values())
     await control.down()
+
+
+async def test_a_reload_that_removes_security_goes_back_through_permissive(
+    state: Path, runtime: StandIns
+) -> None:
+    """Pushed at once, a callee already on plaintext refuses a caller still sending TLS: first
+    every callee takes both (with the identity it has), then callers send plaintext, then the
+    saved config, which forgets the identity (meshdev/security/staging.py)."""
+    seen: dict[str, list[tuple[str, bool, bool]]] = {}
+    control = control_plane(runtime, [])
+    await control.up(mesh())
+    for name, sidecar in runtime.sidecars.items():
+
+        def config_seen(name: str = name, sidecar: CertsSidecar = sidecar) -> None:
+            cfg = sidecar.config
+            inbound = [lst.mtls for lst in cfg.listeners if lst.kind == "inbound"]
+            seen.setdefault(name, []).append(
+                (
+                    inbound[0] if inbound else "-",
+                    any(c.tls is not None for c in cfg.clusters),
+                    cfg.spiffe_id is not None,
+                )
+            )
+
+        sidecar.on_config = config_seen
+    report = await control.apply(mesh(security=False))
+    assert report.ok, report.errors
+    # Every pod calls the others (each sidecar has every cluster): TLS until the second round.
+    for name, configs in seen.items():
+        inbound = "-" if name.startswith("ingress") else "PERMISSIVE"
+        assert configs == [
+            (inbound, True, True),
+            (inbound, False, True),
+            ("-" if name.startswith("ingress") else "DISABLE", False, False),
+        ], name
+    assert len(seen) == 4
+    assert all(control.pods[name].spiffe_id is None for name in runtime.sidecars)
+    await control.down()

@@ -1,4 +1,4 @@
-"""Turning TLS on without a failed request: the configs a save passes through.
+"""Turning TLS on or off without a failed request: the configs a save passes through.
 
 A save that adds `security:` or moves a destination from DISABLE to mTLS cannot reach every
 sidecar at the same instant. Pushed at once, a caller that already sends TLS can meet a callee
@@ -19,6 +19,12 @@ Authorization that names callers by identity (principals, which `from.services` 
 held back to round 3 as well: a caller still on plaintext has no principal, so a saved
 `ALLOW from: {services: [web]}` pushed in round 1 refused web's requests (403) until web's
 sidecar sent TLS. Until then an inbound listener keeps the policies it had.
+
+Turning TLS off (`security` removed, or a destination moved to DISABLE) is the same the other
+way, also in three rounds: callees that will take plaintext only take both first (PERMISSIVE,
+with the identity and certificate they have), then callers send plaintext, then the saved
+config (DISABLE). A push that makes a sidecar send plaintext answers once the TLS requests it
+had under way have their answers, as above.
 
 Pure: configs in, configs out.
 """
@@ -91,6 +97,56 @@ def transitional(
 
     return target.model_copy(
         update={
+            "clusters": tuple(cluster(c) for c in target.clusters),
+            "listeners": tuple(listener(lst) for lst in target.listeners),
+        }
+    )
+
+
+def loosens(current: SidecarConfig | None, target: SidecarConfig) -> bool:
+    """Whether pushing `target` over `current` at once could refuse traffic on the way back to
+    plaintext: a cluster that stops sending TLS, or an inbound listener that stops taking it."""
+    if current is None:
+        return False
+    if _tls_clusters(current) - _tls_clusters(target):
+        return True
+    now = _inbound_modes(target)
+    return any(
+        mode != "DISABLE" and now.get(name) == "DISABLE"
+        for name, mode in _inbound_modes(current).items()
+    )
+
+
+def winding_down(
+    current: SidecarConfig | None, target: SidecarConfig, *, clients: bool
+) -> SidecarConfig:
+    """Round 1 (`clients` False) or round 2 (`clients` True) of turning TLS off on the way to
+    `target`: an inbound listener leaving TLS takes both (PERMISSIVE) until round 3, with the
+    identity the sidecar has; a cluster leaving TLS keeps sending it until round 2."""
+    before = {} if current is None else {c.name: c for c in current.clusters}
+    was = _inbound_modes(current)
+
+    def cluster(c: Cluster) -> Cluster:
+        old = before.get(c.name)
+        if clients or c.tls is not None or old is None or old.tls is None:
+            return c
+        return c.model_copy(update={"tls": old.tls})
+
+    def listener(lst: Listener) -> Listener:
+        if (
+            lst.kind == "inbound"
+            and lst.mtls == "DISABLE"
+            and was.get(lst.name, "DISABLE") != "DISABLE"
+        ):
+            return lst.model_copy(update={"mtls": "PERMISSIVE"})
+        return lst
+
+    identity = target.spiffe_id
+    if identity is None and current is not None:
+        identity = current.spiffe_id
+    return target.model_copy(
+        update={
+            "spiffe_id": identity,
             "clusters": tuple(cluster(c) for c in target.clusters),
             "listeners": tuple(listener(lst) for lst in target.listeners),
         }

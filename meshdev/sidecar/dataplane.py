@@ -30,8 +30,8 @@ from meshdev.sidecar.tracing import Tracer
 
 # How often connection counts kept by the pools are copied into the Store.
 STATS_SYNC_INTERVAL = 0.1
-# `settle`: how long a push that turns TLS on waits for plaintext requests still in flight,
-# and how often it looks.
+# `settle`: how long a push that turns TLS on or off waits for requests still in flight the
+# old way, and how often it looks.
 SETTLE_LIMIT = 2.0
 SETTLE_POLL = 0.005
 
@@ -145,8 +145,8 @@ class DataPlane:
             self.after_swap(old, config)
 
     async def settle(self, limit: float | None = None) -> None:
-        """Wait until no request is in flight on a plaintext pool that a swap retired because
-        its cluster now sends TLS (at most `limit` seconds, SETTLE_LIMIT by default; at once
+        """Wait until no request is in flight on a pool that a swap retired because its
+        cluster turned TLS on or off (at most `limit` seconds, SETTLE_LIMIT by default; at once
         when there is none).
 
         A push that turns a caller's TLS on answers only after this (admin POST /config), and
@@ -155,11 +155,13 @@ class DataPlane:
         under way as its pools changed, connecting or sent, is not yet the callee's: on a
         busy machine the callee accepted or read it tens of milliseconds later, under round
         3, and refused it (STRICT: `503 UC` at the caller) or denied it (no principal: 403).
-        Once every such request has its answer, the callee has judged each under round 2."""
+        Once every such request has its answer, the callee has judged each under round 2.
+        Turning TLS off is the same the other way: a TLS request under way must have its
+        answer before the callee stops taking TLS (DISABLE)."""
         clusters = self._compiler.clusters.values()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (SETTLE_LIMIT if limit is None else limit)
-        while any(state.plaintext_in_flight() for state in clusters):
+        while any(state.crossing_in_flight() for state in clusters):
             if loop.time() >= deadline:
                 return
             await asyncio.sleep(SETTLE_POLL)

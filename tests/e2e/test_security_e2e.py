@@ -189,15 +189,26 @@ LOAD = ("load", "--rps", "100", "--duration", "6s", "--json")
 def test_turning_mtls_on_under_load_fails_no_request(tmp_path: Path) -> None:
     """A save that adds `security: {mtls: STRICT}` while requests flow: the control plane goes
     through PERMISSIVE in rounds (meshdev/security/staging.py), so none fails."""
+    _switch_under_load(tmp_path, "on", "", "security: {mtls: STRICT}\n", "STRICT")
+
+
+def test_turning_mtls_off_under_load_fails_no_request(tmp_path: Path) -> None:
+    """The other way: a save that removes `security` while requests flow goes back through
+    PERMISSIVE in rounds, so none fails."""
+    _switch_under_load(tmp_path, "off", "security: {mtls: STRICT}\n", "", "DISABLE")
+
+
+def _switch_under_load(tmp_path: Path, which: str, before: str, after: str, mode: str) -> None:
     import subprocess
+    import time
 
     from tests.support import MESHDEV
 
-    name = f"sec-on-{os.getpid()}"
+    name = f"sec-{which}-{os.getpid()}"
     port = free_port()
     (tmp_path / "app.py").write_text(APP)
     mesh_file = tmp_path / "mesh.yaml"
-    mesh_file.write_text(PLAIN_MESH.format(name=name, port=port))
+    mesh_file.write_text(PLAIN_MESH.format(name=name, port=port) + before)
     up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
     try:
         up.wait_for("ready:")
@@ -207,11 +218,8 @@ def test_turning_mtls_on_under_load_fails_no_request(tmp_path: Path) -> None:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        time_to_save = 2.0
-        import time
-
-        time.sleep(time_to_save)
-        mesh_file.write_text(PLAIN_MESH.format(name=name, port=port) + "security: {mtls: STRICT}\n")
+        time.sleep(2.0)
+        mesh_file.write_text(PLAIN_MESH.format(name=name, port=port) + after)
         up.wait_for("applied v2", WAIT)
         out, _ = load.communicate(timeout=60)
         result = json.loads(out)
@@ -220,10 +228,11 @@ def test_turning_mtls_on_under_load_fails_no_request(tmp_path: Path) -> None:
         assert result["requests"] >= 500
         assert result["status"] == {"200": result["requests"]}, result["status"]
         pods = {p["name"]: p for p in up.status()["pods"]}
-        assert pods["api-0"]["mtls"] == "STRICT"
+        assert pods["api-0"]["mtls"] == mode
         assert _call(port, "good")["status"] == 200
         stats = admin_stats(pods["api-0"]["admin_url"], r"ssl\.handshake")
-        assert sum(stats.values()) >= 1  # good's calls are mTLS now
+        if which == "on":
+            assert sum(stats.values()) >= 1  # good's calls are mTLS now
     finally:
         res = up.run("down", str(mesh_file))
         up.stop()

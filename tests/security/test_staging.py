@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from meshdev.common.sidecar_config import SidecarConfig
-from meshdev.security.staging import tightens, transitional
+from meshdev.security.staging import loosens, tightens, transitional, winding_down
 
 CALLEE = "spiffe://cluster.local/ns/m/sa/api"
 
@@ -102,3 +102,30 @@ def test_identity_rules_wait_for_the_round_where_every_caller_sends_tls() -> Non
     paths_only = with_policy(STRICT, {"paths": ["/other*"]})
     step = transitional(before, paths_only, clients=False)
     assert authorization_of(step) == authorization_of(paths_only)
+
+
+def test_turning_tls_off_loosens_and_turning_it_on_does_not() -> None:
+    assert loosens(STRICT, PLAIN)
+    assert not loosens(PLAIN, STRICT)
+    assert not loosens(None, PLAIN)
+    assert not loosens(STRICT, STRICT)
+    # A caller that stops sending TLS alone loosens too.
+    assert loosens(STRICT, config(mtls="STRICT", tls=False, spiffe=STRICT.spiffe_id))
+
+
+def test_turning_tls_off_goes_back_through_permissive() -> None:
+    plain = PLAIN.model_copy(update={"version": 3})
+    first = winding_down(STRICT, plain, clients=False)
+    # The callee takes both, with the identity it has; the caller still sends TLS.
+    assert (first.spiffe_id, inbound_mode(first), tls_of(first)) == (
+        STRICT.spiffe_id,
+        "PERMISSIVE",
+        True,
+    )
+    second = winding_down(first, plain, clients=True)
+    assert (second.spiffe_id, inbound_mode(second), tls_of(second)) == (
+        STRICT.spiffe_id,
+        "PERMISSIVE",
+        False,
+    )
+    assert first.version == second.version == 3

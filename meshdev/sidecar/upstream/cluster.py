@@ -183,13 +183,13 @@ class ClusterState:
         self.retired.append(host)
         self._owner.spawn(host.pool.close())
 
-    def plaintext_in_flight(self) -> int:
-        """Requests still in flight on plaintext pools this cluster retired while it now
-        sends TLS (the pools a swap replaced to turn TLS on): sent, or still connecting, as
-        plaintext, they may not have reached their endpoint yet (`DataPlane.settle`)."""
-        if self.config.tls is None:
-            return 0
-        return sum(h.pool.rq_active for h in self.retired if h.pool.tls is None)
+    def crossing_in_flight(self) -> int:
+        """Requests still in flight on pools this cluster retired when it turned TLS on or off
+        (plaintext pools while it now sends TLS, TLS pools while it now sends plaintext):
+        sent, or still connecting, the old way, they may not have reached their endpoint yet
+        (`DataPlane.settle`)."""
+        tls = self.config.tls is not None
+        return sum(h.pool.rq_active for h in self.retired if (h.pool.tls is not None) != tls)
 
     def _changed(self) -> None:
         self.epoch.bump()

@@ -177,3 +177,23 @@ async def test_a_request_that_read_the_plaintext_config_goes_over_tls_after() ->
         # It crossed over mutual TLS (the callee takes plaintext too: PERMISSIVE).
         assert stat(m.caller, "cluster.callee.ssl.handshake") == 1
         assert stat(m.callee, f"listener.{LOCALHOST}_{port_of(m.callee)}.ssl.handshake") == 1
+
+
+async def test_a_push_turning_tls_off_answers_once_tls_requests_under_way_are_answered() -> None:
+    """The other way (a save that removes `security`, staging.py's winding_down): the callee
+    stops taking TLS only after the push that makes the caller send plaintext has answered, so
+    that answer waits for the TLS requests the caller had under way."""
+    async with mesh(mtls="PERMISSIVE") as m, client() as s:
+        on = m.caller.config
+        call = asyncio.create_task(get(s, m.outbound, "/?hold=1", host="callee"))
+        await wait_until(lambda: m.app.seen_targets == ["/?hold=1"], "the request at the app")
+        off = plaintext(on).model_copy(update={"version": on.version + 1})
+        answer = asyncio.create_task(push(s, m.caller, off))
+        await asyncio.sleep(NOT_YET)
+        assert m.caller.config.version == off.version
+        assert not answer.done()
+        m.app.release()
+        status, _, _ = await asyncio.wait_for(call, WAIT)
+        assert status == 200
+        assert await asyncio.wait_for(answer, WAIT) == 200
+        assert stat(m.caller, "cluster.callee.ssl.handshake") == 1
