@@ -842,43 +842,25 @@ class ControlPlane:
             if digest != pod.hash:
                 targets.append((pod, cfg))
                 digests[pod.name] = digest
-        if any(staging.tightens(p.config, c) for p, c in targets):
-            # TLS is being turned on somewhere: through PERMISSIVE, in rounds (staging.py).
-            # The first round brings identities and their certificates; the next two are
-            # configs only, and a certificate still being retried is not asked for again.
+        tightens = any(staging.tightens(p.config, c) for p, c in targets)
+        if tightens or any(staging.loosens(p.config, c) for p, c in targets):
+            # TLS is being turned on (or off) somewhere: through PERMISSIVE, in rounds
+            # (staging.py). Turning on, the first round brings identities and their
+            # certificates and the next two are configs only (a certificate still being
+            # retried is not asked for again); turning off, the sidecars keep their identity
+            # and certificate until the last round, which forgets them where the saved config
+            # names none.
+            staged = staging.transitional if tightens else staging.winding_down
+            first_push, last_push = (
+                (self._reconfigure, self._post) if tightens else (self._post, self._reconfigure)
+            )
             first = await asyncio.gather(
-                *(
-                    self._reconfigure(p, staging.transitional(p.config, c, clients=False))
-                    for p, c in targets
-                )
+                *(first_push(p, staged(p.config, c, clients=False)) for p, c in targets)
             )
             await asyncio.gather(
-                *(
-                    self._post(p, staging.transitional(p.config, c, clients=True))
-                    for p, c in targets
-                )
+                *(self._post(p, staged(p.config, c, clients=True)) for p, c in targets)
             )
-            last = await asyncio.gather(*(self._post(p, c, digests[p.name]) for p, c in targets))
-            results = [a or b for a, b in zip(first, last, strict=True)]
-        elif any(staging.loosens(p.config, c) for p, c in targets):
-            # TLS is being turned off: back through PERMISSIVE, in rounds (staging.py). The
-            # sidecars keep their identity and certificate until the last round, which
-            # forgets them where the saved config names none.
-            first = await asyncio.gather(
-                *(
-                    self._post(p, staging.winding_down(p.config, c, clients=False))
-                    for p, c in targets
-                )
-            )
-            await asyncio.gather(
-                *(
-                    self._post(p, staging.winding_down(p.config, c, clients=True))
-                    for p, c in targets
-                )
-            )
-            last = await asyncio.gather(
-                *(self._reconfigure(p, c, digests[p.name]) for p, c in targets)
-            )
+            last = await asyncio.gather(*(last_push(p, c, digests[p.name]) for p, c in targets))
             results = [a or b for a, b in zip(first, last, strict=True)]
         else:
             results = await asyncio.gather(
