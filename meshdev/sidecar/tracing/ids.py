@@ -2,7 +2,7 @@
 
 A sampled request needs one or two fresh ids. Drawn one at a time (`getrandbits`, `to_bytes`,
 `hex`: three calls, three objects) an id cost ~1,700 instructions; hexed in bulk from
-`os.urandom` and split by `bytes.hex`'s separator, all in C, ~800 (benchmarks/README.md). The
+`os.urandom` and split by `bytes.hex`'s separator, all in C, ~850 (callgrind, a 64-bit id). The
 request path takes one with `SPAN_IDS.pop() if SPAN_IDS else new_span_id()` (the same for trace
 ids): a list's pop, no Python call, until the pool is empty.
 
