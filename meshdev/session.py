@@ -31,6 +31,7 @@ from meshdev.observability.prometheus import (
     PrometheusServer,
     targets_of,
 )
+from meshdev.observability.trace_history import TraceHistory
 from meshdev.runtime.base import Runtime
 from meshdev.runtime.paths import STATE_FILE, mesh_dir, state_root
 
@@ -49,6 +50,8 @@ class Session:
     last_rolls: dict[str, dict[str, Any]] = field(default_factory=dict)
     control: ControlPlane = field(init=False)
     prometheus: PrometheusServer | None = field(init=False, default=None)
+    # Every sidecar's spans, kept for `meshdev traces` and the dashboards.
+    history: TraceHistory = field(init=False)
     # What a failed start removed already, for `stop` to count with what it removes.
     _removed: list[str] = field(init=False, default_factory=list)
 
@@ -57,6 +60,7 @@ class Session:
         self.control = ControlPlane(
             self.runtime, self.token, progress=self.say, changed=self._pods_changed
         )
+        self.history = TraceHistory(self._span_targets, self.token, self.say)
         # What the model came from: a save while we start is applied once we follow the file.
         self._loaded = self.mesh_file.read_bytes()
         # Set when a reload changes what is watched: the code watcher starts again on it.
@@ -83,7 +87,14 @@ class Session:
             return None
         return f"http://127.0.0.1:{self.mesh.ingress.port}/"
 
+    def _span_targets(self) -> list[tuple[str, str]]:
+        if self.mesh.tracing.sampling <= 0:
+            return []  # no sidecar makes spans: nothing to ask every second
+        return [(p.name, p.started.admin_url) for p in self.control.pods.values()]
+
     async def start(self) -> ReloadReport:
+        # From the first pod on: the first requests' traces are the ones a user looks for.
+        await self.history.start()
         prometheus = self._prometheus()
         # Prometheus starts beside the pods, not before them: its start costs a second.
         started = asyncio.ensure_future(prometheus.start()) if prometheus is not None else None
@@ -245,6 +256,7 @@ class Session:
 
     async def stop(self) -> list[str]:
         await self._stop_rolling()
+        await self.history.stop()
         if self.prometheus is not None:
             await self.prometheus.stop()
             self.prometheus = None
@@ -279,6 +291,7 @@ class Session:
             "pid": os.getpid(),
             "ingress_url": self.ingress_url,
             "token": self.token,
+            "traces_url": self.history.url,
             "last_reload": self.last_reload,
             "last_rolls": self.last_rolls,
             **self.control.snapshot(),

@@ -414,22 +414,41 @@ def traces(
 ) -> None:
     """The recent traces of the mesh `meshdev up` runs from FILE (default ./mesh.yaml).
 
-    Every sidecar keeps its newest spans; this reads them all once, joins them by trace id
-    and lists the traces, newest first: when, the trace id, the route, the services the
+    The mesh's `meshdev up` keeps the traces of every sidecar's spans (the newest 500); this
+    reads them and lists them, newest first: when, the trace id, the route, the services the
     request crossed, the total time, the span count, and the status the caller got with
-    Envoy's response flags. No collector is needed. --json prints every trace with its spans
-    (parent ids, timings, tags). Exit 1 when no sidecar of the mesh answers.
+    Envoy's response flags. No collector is needed. Without a live `up` (a mesh left running
+    with --keep), each sidecar's own ring is read: its last 256 spans. --json prints every
+    trace with its spans (parent ids, timings, tags). Exit 1 when nothing of the mesh answers.
     """
-    from meshdev.cli.traces import empty_reason, gather, pick, problems, render_table, trace_json
-    from meshdev.runtime.paths import read_state
+    from meshdev.cli.traces import (
+        RINGS_ONLY,
+        empty_reason,
+        gather,
+        pick,
+        problems,
+        render_table,
+        trace_json,
+    )
+    from meshdev.observability.trace_history import RELAY_NODE
+    from meshdev.runtime.paths import read_state, trace_relay
     from meshdev.telemetry.io.targets import TargetError, parse_targets
 
-    try:
-        targets = parse_targets(_mesh_targets(file, name))
-    except TargetError as exc:
-        raise click.ClickException(str(exc)) from None
-    state = read_state(_mesh_name(file, name)) or {}
-    store, outcomes = gather(targets)
+    mesh_name = _mesh_name(file, name)
+    relay = trace_relay(mesh_name)
+    store, outcomes = gather([(RELAY_NODE, relay[0])], relay[1]) if relay else (None, {})
+    from_rings = not any(c.outcome == "ok" for c in outcomes.values())
+    if from_rings:
+        # No live `up`, or one that did not answer: what the sidecars still hold.
+        for line in problems(outcomes):
+            click.echo(f"warning: {line}; reading the sidecars' own rings", err=True)
+        try:
+            targets = parse_targets(_mesh_targets(file, name))
+        except TargetError as exc:
+            raise click.ClickException(str(exc)) from None
+        store, outcomes = gather(targets)
+    assert store is not None
+    state = read_state(mesh_name) or {}
     for line in problems(outcomes):
         click.echo(f"warning: {line}", err=True)
     chosen = pick(store, slow=slow, failed=failed, limit=limit)
@@ -437,6 +456,8 @@ def traces(
         click.echo(json.dumps([trace_json(t) for t in chosen], indent=2))
     elif chosen:
         click.echo(render_table(chosen))
+        if from_rings:
+            click.echo(RINGS_ONLY, err=True)
     if not chosen:
         ingress = state.get("ingress_url")
         reason = empty_reason(outcomes, file, ingress if isinstance(ingress, str) else None)

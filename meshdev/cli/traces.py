@@ -1,9 +1,12 @@
-"""`meshdev traces`: the recent traces of a running mesh, gathered from its sidecars.
+"""`meshdev traces`: the recent traces of a running mesh.
 
-The sidecars keep their recent spans (GET /spans, meshdev/common/trace_wire.py); this reads
-every sidecar's ring once, joins the spans by trace id (telemetry/aggregation/traces.py) and
-prints a table, newest first, or JSON (the shape is documented in docs/traces.md and made by
-`trace_json`, which the tests pin).
+The mesh's `meshdev up` keeps them (observability/trace_history.py: every sidecar's spans,
+read once a second), and serves them as a sidecar serves its ring; without a live `up` (a
+mesh left running with `--keep`), every sidecar's own ring (GET /spans,
+meshdev/common/trace_wire.py), which holds only its last few hundred spans, is read instead.
+The spans are joined by trace id (telemetry/aggregation/traces.py) and printed as a table,
+newest first, or JSON (the shape is documented in docs/traces.md and made by `trace_json`,
+which the tests pin).
 """
 
 from __future__ import annotations
@@ -19,16 +22,24 @@ from meshdev.telemetry.io.source import ProxyTarget
 from meshdev.telemetry.io.spans import NodeCursor, collect
 
 DEFAULT_LIMIT = 20
+# Said under a table read from the sidecars' rings: why it may be short.
+RINGS_ONLY = (
+    "(read from the sidecars' own rings, each its last 256 spans; the mesh's `meshdev up` "
+    "keeps 500 traces while it runs)"
+)
 # Table columns that are cut to fit: the root route and the services path.
 _ROUTE_WIDTH = 28
 _PATH_WIDTH = 36
 
 
-def gather(targets: Sequence[ProxyTarget]) -> tuple[TraceStore, dict[str, NodeCursor]]:
-    """Every target's ring, read once (blocking: the CLI's event loop runs only for it)."""
+def gather(
+    targets: Sequence[ProxyTarget], token: str | None = None
+) -> tuple[TraceStore, dict[str, NodeCursor]]:
+    """Every target's spans, read once (blocking: the CLI's event loop runs only for it);
+    `token`: the targets are a session's trace history, which asks for it."""
     from meshdev.common.loop import run
 
-    return run(collect(targets))
+    return run(collect(targets, token=token))
 
 
 def clock_text(start_us: int) -> str:

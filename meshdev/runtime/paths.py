@@ -55,6 +55,18 @@ def live_session_pid(state: dict[str, Any] | None) -> int | None:
     return pid if b"meshdev" in cmdline else None
 
 
+def trace_relay(mesh_name: str) -> tuple[str, str] | None:
+    """Where the live `meshdev up` of this mesh serves its trace history, and the token it
+    asks for (observability/trace_history.py); None when no live `up` serves one."""
+    state = read_state(mesh_name)
+    if state is None or live_session_pid(state) is None:
+        return None
+    url, token = state.get("traces_url"), state.get("token")
+    if isinstance(url, str) and url and isinstance(token, str):
+        return url, token
+    return None
+
+
 def mesh_following(path: Path) -> str | None:
     """The name of the mesh whose live `meshdev up` follows the file at `path`: how a
     command finds the mesh while its file is half edited and names nothing."""

@@ -14,14 +14,15 @@ from meshdev.telemetry.io.source import ProxyTarget, TelemetrySource
 from meshdev.telemetry.io.spans import SpanReader
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.controllers import SessionController, UpController, WatchController
+from meshdev.tui.logic.ports import TraceFeed
+from meshdev.tui.session_traces import SessionTraces
 from meshdev.tui.session_watch import SessionWatchController
 
 
 def run_dashboard(session: Session, *, keep: bool) -> int:
     controller = UpController(session, keep=keep)
-    app = MeshdevApp(
-        TelemetrySource(), controller, handle_signals=True, traces=SpanReader(TraceStore())
-    )
+    # The session's trace history is the Traces view's feed: the sidecars are read once.
+    app = MeshdevApp(TelemetrySource(), controller, handle_signals=True, traces=session.history)
     # Progress lines go to the app's start-up screen and events panel, not the terminal.
     terminal = session.send_progress_to(controller.say)
     try:
@@ -54,7 +55,10 @@ def run_watch(
     else:
         noun = "proxy" if len(targets) == 1 else "proxies"
         controller = WatchController(f"watching {len(targets)} {noun}", mesh)
-    app = MeshdevApp(source, controller, handle_signals=True, traces=SpanReader(TraceStore()))
+    traces: TraceFeed = (
+        SessionTraces(session_of) if session_of is not None else SpanReader(TraceStore())
+    )
+    app = MeshdevApp(source, controller, handle_signals=True, traces=traces)
     app.run()
     return app.return_code or 0
 

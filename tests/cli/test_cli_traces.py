@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from meshdev.cli.traces import empty_reason, gather, pick, render_table, trace_json
+from meshdev.cli.traces import RINGS_ONLY, empty_reason, gather, pick, render_table, trace_json
+from meshdev.observability.trace_history import RELAY_NODE, TraceHistory
 from meshdev.telemetry.io.spans import collect
 from meshdev.testing.sample_spans import (
     SpansServer,
@@ -21,7 +23,7 @@ from meshdev.testing.sample_spans import (
     split_by_node,
     trace_id,
 )
-from tests.support import MESHDEV
+from tests.support import MESHDEV, wait_until
 
 
 @pytest.fixture
@@ -95,10 +97,10 @@ def test_gather_blocks_for_the_cli_and_says_why_it_is_empty(tmp_path: Path) -> N
     assert "is `meshdev up mesh.yaml` running" in empty_reason({}, "mesh.yaml", None)
 
 
-def _write_state(state_dir: Path, mesh: str, pods: list[dict[str, Any]]) -> None:
+def _write_state(state_dir: Path, mesh: str, pods: list[dict[str, Any]], **session: object) -> None:
     folder = state_dir / mesh
     folder.mkdir(parents=True, exist_ok=True)
-    state = {"mesh": mesh, "ingress_url": "http://127.0.0.1:8123/", "pods": pods}
+    state = {"mesh": mesh, "ingress_url": "http://127.0.0.1:8123/", "pods": pods, **session}
     (folder / "session.json").write_text(json.dumps(state))
 
 
@@ -133,9 +135,10 @@ async def test_the_console_script_reads_the_running_mesh(
     assert all(s["parent_id"] for t in doc for s in t["spans"][1:])
     assert err == ""  # greeter-0 has no /spans: skipped quietly
     args = ("traces", "--failed", "--slow", "--limit", "1")
-    code, out, _ = await _meshdev(*args, env=env, cwd=tmp_path)
+    code, out, err = await _meshdev(*args, env=env, cwd=tmp_path)
     assert code == 0
     assert len(out.splitlines()) == 2 and trace_id(4)[:12] in out
+    assert RINGS_ONLY in err  # no `up` keeps a history: the table says why it may be short
     code, out, _ = await _meshdev("traces", "--help", env=env, cwd=tmp_path)
     assert "--failed" in out and "newest first" in out
 
@@ -161,3 +164,42 @@ async def test_the_console_script_without_a_mesh_or_without_spans_says_what_to_d
     code, _, err = await _meshdev("traces", env=env, cwd=tmp_path)
     assert code == 1 and "no sidecar answered" in err
     assert "warning: ingress: cannot connect" in err
+
+
+async def test_the_console_script_reads_the_history_of_the_live_up(
+    sidecars: SpansServer, tmp_path: Path
+) -> None:
+    (tmp_path / "mesh.yaml").write_text("name: kept\nservices:\n  web: {command: python app.py}\n")
+    history = TraceHistory(sidecars.targets, "tok")
+    history.reader.every = 0.05
+    await history.start()
+    # A live process that passes for the mesh's `meshdev up` (its command line says so).
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(120)", "meshdev"
+    )
+    env = {**os.environ, "MESHDEV_STATE_DIR": str(tmp_path / "state"), "NO_COLOR": "1"}
+    pods = [{"name": n, "admin_url": u} for n, u in sidecars.targets()]
+    try:
+        await wait_until(lambda: len(history.store) == 4, "the history's traces")
+        for node in sidecars.rings:
+            sidecars.wrap(node, keep=0)  # the rings forgot them: only the history has them
+        _write_state(
+            tmp_path / "state", "kept", pods, pid=holder.pid, token="tok", traces_url=history.url
+        )
+        code, out, err = await _meshdev("traces", "--json", env=env, cwd=tmp_path)
+        assert code == 0, err
+        doc = json.loads(out)
+        assert [t["trace_id"] for t in doc] == [trace_id(n) for n in (4, 3, 2, 1)]
+        assert {s["node"] for t in doc for s in t["spans"]} == set(sidecars.rings)
+        code, out, err = await _meshdev("traces", env=env, cwd=tmp_path)
+        assert code == 0 and len(out.splitlines()) == 5 and err == ""
+        # The `up` stopped answering: the rings, said so, which hold nothing now.
+        await history.stop()
+        code, out, err = await _meshdev("traces", "--json", env=env, cwd=tmp_path)
+        assert code == 0 and json.loads(out) == []
+        assert f"warning: {RELAY_NODE}: cannot connect" in err
+        assert "reading the sidecars' own rings" in err and "no traces yet" in err
+    finally:
+        holder.kill()
+        await holder.wait()
+        await history.stop()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meshdev.sidecar.tracing.ring import RING_SIZE
 from tests.e2e.meshrun import EXAMPLE_DIR, MeshUp, env_for, example_copy, get
 from tests.support import free_port, wait_until_sync
 
@@ -163,3 +165,47 @@ def test_one_request_is_one_trace_with_every_hop_parented(tmp_path: Path) -> Non
         res = up.run("down", str(mesh_file))
         up.stop()
     assert res.returncode == 0, res.stderr
+
+
+def test_the_session_keeps_the_traces_the_sidecars_rings_forgot(tmp_path: Path) -> None:
+    name = f"e2e-history-{os.getpid()}"
+    port = free_port()
+    text = (EXAMPLE_DIR / "mesh.yaml").read_text() + "\ntracing: {sampling: 100}\n"
+    mesh_file = example_copy(tmp_path, name, port, text)
+    up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+    try:
+        up.wait_for("ready:")
+        status = up.run("status", "--json", str(mesh_file))
+        assert status.returncode == 0, status.stderr
+        pods = json.loads(status.stdout)["pods"]
+        frontend = next(p["admin_url"] for p in pods if p["service"] == "frontend")
+        # More requests than a sidecar's ring holds spans for (frontend makes two per
+        # request), paced as a developer's load, not a benchmark's.
+        ids = [f"e2e-hist-{os.getpid()}-{i}" for i in range(RING_SIZE)]
+        for request_id in ids:
+            status_code, body = get(f"http://127.0.0.1:{port}/items", {"x-request-id": request_id})
+            assert status_code == 200, body
+            time.sleep(0.005)
+        _, ring = get(f"{frontend}/spans?since=0")
+        assert json.loads(ring)["first"] >= RING_SIZE  # the first requests' spans are gone
+        wanted = set(ids)
+
+        def all_kept() -> list[dict[str, Any]] | None:
+            found = [
+                t
+                for t in _traces(up, "--limit", str(2 * RING_SIZE))
+                if _complete(t) and _request_ids(t) & wanted
+            ]
+            return found if len(found) == len(wanted) else None
+
+        kept = wait_until_sync(all_kept, "every request's whole trace", timeout=20)
+        assert set().union(*(_request_ids(t) for t in kept)) == wanted
+        assert all(t["orphans"] == 0 for t in kept)
+    finally:
+        res = up.run("down", str(mesh_file))
+        up.stop()
+    assert res.returncode == 0, res.stderr
+
+
+def _request_ids(trace: dict[str, Any]) -> set[str]:
+    return {s["tags"].get("guid:x-request-id", "") for s in trace["spans"]}

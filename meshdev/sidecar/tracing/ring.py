@@ -1,11 +1,15 @@
 """The ring of recent finished spans that GET /spans reads (common/trace_wire.py).
 
 Spans are numbered from 0 in the order they finished; the ring keeps the last `size` of them
-and forgets older ones, so its memory is bounded by its size (a span is a tuple of about
-0.5 KB with its strings: a full ring of 2048 measured 1.1 MB more RSS than tracing off; a
-few seconds of a busy sidecar's traffic, minutes of a developer's). A reader asks for the
-spans from number `since` and gets what is left of them, numbered from `first`, and `next` to
-ask for next time.
+and forgets older ones. A reader asks for the spans from number `since` and gets what is left
+of them, numbered from `first`, and `next` to ask for next time.
+
+Small on purpose: keeping a span costs the request that made it, and more the bigger the ring
+(a span is a tuple of about 0.5 KB with its strings; each new one replaces one that left the
+CPU's caches long ago). A ring of 2048 was about a fifth of tracing's cost, one of 256 met the
+budget (benchmarks/README.md K). 256 is a poll's worth: the session reads every ring each
+second, a busy one every 0.2 s (telemetry/io/spans.py), and keeps the history itself
+(observability/trace_history.py).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Final
 
 from meshdev.sidecar.tracing.span import Span
 
-RING_SIZE: Final = 2048
+RING_SIZE: Final = 256
 # One answer carries at most this many spans (a reader catches up in a few calls), so an
 # answer stays well under a megabyte of JSON.
 MAX_ANSWER: Final = 1000

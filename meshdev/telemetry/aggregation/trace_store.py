@@ -4,6 +4,7 @@
     store.add(spans)                       # from any sidecar, any number of times
     store.select("slowest", limit=20)      # assembled traces, slowest first
     store.get(trace_id)
+    store.spans_since(version)             # the traces that changed since: what a relay serves
 
 Readers re-read: a dashboard that reconnects, a sidecar that restarted its numbering, the CLI
 asking from the start. Spans are deduplicated by (trace id, span id, kind), so a span read
@@ -35,6 +36,7 @@ class _Entry:
     start_us: int | None = None
     truncated: int = 0
     assembled: Trace | None = None
+    touched: int = 0  # the store's version when a span of it was last kept
 
 
 class TraceStore:
@@ -66,6 +68,7 @@ class TraceStore:
     def add(self, spans: Iterable[Span]) -> int:
         """Keep these spans; returns how many were new."""
         added = 0
+        touched: list[_Entry] = []
         # Once per call, not per span: a full store meets a new trace at every span.
         floor = self._oldest_start()
         for span in spans:
@@ -89,6 +92,7 @@ class TraceStore:
                 continue
             entry.spans[key] = span
             entry.assembled = None
+            touched.append(entry)
             if span.start_us is not None and (
                 entry.start_us is None or span.start_us < entry.start_us
             ):
@@ -97,8 +101,18 @@ class TraceStore:
             added += 1
         if added:
             self.version += 1
+            for entry in touched:
+                entry.touched = self.version
             self._evict()
         return added
+
+    def spans_since(self, version: int) -> list[Span]:
+        """Every span of the traces that got a span after the store's `version` (whole
+        traces: a reader that keeps its own store deduplicates what it had), oldest trace
+        first. What a relay answers a reader that last saw `version`."""
+        changed = [e for e in self._entries.values() if e.touched > version]
+        changed.sort(key=lambda e: e.start_us or 0)
+        return [span for e in changed for span in e.spans.values()]
 
     def _oldest_start(self) -> int | None:
         """The start of the oldest trace kept, when every kept trace has one (a trace whose

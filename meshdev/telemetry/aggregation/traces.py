@@ -153,10 +153,39 @@ def parse_span(obj: object, node: str = "") -> Span | None:
         start_us=start if start is not None and start > 0 else None,
         duration_us=max(0, duration) if duration is not None else 0,
         tags=tags,
-        node=node,
+        # A relay (the session's history) serves the spans of many sidecars: each names its
+        # own in its node_id tag, as meshdev's sidecars and Envoy tag theirs.
+        node=node or tags.get(tw.TAG_NODE, ""),
         shared=obj.get("shared") is True,
         remote_service=_service(obj.get("remoteEndpoint")),
     )
+
+
+def span_wire(span: Span) -> dict[str, Any]:
+    """The span as Zipkin v2 JSON again, for a relay: what `parse_span` reads back as the same
+    span, its node in the node_id tag (set there when the span had none)."""
+    tags = dict(span.tags)
+    if span.node:
+        tags.setdefault(tw.TAG_NODE, span.node)
+    out: dict[str, Any] = {
+        "traceId": span.trace_id,
+        "id": span.span_id,
+        "name": span.name,
+        "localEndpoint": {"serviceName": span.service},
+        "duration": span.duration_us,
+        "tags": tags,
+    }
+    if span.parent_id is not None:
+        out["parentId"] = span.parent_id
+    if span.kind:
+        out["kind"] = span.kind
+    if span.start_us is not None:
+        out["timestamp"] = span.start_us
+    if span.shared:
+        out["shared"] = True
+    if span.remote_service:
+        out["remoteEndpoint"] = {"serviceName": span.remote_service}
+    return out
 
 
 def parse_spans(objs: Iterable[Any], node: str = "") -> tuple[list[Span], int]:

@@ -2,7 +2,7 @@
 
     reader = SpanReader(store)                       # a TraceStore (aggregation/trace_store.py)
     outcomes = await reader.poll(session, targets)   # once: `meshdev traces`
-    await reader.run(lambda: source.targets, on_new) # every second, until cancelled: the dashboard
+    await reader.run(lambda: source.targets, on_new) # every second, until cancelled: the session
 
 Each sidecar numbers the spans of its ring (meshdev/common/trace_wire.py); the reader asks
 each for what follows the last one it got, page after page until it is told nothing newer,
@@ -15,6 +15,14 @@ cursor survives what can happen to a ring:
   goes back to 0 and its ring is read again at once; the store's deduplication absorbs any
   overlap.
 
+A sidecar keeps few spans (256: a bigger ring costs every traced request, benchmarks/README.md
+K), so one that answered many spans is asked again after `QUICK_EVERY`, not a whole second
+later: its ring turns over in a second at 256 spans/s, in five quick polls at 1280.
+
+The same reader reads a relay (`relay=True`): the session's history of every sidecar's spans
+(observability/trace_history.py), one target whose spans each name their sidecar in their
+node_id tag, asked with the session's token (`headers`).
+
 A proxy without /spans (404: an older meshdev sidecar, or a real Envoy, whose spans go to a
 collector) is skipped quietly, and asked again only every `RECHECK_MISSING` seconds, in case
 a newer sidecar took its place. An unreachable one is retried at the next poll.
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,9 +47,12 @@ from meshdev.telemetry.io.source import ProxyTarget
 
 # Once a second: traces are read after the fact, and an idle poll is one tiny answer per pod.
 POLL_EVERY = 1.0
+# A sidecar that gave at least BUSY spans since the last full poll is asked again this soon.
+QUICK_EVERY = 0.2
+BUSY = 32
 REQUEST_TIMEOUT = 5.0
 RECHECK_MISSING = 30.0
-# Answers read from one sidecar in one poll at most: a ring of 2048 in pages of 1000 is three;
+# Answers read from one sidecar in one poll at most (a sidecar's ring of 256 is one page);
 # a sidecar that never says it is done must not hold the poll.
 MAX_PAGES = 8
 
@@ -50,12 +61,14 @@ Outcome = Literal["ok", "missing", "error"]
 
 @dataclass
 class NodeCursor:
+    url: str = ""
     since: int = 0
     outcome: Outcome | None = None
     error: str = ""
     missing_at: float | None = None  # monotonic time of the last 404
     lost: int = 0  # spans the ring dropped before this reader got them
     dropped: int = 0  # the sidecar's own count of spans its exporters could not send
+    recent: int = 0  # spans got since the last full poll began
 
 
 class SpansError(Exception):
@@ -68,14 +81,25 @@ class SpanReader:
         store: TraceStore,
         *,
         every: float = POLL_EVERY,
+        quick_every: float = QUICK_EVERY,
         clock: Callable[[], float] = time.monotonic,
+        relay: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.every = every
+        self.quick_every = quick_every
+        self.relay = relay
+        self.headers = dict(headers or {})
         self._clock = clock
         self.cursors: dict[str, NodeCursor] = {}
         self.polls = 0
         self.bad_spans = 0  # spans that could not be placed in any trace
+
+    @classmethod
+    def for_relay(cls, store: TraceStore, token: str) -> SpanReader:
+        """A reader of a session's trace history, which asks for the session's token."""
+        return cls(store, relay=True, headers={"Authorization": f"Bearer {token}"})
 
     def outcomes(self) -> dict[str, int]:
         """How many sidecars the last poll found answering ("ok"), without /spans
@@ -95,11 +119,17 @@ class SpanReader:
         wanted = {node: url.rstrip("/") for node, url in targets}
         for gone in set(self.cursors) - set(wanted):
             del self.cursors[gone]
-        await asyncio.gather(*(self._poll_one(session, n, u) for n, u in wanted.items()))
+        for cursor in self.cursors.values():
+            cursor.recent = 0
+        await self._poll_some(session, wanted)
         return {node: self.cursors[node] for node in wanted}
+
+    async def _poll_some(self, session: aiohttp.ClientSession, wanted: Mapping[str, str]) -> None:
+        await asyncio.gather(*(self._poll_one(session, n, u) for n, u in wanted.items()))
 
     async def _poll_one(self, session: aiohttp.ClientSession, node: str, url: str) -> None:
         cursor = self.cursors.setdefault(node, NodeCursor())
+        cursor.url = url
         now = self._clock()
         if cursor.missing_at is not None and now - cursor.missing_at < RECHECK_MISSING:
             return
@@ -122,7 +152,7 @@ class SpanReader:
     async def _get(self, session: aiohttp.ClientSession, url: str, since: int) -> object:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT)
         async with session.get(
-            url + SPANS_PATH, params={"since": str(since)}, timeout=timeout
+            url + SPANS_PATH, params={"since": str(since)}, timeout=timeout, headers=self.headers
         ) as resp:
             body = await resp.read()
             if resp.status == 404:
@@ -153,9 +183,10 @@ class SpanReader:
             return True
         if first > cursor.since:
             cursor.lost += first - cursor.since
-        parsed, bad = parse_spans(spans, node)
+        parsed, bad = parse_spans(spans, "" if self.relay else node)
         self.bad_spans += bad
         self.store.add(parsed)
+        cursor.recent += len(spans)
         more = bool(spans) and nxt > cursor.since
         cursor.since = nxt
         return more
@@ -165,8 +196,8 @@ class SpanReader:
         targets: Callable[[], Sequence[ProxyTarget]],
         on_new: Callable[[], None] = lambda: None,
     ) -> None:
-        """Poll the targets of the moment every `every` seconds until cancelled; `on_new`
-        after a poll that kept a new span."""
+        """Poll the targets of the moment every `every` seconds until cancelled, the busy ones
+        every `QUICK_EVERY` in between; `on_new` after a poll that kept a new span."""
         # The admin API is on loopback: no proxy from the environment must get in between.
         async with aiohttp.ClientSession(trust_env=False) as session:
             while True:
@@ -177,7 +208,25 @@ class SpanReader:
                     await self.poll(session, current)
                 if self.store.version != version:
                     on_new()
-                await asyncio.sleep(max(0.0, self.every - (self._clock() - started)))
+                while (left := self.every - (self._clock() - started)) > 0:
+                    busy = self._busy()
+                    if not busy:
+                        await asyncio.sleep(left)
+                        break
+                    await asyncio.sleep(min(left, self.quick_every))
+                    version = self.store.version
+                    await self._poll_some(session, busy)
+                    if self.store.version != version:
+                        on_new()
+
+    def _busy(self) -> dict[str, str]:
+        """The targets that gave BUSY spans or more since the last full poll began: their
+        rings turn over fast (one stays busy until a full poll finds it quieter)."""
+        return {
+            node: cursor.url
+            for node, cursor in self.cursors.items()
+            if cursor.outcome == "ok" and cursor.recent >= BUSY
+        }
 
 
 class _Missing(Exception):
@@ -189,11 +238,12 @@ def _count(obj: object) -> int | None:
 
 
 async def collect(
-    targets: Sequence[ProxyTarget], store: TraceStore | None = None
+    targets: Sequence[ProxyTarget], store: TraceStore | None = None, token: str | None = None
 ) -> tuple[TraceStore, dict[str, NodeCursor]]:
-    """Every target's ring read once into a store: what `meshdev traces` shows."""
+    """Every target's ring read once into a store: what `meshdev traces` shows. With `token`,
+    the targets are relays (a session's trace history) and it is their key."""
     store = store if store is not None else TraceStore()
-    reader = SpanReader(store)
+    reader = SpanReader(store) if token is None else SpanReader.for_relay(store, token)
     async with aiohttp.ClientSession(trust_env=False) as session:
         outcomes = await reader.poll(session, targets)
     return store, outcomes

@@ -113,3 +113,27 @@ def test_a_full_store_takes_a_flood_of_new_traces_quickly() -> None:
     assert len(store) == 500
     assert store.select()[0].trace_id == trace_id(3000)
     assert elapsed < 5.0
+
+
+def test_spans_since_a_version_are_the_whole_traces_that_changed_after_it() -> None:
+    store = TraceStore()
+    assert store.spans_since(0) == []
+    store.add(spans_of(1) + spans_of(2)[:2])
+    mark = store.version
+    assert {s.trace_id for s in store.spans_since(0)} == {trace_id(1), trace_id(2)}
+    assert store.spans_since(mark) == []
+    store.add(spans_of(2)[2:])  # the rest of trace 2: all of it is answered again
+    again = store.spans_since(mark)
+    assert [s.trace_id for s in again] == [trace_id(2)] * 5
+    store.add(spans_of(1))  # read twice: nothing kept, nothing changed
+    assert store.spans_since(store.version - 1) == again
+    store.add(spans_of(3))
+    # Oldest trace first, whichever changed first.
+    assert [s.trace_id for s in store.spans_since(mark)][::5] == [trace_id(2), trace_id(3)]
+
+
+def test_a_trace_evicted_after_it_changed_is_not_answered() -> None:
+    store = TraceStore(max_traces=2)
+    store.add(spans_of(1))
+    store.add(spans_of(2) + spans_of(3))
+    assert {s.trace_id for s in store.spans_since(0)} == {trace_id(2), trace_id(3)}

@@ -15,6 +15,7 @@ from meshdev.telemetry.aggregation.traces import (
     normalize_id,
     parse_span,
     parse_spans,
+    span_wire,
 )
 from meshdev.testing.sample_spans import EPOCH_US, request_spans, split_by_node, trace_id
 
@@ -211,6 +212,29 @@ def test_missing_fields_get_neutral_values_and_unplaceable_spans_are_dropped() -
     untimed = assemble(T, [mk("1", start=None, duration=30), mk("2", "1", start=None)])
     assert untimed.duration_us == 30
     assert [(r.offset_us, r.width_us) for r in untimed.rows()] == [(0, 30), (0, 10)]
+
+
+def test_a_span_sent_on_by_a_relay_reads_back_as_the_same_span_of_the_same_node() -> None:
+    spans, _ = parse_spans(request_spans(1, tries=2, status=503, flags="UO"), "")
+    assert spans and all(s.node for s in spans)  # named by their node_id tags
+    for span in spans:
+        assert parse_span(span_wire(span)) == span
+    # A reader's name for a sidecar whose spans have no node_id tag (an Envoy's) goes with
+    # them, in the tag.
+    bare = mk("1", "2", kind="CLIENT", start=None, shared=True)
+    named = Span(**{**{f: getattr(bare, f) for f in bare.__slots__}, "node": "envoy-0"})
+    back = parse_span(span_wire(named))
+    assert back is not None and back.node == "envoy-0"
+    assert (back.start_us, back.kind, back.shared, back.parent_id) == (
+        None,
+        "CLIENT",
+        True,
+        named.parent_id,
+    )
+    with_remote = parse_span({**span_wire(named), "remoteEndpoint": {"serviceName": "db"}})
+    assert with_remote is not None and parse_span(span_wire(with_remote)) == with_remote
+    # The reader's own name wins over a tag's (a sidecar's answer names the sidecar).
+    assert (parse_span(span_wire(named), "other") or bare).node == "other"
 
 
 def test_64_bit_and_padded_128_bit_trace_ids_are_the_same_trace() -> None:

@@ -209,3 +209,29 @@ async def test_a_paged_answer_is_read_to_its_end_in_one_poll(
     server.add("frontend-0", [s for n in range(9, 40) for s in request_spans(n)[2:4]])
     await reader.poll(session, [("frontend-0", server.admin_url("frontend-0"))])
     assert len(server.asked["frontend-0"]) == 7 + spans_module.MAX_PAGES
+
+
+async def test_a_busy_sidecar_is_asked_again_before_the_next_full_poll(
+    server: SpansServer,
+) -> None:
+    # Polls a second apart, quick ones every 0.05 s: within 0.6 s only a sidecar that answered
+    # many spans is asked more than once.
+    reader = SpanReader(TraceStore(), every=1.0, quick_every=0.05)
+    server.add(
+        "frontend-0", [s for n in range(3, 3 + spans_module.BUSY) for s in request_spans(n)[2:4]]
+    )
+    task = asyncio.create_task(reader.run(server.targets, lambda: None))
+    try:
+        await wait_until(lambda: len(server.asked.get("frontend-0", [])) >= 4, "quick polls")
+        server.add("frontend-0", request_spans(99)[2:4])
+        await wait_until(lambda: reader.store.get(trace_id(99)) is not None, "the newest trace")
+        assert reader.polls == 1  # no full poll yet: the quick ones found it
+        quiet = [n for n in server.rings if n != "frontend-0"]
+        # The quiet ones wait for the next full poll: asked once, and once more for the rest.
+        assert quiet and all(server.asked[n] == [0, len(server.rings[n])] for n in quiet)
+        asked = server.asked["frontend-0"]
+        assert asked[:2] == [0, len(server.rings["frontend-0"]) - 2]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
