@@ -43,9 +43,6 @@ if TYPE_CHECKING:
     from meshdev.security.ca import MeshCA
 
 TOKEN_HEADER = "x-meshdev-token"
-# In a session's last_reload record (its state file): a dashboard key (the canary shift)
-# applied this version, with the mesh file untouched.
-BY_KEY = "by_key"
 # Envoy's gauge of requests a listener is serving now; zero means a pod is drained.
 _IN_FLIGHT = r"^http\.(inbound|ingress)\.downstream_rq_active$"
 

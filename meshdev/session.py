@@ -22,7 +22,7 @@ from typing import Any
 from meshdev.codewatch import CodeChanged, WatchedService, watch_code, watched_services
 from meshdev.common.waiting import wait_set
 from meshdev.config.model import Mesh
-from meshdev.control import BY_KEY, ControlPlane, ReloadReport, RollReport
+from meshdev.control import ControlPlane, ReloadReport, RollReport
 from meshdev.meshfile import MeshChanged, MeshRejected, watch_mesh
 from meshdev.observability.prometheus import (
     DockerLauncher,
@@ -33,7 +33,7 @@ from meshdev.observability.prometheus import (
 )
 from meshdev.observability.trace_history import TraceHistory
 from meshdev.runtime.base import Runtime
-from meshdev.runtime.paths import STATE_FILE, mesh_dir, state_root
+from meshdev.runtime.paths import BY_KEY, STATE_FILE, mesh_dir, state_root
 
 
 @dataclass
@@ -70,6 +70,8 @@ class Session:
         self._roll_due: dict[str, CodeChanged] = {}
         # Set when newer code of the service is saved while its roll runs (ControlPlane.roll).
         self._roll_superseded: dict[str, asyncio.Event] = {}
+        # Set once the mesh has started: the trace history reads its sidecars from then on.
+        self._started = False
 
     def say(self, line: str) -> None:
         """One progress line, to wherever progress lines go now."""
@@ -88,12 +90,13 @@ class Session:
         return f"http://127.0.0.1:{self.mesh.ingress.port}/"
 
     def _span_targets(self) -> list[tuple[str, str]]:
-        if self.mesh.tracing.sampling <= 0:
-            return []  # no sidecar makes spans: nothing to ask every second
+        # Not while the pods start: a ring holds the first requests' spans until the first
+        # read after, and asking pods that are not up yet would only slow their start.
+        if not self._started or self.mesh.tracing.sampling <= 0:
+            return []  # (or no sidecar makes spans: nothing to ask every second)
         return [(p.name, p.started.admin_url) for p in self.control.pods.values()]
 
     async def start(self) -> ReloadReport:
-        # From the first pod on: the first requests' traces are the ones a user looks for.
         await self.history.start()
         prometheus = self._prometheus()
         # Prometheus starts beside the pods, not before them: its start costs a second.
@@ -115,6 +118,7 @@ class Session:
                 raise
             self.prometheus = prometheus
             self.say(f"prometheus: {url} scraping the sidecars' /stats/prometheus")
+        self._started = True
         self.record(report)
         return report
 

@@ -41,9 +41,8 @@ from typing import Any
 import aiohttp
 
 from meshdev.common.workload_certs import CERTS_PATH, timestamp, workload_leaves
-from meshdev.control import BY_KEY
 from meshdev.runtime.base import PodState, Runtime
-from meshdev.runtime.paths import live_session_pid
+from meshdev.runtime.paths import BY_KEY, live_session_pid
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshdev.control import BY_KEY, ReloadReport
+from meshdev.control import ReloadReport
+from meshdev.runtime.paths import BY_KEY
 from meshdev.status import render_table
 
 

@@ -9,6 +9,9 @@ from typing import Any
 
 # What a running `meshdev up` writes about itself, for `status` and `down` in other terminals.
 STATE_FILE = "session.json"
+# In the state's last_reload record: a dashboard key (the canary shift) applied this version,
+# with the mesh file untouched.
+BY_KEY = "by_key"
 
 
 def state_root() -> Path:

@@ -26,10 +26,10 @@ from meshdev import plan
 from meshdev.config import MeshInvalid, load_mesh
 from meshdev.config.model import Mesh
 from meshdev.config.splits import with_weights
-from meshdev.control import BY_KEY, ReloadReport, RollReport
+from meshdev.control import ReloadReport, RollReport
 from meshdev.runtime.base import Container, PodState, Runtime
 from meshdev.runtime.detect import running_runtime
-from meshdev.runtime.paths import STATE_FILE, mesh_dir, read_state
+from meshdev.runtime.paths import BY_KEY, STATE_FILE, mesh_dir, read_state
 from meshdev.runtime.process.procscan import alive
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.telemetry.io.source import ProxyTarget

@@ -16,8 +16,8 @@ from textual.widgets import Static
 
 from meshdev.config import load_mesh
 from meshdev.config.splits import split_weights
-from meshdev.control import BY_KEY, ControlPlane, ReloadReport, RollReport
-from meshdev.runtime.paths import STATE_FILE, mesh_dir
+from meshdev.control import ControlPlane, ReloadReport, RollReport
+from meshdev.runtime.paths import BY_KEY, STATE_FILE, mesh_dir
 from meshdev.testing.sample_views import sample_view
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.logic.actions import shift_canary

@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from meshdev import plan
 from meshdev.config import load_mesh
 from meshdev.config.model import Mesh
-from meshdev.control import BY_KEY, TOKEN_HEADER, ControlPlane, Pod, ReloadReport, RollReport
+from meshdev.control import TOKEN_HEADER, ControlPlane, Pod, ReloadReport, RollReport
 from meshdev.plan import Placement, PodSpec
 from meshdev.runtime.base import (
     Container,
@@ -27,6 +27,7 @@ from meshdev.runtime.base import (
     RuntimeKind,
     StartedPod,
 )
+from meshdev.runtime.paths import BY_KEY
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.tui.app import MeshdevApp
 from meshdev.tui.controllers import UpController

@@ -206,6 +206,8 @@ class SpanReader:
                 current = targets()
                 if current:
                     await self.poll(session, current)
+                else:
+                    self.cursors.clear()  # none is busy any more, whatever it was
                 if self.store.version != version:
                     on_new()
                 while (left := self.every - (self._clock() - started)) > 0:

@@ -220,7 +220,8 @@ async def test_a_busy_sidecar_is_asked_again_before_the_next_full_poll(
     server.add(
         "frontend-0", [s for n in range(3, 3 + spans_module.BUSY) for s in request_spans(n)[2:4]]
     )
-    task = asyncio.create_task(reader.run(server.targets, lambda: None))
+    targets = server.targets()
+    task = asyncio.create_task(reader.run(lambda: targets, lambda: None))
     try:
         await wait_until(lambda: len(server.asked.get("frontend-0", [])) >= 4, "quick polls")
         server.add("frontend-0", request_spans(99)[2:4])
@@ -231,6 +232,12 @@ async def test_a_busy_sidecar_is_asked_again_before_the_next_full_poll(
         assert quiet and all(server.asked[n] == [0, len(server.rings[n])] for n in quiet)
         asked = server.asked["frontend-0"]
         assert asked[:2] == [0, len(server.rings["frontend-0"]) - 2]
+        # Nothing to watch any more (tracing turned off): nothing is asked, busy or not.
+        targets.clear()
+        await wait_until(lambda: reader.cursors == {}, "the next full poll's turn", timeout=3)
+        before = len(server.asked["frontend-0"])
+        await asyncio.sleep(0.3)
+        assert len(server.asked["frontend-0"]) == before
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

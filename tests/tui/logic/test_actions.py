@@ -8,8 +8,8 @@ from pathlib import Path
 
 from textual.message import Message
 
-from meshdev.control import BY_KEY
 from meshdev.loadgen import LoadResult
+from meshdev.runtime.paths import BY_KEY
 from meshdev.telemetry.aggregation.view import MeshView
 from meshdev.testing.sample_views import sample_view
 from meshdev.tui.logic.commands import Commands
