@@ -118,12 +118,17 @@ def _check_parenting(trace: dict[str, Any]) -> None:
         assert inner["start_us"] + inner["duration_ms"] * 1000 <= outer_end + SKEW_US
 
 
-def test_one_request_is_one_trace_with_every_hop_parented(tmp_path: Path) -> None:
-    name = f"e2e-traces-{os.getpid()}"
+def _traced_example(tmp_path: Path, tag: str) -> tuple[MeshUp, Path, int]:
+    """The example mesh, every request traced, starting on the process runtime; its
+    gateway's port."""
     port = free_port()
     text = (EXAMPLE_DIR / "mesh.yaml").read_text() + "\ntracing: {sampling: 100}\n"
-    mesh_file = example_copy(tmp_path, name, port, text)
-    up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+    mesh_file = example_copy(tmp_path, f"e2e-{tag}-{os.getpid()}", port, text)
+    return MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process"), mesh_file, port
+
+
+def test_one_request_is_one_trace_with_every_hop_parented(tmp_path: Path) -> None:
+    up, mesh_file, port = _traced_example(tmp_path, "traces")
     try:
         up.wait_for("ready:")
         # A request without trace context: the gateway starts the trace.
@@ -168,11 +173,7 @@ def test_one_request_is_one_trace_with_every_hop_parented(tmp_path: Path) -> Non
 
 
 def test_the_session_keeps_the_traces_the_sidecars_rings_forgot(tmp_path: Path) -> None:
-    name = f"e2e-history-{os.getpid()}"
-    port = free_port()
-    text = (EXAMPLE_DIR / "mesh.yaml").read_text() + "\ntracing: {sampling: 100}\n"
-    mesh_file = example_copy(tmp_path, name, port, text)
-    up = MeshUp(mesh_file, env_for(tmp_path), "--runtime", "process")
+    up, mesh_file, port = _traced_example(tmp_path, "history")
     try:
         up.wait_for("ready:")
         status = up.run("status", "--json", str(mesh_file))
