@@ -258,9 +258,14 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def stop(self) -> list[str]:
+    async def leave(self) -> None:
+        """`up --keep` is ending: what this process runs for the mesh stops (its code rolls,
+        its trace history), and the mesh's pods and Prometheus keep running."""
         await self._stop_rolling()
         await self.history.stop()
+
+    async def stop(self) -> list[str]:
+        await self.leave()
         if self.prometheus is not None:
             await self.prometheus.stop()
             self.prometheus = None
@@ -374,6 +379,7 @@ async def run_headless(
         if before_stop is not None:
             await before_stop()
         if keep:
+            await session.leave()
             session.say(
                 f"--keep: the mesh keeps running; `meshdev down {session.mesh_file}` removes it"
             )

@@ -16,7 +16,8 @@ Served on 127.0.0.1, on a port of its own named in the session's state file (`tr
 the shape of a sidecar's GET /spans (common/trace_wire.py), so one `SpanReader` reads both
 (`relay=True`). `since` and `next` are versions of the store, not span numbers: the answer
 holds every span of each trace that got a span after version V (whole traces; the reader's
-own store drops what it had), each naming its sidecar in its node_id tag. V=0 is everything.
+own store drops what it had), each naming its sidecar in its node_id tag, oldest change
+first, about PAGE_SPANS at most: `next` says how far it got. V=0 is everything.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ from pydantic_core import to_json
 
 from meshdev.common.trace_wire import SPANS_PATH
 from meshdev.telemetry.aggregation.trace_store import TraceStore
-from meshdev.telemetry.aggregation.traces import span_wire
+from meshdev.telemetry.aggregation.traces import Span, span_wire
 from meshdev.telemetry.io.source import ProxyTarget
 from meshdev.telemetry.io.spans import SpanReader
 
 HOST: Final = "127.0.0.1"
 # The relay's name where a reader names its targets (`meshdev traces`' warnings).
 RELAY_NODE: Final = "meshdev up"
+# Spans in one answer at most (whole traces: one may pass it), ~3 MB of JSON.
+PAGE_SPANS: Final = 5000
 # After the reader failed in a way it does not handle itself (a bug): a pause, not a spin.
 RETRY_AFTER: Final = 5.0
 
@@ -68,7 +71,10 @@ class TraceHistory:
         return self.reader.store
 
     async def start(self) -> str:
-        """Read the sidecars from now on, and serve what was read; returns where."""
+        """Read the sidecars from now on, and serve what was read; returns where. Once: a
+        start the dashboard retries after a failure finds it running."""
+        if self.url is not None:
+            return self.url
         app = web.Application()
         app.router.add_get(SPANS_PATH, self._spans)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -135,14 +141,18 @@ class TraceHistory:
         if not secrets.compare_digest(given, f"Bearer {self._token}".encode()):
             return web.json_response({"error": "the session's token is needed"}, status=401)
         raw = request.query.get("since", "0")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             return web.json_response({"error": f"since={raw!r}: give a number"}, status=400)
         since, version = int(raw), self.store.version
-        spans = self.store.spans_since(since) if since < version else []
+        upto, spans = version, list[Span]()
+        if since < version:
+            # Paged (the reader asks on from `next`): one answer of the whole store is tens of
+            # MB, made on the event loop that also serves the dashboard and the control plane.
+            upto, spans = self.store.spans_since(since, limit=PAGE_SPANS)
         doc = {
             "node": RELAY_NODE,
             "first": min(since, version),
-            "next": version,
+            "next": upto,
             "dropped": sum(c.dropped for c in self.reader.cursors.values()),
             "spans": [span_wire(s) for s in spans],
         }

@@ -492,6 +492,7 @@ class UpController:
     async def _tear_down(self) -> None:
         await self.commands.stop_load()
         if self.keep:
+            await self.session.leave()
             where = self.session.mesh_file
             text = f"--keep: the mesh keeps running; `meshdev down {where}` removes it"
         else:

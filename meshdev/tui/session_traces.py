@@ -5,8 +5,9 @@ While that `up` serves its trace history (observability/trace_history.py, `trace
 state file), the view reads it there: every trace the session kept, also those older than the
 sidecars' small rings, from one target. Without one (an `up` of an older meshdev, or a mesh
 left running with `--keep` after its `up` ended) it reads the watched sidecars' rings
-directly, as `watch` with admin URLs does. Which of the two is looked at again every
-`RECHECK_EVERY` seconds: an `up` may start, stop or restart meanwhile.
+directly, as `watch` with admin URLs does, and so while the history does not answer (until the
+state file names another). Which of the two is looked at again every `RECHECK_EVERY` seconds:
+an `up` may start, stop or restart meanwhile.
 """
 
 from __future__ import annotations
@@ -45,19 +46,21 @@ class SessionTraces:
         self, targets: Callable[[], Sequence[ProxyTarget]], on_new: Callable[[], None]
     ) -> None:
         relay: SpanReader | None = None
-        relay_failed = False
+        # A history that did not answer: the rings until the state names another (an `up`
+        # that restarted), not a round of errors every other round meanwhile.
+        refused: tuple[str, str] | None = None
         while True:
             found = trace_relay(self.mesh_name)
             read = targets
-            if found is None or relay_failed:
-                # No history, or one that did not answer: the sidecars, for one round.
+            if found is None or found == refused:
                 self._reader = self._direct
             else:
                 url, token = found
                 if relay is None or relay.headers.get("Authorization") != f"Bearer {token}":
-                    relay = SpanReader.for_relay(
-                        self.store, token
-                    )  # another `up`: read from its start
+                    # Another `up` (or the first): its history is read from its start.
+                    relay = SpanReader.for_relay(self.store, token)
+                for cursor in relay.cursors.values():
+                    cursor.outcome = None  # this round's answer, not an earlier one's
                 self._reader = relay
 
                 def read(url: str = url) -> Sequence[ProxyTarget]:
@@ -65,9 +68,10 @@ class SessionTraces:
 
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reader.run(read, on_new), self.recheck_every)
-            relay_failed = self._reader is relay and _failed(relay)
+            if self._reader is relay and _failed(relay):
+                refused = found
 
 
 def _failed(reader: SpanReader) -> bool:
-    outcomes = reader.outcomes()
-    return not outcomes["ok"] and outcomes["error"] > 0
+    """No answer in a whole round: refused, or too slow to be of use."""
+    return not reader.outcomes()["ok"]

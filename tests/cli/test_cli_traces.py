@@ -180,6 +180,9 @@ async def test_the_console_script_reads_the_history_of_the_live_up(
     env = {**os.environ, "MESHDEV_STATE_DIR": str(tmp_path / "state"), "NO_COLOR": "1"}
     pods = [{"name": n, "admin_url": u} for n, u in sidecars.targets()]
     try:
+        # Until it has exec'd, its command line is this test's, which does not say so.
+        cmdline = Path(f"/proc/{holder.pid}/cmdline")
+        await wait_until(lambda: b"meshdev" in cmdline.read_bytes(), "the holder's exec")
         await wait_until(lambda: len(history.store) == 4, "the history's traces")
         for node in sidecars.rings:
             sidecars.wrap(node, keep=0)  # the rings forgot them: only the history has them

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from meshdev.observability import trace_history
 from meshdev.observability.trace_history import RELAY_NODE, TraceHistory
 from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.io.spans import collect
@@ -124,3 +125,43 @@ async def test_a_dashboard_in_the_same_process_is_told_of_new_spans(
         with pytest.raises(asyncio.CancelledError):
             await feed
     assert history._listeners == []
+
+
+async def test_a_big_history_is_served_in_pages_and_read_to_its_end(
+    sidecars: SpansServer, history: TraceHistory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace_history, "PAGE_SPANS", 6)
+    sidecars.add("frontend-0", [s for n in range(3, 23) for s in request_spans(n)[2:4]])
+    await wait_until(lambda: len(history.store) == 22, "every trace read")
+    assert history.url is not None
+    pages: list[int] = []
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(trust_env=False) as http:
+        since, seen = 0, 0
+        while True:
+            async with http.get(f"{history.url}/spans?since={since}", headers=headers) as resp:
+                doc = await resp.json()
+            if not doc["spans"]:
+                break
+            pages.append(len(doc["spans"]))
+            seen += len(doc["spans"])
+            assert doc["next"] > since
+            since = doc["next"]
+        assert since == history.store.version
+        async with http.get(f"{history.url}/spans?since=%C2%B2", headers=headers) as resp:
+            assert resp.status == 400  # "²" is a digit to str.isdigit, not to int()
+    assert len(pages) > 1 and seen >= history.store.span_count
+    relayed, _ = await collect([(RELAY_NODE, history.url)], token=TOKEN)
+    assert len(relayed) == 22 and relayed.span_count == history.store.span_count
+
+
+async def test_a_second_start_finds_it_running(
+    sidecars: SpansServer, history: TraceHistory
+) -> None:
+    url = history.url
+    tasks = len(asyncio.all_tasks())
+    assert await history.start() == url
+    assert len(asyncio.all_tasks()) == tasks  # no second poller
+    await history.stop()
+    assert history.url is None
+    assert all(t.get_name() != "trace history" for t in asyncio.all_tasks())

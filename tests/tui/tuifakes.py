@@ -209,6 +209,7 @@ class FakeSession:
         # What follow_code reports, as saves of the apps' code would.
         self.rolls: asyncio.Queue[RollReport] = asyncio.Queue()
         self.stopped = 0
+        self.left = 0
         self.start_delay = 0.0
         self.gate: asyncio.Event | None = None  # when set: start() waits for it at the end
 
@@ -269,6 +270,9 @@ class FakeSession:
 
     def record(self, report: ReloadReport, *, by_key: bool = False) -> None:
         self.last_reload = {"at": 0.0, **report.to_json(), **({BY_KEY: True} if by_key else {})}
+
+    async def leave(self) -> None:
+        self.left += 1
 
     async def stop(self) -> list[str]:
         self.stopped += 1

@@ -282,7 +282,7 @@ class Endpoints:
 
     async def spans_endpoint(self, call: Call) -> Answer:
         raw = call.query.get("since", "0")
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise AdminError(400, f"since {raw!r}: expected a span number (0 or more)")
         if self.spans is None:
             node = self.surface.config.node

@@ -4,7 +4,7 @@
     store.add(spans)                       # from any sidecar, any number of times
     store.select("slowest", limit=20)      # assembled traces, slowest first
     store.get(trace_id)
-    store.spans_since(version)             # the traces that changed since: what a relay serves
+    store.spans_since(version, limit=N)    # the traces that changed since: what a relay serves
 
 Readers re-read: a dashboard that reconnects, a sidecar that restarted its numbering, the CLI
 asking from the start. Spans are deduplicated by (trace id, span id, kind), so a span read
@@ -106,13 +106,24 @@ class TraceStore:
             self._evict()
         return added
 
-    def spans_since(self, version: int) -> list[Span]:
+    def spans_since(self, version: int, limit: int | None = None) -> tuple[int, list[Span]]:
         """Every span of the traces that got a span after the store's `version` (whole
-        traces: a reader that keeps its own store deduplicates what it had), oldest trace
-        first. What a relay answers a reader that last saw `version`."""
-        changed = [e for e in self._entries.values() if e.touched > version]
-        changed.sort(key=lambda e: e.start_us or 0)
-        return [span for e in changed for span in e.spans.values()]
+        traces: a reader that keeps its own store deduplicates what it had), in the order
+        they changed, and the version they bring a reader to. With `limit`, the traces of
+        the oldest changes until `limit` spans are reached, never part of one change (the
+        traces one `add` touched go together, or a reader asking on from the version
+        returned would miss the rest): what a relay answers, page by page."""
+        changed = sorted(
+            (e for e in self._entries.values() if e.touched > version), key=lambda e: e.touched
+        )
+        out: list[Span] = []
+        reached = version
+        for i, entry in enumerate(changed):
+            if limit is not None and len(out) >= limit and entry.touched != changed[i - 1].touched:
+                return reached, out
+            out.extend(entry.spans.values())
+            reached = entry.touched
+        return self.version, out
 
     def _oldest_start(self) -> int | None:
         """The start of the oldest trace kept, when every kept trace has one (a trace whose

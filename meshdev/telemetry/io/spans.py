@@ -55,6 +55,8 @@ RECHECK_MISSING = 30.0
 # Answers read from one sidecar in one poll at most (a sidecar's ring of 256 is one page);
 # a sidecar that never says it is done must not hold the poll.
 MAX_PAGES = 8
+# A relay's pages (at most ~5000 spans each) to read a whole history of 50,000 spans.
+RELAY_MAX_PAGES = 32
 
 Outcome = Literal["ok", "missing", "error"]
 
@@ -135,7 +137,7 @@ class SpanReader:
             return
         # A sidecar pages its answer (docs/tracing.md: at most 1000 spans): read on until it
         # has nothing newer, so the newest spans are never a poll behind.
-        for _ in range(MAX_PAGES):
+        for _ in range(RELAY_MAX_PAGES if self.relay else MAX_PAGES):
             try:
                 doc = await self._get(session, url, cursor.since)
             except _Missing:
@@ -223,7 +225,10 @@ class SpanReader:
 
     def _busy(self) -> dict[str, str]:
         """The targets that gave BUSY spans or more since the last full poll began: their
-        rings turn over fast (one stays busy until a full poll finds it quieter)."""
+        rings turn over fast (one stays busy until a full poll finds it quieter). A relay
+        keeps its history itself: it is never in a hurry."""
+        if self.relay:
+            return {}
         return {
             node: cursor.url
             for node, cursor in self.cursors.items()

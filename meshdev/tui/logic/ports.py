@@ -114,6 +114,9 @@ class SessionPort(Protocol):
 
     async def follow_code(self, on_roll: Callable[[RollReport], None] | None = None) -> None: ...
 
+    async def leave(self) -> None:
+        """`--keep`: stop what the session runs for the mesh, leaving the mesh running."""
+
     async def stop(self) -> list[str]: ...
 
     def record(self, report: ReloadReport, *, by_key: bool = False) -> None:

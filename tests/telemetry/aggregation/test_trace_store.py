@@ -117,23 +117,40 @@ def test_a_full_store_takes_a_flood_of_new_traces_quickly() -> None:
 
 def test_spans_since_a_version_are_the_whole_traces_that_changed_after_it() -> None:
     store = TraceStore()
-    assert store.spans_since(0) == []
+    assert store.spans_since(0) == (0, [])
     store.add(spans_of(1) + spans_of(2)[:2])
     mark = store.version
-    assert {s.trace_id for s in store.spans_since(0)} == {trace_id(1), trace_id(2)}
-    assert store.spans_since(mark) == []
+    reached, spans = store.spans_since(0)
+    assert reached == mark and {s.trace_id for s in spans} == {trace_id(1), trace_id(2)}
+    assert store.spans_since(mark) == (mark, [])
     store.add(spans_of(2)[2:])  # the rest of trace 2: all of it is answered again
-    again = store.spans_since(mark)
-    assert [s.trace_id for s in again] == [trace_id(2)] * 5
+    reached, again = store.spans_since(mark)
+    assert reached == store.version and [s.trace_id for s in again] == [trace_id(2)] * 5
     store.add(spans_of(1))  # read twice: nothing kept, nothing changed
-    assert store.spans_since(store.version - 1) == again
+    assert store.spans_since(store.version) == (store.version, [])
     store.add(spans_of(3))
-    # Oldest trace first, whichever changed first.
-    assert [s.trace_id for s in store.spans_since(mark)][::5] == [trace_id(2), trace_id(3)]
+    # In the order they changed: 2, then 3.
+    _, both = store.spans_since(mark)
+    assert [s.trace_id for s in both][::5] == [trace_id(2), trace_id(3)]
+
+
+def test_a_page_of_changes_ends_between_two_adds_never_inside_one() -> None:
+    store = TraceStore()
+    store.add(spans_of(1) + spans_of(2))  # one add: both traces change together
+    store.add(spans_of(3))
+    store.add(spans_of(4))
+    reached, page = store.spans_since(0, limit=3)
+    # The first change is two traces: both are served, though they pass the limit.
+    assert reached == 1 and {s.trace_id for s in page} == {trace_id(1), trace_id(2)}
+    reached, page = store.spans_since(reached, limit=3)
+    assert reached == 2 and {s.trace_id for s in page} == {trace_id(3)}
+    reached, page = store.spans_since(reached, limit=3)
+    assert reached == store.version == 3 and {s.trace_id for s in page} == {trace_id(4)}
+    assert store.spans_since(reached, limit=3) == (3, [])
 
 
 def test_a_trace_evicted_after_it_changed_is_not_answered() -> None:
     store = TraceStore(max_traces=2)
     store.add(spans_of(1))
     store.add(spans_of(2) + spans_of(3))
-    assert {s.trace_id for s in store.spans_since(0)} == {trace_id(2), trace_id(3)}
+    assert {s.trace_id for s in store.spans_since(0)[1]} == {trace_id(2), trace_id(3)}
