@@ -142,6 +142,15 @@ def test_dashboard_in_a_real_terminal(tmp_path: Path, tmux: Tmux) -> None:
         assert tripped, screen
         tmux.wait_for(lambda s: "503 UO (breaker open)" in s, "the burst's result", 30)
 
+        # The Traces tab lists what the session's history read from the sidecars.
+        tmux.keys("6")
+        screen = tmux.wait_for(
+            lambda s: re.search(r"\d+ shown of [1-9]\d* kept", s) is not None and "GET /items" in s,
+            "traces of the load",
+            30,
+        )
+        assert re.search(r"ingress\W+frontend\W+backend", screen), screen
+
         tmux.keys("q")
         screen = tmux.wait_for(lambda s: "meshdev-exit=" in s, "meshdev to exit", 90)
         assert "meshdev-exit=0" in screen, screen
