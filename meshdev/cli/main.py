@@ -430,7 +430,7 @@ def traces(
         render_table,
         trace_json,
     )
-    from meshdev.observability.trace_history import RELAY_NODE
+    from meshdev.common.trace_wire import RELAY_NODE
     from meshdev.runtime.paths import read_state, trace_relay
     from meshdev.telemetry.io.targets import TargetError, parse_targets
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 from typing import Literal, NotRequired, TypedDict
 
 SPANS_PATH = "/spans"
+# What a relay of many sidecars' spans (the session's trace history, which answers GET /spans
+# in the same shape, each span naming its sidecar in its node_id tag) is called by its readers.
+RELAY_NODE = "meshdev up"
 
 # Tag names: Envoy's where Envoy has one (so a trace reads the same in Jaeger as one from Istio).
 TAG_METHOD = "http.method"

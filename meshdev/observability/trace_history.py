@@ -31,15 +31,13 @@ from typing import Final
 from aiohttp import web
 from pydantic_core import to_json
 
-from meshdev.common.trace_wire import SPANS_PATH
+from meshdev.common.trace_wire import RELAY_NODE, SPANS_PATH
 from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.aggregation.traces import Span, span_wire
 from meshdev.telemetry.io.source import ProxyTarget
 from meshdev.telemetry.io.spans import SpanReader
 
 HOST: Final = "127.0.0.1"
-# The relay's name where a reader names its targets (`meshdev traces`' warnings).
-RELAY_NODE: Final = "meshdev up"
 # Spans in one answer at most (whole traces: one may pass it), ~3 MB of JSON.
 PAGE_SPANS: Final = 5000
 # After the reader failed in a way it does not handle itself (a bug): a pause, not a spin.

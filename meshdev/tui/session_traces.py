@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
-from meshdev.observability.trace_history import RELAY_NODE
+from meshdev.common.trace_wire import RELAY_NODE
 from meshdev.runtime.paths import trace_relay
 from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.io.source import ProxyTarget

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from meshdev.cli.traces import RINGS_ONLY, empty_reason, gather, pick, render_table, trace_json
-from meshdev.observability.trace_history import RELAY_NODE, TraceHistory
+from meshdev.common.trace_wire import RELAY_NODE
+from meshdev.observability.trace_history import TraceHistory
 from meshdev.telemetry.io.spans import collect
 from meshdev.testing.sample_spans import (
     SpansServer,

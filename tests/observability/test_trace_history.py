@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from meshdev.common.trace_wire import RELAY_NODE
 from meshdev.observability import trace_history
-from meshdev.observability.trace_history import RELAY_NODE, TraceHistory
+from meshdev.observability.trace_history import TraceHistory
 from meshdev.telemetry.aggregation.trace_store import TraceStore
 from meshdev.telemetry.io.spans import collect
 from meshdev.testing.sample_spans import SpansServer, request_spans, split_by_node, trace_id
